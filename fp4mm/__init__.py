@@ -1,0 +1,29 @@
+"""fp4mm: exact FP4 (NVFP4) matrix multiplication on NVIDIA GPUs, with its formats, an FP32
+oracle and a local judge for the FP4 matmul challenge."""
+
+from fp4mm import formats, reference
+from fp4mm.formats import (
+    FP4GroupwiseTensor,
+    NVFP4Tensor,
+    dequantize_fp4_groupwise,
+    dequantize_nvfp4,
+    pack_fp4,
+    quantize_fp4_groupwise,
+    quantize_nvfp4,
+    unpack_fp4,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FP4GroupwiseTensor",
+    "NVFP4Tensor",
+    "dequantize_fp4_groupwise",
+    "dequantize_nvfp4",
+    "formats",
+    "pack_fp4",
+    "quantize_fp4_groupwise",
+    "quantize_nvfp4",
+    "reference",
+    "unpack_fp4",
+]
