@@ -2,6 +2,8 @@
 oracle and a local judge for the FP4 matmul challenge."""
 
 from fp4mm import formats, reference
+from fp4mm.ops import nvfp4_mm, w4a16_mm
+from fp4mm.solve import solve, solve_w4a16
 from fp4mm.formats import (
     FP4GroupwiseTensor,
     NVFP4Tensor,
@@ -21,9 +23,13 @@ __all__ = [
     "dequantize_fp4_groupwise",
     "dequantize_nvfp4",
     "formats",
+    "nvfp4_mm",
     "pack_fp4",
     "quantize_fp4_groupwise",
     "quantize_nvfp4",
     "reference",
+    "solve",
+    "solve_w4a16",
     "unpack_fp4",
+    "w4a16_mm",
 ]

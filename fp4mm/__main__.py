@@ -1,0 +1,3 @@
+from fp4mm.cli import main
+
+raise SystemExit(main())

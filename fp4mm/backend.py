@@ -1,0 +1,56 @@
+"""Which implementation runs: ``FP4MM_BACKEND`` = ``auto`` (default), ``reference`` or ``triton``.
+
+- ``auto``: the Triton kernels for CUDA tensors on a GPU they support (sm_90 and newer), the FP32
+  oracle otherwise.
+- ``reference``: always the oracle (any device).
+- ``triton``: always the Triton kernels; CPU tensors then need ``TRITON_INTERPRET=1`` set before
+  fp4mm is imported (Triton's interpreter; fp16 paths only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "reference", "triton")
+ENV_VAR = "FP4MM_BACKEND"
+
+
+def requested_backend() -> str:
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}: expected one of {BACKENDS}, got {value!r}")
+    return value
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _triton_supports(device: torch.device) -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (9, 0)
+    return False
+
+
+def resolve_backend(device: torch.device) -> str:
+    """The backend that runs for tensors on ``device``: ``"reference"`` or ``"triton"``."""
+    requested = requested_backend()
+    if requested == "reference":
+        return "reference"
+    if requested == "auto":
+        return "triton" if _triton_supports(device) else "reference"
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError(f"{ENV_VAR}=triton, but triton is not installed (pip install triton)")
+    if device.type == "cpu" and not triton_interpreting():
+        raise RuntimeError(
+            f"{ENV_VAR}=triton with CPU tensors needs TRITON_INTERPRET=1 in the environment "
+            "before fp4mm is imported"
+        )
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
+        raise RuntimeError(f"{ENV_VAR}=triton: the kernels need sm_90 or newer, got {device}")
+    return "triton"
