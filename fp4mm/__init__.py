@@ -2,8 +2,6 @@
 oracle and a local judge for the FP4 matmul challenge."""
 
 from fp4mm import formats, reference
-from fp4mm.ops import nvfp4_mm, w4a16_mm
-from fp4mm.solve import solve, solve_w4a16
 from fp4mm.formats import (
     FP4GroupwiseTensor,
     NVFP4Tensor,
@@ -14,6 +12,8 @@ from fp4mm.formats import (
     quantize_nvfp4,
     unpack_fp4,
 )
+from fp4mm.ops import nvfp4_mm, w4a16_mm
+from fp4mm.solve import solve, solve_w4a16
 
 __version__ = "0.1.0"
 

@@ -97,10 +97,14 @@ def as_alpha(alpha) -> float:
     """A finite per-tensor factor, from a Python number or a one-element tensor."""
     if isinstance(alpha, torch.Tensor):
         if alpha.numel() != 1:
-            raise ValueError(f"alpha: expected a scalar, got a tensor of shape {tuple(alpha.shape)}")
+            raise ValueError(
+                f"alpha: expected a scalar, got a tensor of shape {tuple(alpha.shape)}"
+            )
         alpha = float(alpha.item())
     elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha: expected a float or a one-element tensor, got {type(alpha).__name__}")
+        raise TypeError(
+            f"alpha: expected a float or a one-element tensor, got {type(alpha).__name__}"
+        )
     alpha = float(alpha)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha: expected a finite number, got {alpha}")

@@ -3,7 +3,8 @@
 Code layout: sign in bit 3, exponent in bits 2..1 (bias 1), mantissa in bit 0. Two codes share a
 byte; ``order`` says which nibble holds the even element:
 
-- ``"low_first"``: element 2i in bits 3..0 (torch.float4_e2m1fn_x2, PTX, CUTLASS, ModelOpt). Canonical.
+- ``"low_first"``: element 2i in bits 3..0 (torch.float4_e2m1fn_x2, PTX, CUTLASS, ModelOpt);
+  the canonical order.
 - ``"high_first"``: element 2i in bits 7..4 (the challenge's order).
 """
 
@@ -14,7 +15,8 @@ import torch
 from fp4mm._validate import check_order, check_tensor
 
 E2M1_MAX = 6.0
-E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+               -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 # Magnitude thresholds between neighbouring codes, with the comparison that makes a tie go to the
 # even code: at 0.25, 1.25, 2.5 and 5.0 the lower neighbour is even (strict >), at 0.75, 1.75

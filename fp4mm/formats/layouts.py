@@ -3,7 +3,8 @@ sm100, ``torch._scaled_mm``) want the swizzled 128x4 layout:
 
 rows padded to a multiple of 128 and scale columns to a multiple of 4, then for row r, column c::
 
-    offset = ((r // 128) * ceil(cols / 4) + c // 4) * 512 + (r % 32) * 16 + ((r // 32) % 4) * 4 + c % 4
+    offset = ((r // 128) * ceil(cols / 4) + c // 4) * 512
+             + (r % 32) * 16 + ((r // 32) % 4) * 4 + c % 4
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Ecosystem convention (see the README's "Formats"):
 - global (encode) scale ``gs = 448 * 6 / amax(|x|)``;
 - block scale ``s_b = e4m3((amax_b / 6) * gs)``, round to nearest even, clamped to 448, no lower
   clamp (a small block may get a subnormal scale);
-- element ``q = e2m1_rne((x * gs) / s_b)``, saturating at +-6; a block whose scale is 0 is all zeros;
+- element ``q = e2m1_rne((x * gs) / s_b)``, saturating at +-6; a block whose scale is 0 is all
+  zeros;
 - dequantised value ``q * s_b / gs``.
 
 All arithmetic is float32, in the order written above; the Triton quantiser reproduces it bit
@@ -72,7 +73,8 @@ def _as_global_scale(global_scale, device) -> torch.Tensor:
         value = float(global_scale)
     else:
         raise TypeError(
-            f"global_scale: expected a float or a one-element tensor, got {type(global_scale).__name__}"
+            "global_scale: expected a float or a one-element tensor, "
+            f"got {type(global_scale).__name__}"
         )
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"global_scale: expected a finite positive number, got {value}")
@@ -117,7 +119,9 @@ def dequantize_nvfp4_blocks(data: torch.Tensor, scales: torch.Tensor, order: str
             f"{NVFP4_BLOCK}), got {tuple(scales.shape)}"
         )
     if data.device != scales.device:
-        raise ValueError(f"expected data and scales on one device, got {data.device} and {scales.device}")
+        raise ValueError(
+            f"expected data and scales on one device, got {data.device} and {scales.device}"
+        )
     values = decode_e2m1(unpack_fp4(data, order))
     values = values.reshape(*values.shape[:-1], K // NVFP4_BLOCK, NVFP4_BLOCK)
     return (values * e4m3_to_float(scales).unsqueeze(-1)).reshape(*data.shape[:-1], K)
