@@ -1,0 +1,425 @@
+"""Warp-specialised NVFP4 GEMM for Hopper (sm_90a), written in Gluon (triton.experimental.gluon).
+
+Computes ``out[M, N] = alpha * x[M, K] @ dequant(w)[N, K]^T`` with NVFP4 weights (E2M1 codes, one
+E4M3 scale per 16 along K) and either NVFP4 activations (W4A4: dequantised to fp16 by a light
+pre-pass, ``_dequant_x_kernel``) or fp16/bf16 activations (W4A16).
+
+Design (../shared/notes/gluon-hopper.md section 5), per CTA tile of 128 weight rows x BN tokens:
+
+- swap-AB: ``y^T = W x^T``. The dequantised weight tile is the *register* A operand of
+  ``warpgroup_mma`` (m64nBNk16); the activations are the shared-memory B operand (TMA, K-major).
+- 1 producer warp (TMA only, 24 registers) + 2 consumer warpgroups (default partition, 8 warps,
+  each warpgroup owns 64 of the 128 weight rows).
+- A ring of STAGES shared-memory stages (W codes, W scales, x tile) guarded by ready/empty
+  mbarriers. Persistent grid: each CTA walks tiles ``pid, pid + G, ...`` so the producer prefetches
+  the next tile's first stages while the consumers run the epilogue.
+- Even/odd fragment schedule: ``wgmma(a_even); wait(1)`` retires the previous (odd) tile before
+  its A registers are rewritten. Never overwrite the A registers of an in-flight wgmma (checked on
+  every shipped config with the SASS hazard checker, tests/kernels/_sass_hazard.py).
+
+Host prepack (``prepack_weight_sm90``) lays out codes and scales *in the consumer's register
+order*, so each consumer thread reads its 16 code bytes with one 16-byte ``ld.shared`` and its 8
+scale bytes with one 8-byte ``ld.shared``, and every reshape/permute/convert back to the wgmma
+operand layout is free (``assert_trivial=True``). Per (128-row block nb, 64-K tile kt):
+
+- codes: 4096 bytes ``[warp w (8)][lane (32)][reg r (16)]`` with lane = 4 g + c, holding packed
+  byte ``kbyte = c + 4 (r >> 1)`` of row ``16 w + 8 (r & 1) + g`` (low nibble = even K);
+  stored as rows ``nb*16 + 2 w + lane // 16``, columns ``kt*256 + (lane % 16) * 16 + r``;
+- scales: 512 bytes ``[w (8)][g (8)][j (8)]`` holding the scale of row ``16 w + 8 (j & 1) + g`` and
+  K-block ``j >> 1``; stored as rows ``nb*8 + w``, columns ``kt*64 + 8 g + j``.
+
+Rows are padded to a multiple of 128 and K to a multiple of 128 (an even number of 64-K tiles),
+with zero codes and zero scales (0 x anything = 0, NaN-free).
+
+Exactness: E2M1 x E4M3 products are exact in fp16 and bf16; only the fp32 summation order differs
+from ``fp4mm.reference``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
+BK = 64  # K per stage
+K_ALIGN = 2 * BK  # the even/odd schedule consumes K tiles in pairs
+_BM = gl.constexpr(BM)
+_BK = gl.constexpr(BK)
+SMEM_LIMIT = 232448  # bytes of dynamic shared memory per CTA on sm_90
+_GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float32: gl.float32}
+
+
+# ----------------------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SM90Config:
+    """BN: tokens per CTA tile (wgmma N: 16..256, multiple of 16); STAGES: ring depth;
+    PERSISTENT: grid = min(tiles, SMs) with a tile loop, else one CTA per tile."""
+
+    BN: int = 256
+    STAGES: int = 4
+    PERSISTENT: bool = True
+
+    def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
+        out_bytes = torch.empty((), dtype=out_dtype).element_size()
+        stage = BM * BK // 2 + BM * BK // 8 + self.BN * BK * 2
+        return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
+
+
+def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16) -> bool:
+    """The one validity predicate (heuristic, tests and benchmark use it)."""
+    return (
+        config.BN in (16, 32, 64, 128, 256)
+        and 2 <= config.STAGES <= 8
+        and config.smem_bytes(out_dtype) <= SMEM_LIMIT
+    )
+
+
+def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16) -> SM90Config:
+    """Heuristic (to be replaced by the H100 measurements in docs/perf-log.md)."""
+    if M <= 16:
+        bn = 16
+    elif M <= 32:
+        bn = 32
+    elif M <= 64:
+        bn = 64
+    elif M <= 128:
+        bn = 128
+    else:
+        bn = 256
+    for stages in (4, 3, 2):
+        cfg = SM90Config(BN=bn, STAGES=stages)
+        if config_is_valid(cfg, out_dtype):
+            return cfg
+    return SM90Config(BN=128, STAGES=2)
+
+
+def is_supported(device) -> bool:
+    """True for a CUDA device of compute capability 9.x (Hopper: wgmma, TMA, setmaxnreg)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] == 9
+
+
+# ----------------------------------------------------------------------------------------------
+# Layout helpers (compile time)
+# ----------------------------------------------------------------------------------------------
+@gluon.constexpr_function
+def _split_k_layout(ll):
+    """The [BM, BK] register-A layout with K split into [BK/16, 8, 2] (scale block, pair, k & 1)."""
+    f = lambda b: [b[0], b[1] // 16, (b[1] % 16) // 2, b[1] % 2]  # noqa: E731
+    return gl.DistributedLinearLayout(
+        [f(b) for b in ll.reg_bases], [f(b) for b in ll.lane_bases],
+        [f(b) for b in ll.warp_bases], [], [ll.shape[0], ll.shape[1] // 16, 8, 2])
+
+
+# Thread-ordered code tile [16, 256] uint8: 16 contiguous bytes per thread (see module docstring).
+_W_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
+    lane_bases=[[0, 16], [0, 32], [0, 64], [0, 128], [1, 0]],
+    warp_bases=[[2, 0], [4, 0], [8, 0]], block_bases=[], shape=[16, 256]))
+# Thread-ordered scale tile [8, 128] uint8: 16 contiguous bytes per thread (8 scales, each twice,
+# so that a scale pair lines up with a (k, k+1) value pair), shared by the 4 lanes of a row.
+_S_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
+    lane_bases=[[0, 0], [0, 0], [0, 16], [0, 32], [0, 64]],
+    warp_bases=[[1, 0], [2, 0], [4, 0]], block_bases=[], shape=[8, 128]))
+
+
+@gluon.jit
+def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
+                  P_LAYOUT: gl.constexpr, L4: gl.constexpr):
+    """One stage's 128 x 64 weight tile, dequantised into the register-A layout of wgmma."""
+    # codes: [16, 256] thread-ordered -> [w, g, c, i, h] -> [w, h, g, i, c] -> [128 rows, 32 bytes]
+    p = w_smem.load(_W_LOAD_LAYOUT)
+    p = p.reshape([8, 8, 4, 8, 2]).permute((0, 4, 1, 3, 2)).reshape([_BM, _BK // 2])
+    p = gl.convert_layout(p, P_LAYOUT, assert_trivial=True)
+    w = gl.fp4_to_fp(p, DTYPE, 1)
+    # scales: [8, 128] -> [w, g, kb, h, e] -> [w, h, g, kb, e] -> [128 rows, 4 K-blocks, 2]
+    s = s_smem.load(_S_LOAD_LAYOUT)
+    s = s.reshape([8, 8, _BK // 16, 2, 2]).permute((0, 3, 1, 2, 4)).reshape([_BM, _BK // 16, 2])
+    s = gl.convert_layout(s, gl.SliceLayout(2, L4), assert_trivial=True)
+    s = s.to(gl.float8e4nv, bitcast=True).to(DTYPE)
+    w4 = gl.convert_layout(w.reshape([_BM, _BK // 16, 8, 2]), L4, assert_trivial=True)
+    w4 = w4 * gl.expand_dims(s, 2)
+    return gl.convert_layout(w4.reshape([_BM, _BK]), A_LAYOUT, assert_trivial=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_tiles,
+              num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
+    nbytes: gl.constexpr = _BM * _BK // 2 + _BM * _BK // 8 + BN * _BK * 2
+    it = 0
+    for t in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        pid_m = t % num_m_tiles
+        pid_n = t // num_m_tiles
+        for kt in range(k_tiles):
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            fence_async_shared()  # consumers read the stage through the generic proxy
+            mbarrier.expect(ready.index(s), nbytes)
+            tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], ready.index(s),
+                                            w_bufs.index(s))
+            tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], ready.index(s),
+                                            s_bufs.index(s))
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
+                                            x_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _consumer(y_desc, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_tiles,
+              num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+                                                  instr_shape=[16, BN, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
+    l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
+    it = 0
+    for t in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+        pid_m = t % num_m_tiles
+        pid_n = t // num_m_tiles
+        acc = gl.zeros([_BM, BN], gl.float32, mma)
+        for j in range(0, k_tiles, 2):
+            # even tile: its A registers were last read by the wgmma retired two waits ago
+            s0 = it % STAGES
+            mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
+            a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
+            acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
+            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > 0)
+            it += 1
+            # odd tile
+            s1 = it % STAGES
+            mbarrier.wait(ready.index(s1), (it // STAGES) & 1)
+            a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout, l4)
+            acc = warpgroup_mma(a_o, x_bufs.index(s1).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the even tile
+            mbarrier.arrive(empty.index(s0))
+            it += 1
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
+        # epilogue: y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha * acc)^T
+        tma.store_wait(0)  # the previous tile's store has finished reading y_smem
+        gl.thread_barrier()
+        y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, alpha, num_tiles, num_m_tiles, k_tiles,
+                          BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+    gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
+    w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
+    s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 8, 128], s_desc.layout)
+    x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
+    y_smem = gl.allocate_shared_memory(y_desc.dtype, [BN, _BM], y_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    fence_async_shared()
+    gl.warp_specialize(
+        [(_consumer, (y_desc, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_tiles,
+                      num_m_tiles, k_tiles, BN, STAGES, DTYPE)),
+         (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_tiles,
+                      num_m_tiles, k_tiles, BN, STAGES))],
+        [1], [24])
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(i))
+        mbarrier.invalidate(empty.index(i))
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation pre-pass (W4A4): NVFP4 x -> fp16/bf16, exact
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _dequant_x_kernel(xq_ptr, xs_ptr, out_ptr, M, K, HIGH_FIRST: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """out[M, K] = e2m1(x_q) * e4m3(x_s) in out's dtype; BLOCK_K elements per program."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rb = tl.program_id(1) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
+    rs = tl.program_id(1) * (BLOCK_K // 16) + tl.arange(0, BLOCK_K // 16)
+    row_ok = rm[:, None] < M
+    q = tl.load(xq_ptr + rm[:, None] * (K // 2) + rb[None, :],
+                mask=row_ok & (rb[None, :] < K // 2), other=0)
+    sc = tl.load(xs_ptr + rm[:, None] * (K // 16) + rs[None, :],
+                 mask=row_ok & (rs[None, :] < K // 16), other=0)
+    lo = q & 0xF
+    hi = q >> 4
+    if HIGH_FIRST:
+        lo, hi = hi, lo
+    # An E2M1 code c re-read as the E4M3 byte ((c & 7) << 2 | (c & 8) << 4) is e2m1(c) * 2^-6,
+    # exact; the 2^6 goes into the scale (exact in fp16: at most 448 * 64).
+    lo8 = (((lo & 7) << 2) | ((lo & 8) << 4)).to(tl.float8e4nv, bitcast=True).to(tl.float16)
+    hi8 = (((hi & 7) << 2) | ((hi & 8) << 4)).to(tl.float8e4nv, bitcast=True).to(tl.float16)
+    v = tl.join(lo8, hi8).reshape(BLOCK_M, BLOCK_K // 16, 16)
+    s = sc.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+    x = (v * s[:, :, None]).reshape(BLOCK_M, BLOCK_K)
+    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    tl.store(out_ptr + rm[:, None] * K + rk[None, :], x.to(out_ptr.dtype.element_ty),
+             mask=row_ok & (rk[None, :] < K))
+
+
+def dequant_activations(x_q: torch.Tensor, x_scales: torch.Tensor, order: str = "low_first",
+                        dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """NVFP4 activations (uint8 ``(M, K/2)`` codes, uint8 ``(M, K/16)`` E4M3 scales) to a
+    contiguous ``(M, K)`` tensor of ``dtype`` (fp16/bf16; exact)."""
+    M, K = x_q.shape[0], x_q.shape[1] * 2
+    out = torch.empty((M, K), dtype=dtype, device=x_q.device)
+    grid = (triton.cdiv(M, 32), triton.cdiv(K, 256))
+    _dequant_x_kernel[grid](x_q, x_scales, out, M, K, HIGH_FIRST=order == "high_first",
+                            BLOCK_M=32, BLOCK_K=256, num_warps=4)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Host prepack
+# ----------------------------------------------------------------------------------------------
+class PackedWeightSM90(NamedTuple):
+    """Weights re-laid out for ``fp4_gemm_sm90`` (see the module docstring).
+
+    ``codes`` uint8 ``(Np/128*16, Kp/64*256)``, ``scales`` uint8 ``(Np/128*8, Kp/64*64)``, with
+    Np = N rounded up to 128 and Kp = K rounded up to 128; ``N``, ``K`` the logical sizes."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    N: int
+    K: int
+
+
+def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
+                        order: str = "low_first") -> PackedWeightSM90:
+    """Re-lay NVFP4 weights (uint8 ``(N, K/2)`` codes in ``order``, uint8 or float8_e4m3fn
+    ``(N, K/16)`` scales, row-major) in the consumer's register order. Works on any device."""
+    if w_scales.dtype == torch.float8_e4m3fn:
+        w_scales = w_scales.view(torch.uint8)
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
+    q = torch.zeros((Np, Kp // 2), dtype=torch.uint8, device=w_q.device)
+    q[:N, :K // 2] = w_q
+    if order == "high_first":
+        q = (q >> 4) | (q << 4)
+    sc = torch.zeros((Np, Kp // 16), dtype=torch.uint8, device=w_q.device)
+    sc[:N, :K // 16] = w_scales
+    nb, kt = Np // BM, Kp // BK
+    # codes: row = 16 w + 8 h + g, kbyte = 4 i + c  ->  [nb, w, lane // 16, kt, lane % 16, 2 i + h]
+    q = q.view(nb, 8, 2, 8, kt, 8, 4)  # nb, w, h, g, kt, i, c
+    q = q.permute(0, 1, 3, 6, 4, 5, 2)  # nb, w, g, c, kt, i, h   (r = 2 i + h)
+    q = q.reshape(nb, 8, 2, 16, kt, 16)  # nb, w, lane // 16, lane % 16, kt, r
+    codes = q.permute(0, 1, 2, 4, 3, 5).reshape(nb * 16, kt * 256).contiguous()
+    # scales: row = 16 w + 8 h + g, col = 4 kt + kb  ->  [nb, w, kt, g, kb, h, e], e = copy 0/1
+    sc = sc.view(nb, 8, 2, 8, kt, 4)  # nb, w, h, g, kt, kb
+    sc = sc.permute(0, 1, 4, 3, 5, 2).unsqueeze(-1).expand(nb, 8, kt, 8, 4, 2, 2)
+    scales = sc.reshape(nb * 8, kt * 128).contiguous()
+    return PackedWeightSM90(codes, scales, N, K)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+_SM_COUNT: dict = {}
+
+
+def _sm_count(device) -> int:
+    idx = torch.device(device).index or 0
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tensor,
+                     config: SM90Config):
+    """TMA descriptors for the four operands (host side)."""
+    dt, ot = _GL_DTYPE[x.dtype], _GL_DTYPE[out.dtype]
+    plain8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+    w_desc = TensorDescriptor.from_tensor(packed.codes, [16, 256], plain8)
+    s_desc = TensorDescriptor.from_tensor(packed.scales, [8, 128], plain8)
+    x_layout = gl.NVMMASharedLayout.get_default_for([config.BN, BK], dt)
+    x_desc = TensorDescriptor.from_tensor(x, [config.BN, BK], x_layout)
+    y_layout = gl.NVMMASharedLayout.get_default_for([config.BN, BM], ot)
+    y_desc = TensorDescriptor.from_tensor(out, [config.BN, BM], y_layout)
+    return w_desc, s_desc, x_desc, y_desc
+
+
+def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
+                      *, config: SM90Config | None = None) -> None:
+    """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
+    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows)."""
+    M, K = x.shape
+    N = packed.N
+    config = config or choose_config(M, N, K, out.dtype)
+    if not config_is_valid(config, out.dtype):
+        raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
+    w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
+    num_m_tiles = triton.cdiv(M, config.BN)
+    num_tiles = num_m_tiles * (packed.codes.shape[0] // 16)
+    k_tiles = packed.codes.shape[1] // 256
+    grid = min(num_tiles, _sm_count(x.device)) if config.PERSISTENT else num_tiles
+    _fp4_gemm_sm90_kernel[(grid,)](
+        w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], num_warps=8)
+
+
+def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
+                  w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
+                  prepacked: PackedWeightSM90 | None = None,
+                  config: SM90Config | None = None) -> None:
+    """W4A4: ``out = alpha * dequant(x) @ dequant(w)^T`` (writes ``out`` in place).
+
+    Args:
+        x_q: uint8 ``(M, K/2)`` packed E2M1 activations; x_scales uint8 ``(M, K/16)`` E4M3.
+        w_q: uint8 ``(N, K/2)``; w_scales uint8 ``(N, K/16)`` (ignored when ``prepacked`` given).
+        alpha: fp32 global factor applied in the epilogue.
+        order: ``"low_first"`` or ``"high_first"`` nibble order of both packed operands.
+        out: contiguous ``(M, N)`` fp16/bf16/fp32 CUDA tensor.
+        prepacked: ``prepack_weight_sm90(w_q, w_scales, order)``, reused across calls.
+        config: an ``SM90Config`` overriding the heuristic.
+    """
+    if prepacked is None:
+        prepacked = prepack_weight_sm90(w_q, w_scales, order)
+    x = dequant_activations(x_q, x_scales, order, torch.float16)
+    _gemm_dense(x, prepacked, alpha, out, config)
+
+
+def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
+                        order: str, out: torch.Tensor, *,
+                        prepacked: PackedWeightSM90 | None = None,
+                        config: SM90Config | None = None) -> None:
+    """NVFP4 weights x fp16/bf16 activations ``x`` ``(M, K)``: ``out = alpha * x @ dequant(w)^T``;
+    the MMA runs in x's dtype. Other arguments as in :func:`fp4_gemm_sm90`."""
+    if prepacked is None:
+        prepacked = prepack_weight_sm90(w_q, w_scales, order)
+    _gemm_dense(x.contiguous(), prepacked, alpha, out, config)
+
+
+def _gemm_dense(x, packed, alpha, out, config):
+    M, N = out.shape
+    if N % 8 == 0 and out.is_contiguous():
+        gemm_sm90_dense_x(x, packed, alpha, out, config=config)
+        return
+    padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
+    gemm_sm90_dense_x(x, packed, alpha, padded, config=config)
+    out.copy_(padded[:, :N])
