@@ -1,0 +1,434 @@
+"""``fp4mm bench``: check every implementation against the oracle, then time it beside the
+baselines, in one run on one card; print a table, write one JSON per run and a PNG plot.
+
+Measurement rules (``docs`` and the team's benchmarking notes): inputs from the challenge's
+generators; a wrong output is never timed (its row says ``correct: false`` and has no time);
+``triton.testing.do_bench`` after warm-up, which also flushes the L2 before each call, and on top
+of that every implementation rotates through enough copies of its weights to exceed 3x the L2;
+median, min and max; TF/s = 2 M N K / time; effective GB/s = bytes the problem must read and
+write once / time (the same numerator for every implementation of a case); ratios are
+``baseline time / time`` against cuBLAS bf16 (fp16 for ``w4a16_mm``) of the same case and run.
+
+The machinery (``run_cases``, ``build_result``, ``write_outputs``) takes a device and a timer, so
+tests run it on the CPU with a stub timer; the command itself needs a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fnmatch
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fp4mm.bench.cases import (
+    DEFAULT_L2_BYTES,
+    DEFAULT_SUITES,
+    RATIO_BASELINE,
+    SUITES,
+    TOLERANCE,
+    Case,
+    Impl,
+    Runner,
+    impl_label,
+    make_problem,
+    parse_shapes,
+    select_cases,
+)
+
+SCHEMA_VERSION = 1
+ALWAYS_RUN = ("cublas_bf16", "cublas_fp16")  # the ratios need them
+# (warmup_ms, rep_ms) for do_bench.
+REPS = {False: (25, 100), True: (5, 20)}
+
+# A timer: (fn, quick) -> (median_ms, min_ms, max_ms).
+Timer = Callable[[Callable[[], object], bool], tuple[float, float, float]]
+
+
+def do_bench_timer(fn, quick: bool) -> tuple[float, float, float]:
+    """``triton.testing.do_bench`` (events, L2 flushed before each call): median, min, max ms."""
+    from triton.testing import do_bench
+
+    warmup, rep = REPS[quick]
+    times = sorted(do_bench(fn, warmup=warmup, rep=rep, return_mode="all"))
+    n = len(times)
+    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    return median, times[0], times[-1]
+
+
+@dataclass
+class Context:
+    """What a builder may use: ``time(fn)`` -> (median, min, max) ms with the run's timer."""
+
+    timer: Timer
+    quick: bool
+
+    def time(self, fn):
+        return self.timer(fn, self.quick)
+
+
+# ----------------------------------------------------------------------------- correctness
+def _compare(runner: Runner, got, expected, case: Case) -> dict:
+    """``{"correct": bool, "max_abs_err": float, "rel_l2_err": float}`` for one output."""
+    if runner.check == "exact":
+        got, expected = tuple(got), tuple(expected)
+        same = len(got) == len(expected) and all(_equal(a, b) for a, b in zip(got, expected))
+        return {"correct": same, "max_abs_err": None, "rel_l2_err": None}
+    out = runner.result(got) if runner.result is not None else got.float()
+    ref = expected.float()
+    if out.shape != ref.shape:
+        return {"correct": False, "max_abs_err": None, "rel_l2_err": None,
+                "error": f"output shape {tuple(out.shape)}, expected {tuple(ref.shape)}"}
+    out, ref = out.double(), ref.double()
+    bad_nan = bool((~torch.isfinite(out) & torch.isfinite(ref)).any())
+    finite = torch.isfinite(out) & torch.isfinite(ref)
+    diff = torch.where(finite, out - ref, torch.zeros_like(ref))
+    max_abs = float(diff.abs().max()) if diff.numel() else 0.0
+    rel_l2 = float(diff.norm() / ref.where(finite, 0).norm().clamp_min(1e-30))
+    if runner.check == "rel_l2":
+        ok = rel_l2 <= runner.rel_l2_tol and not bad_nan
+    else:
+        atol, rtol = TOLERANCE[case.op]
+        ok = not bad_nan and bool(torch.allclose(out, ref, atol=atol, rtol=rtol, equal_nan=True))
+    return {"correct": ok, "max_abs_err": max_abs, "rel_l2_err": rel_l2}
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        a, b = torch.as_tensor(a).cpu(), torch.as_tensor(b).cpu()
+        if a.dtype != b.dtype:
+            a, b = a.double(), b.double()
+        return a.shape == b.shape and bool(torch.equal(a.reshape(-1), b.reshape(-1)))
+    return a == b
+
+
+def oracle(problem) -> torch.Tensor | tuple:
+    """The case's expected result: the FP32 oracle (``fp4mm.reference``), or for the quantiser
+    the torch twin's output."""
+    from fp4mm import reference
+
+    d, op = problem.data, problem.case.op
+    if op == "nvfp4_mm":
+        return reference.nvfp4_mm(d["x_q"], d["x_scales"], d["w_q"], d["w_scales"], d["alpha"])
+    if op == "w4a16_mm":
+        return reference.w4a16_mm(d["x"], d["w_q"], d["scales"], d["group_size"])
+    if op == "nvfp4_w4a16_mm":
+        twin = getattr(reference, "nvfp4_w4a16_mm", None)
+        if twin is not None:
+            return twin(d["x"], d["w_q"], d["w_scales"], d["w_global_scale"])
+        from fp4mm.formats import dequantize_nvfp4
+
+        w = dequantize_nvfp4(d["w_q"], d["w_scales"], d["w_global_scale"])
+        with reference._ieee_fp32():
+            return d["x"].float() @ w.t()
+    from fp4mm.formats.nvfp4 import quantize_nvfp4
+
+    return tuple(quantize_nvfp4(d["x"]))
+
+
+# ----------------------------------------------------------------------------- the run
+def _row(case: Case, impl: Impl, prepacked: bool) -> dict:
+    return {"op": case.op, "impl": impl.name, "kind": impl.kind, "suite": case.suites[0],
+            "suites": list(case.suites), "M": case.M, "N": case.N, "K": case.K,
+            "group_size": case.group_size, "alpha": case.alpha, "prepacked": prepacked,
+            "memory_bound": case.memory_bound, "flops": case.flops, "bytes": case.bytes,
+            "median_us": None, "min_us": None, "max_us": None, "tflops": None, "gbps": None,
+            "correct": False, "max_abs_err": None, "rel_l2_err": None, "copies": None,
+            "error": None, "note": ""}
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_impl(case: Case, problem, impl: Impl, expected, ctx: Context) -> dict | None:
+    """Build, check, and (only if correct) time one implementation; None if it does not apply."""
+    try:
+        runner = impl.build(case, problem, ctx)
+    except Exception as exc:  # noqa: BLE001 - a broken implementation is a row, not a crash
+        row = _row(case, impl, False)
+        row["error"] = f"build: {type(exc).__name__}: {exc}"
+        return row
+    if runner is None:
+        return None
+    row = _row(case, impl, runner.prepacked)
+    row.update(copies=runner.copies, note=runner.note, **runner.extra)
+    try:
+        got = runner.run(0)
+        _sync(problem.device)
+        want = runner.expected() if runner.expected is not None else expected
+        row.update(_compare(runner, got, want, case))
+        del got
+    except Exception as exc:  # noqa: BLE001
+        row["error"] = f"run: {type(exc).__name__}: {exc}"
+        return row
+    if not row["correct"]:
+        return row
+    counter = itertools.count()
+    try:
+        med, lo, hi = ctx.time(lambda: runner.run(next(counter) % runner.copies))
+    except Exception as exc:  # noqa: BLE001
+        row.update(correct=False, error=f"timing: {type(exc).__name__}: {exc}")
+        return row
+    row.update(median_us=med * 1e3, min_us=lo * 1e3, max_us=hi * 1e3)
+    if case.flops:
+        row["tflops"] = case.flops / (med * 1e-3) / 1e12
+    row["gbps"] = case.bytes / (med * 1e-3) / 1e9
+    return row
+
+
+def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer,
+              quick: bool = False, l2_bytes: int = DEFAULT_L2_BYTES,
+              on_step: Callable[[str, bool], None] | None = None) -> list[dict]:
+    """Check and time every applicable (case, implementation); returns the rows, ratios added.
+    ``on_step(description, done)`` is called before (done False) and after each one."""
+    device = torch.device(device)
+    ctx = Context(timer, quick)
+    rows = []
+    for case in cases:
+        todo = [i for i in impls if case.op in i.ops and case.allows(i.name)]
+        if not todo:
+            continue
+        problem = make_problem(case, device, l2_bytes)
+        expected = oracle(problem)
+        for impl in todo:
+            if on_step is not None:
+                on_step(f"{case.op} {case.shape} {impl.name}", False)
+            row = run_impl(case, problem, impl, expected, ctx)
+            if on_step is not None:
+                on_step("", True)
+            if row is not None:
+                rows.append(row)
+        del problem, expected
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``ratio_vs_cublas_bf16`` / ``_fp16`` (baseline median / median, > 1 is faster) and
+    ``ratio`` against the op's own baseline (``ratio_baseline``), within each case."""
+    base: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r["impl"] in ("cublas_bf16", "cublas_fp16") and r["median_us"]:
+            base.setdefault(_case_key(r), {})[r["impl"]] = r["median_us"]
+    for r in rows:
+        b = base.get(_case_key(r), {})
+        t = r["median_us"]
+        for name in ("cublas_bf16", "cublas_fp16"):
+            r[f"ratio_vs_{name}"] = b[name] / t if t and name in b else None
+        r["ratio_baseline"] = RATIO_BASELINE.get(r["op"])
+        r["ratio"] = r.get(f"ratio_vs_{r['ratio_baseline']}") if r["ratio_baseline"] else None
+
+
+def _case_key(r: dict) -> tuple:
+    return (r["op"], r["M"], r["N"], r["K"], r["group_size"], r["alpha"])
+
+
+def select_impls(impls: Sequence[Impl], patterns: Sequence[str] | None) -> list[Impl]:
+    """Implementations whose name matches one of ``patterns`` (fnmatch), plus the ratio
+    baselines; all when ``patterns`` is None."""
+    if not patterns:
+        return list(impls)
+    keep = [i for i in impls if i.name in ALWAYS_RUN
+            or any(fnmatch.fnmatchcase(i.name, p) for p in patterns)]
+    return keep
+
+
+# ----------------------------------------------------------------------------- metadata, output
+def git_commit(cwd: Path | None = None) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout; ``FP4MM_GIT_COMMIT`` overrides (GPU machines get a copy
+    of the tree without ``.git``)."""
+    env = os.environ.get("FP4MM_GIT_COMMIT")
+    if env:
+        return env, os.environ.get("FP4MM_GIT_DIRTY", "0") not in ("", "0")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=cwd, check=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, cwd=cwd,
+                                    timeout=10).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"device": torch.cuda.get_device_name(device),
+                "capability": list(torch.cuda.get_device_capability(device)),
+                "sm_count": props.multi_processor_count,
+                "l2_bytes": getattr(props, "L2_cache_size", None) or DEFAULT_L2_BYTES,
+                "cuda": torch.version.cuda}
+    return {"device": f"cpu ({platform.processor() or platform.machine()})", "capability": None,
+            "sm_count": None, "l2_bytes": 0, "cuda": None}
+
+
+def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], quick: bool,
+                 argv: Sequence[str] | None = None, date: _dt.datetime | None = None) -> dict:
+    """The JSON document of one run (schema: the team's benchmarking notes, plus ratios)."""
+    import triton
+
+    from fp4mm.backend import resolve_backend
+
+    date = date or _dt.datetime.now(_dt.timezone.utc)
+    commit, dirty = git_commit()
+    info = device_info(device)
+    warmup, rep = REPS[quick]
+    return {
+        "schema": SCHEMA_VERSION, **info, "torch": torch.__version__,
+        "triton": triton.__version__, "python": platform.python_version(),
+        "date": date.isoformat(timespec="seconds"), "git_commit": commit, "git_dirty": dirty,
+        "backend": resolve_backend(device), "suites": list(suites), "quick": quick,
+        "argv": list(argv or []),
+        "timing": {"method": "triton.testing.do_bench, L2 flushed each call; rotating weight "
+                             "copies >= 3x L2", "warmup_ms": warmup, "rep_ms": rep},
+        "rows": rows,
+    }
+
+
+def result_stem(result: dict) -> str:
+    date = _dt.datetime.fromisoformat(result["date"])
+    return f"{date:%Y%m%d-%H%M%S}_{'+'.join(result['suites'])}"
+
+
+def write_outputs(result: dict, out_dir, plot_dir=None) -> tuple[Path, Path | None]:
+    """Write ``<out_dir>/<stem>.json`` and, unless ``plot_dir`` is None or matplotlib is
+    missing, ``<plot_dir>/<stem>.png``. Returns both paths (the plot's may be None)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(result)
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    png = None
+    if plot_dir is not None:
+        try:
+            from fp4mm.bench.plot import plot_result
+        except ImportError as exc:
+            print(f"fp4mm bench: no plot ({exc}); `python -m fp4mm.bench.report` can make it "
+                  "from the JSON later", file=sys.stderr)
+        else:
+            png = plot_result(result, Path(plot_dir) / f"{stem}.png")
+    return json_path, png
+
+
+# ----------------------------------------------------------------------------- printing
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    """(op, shape, impl, median us, TF/s or GB/s, ratio, correct) as strings."""
+    out = []
+    for r in rows:
+        shape = f"{r['M']}x{r['K']}" if r["op"] == "quantize_nvfp4" else \
+            f"{r['M']}x{r['N']}x{r['K']}"
+        impl = impl_label(r)
+        if r["memory_bound"] or not r["flops"]:
+            metric = _fmt(r["gbps"], ".0f") + " GB/s" if r["gbps"] else "-"
+        else:
+            metric = _fmt(r["tflops"], ".1f") + " TF/s" if r["tflops"] else "-"
+        ratio = _fmt(r.get("ratio"), ".3f") + "x" if r.get("ratio") else "-"
+        correct = "yes" if r["correct"] else ("ERROR" if r["error"] else "WRONG")
+        out.append((r["op"], shape, impl, _fmt(r["median_us"], ".1f"), metric, ratio, correct))
+    return out
+
+
+HEADERS = ("op", "shape", "impl", "median us", "TF/s | GB/s", "x cuBLAS", "correct")
+
+
+def print_table(result: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title=f"fp4mm bench on {result['device']} ({result['date']}); x cuBLAS = "
+                        "cuBLAS bf16 time / time (fp16 for w4a16_mm), same run")
+    for h in HEADERS:
+        table.add_column(h, justify="left" if h in ("op", "shape", "impl") else "right")
+    for cells in table_rows(result["rows"]):
+        style = None if cells[-1] == "yes" else "red"
+        table.add_row(*cells, style=style)
+    console.print(table)
+    for r in result["rows"]:
+        if r["error"]:
+            console.print(f"[red]{r['op']} {r['M']}x{r['N']}x{r['K']} {r['impl']}: "
+                          f"{r['error']}[/red]")
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", action="append", choices=SUITES + ("all",),
+                        help="which cases (repeatable; default: challenge, table5, decode)")
+    parser.add_argument("--shapes", type=parse_shapes, default=None,
+                        help="replace the suites' shapes: MxNxK[,MxNxK...] (MxK for quant)")
+    parser.add_argument("--impls", default=None,
+                        help="comma-separated implementation names or globs (e.g. 'fp4mm,quack*');"
+                             " cuBLAS bf16/fp16 always run, the ratios need them")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON result")
+    parser.add_argument("--plot-dir", default="bench/plots", help="folder for the PNG plot")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"shorter timing (do_bench warmup/rep {REPS[True]} ms "
+                             f"instead of {REPS[False]})")
+    parser.set_defaults(run=run)
+
+
+def suites_from(arg: Sequence[str] | None) -> list[str]:
+    if not arg:
+        return list(DEFAULT_SUITES)
+    if "all" in arg:
+        return list(SUITES)
+    return list(dict.fromkeys(arg))
+
+
+def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> int:
+    """The ``fp4mm bench`` command. Exit status 2 without a CUDA GPU (unless a test passes a
+    device and a timer)."""
+    if device is None:
+        if not torch.cuda.is_available():
+            print("fp4mm bench: needs a CUDA GPU (torch.cuda.is_available() is False). Without "
+                  "one, `fp4mm check` judges solutions on the CPU.", file=sys.stderr)
+            return 2
+        device = torch.device("cuda")
+    device = torch.device(device)
+    timer = timer or do_bench_timer
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from fp4mm.bench.impls import all_impls, nvfp4_w4a16_op
+
+    suites = suites_from(args.suite)
+    cases = select_cases(suites, args.shapes, have_nvfp4_w4a16=nvfp4_w4a16_op() is not None)
+    impls = select_impls(all_impls(), args.impls.split(",") if args.impls else None)
+    l2 = device_info(device)["l2_bytes"]
+    total = sum(1 for c in cases for i in impls if c.op in i.ops and c.allows(i.name))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  transient=False) as progress:
+        task = progress.add_task("checking and timing", total=total)
+
+        def step(what: str, done: bool):
+            if done:
+                progress.advance(task)
+            else:
+                progress.update(task, description=what)
+
+        rows = run_cases(cases, impls, device, timer, quick=args.quick, l2_bytes=l2,
+                         on_step=step)
+    result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:])
+    json_path, png = write_outputs(result, args.out, None if args.no_plot else args.plot_dir)
+    print_table(result)
+    print(f"wrote {json_path}" + (f" and {png}" if png else ""))
+    wrong = [r for r in rows if not r["correct"] and r["kind"] == "ours"]
+    return 1 if wrong else 0

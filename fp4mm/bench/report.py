@@ -1,0 +1,211 @@
+"""Regenerate the README's performance section from committed benchmark results.
+
+    python -m fp4mm.bench.report [--results bench/results] [--readme README.md]
+                                 [--plot bench/plots/performance.png] [--check]
+
+For each suite, the latest full (not ``--quick``) GPU run under ``--results`` that contains it
+supplies the suite's table (quick runs only when no full run exists; the text then says so).
+Each table names its card, versions, date, commit and source file; every ratio was measured in
+that run. The text replaces what lies between ``<!-- bench:begin -->`` and ``<!-- bench:end -->``
+in the README (nothing else is touched); without the markers it is printed instead. The figure is
+redrawn from the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fp4mm.bench.cases import SUITES
+from fp4mm.bench.cases import impl_label as label
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+IMPL_ORDER = ("fp4mm", "fp4mm (prepacked)", "fp4mm_solve", "quack_w4a16",
+              "quack_w4a16_plus_xdequant", "cublas_bf16", "cublas_fp16", "torch_dequant_mm",
+              "triton_dot_scaled_mxfp4", "torch_quantize_nvfp4")
+TITLES = {
+    "challenge": "Challenge performance cases (W4A4 rev. 2: 2048x18432x3072, alpha 1/64, fp16 "
+                 "out; W4A16 rev. 1: 2048x8192x3072, group 32)",
+    "table5": "AutoKernel Table 5 shapes, `nvfp4_mm` (W4A4)",
+    "decode": "Decode shapes (effective GB/s = bytes that must be read and written / time)",
+    "sweep": "M sweep, `nvfp4_mm`",
+    "quant": "NVFP4 activation quantiser (bf16 in, packed out)",
+}
+
+
+def load_runs(results_dir) -> list[tuple[Path, dict]]:
+    """Every ``*.json`` result under ``results_dir`` (files that are not results are skipped)."""
+    runs = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("rows"), list) and "date" in data:
+            runs.append((path, data))
+    return runs
+
+
+def _on_gpu(run: dict) -> bool:
+    return not str(run.get("device", "cpu")).startswith("cpu")
+
+
+def latest_per_suite(runs: list[tuple[Path, dict]]) -> dict[str, tuple[Path, dict]]:
+    """``{suite: (path, run)}``: the newest full GPU run holding the suite (newest quick run if
+    there is no full one)."""
+    chosen = {}
+    for suite in SUITES:
+        holding = [(p, r) for p, r in runs if suite in r.get("suites", []) and _on_gpu(r)]
+        full = [(p, r) for p, r in holding if not r.get("quick")]
+        pool = full or holding
+        if pool:
+            chosen[suite] = max(pool, key=lambda pr: (pr[1]["date"], pr[0].name))
+    return chosen
+
+
+def _suite_rows(run: dict, suite: str) -> list[dict]:
+    return [r for r in run["rows"] if suite in r.get("suites", [r.get("suite")])]
+
+
+def _shape(row: dict) -> str:
+    if row["op"] == "quantize_nvfp4":
+        return f"{row['M']}x{row['K']}"
+    g = f", g{row['group_size']}" if row.get("group_size") else ""
+    return f"{row['M']}x{row['N']}x{row['K']}{g}"
+
+
+def cell(row: dict | None) -> str:
+    """``812 TF/s, 1.03x`` (GB/s for memory-bound rows); ``wrong`` / ``error`` with no time."""
+    if row is None:
+        return ""
+    if not row.get("correct"):
+        return "**error**" if row.get("error") else "**wrong**"
+    if row.get("memory_bound") or not row.get("flops"):
+        metric = f"{row['gbps']:.0f} GB/s"
+    else:
+        metric = f"{row['tflops']:.0f} TF/s"
+    text = f"{row['median_us']:.1f} us, {metric}"
+    if row.get("ratio") is not None and row["impl"] != row.get("ratio_baseline"):
+        text += f", **{row['ratio']:.2f}x**"
+    return text
+
+
+def render_table(rows: list[dict]) -> str:
+    """One line per case (op, shape), one column per implementation that has a row."""
+    cases = list(dict.fromkeys((r["op"], _shape(r)) for r in rows))
+    present = {label(r) for r in rows}
+    cols = [c for c in IMPL_ORDER if c in present] + sorted(present - set(IMPL_ORDER))
+    lines = ["| op | M x N x K | " + " | ".join(f"`{c}`" for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for op, shape in cases:
+        by_impl = {label(r): r for r in rows if (r["op"], _shape(r)) == (op, shape)}
+        lines.append(f"| {op} | {shape} | " + " | ".join(cell(by_impl.get(c)) for c in cols)
+                     + " |")
+    return "\n".join(lines)
+
+
+def provenance(path: Path, run: dict) -> str:
+    commit = (run.get("git_commit") or "unknown")[:10]
+    dirty = " (uncommitted changes)" if run.get("git_dirty") else ""
+    quick = " **quick run (short timing)**;" if run.get("quick") else ""
+    return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "
+            f"{run['date']}; commit `{commit}`{dirty};{quick} `{path.as_posix()}`")
+
+
+def _prepack_note(rows: list[dict]) -> str:
+    costs = [f"{_shape(r)}: {r['prepack_us']:.0f} us" for r in rows
+             if r.get("prepack_us") is not None and r.get("kind") == "ours"]
+    if not costs:
+        return ""
+    return ("\nPre-packing the weights, once per weight and not inside the `(prepacked)` times, "
+            "costs " + "; ".join(dict.fromkeys(costs)) + ".\n")
+
+
+def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) -> str:
+    """The markdown between the markers (without them)."""
+    out = ["", "_Generated by `python -m fp4mm.bench.report` from `bench/results/*.json`; do not "
+           "edit by hand. Each cell: median time, TF/s (GB/s for memory-bound rows), and in bold "
+           "the speed ratio to cuBLAS bf16 on pre-dequantised operands (cuBLAS fp16 for "
+           "`w4a16_mm`) of the same shape, measured in the same run on the same card. A wrong "
+           "result is never timed._", ""]
+    if not chosen:
+        out += ["No GPU benchmark results yet: run `fp4mm bench` on an H100, commit the JSON, "
+                "then `python -m fp4mm.bench.report`.", ""]
+        return "\n".join(out)
+    for suite in SUITES:
+        if suite not in chosen:
+            continue
+        path, run = chosen[suite]
+        rows = _suite_rows(run, suite)
+        out += [f"#### {TITLES[suite]}", "", f"Card: {provenance(path, run)}", "",
+                render_table(rows), _prepack_note(rows)]
+    if plot_path:
+        out += [f"![fp4mm benchmark]({plot_path})", ""]
+    return "\n".join(out)
+
+
+def replace_between_markers(text: str, section: str) -> str | None:
+    """``text`` with the part between the markers replaced; None if the markers are missing."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return None
+    return text[:start + len(BEGIN)] + "\n" + section.strip("\n") + "\n" + text[end:]
+
+
+def plot_chosen(chosen: dict[str, tuple[Path, dict]], path) -> Path | None:
+    from fp4mm.bench.plot import plot_rows
+
+    rows, seen = [], set()
+    for suite, (_, run) in chosen.items():
+        for r in _suite_rows(run, suite):
+            key = (r["op"], r["M"], r["N"], r["K"], r.get("group_size"), label(r))
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    devices = ", ".join(dict.fromkeys(run["device"] for _, run in chosen.values()))
+    return plot_rows(rows, path, f"fp4mm bench on {devices} (ratios within each run)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fp4mm.bench.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="bench/results")
+    parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--plot", default="bench/plots/performance.png",
+                        help="the figure to redraw, referenced from the README by this path")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if the README section is out of date")
+    args = parser.parse_args(argv)
+    chosen = latest_per_suite(load_runs(args.results))
+    plot_ref = None
+    if not args.no_plot and chosen:
+        plot_ref = Path(args.plot).as_posix()
+        if not args.check and plot_chosen(chosen, args.plot) is None:
+            plot_ref = None
+    section = render_section(chosen, plot_ref)
+    readme = Path(args.readme)
+    text = readme.read_text() if readme.exists() else ""
+    new = replace_between_markers(text, section)
+    if new is None:
+        print(f"{readme}: no {BEGIN} ... {END} markers; the section is printed below instead.",
+              file=sys.stderr)
+        print(section)
+        return 0 if not args.check else 1
+    if args.check:
+        if new != text:
+            print(f"{readme}: the performance section is out of date; run "
+                  "`python -m fp4mm.bench.report`", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        readme.write_text(new)
+    print(f"updated {readme} from {len(chosen)} suite(s)"
+          + (f" and drew {args.plot}" if plot_ref else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

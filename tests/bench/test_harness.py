@@ -1,0 +1,184 @@
+"""The benchmark machinery on the CPU: tiny shapes, the reference backend, a stub timer."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from fp4mm.bench import harness
+from fp4mm.bench.cases import Impl, Runner, make_problem, select_cases
+
+ROW_KEYS = {"op", "impl", "M", "N", "K", "group_size", "prepacked", "median_us", "min_us",
+            "max_us", "tflops", "gbps", "correct", "ratio", "ratio_baseline",
+            "ratio_vs_cublas_bf16", "ratio_vs_cublas_fp16", "suite", "suites", "error"}
+TOP_KEYS = {"device", "torch", "triton", "date", "git_commit", "suites", "quick", "rows"}
+SHAPES = [(3, 40, 64), (1, 24, 96)]
+
+
+class StubTimer:
+    """Calls fn once (so rotation runs) and returns a fixed time per implementation name."""
+
+    def __init__(self, times_ms):
+        self.times_ms = times_ms
+        self.calls = []
+
+    def __call__(self, fn, quick):
+        fn()
+        name = self.current
+        self.calls.append(name)
+        t = self.times_ms.get(name, 1.0)
+        return t, 0.9 * t, 1.1 * t
+
+
+def _run(cases, impls, timer):
+    def step(what, done):
+        if not done:
+            timer.current = what.split()[-1]
+
+    return harness.run_cases(cases, impls, "cpu", timer, quick=True, l2_bytes=0, on_step=step)
+
+
+@pytest.fixture(scope="module")
+def impls():
+    from fp4mm.bench.impls import all_impls
+
+    return harness.select_impls(all_impls(), ["fp4mm*", "cublas_*", "torch_dequant_mm"])
+
+
+@pytest.fixture(scope="module")
+def rows(impls):
+    cases = select_cases(["challenge", "decode"], SHAPES)
+    timer = StubTimer({"fp4mm": 0.5, "cublas_bf16": 1.0, "cublas_fp16": 2.0})
+    return _run(cases, impls, timer)
+
+
+def test_every_matmul_row_is_checked_timed_and_has_ratios(rows):
+    ops = {r["op"] for r in rows}
+    assert {"nvfp4_mm", "w4a16_mm"} <= ops
+    for r in rows:
+        assert ROW_KEYS <= set(r), r
+        assert r["correct"] is True, r
+        assert r["median_us"] > 0 and r["min_us"] <= r["median_us"] <= r["max_us"]
+    fp4 = [r for r in rows if r["impl"] == "fp4mm" and not r["prepacked"]]
+    for r in fp4:
+        assert r["ratio_vs_cublas_bf16"] == pytest.approx(2.0)
+        assert r["ratio_vs_cublas_fp16"] == pytest.approx(4.0)
+        want = 4.0 if r["op"] == "w4a16_mm" else 2.0  # w4a16's baseline is cuBLAS fp16
+        assert r["ratio"] == pytest.approx(want)
+
+
+def test_tflops_and_gbps_follow_the_median(rows):
+    r = next(r for r in rows if r["impl"] == "cublas_bf16" and r["op"] == "nvfp4_mm"
+             and r["M"] == 3)
+    M, N, K = 3, 40, 64
+    assert r["tflops"] == pytest.approx(2 * M * N * K / 1e-3 / 1e12)
+    nbytes = (M + N) * (K // 2 + K // 16) + M * N * 2
+    assert r["bytes"] == nbytes
+    assert r["gbps"] == pytest.approx(nbytes / 1e-3 / 1e9)
+
+
+def test_challenge_rows_include_the_solve_entry_point(rows):
+    solve = [r for r in rows if r["impl"] == "fp4mm_solve"]
+    assert {r["op"] for r in solve} == {"nvfp4_mm", "w4a16_mm"}
+    assert all(r["correct"] for r in solve)
+
+
+def _wrong_impl(name="wrong"):
+    def build(case, problem, ctx):
+        d = problem.data
+        out = torch.zeros(case.M, case.N)
+
+        def run(i):
+            out.copy_(harness.oracle(problem))
+            out[0, 0] += 1000.0  # one wrong element
+            return out
+        assert d
+        return Runner(run=run)
+    return Impl(name, frozenset({"nvfp4_mm"}), build, kind="ours")
+
+
+def test_a_wrong_implementation_is_refused_and_never_timed():
+    timer = StubTimer({})
+    cases = select_cases(["table5"], [(4, 16, 32)])
+    (row,) = _run(cases, [_wrong_impl()], timer)
+    assert row["correct"] is False
+    assert row["median_us"] is None and row["tflops"] is None and row["ratio"] is None
+    assert row["max_abs_err"] >= 999
+    assert timer.calls == []
+
+
+def test_nan_output_is_wrong():
+    def build(case, problem, ctx):
+        return Runner(run=lambda i: torch.full((case.M, case.N), float("nan")))
+
+    (row,) = _run(select_cases(["table5"], [(2, 8, 32)]),
+                  [Impl("nan", frozenset({"nvfp4_mm"}), build)], StubTimer({}))
+    assert row["correct"] is False and row["median_us"] is None
+
+
+def test_a_crashing_implementation_becomes_an_error_row():
+    def build(case, problem, ctx):
+        def run(i):
+            raise RuntimeError("boom")
+        return Runner(run=run)
+
+    (row,) = _run(select_cases(["table5"], [(2, 8, 32)]),
+                  [Impl("crash", frozenset({"nvfp4_mm"}), build)], StubTimer({}))
+    assert row["correct"] is False and "boom" in row["error"]
+
+
+def test_rotation_uses_enough_weight_copies():
+    case = select_cases(["decode"], [(1, 18432, 3072)])[0]
+    problem = make_problem(case, "cpu", l2_bytes=50 * 2**20)
+    assert problem.copies(case.N * (case.K // 2 + case.K // 16)) == 5  # 31.9 MB each, >= 150 MB
+
+
+def test_json_schema_and_plot(rows, tmp_path):
+    result = harness.build_result(rows, torch.device("cpu"), ["challenge", "decode"], True)
+    json_path, png = harness.write_outputs(result, tmp_path / "results", tmp_path / "plots")
+    data = json.loads(json_path.read_text())
+    assert TOP_KEYS <= set(data)
+    assert data["rows"] and all(ROW_KEYS <= set(r) for r in data["rows"])
+    assert isinstance(data["rows"][0]["median_us"], float)
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stem == json_path.stem
+
+
+def test_table_marks_wrong_rows():
+    timer = StubTimer({})
+    rows = _run(select_cases(["table5"], [(4, 16, 32)]), [_wrong_impl()], timer)
+    (cells,) = harness.table_rows(rows)
+    assert cells[2] == "wrong" and cells[3] == "-" and cells[-1] == "WRONG"
+
+
+def test_cli_without_cuda_exits_2(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--quick"])
+    assert args.run(args) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_cli_runs_end_to_end_with_a_stub_timer(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--suite", "table5", "--suite", "quant", "--shapes", "2x8x32",
+                              "--out", str(tmp_path / "r"), "--plot-dir", str(tmp_path / "p"),
+                              "--impls", "fp4mm*,torch_quantize_nvfp4", "--quick"])
+    status = harness.run(args, device="cpu", timer=lambda fn, quick: (fn(), (1.0, 1.0, 1.0))[1])
+    assert status == 0
+    (json_path,) = (tmp_path / "r").glob("*.json")
+    data = json.loads(json_path.read_text())
+    impls = {(r["op"], r["impl"]) for r in data["rows"]}
+    assert ("nvfp4_mm", "cublas_bf16") in impls  # always run: the ratio needs it
+    assert ("nvfp4_mm", "torch_dequant_mm") not in impls  # filtered out
+    assert ("quantize_nvfp4", "torch_quantize_nvfp4") in impls
+    assert all(r["correct"] for r in data["rows"])
+    assert list((tmp_path / "p").glob("*.png"))
+
+
+def test_suite_selection():
+    assert harness.suites_from(None) == ["challenge", "table5", "decode"]
+    assert harness.suites_from(["all"]) == ["challenge", "table5", "decode", "sweep", "quant"]

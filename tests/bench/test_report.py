@@ -1,0 +1,84 @@
+"""The README section generator on small fixture results."""
+
+import json
+import shutil
+from pathlib import Path
+
+from fp4mm.bench import report
+
+FIXTURES = Path(__file__).parent / "fixtures"
+README = ("# fp4mm\n\nintro\n\n## Performance\n<!-- bench:begin -->\nold text\n"
+          "<!-- bench:end -->\n\nrest\n")
+
+
+def _results(tmp_path, *names):
+    d = tmp_path / "results"
+    d.mkdir()
+    for n in names:
+        shutil.copy(FIXTURES / n, d / n)
+    (d / "notes.json").write_text("[1, 2]")  # not a result: skipped
+    return d
+
+
+def test_latest_full_run_per_suite_quick_only_where_nothing_else(tmp_path):
+    runs = report.load_runs(_results(tmp_path, "h100_full.json", "h100_quick.json"))
+    assert len(runs) == 2
+    chosen = report.latest_per_suite(runs)
+    assert chosen["challenge"][0].name == "h100_full.json"  # the newer quick run loses
+    assert chosen["decode"][0].name == "h100_full.json"
+    assert chosen["sweep"][0].name == "h100_quick.json"  # only a quick run has it
+    assert "quant" not in chosen
+
+
+def test_cpu_runs_are_never_reported(tmp_path):
+    d = _results(tmp_path, "h100_full.json")
+    cpu = json.loads((d / "h100_full.json").read_text())
+    cpu.update(device="cpu (x86_64)", date="2027-01-01T00:00:00+00:00")
+    (d / "cpu.json").write_text(json.dumps(cpu))
+    chosen = report.latest_per_suite(report.load_runs(d))
+    assert chosen["challenge"][0].name == "h100_full.json"
+
+
+def test_section_names_the_card_and_shows_same_run_ratios(tmp_path):
+    chosen = report.latest_per_suite(report.load_runs(_results(tmp_path, "h100_full.json")))
+    text = report.render_section(chosen, "bench/plots/performance.png")
+    assert "NVIDIA H100 80GB HBM3" in text and "commit `0123456789`" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| nvfp4_mm | 2048x18432x3072"))
+    assert "**0.98x**" in line and "**1.05x**" in line and "**wrong**" in line
+    assert "**1.00x**" not in line  # the baseline gets no ratio of its own
+    assert "41 us" in text  # the pre-packing cost is stated
+    decode = next(ln for ln in text.splitlines() if ln.startswith("| nvfp4_mm | 16x18432x3072"))
+    assert "GB/s" in decode and "**3.44x**" in decode
+    assert "![fp4mm benchmark](bench/plots/performance.png)" in text
+
+
+def test_main_rewrites_only_between_the_markers_and_draws_the_plot(tmp_path):
+    results = _results(tmp_path, "h100_full.json", "h100_quick.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    plot = tmp_path / "plots" / "performance.png"
+    args = ["--results", str(results), "--readme", str(readme), "--plot", str(plot)]
+    assert report.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("# fp4mm\n\nintro\n\n## Performance\n<!-- bench:begin -->\n")
+    assert text.endswith("<!-- bench:end -->\n\nrest\n")
+    assert "old text" not in text and "quick run" in text  # the sweep came from a quick run
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert report.main(args + ["--check"]) == 0  # up to date now
+    readme.write_text(README)
+    assert report.main(args + ["--check"]) == 1
+
+
+def test_missing_markers_print_the_section(tmp_path, capsys):
+    results = _results(tmp_path, "h100_full.json")
+    readme = tmp_path / "README.md"
+    readme.write_text("# fp4mm\n")
+    assert report.main(["--results", str(results), "--readme", str(readme), "--no-plot"]) == 0
+    out = capsys.readouterr()
+    assert "no <!-- bench:begin -->" in out.err and "| nvfp4_mm |" in out.out
+    assert readme.read_text() == "# fp4mm\n"
+
+
+def test_no_results_yet(tmp_path):
+    text = report.render_section({}, None)
+    assert "No GPU benchmark results yet" in text
