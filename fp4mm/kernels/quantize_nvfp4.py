@@ -1,0 +1,267 @@
+"""NVFP4 activation quantiser: fp16/bf16/fp32 ``(..., K)`` -> packed E2M1 + E4M3 block scales.
+
+Bit-exact twin of :func:`fp4mm.formats.quantize_nvfp4` (same float32 operations):
+
+- ``gs = (1 / amax(|x|)) * 2688`` (what the codec's ``2688 / amax`` is in torch: reciprocal, then
+  multiply; ``amax == 0`` gives 1, overflow gives FLT_MAX);
+- ``s_b = e4m3_rne((amax_b / 6) * gs)`` with an IEEE division (as the codec on the CPU; torch on
+  CUDA turns division by a Python scalar into multiplication by its reciprocal), clamped to 448,
+  no lower clamp (subnormal scales kept);
+- ``q = e2m1_rne((x * gs) / s_b)``, ties to even, saturating at 6, sign kept; a zero scale gives
+  +0 codes for its whole block.
+
+Two tricks keep the per-element work free of division while staying exact:
+
+1. E4M3 rounding is done on the float32 bits (integer RNE), which the interpreter and every GPU
+   agree on. ``E4M3_VIA_CAST`` switches to Triton's ``.to(tl.float8e4nv)`` (``cvt.rn.satfinite`` on
+   sm_89+); the interpreter's cast rounds ties away from zero, so the bitwise path is the default.
+2. With ``a = x * gs`` and ``s = s_b`` (4 significant bits), ``fl(a / s) > t`` is equivalent to
+   ``|a| > s * t`` for every E2M1 threshold t (and likewise for ``>=``): ``s * t`` is exact, and the
+   float32 neighbours of ``s * t`` divide to values beyond the rounding midpoints around t (because
+   ``ulp(s*t) / s > ulp(t) / 2`` whenever the mantissa of s is below 2). So the per-element
+   encoding is one multiply and seven compares against per-block thresholds; the tests check this
+   against the codec exhaustively over scales and ties.
+
+Passes over ``x``: with a given (static) global scale, one read of ``x`` and one write of the
+packed output. Without one (dynamic), an amax pass first (a second read of ``x``; for activation
+sizes that fit in L2 it is served from there). NaN/inf inputs are not checked here (that would cost
+a pass and a host sync); the codec rejects them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from fp4mm._validate import check_order, check_tensor
+from fp4mm.backend import triton_interpreting
+from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
+
+_FLT_MAX = 3.4028234663852886e38
+
+
+@triton.jit
+def _e4m3_rne(v, VIA_CAST: tl.constexpr):
+    """float32 ``v >= 0`` (inf allowed) -> int32 E4M3 code: RNE, saturating at 448 (0x7E)."""
+    if VIA_CAST:
+        code = v.to(tl.float8e4nv).to(tl.uint8, bitcast=True).to(tl.int32)
+    else:
+        bits = v.to(tl.int32, bitcast=True)
+        # Normal range: drop 20 mantissa bits with RNE, rebias the exponent 127 -> 7.
+        normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - (120 << 3)
+        # Below 2^-6: multiples of 2^-9, rne(m * 2^(E - 141)) with the implicit bit; code 8 = 2^-6.
+        mant = (bits & 0x7FFFFF) | 0x800000
+        shift = tl.minimum(141 - ((bits >> 23) & 0xFF), 31)
+        sub = (mant + (1 << (shift - 1)) - 1 + ((mant >> shift) & 1)) >> shift
+        code = tl.where(v < 0.015625, sub, normal)
+    return tl.where(v >= 448.0, 0x7E, code)
+
+
+@triton.jit
+def _e4m3_value(code):
+    """int32 E4M3 code in 0..0x7E -> its float32 value (exact)."""
+    e = code >> 3
+    normal = (((e + 120) << 23) | ((code & 7) << 20)).to(tl.float32, bitcast=True)
+    return tl.where(e == 0, (code & 7).to(tl.float32) * 0.001953125, normal)
+
+
+@triton.jit
+def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
+    """The encode scale: ``(1 / amax) * 2688`` as the codec computes it (torch's ``2688 / t`` is
+    ``t.reciprocal() * 2688``), or a given one."""
+    v = tl.load(src_ptr).to(tl.float32)
+    if FROM_AMAX:
+        gs = tl.div_rn(tl.full([], 1.0, tl.float32), v) * 2688.0
+        v = tl.where(v == 0.0, 1.0, tl.minimum(gs, 3.4028234663852886e38))
+    return v
+
+
+@triton.jit
+def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over BLOCK_M rows per program."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask = (offs_m[:, None] < M) & (offs_k[None, :] < K)
+        x = tl.load(row + offs_k[None, :], mask=mask, other=0.0).to(tl.float32)
+        acc = tl.maximum(acc, tl.abs(x))
+    tl.atomic_max(amax_ptr, tl.max(tl.max(acc, axis=1), axis=0))
+
+
+@triton.jit
+def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, stride_xm,
+                     FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One ``[BLOCK_M, BLOCK_K]`` tile of x -> ``[BLOCK_M, BLOCK_K/2]`` bytes and
+    ``[BLOCK_M, BLOCK_K/16]`` scale bytes."""
+    tl.static_assert(BLOCK_K % 16 == 0)
+    G: tl.constexpr = BLOCK_K // 16
+    pid_m = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    gs = _global_scale(gs_src_ptr, FROM_AMAX)
+    if (pid_m == 0) & (pid_k == 0):
+        tl.store(gs_out_ptr, gs)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m64 = offs_m.to(tl.int64)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    m_ok = offs_m[:, None] < M
+    x = tl.load(x_ptr + offs_m64[:, None] * stride_xm + offs_k[None, :],
+                mask=m_ok & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+
+    # Block scales, in the codec's order: (amax_b / 6) * gs, then E4M3 RNE.
+    x3 = tl.reshape(x, (BLOCK_M, G, 16))
+    amax_b = tl.max(tl.abs(x3), axis=2)
+    code_s = _e4m3_rne(tl.div_rn(amax_b, tl.full(amax_b.shape, 6.0, tl.float32)) * gs,
+                       E4M3_VIA_CAST)
+    s = _e4m3_value(code_s)[:, :, None]
+
+    # Elements: fl(a / s) vs an E2M1 threshold t == |a| vs s * t (exact; see the module doc).
+    a = x3 * gs
+    mag = tl.abs(a)
+    q = ((mag > s * 0.25).to(tl.int32) + (mag >= s * 0.75).to(tl.int32)
+         + (mag > s * 1.25).to(tl.int32) + (mag >= s * 1.75).to(tl.int32)
+         + (mag > s * 2.5).to(tl.int32) + (mag >= s * 3.5).to(tl.int32)
+         + (mag > s * 5.0).to(tl.int32))
+    q = q | ((a.to(tl.int32, bitcast=True) >> 28) & 8)
+    q = tl.where(s == 0.0, 0, q)
+
+    first, second = tl.split(tl.reshape(q, (BLOCK_M, BLOCK_K // 2, 2)))
+    if HIGH_FIRST:
+        packed = (first << 4) | second
+    else:
+        packed = first | (second << 4)
+    offs_b = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
+    tl.store(data_ptr + offs_m64[:, None] * (K // 2) + offs_b[None, :], packed.to(tl.uint8),
+             mask=m_ok & (offs_b[None, :] < K // 2))
+    offs_g = pid_k * G + tl.arange(0, G)
+    tl.store(scales_ptr + offs_m64[:, None] * (K // 16) + offs_g[None, :], code_s.to(tl.uint8),
+             mask=m_ok & (offs_g[None, :] < K // 16))
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Tile of the quantise kernel (``block_k`` a power of two >= 16) and of the amax kernel."""
+
+    block_m: int
+    block_k: int
+    num_warps: int = 4
+
+    def __post_init__(self):
+        for name in ("block_m", "block_k", "num_warps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0 or v & (v - 1):
+                raise ValueError(f"QuantizeConfig.{name}: expected a power of two, got {v!r}")
+        if self.block_k < 16:
+            raise ValueError(f"QuantizeConfig.block_k: expected >= 16, got {self.block_k}")
+
+
+def pick_config(M: int, K: int) -> QuantizeConfig:
+    """256-wide K tiles (512 B of bf16 a row, 16 scale bytes) and 4096 elements a program, narrower
+    for small K. Untuned beyond the H100 measurement in bench/results/quantize_nvfp4_h100.json."""
+    block_k = min(256, triton.next_power_of_2(K))
+    block_m = max(1, min(4096 // block_k, triton.next_power_of_2(M)))
+    return QuantizeConfig(block_m=block_m, block_k=block_k, num_warps=4)
+
+
+def _as_2d(x: torch.Tensor) -> torch.Tensor:
+    check_tensor("x", x, dtype=(torch.float16, torch.bfloat16, torch.float32), contiguous=False)
+    if x.dim() == 0 or x.shape[-1] == 0 or x.shape[-1] % NVFP4_BLOCK != 0:
+        raise ValueError(f"x: expected a last dimension (K) that is a positive multiple of "
+                         f"{NVFP4_BLOCK}, got shape {tuple(x.shape)}")
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    if x2.dtype == torch.bfloat16 and x2.device.type == "cpu" and triton_interpreting():
+        x2 = x2.float()  # exact; bf16 arithmetic is wrong in Triton's interpreter
+    return x2
+
+
+def nvfp4_amax_triton(x: torch.Tensor, *, config: QuantizeConfig | None = None) -> torch.Tensor:
+    """``max |x|`` as a float32 0-d tensor on x's device (a Triton reduction; no host sync)."""
+    x2 = _as_2d(x)
+    M, K = x2.shape
+    cfg = config or pick_config(M, K)
+    amax = torch.zeros((), dtype=torch.float32, device=x2.device)
+    if M:
+        _amax_kernel[(triton.cdiv(M, cfg.block_m),)](
+            x2, amax, M, K, x2.stride(0), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+            num_warps=cfg.num_warps)
+    return amax
+
+
+def _global_scale_source(global_scale, device) -> torch.Tensor:
+    if isinstance(global_scale, torch.Tensor):
+        if global_scale.numel() != 1:
+            raise ValueError(f"global_scale: expected a scalar, got shape "
+                             f"{tuple(global_scale.shape)}")
+        if global_scale.device != device:
+            raise ValueError(f"global_scale: expected a tensor on {device}, got one on "
+                             f"{global_scale.device}")
+        return global_scale.reshape(()).to(torch.float32)
+    if isinstance(global_scale, bool) or not isinstance(global_scale, (int, float)):
+        raise TypeError(f"global_scale: expected a float or a one-element tensor, got "
+                        f"{type(global_scale).__name__}")
+    if not (math.isfinite(global_scale) and global_scale > 0):
+        raise ValueError(f"global_scale: expected a finite positive number, got {global_scale}")
+    return torch.tensor(float(global_scale), dtype=torch.float32, device=device)
+
+
+def quantize_nvfp4_triton(
+    x: torch.Tensor,
+    global_scale=None,
+    order: str = "low_first",
+    *,
+    config: QuantizeConfig | None = None,
+    e4m3_via_cast: bool = False,
+) -> NVFP4Tensor:
+    """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
+    :func:`fp4mm.formats.quantize_nvfp4`.
+
+    Args:
+        x: fp16/bf16/fp32 ``(..., K)``, K a positive multiple of 16, finite (not checked); the last
+            dimension must be contiguous or x is copied.
+        global_scale: the encode scale gs: ``None`` (computed as ``2688 / amax|x|`` on the device,
+            one extra read of x), a positive float, or a one-element tensor on x's device (read by
+            the kernel, no host sync; its value is not checked).
+        order: nibble order of the packed output, ``"low_first"`` or ``"high_first"``.
+        config: tile override (tests, tuning); ``None`` picks one.
+        e4m3_via_cast: round block scales with Triton's float8e4nv cast instead of integer RNE
+            (both are exact on sm_89+; the interpreter's cast is not).
+
+    Returns:
+        ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
+        global_scale float32 0-d)``, all on x's device.
+    """
+    check_order(order)
+    x2 = _as_2d(x)
+    M, K = x2.shape
+    cfg = config or pick_config(M, K)
+    if global_scale is None:
+        src, from_amax = nvfp4_amax_triton(x2, config=cfg), True
+    else:
+        src, from_amax = _global_scale_source(global_scale, x2.device), False
+    data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
+    scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
+    gs = torch.empty((), dtype=torch.float32, device=x2.device)
+    grid = (max(1, triton.cdiv(M, cfg.block_m)), triton.cdiv(K, cfg.block_k))
+    _quantize_kernel[grid](
+        x2, src, data, scales, gs, M, K, x2.stride(0),
+        FROM_AMAX=from_amax, HIGH_FIRST=order == "high_first", E4M3_VIA_CAST=e4m3_via_cast,
+        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps)
+    lead = tuple(x.shape[:-1])
+    return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
+
+
+def nvfp4_global_scale_triton(x: torch.Tensor) -> torch.Tensor:
+    """``(1 / amax|x|) * 2688`` as the codec computes it (:func:`fp4mm.formats.nvfp4_global_scale`),
+    as a float32 0-d tensor, without a host sync."""
+    amax = nvfp4_amax_triton(x)
+    gs = torch.where(amax == 0, torch.ones_like(amax), torch.reciprocal(amax) * 2688.0)
+    return gs.clamp(max=_FLT_MAX)

@@ -1,0 +1,233 @@
+"""The Triton NVFP4 quantiser against its torch twin, fp4mm.formats.quantize_nvfp4, bit for bit.
+
+On a CPU machine the kernels run in Triton's interpreter (tests/conftest.py); bf16 input is then
+upcast to fp32 by the launcher (exact), so bf16 loads are only exercised on CUDA. The reference is
+always the codec on the CPU (the definition; see test_codec_division_on_cuda for why).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from fp4mm.formats import E2M1_VALUES, e4m3_table, float_to_e4m3, nvfp4_global_scale, quantize_nvfp4
+from fp4mm.kernels.quantize_nvfp4 import (
+    QuantizeConfig,
+    _e4m3_rne,
+    _e4m3_value,
+    nvfp4_amax_triton,
+    nvfp4_global_scale_triton,
+    pick_config,
+    quantize_nvfp4_triton,
+)
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA (bf16 is wrong in the interpreter)")
+THRESHOLDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
+
+
+@triton.jit
+def _e4m3_probe_kernel(v_ptr, code_ptr, value_ptr, n, VIA_CAST: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    v = tl.load(v_ptr + offs, mask=offs < n, other=0.0)
+    code = _e4m3_rne(v, VIA_CAST)
+    tl.store(code_ptr + offs, code.to(tl.uint8), mask=offs < n)
+    tl.store(value_ptr + offs, _e4m3_value(code), mask=offs < n)
+
+
+def _e4m3_probe(v: torch.Tensor, via_cast: bool):
+    v = v.to(DEVICE)
+    code = torch.empty(v.shape, dtype=torch.uint8, device=DEVICE)
+    value = torch.empty(v.shape, dtype=torch.float32, device=DEVICE)
+    block = 1 << 16
+    _e4m3_probe_kernel[(triton.cdiv(v.numel(), block),)](v, code, value, v.numel(),
+                                                         VIA_CAST=via_cast, BLOCK=block)
+    return code.cpu(), value.cpu()
+
+
+def _next(v: torch.Tensor, direction: float) -> torch.Tensor:
+    return torch.nextafter(v, torch.full_like(v, direction))
+
+
+def _e4m3_probe_values() -> torch.Tensor:
+    """Every E4M3 value, every midpoint between neighbours (the ties), one and two float32 ulps
+    either side of each, the saturation edge, and a dense sweep of float32 bit patterns."""
+    vals = e4m3_table()[:0x7F]  # 0 .. 448, finite positives
+    mids = (vals[1:] + vals[:-1]) / 2  # exact in float32
+    edges = torch.tensor([448.0, 464.0, 480.0, 1e30, float("inf"), 2.0**-10, 2.0**-9, 2.0**-6,
+                          2.0**-126, 2.0**-149, 0.0])
+    base = torch.cat([vals, mids, edges])
+    near = [base, _next(base, 0.0), _next(base, float("inf"))]
+    near += [_next(near[1], 0.0), _next(near[2], float("inf"))]
+    sweep = torch.arange(0x30000000, 0x44000000, 97, dtype=torch.int64).to(torch.int32)
+    return torch.cat([*near, sweep.view(torch.float32)])
+
+
+@pytest.mark.parametrize("via_cast", [False, pytest.param(True, marks=needs_cuda)],
+                         ids=["bitwise", "cast"])
+def test_e4m3_rounding_matches_codec_exhaustively(via_cast):
+    v = _e4m3_probe_values()
+    code, value = _e4m3_probe(v, via_cast)
+    expected = float_to_e4m3(v)
+    bad = (code != expected).nonzero().flatten()
+    assert bad.numel() == 0, f"{bad.numel()} mismatches, first inputs {v[bad[:5]].tolist()}"
+    assert torch.equal(value, e4m3_table()[expected.long()])
+
+
+def test_e4m3_decode_every_code():
+    codes = torch.arange(0, 0x7F, dtype=torch.int32)
+    vals = e4m3_table()[codes.long()]
+    code, value = _e4m3_probe(vals, via_cast=False)
+    assert torch.equal(code.long(), codes.long())
+    assert torch.equal(value, vals)
+
+
+def _threshold_blocks() -> torch.Tensor:
+    """fp32 blocks (gs = 1) that give every nonzero scale byte and put elements on, and one and
+    two ulps either side of, every E2M1 rounding threshold times that scale, with both signs."""
+    scales = e4m3_table()[1:0x7F]
+    t = torch.tensor(THRESHOLDS)
+    targets = (scales[:, None] * t[None, :])  # exact
+    near = [targets, _next(targets, 0.0), _next(targets, float("inf"))]
+    near += [_next(near[1], 0.0), _next(near[2], float("inf"))]
+    elems = torch.stack(near, dim=-1).reshape(len(scales), -1)  # (S, 35)
+    elems = torch.cat([elems, -elems, elems[:, :5] * 0.3], dim=1)  # (S, 75)
+    per_block = 15
+    n_blocks = -(-elems.shape[1] // per_block)
+    elems = torch.nn.functional.pad(elems, (0, n_blocks * per_block - elems.shape[1]))
+    elems = elems.reshape(len(scales), n_blocks, per_block)
+    amax = (6.0 * scales)[:, None, None].expand(-1, n_blocks, 1)  # (6 s) / 6 == s exactly
+    return torch.cat([amax, elems], dim=-1).reshape(len(scales), n_blocks * 16)
+
+
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_every_scale_and_rounding_threshold(order):
+    x = _threshold_blocks()
+    got = quantize_nvfp4_triton(x.to(DEVICE), 1.0, order)
+    want = quantize_nvfp4(x, 1.0, order)
+    assert torch.equal(got.scales.cpu(), want.scales)
+    assert torch.equal(got.data.cpu(), want.data)
+
+
+def _activations(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    K = shape[-1]
+    # Column magnitudes over 12 decades, so blocks get normal, subnormal and zero scales.
+    x = torch.randn(shape, generator=g) * torch.logspace(-9, 3, K)[torch.randperm(K, generator=g)]
+    x = x.to(dtype)
+    flat = x.view(-1, K)
+    flat[0, :16] = 0.0  # a zero block
+    if flat.shape[0] > 1:
+        flat[1, 16:] = -0.0
+        flat[1, 3] = -1e-30  # underflows: the block scale is 0 -> +0 codes
+    flat[-1, -1] = -flat.abs().max() * 1.5  # the amax element is negative
+    return x
+
+
+CASES = [  # (shape, dtype)
+    ((1, 16), torch.float16),
+    ((37, 48), torch.float16),
+    ((3, 5, 272), torch.float16),
+    ((64, 1040), torch.float16),
+    ((9, 80), torch.float32),
+    ((4, 96), torch.bfloat16),
+]
+
+
+def _case_id(case):
+    shape, dtype = case
+    return "x".join(map(str, shape)) + "-" + str(dtype).removeprefix("torch.")
+
+
+def _check(x, global_scale, order, **kw):
+    got = quantize_nvfp4_triton(x.to(DEVICE), global_scale, order, **kw)
+    gs_ref = global_scale.cpu() if isinstance(global_scale, torch.Tensor) else global_scale
+    want = quantize_nvfp4(x.cpu(), gs_ref, order)
+    assert got.data.shape == want.data.shape and got.scales.shape == want.scales.shape
+    assert got.global_scale.dtype == torch.float32 and got.global_scale.dim() == 0
+    assert torch.equal(got.global_scale.cpu(), want.global_scale)
+    assert torch.equal(got.scales.cpu(), want.scales)
+    assert torch.equal(got.data.cpu(), want.data)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+@pytest.mark.parametrize("gs", ["dynamic", "float", "tensor", "saturating"])
+def test_matches_codec(case, order, gs):
+    shape, dtype = case
+    x = _activations(shape, dtype)
+    global_scale = {
+        "dynamic": None,
+        "float": 0.731,
+        "tensor": torch.tensor(13.7, device=DEVICE),
+        "saturating": 3e7,  # most blocks clamp to 448 and most elements saturate at 6
+    }[gs]
+    _check(x, global_scale, order)
+
+
+@pytest.mark.parametrize("config,shape", [(QuantizeConfig(1, 16, 1), (5, 80)),
+                                          (QuantizeConfig(4, 64, 2), (13, 208)),
+                                          (QuantizeConfig(32, 512, 4), (45, 592))],
+                         ids=["1x16", "4x64", "32x512"])
+def test_forced_configs(config, shape):
+    x = _activations(shape, torch.float16, seed=3)
+    _check(x, None, "low_first", config=config)
+
+
+def test_non_contiguous_rows():
+    x = _activations((20, 128), torch.float16, seed=1)[::3, 32:96]
+    assert not x.is_contiguous()
+    _check(x, None, "low_first")
+
+
+def test_amax_and_global_scale():
+    x = _activations((33, 272), torch.float16, seed=2).to(DEVICE)
+    assert torch.equal(nvfp4_amax_triton(x).cpu(), x.abs().amax().float().cpu())
+    for t in (x, torch.zeros(3, 32, device=DEVICE), torch.full((2, 16), 1e-37, device=DEVICE)):
+        assert torch.equal(nvfp4_global_scale_triton(t).cpu(), nvfp4_global_scale(t.cpu()))
+
+
+def test_all_zero_input_and_empty_rows():
+    _check(torch.zeros(3, 32, dtype=torch.float16), None, "low_first")
+    got = quantize_nvfp4_triton(torch.zeros(0, 32, dtype=torch.float16, device=DEVICE))
+    assert got.data.shape == (0, 16) and got.scales.shape == (0, 2)
+
+
+def test_errors_name_the_argument():
+    x = torch.zeros(2, 32, dtype=torch.float16, device=DEVICE)
+    with pytest.raises(ValueError, match="x: expected a last dimension"):
+        quantize_nvfp4_triton(torch.zeros(2, 24, dtype=torch.float16, device=DEVICE))
+    with pytest.raises(TypeError, match="x: expected dtype"):
+        quantize_nvfp4_triton(x.to(torch.int32))
+    with pytest.raises(ValueError, match="order"):
+        quantize_nvfp4_triton(x, order="middle")
+    with pytest.raises(ValueError, match="global_scale: expected a finite positive"):
+        quantize_nvfp4_triton(x, -1.0)
+    with pytest.raises(ValueError, match="global_scale: expected a scalar"):
+        quantize_nvfp4_triton(x, torch.ones(2, device=DEVICE))
+    with pytest.raises(ValueError, match="QuantizeConfig.block_k"):
+        QuantizeConfig(4, 8)
+
+
+def test_pick_config_is_valid():
+    for M, K in [(1, 16), (7, 48), (8192, 8192), (2048, 3072)]:
+        cfg = pick_config(M, K)
+        assert cfg.block_k >= 16 and cfg.block_m * cfg.block_k <= 4096
+
+
+def test_e2m1_table_is_the_codecs():
+    # The kernel hard-codes the thresholds; they are the midpoints of the E2M1 magnitudes.
+    mags = sorted(set(abs(v) for v in E2M1_VALUES))
+    assert tuple((a + b) / 2 for a, b in zip(mags, mags[1:])) == THRESHOLDS
+
+
+@needs_cuda
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_bf16_on_cuda(order):
+    x = _activations((257, 4096), torch.bfloat16, seed=5)
+    for gs in (None, 0.5, 3e7):
+        _check(x, gs, order)
+        _check(x, gs, order, e4m3_via_cast=True)
