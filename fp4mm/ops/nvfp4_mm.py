@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from fp4mm import reference
 from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
 from fp4mm.backend import resolve_backend
+from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
 
 def check_out(out, M: int, N: int, out_dtype: torch.dtype, device: torch.device):
@@ -18,11 +21,34 @@ def check_out(out, M: int, N: int, out_dtype: torch.dtype, device: torch.device)
     return out
 
 
+def unpack_weight(w_q, w_scales, order: str):
+    """``(w_q, w_scales, prepacked_or_None)`` from raw tensors or a ``PrepackedNVFP4Weight``
+    passed as ``w_q`` (then ``w_scales`` must be ``None`` and ``order`` must match)."""
+    if not isinstance(w_q, PrepackedNVFP4Weight):
+        return w_q, w_scales, None
+    if w_scales is not None:
+        raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it carries "
+                         "its scales)")
+    if w_q.order != order:
+        raise ValueError(f"order: the prepacked weight was packed from {w_q.order!r} bytes, got "
+                         f"order={order!r}")
+    return w_q.w_q, w_q.w_scales, w_q
+
+
+def use_gemv(op: str, M: int, N: int, K: int, device: torch.device) -> bool:
+    """Ask ``fp4mm.ops.dispatch`` (the decode owner's table) when it exists; else the GEMM."""
+    if importlib.util.find_spec("fp4mm.ops.dispatch") is None:
+        return False
+    from fp4mm.ops import dispatch
+
+    return dispatch.select_kernel(op, M, N, K, device) == "gemv"
+
+
 def nvfp4_mm(
     x_q: torch.Tensor,
     x_scales: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scales: torch.Tensor,
+    w_q: torch.Tensor | PrepackedNVFP4Weight,
+    w_scales: torch.Tensor | None,
     alpha,
     *,
     out_dtype: torch.dtype = torch.float16,
@@ -34,7 +60,8 @@ def nvfp4_mm(
     Args:
         x_q: uint8 ``(M, K/2)`` packed E2M1 activations, contiguous; K % 16 == 0.
         x_scales: uint8 or float8_e4m3fn ``(M, K/16)`` E4M3 block scales, row-major.
-        w_q: uint8 ``(N, K/2)`` packed E2M1 weights, contiguous.
+        w_q: uint8 ``(N, K/2)`` packed E2M1 weights, contiguous, or a
+            ``PrepackedNVFP4Weight`` from ``prepack_nvfp4_weight`` (then ``w_scales=None``).
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)``.
         alpha: finite float or one-element tensor; for quantised tensors ``1 / (gs_x * gs_w)``.
         out_dtype: float16 (default), bfloat16 or float32.
@@ -42,19 +69,27 @@ def nvfp4_mm(
             long as both use the same one).
         out: optional preallocated ``(M, N)`` output of ``out_dtype``, written in place.
 
-    Exact up to float32 summation order against ``fp4mm.reference.nvfp4_mm``.
+    Exact up to float32 summation order against ``fp4mm.reference.nvfp4_mm`` (the activations
+    are dequantised to fp16 exactly, products accumulate in fp32). A NaN scale byte gives NaN in
+    every output that reads it.
     """
+    check_order(order)
+    w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
     x_q, x_scales, w_q, w_scales, M, N, K = reference.check_nvfp4_operands(
         x_q, x_scales, w_q, w_scales, contiguous=True
     )
     alpha = as_alpha(alpha)
-    check_order(order)
     check_out_dtype(out_dtype)
     out = check_out(out, M, N, out_dtype, x_q.device)
     if resolve_backend(x_q.device) == "triton":
-        from fp4mm.kernels.nvfp4_mm import nvfp4_mm_triton
+        if use_gemv("nvfp4_mm", M, N, K, x_q.device):
+            from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
 
-        nvfp4_mm_triton(x_q, x_scales, w_q, w_scales, alpha, out)
+            nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order, out)
+        else:
+            from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm
+
+            nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha, order, out, prepacked=prepacked)
     else:
         out.copy_(reference.nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, order=order))
     return out

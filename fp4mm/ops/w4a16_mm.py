@@ -7,7 +7,7 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import check_order
 from fp4mm.backend import resolve_backend
-from fp4mm.ops.nvfp4_mm import check_out
+from fp4mm.ops.nvfp4_mm import check_out, use_gemv
 
 
 def w4a16_mm(
@@ -25,18 +25,27 @@ def w4a16_mm(
         x: fp16/bf16 ``(M, K)`` activations, contiguous.
         w_q: uint8 ``(N, K/2)`` packed E2M1 weights, contiguous.
         scales: fp16/bf16 ``(N, K/group_size)`` group scales, contiguous.
-        group_size: an even divisor of K.
+        group_size: an even divisor of K (fast paths: powers of two).
         order: nibble order of ``w_q`` (``"low_first"`` canonical; the challenge uses
             ``"high_first"``).
         out: optional preallocated ``(M, N)`` output of ``x.dtype``, written in place.
+
+    The kernel rounds each dequantised weight ``e2m1 * scale`` once to the 16-bit dot dtype
+    (exact when the scale has at most 8 significant bits in fp16 / 5 in bf16), then accumulates
+    in fp32.
     """
     M, N, K = reference.check_w4a16_operands(x, w_q, scales, group_size, contiguous=True)
     check_order(order)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device) == "triton":
-        from fp4mm.kernels.w4a16_mm import w4a16_mm_triton
+        if use_gemv("w4a16_mm", M, N, K, x.device):
+            from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 
-        w4a16_mm_triton(x, w_q, scales, group_size, order, out)
+            w4a16_mm_gemv(x, w_q, scales, group_size, order, out)
+        else:
+            from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
+
+            w4a16_mm_gemm(x, w_q, scales, group_size, order, out)
     else:
         out.copy_(reference.w4a16_mm(x, w_q, scales, group_size, order=order))
     return out

@@ -1,0 +1,66 @@
+"""NVFP4 -> fp16/bf16 dequantisation pre-pass (the activations of the W4A4 GEMM).
+
+``out[m, k] = e2m1(q[m, k]) * e4m3(scales[m, k // 16])``, exact in fp16 and bf16 (at most 6
+significant bits, magnitudes in [2^-10, 2688]); a NaN scale byte gives NaN for its 16 elements.
+The global scale is *not* applied (the GEMM folds it into alpha).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, stride_o,
+                          HIGH_FIRST: tl.constexpr, BLOCK_R: tl.constexpr,
+                          BLOCK_K: tl.constexpr):
+    """q (R, K/2) uint8, s (R, K/16) uint8 E4M3, out (R, K) fp16/bf16; one [BLOCK_R, BLOCK_K] tile
+    per program."""
+    tl.static_assert(BLOCK_K % 16 == 0)
+    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k0 = tl.program_id(1) * BLOCK_K
+    offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    offs_ks = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+    r_ok = offs_r[:, None] < R
+    qb = tl.load(q_ptr + offs_r[:, None] * stride_q + offs_kb[None, :],
+                 mask=r_ok & (offs_kb[None, :] < K // 2), other=0)
+    sb = tl.load(s_ptr + offs_r[:, None] * stride_s + offs_ks[None, :],
+                 mask=r_ok & (offs_ks[None, :] < K // 16), other=0)
+    lo = qb & 0xF
+    hi = qb >> 4
+    if HIGH_FIRST:
+        lo, hi = hi, lo
+    # E2M1 code -> E4M3 byte of value * 2^-6 -> fp16 (exact); scale * 2^6 is exact in fp16.
+    lo8 = ((lo & 7) << 2) | ((lo & 8) << 4)
+    hi8 = ((hi & 7) << 2) | ((hi & 8) << 4)
+    v = tl.join(lo8.to(tl.float8e4nv, bitcast=True).to(tl.float16),
+                hi8.to(tl.float8e4nv, bitcast=True).to(tl.float16)).reshape(BLOCK_R, BLOCK_K)
+    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+    x = (v.reshape(BLOCK_R, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_R, BLOCK_K)
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    tl.store(out_ptr + offs_r[:, None] * stride_o + offs_k[None, :],
+             x.to(out_ptr.dtype.element_ty), mask=r_ok & (offs_k[None, :] < K))
+
+
+def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_first",
+                  dtype: torch.dtype = torch.float16, out: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """``e2m1(q) * e4m3(scales)`` as an ``(R, K)`` tensor of ``dtype`` (fp16 or bf16).
+
+    Args:
+        q: uint8 ``(R, K/2)`` packed E2M1, contiguous, nibble order ``order``.
+        scales: uint8 ``(R, K/16)`` E4M3 bytes, contiguous.
+        out: optional ``(R, K)`` tensor of ``dtype`` to write.
+    Inputs are trusted (the public ops validate).
+    """
+    R, K = q.shape[0], q.shape[1] * 2
+    if out is None:
+        out = torch.empty((R, K), dtype=dtype, device=q.device)
+    block_r, block_k = 32, 128
+    grid = (triton.cdiv(R, block_r), triton.cdiv(K, block_k))
+    _dequant_nvfp4_kernel[grid](q, scales, out, R, K, q.stride(0), scales.stride(0),
+                                out.stride(0), HIGH_FIRST=order == "high_first",
+                                BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4)
+    return out

@@ -1,0 +1,59 @@
+"""``nvfp4_w4a16_mm``: fp16/bf16 activations times NVFP4 weights (E4M3 scales per 16 along K and
+an FP32 global encode scale), as NVFP4 checkpoints need when activations stay in 16 bits."""
+
+from __future__ import annotations
+
+import torch
+
+from fp4mm._validate import check_order
+from fp4mm.backend import resolve_backend
+from fp4mm.ops._nvfp4_w4a16_reference import (
+    as_global_scale,
+    check_nvfp4_w4a16_operands,
+)
+from fp4mm.ops._nvfp4_w4a16_reference import nvfp4_w4a16_mm as nvfp4_w4a16_mm_reference
+from fp4mm.ops.nvfp4_mm import check_out, unpack_weight, use_gemv
+from fp4mm.ops.prepack import PrepackedNVFP4Weight
+
+
+def nvfp4_w4a16_mm(
+    x: torch.Tensor,
+    w_q: torch.Tensor | PrepackedNVFP4Weight,
+    w_scales: torch.Tensor | None,
+    w_global_scale,
+    *,
+    order: str = "low_first",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x @ (e2m1(w_q) * e4m3(w_scales) / gs_w)^T`` as an ``(M, N)`` tensor of ``x.dtype``.
+
+    Args:
+        x: fp16/bf16 ``(M, K)`` activations, contiguous; K % 16 == 0.
+        w_q: uint8 ``(N, K/2)`` packed E2M1 weights, contiguous, or a ``PrepackedNVFP4Weight``
+            (then ``w_scales=None``).
+        w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 block scales, row-major.
+        w_global_scale: the FP32 *encode* scale ``gs_w = 448 * 6 / amax(|w|)`` (a float or a
+            one-element tensor; ModelOpt stores its reciprocal as ``weight_scale_2``).
+        order: nibble order of ``w_q``.
+        out: optional preallocated ``(M, N)`` output of ``x.dtype``, written in place.
+
+    The dequantised weights ``e2m1 * e4m3`` are exact in fp16 and bf16; ``1/gs_w`` is applied to
+    the fp32 accumulator.
+    """
+    check_order(order)
+    w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
+    w_scales, M, N, K = check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
+    gs = as_global_scale(w_global_scale)
+    out = check_out(out, M, N, x.dtype, x.device)
+    if resolve_backend(x.device) == "triton":
+        if use_gemv("nvfp4_w4a16_mm", M, N, K, x.device):
+            from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
+
+            nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
+        else:
+            from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
+
+            nvfp4_w4a16_mm_gemm(x, w_q, w_scales, 1.0 / gs, order, out, prepacked=prepacked)
+    else:
+        out.copy_(nvfp4_w4a16_mm_reference(x, w_q, w_scales, gs, order=order))
+    return out

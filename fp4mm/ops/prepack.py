@@ -1,0 +1,85 @@
+"""Explicit, optional weight re-layout for the prefill GEMM (``fp4mm.kernels.fp4_gemm``).
+
+``prepack_nvfp4_weight(w_q, w_scales, order=...)`` returns a :class:`PrepackedNVFP4Weight` that
+``nvfp4_mm`` and ``nvfp4_w4a16_mm`` accept in place of ``(w_q, w_scales)``. It costs one pass over
+the weights (measured separately, see ``docs/perf-log.md``); do it once per weight, not per call.
+
+Layout of ``packed`` (uint8 ``(N, K/2)``, requires ``K % 64 == 0``): nibbles in low-first order,
+and inside every 32-byte group (64 values of K) physical byte ``8c + i`` holds logical byte
+``4i + c`` (c in 0..3, i in 0..7). In the register-A ``wgmma`` operand layout each thread owns the
+logical bytes ``4i + c`` of one ``c``, so it reads its 8 bytes with one 8-byte shared-memory load
+instead of eight 1-byte loads. The E4M3 scales keep their row-major ``(N, K/16)`` layout (the
+kernel reads them as 4-byte words). The raw tensors stay referenced (no copy), so kernels that want
+the original layout (the decode GEMV) can use them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from fp4mm._validate import check_order, check_tensor
+from fp4mm.formats.e2m1 import swap_nibbles
+from fp4mm.reference import as_scale_bytes
+
+PREPACK_K_MULTIPLE = 64
+
+
+class PrepackedNVFP4Weight(NamedTuple):
+    """An NVFP4 weight re-laid-out for the prefill GEMM.
+
+    Attributes:
+        w_q: the raw uint8 ``(N, K/2)`` packed weight, in ``order`` (a reference, not a copy).
+        w_scales: uint8 ``(N, K/16)`` E4M3 bytes, row-major (float8 inputs are viewed as uint8).
+        order: nibble order of ``w_q``.
+        packed: uint8 ``(N, K/2)``, low-first, bytes permuted per 32-byte group (module docstring).
+    """
+
+    w_q: torch.Tensor
+    w_scales: torch.Tensor
+    order: str
+    packed: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N, K)`` of the dequantised weight."""
+        return (self.w_q.shape[0], self.w_q.shape[1] * 2)
+
+
+def permute_weight_bytes(w_q: torch.Tensor) -> torch.Tensor:
+    """Logical -> physical byte order of ``packed`` (rows of ``K/2`` bytes, K % 64 == 0)."""
+    N, KB = w_q.shape
+    return w_q.reshape(N, KB // 32, 8, 4).transpose(-1, -2).reshape(N, KB).contiguous()
+
+
+def unpermute_weight_bytes(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`permute_weight_bytes`."""
+    N, KB = packed.shape
+    return packed.reshape(N, KB // 32, 4, 8).transpose(-1, -2).reshape(N, KB).contiguous()
+
+
+def prepack_nvfp4_weight(w_q: torch.Tensor, w_scales: torch.Tensor, *,
+                         order: str = "low_first") -> PrepackedNVFP4Weight:
+    """Re-lay-out an NVFP4 weight for the prefill GEMM.
+
+    Args:
+        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous; K must be a multiple of 64.
+        w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 block scales, contiguous.
+        order: nibble order of ``w_q``; the result remembers it, so ops called with the
+            prepacked weight must be given the same ``order``.
+    """
+    check_tensor("w_q", w_q, dtype=torch.uint8, ndim=2)
+    check_order(order)
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    if K == 0 or K % PREPACK_K_MULTIPLE != 0:
+        raise ValueError(
+            f"w_q: prepacking needs K (= 2 * w_q.shape[1]) to be a positive multiple of "
+            f"{PREPACK_K_MULTIPLE}, got shape {tuple(w_q.shape)} (K = {K}); use the raw weight"
+        )
+    w_scales = check_tensor("w_scales", as_scale_bytes("w_scales", w_scales), shape=(N, K // 16))
+    if w_scales.device != w_q.device:
+        raise ValueError(f"expected w_q and w_scales on one device, got {w_q.device} and "
+                         f"{w_scales.device}")
+    low_first = w_q if order == "low_first" else swap_nibbles(w_q)
+    return PrepackedNVFP4Weight(w_q, w_scales, order, permute_weight_bytes(low_first))
