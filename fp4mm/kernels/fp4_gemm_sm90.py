@@ -37,6 +37,7 @@ from ``fp4mm.reference``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -61,6 +62,8 @@ _BM = gl.constexpr(BM)
 _BK = gl.constexpr(BK)
 SMEM_LIMIT = 232448  # bytes of dynamic shared memory per CTA on sm_90
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float32: gl.float32}
+_ELEM_BYTES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4}
+_PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class SM90Config:
     PERSISTENT: bool = True
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
-        out_bytes = torch.empty((), dtype=out_dtype).element_size()
+        out_bytes = _ELEM_BYTES[out_dtype]
         stage = BM * BK // 2 + BM * BK // 8 + self.BN * BK * 2
         return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
@@ -90,6 +93,7 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16) 
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16) -> SM90Config:
     """Heuristic (to be replaced by the H100 measurements in docs/perf-log.md)."""
     if M <= 16:
@@ -301,13 +305,16 @@ def dequant_activations(x_q: torch.Tensor, x_scales: torch.Tensor, order: str = 
 class PackedWeightSM90(NamedTuple):
     """Weights re-laid out for ``fp4_gemm_sm90`` (see the module docstring).
 
-    ``codes`` uint8 ``(Np/128*16, Kp/64*256)``, ``scales`` uint8 ``(Np/128*8, Kp/64*64)``, with
-    Np = N rounded up to 128 and Kp = K rounded up to 128; ``N``, ``K`` the logical sizes."""
+    ``codes`` uint8 ``(Np/128*16, Kp/64*256)``, ``scales`` uint8 ``(Np/128*8, Kp/64*128)`` (each
+    scale stored twice), with Np = N rounded up to 128 and Kp = K rounded up to 128; ``N``, ``K``
+    the logical sizes; ``w_desc``/``s_desc`` their TMA descriptors (made once, at prepack)."""
 
     codes: torch.Tensor
     scales: torch.Tensor
     N: int
     K: int
+    w_desc: TensorDescriptor
+    s_desc: TensorDescriptor
 
 
 def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
@@ -334,7 +341,9 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
     sc = sc.view(nb, 8, 2, 8, kt, 4)  # nb, w, h, g, kt, kb
     sc = sc.permute(0, 1, 4, 3, 5, 2).unsqueeze(-1).expand(nb, 8, kt, 8, 4, 2, 2)
     scales = sc.reshape(nb * 8, kt * 128).contiguous()
-    return PackedWeightSM90(codes, scales, N, K)
+    return PackedWeightSM90(codes, scales, N, K,
+                            TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
+                            TensorDescriptor.from_tensor(scales, [8, 128], _PLAIN8))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,18 +359,19 @@ def _sm_count(device) -> int:
     return _SM_COUNT[idx]
 
 
+@functools.lru_cache(maxsize=64)
+def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPE[dtype])
+
+
 def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tensor,
                      config: SM90Config):
-    """TMA descriptors for the four operands (host side)."""
-    dt, ot = _GL_DTYPE[x.dtype], _GL_DTYPE[out.dtype]
-    plain8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-    w_desc = TensorDescriptor.from_tensor(packed.codes, [16, 256], plain8)
-    s_desc = TensorDescriptor.from_tensor(packed.scales, [8, 128], plain8)
-    x_layout = gl.NVMMASharedLayout.get_default_for([config.BN, BK], dt)
-    x_desc = TensorDescriptor.from_tensor(x, [config.BN, BK], x_layout)
-    y_layout = gl.NVMMASharedLayout.get_default_for([config.BN, BM], ot)
-    y_desc = TensorDescriptor.from_tensor(out, [config.BN, BM], y_layout)
-    return w_desc, s_desc, x_desc, y_desc
+    """TMA descriptors for the four operands (the weights' are made once, at prepack)."""
+    x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [config.BN, BK],
+                              _nvmma_layout(config.BN, BK, x.dtype))
+    y_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
+                              _nvmma_layout(config.BN, BM, out.dtype))
+    return packed.w_desc, packed.s_desc, x_desc, y_desc
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
@@ -370,8 +380,9 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows)."""
     M, K = x.shape
     N = packed.N
-    config = config or choose_config(M, N, K, out.dtype)
-    if not config_is_valid(config, out.dtype):
+    if config is None:
+        config = choose_config(M, N, K, out.dtype)
+    elif not config_is_valid(config, out.dtype):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     num_m_tiles = triton.cdiv(M, config.BN)
