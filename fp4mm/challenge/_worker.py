@@ -79,7 +79,7 @@ def load_file(path: str) -> Any:
     return module
 
 
-def check_parameters(fn, names: list[str], where: str, other: dict[str, list[str]]) -> None:
+def check_parameters(fn, names: list[str], other: dict[str, list[str]]) -> None:
     """``fn`` must accept every signature name by keyword (the judge calls ``solve(**case)``)."""
     try:
         params = inspect.signature(fn).parameters
@@ -95,7 +95,7 @@ def check_parameters(fn, names: list[str], where: str, other: dict[str, list[str
     if not missing and not extra:
         return
     got = ", ".join(params)
-    message = (f"{where}: solve({got}) does not take the challenge's arguments "
+    message = (f"solve({got}) does not take the challenge's arguments "
                f"solve({', '.join(names)}), which the judge passes by name")
     for revision, their in other.items():
         if set(their) <= keyword:
@@ -134,14 +134,12 @@ def load_solution(spec: dict[str, str], challenge, device: torch.device):
         module = load_file(spec["path"])
         fn = getattr(module, "solve", None)
         if not callable(fn):
-            raise LoadError(f"{spec['path']}: defines no function named solve")
-        where = spec["path"]
+            raise LoadError("the file defines no function named solve")
     elif kind == "object":
         fn = load_object(spec["target"])
-        where = spec["target"]
     else:
         raise LoadError(f"unknown solution kind {kind!r}")
-    check_parameters(fn, names, where, _other_signatures(challenge))
+    check_parameters(fn, names, _other_signatures(challenge))
     return PythonSolve(fn, names, device)
 
 
