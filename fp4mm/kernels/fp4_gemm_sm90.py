@@ -113,6 +113,14 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     return SM90Config(BN=128, STAGES=2)
 
 
+def shipped_configs() -> list[SM90Config]:
+    """Every config :func:`choose_config` can return (the compile-only test covers these)."""
+    ms = (1, 16, 32, 64, 128, 256, 4096)
+    return sorted({choose_config(m, 18432, 3072, ot) for m in ms
+                   for ot in (torch.float16, torch.bfloat16, torch.float32)},
+                  key=lambda c: (c.BN, c.STAGES, c.PERSISTENT))
+
+
 def is_supported(device) -> bool:
     """True for a CUDA device of compute capability 9.x (Hopper: wgmma, TMA, setmaxnreg)."""
     device = torch.device(device)
