@@ -36,6 +36,8 @@ Kernels see plain contiguous tensors; validation lives in ``fp4mm.ops``.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +65,70 @@ def _unpack(b, HIGH_FIRST: tl.constexpr, ROWS: tl.constexpr, NSB: tl.constexpr,
     return tl.join(_e2m1_x64(lo), _e2m1_x64(hi)).reshape(ROWS, NSB, SUB)
 
 
+# PTX for 4 packed bytes (8 E2M1 codes) -> 4 fp16x2 registers of ``e2m1 * 2^-6 * s``: nibbles to
+# E4M3 bytes with 32-bit masks and shifts (4 codes per instruction), one ``prmt`` per 4 codes to
+# put each pair in element order, one hardware ``cvt.f16x2.e4m3x2`` and one ``mul.f16x2`` per pair.
+# Outputs $0,$1 hold elements 0..3 of the 8, $2,$3 elements 4..7; inputs $4 (bytes), $5/$6 (s).
+_DECODE_ASM = """
+{
+.reg .b32 lo, hi, v4, p0, p1;
+.reg .b16 h0, h1, h2, h3;
+and.b32 hi, $4, 0x70707070;
+shr.b32 hi, hi, 2;
+lop3.b32 hi, hi, $4, 0x80808080, 0xF8;
+shl.b32 v4, $4, 4;
+and.b32 lo, v4, 0x70707070;
+shr.b32 lo, lo, 2;
+lop3.b32 lo, lo, v4, 0x80808080, 0xF8;
+prmt.b32 p0, FIRST, SECOND, 0x5140;
+prmt.b32 p1, FIRST, SECOND, 0x7362;
+mov.b32 {h0, h1}, p0;
+mov.b32 {h2, h3}, p1;
+cvt.rn.f16x2.e4m3x2 $0, h0;
+cvt.rn.f16x2.e4m3x2 $1, h1;
+cvt.rn.f16x2.e4m3x2 $2, h2;
+cvt.rn.f16x2.e4m3x2 $3, h3;
+mul.rn.f16x2 $0, $0, $5;
+mul.rn.f16x2 $1, $1, $5;
+mul.rn.f16x2 $2, $2, $6;
+mul.rn.f16x2 $3, $3, $6;
+}
+"""
+_DECODE_ASM_LOW = tl.constexpr(_DECODE_ASM.replace("FIRST", "lo").replace("SECOND", "hi"))
+_DECODE_ASM_HIGH = tl.constexpr(_DECODE_ASM.replace("FIRST", "hi").replace("SECOND", "lo"))
+
+
+@triton.jit
+def _dequant(b, s, HIGH_FIRST: tl.constexpr, USE_ASM: tl.constexpr, ROWS: tl.constexpr,
+             COLS: tl.constexpr):
+    """Packed bytes ``[ROWS, COLS / 2]`` and an fp16 factor ``s`` ``[ROWS, COLS / 16]`` (one per
+    16 elements) -> fp16 ``e2m1 * 2^-6 * s`` ``[ROWS, COLS]`` in natural K order. Exact whenever
+    the product is representable (always for ``s = e4m3 * 2^6``, and for ``s = 1``)."""
+    b3 = b.reshape(ROWS, COLS // 16, 8)
+    s3 = tl.broadcast_to(s[:, :, None], [ROWS, COLS // 16, 8])
+    if USE_ASM:
+        if USE_ASM == 2:  # the interpreter: same outputs as the PTX, from plain operations
+            v = _unpack(b3, HIGH_FIRST, ROWS, COLS // 16, 16) * s[:, :, None]
+            v = v.reshape(ROWS, COLS // 16, 2, 2, 4).permute(0, 1, 2, 4, 3)
+            lo4, hi4 = tl.split(v)
+            lo4 = lo4.reshape(ROWS, COLS // 16, 8)
+            hi4 = hi4.reshape(ROWS, COLS // 16, 8)
+        elif HIGH_FIRST:
+            lo4, hi4 = tl.inline_asm_elementwise(
+                _DECODE_ASM_HIGH, "=r,=r,=r,=r,r,r,r", [b3, s3],
+                dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+        else:
+            lo4, hi4 = tl.inline_asm_elementwise(
+                _DECODE_ASM_LOW, "=r,=r,=r,=r,r,r,r", [b3, s3],
+                dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+        # lo4[4w + i] is element 8w + i, hi4[4w + i] element 8w + 4 + i.
+        v = tl.join(lo4.reshape(ROWS, COLS // 8, 4), hi4.reshape(ROWS, COLS // 8, 4))
+        return v.permute(0, 1, 3, 2).reshape(ROWS, COLS)
+    else:
+        v = _unpack(b3, HIGH_FIRST, ROWS, COLS // 16, 16)
+        return (v * s[:, :, None]).reshape(ROWS, COLS)
+
+
 @triton.jit
 def _fp4_gemv_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
@@ -70,7 +136,7 @@ def _fp4_gemv_kernel(
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: tl.constexpr, W_NVFP4: tl.constexpr, GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    USE_DOT: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
+    USE_DOT: tl.constexpr, USE_ASM: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]`` over this program's K range.
 
@@ -79,10 +145,13 @@ def _fp4_gemv_kernel(
     (N, K/GROUP). out: (M, N) of the output dtype, or, when SPLIT_K > 1, an fp32 workspace
     (SPLIT_K, M, N) of unscaled partial sums. Grid: (M tiles, N tiles, SPLIT_K), M fastest so
     programs that share a weight slab run together. K_SPLIT: K per split, a multiple of BLOCK_K.
+    Groupwise weights on the DOT path need GROUP % BLOCK_K == 0 or take the pow2-split path.
     """
+    # Sub-block: the elements that share one scale inside a K step.
     SUB: tl.constexpr = 16 if GROUP % 16 == 0 else (8 if GROUP % 8 == 0 else
                                                     (4 if GROUP % 4 == 0 else 2))
     NSB: tl.constexpr = BLOCK_K // SUB
+    ROW_SCALE: tl.constexpr = (not W_NVFP4) and USE_DOT and GROUP % BLOCK_K == 0
     tl.static_assert(BLOCK_K % 16 == 0)
     tl.static_assert(not W_NVFP4 or GROUP == 16)
     if X_FP4:
@@ -90,6 +159,9 @@ def _fp4_gemv_kernel(
         X_DTYPE: tl.constexpr = tl.float16
     else:
         X_DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    # The asm decoder makes fp16; bf16 dots convert (exact for NVFP4 and raw codes).
+    ASM: tl.constexpr = USE_ASM if (X_DTYPE == tl.float16 or W_NVFP4 or ROW_SCALE
+                                    or not USE_DOT) else 0
 
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -101,10 +173,9 @@ def _fp4_gemv_kernel(
     k_begin = pid_k * K_SPLIT
     k_end = tl.minimum(k_begin + K_SPLIT, K)
 
-    # K offsets of one tile: byte j of a row holds elements 2j, 2j + 1; sub-block i (SUB elements,
-    # one scale) covers elements [i * SUB, (i + 1) * SUB).
-    kb = tl.arange(0, BLOCK_K // 2)
-    ksb = tl.arange(0, NSB) * SUB
+    kb = tl.arange(0, BLOCK_K // 2)  # byte j of a row holds elements 2j, 2j + 1
+    ksb = tl.arange(0, NSB) * SUB  # first element of each sub-block
+    k16 = tl.arange(0, BLOCK_K // 16) * 16  # first element of each 16-block
     k_el = tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_begin // 2 + kb)[None, :]
     if X_FP4:
@@ -115,46 +186,58 @@ def _fp4_gemv_kernel(
     if USE_DOT:
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)  # reduced after the loop
     for k0 in range(k_begin, k_end, BLOCK_K):
-        # ---- weights: codes and per-sub-block scales
+        # ---- weight codes
         if EVEN_K:
             wb = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
         else:
             wb = tl.load(w_ptrs, mask=n_ok[:, None] & (kb[None, :] < (k_end - k0) // 2), other=0)
-        s_idx = (k0 + ksb) // GROUP
-        s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + ksb)[None, :] < k_end)
-        sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + s_idx[None, :], mask=s_mask, other=0)
-        if W_NVFP4:
-            sw = sw.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0  # e4m3 * 2^6, exact
-        v = _unpack(wb, HIGH_FIRST, BLOCK_N, NSB, SUB)  # fp16 q * 2^-6, [BLOCK_N, NSB, SUB]
-
-        # ---- activations: [BLOCK_M, BLOCK_K] of X_DTYPE (exact dequantisation for NVFP4 x)
-        if EVEN_K:
-            xv = tl.load(x_ptrs, mask=m_ok[:, None], other=0)
-        elif X_FP4:
-            xv = tl.load(x_ptrs, mask=m_ok[:, None] & (kb[None, :] < (k_end - k0) // 2), other=0)
+        # ---- activations: [BLOCK_M, BLOCK_K] (NVFP4 x dequantised exactly to fp16)
+        if X_FP4:
+            if EVEN_K:
+                xb = tl.load(x_ptrs, mask=m_ok[:, None], other=0)
+                sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
+                             mask=m_ok[:, None], other=0)
+            else:
+                xb = tl.load(x_ptrs, mask=m_ok[:, None] & (kb[None, :] < (k_end - k0) // 2),
+                             other=0)
+                sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
+                             mask=m_ok[:, None] & ((k0 + k16)[None, :] < k_end), other=0)
+            sx = sx.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+            xv = _dequant(xb, sx, HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
+        elif EVEN_K:
+            xv = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
         else:
             xv = tl.load(x_ptrs, mask=m_ok[:, None] & (k_el[None, :] < k_end - k0), other=0.0)
-        if X_FP4:
-            sx_mask = m_ok[:, None] if EVEN_K else m_ok[:, None] & ((k0 + ksb)[None, :] < k_end)
-            sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + ksb) // 16)[None, :],
-                         mask=sx_mask, other=0)
-            sx = sx.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
-            xq = _unpack(xv, HIGH_FIRST, BLOCK_M, NSB, SUB)
-            xv = (xq * sx[:, :, None]).reshape(BLOCK_M, BLOCK_K)  # q * s, exact in fp16
 
-        if USE_DOT:
-            xt = tl.trans(xv.to(X_DTYPE))  # [BLOCK_K, BLOCK_M]
-            if W_NVFP4:
-                w = (v * sw[:, :, None]).reshape(BLOCK_N, BLOCK_K).to(X_DTYPE)  # exact
-                acc = tl.dot(w, xt, acc)
+        if W_NVFP4:
+            s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + k16)[None, :] < k_end)
+            sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + k16) // 16)[None, :],
+                         mask=s_mask, other=0)
+            sw = sw.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0  # e4m3 * 2^6, exact
+            w = _dequant(wb, sw, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * s, exact in fp16
+            if USE_DOT:
+                acc = tl.dot(w.to(X_DTYPE), tl.trans(xv.to(X_DTYPE)), acc)
             else:
+                acc += w.to(tl.float32)[None, :, :] * xv.to(tl.float32)[:, None, :]
+        elif ROW_SCALE:
+            # One group per row per K step: exact dot of the codes, then the fp32 group scale.
+            s_row = tl.load(ws_ptr + offs_n * stride_wsn + k0 // GROUP, mask=n_ok, other=0)
+            ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
+            q = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * 2^-6, exact
+            part = tl.dot(q.to(X_DTYPE), tl.trans(xv), out_dtype=tl.float32)
+            acc += part * (s_row.to(tl.float32) * 64.0)[:, None]
+        else:
+            s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + ksb)[None, :] < k_end)
+            sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + ksb) // GROUP)[None, :],
+                         mask=s_mask, other=0)
+            if USE_DOT:
                 # q = q_a + q_b, both powers of two (or 0): each q_* * s is exact in 16 bits.
-                v = v * 64.0
+                S_DTYPE: tl.constexpr = ws_ptr.dtype.element_ty
+                v = _unpack(wb, HIGH_FIRST, BLOCK_N, NSB, SUB) * 64.0
                 va = _unpack(wb & 0xEE, HIGH_FIRST, BLOCK_N, NSB, SUB) * 64.0
                 vb = v - va
-                S_DTYPE: tl.constexpr = ws_ptr.dtype.element_ty
                 if S_DTYPE == X_DTYPE:
                     s3 = sw[:, :, None]
                     wa = va.to(X_DTYPE) * s3
@@ -163,29 +246,31 @@ def _fp4_gemv_kernel(
                     s3 = sw.to(tl.float32)[:, :, None]
                     wa = (va.to(tl.float32) * s3).to(X_DTYPE)
                     wb_ = (vb.to(tl.float32) * s3).to(X_DTYPE)
+                xt = tl.trans(xv)
                 acc = tl.dot(wa.reshape(BLOCK_N, BLOCK_K), xt, acc)
                 acc = tl.dot(wb_.reshape(BLOCK_N, BLOCK_K), xt, acc)
-        else:
-            # [BLOCK_M, BLOCK_N, NSB, SUB] products, register reduction over SUB, then the scale.
-            x4 = xv.to(tl.float32).reshape(BLOCK_M, 1, NSB, SUB)
-            part = tl.sum(v.to(tl.float32)[None, :, :, :] * x4, axis=3)  # [BLOCK_M, BLOCK_N, NSB]
-            if W_NVFP4:
-                s = sw.to(tl.float32)
             else:
-                s = sw.to(tl.float32) * 64.0
-            acc += tl.sum(part * s[None, :, :], axis=2)
+                # (x * s) * q is exact in fp32 (11 + 11 + 2 significant bits).
+                ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
+                q = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * 2^-6, exact
+                s_el = tl.broadcast_to((sw.to(tl.float32) * 64.0)[:, :, None],
+                                       [BLOCK_N, NSB, SUB]).reshape(BLOCK_N, BLOCK_K)
+                xs = xv.to(tl.float32)[:, None, :] * s_el[None, :, :]
+                acc += q.to(tl.float32)[None, :, :] * xs
         w_ptrs += BLOCK_K // 2
         x_ptrs += BLOCK_K // 2 if X_FP4 else BLOCK_K
 
     if USE_DOT:
-        acc = tl.trans(acc)  # [BLOCK_M, BLOCK_N]
+        res = tl.trans(acc)  # [BLOCK_M, BLOCK_N]
+    else:
+        res = tl.sum(acc, axis=2)
     out_mask = m_ok[:, None] & n_ok[None, :]
     if SPLIT_K == 1:
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-        tl.store(out_ptrs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=out_mask)
+        tl.store(out_ptrs, (res * alpha).to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
         out_ptrs = out_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :]
-        tl.store(out_ptrs, acc, mask=out_mask)
+        tl.store(out_ptrs, res, mask=out_mask)
 
 
 @triton.jit
@@ -214,6 +299,7 @@ class GemvConfig:
     block_k: int = 512
     split_k: int = 1
     use_dot: bool = False
+    use_asm: bool = True
     num_warps: int = 4
     num_stages: int = 1
 
@@ -232,34 +318,40 @@ def _next_pow2(v: int) -> int:
     return 1 << max(0, (v - 1).bit_length())
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 132  # an H100 SXM, for the interpreter
 
 
-# The largest M served by the CUDA-core FMA path; above it the tensor-core path (measured: see
-# docs/perf-log.md, "fp4_gemv (decode)").
-FMA_MAX_M = 2
+# Heuristic configs, first guess before measurement (see docs/perf-log.md, "fp4_gemv (decode)").
+FMA_MAX_M = 0  # the largest M served by the CUDA-core FMA path (0: tensor cores for every M)
 
 
-def choose_config(M: int, N: int, K: int, device: torch.device | None = None) -> GemvConfig:
-    """Heuristic config (see docs/perf-log.md, "fp4_gemv (decode)"): FMA for tiny M, else tensor
-    cores; split K only when the N x M tiles alone leave the SMs short of programs."""
+def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool = True,
+                  device: torch.device | None = None) -> GemvConfig:
+    """Heuristic config: tensor cores with tokens padded to 16 (FMA only for M <= FMA_MAX_M);
+    groupwise weights step one group at a time (exact fp32 group scale); split K only when the
+    N x M tiles alone leave the SMs short of programs."""
     device = device or torch.device("cpu")
     if M <= FMA_MAX_M:
-        cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=512, use_dot=False)
+        cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=256, use_dot=False)
     else:
         cfg = GemvConfig(block_m=min(64, max(16, _next_pow2(M))), block_n=64, block_k=128,
                          use_dot=True)
     block_k = min(cfg.block_k, max(16, _next_pow2(K)))
+    if cfg.use_dot and not nvfp4 and group_size % 16 == 0:
+        block_k = min(block_k, group_size & -group_size)  # a power of two dividing the group
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m)
     target = 4 * _num_sms(device)
     split = 1
     if tiles < target:
         split = max(1, min(triton.cdiv(target, tiles), K // block_k, 16))
-    return GemvConfig(block_m=cfg.block_m, block_n=cfg.block_n, block_k=block_k, split_k=split,
-                      use_dot=cfg.use_dot, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return dataclasses.replace(cfg, block_k=block_k, split_k=split)
 
 
 def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, group_size: int,
@@ -267,7 +359,8 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
     M = x.shape[0]
     N = w_q.shape[0]
     K = w_q.shape[1] * 2
-    cfg = config or choose_config(M, N, K, out.device)
+    cfg = config or choose_config(M, N, K, group_size=group_size, nvfp4=w_nvfp4,
+                                  device=out.device)
     if not is_valid_config(cfg):
         raise ValueError(f"config: invalid {cfg}")
     # Each split covers a whole number of K steps; drop empty trailing splits.
@@ -286,7 +379,8 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
         x.stride(0), xs.stride(0), w_q.stride(0), w_scales.stride(0), out.stride(0),
         X_FP4=x_fp4, W_NVFP4=w_nvfp4, GROUP=group_size, HIGH_FIRST=order == "high_first",
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        USE_DOT=cfg.use_dot, SPLIT_K=split, EVEN_K=even_k,
+        USE_DOT=cfg.use_dot, USE_ASM=(2 if _interpreting() else 1) if cfg.use_asm else 0,
+        SPLIT_K=split, EVEN_K=even_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:

@@ -1,0 +1,402 @@
+"""GPU check-then-time script for the decode GEMV (fp4mm/kernels/fp4_gemv.py) and dispatch.
+
+Usage on an sm_90 machine: ``python scripts/gpu_decode.py [--out DIR] [--quick]``.
+
+1. Correctness against the FP32 oracle (fresh random bytes, scales uniform in [0.5, 2) rounded to
+   E4M3; fp32 output so the check is tight) for every config family, odd N, K not a multiple of
+   the K step, both nibble orders, NaN scale propagation; a failing config is never timed.
+2. Timing, each call replayed from a CUDA graph that cycles through enough weight copies to
+   defeat the 50 MB L2 (the GPU time; ``do_bench`` without a graph is recorded too, it includes
+   the Python launch cost): gemv configs, the GEMM helper's kernel, cuBLAS bf16 on pre-dequantised
+   weights, a device copy of the weight bytes (the floor). Every timed output is checked first.
+   Writes JSON (benchmarking.md schema) under --out and prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import traceback
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from fp4mm import reference  # noqa: E402
+from fp4mm.formats import dequantize_fp4_groupwise, dequantize_nvfp4_blocks, float_to_e4m3  # noqa: E402
+from fp4mm.kernels import fp4_gemv as V  # noqa: E402
+
+DEV = "cuda"
+L2_BYTES = 50 * 2**20
+C = V.GemvConfig
+
+
+def gemm_module():
+    try:
+        from fp4mm.kernels import fp4_gemm
+        return fp4_gemm
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        return None
+
+
+def e4m3(r, c):
+    return float_to_e4m3(torch.rand(r, c, device=DEV) * 1.5 + 0.5)
+
+
+def rbytes(r, c):
+    return torch.randint(0, 256, (r, c), dtype=torch.uint8, device=DEV)
+
+
+class Problem:
+    """One (op, M, N, K, group, dtype) problem with `copies` weight copies."""
+
+    def __init__(self, op, M, N, K, group=16, dtype=torch.float16, copies=1, order="low_first"):
+        self.op, self.M, self.N, self.K, self.group, self.dtype = op, M, N, K, group, dtype
+        self.order = order
+        if op == "nvfp4_mm":
+            self.x = (rbytes(M, K // 2), e4m3(M, K // 16))
+        else:
+            self.x = ((torch.randn(M, K, device=DEV) * 0.5).to(dtype),)
+        self.w = []
+        for _ in range(copies):
+            wq = rbytes(N, K // 2)
+            if op == "w4a16_mm":
+                ws = (torch.rand(N, K // group, device=DEV) * 0.1 + 0.01).to(dtype)
+            else:
+                ws = e4m3(N, K // 16)
+            self.w.append((wq, ws))
+        self.alpha = 1.0 / 64 if op == "nvfp4_mm" else (0.37 if op == "nvfp4_w4a16_mm" else 1.0)
+
+    def weight_bytes(self):
+        wq, ws = self.w[0]
+        return wq.numel() + ws.numel() * ws.element_size()
+
+    def bytes_moved(self, out_dtype):
+        xb = sum(t.numel() * t.element_size() for t in self.x)
+        ob = torch.empty((), dtype=out_dtype).element_size()
+        return self.weight_bytes() + xb + self.M * self.N * ob
+
+    def reference(self, i=0):
+        wq, ws = self.w[i]
+        if self.op == "nvfp4_mm":
+            return reference.nvfp4_mm(*self.x, wq, ws, self.alpha, order=self.order)
+        if self.op == "w4a16_mm":
+            return reference.w4a16_mm(self.x[0], wq, ws, self.group, order=self.order)
+        w = dequantize_nvfp4_blocks(wq, ws, self.order)
+        return (self.x[0].float() @ w.T) * self.alpha
+
+    def gemv(self, i, out, cfg):
+        wq, ws = self.w[i]
+        if self.op == "nvfp4_mm":
+            V.nvfp4_mm_gemv(*self.x, wq, ws, self.alpha, self.order, out, config=cfg)
+        elif self.op == "w4a16_mm":
+            V.w4a16_mm_gemv(self.x[0], wq, ws, self.group, self.order, out, config=cfg)
+        else:
+            V.nvfp4_w4a16_mm_gemv(self.x[0], wq, ws, self.alpha, self.order, out, config=cfg)
+
+    def gemm(self, i, out, G):
+        wq, ws = self.w[i]
+        if self.op == "nvfp4_mm":
+            G.nvfp4_mm_gemm(*self.x, wq, ws, self.alpha, self.order, out)
+        elif self.op == "w4a16_mm":
+            G.w4a16_mm_gemm(self.x[0], wq, ws, self.group, self.order, out)
+        else:
+            G.nvfp4_w4a16_mm_gemm(self.x[0], wq, ws, self.alpha, self.order, out)
+
+    def dequant_bf16(self, i):
+        wq, ws = self.w[i]
+        if self.op == "w4a16_mm":
+            return dequantize_fp4_groupwise(wq, ws, self.group, self.order).to(torch.bfloat16)
+        return dequantize_nvfp4_blocks(wq, ws, self.order).to(torch.bfloat16)
+
+
+def close(out, ref):
+    """fp32 output: exact up to summation order. 16-bit output: one rounding of the result."""
+    if out.dtype == torch.float32:
+        tol = 2e-5 * float(ref.abs().max()) + 1e-30
+    else:
+        tol = (2.0**-7 if out.dtype == torch.bfloat16 else 2.0**-10) * float(ref.abs().max()) * 1.01
+    nan_ok = bool((torch.isnan(out) == torch.isnan(ref)).all())
+    fin = ~torch.isnan(ref)
+    err = float((out[fin].float() - ref[fin]).abs().max()) if fin.any() else 0.0
+    return nan_ok and err <= tol, err / (float(ref.abs().max()) + 1e-30)
+
+
+def time_graph(fns, reps=20):
+    """Median/min/max microseconds per call, from a CUDA graph of len(fns) * k calls."""
+    per = max(len(fns), 8)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for j in range(per):
+            fns[j % len(fns)]()
+    g.replay()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) * 1000.0 / per)
+    ts.sort()
+    return ts[len(ts) // 2], ts[0], ts[-1]
+
+
+def time_plain(fns):
+    it = [0]
+
+    def f():
+        fns[it[0] % len(fns)]()
+        it[0] += 1
+    return triton.testing.do_bench(f, warmup=10, rep=40, return_mode="median") * 1000.0
+
+
+ROWS = []
+
+
+def xdt(p):
+    return "nvfp4" if p.op == "nvfp4_mm" else str(p.dtype).replace("torch.", "")
+
+
+def record(p, impl, cfg, out_dtype, t, t_plain, correct, err):
+    med, lo, hi = t
+    gb = p.bytes_moved(out_dtype) / (med * 1e-6) / 1e9
+    row = dict(op=p.op, impl=impl, config=str(cfg) if cfg else None, M=p.M, N=p.N, K=p.K,
+               group_size=p.group, x_dtype=xdt(p),
+               prepacked=False, median_us=med, min_us=lo, max_us=hi, plain_us=t_plain,
+               tflops=2 * p.M * p.N * p.K / (med * 1e-6) / 1e12, gbps=gb, correct=correct,
+               rel_err=err, bytes=p.bytes_moved(out_dtype))
+    ROWS.append(row)
+    print(f"  {p.op:15s} M={p.M:4d} N={p.N:5d} K={p.K:5d} {impl:12s} {med:8.2f} us "
+          f"(plain {t_plain:8.2f}) {gb:7.0f} GB/s ok={correct} {cfg or ''}", flush=True)
+
+
+def bench_gemv(p, cfg, out_dtype=torch.float16):
+    out = torch.full((p.M, p.N), float("nan"), dtype=out_dtype, device=DEV)
+    try:
+        p.gemv(0, out, cfg)
+        ok, err = close(out, p.reference(0))
+        if not ok:
+            print(f"  WRONG {p.op} M={p.M} {cfg} rel err {err:.3g}")
+            record(p, "gemv", cfg, out_dtype, (float("nan"),) * 3, float("nan"), False, err)
+            return None
+        fns = [(lambda i=i: p.gemv(i, out, cfg)) for i in range(len(p.w))]
+        t = time_graph(fns)
+        record(p, "gemv", cfg, out_dtype, t, time_plain(fns), True, err)
+        return t[0]
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        return None
+
+
+def bench_gemm(p, G, out_dtype=torch.float16):
+    if G is None:
+        return None
+    out = torch.full((p.M, p.N), float("nan"), dtype=out_dtype, device=DEV)
+    try:
+        p.gemm(0, out, G)
+        ok, err = close(out, p.reference(0))
+        if not ok:
+            print(f"  WRONG gemm {p.op} M={p.M} rel err {err:.3g}")
+            return None
+        fns = [(lambda i=i: p.gemm(i, out, G)) for i in range(len(p.w))]
+        t = time_graph(fns)
+        record(p, "gemm", None, out_dtype, t, time_plain(fns), True, err)
+        return t[0]
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        return None
+
+
+def bench_cublas(p):
+    wd = [p.dequant_bf16(i) for i in range(2)]
+    x = (torch.randn(p.M, p.K, device=DEV) * 0.5).to(torch.bfloat16)
+    out = torch.empty((p.M, p.N), dtype=torch.bfloat16, device=DEV)
+    fns = [(lambda i=i: torch.matmul(x, wd[i].T, out=out)) for i in range(2)]
+    t = time_graph(fns)
+    med = t[0]
+    gb = (wd[0].numel() * 2 + x.numel() * 2 + out.numel() * 2) / (med * 1e-6) / 1e9
+    ROWS.append(dict(op=p.op, impl="cublas_bf16", M=p.M, N=p.N, K=p.K, group_size=p.group,
+                     x_dtype=xdt(p),
+                     prepacked=False, median_us=med, min_us=t[1], max_us=t[2],
+                     tflops=2 * p.M * p.N * p.K / (med * 1e-6) / 1e12, gbps=gb, correct=True))
+    print(f"  cublas_bf16 M={p.M:4d} N={p.N} K={p.K} {med:8.2f} us {gb:7.0f} GB/s (of bf16 bytes)")
+
+    return med
+
+
+def bench_copy(nbytes):
+    a = torch.empty(nbytes, dtype=torch.uint8, device=DEV)
+    b = [torch.empty_like(a) for _ in range(4)]
+    fns = [(lambda i=i: b[i].copy_(a)) for i in range(4)]
+    t = time_graph(fns)
+    ROWS.append(dict(op="copy", impl="torch_copy", M=0, N=0, K=0, median_us=t[0], min_us=t[1],
+                     max_us=t[2], gbps=2 * nbytes / (t[0] * 1e-6) / 1e9, bytes=2 * nbytes,
+                     correct=True))
+    print(f"  copy {nbytes/1e6:.1f} MB read+write: {t[0]:.2f} us, {2*nbytes/t[0]/1e3:.0f} GB/s")
+
+
+def correctness():
+    print("== correctness (fp32 out unless noted)")
+    ok_all = True
+    cases = []
+    for order in ("low_first", "high_first"):
+        for M in (1, 3, 16, 33):
+            for cfg in (C(block_m=1 if M == 1 else 4, block_n=16, block_k=256),
+                        C(block_m=16 if M <= 16 else 64, block_n=64, block_k=128, use_dot=True),
+                        C(block_m=16, block_n=64, block_k=128, use_dot=True, split_k=3),
+                        C(block_m=16, block_n=64, block_k=128, use_dot=True, use_asm=False)):
+                if not cfg.use_dot and M > 4:
+                    continue
+                cases.append(("nvfp4_mm", M, 999, 1040, 16, torch.float16, order, cfg))
+                cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.float16, order, cfg))
+                cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.bfloat16, order, cfg))
+                for G in (32, 128, 16, 8, 2):
+                    gcfg = cfg
+                    if cfg.use_dot and G % 16 == 0:
+                        gcfg = V.dataclasses.replace(cfg, block_k=min(cfg.block_k, G))
+                    cases.append(("w4a16_mm", M, 999, 1056 if G != 128 else 1152, G,
+                                  torch.float16, order, gcfg))
+                cases.append(("w4a16_mm", M, 999, 1024, 32, torch.bfloat16, order,
+                              V.dataclasses.replace(cfg, block_k=32) if cfg.use_dot else cfg))
+    for op, M, N, K, G, dt, order, cfg in cases:
+        p = Problem(op, M, N, K, G, dt, 1, order)
+        out = torch.full((M, N), float("nan"), dtype=torch.float32, device=DEV)
+        try:
+            p.gemv(0, out, cfg)
+            ok, err = close(out, p.reference(0))
+        except Exception as e:  # noqa: BLE001
+            ok, err = False, repr(e)[:200]
+        if not ok:
+            ok_all = False
+            print(f"  FAIL {op} M={M} K={K} G={G} {dt} {order} {cfg}: {err}")
+    # NaN scale bytes propagate; default configs; fp16 output.
+    for op in ("nvfp4_mm", "nvfp4_w4a16_mm", "w4a16_mm"):
+        for M in (1, 16):
+            p = Problem(op, M, 300, 512, 32, torch.float16, 1)
+            wq, ws = p.w[0]
+            if op == "w4a16_mm":
+                ws[5, 3] = float("nan")
+            else:
+                ws[5, 3] = 0x7F
+                ws[7, 0] = 0xFF
+            out = torch.full((M, 300), float("nan"), dtype=torch.float16, device=DEV)
+            p.gemv(0, out, None)
+            ok, err = close(out, p.reference(0))
+            nan_rows = torch.isnan(out).any(0).nonzero().flatten().tolist()
+            if not ok:
+                ok_all = False
+            print(f"  NaN {op} M={M}: ok={ok} NaN columns {nan_rows}")
+    print(f"  {len(cases)} cases, all ok = {ok_all}")
+    return ok_all
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip-check", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    ok = True if args.skip_check else correctness()
+    G = gemm_module()
+    N, K = 18432, 3072
+    bench_copy(N * K // 2 + N * K // 16)
+    # ---- the M sweep, W4A4, where the dispatch threshold is placed
+    print("== nvfp4_mm M sweep, N=18432 K=3072")
+    for M in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        p = Problem("nvfp4_mm", M, N, K, copies=4)
+        bm = max(16, 1 << (M - 1).bit_length())
+        cfgs = [C(block_m=min(bm, 64), block_n=64, block_k=128, use_dot=True),
+                C(block_m=min(bm, 64), block_n=128, block_k=128, use_dot=True, num_warps=8),
+                C(block_m=min(bm, 64), block_n=64, block_k=256, use_dot=True)]
+        if M <= 2:
+            cfgs += [C(block_m=M, block_n=16, block_k=256), C(block_m=M, block_n=32, block_k=128)]
+        if M >= 64:
+            cfgs += [C(block_m=min(bm, 128), block_n=128, block_k=64, use_dot=True,
+                       num_warps=8)]
+        if M in (1, 16):
+            cfgs += [C(block_m=min(bm, 64), block_n=64, block_k=128, use_dot=True,
+                       use_asm=False)]
+        if args.quick:
+            cfgs = cfgs[:1]
+        for cfg in cfgs:
+            bench_gemv(p, cfg)
+        bench_gemm(p, G)
+        if M in (1, 4, 16, 64, 256):
+            bench_cublas(p)
+        del p
+    # ---- the W4A16 ops at the bar's M
+    for op, G_, dt in (("nvfp4_w4a16_mm", 16, torch.float16), ("w4a16_mm", 32, torch.float16),
+                       ("w4a16_mm", 128, torch.float16), ("nvfp4_w4a16_mm", 16, torch.bfloat16),
+                       ("w4a16_mm", 32, torch.bfloat16)):
+        print(f"== {op} G={G_} {dt}, N=18432 K=3072")
+        for M in (1, 4, 16, 64):
+            if dt == torch.bfloat16 and M not in (1, 16):
+                continue
+            p = Problem(op, M, N, K, G_, dt, copies=4)
+            bm = max(16, 1 << (M - 1).bit_length())
+            bk = 128 if op == "nvfp4_w4a16_mm" else min(128, G_)
+            cfgs = [C(block_m=bm, block_n=64, block_k=bk, use_dot=True),
+                    C(block_m=bm, block_n=128, block_k=bk, use_dot=True, num_warps=8)]
+            if M == 1:
+                cfgs += [C(block_m=1, block_n=16, block_k=256)]
+            for cfg in cfgs[: 1 if args.quick else None]:
+                bench_gemv(p, cfg, dt)
+            bench_gemm(p, G, dt)
+            del p
+    # ---- N = K = 8192, M = 1
+    print("== N=K=8192 M=1")
+    for op, G_ in (("nvfp4_mm", 16), ("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
+        p = Problem(op, 1, 8192, 8192, G_, torch.float16, copies=4)
+        bk = 128 if op != "w4a16_mm" else 32
+        for cfg in (C(block_m=16, block_n=64, block_k=bk, use_dot=True),
+                    C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=2),
+                    C(block_m=16, block_n=32, block_k=bk, use_dot=True),
+                    None):
+            bench_gemv(p, cfg)
+        bench_gemm(p, G)
+        if op == "nvfp4_mm":
+            bench_cublas(p)
+        del p
+    res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+               triton=triton.__version__, date=datetime.datetime.now().isoformat(),
+               script="scripts/gpu_decode.py", correctness_ok=ok, rows=ROWS)
+    path = os.path.join(args.out, "decode.json")
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote", path)
+    # ---- summary table: best gemv vs gemm vs cuBLAS per (op, M, N, K, group, dtype)
+    print("\n== summary (CUDA-graph median us; GB/s of FP4 bytes)")
+    keys = {}
+    for r in ROWS:
+        if r["op"] == "copy" or not r.get("correct"):
+            continue
+        k = (r["op"], r["M"], r["N"], r["K"], r.get("group_size"), r.get("x_dtype"))
+        keys.setdefault(k, {}).setdefault(r["impl"], []).append(r)
+    for k, d in keys.items():
+        best = {i: min(v, key=lambda r: r["median_us"]) for i, v in d.items()}
+        line = f"{k[0]:15s} M={k[1]:4d} N={k[2]:5d} K={k[3]:5d} g={k[4]} {k[5]}:"
+        for i in ("gemv", "gemm", "cublas_bf16"):
+            if i in best:
+                line += f"  {i} {best[i]['median_us']:7.2f} ({best[i]['gbps']:5.0f})"
+        if "gemv" in best:
+            line += f"  best gemv cfg {best['gemv']['config']}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
