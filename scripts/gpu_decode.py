@@ -164,6 +164,14 @@ def time_plain(fns):
 
 
 ROWS = []
+META = {}
+
+
+def dump():
+    """Write what we have so far (a run cut short still leaves its numbers)."""
+    if "path" in META:
+        with open(META["path"], "w") as f:
+            json.dump(dict(META["head"], rows=ROWS), f, indent=1)
 
 
 def xdt(p):
@@ -179,6 +187,7 @@ def record(p, impl, cfg, out_dtype, t, t_plain, correct, err):
                tflops=2 * p.M * p.N * p.K / (med * 1e-6) / 1e12, gbps=gb, correct=correct,
                rel_err=err, bytes=p.bytes_moved(out_dtype))
     ROWS.append(row)
+    dump()
     print(f"  {p.op:15s} M={p.M:4d} N={p.N:5d} K={p.K:5d} {impl:12s} {med:8.2f} us "
           f"(plain {t_plain:8.2f}) {gb:7.0f} GB/s ok={correct} {cfg or ''}", flush=True)
 
@@ -311,7 +320,12 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    META["path"] = os.path.join(args.out, "decode.json")
+    META["head"] = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                        triton=triton.__version__, date=datetime.datetime.now().isoformat(),
+                        script="scripts/gpu_decode.py")
     ok = True if args.skip_check else correctness()
+    META["head"]["correctness_ok"] = ok
     G = gemm_module()
     N, K = 18432, 3072
     bench_copy(N * K // 2 + N * K // 16)

@@ -1,0 +1,63 @@
+"""Which kernel serves a matmul: the decode GEMV (``fp4mm.kernels.fp4_gemv``) for small M, the
+prefill GEMM (``fp4mm.kernels.fp4_gemm``) above it.
+
+The thresholds are measured, not guessed: ``scripts/gpu_decode.py`` times both kernels (and
+cuBLAS bf16) on an M sweep at N = 18432, K = 3072 in one run on one card, and the table below
+records the card, the file and the numbers that placed each threshold. Rule: the dispatched kernel
+must never be more than 5% slower than the best single kernel at any M of the sweep.
+
+Override (tests, benchmarks, debugging): ``FP4MM_KERNEL=gemm|gemv|auto`` in the environment, or
+the ``override`` argument of :func:`select_kernel` (it wins over the environment).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+OPS = ("nvfp4_mm", "w4a16_mm", "nvfp4_w4a16_mm")
+KERNELS = ("gemm", "gemv")
+ENV_VAR = "FP4MM_KERNEL"
+
+# op -> largest M served by the GEMV. Measured on an NVIDIA H100 80GB HBM3 (SXM), triton 3.6.0,
+# bench/results/decode-h100-*.json (CUDA-graph medians, 4 rotating weight copies):
+# see docs/perf-log.md, "fp4_gemv (decode)", for the sweep behind each number.
+GEMV_MAX_M = {
+    "nvfp4_mm": 64,
+    "w4a16_mm": 64,
+    "nvfp4_w4a16_mm": 64,
+}
+
+
+def _requested(override: str | None) -> str:
+    value = override if override is not None else os.environ.get(ENV_VAR, "auto")
+    value = value.strip().lower() or "auto"
+    if value not in (*KERNELS, "auto"):
+        source = "override" if override is not None else ENV_VAR
+        raise ValueError(f"{source}: expected one of {(*KERNELS, 'auto')}, got {value!r}")
+    return value
+
+
+def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
+                  override: str | None = None) -> str:
+    """``"gemv"`` or ``"gemm"`` for an ``(M, N, K)`` problem of ``op`` on ``device``.
+
+    Args:
+        op: ``"nvfp4_mm"``, ``"w4a16_mm"`` or ``"nvfp4_w4a16_mm"``.
+        M, N, K: problem size (tokens, weight rows, reduction length); positive ints.
+        device: the tensors' device (kept for per-architecture tables; every sm_90 card uses
+            the H100 table).
+        override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
+    """
+    if op not in OPS:
+        raise ValueError(f"op: expected one of {OPS}, got {op!r}")
+    for name, v in (("M", M), ("N", N), ("K", K)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device: expected a torch.device or str, got {type(device).__name__}")
+    requested = _requested(override)
+    if requested != "auto":
+        return requested
+    return "gemv" if M <= GEMV_MAX_M[op] else "gemm"
