@@ -1,0 +1,258 @@
+"""``NVFP4Linear``: a drop-in ``nn.Linear`` with NVFP4 weights (and optionally NVFP4 activations).
+
+The module's buffers are exactly the tensors of an NVIDIA ModelOpt NVFP4 checkpoint, so
+``state_dict()`` *is* that format and ``load_state_dict`` reads it:
+
+- ``weight``: uint8 ``(N, K/2)``, packed E2M1, low-first;
+- ``weight_scale``: float8_e4m3fn ``(N, K/16)``, row-major block scales;
+- ``weight_scale_2``: float32 0-d, the weight *decode* scale ``1 / gs_w``;
+- ``input_scale``: float32 0-d, the activation decode scale ``1 / gs_x`` (static activation
+  quantisation only; absent for dynamic);
+- ``bias``: ``(N,)`` parameter, or None.
+
+Modes:
+
+- ``"w4a4"``: activations quantised to NVFP4 per call (dynamic: ``gs_x = 2688 / amax(x)`` of the
+  whole input; static: ``gs_x = 1 / input_scale``), then ``fp4mm::nvfp4_mm`` with
+  ``alpha = (1 / gs_x) * weight_scale_2`` (= ``input_scale * weight_scale_2`` when static).
+- ``"w4a16"``: activations stay fp16/bf16 (``fp4mm::nvfp4_w4a16_mm``); float32 activations use an
+  fp32 dequantise-and-matmul.
+
+``.half()``, ``.to(dtype)`` etc. convert the bias only: the scale buffers keep their dtypes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fp4mm import library  # noqa: F401  (registers the fp4mm:: ops)
+from fp4mm._validate import check_tensor
+from fp4mm.formats.nvfp4 import NVFP4_BLOCK, quantize_nvfp4
+
+MODES = ("w4a4", "w4a16")
+# Buffers whose dtype is part of the format: Module._apply (.half(), .to(dtype)) only moves them.
+_FIXED_DTYPE_BUFFERS = ("weight_scale", "weight_scale_2", "input_scale")
+
+
+def _check_mode(mode) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    return mode
+
+
+def _activation_decode_scale(activation_scale) -> float | None:
+    """``"dynamic"`` -> None; a static encode scale gs_x -> the decode scale ``1 / gs_x``."""
+    if activation_scale == "dynamic":
+        return None
+    if isinstance(activation_scale, torch.Tensor) and activation_scale.numel() == 1:
+        activation_scale = float(activation_scale.item())
+    if isinstance(activation_scale, bool) or not isinstance(activation_scale, (int, float)):
+        raise TypeError(f"activation_scale: expected 'dynamic' or a float (the static encode "
+                        f"scale gs_x = 2688 / calibrated amax), got {activation_scale!r}")
+    if not (math.isfinite(activation_scale) and activation_scale > 0):
+        raise ValueError(f"activation_scale: expected a finite positive number, got "
+                         f"{activation_scale}")
+    return 1.0 / float(activation_scale)
+
+
+class NVFP4Linear(nn.Module):
+    """``y = x @ W^T + b`` with W stored in NVFP4 (ModelOpt layout; see the module docstring).
+
+    Args:
+        in_features: K, a positive multiple of 16.
+        out_features: N.
+        bias: whether the layer has a bias.
+        mode: ``"w4a4"`` or ``"w4a16"``.
+        static_input_scale: register an ``input_scale`` buffer (static activation quantisation).
+        device, dtype: device of every buffer; dtype of the bias.
+
+    The constructor makes zero weights; fill them with :meth:`from_linear`, :meth:`from_modelopt`
+    or ``load_state_dict``. Input ``(..., K)`` of any float dtype; output ``(..., N)`` of the
+    input's dtype.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 mode: str = "w4a4", static_input_scale: bool = False, device=None, dtype=None):
+        super().__init__()
+        if not isinstance(in_features, int) or in_features <= 0 or in_features % NVFP4_BLOCK:
+            raise ValueError(f"in_features: expected a positive multiple of {NVFP4_BLOCK}, got "
+                             f"{in_features!r}")
+        if not isinstance(out_features, int) or out_features <= 0:
+            raise ValueError(f"out_features: expected a positive int, got {out_features!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.mode = _check_mode(mode)
+        K, N = in_features, out_features
+        self.register_buffer("weight", torch.zeros(N, K // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("weight_scale", torch.zeros(N, K // NVFP4_BLOCK, device=device,
+                                                         dtype=torch.float8_e4m3fn))
+        self.register_buffer("weight_scale_2", torch.ones((), device=device))
+        if static_input_scale:
+            self.register_buffer("input_scale", torch.ones((), device=device))
+        else:
+            self.input_scale = None
+        self.bias = nn.Parameter(torch.zeros(N, device=device, dtype=dtype),
+                                 requires_grad=False) if bias else None
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mode: str = "w4a4",
+                    activation_scale="dynamic") -> NVFP4Linear:
+        """Quantise an ``nn.Linear``'s weight with :func:`fp4mm.quantize_nvfp4` (per-tensor
+        ``gs_w = 2688 / amax|W|``).
+
+        Args:
+            linear: the layer; ``in_features`` must be a multiple of 16, its weight finite.
+            mode: ``"w4a4"`` or ``"w4a16"``.
+            activation_scale: ``"dynamic"`` (gs_x from each input's amax) or a float, the static
+                encode scale ``gs_x`` (e.g. ``2688 / calibrated amax``), stored as
+                ``input_scale = 1 / gs_x``. Only used in w4a4 mode.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        input_scale = _activation_decode_scale(activation_scale)
+        weight = linear.weight.detach()
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, mode=mode,
+                    static_input_scale=input_scale is not None, device=weight.device,
+                    dtype=weight.dtype)
+        q = quantize_nvfp4(weight)
+        with torch.no_grad():
+            layer.weight.copy_(q.data)
+            layer.weight_scale.copy_(q.scales.view(torch.float8_e4m3fn))
+            layer.weight_scale_2.copy_(torch.reciprocal(q.global_scale))
+            if input_scale is not None:
+                layer.input_scale.fill_(input_scale)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias.detach())
+        return layer
+
+    @classmethod
+    def from_modelopt(cls, weight: torch.Tensor, weight_scale: torch.Tensor,
+                      weight_scale_2: torch.Tensor, input_scale: torch.Tensor | None = None,
+                      bias: torch.Tensor | None = None, mode: str = "w4a4",
+                      name: str = "") -> NVFP4Linear:
+        """Build from one layer of an NVIDIA ModelOpt NVFP4 checkpoint.
+
+        Args:
+            weight: uint8 ``(N, K/2)``, packed E2M1, low-first.
+            weight_scale: float8_e4m3fn ``(N, K/16)`` block scales.
+            weight_scale_2: float32 one-element tensor, ``1 / gs_w``.
+            input_scale: float32 one-element tensor ``1 / gs_x`` (static activations), or None
+                (dynamic).
+            bias: ``(N,)`` floating tensor, or None.
+            mode: ``"w4a4"`` or ``"w4a16"`` (w4a16 keeps ``input_scale`` but does not use it).
+            name: prefix used in error messages (``"model.layers.0.q_proj"``).
+        """
+        N, K = check_modelopt_layer(name, weight, weight_scale, weight_scale_2, input_scale, bias)
+        layer = cls(K, N, bias is not None, mode=mode, static_input_scale=input_scale is not None,
+                    device=weight.device, dtype=None if bias is None else bias.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            layer.weight_scale.copy_(weight_scale)
+            layer.weight_scale_2.copy_(weight_scale_2.reshape(()))
+            if input_scale is not None:
+                layer.input_scale.copy_(input_scale.reshape(()))
+            if bias is not None:
+                layer.bias.copy_(bias)
+        return layer
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected a last dimension of {self.in_features}, got shape "
+                             f"{tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        if self.mode == "w4a4":
+            y = self._forward_w4a4(x2)
+        else:
+            y = torch.ops.fp4mm.nvfp4_w4a16_mm(x2, self.weight, self.weight_scale, None,
+                                               torch.reciprocal(self.weight_scale_2), "low_first")
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def _forward_w4a4(self, x2: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is None:
+            x_q, x_s, gs_x = torch.ops.fp4mm.quantize_nvfp4(x2, None, "low_first")
+            alpha = torch.reciprocal(gs_x) * self.weight_scale_2
+        else:
+            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(
+                x2, torch.reciprocal(self.input_scale), "low_first")
+            alpha = self.input_scale * self.weight_scale_2
+        return torch.ops.fp4mm.nvfp4_mm(x_q, x_s, self.weight, self.weight_scale, None, alpha,
+                                        x2.dtype, "low_first")
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """float32 ``(N, K)``: ``e2m1 * e4m3 * weight_scale_2``."""
+        from fp4mm.formats.nvfp4 import dequantize_nvfp4_blocks
+
+        w = dequantize_nvfp4_blocks(self.weight, self.weight_scale.view(torch.uint8))
+        return w * self.weight_scale_2
+
+    def _apply(self, fn, recurse=True):
+        # Keep the format's dtypes through .half()/.to(dtype): move those buffers, don't cast.
+        kept = {n: self._buffers[n] for n in _FIXED_DTYPE_BUFFERS
+                if self._buffers.get(n) is not None}
+        for n in kept:
+            self._buffers[n] = None
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            device = self.weight.device
+            for n, t in kept.items():
+                self._buffers[n] = t.to(device)
+        return self
+
+    def extra_repr(self) -> str:
+        act = "dynamic" if self.input_scale is None else "static"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, mode={self.mode}"
+                + (f", activations={act}" if self.mode == "w4a4" else ""))
+
+
+def _scalar(name: str, t, required: bool) -> None:
+    if t is None:
+        if required:
+            raise ValueError(f"{name}: missing (expected a float32 scalar)")
+        return
+    check_tensor(name, t, dtype=torch.float32, contiguous=False)
+    if t.numel() != 1 or t.dim() > 1:
+        raise ValueError(f"{name}: expected a float32 scalar (shape () or (1,)), got shape "
+                         f"{tuple(t.shape)}")
+
+
+def check_modelopt_layer(name, weight, weight_scale, weight_scale_2, input_scale=None, bias=None,
+                         in_features: int | None = None, out_features: int | None = None):
+    """Validate one ModelOpt NVFP4 layer's tensors; returns ``(N, K)``.
+
+    Every error names the tensor (``f"{name}.weight_scale"``) and what was expected.
+    """
+    p = f"{name}." if name else ""
+    check_tensor(p + "weight", weight, dtype=torch.uint8, ndim=2, contiguous=False)
+    N, K = weight.shape[0], weight.shape[1] * 2
+    if out_features is not None and N != out_features or in_features is not None and \
+            K != in_features:
+        raise ValueError(f"{p}weight: expected shape ({out_features}, {in_features // 2}) "
+                         f"(N, K/2) for a Linear({in_features}, {out_features}), got "
+                         f"{tuple(weight.shape)}")
+    if K == 0 or K % NVFP4_BLOCK:
+        raise ValueError(f"{p}weight: expected (N, K/2) with K a positive multiple of "
+                         f"{NVFP4_BLOCK}, got {tuple(weight.shape)}")
+    check_tensor(p + "weight_scale", weight_scale, dtype=torch.float8_e4m3fn,
+                 shape=(N, K // NVFP4_BLOCK), contiguous=False)
+    _scalar(p + "weight_scale_2", weight_scale_2, required=True)
+    _scalar(p + "input_scale", input_scale, required=False)
+    if bias is not None:
+        check_tensor(p + "bias", bias, shape=(N,), contiguous=False)
+        if not bias.is_floating_point():
+            raise TypeError(f"{p}bias: expected a floating-point tensor, got {bias.dtype}")
+    return N, K
