@@ -1,0 +1,186 @@
+"""NVFP4Linear and quantize_model: numerics against a fake-quantised Linear, shapes, state_dict,
+dtype handling, skipping, and torch.compile without graph breaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fp4mm
+from fp4mm.formats import dequantize_nvfp4, quantize_nvfp4
+from fp4mm.nn import NVFP4Linear, UnsupportedLayerWarning, quantize_model
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _linear(K=64, N=40, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(K, N, bias=bias).to(DEVICE)
+
+
+def _fake_quant(lin: nn.Linear, x: torch.Tensor, mode: str, gs_x=None) -> torch.Tensor:
+    """The straightforward NVFP4 fake quantisation (fp32), independent of NVFP4Linear."""
+    w = lin.weight.detach().float()
+    wq = quantize_nvfp4(w)
+    w_dq = dequantize_nvfp4(wq.data, wq.scales, wq.global_scale)
+    xf = x.float().reshape(-1, x.shape[-1])
+    if mode == "w4a4":
+        xq = quantize_nvfp4(xf, gs_x)
+        xf = dequantize_nvfp4(xq.data, xq.scales, xq.global_scale)
+    y = xf @ w_dq.T
+    if lin.bias is not None:
+        y = y + lin.bias.detach().float()
+    return y.reshape(*x.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(64,), (1, 64), (2, 3, 64), (2, 1, 5, 64)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_matches_fake_quantisation(mode, bias, shape):
+    lin = _linear(bias=bias)
+    layer = NVFP4Linear.from_linear(lin, mode=mode)
+    x = torch.randn(shape, device=DEVICE)
+    y = layer(x)
+    want = _fake_quant(lin, x, mode)
+    assert y.shape == (*shape[:-1], 40) and y.dtype == x.dtype
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_static_activation_scale():
+    lin = _linear()
+    x = torch.randn(7, 64, device=DEVICE)
+    gs_x = 2688.0 / 3.0  # calibrated amax 3: larger inputs saturate
+    layer = NVFP4Linear.from_linear(lin, activation_scale=gs_x)
+    assert layer.input_scale is not None and "static" in repr(layer)
+    want = _fake_quant(lin, x, "w4a4", gs_x=1.0 / layer.input_scale.item())
+    torch.testing.assert_close(layer(x), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_from_linear_stores_modelopt_tensors():
+    lin = _linear(K=32, N=8)
+    layer = NVFP4Linear.from_linear(lin)
+    q = quantize_nvfp4(lin.weight.detach())
+    sd = layer.state_dict()
+    assert list(sd) == ["bias", "weight", "weight_scale", "weight_scale_2"]
+    assert torch.equal(sd["weight"], q.data)
+    assert sd["weight_scale"].dtype == torch.float8_e4m3fn
+    assert torch.equal(sd["weight_scale"].view(torch.uint8), q.scales)
+    assert sd["weight_scale_2"].shape == () and sd["weight_scale_2"].dtype == torch.float32
+    torch.testing.assert_close(layer.dequantized_weight(),
+                               dequantize_nvfp4(q.data, q.scales, q.global_scale))
+
+
+def test_state_dict_round_trip():
+    src = NVFP4Linear.from_linear(_linear(), mode="w4a4", activation_scale=100.0)
+    dst = NVFP4Linear(64, 40, mode="w4a4", static_input_scale=True, device=DEVICE)
+    dst.load_state_dict(src.state_dict())
+    x = torch.randn(3, 64, device=DEVICE)
+    assert torch.equal(dst(x), src(x))
+
+
+def test_half_keeps_the_format_dtypes():
+    layer = NVFP4Linear.from_linear(_linear(), activation_scale=7.0).half()
+    assert layer.weight.dtype == torch.uint8
+    assert layer.weight_scale.dtype == torch.float8_e4m3fn
+    assert layer.weight_scale_2.dtype == torch.float32 and layer.input_scale.dtype == torch.float32
+    assert layer.bias.dtype == torch.float16
+    assert layer(torch.randn(2, 64, device=DEVICE, dtype=torch.float16)).dtype == torch.float16
+
+
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+def test_fp16_activations(mode):
+    lin = _linear()
+    layer = NVFP4Linear.from_linear(lin, mode=mode).half()
+    x = torch.randn(4, 64, device=DEVICE, dtype=torch.float16)
+    y = layer(x)
+    want = _fake_quant(lin, x, mode)
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="in_features: expected a positive multiple of 16"):
+        NVFP4Linear(40, 8)
+    with pytest.raises(ValueError, match="mode"):
+        NVFP4Linear(32, 8, mode="w8a8")
+    with pytest.raises(TypeError, match="linear: expected an nn.Linear"):
+        NVFP4Linear.from_linear(nn.Conv1d(2, 2, 1))
+    with pytest.raises(ValueError, match="activation_scale: expected a finite positive"):
+        NVFP4Linear.from_linear(_linear(), activation_scale=0.0)
+    with pytest.raises(ValueError, match="x: expected a last dimension of 64"):
+        NVFP4Linear.from_linear(_linear())(torch.randn(2, 32, device=DEVICE))
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.ModuleDict({"q": nn.Linear(64, 64), "k": nn.Linear(64, 64)})
+        self.mlp = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+        self.odd = nn.Linear(64, 24)
+        self.head = nn.Linear(24, 10)  # K = 24: not a multiple of 16
+
+    def forward(self, x):
+        h = self.attn["q"](x) * torch.sigmoid(self.attn["k"](x))
+        return self.head(torch.relu(self.odd(self.mlp(h))))
+
+
+def test_quantize_model_replaces_linears_and_warns():
+    model = _Block().to(DEVICE)
+    x = torch.randn(2, 5, 64, device=DEVICE)
+    ref = model(x)
+    with pytest.warns(UnsupportedLayerWarning, match=r"head: in_features = 24"):
+        out = quantize_model(model, mode="w4a16", skip=["attn.k"])
+    assert out is model
+    kinds = {n: type(m).__name__ for n, m in model.named_modules() if n}
+    assert kinds["attn.q"] == "NVFP4Linear" and kinds["mlp.0"] == "NVFP4Linear"
+    assert kinds["attn.k"] == "Linear" and kinds["head"] == "Linear"
+    y = model(x)
+    cos = torch.nn.functional.cosine_similarity(y.flatten(), ref.flatten(), dim=0)
+    assert cos > 0.98
+
+
+def test_quantize_model_strict_and_patterns():
+    with pytest.raises(ValueError, match="head: in_features = 24"):
+        quantize_model(_Block(), strict=True)
+    with pytest.warns(UnsupportedLayerWarning):
+        model = quantize_model(_Block(), skip="mlp.*")
+    assert isinstance(model.mlp[0], nn.Linear) and isinstance(model.attn["q"], NVFP4Linear)
+    with pytest.raises(KeyError, match="activation_scale: no static scale for layer"):
+        quantize_model(_Block(), activation_scale={"attn.q": 10.0}, skip=["head"])
+
+
+def test_quantize_model_per_layer_static_scales():
+    scales = {"attn.q": 100.0, "attn.k": 200.0, "mlp.0": 300.0, "mlp.2": 400.0, "odd": 500.0}
+    model = quantize_model(_Block(), activation_scale=scales, skip=["head"])
+    assert model.mlp[2].input_scale.item() == pytest.approx(1 / 400.0)
+
+
+def _compile_model(mode):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32)).to(DEVICE)
+    return quantize_model(model, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+def test_compile_fullgraph_no_graph_break(mode):
+    torch._dynamo.reset()
+    model = _compile_model(mode)
+    x = torch.randn(3, 7, 64, device=DEVICE)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(x), model(x))
+
+
+def test_compile_inductor():
+    torch._dynamo.reset()
+    model = _compile_model("w4a4")
+    x = torch.randn(5, 64, device=DEVICE)
+    compiled = torch.compile(model, backend="inductor", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_public_ops_still_importable():
+    assert callable(fp4mm.nvfp4_mm) and callable(fp4mm.w4a16_mm)

@@ -1,0 +1,104 @@
+"""fp4mm:: custom ops: they match the public functions, their fake impls agree with the real
+ones (torch.library.opcheck), and torch.compile(fullgraph=True) traces through them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.library import opcheck
+
+import fp4mm
+from fp4mm import library
+from fp4mm.formats import quantize_fp4_groupwise, quantize_nvfp4
+from fp4mm.reference import nvfp4_mm as ref_nvfp4_mm
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _x(M=5, K=64, dtype=torch.float16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(M, K, generator=g).to(dtype).to(DEVICE)
+
+
+@pytest.mark.parametrize("gs", [None, 0.25])
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_quantize_matches_codec(gs, order):
+    x = _x()
+    got = library.quantize_nvfp4(x, gs, order)
+    want = quantize_nvfp4(x.cpu(), gs, order)
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+
+
+def test_quantize_keeps_leading_dims():
+    x = _x(6, 32).reshape(2, 3, 32)
+    q = library.quantize_nvfp4(x)
+    assert q.data.shape == (2, 3, 16) and q.scales.shape == (2, 3, 2) and q.global_scale.dim() == 0
+
+
+def test_nvfp4_mm_matches_public_op():
+    xq, wq = quantize_nvfp4(_x(7, 96)), quantize_nvfp4(_x(9, 96, seed=1))
+    alpha = 1.0 / float(xq.global_scale * wq.global_scale)
+    got = library.nvfp4_mm(xq.data, xq.scales, wq.data, wq.scales.view(torch.float8_e4m3fn), alpha,
+                           out_dtype=torch.float32)
+    want = ref_nvfp4_mm(xq.data, xq.scales, wq.data, wq.scales, alpha)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_nvfp4_w4a16_mm(dtype):
+    x, wq = _x(4, 48, dtype), quantize_nvfp4(_x(6, 48, seed=2))
+    got = library.nvfp4_w4a16_mm(x, wq.data, wq.scales, wq.global_scale)
+    w = fp4mm.dequantize_nvfp4(wq.data, wq.scales, wq.global_scale)
+    want = x.float() @ w.T
+    assert got.dtype == dtype and got.shape == (4, 6)
+    torch.testing.assert_close(got.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+
+
+def test_w4a16_mm_matches_public_op():
+    x = _x(3, 64)
+    w = quantize_fp4_groupwise(_x(5, 64, torch.float32, seed=3).cpu(), 32)
+    got = library.w4a16_mm(x, w.data.to(DEVICE), w.scales.to(DEVICE), 32)
+    assert torch.equal(got, fp4mm.w4a16_mm(x, w.data.to(DEVICE), w.scales.to(DEVICE), 32))
+
+
+def test_opcheck_fake_impls():
+    x = _x(5, 64)
+    xq, wq = quantize_nvfp4(x), quantize_nvfp4(_x(3, 64, seed=4))
+    alpha = torch.tensor(0.5, device=DEVICE)
+    opcheck(torch.ops.fp4mm.quantize_nvfp4.default, (x, None, "low_first"))
+    opcheck(torch.ops.fp4mm.quantize_nvfp4.default, (x, torch.tensor(3.0, device=DEVICE),
+                                                     "high_first"))
+    opcheck(torch.ops.fp4mm.nvfp4_mm.default, (xq.data, xq.scales, wq.data, wq.scales, None, alpha,
+                                               torch.float16, "low_first"))
+    opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm.default, (x, wq.data, wq.scales, None,
+                                                     wq.global_scale, "low_first"))
+
+
+def _w4a4_then_w4a16(x, wq, ws, wgs):
+    """A dynamic W4A4 matmul and a W4A16 one: the data-dependent scale never leaves the device."""
+    q, s, gs = torch.ops.fp4mm.quantize_nvfp4(x, None, "low_first")
+    alpha = torch.reciprocal(gs * wgs)
+    y = torch.ops.fp4mm.nvfp4_mm(q, s, wq, ws, None, alpha, x.dtype, "low_first")
+    return y + torch.ops.fp4mm.nvfp4_w4a16_mm(x, wq, ws, None, wgs, "low_first")
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic-shapes"])
+def test_compile_fullgraph(backend, dynamic):
+    torch._dynamo.reset()
+    w = quantize_nvfp4(_x(24, 64, seed=5))
+    f = torch.compile(_w4a4_then_w4a16, backend=backend, fullgraph=True, dynamic=dynamic)
+    for M in (5, 9):
+        x = _x(M, 64, seed=M)
+        assert torch.equal(f(x, w.data, w.scales, w.global_scale),
+                           _w4a4_then_w4a16(x, w.data, w.scales, w.global_scale))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU interpreter check")
+def test_quantize_op_runs_the_triton_kernel_when_asked(monkeypatch):
+    monkeypatch.setenv("FP4MM_BACKEND", "triton")
+    assert library.triton_quantizer_available(torch.device("cpu"))
+    x = _x(9, 48)
+    for a, b in zip(library.quantize_nvfp4(x), quantize_nvfp4(x)):
+        assert torch.equal(a, b)
