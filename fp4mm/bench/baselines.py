@@ -184,8 +184,14 @@ def _build_cublas(dtype):
         w = dequantised_w(problem, dtype)
         ws = _clones(w, problem.copies(tensor_bytes(w)))
         outs = [torch.empty((case.M, case.N), dtype=dtype, device=problem.device) for _ in ws]
-        return Runner(run=lambda i: torch.matmul(x, ws[i].t(), out=outs[i]), copies=len(ws),
-                      result=_scale_out(problem))
+        runner = Runner(run=lambda i: torch.matmul(x, ws[i].t(), out=outs[i]), copies=len(ws),
+                        result=_scale_out(problem))
+        if case.op == "w4a16_mm" and dtype == torch.bfloat16:
+            # bf16 cannot hold the fp16 activations and scales: close, not within the challenge's
+            # fp16 tolerance at K in the thousands.
+            runner.check, runner.rel_l2_tol = "rel_l2", 1e-2
+            runner.note = "bf16 rounds the fp16 operands: checked by relative L2 error <= 1%"
+        return runner
     return build
 
 

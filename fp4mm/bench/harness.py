@@ -81,8 +81,12 @@ def _compare(runner: Runner, got, expected, case: Case) -> dict:
     """``{"correct": bool, "max_abs_err": float, "rel_l2_err": float}`` for one output."""
     if runner.check == "exact":
         got, expected = tuple(got), tuple(expected)
-        same = len(got) == len(expected) and all(_equal(a, b) for a, b in zip(got, expected))
-        return {"correct": same, "max_abs_err": None, "rel_l2_err": None}
+        diffs = [_difference(f"output[{i}]", a, b) for i, (a, b) in enumerate(zip(got, expected))]
+        if len(got) != len(expected):
+            diffs.append(f"{len(got)} outputs, expected {len(expected)}")
+        diffs = [d for d in diffs if d]
+        return {"correct": not diffs, "max_abs_err": None, "rel_l2_err": None,
+                "error": "; ".join(diffs) or None}
     out = runner.result(got) if runner.result is not None else got.float()
     ref = expected.float()
     if out.shape != ref.shape:
@@ -102,13 +106,20 @@ def _compare(runner: Runner, got, expected, case: Case) -> dict:
     return {"correct": ok, "max_abs_err": max_abs, "rel_l2_err": rel_l2}
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        a, b = torch.as_tensor(a).cpu(), torch.as_tensor(b).cpu()
-        if a.dtype != b.dtype:
-            a, b = a.double(), b.double()
-        return a.shape == b.shape and bool(torch.equal(a.reshape(-1), b.reshape(-1)))
-    return a == b
+def _difference(name: str, a, b) -> str | None:
+    """None if ``a`` and ``b`` are bit-for-bit equal, else what differs and where first."""
+    a, b = torch.as_tensor(a).cpu(), torch.as_tensor(b).cpu()
+    if a.shape != b.shape:
+        return f"{name}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+    if a.dtype != b.dtype:
+        a, b = a.double(), b.double()
+    ne = (a != b) & ~(a.isnan() & b.isnan()) if a.is_floating_point() else a != b
+    count = int(ne.sum())
+    if count == 0:
+        return None
+    first = tuple(int(i) for i in ne.nonzero()[0]) if a.dim() else ()
+    return (f"{name}: {count} of {a.numel()} differ, first at {first}: {a[first].item()} != "
+            f"{b[first].item()}")
 
 
 def oracle(problem) -> torch.Tensor | tuple:
@@ -301,7 +312,7 @@ def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], 
 
 def result_stem(result: dict) -> str:
     date = _dt.datetime.fromisoformat(result["date"])
-    return f"{date:%Y%m%d-%H%M%S}_{'+'.join(result['suites'])}"
+    return f"{date:%Y%m%d-%H%M%S}_{'-'.join(result['suites'])}"
 
 
 def write_outputs(result: dict, out_dir, plot_dir=None) -> tuple[Path, Path | None]:

@@ -72,13 +72,9 @@ def _build_nvfp4(prepacked: bool):
         weights = (d["w_q"], d["w_scales"])
         extra = {}
         if prepacked:
-            prepack = prepack_nvfp4()
-            if prepack is None:
+            ws = _prepacked_copies(problem, weights, ctx, extra)
+            if ws is None:
                 return None
-            extra["prepack_us"] = ctx.time(lambda: prepack(*weights))[0] * 1e3
-            packed = prepack(*weights)
-            ws = [packed] + [prepack(w.clone(), s.clone()) for w, s in
-                             _copies(problem, *weights)[1:]]
             call = lambda i, out: fp4mm.nvfp4_mm(d["x_q"], d["x_scales"], ws[i], None,  # noqa: E731
                                                  d["alpha"], out=out)
         else:
@@ -89,6 +85,20 @@ def _build_nvfp4(prepacked: bool):
         return Runner(run=lambda i: call(i, outs[i]), copies=len(ws), prepacked=prepacked,
                       extra=extra)
     return build
+
+
+def _prepacked_copies(problem: Problem, weights, ctx, extra: dict):
+    """Pre-packed weight copies (the packing time goes to ``extra["prepack_us"]``), or None when
+    there is no ``prepack_nvfp4_weight`` or it does not take this shape (a ValueError)."""
+    prepack = prepack_nvfp4()
+    if prepack is None:
+        return None
+    try:
+        first = prepack(*weights)
+    except ValueError:
+        return None
+    extra["prepack_us"] = ctx.time(lambda: prepack(*weights))[0] * 1e3
+    return [first] + [prepack(w.clone(), s.clone()) for w, s in _copies(problem, *weights)[1:]]
 
 
 def _build_w4a16(prepacked: bool):
@@ -114,13 +124,24 @@ def _build_w4a16(prepacked: bool):
     return build
 
 
-def _build_nvfp4_w4a16(case, problem: Problem, ctx):
-    op = nvfp4_w4a16_op()
-    if op is None:
-        return None
-    d = problem.data
-    ws = _copies(problem, d["w_q"], d["w_scales"])
-    return Runner(run=lambda i: op(d["x"], *ws[i], d["w_global_scale"]), copies=len(ws))
+def _build_nvfp4_w4a16(prepacked: bool):
+    def build(case, problem: Problem, ctx):
+        op = nvfp4_w4a16_op()
+        if op is None:
+            return None
+        d = problem.data
+        extra = {}
+        if prepacked:
+            ws = _prepacked_copies(problem, (d["w_q"], d["w_scales"]), ctx, extra)
+            if ws is None:
+                return None
+            ws = [(w, None) for w in ws]
+        else:
+            ws = _copies(problem, d["w_q"], d["w_scales"])
+        outs = _outs(problem, len(ws), d["x"].dtype)
+        return Runner(run=lambda i: op(d["x"], *ws[i], d["w_global_scale"], out=outs[i]),
+                      copies=len(ws), prepacked=prepacked, extra=extra)
+    return build
 
 
 def _build_solve(case, problem: Problem, ctx):
@@ -165,7 +186,8 @@ OURS = (
     Impl("fp4mm", frozenset({"nvfp4_mm"}), _build_nvfp4(True), kind="ours"),
     Impl("fp4mm", frozenset({"w4a16_mm"}), _build_w4a16(False), kind="ours"),
     Impl("fp4mm", frozenset({"w4a16_mm"}), _build_w4a16(True), kind="ours"),
-    Impl("fp4mm", frozenset({"nvfp4_w4a16_mm"}), _build_nvfp4_w4a16, kind="ours"),
+    Impl("fp4mm", frozenset({"nvfp4_w4a16_mm"}), _build_nvfp4_w4a16(False), kind="ours"),
+    Impl("fp4mm", frozenset({"nvfp4_w4a16_mm"}), _build_nvfp4_w4a16(True), kind="ours"),
     Impl("fp4mm", frozenset({"quantize_nvfp4"}), _build_quantize, kind="ours"),
     Impl("fp4mm_solve", frozenset({"nvfp4_mm", "w4a16_mm"}), _build_solve, kind="ours"),
 )

@@ -143,6 +143,7 @@ def test_json_schema_and_plot(rows, tmp_path):
     assert isinstance(data["rows"][0]["median_us"], float)
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stem == json_path.stem
+    assert all(c.isalnum() or c in "._-" for c in png.name)  # the GPU tool returns only such names
 
 
 def test_table_marks_wrong_rows():
@@ -182,3 +183,21 @@ def test_cli_runs_end_to_end_with_a_stub_timer(tmp_path, capsys):
 def test_suite_selection():
     assert harness.suites_from(None) == ["challenge", "table5", "decode"]
     assert harness.suites_from(["all"]) == ["challenge", "table5", "decode", "sweep", "quant"]
+
+
+def test_exact_check_says_what_differs():
+    runner = Runner(run=None, check="exact")
+    a = (torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor(2.0))
+    b = (torch.tensor([1, 9, 3], dtype=torch.uint8), torch.tensor(2.0))
+    out = harness._compare(runner, a, b, None)
+    assert out["correct"] is False and "output[0]: 1 of 3 differ, first at (1,): 2 != 9" in \
+        out["error"]
+    assert harness._compare(runner, a, a, None)["correct"] is True
+
+
+def test_prepacked_rows_where_the_prepack_takes_the_shape(rows):
+    packed = [r for r in rows if r["impl"] == "fp4mm" and r["prepacked"]]
+    if not packed:
+        pytest.skip("no fp4mm.prepack_nvfp4_weight in this checkout")
+    assert {r["K"] for r in packed} == {64}  # K = 96 is not a multiple of 64: no row, no error
+    assert all(r["correct"] and r["prepack_us"] is not None for r in packed)
