@@ -358,6 +358,7 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
 # Launcher
 # ----------------------------------------------------------------------------------------------
 _SM_COUNT: dict = {}
+_COMPILED: dict = {}  # specialisation key -> triton CompiledKernel (see gemm_sm90_dense_x)
 
 
 def _sm_count(device) -> int:
@@ -383,9 +384,12 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
-                      *, config: SM90Config | None = None) -> None:
+                      *, config: SM90Config | None = None, cached_launch: bool = True) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
-    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows)."""
+    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows).
+
+    ``cached_launch`` reuses the compiled kernel through ``CompiledKernel[grid](...)`` after the
+    first call with the same specialisation (the JIT's binder costs tens of microseconds)."""
     M, K = x.shape
     N = packed.N
     if config is None:
@@ -397,9 +401,18 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     num_tiles = num_m_tiles * (packed.codes.shape[0] // 16)
     k_tiles = packed.codes.shape[1] // 256
     grid = min(num_tiles, _sm_count(x.device)) if config.PERSISTENT else num_tiles
-    _fp4_gemm_sm90_kernel[(grid,)](
-        w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
-        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], num_warps=8)
+    args = (w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
+            config.BN, config.STAGES, _GL_DTYPE[x.dtype])
+    # Triton specialises int arguments on == 1 and % 16 == 0: part of the compiled-kernel key.
+    spec = tuple((v == 1, v % 16 == 0) for v in (num_tiles, num_m_tiles, k_tiles))
+    key = (config.BN, config.STAGES, x.dtype, out.dtype, x.device.index, spec)
+    kernel = _COMPILED.get(key) if cached_launch else None
+    if kernel is None:
+        kernel = _fp4_gemm_sm90_kernel[(grid,)](*args[:8], BN=config.BN, STAGES=config.STAGES,
+                                                DTYPE=args[10], num_warps=8)
+        _COMPILED[key] = kernel
+    else:  # skip the JIT's per-call argument binding and specialisation (host overhead)
+        kernel[(grid, 1, 1)](*args, stream=torch.cuda.current_stream(x.device).cuda_stream)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
