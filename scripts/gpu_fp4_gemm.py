@@ -35,8 +35,12 @@ def scales_e4m3(r, c):
 
 
 def nvfp4_problem(M, N, K):
-    return (torch.randint(0, 256, (M, K // 2), dtype=torch.uint8, device=DEV), scales_e4m3(M, K // 16),
-            torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device=DEV), scales_e4m3(N, K // 16))
+    return (
+        torch.randint(0, 256, (M, K // 2), dtype=torch.uint8, device=DEV),
+        scales_e4m3(M, K // 16),
+        torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device=DEV),
+        scales_e4m3(N, K // 16),
+    )
 
 
 def rel_err(out, ref):
@@ -47,7 +51,9 @@ def rel_err(out, ref):
 
 
 def ok_challenge(out, ref, atol, rtol):
-    return bool(torch.allclose(out.float(), ref, atol=atol, rtol=rtol)) and not torch.isnan(out).any()
+    return (
+        bool(torch.allclose(out.float(), ref, atol=atol, rtol=rtol)) and not torch.isnan(out).any()
+    )
 
 
 def check_w4a4(M, N, K, cfg, order="high_first", alpha=1 / 64, prepacked=False):
@@ -92,9 +98,21 @@ def bench(fn):
 
 def row(op, impl, M, N, K, us, correct=True, group_size=None, prepacked=False, **extra):
     med, mn, mx = us
-    return dict(op=op, impl=impl, M=M, N=N, K=K, group_size=group_size, prepacked=prepacked,
-                median_us=med, min_us=mn, max_us=mx, tflops=2 * M * N * K / (med * 1e-6) / 1e12,
-                correct=correct, **extra)
+    return dict(
+        op=op,
+        impl=impl,
+        M=M,
+        N=N,
+        K=K,
+        group_size=group_size,
+        prepacked=prepacked,
+        median_us=med,
+        min_us=mn,
+        max_us=mx,
+        tflops=2 * M * N * K / (med * 1e-6) / 1e12,
+        correct=correct,
+        **extra,
+    )
 
 
 CFGS = {
@@ -106,9 +124,11 @@ CFGS = {
     "n128m128k128s3w8": G.GemmConfig(128, 128, 128, 8, 3, 8),
 }
 # (label, config name, prepacked, scale_words)
-VARIANTS = [("v1_raw_bytescales", "n128m256k64s3w8", False, False)] + [
-    (f"raw_words_{n}", n, False, True) for n in CFGS] + [
-    (f"prepacked_{n}", n, True, True) for n in CFGS]
+VARIANTS = (
+    [("v1_raw_bytescales", "n128m256k64s3w8", False, False)]
+    + [(f"raw_words_{n}", n, False, True) for n in CFGS]
+    + [(f"prepacked_{n}", n, True, True) for n in CFGS]
+)
 
 
 def main():
@@ -124,26 +144,52 @@ def main():
     # ---- correctness: every config, ragged shapes and the perf shape
     good = {}
     for name, cfg in CFGS.items():
-        results = [check_w4a4(300, 1000, 1040, cfg), check_w4a4(2048, 18432 // 8, 3072, cfg),
-                   check_w4a4(2048, 18432 // 8, 3072, cfg, prepacked=True),
-                   check_w4a4(255, 1000, 1024, cfg, order="low_first", prepacked=True),
-                   check_w4a16(257, 513, 1024, 32, cfg), check_w4a16(64, 256, 96, 2, cfg),
-                   check_nvfp4_w4a16(129, 384, 512, cfg)]
+        results = [
+            check_w4a4(300, 1000, 1040, cfg),
+            check_w4a4(2048, 18432 // 8, 3072, cfg),
+            check_w4a4(2048, 18432 // 8, 3072, cfg, prepacked=True),
+            check_w4a4(255, 1000, 1024, cfg, order="low_first", prepacked=True),
+            check_w4a16(257, 513, 1024, 32, cfg),
+            check_w4a16(64, 256, 96, 2, cfg),
+            check_nvfp4_w4a16(129, 384, 512, cfg),
+        ]
         good[name] = all(r[1] for r in results)
         checks.append(dict(config=name, errors=[r[0] for r in results], ok=good[name]))
-        print(f"check {name:20s} ok={good[name]} rel_errs={[f'{r[0]:.2e}' for r in results]}", flush=True)
-    for M, N, K in [(1, 2, 16), (2, 4, 16), (3, 5, 32), (16, 16, 32), (32, 64, 64), (128, 128, 256),
-                    (30, 50, 64), (100, 200, 128), (255, 100, 128), (512, 1024, 1024)]:
+        print(
+            f"check {name:20s} ok={good[name]} rel_errs={[f'{r[0]:.2e}' for r in results]}",
+            flush=True,
+        )
+    for M, N, K in [
+        (1, 2, 16),
+        (2, 4, 16),
+        (3, 5, 32),
+        (16, 16, 32),
+        (32, 64, 64),
+        (128, 128, 256),
+        (30, 50, 64),
+        (100, 200, 128),
+        (255, 100, 128),
+        (512, 1024, 1024),
+    ]:
         e, ok = check_w4a4(M, N, K, None)
         checks.append(dict(shape=[M, N, K], op="nvfp4_mm", err=e, ok=ok))
         if not ok:
             print("FUNCTIONAL FAIL", M, N, K, e)
 
     # ---- timing
-    shapes = [(2048, 18432, 3072)] + ([] if args.quick else [
-        (128, 3072, 3072), (128, 18432, 3072), (1024, 3072, 3072), (1024, 18432, 3072),
-        (2048, 3072, 3072), (4096, 3072, 3072)])
-    for (M, N, K) in shapes:
+    shapes = [(2048, 18432, 3072)] + (
+        []
+        if args.quick
+        else [
+            (128, 3072, 3072),
+            (128, 18432, 3072),
+            (1024, 3072, 3072),
+            (1024, 18432, 3072),
+            (2048, 3072, 3072),
+            (4096, 3072, 3072),
+        ]
+    )
+    for M, N, K in shapes:
         xq, xs, wq, ws = nvfp4_problem(M, N, K)
         xd = dequant_nvfp4(xq, xs, order="high_first")
         wd = dequant_nvfp4(wq, ws, order="high_first")
@@ -159,29 +205,74 @@ def main():
         pk = prepack_nvfp4_weight(wq, ws, order="high_first")
         prep = bench(lambda: prepack_nvfp4_weight(wq, ws, order="high_first"))
         rows.append(row("prepack_nvfp4_weight", "fp4mm", M, N, K, prep))
-        variants = VARIANTS if big else [("heuristic_raw", None, False, True),
-                                         ("heuristic_prepacked", None, True, True)]
+        variants = (
+            VARIANTS
+            if big
+            else [("heuristic_raw", None, False, True), ("heuristic_prepacked", None, True, True)]
+        )
         for label, name, packed, words in variants:
             if name is not None and not good[name]:
                 continue
             cfg = CFGS[name] if name else G.choose_config(M, N, K)
             wsrc = pk.packed if packed else wq
-            kw = dict(group_size=16, nvfp4=True, alpha=1 / 64, order="low_first" if packed else "high_first",
-                      config=cfg, w_permuted=packed, scale_words=words)
+            kw = dict(
+                group_size=16,
+                nvfp4=True,
+                alpha=1 / 64,
+                order="low_first" if packed else "high_first",
+                config=cfg,
+                w_permuted=packed,
+                scale_words=words,
+            )
             us = bench(lambda: G.launch_fp4_gemm(xd, wsrc, ws, out, **kw))
-            rows.append(row("nvfp4_mm", "fp4mm_gemm_only", M, N, K, us, config=label, prepacked=packed,
-                            ratio_vs_cublas_bf16=base_bf16[0] / us[0]))
+            rows.append(
+                row(
+                    "nvfp4_mm",
+                    "fp4mm_gemm_only",
+                    M,
+                    N,
+                    K,
+                    us,
+                    config=label,
+                    prepacked=packed,
+                    ratio_vs_cublas_bf16=base_bf16[0] / us[0],
+                )
+            )
         # public op, W4A4 including the x pre-pass (raw = the challenge's solve path)
         full = bench(lambda: nvfp4_mm(xq, xs, wq, ws, 1 / 64, order="high_first", out=out))
-        rows.append(row("nvfp4_mm", "fp4mm", M, N, K, full, config="op_raw",
-                        ratio_vs_cublas_bf16=base_bf16[0] / full[0]))
+        rows.append(
+            row(
+                "nvfp4_mm",
+                "fp4mm",
+                M,
+                N,
+                K,
+                full,
+                config="op_raw",
+                ratio_vs_cublas_bf16=base_bf16[0] / full[0],
+            )
+        )
         fullp = bench(lambda: nvfp4_mm(xq, xs, pk, None, 1 / 64, order="high_first", out=out))
-        rows.append(row("nvfp4_mm", "fp4mm", M, N, K, fullp, config="op_prepacked", prepacked=True,
-                        ratio_vs_cublas_bf16=base_bf16[0] / fullp[0]))
+        rows.append(
+            row(
+                "nvfp4_mm",
+                "fp4mm",
+                M,
+                N,
+                K,
+                fullp,
+                config="op_prepacked",
+                prepacked=True,
+                ratio_vs_cublas_bf16=base_bf16[0] / fullp[0],
+            )
+        )
         for r in rows:
             if (r["M"], r["N"], r["K"]) == (M, N, K):
-                print(f"{M}x{N}x{K} {r['impl']:18s} {r.get('config', ''):24s} {r['median_us']:9.1f} us "
-                      f"{r['tflops']:7.1f} TF/s  x{r.get('ratio_vs_cublas_bf16', 0):.3f}", flush=True)
+                print(
+                    f"{M}x{N}x{K} {r['impl']:18s} {r.get('config', ''):24s} {r['median_us']:9.1f} us "
+                    f"{r['tflops']:7.1f} TF/s  x{r.get('ratio_vs_cublas_bf16', 0):.3f}",
+                    flush=True,
+                )
 
     # rev1 perf case: w4a16 g32 fp16 vs cuBLAS fp16
     M, N, K, g = 2048, 8192, 3072, 32
@@ -195,21 +286,43 @@ def main():
     bb = bench(lambda: torch.matmul(xb_, wb_.T))
     rows.append(row("w4a16_mm", "cublas_fp16", M, N, K, b16, group_size=g))
     rows.append(row("w4a16_mm", "cublas_bf16", M, N, K, bb, group_size=g))
-    for name in (["n128m256k64s3w8", "n128m256k128s2w8", "n128m128k128s3w8"] if not args.quick else []) + [None]:
+    for name in (
+        ["n128m256k64s3w8", "n128m256k128s2w8", "n128m128k128s3w8"] if not args.quick else []
+    ) + [None]:
         if name is not None and not good[name]:
             continue
         cfg = CFGS[name] if name else None
         us = bench(lambda: G.w4a16_mm_gemm(x, wq, sc, g, "high_first", out, config=cfg))
-        rows.append(row("w4a16_mm", "fp4mm", M, N, K, us, group_size=g, config=name or "heuristic",
-                        ratio_vs_cublas_fp16=b16[0] / us[0]))
+        rows.append(
+            row(
+                "w4a16_mm",
+                "fp4mm",
+                M,
+                N,
+                K,
+                us,
+                group_size=g,
+                config=name or "heuristic",
+                ratio_vs_cublas_fp16=b16[0] / us[0],
+            )
+        )
     for r in rows:
         if r["op"] == "w4a16_mm":
-            print(f"w4a16 {M}x{N}x{K} g{g} {r['impl']:14s} {r.get('config', ''):18s} {r['median_us']:8.1f} us "
-                  f"{r['tflops']:7.1f} TF/s x{r.get('ratio_vs_cublas_fp16', 0):.3f}", flush=True)
+            print(
+                f"w4a16 {M}x{N}x{K} g{g} {r['impl']:14s} {r.get('config', ''):18s} {r['median_us']:8.1f} us "
+                f"{r['tflops']:7.1f} TF/s x{r.get('ratio_vs_cublas_fp16', 0):.3f}",
+                flush=True,
+            )
 
-    res = dict(device=dev_name, torch=torch.__version__, triton=triton.__version__,
-               date=datetime.date.today().isoformat(), script="scripts/gpu_fp4_gemm.py",
-               checks=checks, rows=rows)
+    res = dict(
+        device=dev_name,
+        torch=torch.__version__,
+        triton=triton.__version__,
+        date=datetime.date.today().isoformat(),
+        script="scripts/gpu_fp4_gemm.py",
+        checks=checks,
+        rows=rows,
+    )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "fp4_gemm.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -38,6 +38,7 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     v = tl.join(lo8.to(tl.float8e4nv, bitcast=True).to(tl.float16),
                 hi8.to(tl.float8e4nv, bitcast=True).to(tl.float16)).reshape(BLOCK_R, BLOCK_K)
     s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+    s = tl.where((sb & 0x7F) == 0x7F, float("nan"), s)  # the interpreter decodes 0x7F as 480
     x = (v.reshape(BLOCK_R, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_R, BLOCK_K)
     offs_k = k0 + tl.arange(0, BLOCK_K)
     tl.store(out_ptr + offs_r[:, None] * stride_o + offs_k[None, :],

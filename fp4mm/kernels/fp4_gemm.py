@@ -49,6 +49,15 @@ def _e2m1_to_f16(codes):
 
 
 @triton.jit
+def _e4m3_to_f16_times_64(sb):
+    """uint8 E4M3 bytes -> fp16 ``scale * 2^6`` (exact; max 448 * 64 = 28672). The NaN bytes
+    0x7F/0xFF are mapped to NaN explicitly: the hardware conversion does so, Triton's CPU
+    interpreter does not (it decodes 0x7F as 480)."""
+    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+    return tl.where((sb & 0x7F) == 0x7F, float("nan"), s)
+
+
+@triton.jit
 def _unpermute_bytes(wb, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Undo the prepacked byte order (see ``permute_weight_bytes``): in every 32-byte group,
     physical byte ``8c + i`` holds logical byte ``4i + c``. The permute is free in registers and
@@ -96,7 +105,7 @@ def _dequant_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
     if SCALE_PATH == 0:
         sb = _nvfp4_scales(s_ptr, offs_n, n_ok, k0, K, stride_sn, SCALE_WORDS, EVEN_K,
                            BLOCK_N, BLOCK_K)
-        s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+        s = _e4m3_to_f16_times_64(sb)
         w = (v.reshape(BLOCK_N, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_N, BLOCK_K)
         w = w.to(DOT_DTYPE)
     else:
@@ -219,8 +228,10 @@ def choose_config(M: int, N: int, K: int) -> GemmConfig:
         return GemmConfig(block_n=128, block_m=64, block_k=128, num_stages=4, num_warps=4)
     if M <= 128:
         return GemmConfig(block_n=128, block_m=128, block_k=64, num_stages=4, num_warps=8)
-    # H100, 2048 x 18432 x 3072: 128x256x64 ran 0.56x cuBLAS bf16, 128x128x64 0.41x (v1).
-    return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=3, num_warps=8)
+    # H100, 2048 x 18432 x 3072 (docs/perf-log.md): 128x256x64 ran 0.57x cuBLAS bf16 on raw
+    # weights (3 stages; 4 stages the same within noise) and 0.61x prepacked with 4 stages;
+    # 128x128x64 0.41-0.44x, 256x128x64 0.35-0.40x, BLOCK_K 128 0.37-0.46x.
+    return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=4, num_warps=8)
 
 
 def _scale_path(nvfp4: bool, group_size: int, block_k: int) -> int:
@@ -246,7 +257,8 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
             fp16/bf16.
         out: ``(M, N)`` contiguous fp16/bf16/fp32, written in full.
         scale_words: read NVFP4 scales as int32 words (needs K % 64 == 0, a 4-byte aligned base
-            and BLOCK_K % 64 == 0); ``None`` = whenever possible.
+            and BLOCK_K % 64 == 0). ``None`` = with the prepacked layout only: on raw weights
+            ptxas serialises the wgmma (C7515) and it ran 0.47x vs 0.57x cuBLAS (H100, perf-log).
     """
     M, K = x.shape
     N = w_q.shape[0]
@@ -256,7 +268,7 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
     even_k = K % cfg.block_k == 0
     words_ok = (nvfp4 and K % 64 == 0 and cfg.block_k % 64 == 0 and even_k
                 and scales.data_ptr() % 4 == 0)
-    words = words_ok if scale_words is None else (scale_words and words_ok)
+    words = (words_ok and w_permuted) if scale_words is None else (scale_words and words_ok)
     if w_permuted and not (even_k and cfg.block_k % 64 == 0):
         raise ValueError(f"config: the prepacked layout needs BLOCK_K % 64 == 0 dividing K = {K}, "
                          f"got {cfg}")

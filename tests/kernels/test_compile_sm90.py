@@ -1,0 +1,108 @@
+"""CPU compile-only check of the prefill GEMM for sm_90 (no GPU needed): the shipped configs
+issue ``wgmma`` with the A operand in registers and ptxas reports no spills."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from fp4mm.kernels import fp4_gemm as G
+
+PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+ARGS = ["x_ptr", "w_ptr", "s_ptr", "out_ptr", "M", "N", "K", "alpha",
+        "stride_xm", "stride_wn", "stride_sn", "stride_om"]
+DIVISIBLE = (0, 1, 2, 3, 5, 6, 8, 9, 10, 11)  # what the JIT specialises for 2048 x 18432 x 3072
+
+
+def compile_sm90(cfg, *, x="fp16", out="fp16", nvfp4=True, words=False, permuted=False,
+                 group=16):
+    scale = ("i32" if words else "u8") if nvfp4 else x
+    types = [f"*{x}", "*u8", f"*{scale}", f"*{out}", "i32", "i32", "i32", "fp32",
+             "i32", "i32", "i32", "i32"]
+    consts = dict(SCALE_PATH=G._scale_path(nvfp4, group, cfg.block_k), GROUP=group,
+                  HIGH_FIRST=not permuted, EVEN_K=True, SCALE_WORDS=words, W_PERM=permuted,
+                  BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                  GROUP_N=cfg.group_n, NUM_STAGES=cfg.num_stages)
+    sig = dict(zip(ARGS, types)) | {k: "constexpr" for k in consts}
+    src = ASTSource(G._fp4_gemm_kernel, sig, constexprs=consts,
+                    attrs={(i,): [["tt.divisibility", 16]] for i in DIVISIBLE})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+
+
+def ptxas_report(ptx: str) -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    try:
+        r = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
+                           capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(f.name)
+    return r.stderr
+
+
+SHIPPED = {
+    "raw-prefill": (G.choose_config(2048, 18432, 3072), dict()),
+    "prepacked-prefill": (G.choose_config(2048, 18432, 3072), dict(words=True, permuted=True)),
+    "raw-m128": (G.choose_config(128, 18432, 3072), dict()),
+    "w4a16-g32": (G.choose_config(2048, 8192, 3072), dict(nvfp4=False, group=32)),
+    "bf16": (G.choose_config(2048, 18432, 3072), dict(x="bf16", out="bf16")),
+}
+
+
+def report_all() -> dict:
+    """Compile every shipped config; ``{name: {"wgmma": n, "reg_a": n, "spills": [...],
+    "shared": bytes, "c7515": bool}}``. Needs TRITON_INTERPRET unset (real JITFunctions)."""
+    out = {}
+    for name, (cfg, kw) in SHIPPED.items():
+        k = compile_sm90(cfg, **kw)
+        ptx = k.asm["ptx"]
+        wgmma = re.findall(r"wgmma\.mma_async\.sync\.aligned\.\S+[^;]*;", ptx)
+        report = ptxas_report(ptx)
+        out[name] = dict(
+            wgmma=len(wgmma),
+            reg_a=sum(bool(re.search(r"\},\s*\{%r", w)) for w in wgmma),
+            spills=re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report),
+            shared=k.metadata.shared, c7515="C7515" in report)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reports():
+    # The test session runs kernels in the interpreter (TRITON_INTERPRET=1 turns @triton.jit into
+    # interpreted functions), so compile in a clean subprocess.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
+            "spec = importlib.util.spec_from_file_location('c', sys.argv[2]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(json.dumps(m.report_all()))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", code, root, os.path.abspath(__file__)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists(PTXAS), reason="triton's bundled ptxas is missing")
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_register_a_wgmma_and_no_spills(reports, name):
+    rep = reports[name]
+    assert rep["wgmma"] > 0, "no wgmma in the PTX"
+    # register A: the second operand is a brace list of registers, not a 64-bit descriptor
+    assert rep["reg_a"] == rep["wgmma"], "wgmma with A from shared memory"
+    assert rep["spills"] and all(tuple(s) == ("0", "0") for s in rep["spills"]), rep
+    assert rep["shared"] <= 232448, f"shared memory {rep['shared']} B over the sm_90 limit"
+
+
+@pytest.mark.skipif(not os.path.exists(PTXAS), reason="triton's bundled ptxas is missing")
+@pytest.mark.parametrize("name", ["raw-prefill", "prepacked-prefill"])
+def test_prefill_configs_are_not_serialised(reports, name):
+    """ptxas C7515 (wgmma serialised) cost 15-20% when it appeared (docs/perf-log.md)."""
+    assert not reports[name]["c7515"]

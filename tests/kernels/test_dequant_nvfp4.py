@@ -1,0 +1,32 @@
+"""The W4A4 activation pre-pass: e2m1 * e4m3 to fp16, bit-exact against the codec."""
+
+import pytest
+import torch
+
+from fp4mm.formats import dequantize_nvfp4_blocks, float_to_e4m3
+from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+@pytest.mark.parametrize("R,K", [(1, 32), (33, 144), (5, 256)], ids=["r1", "ragged", "k256"])
+def test_dequant_bit_exact(R, K, order):
+    g = torch.Generator().manual_seed(R * K)
+    q = torch.randint(0, 256, (R, K // 2), dtype=torch.uint8, generator=g).to(DEV)
+    s = torch.randint(0, 256, (R, K // 16), dtype=torch.uint8, generator=g)
+    s.view(-1)[:2] = torch.tensor([0x7F, 0xFF], dtype=torch.uint8)  # both NaN bytes, always
+    s = s.to(DEV)
+    out = torch.full((R, K), 7.0, dtype=torch.float16, device=DEV)
+    dequant_nvfp4(q, s, order=order, out=out)
+    ref = dequantize_nvfp4_blocks(q, s, order)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))  # 0x7F / 0xFF scale bytes -> NaN
+    ok = ~torch.isnan(ref)
+    assert torch.equal(out.float()[ok], ref[ok])  # exact in fp16, subnormal scales included
+
+
+def test_dequant_scale_range_extremes():
+    q = torch.full((1, 16), 0x77, dtype=torch.uint8, device=DEV)  # all 6.0
+    s = float_to_e4m3(torch.tensor([[448.0, 2.0**-9]])).to(DEV)
+    out = dequant_nvfp4(q, s)
+    assert out[0, :16].eq(2688.0).all() and out[0, 16:].eq(6 * 2.0**-9).all()
