@@ -54,6 +54,14 @@ def _e2m1_x64(codes):
 
 
 @triton.jit
+def _e4m3_x64(sb):
+    """uint8 E4M3 scale bytes -> fp16 ``scale * 2^6`` (exact); 0x7F / 0xFF give NaN explicitly
+    (Triton's interpreter converts them to finite values)."""
+    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+    return tl.where((sb & 0x7F) == 0x7F, float("nan"), s)
+
+
+@triton.jit
 def _unpack(b, HIGH_FIRST: tl.constexpr, ROWS: tl.constexpr, NSB: tl.constexpr,
             SUB: tl.constexpr):
     """Packed bytes ``[ROWS, NSB * SUB / 2]`` -> fp16 ``value * 2^-6`` ``[ROWS, NSB, SUB]`` in
@@ -204,7 +212,7 @@ def _fp4_gemv_kernel(
                              other=0)
                 sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
                              mask=m_ok[:, None] & ((k0 + k16)[None, :] < k_end), other=0)
-            sx = sx.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
+            sx = _e4m3_x64(sx)
             xv = _dequant(xb, sx, HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
         elif EVEN_K:
             xv = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
@@ -215,7 +223,7 @@ def _fp4_gemv_kernel(
             s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + k16)[None, :] < k_end)
             sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + k16) // 16)[None, :],
                          mask=s_mask, other=0)
-            sw = sw.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0  # e4m3 * 2^6, exact
+            sw = _e4m3_x64(sw)  # e4m3 * 2^6, exact
             w = _dequant(wb, sw, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * s, exact in fp16
             if USE_DOT:
                 acc = tl.dot(w.to(X_DTYPE), tl.trans(xv.to(X_DTYPE)), acc)
