@@ -55,7 +55,7 @@ def _e4m3_rne(v, VIA_CAST: tl.constexpr):
         normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) - (120 << 3)
         # Below 2^-6: multiples of 2^-9, rne(m * 2^(E - 141)) with the implicit bit; code 8 = 2^-6.
         mant = (bits & 0x7FFFFF) | 0x800000
-        shift = tl.minimum(141 - ((bits >> 23) & 0xFF), 31)
+        shift = tl.minimum(tl.maximum(141 - ((bits >> 23) & 0xFF), 1), 31)  # unused if < 21
         sub = (mant + (1 << (shift - 1)) - 1 + ((mant >> shift) & 1)) >> shift
         code = tl.where(v < 0.015625, sub, normal)
     return tl.where(v >= 448.0, 0x7E, code)
