@@ -312,6 +312,16 @@ def _classify(exc: BaseException) -> dict[str, Any]:
     return {"status": "error", "message": first_line}
 
 
+def _detail(exc: BaseException) -> str:
+    """What to show under the table: the CUDA error itself for a CUDA solution (our frames would
+    only add noise), else the traceback's last frames."""
+    from fp4mm.challenge.cuda import CudaError
+
+    if isinstance(exc, CudaError):
+        return f"CUDA error after solve returned: {exc}"
+    return traceback.format_exc(limit=-8)
+
+
 class Runner:
     def __init__(self, config: dict[str, Any]):
         self.device = torch.device(config["device"])
@@ -343,7 +353,7 @@ class Runner:
             args = self.solution.arguments(case)
             result["time_s"] = _run_once(self.solution, args, cuda)
         except BaseException as exc:  # noqa: BLE001 - a contestant's code may raise anything
-            result.update(_classify(exc), detail=traceback.format_exc(limit=-8))
+            result.update(_classify(exc), detail=_detail(exc))
             return result
 
         verdicts = {n: compare(case[n], reference[n], ch.atol, ch.rtol) for n in outputs}
@@ -366,7 +376,7 @@ class Runner:
             try:
                 result.update(median_time(self.solution, args, self.device, result["time_s"]))
             except BaseException as exc:  # noqa: BLE001
-                result.update(_classify(exc), detail=traceback.format_exc(limit=-8))
+                result.update(_classify(exc), detail=_detail(exc))
                 return result
             result["tflops"] = ch.flops(case) / result["median_s"] / 1e12
         return result

@@ -196,3 +196,20 @@ def test_compare_nan_where_reference_is_finite_fails():
     assert "1 of 6 elements NaN/inf" in verdict["message"]
     got[0, 2] = math.inf
     assert not compare(got, ref, 0.1, 0.05)["passed"]
+
+
+def test_cuda_errors_are_classified():
+    """Sticky CUDA errors are crashes; every CUDA error ends the worker (restart)."""
+    from fp4mm.challenge._worker import _classify
+    from fp4mm.challenge.cuda import CudaError
+
+    illegal = CudaError(700, "cudaErrorIllegalAddress", "an illegal memory access was encountered")
+    assert _classify(illegal) == {"status": "crashed", "message": "illegal memory access",
+                                  "restart": True}
+    config = CudaError(9, "cudaErrorInvalidConfiguration", "invalid configuration argument")
+    verdict = _classify(config)
+    assert verdict["status"] == "error" and verdict["restart"]
+    assert "cudaErrorInvalidConfiguration (9)" in verdict["message"]
+    torch_side = RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+    assert _classify(torch_side)["message"] == "illegal memory access"
+    assert _classify(ValueError("boom")) == {"status": "error", "message": "ValueError: boom"}
