@@ -262,17 +262,16 @@ def correctness():
     ok_all = True
     cases = []
     for order in ("low_first", "high_first"):
-        for M in (1, 3, 16, 33):
+        for M in (1, 3, 33):
             for cfg in (C(block_m=1 if M == 1 else 4, block_n=16, block_k=256),
                         C(block_m=16 if M <= 16 else 64, block_n=64, block_k=128, use_dot=True),
-                        C(block_m=16, block_n=64, block_k=128, use_dot=True, split_k=3),
-                        C(block_m=16, block_n=64, block_k=128, use_dot=True, use_asm=False)):
+                        C(block_m=16, block_n=32, block_k=128, use_dot=True, split_k=3)):
                 if not cfg.use_dot and M > 4:
                     continue
                 cases.append(("nvfp4_mm", M, 999, 1040, 16, torch.float16, order, cfg))
                 cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.float16, order, cfg))
                 cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.bfloat16, order, cfg))
-                for G in (32, 128, 16, 8, 2):
+                for G in (32, 128, 16, 2):
                     gcfg = cfg
                     if cfg.use_dot and G % 16 == 0:
                         gcfg = V.dataclasses.replace(cfg, block_k=min(cfg.block_k, G))
@@ -329,34 +328,48 @@ def main():
     G = gemm_module()
     N, K = 18432, 3072
     bench_copy(N * K // 2 + N * K // 16)
+    # ---- parallelism knobs at the bar's shapes (the first run was latency-bound: 288 CTAs)
+    knobs = [(64, 128, 1, 1), (64, 128, 1, 3), (64, 128, 4, 1), (64, 128, 8, 1), (64, 256, 4, 1),
+             (32, 128, 4, 1), (64, 128, 4, 3), (32, 128, 8, 1), (16, 128, 4, 1)]
+    best = {}
+    for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
+        print(f"== {op} knobs, N=18432 K=3072")
+        for M in (1, 4, 16):
+            p = Problem(op, M, N, K, copies=4)
+            for bn, bk, sp, st in knobs:
+                t = bench_gemv(p, C(block_m=16, block_n=bn, block_k=bk, split_k=sp,
+                                    num_stages=st, use_dot=True))
+                if t is not None:
+                    best.setdefault((op, M), []).append((t, (bn, bk, sp, st)))
+            if M == 1:
+                for bn, bk, sp in ((16, 256, 1), (16, 256, 2), (16, 512, 1), (8, 256, 1),
+                                   (16, 256, 4)):
+                    bench_gemv(p, C(block_m=1, block_n=bn, block_k=bk, split_k=sp))
+            if M == 4 and op == "nvfp4_mm":
+                bench_gemv(p, C(block_m=4, block_n=16, block_k=256, split_k=2))
+            bench_gemv(p, None)
+            del p
+    top = sorted(best.get(("nvfp4_mm", 16), []))[:2]
+    top_knobs = [k for _, k in top] or [(64, 128, 4, 1)]
+    print("top knobs", top_knobs)
     # ---- the M sweep, W4A4, where the dispatch threshold is placed
     print("== nvfp4_mm M sweep, N=18432 K=3072")
     for M in (1, 2, 4, 8, 16, 32, 64, 128, 256):
         p = Problem("nvfp4_mm", M, N, K, copies=4)
-        bm = max(16, 1 << (M - 1).bit_length())
-        cfgs = [C(block_m=min(bm, 64), block_n=64, block_k=128, use_dot=True),
-                C(block_m=min(bm, 64), block_n=128, block_k=128, use_dot=True, num_warps=8),
-                C(block_m=min(bm, 64), block_n=64, block_k=256, use_dot=True)]
-        if M <= 2:
-            cfgs += [C(block_m=M, block_n=16, block_k=256), C(block_m=M, block_n=32, block_k=128)]
-        if M >= 64:
-            cfgs += [C(block_m=min(bm, 128), block_n=128, block_k=64, use_dot=True,
-                       num_warps=8)]
-        if M in (1, 16):
-            cfgs += [C(block_m=min(bm, 64), block_n=64, block_k=128, use_dot=True,
-                       use_asm=False)]
-        if args.quick:
-            cfgs = cfgs[:1]
-        for cfg in cfgs:
-            bench_gemv(p, cfg)
+        bm = min(64, max(16, 1 << (M - 1).bit_length()))
+        for bn, bk, sp, st in top_knobs:
+            bench_gemv(p, C(block_m=bm, block_n=bn, block_k=bk, split_k=sp, num_stages=st,
+                            use_dot=True))
+        if M >= 32:
+            bench_gemv(p, C(block_m=bm, block_n=64, block_k=128, split_k=2, use_dot=True))
+        bench_gemv(p, None)
         bench_gemm(p, G)
         if M in (1, 4, 16, 64, 256):
             bench_cublas(p)
         del p
     # ---- the W4A16 ops at the bar's M
-    for op, G_, dt in (("nvfp4_w4a16_mm", 16, torch.float16), ("w4a16_mm", 32, torch.float16),
-                       ("w4a16_mm", 128, torch.float16), ("nvfp4_w4a16_mm", 16, torch.bfloat16),
-                       ("w4a16_mm", 32, torch.bfloat16)):
+    for op, G_, dt in (("w4a16_mm", 32, torch.float16), ("w4a16_mm", 128, torch.float16),
+                       ("nvfp4_w4a16_mm", 16, torch.bfloat16), ("w4a16_mm", 32, torch.bfloat16)):
         print(f"== {op} G={G_} {dt}, N=18432 K=3072")
         for M in (1, 4, 16, 64):
             if dt == torch.bfloat16 and M not in (1, 16):
@@ -364,10 +377,11 @@ def main():
             p = Problem(op, M, N, K, G_, dt, copies=4)
             bm = max(16, 1 << (M - 1).bit_length())
             bk = 128 if op == "nvfp4_w4a16_mm" else min(128, G_)
-            cfgs = [C(block_m=bm, block_n=64, block_k=bk, use_dot=True),
-                    C(block_m=bm, block_n=128, block_k=bk, use_dot=True, num_warps=8)]
+            cfgs = [C(block_m=bm, block_n=64, block_k=bk, use_dot=True, split_k=4),
+                    C(block_m=bm, block_n=32, block_k=bk, use_dot=True, split_k=4),
+                    C(block_m=bm, block_n=64, block_k=bk, use_dot=True, split_k=8), None]
             if M == 1:
-                cfgs += [C(block_m=1, block_n=16, block_k=256)]
+                cfgs += [C(block_m=1, block_n=16, block_k=256, split_k=2)]
             for cfg in cfgs[: 1 if args.quick else None]:
                 bench_gemv(p, cfg, dt)
             bench_gemm(p, G, dt)
@@ -377,10 +391,10 @@ def main():
     for op, G_ in (("nvfp4_mm", 16), ("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
         p = Problem(op, 1, 8192, 8192, G_, torch.float16, copies=4)
         bk = 128 if op != "w4a16_mm" else 32
-        for cfg in (C(block_m=16, block_n=64, block_k=bk, use_dot=True),
-                    C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=2),
-                    C(block_m=16, block_n=32, block_k=bk, use_dot=True),
-                    None):
+        for cfg in (C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=4),
+                    C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=8),
+                    C(block_m=16, block_n=32, block_k=bk, use_dot=True, split_k=8),
+                    C(block_m=1, block_n=16, block_k=256, split_k=4), None):
             bench_gemv(p, cfg)
         bench_gemm(p, G)
         if op == "nvfp4_mm":

@@ -24,7 +24,7 @@ Two compute paths (constexpr ``USE_DOT``):
   whose terms are exact (whenever ``4 * |s|`` and ``|s| / 2`` stay in the normal range of the dot
   dtype).
 
-Split-K (``SPLIT_K > 1``) writes fp32 partial sums to a ``(SPLIT_K, M, N)`` workspace and a second
+Split-K (``split_k > 1``) writes fp32 partial sums to a ``(splits, M, N)`` workspace and a second
 tiny kernel adds them **in a fixed order** (deterministic; no atomics anywhere).
 
 E2M1 codes decode through E4M3 (as in ``fp4_gemm``): ``(c & 7) << 2 | (c & 8) << 4`` is the E4M3
@@ -61,30 +61,19 @@ def _e4m3_x64(sb):
     return tl.where((sb & 0x7F) == 0x7F, float("nan"), s)
 
 
-@triton.jit
-def _unpack(b, HIGH_FIRST: tl.constexpr, ROWS: tl.constexpr, NSB: tl.constexpr,
-            SUB: tl.constexpr):
-    """Packed bytes ``[ROWS, NSB * SUB / 2]`` -> fp16 ``value * 2^-6`` ``[ROWS, NSB, SUB]`` in
-    natural K order (element 2j from the first nibble of byte j)."""
-    lo = b & 0xF
-    hi = b >> 4
-    if HIGH_FIRST:
-        lo, hi = hi, lo
-    return tl.join(_e2m1_x64(lo), _e2m1_x64(hi)).reshape(ROWS, NSB, SUB)
-
-
-# PTX for 4 packed bytes (8 E2M1 codes) -> 4 fp16x2 registers of ``e2m1 * 2^-6 * s``: nibbles to
-# E4M3 bytes with 32-bit masks and shifts (4 codes per instruction), one ``prmt`` per 4 codes to
-# put each pair in element order, one hardware ``cvt.f16x2.e4m3x2`` and one ``mul.f16x2`` per pair.
-# Outputs $0,$1 hold elements 0..3 of the 8, $2,$3 elements 4..7; inputs $4 (bytes), $5/$6 (s).
+# PTX for one 32-bit word of packed codes (8 E2M1 codes, bytes in memory order) -> 8 fp16
+# ``e2m1 * 2^-6`` in element order: nibbles to E4M3 bytes with 32-bit masks and shifts (4 codes
+# per instruction), one ``prmt`` per 4 codes to put each pair in element order, one hardware
+# ``cvt.rn.f16x2.e4m3x2`` per pair. One word per asm instance (pack=1), so the result does not
+# depend on how Triton spreads the tile over threads.
 _DECODE_ASM = """
 {
-.reg .b32 lo, hi, v4, p0, p1;
+.reg .b32 lo, hi, v4, p0, p1, q0, q1, q2, q3;
 .reg .b16 h0, h1, h2, h3;
-and.b32 hi, $4, 0x70707070;
+and.b32 hi, $8, 0x70707070;
 shr.b32 hi, hi, 2;
-lop3.b32 hi, hi, $4, 0x80808080, 0xF8;
-shl.b32 v4, $4, 4;
+lop3.b32 hi, hi, $8, 0x80808080, 0xF8;
+shl.b32 v4, $8, 4;
 and.b32 lo, v4, 0x70707070;
 shr.b32 lo, lo, 2;
 lop3.b32 lo, lo, v4, 0x80808080, 0xF8;
@@ -92,14 +81,14 @@ prmt.b32 p0, FIRST, SECOND, 0x5140;
 prmt.b32 p1, FIRST, SECOND, 0x7362;
 mov.b32 {h0, h1}, p0;
 mov.b32 {h2, h3}, p1;
-cvt.rn.f16x2.e4m3x2 $0, h0;
-cvt.rn.f16x2.e4m3x2 $1, h1;
-cvt.rn.f16x2.e4m3x2 $2, h2;
-cvt.rn.f16x2.e4m3x2 $3, h3;
-mul.rn.f16x2 $0, $0, $5;
-mul.rn.f16x2 $1, $1, $5;
-mul.rn.f16x2 $2, $2, $6;
-mul.rn.f16x2 $3, $3, $6;
+cvt.rn.f16x2.e4m3x2 q0, h0;
+cvt.rn.f16x2.e4m3x2 q1, h1;
+cvt.rn.f16x2.e4m3x2 q2, h2;
+cvt.rn.f16x2.e4m3x2 q3, h3;
+mov.b32 {$0, $1}, q0;
+mov.b32 {$2, $3}, q1;
+mov.b32 {$4, $5}, q2;
+mov.b32 {$6, $7}, q3;
 }
 """
 _DECODE_ASM_LOW = tl.constexpr(_DECODE_ASM.replace("FIRST", "lo").replace("SECOND", "hi"))
@@ -107,34 +96,39 @@ _DECODE_ASM_HIGH = tl.constexpr(_DECODE_ASM.replace("FIRST", "hi").replace("SECO
 
 
 @triton.jit
-def _dequant(b, s, HIGH_FIRST: tl.constexpr, USE_ASM: tl.constexpr, ROWS: tl.constexpr,
+def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
+    """Eight tensors -> one with a new last axis of 8, element i from o_i."""
+    return tl.join(tl.join(tl.join(o0, o4), tl.join(o2, o6)),
+                   tl.join(tl.join(o1, o5), tl.join(o3, o7)))
+
+
+@triton.jit
+def _dequant(wd, s, HIGH_FIRST: tl.constexpr, USE_ASM: tl.constexpr, ROWS: tl.constexpr,
              COLS: tl.constexpr):
-    """Packed bytes ``[ROWS, COLS / 2]`` and an fp16 factor ``s`` ``[ROWS, COLS / 16]`` (one per
-    16 elements) -> fp16 ``e2m1 * 2^-6 * s`` ``[ROWS, COLS]`` in natural K order. Exact whenever
-    the product is representable (always for ``s = e4m3 * 2^6``, and for ``s = 1``)."""
-    b3 = b.reshape(ROWS, COLS // 16, 8)
-    s3 = tl.broadcast_to(s[:, :, None], [ROWS, COLS // 16, 8])
-    if USE_ASM:
-        if USE_ASM == 2:  # the interpreter: same outputs as the PTX, from plain operations
-            v = _unpack(b3, HIGH_FIRST, ROWS, COLS // 16, 16) * s[:, :, None]
-            v = v.reshape(ROWS, COLS // 16, 2, 2, 4).permute(0, 1, 2, 4, 3)
-            lo4, hi4 = tl.split(v)
-            lo4 = lo4.reshape(ROWS, COLS // 16, 8)
-            hi4 = hi4.reshape(ROWS, COLS // 16, 8)
-        elif HIGH_FIRST:
-            lo4, hi4 = tl.inline_asm_elementwise(
-                _DECODE_ASM_HIGH, "=r,=r,=r,=r,r,r,r", [b3, s3],
-                dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+    """int32 words ``[ROWS, COLS / 8]`` of packed codes (8 per word, little-endian bytes) and an
+    fp16 factor ``s`` ``[ROWS, COLS / 16]`` (one per 16 elements) -> fp16 ``e2m1 * 2^-6 * s``
+    ``[ROWS, COLS]`` in natural K order. Exact whenever the product is representable (always for
+    ``s = e4m3 * 2^6``, and for ``s = 1``)."""
+    if USE_ASM == 1:
+        if HIGH_FIRST:
+            o = tl.inline_asm_elementwise(
+                _DECODE_ASM_HIGH, "=h,=h,=h,=h,=h,=h,=h,=h,r", [wd],
+                dtype=(tl.float16,) * 8, is_pure=True, pack=1)
         else:
-            lo4, hi4 = tl.inline_asm_elementwise(
-                _DECODE_ASM_LOW, "=r,=r,=r,=r,r,r,r", [b3, s3],
-                dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
-        # lo4[4w + i] is element 8w + i, hi4[4w + i] element 8w + 4 + i.
-        v = tl.join(lo4.reshape(ROWS, COLS // 8, 4), hi4.reshape(ROWS, COLS // 8, 4))
-        return v.permute(0, 1, 3, 2).reshape(ROWS, COLS)
+            o = tl.inline_asm_elementwise(
+                _DECODE_ASM_LOW, "=h,=h,=h,=h,=h,=h,=h,=h,r", [wd],
+                dtype=(tl.float16,) * 8, is_pure=True, pack=1)
+        v = _join8(o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7])  # [ROWS, COLS / 8, 8]
     else:
-        v = _unpack(b3, HIGH_FIRST, ROWS, COLS // 16, 16)
-        return (v * s[:, :, None]).reshape(ROWS, COLS)
+        b = _join8(wd & 0xF, (wd >> 4) & 0xF, (wd >> 8) & 0xF, (wd >> 12) & 0xF,
+                   (wd >> 16) & 0xF, (wd >> 20) & 0xF, (wd >> 24) & 0xF, (wd >> 28) & 0xF)
+        if HIGH_FIRST:  # swap the two nibbles of each byte: element 2j is the high nibble
+            b = b.reshape(ROWS, COLS // 8, 4, 2)
+            lo, hi = tl.split(b)
+            b = tl.join(hi, lo)
+        v = _e2m1_x64(b.to(tl.uint8))
+    v = v.reshape(ROWS, COLS // 16, 16) * s[:, :, None]
+    return v.reshape(ROWS, COLS)
 
 
 @triton.jit
@@ -144,15 +138,16 @@ def _fp4_gemv_kernel(
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: tl.constexpr, W_NVFP4: tl.constexpr, GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    USE_DOT: tl.constexpr, USE_ASM: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
+    USE_DOT: tl.constexpr, USE_ASM: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]`` over this program's K range.
 
-    x: X_FP4 -> uint8 (M, K/2) packed E2M1 + xs uint8 (M, K/16) E4M3; else fp16/bf16 (M, K).
-    w: uint8 (N, K/2) packed E2M1; ws: W_NVFP4 -> uint8 (N, K/16) E4M3, else fp16/bf16
-    (N, K/GROUP). out: (M, N) of the output dtype, or, when SPLIT_K > 1, an fp32 workspace
-    (SPLIT_K, M, N) of unscaled partial sums. Grid: (M tiles, N tiles, SPLIT_K), M fastest so
-    programs that share a weight slab run together. K_SPLIT: K per split, a multiple of BLOCK_K.
+    x: X_FP4 -> int32 (M, K/8) words of packed E2M1 (the uint8 (M, K/2) bytes viewed as int32)
+    + xs uint8 (M, K/16) E4M3; else fp16/bf16 (M, K). Strides in elements of each tensor.
+    w: int32 (N, K/8) words of packed E2M1 (K % 16 == 0); ws: W_NVFP4 -> uint8 (N, K/16) E4M3,
+    else fp16/bf16 (N, K/GROUP). out: (M, N) of the output dtype, or, when PARTIAL, an fp32
+    workspace (splits, M, N) of unscaled partial sums. Grid: (M tiles, N tiles, splits), M fastest
+    so programs that share a weight slab run together. K_SPLIT: K per split, a multiple of BLOCK_K.
     Groupwise weights on the DOT path need GROUP % BLOCK_K == 0 or take the pow2-split path.
     """
     # Sub-block: the elements that share one scale inside a K step.
@@ -181,13 +176,13 @@ def _fp4_gemv_kernel(
     k_begin = pid_k * K_SPLIT
     k_end = tl.minimum(k_begin + K_SPLIT, K)
 
-    kb = tl.arange(0, BLOCK_K // 2)  # byte j of a row holds elements 2j, 2j + 1
+    kw = tl.arange(0, BLOCK_K // 8)  # word j of a row holds elements 8j .. 8j + 7
     ksb = tl.arange(0, NSB) * SUB  # first element of each sub-block
     k16 = tl.arange(0, BLOCK_K // 16) * 16  # first element of each 16-block
     k_el = tl.arange(0, BLOCK_K)
-    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_begin // 2 + kb)[None, :]
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_begin // 8 + kw)[None, :]
     if X_FP4:
-        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin // 2 + kb)[None, :]
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin // 8 + kw)[None, :]
     else:
         x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + k_el)[None, :]
 
@@ -200,7 +195,7 @@ def _fp4_gemv_kernel(
         if EVEN_K:
             wb = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
         else:
-            wb = tl.load(w_ptrs, mask=n_ok[:, None] & (kb[None, :] < (k_end - k0) // 2), other=0)
+            wb = tl.load(w_ptrs, mask=n_ok[:, None] & (kw[None, :] < (k_end - k0) // 8), other=0)
         # ---- activations: [BLOCK_M, BLOCK_K] (NVFP4 x dequantised exactly to fp16)
         if X_FP4:
             if EVEN_K:
@@ -208,7 +203,7 @@ def _fp4_gemv_kernel(
                 sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
                              mask=m_ok[:, None], other=0)
             else:
-                xb = tl.load(x_ptrs, mask=m_ok[:, None] & (kb[None, :] < (k_end - k0) // 2),
+                xb = tl.load(x_ptrs, mask=m_ok[:, None] & (kw[None, :] < (k_end - k0) // 8),
                              other=0)
                 sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
                              mask=m_ok[:, None] & ((k0 + k16)[None, :] < k_end), other=0)
@@ -243,8 +238,11 @@ def _fp4_gemv_kernel(
             if USE_DOT:
                 # q = q_a + q_b, both powers of two (or 0): each q_* * s is exact in 16 bits.
                 S_DTYPE: tl.constexpr = ws_ptr.dtype.element_ty
-                v = _unpack(wb, HIGH_FIRST, BLOCK_N, NSB, SUB) * 64.0
-                va = _unpack(wb & 0xEE, HIGH_FIRST, BLOCK_N, NSB, SUB) * 64.0
+                ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
+                v = _dequant(wb, ones, HIGH_FIRST, 0, BLOCK_N, BLOCK_K)
+                v = v.reshape(BLOCK_N, NSB, SUB) * 64.0
+                va = _dequant(wb & -286331154, ones, HIGH_FIRST, 0, BLOCK_N, BLOCK_K)  # 0xEEEEEEEE
+                va = va.reshape(BLOCK_N, NSB, SUB) * 64.0
                 vb = v - va
                 if S_DTYPE == X_DTYPE:
                     s3 = sw[:, :, None]
@@ -265,15 +263,15 @@ def _fp4_gemv_kernel(
                                        [BLOCK_N, NSB, SUB]).reshape(BLOCK_N, BLOCK_K)
                 xs = xv.to(tl.float32)[:, None, :] * s_el[None, :, :]
                 acc += q.to(tl.float32)[None, :, :] * xs
-        w_ptrs += BLOCK_K // 2
-        x_ptrs += BLOCK_K // 2 if X_FP4 else BLOCK_K
+        w_ptrs += BLOCK_K // 8
+        x_ptrs += BLOCK_K // 8 if X_FP4 else BLOCK_K
 
     if USE_DOT:
         res = tl.trans(acc)  # [BLOCK_M, BLOCK_N]
     else:
         res = tl.sum(acc, axis=2)
     out_mask = m_ok[:, None] & n_ok[None, :]
-    if SPLIT_K == 1:
+    if not PARTIAL:
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
         tl.store(out_ptrs, (res * alpha).to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
@@ -362,10 +360,29 @@ def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool =
     return dataclasses.replace(cfg, block_k=block_k, split_k=split)
 
 
+def _words(q: torch.Tensor) -> torch.Tensor:
+    """Packed bytes ``(R, K/2)`` (K % 16 == 0) viewed as int32 words ``(R, K/8)``."""
+    if q.data_ptr() % 4 != 0:
+        q = q.clone()
+    return q.view(torch.int32)
+
+
+def _pad_k(x, w_q, w_scales, group_size: int):
+    """Zero-pad a groupwise problem to K % 16 == 0 (tiny K only: the challenge's K = 4 case)."""
+    K = w_q.shape[1] * 2
+    pad = -K % 16
+    x = torch.nn.functional.pad(x, (0, pad))
+    w_q = torch.nn.functional.pad(w_q, (0, pad // 2))
+    w_scales = torch.nn.functional.pad(w_scales, (0, -(-(K + pad) // group_size) - K // group_size))
+    return x.contiguous(), w_q.contiguous(), w_scales.contiguous()
+
+
 def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, group_size: int,
             alpha: float, order: str, config: GemvConfig | None) -> None:
     M = x.shape[0]
     N = w_q.shape[0]
+    if (w_q.shape[1] * 2) % 16 != 0:
+        x, w_q, w_scales = _pad_k(x, w_q, w_scales, group_size)
     K = w_q.shape[1] * 2
     cfg = config or choose_config(M, N, K, group_size=group_size, nvfp4=w_nvfp4,
                                   device=out.device)
@@ -379,16 +396,19 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
         dest = torch.empty((split, M, N), dtype=torch.float32, device=out.device)
     else:
         dest = out
+    w = _words(w_q)
+    if x_fp4:
+        x = _words(x)
     xs = x_scales if x_fp4 else x  # unused pointer when x is 16-bit
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(N, cfg.block_n), split)
     _fp4_gemv_kernel[grid](
-        x, xs, w_q, w_scales, dest,
+        x, xs, w, w_scales, dest,
         M, N, K, k_split, float(alpha),
-        x.stride(0), xs.stride(0), w_q.stride(0), w_scales.stride(0), out.stride(0),
+        x.stride(0), xs.stride(0), w.stride(0), w_scales.stride(0), out.stride(0),
         X_FP4=x_fp4, W_NVFP4=w_nvfp4, GROUP=group_size, HIGH_FIRST=order == "high_first",
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        USE_DOT=cfg.use_dot, USE_ASM=(2 if _interpreting() else 1) if cfg.use_asm else 0,
-        SPLIT_K=split, EVEN_K=even_k,
+        USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm and not _interpreting() else 0,
+        PARTIAL=split > 1, EVEN_K=even_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:

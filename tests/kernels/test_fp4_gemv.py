@@ -1,9 +1,8 @@
 """The decode GEMV (fp4mm/kernels/fp4_gemv.py) against the FP32 oracle.
 
 On a CPU machine these run in Triton's interpreter (fp16 only; the PTX decoder is replaced by its
-plain-Triton emulation, which has the same output order, so the reordering logic is still
-tested). bf16 cases need CUDA. A compile-only test builds the shipped configs for sm_90 and checks
-that nothing spills.
+plain-Triton twin, which produces the same 8 values per word in the same order). bf16 cases need
+CUDA. A compile-only test builds the shipped configs for sm_90 and checks that nothing spills.
 """
 
 from __future__ import annotations
@@ -250,15 +249,15 @@ for op, group, xdt in problems:
             continue
         seen.add(key)
         x_fp4 = op == "nvfp4_mm"
-        types = dict(x_ptr="*u8" if x_fp4 else "*" + xdt, xs_ptr="*u8" if x_fp4 else "*" + xdt,
-                     w_ptr="*u8", ws_ptr="*u8" if nv else "*" + xdt,
+        types = dict(x_ptr="*i32" if x_fp4 else "*" + xdt, xs_ptr="*u8" if x_fp4 else "*" + xdt,
+                     w_ptr="*i32", ws_ptr="*u8" if nv else "*" + xdt,
                      out_ptr="*fp32" if cfg.split_k > 1 else "*fp16",
                      M="i32", N="i32", K="i32", K_SPLIT="i32", alpha="fp32", stride_xm="i32",
                      stride_xsm="i32", stride_wn="i32", stride_wsn="i32", stride_om="i32")
         const = dict(X_FP4=x_fp4, W_NVFP4=nv, GROUP=group, HIGH_FIRST=False,
                      BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                      USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm else 0,
-                     SPLIT_K=cfg.split_k, EVEN_K=True)
+                     PARTIAL=cfg.split_k > 1, EVEN_K=True)
         sig = {n: ("constexpr" if n in const else types[n]) for n in names}
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in div}
         k = triton.compile(ASTSource(fn=V._fp4_gemv_kernel, signature=sig, constexprs=const,

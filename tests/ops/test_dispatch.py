@@ -1,0 +1,104 @@
+"""The measured dispatch table (fp4mm/ops/dispatch.py): every op and M range returns a valid
+kernel, the override works, and the kernel it picks gives the oracle's answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fp4mm import reference
+from fp4mm.formats import dequantize_nvfp4_blocks, float_to_e4m3
+from fp4mm.ops import dispatch
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("op", dispatch.OPS)
+def test_every_op_and_m_gets_a_kernel(op):
+    for M in (1, 2, 3, 4, 8, 16, 17, 32, 63, 64, 65, 128, 256, 2048, 32768):
+        assert dispatch.select_kernel(op, M, 18432, 3072, DEV) in dispatch.KERNELS
+
+
+@pytest.mark.parametrize("op", dispatch.OPS)
+def test_small_m_is_gemv_and_large_m_is_gemm(op):
+    """Decode sizes stream weights through the GEMV; prefill sizes use the GEMM; the switch is
+    monotone in M (one threshold per op)."""
+    assert dispatch.select_kernel(op, 1, 18432, 3072, DEV) == "gemv"
+    assert dispatch.select_kernel(op, 2048, 18432, 3072, DEV) == "gemm"
+    picks = [dispatch.select_kernel(op, M, 18432, 3072, DEV) for M in range(1, 300)]
+    first_gemm = picks.index("gemm")
+    assert all(p == "gemm" for p in picks[first_gemm:])
+
+
+def test_override_argument_and_environment(monkeypatch):
+    assert dispatch.select_kernel("nvfp4_mm", 1, 64, 64, override="gemm") == "gemm"
+    assert dispatch.select_kernel("nvfp4_mm", 4096, 64, 64, override="gemv") == "gemv"
+    monkeypatch.setenv(dispatch.ENV_VAR, "gemm")
+    assert dispatch.select_kernel("w4a16_mm", 1, 64, 64) == "gemm"
+    assert dispatch.select_kernel("w4a16_mm", 1, 64, 64, override="auto") == "gemv"
+    monkeypatch.setenv(dispatch.ENV_VAR, "fastest")
+    with pytest.raises(ValueError, match=dispatch.ENV_VAR):
+        dispatch.select_kernel("w4a16_mm", 1, 64, 64)
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="op"):
+        dispatch.select_kernel("mm", 1, 8, 16)
+    with pytest.raises(ValueError, match="M"):
+        dispatch.select_kernel("nvfp4_mm", 0, 8, 16)
+    with pytest.raises(ValueError, match="override"):
+        dispatch.select_kernel("nvfp4_mm", 1, 8, 16, override="cublas")
+
+
+def _problem(op, M, N, K, g):
+    if op == "nvfp4_mm":
+        x = (torch.randint(0, 256, (M, K // 2), dtype=torch.uint8, generator=g),
+             float_to_e4m3(torch.rand(M, K // 16, generator=g) * 1.5 + 0.5))
+    else:
+        x = ((torch.randn(M, K, generator=g) * 0.5).half(),)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, generator=g)
+    if op == "w4a16_mm":
+        ws = (torch.rand(N, K // 32, generator=g) * 0.1 + 0.01).half()
+    else:
+        ws = float_to_e4m3(torch.rand(N, K // 16, generator=g) * 1.5 + 0.5)
+    return [t.to(DEV) for t in x], wq.to(DEV), ws.to(DEV)
+
+
+def _run(kernel, op, x, wq, ws, out):
+    """The launcher the table names, called with the shared launcher convention."""
+    if kernel == "gemv":
+        from fp4mm.kernels import fp4_gemv as K
+    else:
+        K = pytest.importorskip("fp4mm.kernels.fp4_gemm")
+    fn = getattr(K, f"{op}_{kernel}")
+    if op == "nvfp4_mm":
+        fn(*x, wq, ws, 0.5, "high_first", out)
+    elif op == "w4a16_mm":
+        fn(x[0], wq, ws, 32, "high_first", out)
+    else:
+        fn(x[0], wq, ws, 0.5, "high_first", out)
+
+
+@pytest.mark.parametrize("M", [1, 3, 16, 80])
+@pytest.mark.parametrize("op", dispatch.OPS)
+def test_chosen_kernel_matches_oracle(op, M):
+    g = torch.Generator().manual_seed(M)
+    N, K = 33, 64
+    x, wq, ws = _problem(op, M, N, K, g)
+    kernel = dispatch.select_kernel(op, M, N, K, DEV)
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device=DEV)
+    _run(kernel, op, x, wq, ws, out)
+    if op == "nvfp4_mm":
+        ref = reference.nvfp4_mm(*x, wq, ws, 0.5, order="high_first")
+    elif op == "w4a16_mm":
+        ref = reference.w4a16_mm(x[0], wq, ws, 32, order="high_first")
+    else:
+        ref = (x[0].float() @ dequantize_nvfp4_blocks(wq, ws, "high_first").T) * 0.5
+    tol = 2e-5 * float(ref.abs().max())
+    if kernel == "gemm" and op == "w4a16_mm":
+        # The GEMM rounds q * s to fp16 once per weight (its documented convention).
+        # |x| @ |w|^T
+        w = reference.w4a16_mm(x[0].abs(), wq & 0x77, ws.abs(), 32, order="high_first")
+        tol = 2.0**-10 * float(w.abs().max())
+    assert not torch.isnan(out).any()
+    assert float((out - ref).abs().max()) <= tol
