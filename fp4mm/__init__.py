@@ -12,7 +12,13 @@ from fp4mm.formats import (
     quantize_nvfp4,
     unpack_fp4,
 )
-from fp4mm.ops import nvfp4_mm, w4a16_mm
+from fp4mm.ops import (
+    PrepackedNVFP4Weight,
+    nvfp4_mm,
+    nvfp4_w4a16_mm,
+    prepack_nvfp4_weight,
+    w4a16_mm,
+)
 from fp4mm.solve import solve, solve_w4a16
 
 __version__ = "0.1.0"
@@ -20,11 +26,14 @@ __version__ = "0.1.0"
 __all__ = [
     "FP4GroupwiseTensor",
     "NVFP4Tensor",
+    "PrepackedNVFP4Weight",
     "dequantize_fp4_groupwise",
     "dequantize_nvfp4",
     "formats",
     "nvfp4_mm",
+    "nvfp4_w4a16_mm",
     "pack_fp4",
+    "prepack_nvfp4_weight",
     "quantize_fp4_groupwise",
     "quantize_nvfp4",
     "reference",

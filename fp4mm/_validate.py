@@ -93,22 +93,28 @@ def check_group_size(group_size, K: int) -> int:
     return group_size
 
 
-def as_alpha(alpha) -> float:
-    """A finite per-tensor factor, from a Python number or a one-element tensor."""
-    if isinstance(alpha, torch.Tensor):
-        if alpha.numel() != 1:
+def as_scalar(name: str, value, *, positive: bool = False) -> float:
+    """A finite float (positive if asked) from a Python number or a one-element tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
             raise ValueError(
-                f"alpha: expected a scalar, got a tensor of shape {tuple(alpha.shape)}"
+                f"{name}: expected a scalar, got a tensor of shape {tuple(value.shape)}"
             )
-        alpha = float(alpha.item())
-    elif isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        value = value.item()
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"alpha: expected a float or a one-element tensor, got {type(alpha).__name__}"
+            f"{name}: expected a float or a one-element tensor, got {type(value).__name__}"
         )
-    alpha = float(alpha)
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha: expected a finite number, got {alpha}")
-    return alpha
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        kind = "finite positive number" if positive else "finite number"
+        raise ValueError(f"{name}: expected a {kind}, got {value}")
+    return value
+
+
+def as_alpha(alpha) -> float:
+    """The per-tensor factor of a W4A4 product: any finite float."""
+    return as_scalar("alpha", alpha)
 
 
 def check_out_dtype(out_dtype) -> torch.dtype:

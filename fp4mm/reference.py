@@ -15,7 +15,14 @@ import contextlib
 
 import torch
 
-from fp4mm._validate import as_alpha, check_group_size, check_order, check_same_device, check_tensor
+from fp4mm._validate import (
+    as_alpha,
+    as_scalar,
+    check_group_size,
+    check_order,
+    check_same_device,
+    check_tensor,
+)
 from fp4mm.formats.groupwise import SCALE_DTYPES, dequantize_fp4_groupwise
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, dequantize_nvfp4_blocks
 
@@ -81,6 +88,24 @@ def check_w4a16_operands(x, w_q, scales, group_size, *, contiguous: bool):
     return M, N, K
 
 
+def check_nvfp4_w4a16_operands(x, w_q, w_scales, *, contiguous: bool):
+    """Validate 16-bit activations against NVFP4 weights; returns
+    ``(w_scales as uint8, M, N, K)``."""
+    check_tensor("x", x, dtype=(torch.float16, torch.bfloat16), ndim=2, contiguous=contiguous)
+    M, K = x.shape
+    if K == 0 or K % NVFP4_BLOCK != 0:
+        raise ValueError(
+            f"x: expected (M, K) with K a positive multiple of {NVFP4_BLOCK}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    check_tensor("w_q", w_q, dtype=torch.uint8, shape=(None, K // 2), contiguous=contiguous)
+    N = w_q.shape[0]
+    w_scales = as_scale_bytes("w_scales", w_scales)
+    check_tensor("w_scales", w_scales, shape=(N, K // NVFP4_BLOCK), contiguous=contiguous)
+    check_same_device(x=x, w_q=w_q, w_scales=w_scales)
+    return w_scales, M, N, K
+
+
 def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, order: str = "low_first") -> torch.Tensor:
     """float32 ``alpha * dequant(x) @ dequant(w)^T``, shape ``(M, N)``.
 
@@ -129,4 +154,29 @@ def w4a16_mm(x, w_q, scales, group_size: int, *, order: str = "low_first") -> to
                 w = dequantize_fp4_groupwise(w_q[n0:n0 + rows], scales[n0:n0 + rows], group_size,
                                              order)
                 out[m0:m0 + rows, n0:n0 + rows] = xf @ w.T
+    return out
+
+
+def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first") -> torch.Tensor:
+    """float32 ``x @ (e2m1(w_q) * e4m3(w_scales) / gs_w)^T``, shape ``(M, N)``.
+
+    Args:
+        x: fp16/bf16 ``(M, K)`` activations; K % 16 == 0.
+        w_q: uint8 ``(N, K/2)`` packed E2M1 weights.
+        w_scales: uint8 (or float8_e4m3fn) ``(N, K/16)`` E4M3 block scales.
+        w_global_scale: the FP32 encode scale gs_w (finite, positive; float or one-element tensor).
+        order: nibble order of ``w_q``.
+    """
+    w_scales, M, N, K = check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=False)
+    check_order(order)
+    gs = as_scalar("w_global_scale", w_global_scale, positive=True)
+    inv_gs = torch.tensor(1.0 / gs, dtype=torch.float32, device=x.device)
+    out = torch.empty((M, N), dtype=torch.float32, device=x.device)
+    rows = _chunk_rows(K)
+    with _ieee_fp32():
+        for m0 in range(0, M, rows):
+            xf = x[m0:m0 + rows].float()
+            for n0 in range(0, N, rows):
+                w = dequantize_nvfp4_blocks(w_q[n0:n0 + rows], w_scales[n0:n0 + rows], order)
+                out[m0:m0 + rows, n0:n0 + rows] = (xf @ w.T) * inv_gs
     return out

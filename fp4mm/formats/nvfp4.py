@@ -15,12 +15,11 @@ for bit.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 
-from fp4mm._validate import check_order, check_tensor
+from fp4mm._validate import as_scalar, check_order, check_tensor
 from fp4mm.formats.e2m1 import E2M1_MAX, decode_e2m1, encode_e2m1, pack_fp4, unpack_fp4
 from fp4mm.formats.e4m3 import E4M3_MAX, e4m3_to_float, float_to_e4m3
 
@@ -63,21 +62,7 @@ def nvfp4_global_scale(x: torch.Tensor) -> torch.Tensor:
 
 
 def _as_global_scale(global_scale, device) -> torch.Tensor:
-    if isinstance(global_scale, torch.Tensor):
-        if global_scale.numel() != 1:
-            raise ValueError(
-                f"global_scale: expected a scalar, got shape {tuple(global_scale.shape)}"
-            )
-        value = float(global_scale.item())
-    elif isinstance(global_scale, (int, float)) and not isinstance(global_scale, bool):
-        value = float(global_scale)
-    else:
-        raise TypeError(
-            "global_scale: expected a float or a one-element tensor, "
-            f"got {type(global_scale).__name__}"
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"global_scale: expected a finite positive number, got {value}")
+    value = as_scalar("global_scale", global_scale, positive=True)
     return torch.tensor(value, dtype=torch.float32, device=device)
 
 

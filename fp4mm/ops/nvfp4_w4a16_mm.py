@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from fp4mm._validate import check_order
+from fp4mm import reference
+from fp4mm._validate import as_scalar, check_order
 from fp4mm.backend import resolve_backend
-from fp4mm.ops._nvfp4_w4a16_reference import (
-    as_global_scale,
-    check_nvfp4_w4a16_operands,
-)
-from fp4mm.ops._nvfp4_w4a16_reference import nvfp4_w4a16_mm as nvfp4_w4a16_mm_reference
 from fp4mm.ops.nvfp4_mm import check_out, unpack_weight, use_gemv
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
@@ -42,8 +38,8 @@ def nvfp4_w4a16_mm(
     """
     check_order(order)
     w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
-    w_scales, M, N, K = check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
-    gs = as_global_scale(w_global_scale)
+    w_scales, M, N, K = reference.check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
+    gs = as_scalar("w_global_scale", w_global_scale, positive=True)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device) == "triton":
         if use_gemv("nvfp4_w4a16_mm", M, N, K, x.device):
@@ -55,5 +51,5 @@ def nvfp4_w4a16_mm(
 
             nvfp4_w4a16_mm_gemm(x, w_q, w_scales, 1.0 / gs, order, out, prepacked=prepacked)
     else:
-        out.copy_(nvfp4_w4a16_mm_reference(x, w_q, w_scales, gs, order=order))
+        out.copy_(reference.nvfp4_w4a16_mm(x, w_q, w_scales, gs, order=order))
     return out

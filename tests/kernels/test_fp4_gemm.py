@@ -148,7 +148,7 @@ def test_bf16_paths_on_gpu():
     x = torch.randn(M, K, device=DEV).bfloat16()
     out = torch.empty((M, N), dtype=torch.bfloat16, device=DEV)
     G.nvfp4_w4a16_mm_gemm(x, wq, ws, 0.5, "low_first", out)
-    from fp4mm.ops._nvfp4_w4a16_reference import nvfp4_w4a16_mm
+    from fp4mm.reference import nvfp4_w4a16_mm
 
     ref = nvfp4_w4a16_mm(x, wq, ws, 2.0)
     assert (out.float() - ref).abs().max() <= ref.abs().amax() * 2**-7

@@ -7,8 +7,8 @@ import torch
 from fp4mm import reference
 from fp4mm.formats import float_to_e4m3, quantize_nvfp4
 from fp4mm.ops import nvfp4_mm, nvfp4_w4a16_mm, prepack_nvfp4_weight, w4a16_mm
-from fp4mm.ops._nvfp4_w4a16_reference import nvfp4_w4a16_mm as nvfp4_w4a16_ref
 from fp4mm.ops.prepack import permute_weight_bytes, unpermute_weight_bytes
+from fp4mm.reference import nvfp4_w4a16_mm as nvfp4_w4a16_ref
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
