@@ -178,6 +178,17 @@ def impl_label(row: dict) -> str:
     return row["impl"]
 
 
+# Display order of implementation labels in tables and plots (others follow, sorted).
+IMPL_ORDER = ("fp4mm", "fp4mm (prepacked)", "fp4mm_solve", "quack_w4a16",
+              "quack_w4a16_plus_xdequant", "cublas_bf16", "cublas_fp16", "torch_dequant_mm",
+              "triton_dot_scaled_mxfp4", "torch_quantize_nvfp4")
+
+
+def ordered_labels(rows) -> list[str]:
+    present = {impl_label(r) for r in rows}
+    return [c for c in IMPL_ORDER if c in present] + sorted(present - set(IMPL_ORDER))
+
+
 def n_copies(nbytes: int, l2_bytes: int, factor: int = 3) -> int:
     """How many copies of ``nbytes`` of weights to rotate through so that together they are at
     least ``factor`` times the L2 cache (1 when ``l2_bytes`` is 0)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from fp4mm.bench.cases import SWEEP_IMPLS
+from fp4mm.bench.cases import SWEEP_IMPLS, ordered_labels
 from fp4mm.bench.cases import impl_label as label
 
 COLORS = {"fp4mm": "#d62728", "fp4mm (prepacked)": "#ff7f0e", "fp4mm_solve": "#8c564b",
@@ -33,15 +33,15 @@ def _timed(rows):
 
 
 def _bar_panel(ax, rows: list[dict], title: str) -> None:
+    rows = [r for r in rows if r["impl"] != r.get("ratio_baseline") and r.get("ratio")]
     cases = list(dict.fromkeys((r["op"], _shape(r)) for r in rows))
-    impls = list(dict.fromkeys(label(r) for r in rows
-                               if r["impl"] != r.get("ratio_baseline") and r.get("ratio")))
+    impls = ordered_labels(rows)
     width = 0.8 / max(1, len(impls))
     for j, impl in enumerate(impls):
         xs, ys = [], []
         for i, case in enumerate(cases):
             for r in rows:
-                if (r["op"], _shape(r)) == case and label(r) == impl and r.get("ratio"):
+                if (r["op"], _shape(r)) == case and label(r) == impl:
                     xs.append(i + (j - (len(impls) - 1) / 2) * width)
                     ys.append(r["ratio"])
         ax.bar(xs, ys, width, label=impl, color=COLORS.get(impl))
@@ -56,7 +56,7 @@ def _bar_panel(ax, rows: list[dict], title: str) -> None:
 
 def _sweep_panel(ax, rows: list[dict]) -> None:
     nk = rows[0]["N"], rows[0]["K"]
-    for impl in dict.fromkeys(label(r) for r in rows):
+    for impl in ordered_labels(rows):
         pts = sorted((r["M"], r["median_us"]) for r in rows if label(r) == impl)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=impl,
                 color=COLORS.get(impl))

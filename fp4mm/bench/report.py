@@ -18,13 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from fp4mm.bench.cases import SUITES
+from fp4mm.bench.cases import SUITES, ordered_labels
 from fp4mm.bench.cases import impl_label as label
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-IMPL_ORDER = ("fp4mm", "fp4mm (prepacked)", "fp4mm_solve", "quack_w4a16",
-              "quack_w4a16_plus_xdequant", "cublas_bf16", "cublas_fp16", "torch_dequant_mm",
-              "triton_dot_scaled_mxfp4", "torch_quantize_nvfp4")
 TITLES = {
     "challenge": "Challenge performance cases (W4A4 rev. 2: 2048x18432x3072, alpha 1/64, fp16 "
                  "out; W4A16 rev. 1: 2048x8192x3072, group 32)",
@@ -95,8 +92,7 @@ def cell(row: dict | None) -> str:
 def render_table(rows: list[dict]) -> str:
     """One line per case (op, shape), one column per implementation that has a row."""
     cases = list(dict.fromkeys((r["op"], _shape(r)) for r in rows))
-    present = {label(r) for r in rows}
-    cols = [c for c in IMPL_ORDER if c in present] + sorted(present - set(IMPL_ORDER))
+    cols = ordered_labels(rows)
     lines = ["| op | M x N x K | " + " | ".join(f"`{c}`" for c in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for op, shape in cases:
