@@ -181,6 +181,28 @@ def _build_quantize(case, problem: Problem, ctx):
                   expected=lambda: tuple(twin(problem.data["x"])))
 
 
+def _build_single_kernel(kind: str):
+    """One kernel forced (``fp4mm_gemm`` / ``fp4mm_gemv``), M-sweep cases only: the dispatched
+    ``fp4mm`` must be within 5% of the better of the two at every M (issue 4)."""
+    def build(case, problem: Problem, ctx):
+        if "sweep" not in case.suites or (kind == "gemv" and case.M > GEMV_SWEEP_MAX_M):
+            return None
+        launch = find_callable(f"fp4mm.kernels.fp4_{kind}:nvfp4_mm_{kind}")
+        if launch is None:
+            return None
+        d = problem.data
+        ws = _copies(problem, d["w_q"], d["w_scales"])
+        outs = _outs(problem, len(ws), torch.float16)
+
+        def run(i):
+            launch(d["x_q"], d["x_scales"], *ws[i], float(d["alpha"]), "low_first", outs[i])
+            return outs[i]
+        return Runner(run=run, copies=len(ws), note=f"the {kind} kernel forced")
+    return build
+
+
+GEMV_SWEEP_MAX_M = 256  # a GEMV above this M is far off the GEMM and slow to time
+
 OURS = (
     Impl("fp4mm", frozenset({"nvfp4_mm"}), _build_nvfp4(False), kind="ours"),
     Impl("fp4mm", frozenset({"nvfp4_mm"}), _build_nvfp4(True), kind="ours"),
@@ -190,6 +212,8 @@ OURS = (
     Impl("fp4mm", frozenset({"nvfp4_w4a16_mm"}), _build_nvfp4_w4a16(True), kind="ours"),
     Impl("fp4mm", frozenset({"quantize_nvfp4"}), _build_quantize, kind="ours"),
     Impl("fp4mm_solve", frozenset({"nvfp4_mm", "w4a16_mm"}), _build_solve, kind="ours"),
+    Impl("fp4mm_gemm", frozenset({"nvfp4_mm"}), _build_single_kernel("gemm"), kind="ours"),
+    Impl("fp4mm_gemv", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv"), kind="ours"),
 )
 
 

@@ -201,3 +201,14 @@ def test_prepacked_rows_where_the_prepack_takes_the_shape(rows):
         pytest.skip("no fp4mm.prepack_nvfp4_weight in this checkout")
     assert {r["K"] for r in packed} == {64}  # K = 96 is not a multiple of 64: no row, no error
     assert all(r["correct"] and r["prepack_us"] is not None for r in packed)
+
+
+def test_sweep_times_the_forced_kernels_beside_the_dispatched_one():
+    from fp4mm.bench.impls import all_impls
+
+    cases = select_cases(["sweep"], [(2, 64, 64)])
+    rows = _run(cases, all_impls(), StubTimer({}))
+    names = {r["impl"] for r in rows}
+    assert {"fp4mm", "cublas_bf16"} <= names and "torch_dequant_mm" not in names
+    for r in rows:
+        assert r["correct"], r
