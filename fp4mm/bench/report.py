@@ -74,7 +74,8 @@ def _shape(row: dict) -> str:
 
 
 def cell(row: dict | None) -> str:
-    """``812 TF/s, 1.03x`` (GB/s for memory-bound rows); ``wrong`` / ``error`` with no time."""
+    """``**1.03x**<br>290.1 us, 812 TF/s`` (GB/s for memory-bound rows; no ratio for the
+    baseline itself); ``**wrong**`` / ``**error**`` with no time."""
     if row is None:
         return ""
     if not row.get("correct"):
@@ -85,7 +86,7 @@ def cell(row: dict | None) -> str:
         metric = f"{row['tflops']:.0f} TF/s"
     text = f"{row['median_us']:.1f} us, {metric}"
     if row.get("ratio") is not None and row["impl"] != row.get("ratio_baseline"):
-        text += f", **{row['ratio']:.2f}x**"
+        text = f"**{row['ratio']:.2f}x**<br>{text}"
     return text
 
 
@@ -111,7 +112,7 @@ def provenance(path: Path, run: dict) -> str:
 
 
 def _prepack_note(rows: list[dict]) -> str:
-    costs = [f"{_shape(r)}: {r['prepack_us']:.0f} us" for r in rows
+    costs = [f"{r['op']} {_shape(r)}: {r['prepack_us']:.0f} us" for r in rows
              if r.get("prepack_us") is not None and r.get("kind") == "ours"]
     if not costs:
         return ""
