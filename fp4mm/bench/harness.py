@@ -227,6 +227,25 @@ def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer
     return rows
 
 
+COPY_BYTES = 1 << 29  # 512 MiB, ten times the L2
+
+
+def measure_copy_gbps(device, timer: Timer, quick: bool = False, nbytes: int = COPY_BYTES):
+    """The memory roofline of this run: a device-to-device copy of ``nbytes``, counting bytes
+    read plus bytes written, in GB/s."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 256)
+    dst = torch.empty_like(src)
+    median_ms = timer(lambda: dst.copy_(src), quick)[0]
+    return 2 * nbytes / (median_ms * 1e-3) / 1e9
+
+
+def add_roofline(rows: list[dict], copy_gbps: float | None) -> None:
+    """``pct_copy_roofline``: effective GB/s as a percentage of the run's copy bandwidth."""
+    for r in rows:
+        ok = copy_gbps and r.get("gbps")
+        r["pct_copy_roofline"] = 100.0 * r["gbps"] / copy_gbps if ok else None
+
+
 def add_ratios(rows: list[dict]) -> None:
     """``ratio_vs_cublas_bf16`` / ``_fp16`` (baseline median / median, > 1 is faster) and
     ``ratio`` against the op's own baseline (``ratio_baseline``), within each case."""
@@ -288,7 +307,8 @@ def device_info(device: torch.device) -> dict:
 
 
 def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], quick: bool,
-                 argv: Sequence[str] | None = None, date: _dt.datetime | None = None) -> dict:
+                 argv: Sequence[str] | None = None, date: _dt.datetime | None = None,
+                 copy_gbps: float | None = None) -> dict:
     """The JSON document of one run (schema: the team's benchmarking notes, plus ratios)."""
     import triton
 
@@ -306,6 +326,8 @@ def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], 
         "argv": list(argv or []),
         "timing": {"method": "triton.testing.do_bench, L2 flushed each call; rotating weight "
                              "copies >= 3x L2", "warmup_ms": warmup, "rep_ms": rep},
+        "roofline": {"copy_gbps": copy_gbps,
+                     "method": "device-to-device copy of 512 MiB, bytes read + written"},
         "rows": rows,
     }
 
@@ -349,6 +371,8 @@ def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
         impl = impl_label(r)
         if r["memory_bound"] or not r["flops"]:
             metric = _fmt(r["gbps"], ".0f") + " GB/s" if r["gbps"] else "-"
+            if r.get("pct_copy_roofline"):
+                metric += f" ({r['pct_copy_roofline']:.0f}%)"
         else:
             metric = _fmt(r["tflops"], ".1f") + " TF/s" if r["tflops"] else "-"
         ratio = _fmt(r.get("ratio"), ".3f") + "x" if r.get("ratio") else "-"
@@ -365,8 +389,10 @@ def print_table(result: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 150)
+    copy = result.get("roofline", {}).get("copy_gbps")
     table = Table(title=f"fp4mm bench on {result['device']} ({result['date']}); x cuBLAS = "
-                        "cuBLAS bf16 time / time (fp16 for w4a16_mm), same run")
+                        "cuBLAS bf16 time / time (fp16 for w4a16_mm), same run; GB/s (% of the "
+                        f"device copy, {copy or 0:.0f} GB/s)")
     for h in HEADERS:
         table.add_column(h, justify="left" if h in ("op", "shape", "impl") else "right")
     for cells in table_rows(result["rows"]):
@@ -435,9 +461,13 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
             else:
                 progress.update(task, description=what)
 
+        progress.update(task, description="memory roofline (device copy)")
+        copy_gbps = measure_copy_gbps(device, timer, args.quick)
         rows = run_cases(cases, impls, device, timer, quick=args.quick, l2_bytes=l2,
                          on_step=step)
-    result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:])
+    add_roofline(rows, copy_gbps)
+    result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:],
+                          copy_gbps=copy_gbps)
     json_path, png = write_outputs(result, args.out, None if args.no_plot else args.plot_dir)
     print_table(result)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))

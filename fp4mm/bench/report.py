@@ -82,6 +82,8 @@ def cell(row: dict | None) -> str:
         return "**error**" if row.get("error") else "**wrong**"
     if row.get("memory_bound") or not row.get("flops"):
         metric = f"{row['gbps']:.0f} GB/s"
+        if row.get("pct_copy_roofline"):
+            metric += f" ({row['pct_copy_roofline']:.0f}% of copy)"
     else:
         metric = f"{row['tflops']:.0f} TF/s"
     text = f"{row['median_us']:.1f} us, {metric}"
@@ -107,8 +109,10 @@ def provenance(path: Path, run: dict) -> str:
     commit = (run.get("git_commit") or "unknown")[:10]
     dirty = " (uncommitted changes)" if run.get("git_dirty") else ""
     quick = " **quick run (short timing)**;" if run.get("quick") else ""
+    copy = (run.get("roofline") or {}).get("copy_gbps")
+    copy = f" device copy {copy:.0f} GB/s;" if copy else ""
     return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "
-            f"{run['date']}; commit `{commit}`{dirty};{quick} `{path.as_posix()}`")
+            f"{run['date']}; commit `{commit}`{dirty};{copy}{quick} `{path.as_posix()}`")
 
 
 def _prepack_note(rows: list[dict]) -> str:

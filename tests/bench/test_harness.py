@@ -12,7 +12,8 @@ from fp4mm.bench.cases import Impl, Runner, make_problem, select_cases
 ROW_KEYS = {"op", "impl", "M", "N", "K", "group_size", "prepacked", "median_us", "min_us",
             "max_us", "tflops", "gbps", "correct", "ratio", "ratio_baseline",
             "ratio_vs_cublas_bf16", "ratio_vs_cublas_fp16", "suite", "suites", "error"}
-TOP_KEYS = {"device", "torch", "triton", "date", "git_commit", "suites", "quick", "rows"}
+TOP_KEYS = {"device", "torch", "triton", "date", "git_commit", "suites", "quick", "rows",
+            "roofline"}
 SHAPES = [(3, 40, 64), (1, 24, 96)]
 
 
@@ -212,3 +213,13 @@ def test_sweep_times_the_forced_kernels_beside_the_dispatched_one():
     assert {"fp4mm", "cublas_bf16"} <= names and "torch_dequant_mm" not in names
     for r in rows:
         assert r["correct"], r
+
+
+def test_roofline_percentages():
+    timer = lambda fn, quick: (fn(), (0.5, 0.5, 0.5))[1]  # noqa: E731
+    gbps = harness.measure_copy_gbps("cpu", timer, nbytes=1 << 20)
+    assert gbps == pytest.approx(2 * (1 << 20) / 0.5e-3 / 1e9)
+    rows = [{"gbps": 150.0}, {"gbps": None}]
+    harness.add_roofline(rows, 3000.0)
+    assert rows[0]["pct_copy_roofline"] == pytest.approx(5.0)
+    assert rows[1]["pct_copy_roofline"] is None
