@@ -95,19 +95,17 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16) 
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16) -> SM90Config:
-    """Heuristic (to be replaced by the H100 measurements in docs/perf-log.md)."""
-    if M <= 16:
-        bn = 16
-    elif M <= 32:
-        bn = 32
-    elif M <= 64:
-        bn = 64
-    elif M <= 128:
-        bn = 128
-    else:
-        bn = 256
-    for stages in (4, 3, 2):
-        cfg = SM90Config(BN=bn, STAGES=stages)
+    """Measured on an H100 80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90 (Gluon)", run 2):
+
+    - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.015x cuBLAS bf16 (3
+      stages 1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.91x.
+    - M <= 128: 128 x 128 tiles, 6 stages, persistent (128x18432x3072: 1.08x; BN 64: 0.87x).
+      Small N (3072) is wave-bound (24 row blocks for 132 SMs): 0.6x, needs split-K (not here).
+    Fewer stages where the epilogue tile (fp32 out) leaves no room.
+    """
+    bn, stages = (128, 6) if M <= 128 else (256, 4)
+    for st in range(stages, 1, -1):
+        cfg = SM90Config(BN=bn, STAGES=st)
         if config_is_valid(cfg, out_dtype):
             return cfg
     return SM90Config(BN=128, STAGES=2)
@@ -358,7 +356,6 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
 # Launcher
 # ----------------------------------------------------------------------------------------------
 _SM_COUNT: dict = {}
-_COMPILED: dict = {}  # specialisation key -> triton CompiledKernel (see gemm_sm90_dense_x)
 
 
 def _sm_count(device) -> int:
@@ -384,12 +381,9 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
-                      *, config: SM90Config | None = None, cached_launch: bool = True) -> None:
+                      *, config: SM90Config | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
-    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows).
-
-    ``cached_launch`` reuses the compiled kernel through ``CompiledKernel[grid](...)`` after the
-    first call with the same specialisation (the JIT's binder costs tens of microseconds)."""
+    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows)."""
     M, K = x.shape
     N = packed.N
     if config is None:
@@ -401,18 +395,9 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     num_tiles = num_m_tiles * (packed.codes.shape[0] // 16)
     k_tiles = packed.codes.shape[1] // 256
     grid = min(num_tiles, _sm_count(x.device)) if config.PERSISTENT else num_tiles
-    args = (w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
-            config.BN, config.STAGES, _GL_DTYPE[x.dtype])
-    # Triton specialises int arguments on == 1 and % 16 == 0: part of the compiled-kernel key.
-    spec = tuple((v == 1, v % 16 == 0) for v in (num_tiles, num_m_tiles, k_tiles))
-    key = (config.BN, config.STAGES, x.dtype, out.dtype, x.device.index, spec)
-    kernel = _COMPILED.get(key) if cached_launch else None
-    if kernel is None:
-        kernel = _fp4_gemm_sm90_kernel[(grid,)](*args[:8], BN=config.BN, STAGES=config.STAGES,
-                                                DTYPE=args[10], num_warps=8)
-        _COMPILED[key] = kernel
-    else:  # skip the JIT's per-call argument binding and specialisation (host overhead)
-        kernel[(grid, 1, 1)](*args, stream=torch.cuda.current_stream(x.device).cuda_stream)
+    _fp4_gemm_sm90_kernel[(grid,)](
+        w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], num_warps=8)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
