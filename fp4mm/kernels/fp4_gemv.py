@@ -328,32 +328,36 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 132  # an H100 SXM, for the interpreter
-
-
-# Heuristic configs, first guess before measurement (see docs/perf-log.md, "fp4_gemv (decode)").
-FMA_MAX_M = 0  # the largest M served by the CUDA-core FMA path (0: tensor cores for every M)
+# Heuristic configs, from bench/results/decode-h100-2026-11-26.json (NVIDIA H100 80GB HBM3,
+# CUDA-graph medians, 4 rotating weight copies; see docs/perf-log.md, "fp4_gemv (decode)"):
+# - M = 1: the FMA path (block_n 16, block_k 256) beat every tensor-core config: 29.8 vs 35.3 us
+#   (nvfp4_w4a16, N=18432, K=3072); except groupwise with group >= 64 (26.3 us on tensor cores).
+# - M >= 2: tensor cores, block_n 64 (32: +10-20%, 16: +80%), block_k 128, and split-K up to about
+#   1152 programs: split 4-8 took 47-49 us down to 37-40 us at N=18432 (288 N tiles).
+#   num_stages 3 was slower (+10%), block_n 128 / 8 warps slower (+20%).
+# - M > 16: split-K to ~528 programs (M=64: split 2, 72.6 us; split 8, 77.4 us).
+FMA_MAX_M = 1  # the largest M served by the CUDA-core FMA path
+_FMA_PROGRAMS = 1024  # split K when N / 16 leaves fewer (N=8192: split 4, 45 vs 49 us)
+_DOT_PROGRAMS = (1152, 528)  # split-K target for M <= 16 and for larger M
 
 
 def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool = True,
                   device: torch.device | None = None) -> GemvConfig:
-    """Heuristic config: tensor cores with tokens padded to 16 (FMA only for M <= FMA_MAX_M);
-    groupwise weights step one group at a time (exact fp32 group scale); split K only when the
-    N x M tiles alone leave the SMs short of programs."""
-    device = device or torch.device("cpu")
-    if M <= FMA_MAX_M:
+    """Heuristic config (measured, see above): FMA for M = 1, else tensor cores with tokens padded
+    to 16..64; groupwise weights step one group at a time (exact fp32 group scale); split K until
+    enough programs are in flight."""
+    del device  # one table for sm_90; kept for per-architecture tables
+    if M <= FMA_MAX_M and (nvfp4 or group_size < 64):
         cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=256, use_dot=False)
+        target = _FMA_PROGRAMS
     else:
         cfg = GemvConfig(block_m=min(64, max(16, _next_pow2(M))), block_n=64, block_k=128,
                          use_dot=True)
+        target = _DOT_PROGRAMS[0] if M <= 16 else _DOT_PROGRAMS[1]
     block_k = min(cfg.block_k, max(16, _next_pow2(K)))
     if cfg.use_dot and not nvfp4 and group_size % 16 == 0:
         block_k = min(block_k, group_size & -group_size)  # a power of two dividing the group
     tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m)
-    target = 4 * _num_sms(device)
     split = 1
     if tiles < target:
         split = max(1, min(triton.cdiv(target, tiles), K // block_k, 16))

@@ -21,13 +21,20 @@ KERNELS = ("gemm", "gemv")
 ENV_VAR = "FP4MM_KERNEL"
 
 # op -> largest M served by the GEMV. Measured on an NVIDIA H100 80GB HBM3 (SXM), triton 3.6.0,
-# bench/results/decode-h100-*.json (CUDA-graph medians, 4 rotating weight copies):
-# see docs/perf-log.md, "fp4_gemv (decode)", for the sweep behind each number.
+# 2026-11-26, bench/results/decode-h100-2026-11-26.json (CUDA-graph medians, 4 rotating weight
+# copies, N = 18432, K = 3072; best GEMV config vs the GEMM helper's default, in us):
+# - nvfp4_mm: M=1 32.7 vs 48.5, M=16 39.7 vs 47.3, M=32 49.6 vs 88.4, M=64 71.8 vs 89.4,
+#   M=128 116.5 vs 104.3 (GEMM), M=256 215 vs 134 (GEMM)  -> GEMV up to 64.
+# - nvfp4_w4a16_mm (fp16): M=1 29.8 vs 47.6, M=16 37.4 vs 45.2, M=64 59.5 vs 84.2 (first run)
+#   -> GEMV up to 64 (M=128 not measured for this op; the W4A4 crossover is used).
+# - w4a16_mm, group 32: M=1 34.0 vs 38.8, M=16 37.8 vs 38.7, M=64 72.0 vs 66.8 (GEMM) -> 16;
+#   group 128: M=16 27.9 vs 39.4, M=64 44.1 vs 69.9 -> 64 (groups >= 64 decode fewer scales).
 GEMV_MAX_M = {
     "nvfp4_mm": 64,
-    "w4a16_mm": 64,
+    "w4a16_mm": 16,
     "nvfp4_w4a16_mm": 64,
 }
+GEMV_MAX_M_W4A16_LARGE_GROUP = 64  # w4a16_mm with group_size >= 64
 
 
 def _requested(override: str | None) -> str:
@@ -40,7 +47,7 @@ def _requested(override: str | None) -> str:
 
 
 def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
-                  override: str | None = None) -> str:
+                  group_size: int | None = None, override: str | None = None) -> str:
     """``"gemv"`` or ``"gemm"`` for an ``(M, N, K)`` problem of ``op`` on ``device``.
 
     Args:
@@ -48,6 +55,7 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
         M, N, K: problem size (tokens, weight rows, reduction length); positive ints.
         device: the tensors' device (kept for per-architecture tables; every sm_90 card uses
             the H100 table).
+        group_size: ``w4a16_mm`` only (optional): groups >= 64 keep the GEMV up to M = 64.
         override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
     """
     if op not in OPS:
@@ -60,4 +68,7 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     requested = _requested(override)
     if requested != "auto":
         return requested
-    return "gemv" if M <= GEMV_MAX_M[op] else "gemm"
+    limit = GEMV_MAX_M[op]
+    if op == "w4a16_mm" and group_size is not None and group_size >= 64:
+        limit = GEMV_MAX_M_W4A16_LARGE_GROUP
+    return "gemv" if M <= limit else "gemm"
