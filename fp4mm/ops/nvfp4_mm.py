@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from fp4mm import reference
 from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
 from fp4mm.backend import resolve_backend
+from fp4mm.ops.dispatch import select_kernel
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
 
@@ -35,13 +34,10 @@ def unpack_weight(w_q, w_scales, order: str):
     return w_q.w_q, w_q.w_scales, w_q
 
 
-def use_gemv(op: str, M: int, N: int, K: int, device: torch.device) -> bool:
-    """Ask ``fp4mm.ops.dispatch`` (the decode owner's table) when it exists; else the GEMM."""
-    if importlib.util.find_spec("fp4mm.ops.dispatch") is None:
-        return False
-    from fp4mm.ops import dispatch
-
-    return dispatch.select_kernel(op, M, N, K, device) == "gemv"
+def use_gemv(op: str, M: int, N: int, K: int, device: torch.device,
+             group_size: int | None = None) -> bool:
+    """The measured table in ``fp4mm.ops.dispatch`` picks the decode GEMV or the GEMM."""
+    return select_kernel(op, M, N, K, device, group_size=group_size) == "gemv"
 
 
 def nvfp4_mm(

@@ -38,7 +38,7 @@ def w4a16_mm(
     check_order(order)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device) == "triton":
-        if use_gemv("w4a16_mm", M, N, K, x.device):
+        if use_gemv("w4a16_mm", M, N, K, x.device, group_size):
             from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 
             w4a16_mm_gemv(x, w_q, scales, group_size, order, out)
