@@ -62,11 +62,15 @@ def _e4m3_rne(v, VIA_CAST: tl.constexpr):
 
 
 @triton.jit
-def _e4m3_value(code):
-    """int32 E4M3 code in 0..0x7E -> its float32 value (exact)."""
-    e = code >> 3
-    normal = (((e + 120) << 23) | ((code & 7) << 20)).to(tl.float32, bitcast=True)
-    return tl.where(e == 0, (code & 7).to(tl.float32) * 0.001953125, normal)
+def _e4m3_value(code, VIA_CAST: tl.constexpr):
+    """int32 E4M3 code in 0..0x7E -> its float32 value (exact either way)."""
+    if VIA_CAST:
+        v = code.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        e = code >> 3
+        normal = (((e + 120) << 23) | ((code & 7) << 20)).to(tl.float32, bitcast=True)
+        v = tl.where(e == 0, (code & 7).to(tl.float32) * 0.001953125, normal)
+    return v
 
 
 @triton.jit
@@ -81,25 +85,101 @@ def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
 
 
 @triton.jit
-def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over BLOCK_M rows per program."""
+def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over a ``[BLOCK_M, K_PER_PROGRAM]`` slab per
+    program (a 2-D grid: enough programs to keep loads in flight, few atomics)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    k_begin = tl.program_id(1) * K_PER_PROGRAM
+    k_end = tl.minimum(k_begin + K_PER_PROGRAM, K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_begin, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask = (offs_m[:, None] < M) & (offs_k[None, :] < K)
+        mask = (offs_m[:, None] < M) & (offs_k[None, :] < k_end)
         x = tl.load(row + offs_k[None, :], mask=mask, other=0.0).to(tl.float32)
         acc = tl.maximum(acc, tl.abs(x))
     tl.atomic_max(amax_ptr, tl.max(tl.max(acc, axis=1), axis=0))
 
 
 @triton.jit
+def _encode_e2m1(x, gs, s, sign_mask, t0, t1, t2, t3, t4, t5, t6, HIGH_FIRST: tl.constexpr):
+    """Elements ``[BM, G, 8]`` (float32) -> packed bytes ``[BM, G, 4]`` (int32).
+
+    fl(a / s) vs an E2M1 threshold t is |a| vs s * t (exact; see the module doc); the strict
+    thresholds arrive as the next float up, so every test is ">=" and the code is a 3-step
+    binary search (7 compares cost ~40% more instructions; the kernel is issue-bound)."""
+    a = x * gs
+    a_bits = a.to(tl.int32, bitcast=True)
+    mag = (a_bits & 0x7FFFFFFF).to(tl.float32, bitcast=True)
+    hi = mag >= t3
+    mid = mag >= tl.where(hi, t5, t1)
+    lo = mag >= tl.where(hi, tl.where(mid, t6, t4), tl.where(mid, t2, t0))
+    q = (tl.where(hi, 4, 0) | tl.where(mid, 2, 0) | tl.where(lo, 1, 0)
+         | ((a_bits >> 28) & sign_mask))
+    first, second = tl.split(tl.reshape(q, (q.shape[0], q.shape[1], q.shape[2] // 2, 2)))
+    if HIGH_FIRST:
+        packed = (first << 4) | second
+    else:
+        packed = first | (second << 4)
+    return packed
+
+
+@triton.jit
+def _next_up(v):
+    """The next float32 above a positive finite ``v`` (``inf`` maps to NaN, which compares
+    false)."""
+    return (v.to(tl.int32, bitcast=True) + 1).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m64, m_ok, kt, K, stride_xm,
+                   HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
+                   BLOCK_M: tl.constexpr, G: tl.constexpr):
+    """K tile ``kt`` (G 16-blocks) of rows ``offs_m64``. Each 16-block is loaded as two [BM, G, 8]
+    halves, so one thread holds a whole block: 16-byte loads for 16-bit input, the block amax and
+    the per-block scale work done once, in registers."""
+    offs_g = kt * G + tl.arange(0, G)
+    mask = m_ok & (offs_g[None, :] < K // 16)
+    ptrs = x_ptr + offs_m64[:, None, None] * stride_xm + offs_g[None, :, None] * 16 \
+        + tl.arange(0, 8)[None, None, :]
+    x0 = tl.load(ptrs, mask=mask[:, :, None], other=0.0).to(tl.float32)
+    x1 = tl.load(ptrs + 8, mask=mask[:, :, None], other=0.0).to(tl.float32)
+
+    # Block scales, in the codec's order: (amax_b / 6) * gs, then E4M3 RNE.
+    amax_b = tl.maximum(tl.max(tl.abs(x0), axis=2), tl.max(tl.abs(x1), axis=2))
+    code_s = _e4m3_rne(tl.div_rn(amax_b, tl.full(amax_b.shape, 6.0, tl.float32)) * gs,
+                       E4M3_VIA_CAST)
+    s = _e4m3_value(code_s, E4M3_VIA_CAST)[:, :, None]
+    # A zero scale encodes +0: thresholds at inf (NaN for the strict ones) and no sign.
+    zero = s == 0.0
+    sign_mask = tl.where(zero, 0, 8)
+    s = tl.where(zero, float("inf"), s)
+    t0 = _next_up(s * 0.25)
+    t1 = s * 0.75
+    t2 = _next_up(s * 1.25)
+    t3 = s * 1.75
+    t4 = _next_up(s * 2.5)
+    t5 = s * 3.5
+    t6 = _next_up(s * 5.0)
+    p0 = _encode_e2m1(x0, gs, s, sign_mask, t0, t1, t2, t3, t4, t5, t6, HIGH_FIRST)
+    p1 = _encode_e2m1(x1, gs, s, sign_mask, t0, t1, t2, t3, t4, t5, t6, HIGH_FIRST)
+
+    out = data_ptr + offs_m64[:, None, None] * (K // 2) + offs_g[None, :, None] * 8 \
+        + tl.arange(0, 4)[None, None, :]
+    tl.store(out, p0.to(tl.uint8), mask=mask[:, :, None])
+    tl.store(out + 4, p1.to(tl.uint8), mask=mask[:, :, None])
+    tl.store(scales_ptr + offs_m64[:, None] * (K // 16) + offs_g[None, :], code_s.to(tl.uint8),
+             mask=mask)
+
+
+@triton.jit
 def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, stride_xm,
                      FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One ``[BLOCK_M, BLOCK_K]`` tile of x -> ``[BLOCK_M, BLOCK_K/2]`` bytes and
-    ``[BLOCK_M, BLOCK_K/16]`` scale bytes."""
+    """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
+    Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
+    predicate spills) while amortising the per-program set-up."""
     tl.static_assert(BLOCK_K % 16 == 0)
     G: tl.constexpr = BLOCK_K // 16
     pid_m = tl.program_id(0)
@@ -107,51 +187,23 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, 
     gs = _global_scale(gs_src_ptr, FROM_AMAX)
     if (pid_m == 0) & (pid_k == 0):
         tl.store(gs_out_ptr, gs)
-
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_m64 = offs_m.to(tl.int64)
-    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     m_ok = offs_m[:, None] < M
-    x = tl.load(x_ptr + offs_m64[:, None] * stride_xm + offs_k[None, :],
-                mask=m_ok & (offs_k[None, :] < K), other=0.0).to(tl.float32)
-
-    # Block scales, in the codec's order: (amax_b / 6) * gs, then E4M3 RNE.
-    x3 = tl.reshape(x, (BLOCK_M, G, 16))
-    amax_b = tl.max(tl.abs(x3), axis=2)
-    code_s = _e4m3_rne(tl.div_rn(amax_b, tl.full(amax_b.shape, 6.0, tl.float32)) * gs,
-                       E4M3_VIA_CAST)
-    s = _e4m3_value(code_s)[:, :, None]
-
-    # Elements: fl(a / s) vs an E2M1 threshold t == |a| vs s * t (exact; see the module doc).
-    a = x3 * gs
-    mag = tl.abs(a)
-    q = ((mag > s * 0.25).to(tl.int32) + (mag >= s * 0.75).to(tl.int32)
-         + (mag > s * 1.25).to(tl.int32) + (mag >= s * 1.75).to(tl.int32)
-         + (mag > s * 2.5).to(tl.int32) + (mag >= s * 3.5).to(tl.int32)
-         + (mag > s * 5.0).to(tl.int32))
-    q = q | ((a.to(tl.int32, bitcast=True) >> 28) & 8)
-    q = tl.where(s == 0.0, 0, q)
-
-    first, second = tl.split(tl.reshape(q, (BLOCK_M, BLOCK_K // 2, 2)))
-    if HIGH_FIRST:
-        packed = (first << 4) | second
-    else:
-        packed = first | (second << 4)
-    offs_b = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
-    tl.store(data_ptr + offs_m64[:, None] * (K // 2) + offs_b[None, :], packed.to(tl.uint8),
-             mask=m_ok & (offs_b[None, :] < K // 2))
-    offs_g = pid_k * G + tl.arange(0, G)
-    tl.store(scales_ptr + offs_m64[:, None] * (K // 16) + offs_g[None, :], code_s.to(tl.uint8),
-             mask=m_ok & (offs_g[None, :] < K // 16))
+    for kt in range(pid_k, tl.cdiv(K, BLOCK_K), tl.num_programs(1)):
+        _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m.to(tl.int64), m_ok, kt, K,
+                       stride_xm, HIGH_FIRST, E4M3_VIA_CAST, BLOCK_M, G)
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """Tile of the quantise kernel (``block_k`` a power of two >= 16) and of the amax kernel."""
+    """Tile of the quantise kernel (powers of two; ``block_k >= 16``) and how many programs share
+    the K tiles of a row block (``k_programs``; ``None``: about ``target_programs`` in all)."""
 
     block_m: int
     block_k: int
     num_warps: int = 4
+    k_programs: int | None = None
+    target_programs: int = 2048
 
     def __post_init__(self):
         for name in ("block_m", "block_k", "num_warps"):
@@ -160,14 +212,54 @@ class QuantizeConfig:
                 raise ValueError(f"QuantizeConfig.{name}: expected a power of two, got {v!r}")
         if self.block_k < 16:
             raise ValueError(f"QuantizeConfig.block_k: expected >= 16, got {self.block_k}")
+        if self.k_programs is not None and (not isinstance(self.k_programs, int)
+                                            or self.k_programs <= 0):
+            raise ValueError(f"QuantizeConfig.k_programs: expected None or a positive int, got "
+                             f"{self.k_programs!r}")
+
+    def grid(self, M: int, K: int) -> tuple[int, int]:
+        m_tiles, k_tiles = max(1, triton.cdiv(M, self.block_m)), triton.cdiv(K, self.block_k)
+        k_programs = self.k_programs or triton.cdiv(self.target_programs, m_tiles)
+        return m_tiles, max(1, min(k_tiles, k_programs))
 
 
 def pick_config(M: int, K: int) -> QuantizeConfig:
-    """256-wide K tiles (512 B of bf16 a row, 16 scale bytes) and 4096 elements a program, narrower
-    for small K. Untuned beyond the H100 measurement in bench/results/quantize_nvfp4_h100.json."""
+    """[8, 256] tiles with 4 warps: a thread holds one whole 16-block of each of two rows-or-blocks
+    (16 elements; 16-byte loads of bf16), the SASS has ~23 instructions an element and few
+    predicate spills; about 2048 programs each loop over their K tiles. Narrower for small K.
+    H100 sweep: bench/results/quantize_nvfp4_h100.json."""
     block_k = min(256, triton.next_power_of_2(K))
-    block_m = max(1, min(4096 // block_k, triton.next_power_of_2(M)))
-    return QuantizeConfig(block_m=block_m, block_k=block_k, num_warps=4)
+    block_m = max(1, min(2048 // block_k, triton.next_power_of_2(M)))
+    return QuantizeConfig(block_m=block_m, block_k=block_k,
+                          num_warps=max(1, min(4, block_m * block_k // 512)))
+
+
+@dataclass(frozen=True)
+class AmaxConfig:
+    """Tile of the amax reduction and the K extent one program covers (a multiple of block_k)."""
+
+    block_m: int
+    block_k: int
+    k_per_program: int
+    num_warps: int = 8
+
+    def __post_init__(self):
+        QuantizeConfig(self.block_m, self.block_k, self.num_warps)  # same validity rules
+        if self.k_per_program <= 0 or self.k_per_program % self.block_k:
+            raise ValueError(f"AmaxConfig.k_per_program: expected a positive multiple of block_k "
+                             f"= {self.block_k}, got {self.k_per_program}")
+
+
+def pick_amax_config(M: int, K: int, target_programs: int = 1024) -> AmaxConfig:
+    """[32, 256] tiles; K split so that about ``target_programs`` programs run (a few per SM, each
+    with several tiles of loads; one atomic each). The first version (one program per 16 rows,
+    512 programs at 8192 x 8192) left the dynamic path at ~1.0 TB/s effective on H100."""
+    block_k = min(256, triton.next_power_of_2(K))
+    block_m = max(1, min(32, triton.next_power_of_2(M)))
+    k_tiles = triton.cdiv(K, block_k)
+    splits = max(1, min(k_tiles, triton.cdiv(target_programs, triton.cdiv(max(M, 1), block_m))))
+    return AmaxConfig(block_m, block_k, triton.cdiv(k_tiles, splits) * block_k,
+                      num_warps=8 if block_m * block_k >= 4096 else 4)
 
 
 def _as_2d(x: torch.Tensor) -> torch.Tensor:
@@ -183,16 +275,16 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
     return x2
 
 
-def nvfp4_amax_triton(x: torch.Tensor, *, config: QuantizeConfig | None = None) -> torch.Tensor:
+def nvfp4_amax_triton(x: torch.Tensor, *, config: AmaxConfig | None = None) -> torch.Tensor:
     """``max |x|`` as a float32 0-d tensor on x's device (a Triton reduction; no host sync)."""
     x2 = _as_2d(x)
     M, K = x2.shape
-    cfg = config or pick_config(M, K)
+    cfg = config or pick_amax_config(M, K)
     amax = torch.zeros((), dtype=torch.float32, device=x2.device)
     if M:
-        _amax_kernel[(triton.cdiv(M, cfg.block_m),)](
-            x2, amax, M, K, x2.stride(0), BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-            num_warps=cfg.num_warps)
+        grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+        _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
+                           BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps)
     return amax
 
 
@@ -219,7 +311,8 @@ def quantize_nvfp4_triton(
     order: str = "low_first",
     *,
     config: QuantizeConfig | None = None,
-    e4m3_via_cast: bool = False,
+    amax_config: AmaxConfig | None = None,
+    e4m3_via_cast: bool | None = None,
 ) -> NVFP4Tensor:
     """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
     :func:`fp4mm.formats.quantize_nvfp4`.
@@ -231,9 +324,11 @@ def quantize_nvfp4_triton(
             one extra read of x), a positive float, or a one-element tensor on x's device (read by
             the kernel, no host sync; its value is not checked).
         order: nibble order of the packed output, ``"low_first"`` or ``"high_first"``.
-        config: tile override (tests, tuning); ``None`` picks one.
-        e4m3_via_cast: round block scales with Triton's float8e4nv cast instead of integer RNE
-            (both are exact on sm_89+; the interpreter's cast is not).
+        config, amax_config: tile overrides (tests, tuning); ``None`` picks them.
+        e4m3_via_cast: round and decode block scales with the hardware float8e4nv conversions
+            (``cvt.rn.satfinite.e4m3x2``; fewer instructions) instead of integer RNE. Both are
+            exact on sm_89+; Triton's interpreter rounds ties away from zero in that cast.
+            ``None``: the cast on a GPU, integer RNE under the interpreter.
 
     Returns:
         ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
@@ -243,15 +338,16 @@ def quantize_nvfp4_triton(
     x2 = _as_2d(x)
     M, K = x2.shape
     cfg = config or pick_config(M, K)
+    if e4m3_via_cast is None:
+        e4m3_via_cast = not (x2.device.type == "cpu" and triton_interpreting())
     if global_scale is None:
-        src, from_amax = nvfp4_amax_triton(x2, config=cfg), True
+        src, from_amax = nvfp4_amax_triton(x2, config=amax_config), True
     else:
         src, from_amax = _global_scale_source(global_scale, x2.device), False
     data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
     scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
-    grid = (max(1, triton.cdiv(M, cfg.block_m)), triton.cdiv(K, cfg.block_k))
-    _quantize_kernel[grid](
+    _quantize_kernel[cfg.grid(M, K)](
         x2, src, data, scales, gs, M, K, x2.stride(0),
         FROM_AMAX=from_amax, HIGH_FIRST=order == "high_first", E4M3_VIA_CAST=e4m3_via_cast,
         BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps)

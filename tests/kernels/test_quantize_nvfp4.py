@@ -14,11 +14,13 @@ import triton.language as tl
 
 from fp4mm.formats import E2M1_VALUES, e4m3_table, float_to_e4m3, nvfp4_global_scale, quantize_nvfp4
 from fp4mm.kernels.quantize_nvfp4 import (
+    AmaxConfig,
     QuantizeConfig,
     _e4m3_rne,
     _e4m3_value,
     nvfp4_amax_triton,
     nvfp4_global_scale_triton,
+    pick_amax_config,
     pick_config,
     quantize_nvfp4_triton,
 )
@@ -35,7 +37,7 @@ def _e4m3_probe_kernel(v_ptr, code_ptr, value_ptr, n, VIA_CAST: tl.constexpr, BL
     v = tl.load(v_ptr + offs, mask=offs < n, other=0.0)
     code = _e4m3_rne(v, VIA_CAST)
     tl.store(code_ptr + offs, code.to(tl.uint8), mask=offs < n)
-    tl.store(value_ptr + offs, _e4m3_value(code), mask=offs < n)
+    tl.store(value_ptr + offs, _e4m3_value(code, VIA_CAST), mask=offs < n)
 
 
 def _e4m3_probe(v: torch.Tensor, via_cast: bool):
@@ -77,10 +79,12 @@ def test_e4m3_rounding_matches_codec_exhaustively(via_cast):
     assert torch.equal(value, e4m3_table()[expected.long()])
 
 
-def test_e4m3_decode_every_code():
+@pytest.mark.parametrize("via_cast", [False, pytest.param(True, marks=needs_cuda)],
+                         ids=["bitwise", "cast"])
+def test_e4m3_decode_every_code(via_cast):
     codes = torch.arange(0, 0x7F, dtype=torch.int32)
     vals = e4m3_table()[codes.long()]
-    code, value = _e4m3_probe(vals, via_cast=False)
+    code, value = _e4m3_probe(vals, via_cast)
     assert torch.equal(code.long(), codes.long())
     assert torch.equal(value, vals)
 
@@ -169,12 +173,25 @@ def test_matches_codec(case, order, gs):
 
 
 @pytest.mark.parametrize("config,shape", [(QuantizeConfig(1, 16, 1), (5, 80)),
-                                          (QuantizeConfig(4, 64, 2), (13, 208)),
+                                          (QuantizeConfig(4, 64, 2, k_programs=2), (13, 208)),
+                                          (QuantizeConfig(4, 32, 1, k_programs=1), (6, 208)),
                                           (QuantizeConfig(32, 512, 4), (45, 592))],
-                         ids=["1x16", "4x64", "32x512"])
+                         ids=["1x16", "4x64-loop2", "4x32-loop1", "32x512"])
 def test_forced_configs(config, shape):
     x = _activations(shape, torch.float16, seed=3)
-    _check(x, None, "low_first", config=config)
+    _check(x, None, "low_first", config=config, e4m3_via_cast=False)
+    if CUDA:
+        _check(x, None, "high_first", config=config, e4m3_via_cast=True)
+
+
+@pytest.mark.parametrize("config", [AmaxConfig(4, 32, 64, 4), AmaxConfig(1, 16, 16, 1)],
+                         ids=["4x32-split64", "1x16-split16"])
+def test_amax_forced_configs(config):
+    x = _activations((13, 208), torch.float16, seed=4)  # K splits end mid-program
+    x[7, 200] = -1e4  # the amax sits in the last, partial split
+    assert torch.equal(nvfp4_amax_triton(x.to(DEVICE), config=config).cpu(),
+                       x.abs().amax().float())
+    _check(x, None, "low_first", amax_config=config)
 
 
 def test_non_contiguous_rows():
@@ -210,12 +227,20 @@ def test_errors_name_the_argument():
         quantize_nvfp4_triton(x, torch.ones(2, device=DEVICE))
     with pytest.raises(ValueError, match="QuantizeConfig.block_k"):
         QuantizeConfig(4, 8)
+    with pytest.raises(ValueError, match="QuantizeConfig.k_programs"):
+        QuantizeConfig(4, 64, k_programs=0)
+    with pytest.raises(ValueError, match="AmaxConfig.k_per_program"):
+        AmaxConfig(4, 64, 96)
 
 
 def test_pick_config_is_valid():
     for M, K in [(1, 16), (7, 48), (8192, 8192), (2048, 3072)]:
         cfg = pick_config(M, K)
         assert cfg.block_k >= 16 and cfg.block_m * cfg.block_k <= 4096
+        m_programs, k_programs = cfg.grid(M, K)
+        assert 1 <= k_programs <= -(-K // cfg.block_k) and m_programs * cfg.block_m >= M
+        acfg = pick_amax_config(M, K)
+        assert acfg.k_per_program % acfg.block_k == 0 and acfg.k_per_program >= acfg.block_k
 
 
 def test_e2m1_table_is_the_codecs():
