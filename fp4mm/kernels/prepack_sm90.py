@@ -1,0 +1,105 @@
+"""Memory-speed prepack of NVFP4 weights for ``fp4_gemm_sm90`` (plain Triton, interpreter-safe).
+
+Produces exactly the ``codes`` and ``scales`` tensors of ``fp4_gemm_sm90.prepack_weight_sm90``
+(its torch code is the twin), layout in that module's docstring. Per (128-row block nb, 64-K tile
+kt), with input row ``16 w + 8 h + 4 g1 + g0`` (g = 4 g1 + g0) and input code byte ``4 i + c``:
+
+- codes: the ``[128, 32]`` byte tile goes to row ``nb*16 + 2 w + g1``, column
+  ``kt*256 + 64 g0 + 16 c + 2 i + h`` (nibbles swapped to low-first for ``high_first``);
+- scales: the ``[128, 4]`` tile (K-block kb) goes to row ``nb*8 + w``, column
+  ``kt*128 + 16 g + 4 kb + 2 h + e``, e in {0, 1} (each scale stored twice).
+
+Rows >= N and K >= the logical K read as zero, so the padding (rows to a multiple of 128, K to a
+multiple of 128) is zero codes and zero scales, as in the twin. The permutation is done in
+registers (reshape / permute / join) between one wide load and one wide store per tile.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BM = 128  # weight rows per block (fp4_gemm_sm90.BM)
+BK = 64  # K per tile (fp4_gemm_sm90.BK)
+K_ALIGN = 2 * BK  # K is padded to an even number of 64-K tiles (fp4_gemm_sm90.K_ALIGN)
+
+
+@triton.jit
+def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
+                         stride_qn, stride_qk, stride_sn, stride_sk, stride_c, stride_o,
+                         HIGH_FIRST: tl.constexpr, KT_PER: tl.constexpr):
+    """q (N, KB = K/2) uint8, s (N, KS = K/16) uint8; codes (Np/8, Kp*4) and scales (Np/16, Kp*2)
+    uint8, row strides stride_c / stride_o. One program: 128 rows x KT_PER 64-K tiles."""
+    nb = tl.program_id(0)
+    rows = nb * 128 + tl.arange(0, 128)
+    row_ok = rows[:, None] < N
+    out_c_rows = nb * 16 + tl.arange(0, 16)
+    out_s_rows = nb * 8 + tl.arange(0, 8)
+    for j in tl.static_range(KT_PER):
+        kt = tl.program_id(1) * KT_PER + j
+        # codes: [128, 32] bytes = (w 8, h 2, g1 2, g0 4) x (i 8, c 4)
+        kb = kt * 32 + tl.arange(0, 32)
+        q = tl.load(q_ptr + rows[:, None] * stride_qn + kb[None, :] * stride_qk,
+                    mask=row_ok & (kb[None, :] < KB), other=0)
+        if HIGH_FIRST:
+            q = (q >> 4) | ((q & 0xF) << 4)
+        q = tl.permute(q.reshape(8, 2, 2, 4, 8, 4), (0, 2, 3, 5, 4, 1))  # w, g1, g0, c, i, h
+        q = q.reshape(16, 256)
+        cols = kt * 256 + tl.arange(0, 256)
+        tl.store(codes_ptr + out_c_rows[:, None] * stride_c + cols[None, :], q)
+        # scales: [128, 4] = (w 8, h 2, g 8) x (kb 4) -> (w) x (g, kb, h, e)
+        ks = kt * 4 + tl.arange(0, 4)
+        s = tl.load(s_ptr + rows[:, None] * stride_sn + ks[None, :] * stride_sk,
+                    mask=row_ok & (ks[None, :] < KS), other=0)
+        s = tl.permute(s.reshape(8, 2, 8, 4), (0, 2, 3, 1))  # w, g, kb, h
+        s = tl.join(s, s).reshape(8, 128)
+        scols = kt * 128 + tl.arange(0, 128)
+        tl.store(scales_ptr + out_s_rows[:, None] * stride_o + scols[None, :], s)
+
+
+def _kt_per_program(num_kt: int) -> int:
+    """64-K tiles per program: 4 where they divide (fewer, fatter programs), else 2 (num_kt is
+    always even)."""
+    return 4 if num_kt % 4 == 0 else 2
+
+
+def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = "low_first",
+                        *, kt_per_program: int | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, scales)`` of ``prepack_weight_sm90`` (bit for bit), computed by one kernel.
+
+    Args:
+        w_q: uint8 ``(N, K/2)`` packed E2M1 codes, nibble order ``order`` (any strides).
+        w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 scales (any strides).
+        order: ``"low_first"`` (even K in the low nibble) or ``"high_first"``.
+        kt_per_program: 64-K tiles per program (must divide Kp/64); default ``_kt_per_program``.
+    Returns:
+        codes uint8 ``(Np/128*16, Kp/64*256)`` and scales uint8 ``(Np/128*8, Kp/64*128)``, fresh
+        contiguous tensors on ``w_q``'s device (Np = N rounded up to 128, Kp = K rounded up to 128).
+    """
+    if w_scales.dtype == torch.float8_e4m3fn:
+        w_scales = w_scales.view(torch.uint8)
+    if w_q.dtype != torch.uint8 or w_q.dim() != 2:
+        raise ValueError(f"w_q: expected a 2-D uint8 tensor, got {w_q.dtype} {tuple(w_q.shape)}")
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    if w_scales.dtype != torch.uint8 or tuple(w_scales.shape) != (N, K // 16) or K % 16:
+        raise ValueError(f"w_scales: expected uint8/float8_e4m3fn ({N}, {K // 16}) with K % 16 "
+                         f"== 0, got {w_scales.dtype} {tuple(w_scales.shape)} (K = {K})")
+    if order not in ("low_first", "high_first"):
+        raise ValueError(f"order: expected 'low_first' or 'high_first', got {order!r}")
+    if w_scales.device != w_q.device:
+        raise ValueError(f"w_scales: on {w_scales.device}, w_q on {w_q.device}")
+    num_nb, num_kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    kt_per = _kt_per_program(num_kt) if kt_per_program is None else kt_per_program
+    if kt_per < 1 or num_kt % kt_per:
+        raise ValueError(f"kt_per_program: {kt_per} does not divide the {num_kt} K tiles")
+    codes = torch.empty((num_nb * 16, num_kt * 256), dtype=torch.uint8, device=w_q.device)
+    scales = torch.empty((num_nb * 8, num_kt * 128), dtype=torch.uint8, device=w_q.device)
+    if N == 0:
+        return codes, scales
+    _prepack_sm90_kernel[(num_nb, num_kt // kt_per)](
+        w_q, w_scales, codes, scales, N, K // 2, K // 16, w_q.stride(0), w_q.stride(1),
+        w_scales.stride(0), w_scales.stride(1), codes.stride(0), scales.stride(0),
+        HIGH_FIRST=order == "high_first", KT_PER=kt_per, num_warps=4)
+    return codes, scales
