@@ -65,7 +65,7 @@ def _kt_per_program(num_kt: int) -> int:
 
 
 def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = "low_first",
-                        *, kt_per_program: int | None = None
+                        *, kt_per_program: int | None = None, num_warps: int = 4
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(codes, scales)`` of ``prepack_weight_sm90`` (bit for bit), computed by one kernel.
 
@@ -74,6 +74,7 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = 
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 scales (any strides).
         order: ``"low_first"`` (even K in the low nibble) or ``"high_first"``.
         kt_per_program: 64-K tiles per program (must divide Kp/64); default ``_kt_per_program``.
+        num_warps: warps per program (config override, for the GPU sweep).
     Returns:
         codes uint8 ``(Np/128*16, Kp/64*256)`` and scales uint8 ``(Np/128*8, Kp/64*128)``, fresh
         contiguous tensors on ``w_q``'s device (Np = N rounded up to 128, Kp = K rounded up to 128).
@@ -101,5 +102,5 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = 
     _prepack_sm90_kernel[(num_nb, num_kt // kt_per)](
         w_q, w_scales, codes, scales, N, K // 2, K // 16, w_q.stride(0), w_q.stride(1),
         w_scales.stride(0), w_scales.stride(1), codes.stride(0), scales.stride(0),
-        HIGH_FIRST=order == "high_first", KT_PER=kt_per, num_warps=4)
+        HIGH_FIRST=order == "high_first", KT_PER=kt_per, num_warps=num_warps)
     return codes, scales
