@@ -37,6 +37,13 @@ def _triton_supports(device: torch.device) -> bool:
     return False
 
 
+def is_hopper(device) -> bool:
+    """A CUDA device of compute capability 9.x (wgmma, TMA, setmaxnreg: the Gluon kernels)."""
+    device = torch.device(device)
+    return (device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] == 9)
+
+
 def resolve_backend(device: torch.device) -> str:
     """The backend that runs for tensors on ``device``: ``"reference"`` or ``"triton"``."""
     requested = requested_backend()

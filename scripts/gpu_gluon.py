@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm import reference  # noqa: E402
 from fp4mm.formats import dequantize_nvfp4_blocks  # noqa: E402
 from fp4mm.kernels import fp4_gemm_sm90 as g  # noqa: E402
+from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4  # noqa: E402
 
 DEV = "cuda"
 TABLE5 = [(128, 3072, 3072), (128, 18432, 3072), (1024, 3072, 3072), (1024, 18432, 3072),
@@ -206,7 +207,7 @@ def bench_shape(M, N, K, variants, rows, rep):
                                 prepacked=packs[ctr[0] % len(packs)], config=cfg)
 
             t = do_bench(ours, warmup=25, rep=rep, return_mode="median")
-            xd = g.dequant_activations(xq, xs, order)
+            xd = dequant_nvfp4(xq, xs, order=order)
 
             def gemm_only():
                 ctr[0] += 1
@@ -274,7 +275,7 @@ def main():
             t = do_bench(with_prepack, warmup=10, rep=rep, return_mode="median")
             tp = do_bench(lambda: g.prepack_weight_sm90(wq, ws, "high_first"), warmup=5,
                           rep=rep, return_mode="median")
-            td = do_bench(lambda: g.dequant_activations(xq, xs, "high_first"), warmup=5,
+            td = do_bench(lambda: dequant_nvfp4(xq, xs, order="high_first"), warmup=5,
                           rep=rep, return_mode="median")
             flop = 2.0 * M * N * K
             rows.append(dict(op="nvfp4_mm", impl="fp4mm_gluon[bn256_s4_pers]+prepack", M=M, N=N,

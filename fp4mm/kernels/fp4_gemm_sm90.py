@@ -2,7 +2,7 @@
 
 Computes ``out[M, N] = alpha * x[M, K] @ dequant(w)[N, K]^T`` with NVFP4 weights (E2M1 codes, one
 E4M3 scale per 16 along K) and either NVFP4 activations (W4A4: dequantised to fp16 by a light
-pre-pass, ``_dequant_x_kernel``) or fp16/bf16 activations (W4A16).
+pre-pass, ``fp4mm.kernels.dequant_nvfp4``) or fp16/bf16 activations (W4A16).
 
 Design (../shared/notes/gluon-hopper.md section 5), per CTA tile of 128 weight rows x BN tokens:
 
@@ -43,7 +43,6 @@ from typing import NamedTuple
 
 import torch
 import triton
-import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -54,6 +53,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from fp4mm.backend import is_hopper
+from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
@@ -121,10 +123,7 @@ def shipped_configs() -> list[SM90Config]:
 
 def is_supported(device) -> bool:
     """True for a CUDA device of compute capability 9.x (Hopper: wgmma, TMA, setmaxnreg)."""
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return False
-    return torch.cuda.get_device_capability(device)[0] == 9
+    return is_hopper(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,49 +262,6 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, alpha, num_tiles, num_
 
 
 # ----------------------------------------------------------------------------------------------
-# Activation pre-pass (W4A4): NVFP4 x -> fp16/bf16, exact
-# ----------------------------------------------------------------------------------------------
-@triton.jit
-def _dequant_x_kernel(xq_ptr, xs_ptr, out_ptr, M, K, HIGH_FIRST: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """out[M, K] = e2m1(x_q) * e4m3(x_s) in out's dtype; BLOCK_K elements per program."""
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rb = tl.program_id(1) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
-    rs = tl.program_id(1) * (BLOCK_K // 16) + tl.arange(0, BLOCK_K // 16)
-    row_ok = rm[:, None] < M
-    q = tl.load(xq_ptr + rm[:, None] * (K // 2) + rb[None, :],
-                mask=row_ok & (rb[None, :] < K // 2), other=0)
-    sc = tl.load(xs_ptr + rm[:, None] * (K // 16) + rs[None, :],
-                 mask=row_ok & (rs[None, :] < K // 16), other=0)
-    lo = q & 0xF
-    hi = q >> 4
-    if HIGH_FIRST:
-        lo, hi = hi, lo
-    # An E2M1 code c re-read as the E4M3 byte ((c & 7) << 2 | (c & 8) << 4) is e2m1(c) * 2^-6,
-    # exact; the 2^6 goes into the scale (exact in fp16: at most 448 * 64).
-    lo8 = (((lo & 7) << 2) | ((lo & 8) << 4)).to(tl.float8e4nv, bitcast=True).to(tl.float16)
-    hi8 = (((hi & 7) << 2) | ((hi & 8) << 4)).to(tl.float8e4nv, bitcast=True).to(tl.float16)
-    v = tl.join(lo8, hi8).reshape(BLOCK_M, BLOCK_K // 16, 16)
-    s = sc.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
-    x = (v * s[:, :, None]).reshape(BLOCK_M, BLOCK_K)
-    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    tl.store(out_ptr + rm[:, None] * K + rk[None, :], x.to(out_ptr.dtype.element_ty),
-             mask=row_ok & (rk[None, :] < K))
-
-
-def dequant_activations(x_q: torch.Tensor, x_scales: torch.Tensor, order: str = "low_first",
-                        dtype: torch.dtype = torch.float16) -> torch.Tensor:
-    """NVFP4 activations (uint8 ``(M, K/2)`` codes, uint8 ``(M, K/16)`` E4M3 scales) to a
-    contiguous ``(M, K)`` tensor of ``dtype`` (fp16/bf16; exact)."""
-    M, K = x_q.shape[0], x_q.shape[1] * 2
-    out = torch.empty((M, K), dtype=dtype, device=x_q.device)
-    grid = (triton.cdiv(M, 32), triton.cdiv(K, 256))
-    _dequant_x_kernel[grid](x_q, x_scales, out, M, K, HIGH_FIRST=order == "high_first",
-                            BLOCK_M=32, BLOCK_K=256, num_warps=4)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # Host prepack
 # ----------------------------------------------------------------------------------------------
 class PackedWeightSM90(NamedTuple):
@@ -417,7 +373,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    x = dequant_activations(x_q, x_scales, order, torch.float16)
+    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16)
     _gemm_dense(x, prepacked, alpha, out, config)
 
 

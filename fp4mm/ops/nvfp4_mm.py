@@ -6,7 +6,7 @@ import torch
 
 from fp4mm import reference
 from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
-from fp4mm.backend import resolve_backend
+from fp4mm.backend import is_hopper, resolve_backend
 from fp4mm.ops.dispatch import select_kernel
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
@@ -34,10 +34,26 @@ def unpack_weight(w_q, w_scales, order: str):
     return w_q.w_q, w_q.w_scales, w_q
 
 
-def use_gemv(op: str, M: int, N: int, K: int, device: torch.device,
-             group_size: int | None = None) -> bool:
-    """The measured table in ``fp4mm.ops.dispatch`` picks the decode GEMV or the GEMM."""
-    return select_kernel(op, M, N, K, device, group_size=group_size) == "gemv"
+def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
+                  group_size: int | None = None) -> str:
+    """``"gemv"`` (decode, small M), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper,
+    NVFP4 weights) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, groupwise weights, the
+    interpreter). The measured table in ``fp4mm.ops.dispatch`` places the GEMV/GEMM boundary."""
+    if select_kernel(op, M, N, K, device, group_size=group_size) == "gemv":
+        return "gemv"
+    if op != "w4a16_mm" and is_hopper(device):
+        return "gemm_sm90"
+    return "gemm"
+
+
+def triton_layout(prepacked: PrepackedNVFP4Weight | None) -> PrepackedNVFP4Weight | None:
+    """The prepacked weight if it holds the plain-Triton GEMM's layout, else ``None`` (raw)."""
+    return prepacked if prepacked is not None and prepacked.packed is not None else None
+
+
+def sm90_layout(prepacked: PrepackedNVFP4Weight | None):
+    """The Gluon kernel's packed weight if ``prepacked`` holds one, else ``None`` (it packs)."""
+    return prepacked.sm90 if prepacked is not None else None
 
 
 def nvfp4_mm(
@@ -78,14 +94,20 @@ def nvfp4_mm(
     check_out_dtype(out_dtype)
     out = check_out(out, M, N, out_dtype, x_q.device)
     if resolve_backend(x_q.device) == "triton":
-        if use_gemv("nvfp4_mm", M, N, K, x_q.device):
-            from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
+        # Imported here: triton is needed only on this path.
+        from fp4mm.kernels import fp4_gemm_sm90
+        from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm
+        from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
 
+        kernel = choose_kernel("nvfp4_mm", M, N, K, x_q.device)
+        if kernel == "gemv":
             nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order, out)
+        elif kernel == "gemm_sm90":
+            fp4_gemm_sm90.fp4_gemm_sm90(x_q, x_scales, w_q, w_scales, alpha, order, out,
+                                        prepacked=sm90_layout(prepacked))
         else:
-            from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm
-
-            nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha, order, out, prepacked=prepacked)
+            nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha, order, out,
+                          prepacked=triton_layout(prepacked))
     else:
         out.copy_(reference.nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, order=order))
     return out

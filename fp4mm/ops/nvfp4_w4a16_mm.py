@@ -8,7 +8,13 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import as_scalar, check_order
 from fp4mm.backend import resolve_backend
-from fp4mm.ops.nvfp4_mm import check_out, unpack_weight, use_gemv
+from fp4mm.ops.nvfp4_mm import (
+    check_out,
+    choose_kernel,
+    sm90_layout,
+    triton_layout,
+    unpack_weight,
+)
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
 
@@ -42,14 +48,19 @@ def nvfp4_w4a16_mm(
     gs = as_scalar("w_global_scale", w_global_scale, positive=True)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device) == "triton":
-        if use_gemv("nvfp4_w4a16_mm", M, N, K, x.device):
-            from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
+        from fp4mm.kernels import fp4_gemm_sm90
+        from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
+        from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
 
+        kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device)
+        if kernel == "gemv":
             nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
+        elif kernel == "gemm_sm90":
+            fp4_gemm_sm90.fp4_gemm_sm90_w4a16(x, w_q, w_scales, 1.0 / gs, order, out,
+                                              prepacked=sm90_layout(prepacked))
         else:
-            from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
-
-            nvfp4_w4a16_mm_gemm(x, w_q, w_scales, 1.0 / gs, order, out, prepacked=prepacked)
+            nvfp4_w4a16_mm_gemm(x, w_q, w_scales, 1.0 / gs, order, out,
+                                prepacked=triton_layout(prepacked))
     else:
         out.copy_(reference.nvfp4_w4a16_mm(x, w_q, w_scales, gs, order=order))
     return out

@@ -1,8 +1,14 @@
-"""Explicit, optional weight re-layout for the prefill GEMM (``fp4mm.kernels.fp4_gemm``).
+"""Explicit, optional weight re-layout for the prefill GEMMs.
 
 ``prepack_nvfp4_weight(w_q, w_scales, order=...)`` returns a :class:`PrepackedNVFP4Weight` that
 ``nvfp4_mm`` and ``nvfp4_w4a16_mm`` accept in place of ``(w_q, w_scales)``. It costs one pass over
 the weights (measured separately, see ``docs/perf-log.md``); do it once per weight, not per call.
+What it holds depends on where the prefill GEMM runs for the weight's device:
+
+- CUDA on Hopper (sm_90): ``sm90``, the register-order layout of the Gluon kernel
+  (``fp4mm.kernels.fp4_gemm_sm90.prepack_weight_sm90``; any K % 16 == 0);
+- elsewhere (other GPUs, the CPU interpreter): ``packed``, the layout of the plain-Triton GEMM
+  (``fp4mm.kernels.fp4_gemm``), described below.
 
 Layout of ``packed`` (uint8 ``(N, K/2)``, requires ``K % 64 == 0``): nibbles in low-first order,
 and inside every 32-byte group (64 values of K) physical byte ``8c + i`` holds logical byte
@@ -15,11 +21,12 @@ the original layout (the decode GEMV) can use them.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from fp4mm._validate import check_order, check_tensor
+from fp4mm.backend import is_hopper
 from fp4mm.formats.e2m1 import swap_nibbles
 from fp4mm.reference import as_scale_bytes
 
@@ -33,13 +40,16 @@ class PrepackedNVFP4Weight(NamedTuple):
         w_q: the raw uint8 ``(N, K/2)`` packed weight, in ``order`` (a reference, not a copy).
         w_scales: uint8 ``(N, K/16)`` E4M3 bytes, row-major (float8 inputs are viewed as uint8).
         order: nibble order of ``w_q``.
-        packed: uint8 ``(N, K/2)``, low-first, bytes permuted per 32-byte group (module docstring).
+        packed: uint8 ``(N, K/2)``, low-first, bytes permuted per 32-byte group (module
+            docstring), or ``None`` when ``sm90`` is set.
+        sm90: the Gluon kernel's ``PackedWeightSM90`` on a Hopper GPU, else ``None``.
     """
 
     w_q: torch.Tensor
     w_scales: torch.Tensor
     order: str
-    packed: torch.Tensor
+    packed: torch.Tensor | None
+    sm90: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -64,7 +74,8 @@ def prepack_nvfp4_weight(w_q: torch.Tensor, w_scales: torch.Tensor, *,
     """Re-lay-out an NVFP4 weight for the prefill GEMM.
 
     Args:
-        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous; K must be a multiple of 64.
+        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous; K a multiple of 16 on Hopper GPUs, of
+            64 elsewhere.
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 block scales, contiguous.
         order: nibble order of ``w_q``; the result remembers it, so ops called with the
             prepacked weight must be given the same ``order``.
@@ -72,14 +83,21 @@ def prepack_nvfp4_weight(w_q: torch.Tensor, w_scales: torch.Tensor, *,
     check_tensor("w_q", w_q, dtype=torch.uint8, ndim=2)
     check_order(order)
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    if K == 0 or K % PREPACK_K_MULTIPLE != 0:
+    sm90 = is_hopper(w_q.device)
+    multiple = 16 if sm90 else PREPACK_K_MULTIPLE
+    if K == 0 or K % multiple != 0:
         raise ValueError(
             f"w_q: prepacking needs K (= 2 * w_q.shape[1]) to be a positive multiple of "
-            f"{PREPACK_K_MULTIPLE}, got shape {tuple(w_q.shape)} (K = {K}); use the raw weight"
+            f"{multiple}, got shape {tuple(w_q.shape)} (K = {K}); use the raw weight"
         )
     w_scales = check_tensor("w_scales", as_scale_bytes("w_scales", w_scales), shape=(N, K // 16))
     if w_scales.device != w_q.device:
         raise ValueError(f"expected w_q and w_scales on one device, got {w_q.device} and "
                          f"{w_scales.device}")
+    if sm90:
+        from fp4mm.kernels import fp4_gemm_sm90
+
+        packed = fp4_gemm_sm90.prepack_weight_sm90(w_q, w_scales, order)
+        return PrepackedNVFP4Weight(w_q, w_scales, order, None, packed)
     low_first = w_q if order == "low_first" else swap_nibbles(w_q)
     return PrepackedNVFP4Weight(w_q, w_scales, order, permute_weight_bytes(low_first))

@@ -7,7 +7,7 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import check_order
 from fp4mm.backend import resolve_backend
-from fp4mm.ops.nvfp4_mm import check_out, use_gemv
+from fp4mm.ops.nvfp4_mm import check_out, choose_kernel
 
 
 def w4a16_mm(
@@ -38,13 +38,12 @@ def w4a16_mm(
     check_order(order)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device) == "triton":
-        if use_gemv("w4a16_mm", M, N, K, x.device, group_size):
-            from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
+        from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
+        from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 
+        if choose_kernel("w4a16_mm", M, N, K, x.device, group_size) == "gemv":
             w4a16_mm_gemv(x, w_q, scales, group_size, order, out)
         else:
-            from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
-
             w4a16_mm_gemm(x, w_q, scales, group_size, order, out)
     else:
         out.copy_(reference.w4a16_mm(x, w_q, scales, group_size, order=order))

@@ -15,9 +15,11 @@ import contextlib
 import importlib.util
 import io
 import itertools
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -75,24 +77,48 @@ def _ptxas_log(ptx: str) -> str:
     return r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("bn,stages,dt,ot", SHIPPED, ids=lambda v: str(v))
-def test_compiles_for_sm90a_without_hazards(bn, stages, dt, ot):
+def compile_report(bn, stages, dt, ot) -> dict:
+    """Compile one config for sm_90a and collect what the test asserts on."""
     k = _compile(bn, stages, dt, ot)
     ptx, sass = k.asm["ptx"], k.asm["sass"]
-    # register-A wgmma: {4 registers} for A, a descriptor for B
     t = {"fp16": "f16", "bf16": "bf16"}[dt]
-    assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.{t}\.{t} "
-                     r"\{[^}]+\}, \{%r\d+,%r\d+,%r\d+,%r\d+\}, %rd\d+", ptx)
-    assert "setmaxnreg.dec" in ptx and "cp.async.bulk.tensor" in ptx
-    # the thread-ordered prepack gives one 16-byte load of codes and one of scales per tile
-    assert ptx.count("ld.shared.v4.b32") >= 2
-    log = _ptxas_log(ptx)
-    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
-    assert "C7512" not in log, log  # wgmma serialised for lack of registers
-    assert k.metadata.shared <= g.SMEM_LIMIT
+    # register-A wgmma: {4 registers} for A, a descriptor for B
+    wgmma = re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.{t}\.{t} "
+                      r"\{[^}]+\}, \{%r\d+,%r\d+,%r\d+,%r\d+\}, %rd\d+", ptx)
     with contextlib.redirect_stdout(io.StringIO()):
         hazards = _sass_hazard.check(sass, f"bn{bn}_s{stages}")
-    assert hazards == 0, "an instruction overwrites A registers of an in-flight HGMMA"
+    return {"register_a_wgmma": bool(wgmma),
+            "warp_specialised": "setmaxnreg.dec" in ptx and "cp.async.bulk.tensor" in ptx,
+            "ld_shared_v4": ptx.count("ld.shared.v4.b32"), "ptxas_log": _ptxas_log(ptx),
+            "shared": k.metadata.shared, "hazards": hazards}
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    """Every shipped config compiled in a clean child process: with TRITON_INTERPRET=1 (set for
+    the CPU test session) earlier interpreted kernels leave triton's language patched, which
+    breaks Gluon compilation in this process."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemm_sm90 as t; "
+            "print(json.dumps([t.compile_report(*c) for c in t.SHIPPED]))")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("bn,stages,dt,ot", SHIPPED, ids=lambda v: str(v))
+def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot):
+    rep = compile_reports[(bn, stages, dt, ot)]
+    assert rep["register_a_wgmma"]
+    assert rep["warp_specialised"]
+    # the thread-ordered prepack gives one 16-byte load of codes and one of scales per tile
+    assert rep["ld_shared_v4"] >= 2
+    log = rep["ptxas_log"]
+    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+    assert "C7512" not in log, log  # wgmma serialised for lack of registers
+    assert rep["shared"] <= g.SMEM_LIMIT
+    assert rep["hazards"] == 0, "an instruction overwrites A registers of an in-flight HGMMA"
 
 
 def test_hazard_checker_flags_a_planted_overwrite():
