@@ -86,7 +86,7 @@ def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
 
 @triton.jit
 def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
     """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over a ``[BLOCK_M, K_PER_PROGRAM]`` slab per
     program (a 2-D grid: enough programs to keep loads in flight, few atomics)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -94,7 +94,7 @@ def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
     k_begin = tl.program_id(1) * K_PER_PROGRAM
     k_end = tl.minimum(k_begin + K_PER_PROGRAM, K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for k0 in range(k_begin, k_end, BLOCK_K):
+    for k0 in tl.range(k_begin, k_end, BLOCK_K, num_stages=NUM_STAGES):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask = (offs_m[:, None] < M) & (offs_k[None, :] < k_end)
         x = tl.load(row + offs_k[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -176,7 +176,7 @@ def _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m64, m_ok, kt, K, strid
 @triton.jit
 def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, stride_xm,
                      FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
     predicate spills) while amortising the per-program set-up."""
@@ -189,7 +189,7 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, 
         tl.store(gs_out_ptr, gs)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m[:, None] < M
-    for kt in range(pid_k, tl.cdiv(K, BLOCK_K), tl.num_programs(1)):
+    for kt in tl.range(pid_k, tl.cdiv(K, BLOCK_K), tl.num_programs(1), num_stages=NUM_STAGES):
         _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m.to(tl.int64), m_ok, kt, K,
                        stride_xm, HIGH_FIRST, E4M3_VIA_CAST, BLOCK_M, G)
 
@@ -204,6 +204,7 @@ class QuantizeConfig:
     num_warps: int = 4
     k_programs: int | None = None
     target_programs: int = 2048
+    num_stages: int = 3  # loads in flight per program (tl.range pipelining through shared memory)
 
     def __post_init__(self):
         for name in ("block_m", "block_k", "num_warps"):
@@ -242,6 +243,7 @@ class AmaxConfig:
     block_k: int
     k_per_program: int
     num_warps: int = 8
+    num_stages: int = 3
 
     def __post_init__(self):
         QuantizeConfig(self.block_m, self.block_k, self.num_warps)  # same validity rules
@@ -284,7 +286,8 @@ def nvfp4_amax_triton(x: torch.Tensor, *, config: AmaxConfig | None = None) -> t
     if M:
         grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
-                           BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps)
+                           BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
+                           num_warps=cfg.num_warps)
     return amax
 
 
@@ -350,7 +353,8 @@ def quantize_nvfp4_triton(
     _quantize_kernel[cfg.grid(M, K)](
         x2, src, data, scales, gs, M, K, x2.stride(0),
         FROM_AMAX=from_amax, HIGH_FIRST=order == "high_first", E4M3_VIA_CAST=e4m3_via_cast,
-        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, num_warps=cfg.num_warps)
+        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
+        num_warps=cfg.num_warps)
     lead = tuple(x.shape[:-1])
     return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
 
