@@ -219,6 +219,13 @@ def sweep(out: Path) -> int:
         rows[f"amax_s{stages}"] = {"ms": ms, "read_TBps": 2 * M * K / ms / 1e9}
         print(stages, {k: round(v.get("effective_TBps", v.get("read_TBps", 0)), 3)
                        for k, v in rows.items() if k.endswith(f"s{stages}")}, flush=True)
+    for name, cfg in (("16x256w8_s3", QuantizeConfig(16, 256, 8, num_stages=3)),
+                      ("4x256w2_s3", QuantizeConfig(4, 256, 2, num_stages=3)),
+                      ("8x512w8_s3", QuantizeConfig(8, 512, 8, num_stages=3))):
+        ms = triton.testing.do_bench(lambda c=cfg: quantize_nvfp4_triton(x, gs, config=c),
+                                     warmup=25, rep=100)
+        rows[f"static_{name}"] = {"ms": ms, "effective_TBps": moved / ms / 1e9}
+        print(name, round(moved / ms / 1e9, 3), flush=True)
     ms = triton.testing.do_bench(lambda: quantize_nvfp4_triton(x), warmup=25, rep=100)
     rows["dynamic_default"] = {"ms": ms, "effective_TBps": moved / ms / 1e9}
     ms = triton.testing.do_bench(lambda: quantize_nvfp4_triton(x, gs), warmup=25, rep=100)
