@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fp4mm import reference
+from fp4mm.backend import is_hopper
 from fp4mm.formats import float_to_e4m3, quantize_nvfp4
 from fp4mm.ops import nvfp4_mm, nvfp4_w4a16_mm, prepack_nvfp4_weight, w4a16_mm
 from fp4mm.ops.prepack import permute_weight_bytes, unpermute_weight_bytes
@@ -53,8 +54,13 @@ def test_prepacked_argument_errors():
         nvfp4_mm(xq, xs, pk, ws, 1.0)
     with pytest.raises(ValueError, match="order"):
         nvfp4_mm(xq, xs, pk, None, 1.0, order="high_first")
-    with pytest.raises(ValueError, match="multiple of 64"):
-        prepack_nvfp4_weight(wq[:, :16].contiguous(), ws[:, :2].contiguous())
+    # The plain-Triton layout needs K % 64 == 0; the Hopper (Gluon) layout pads K itself.
+    multiple = 16 if is_hopper(wq.device) else 64
+    with pytest.raises(ValueError, match=f"multiple of {multiple}"):
+        prepack_nvfp4_weight(wq[:, :4].contiguous(), ws[:, :1].contiguous())  # K = 8
+    if is_hopper(wq.device):
+        pk = prepack_nvfp4_weight(wq[:, :16].contiguous(), ws[:, :2].contiguous())  # K = 32
+        assert pk.sm90 is not None and pk.packed is None
 
 
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
