@@ -59,9 +59,11 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
 
 
 def _kt_per_program(num_kt: int) -> int:
-    """64-K tiles per program: 4 where they divide (fewer, fatter programs), else 2 (num_kt is
-    always even)."""
-    return 4 if num_kt % 4 == 0 else 2
+    """64-K tiles per program. 1 (one 4.5 KB tile, 4 warps) was the fastest of kt_per {1, 2, 4,
+    8} x warps {4, 8} on an H100 at 18432x3072 high_first (36.9 us vs 37.4-44.1 us; a same-run
+    clone of the input bytes 30.2 us): bench/results/2026-11-26-prepack_sm90-h100.json. Small
+    programs keep many CTAs per SM in flight; the unrolled loop of fatter ones did not help."""
+    return 1
 
 
 def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = "low_first",
