@@ -1,8 +1,8 @@
 """prepack_sm90 (plain Triton; CPU interpreter in CI): bit-exact vs the torch twin.
 
-The twin is ``fp4_gemm_sm90.prepack_weight_sm90`` (its torch code; runs on the CPU, the test of
-that module already calls it there). Random bytes for codes and scales, ragged N and K (padding
-with zeros), both nibble orders, every tiles-per-program path.
+The twin is ``fp4_gemm_sm90.prepack_weight_sm90`` run on the CPU (its torch code; on CUDA it may
+call this kernel, so the comparison always uses CPU copies). Random bytes for codes and scales,
+ragged N and K (padding with zeros), both nibble orders, every tiles-per-program path.
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ def _weights(N, K, seed=0):
     return w_q.to(DEV), w_s.to(DEV)
 
 
+def _twin(w_q, w_s, order):
+    """The torch code, run on the CPU (on CUDA prepack_weight_sm90 may call the kernel itself)."""
+    return g.prepack_weight_sm90(w_q.cpu(), w_s.cpu(), order)
+
+
 def _assert_same(got, twin):
-    codes, scales = got
+    codes, scales = (t.cpu() for t in got)
     assert codes.shape == twin.codes.shape and scales.shape == twin.scales.shape
     assert codes.dtype == scales.dtype == torch.uint8 and codes.is_contiguous()
     assert torch.equal(codes, twin.codes), "codes differ from the torch prepack"
@@ -41,14 +46,14 @@ def _assert_same(got, twin):
                          ids=lambda v: str(v))
 def test_bit_exact_vs_torch_prepack(N, K, order):
     w_q, w_s = _weights(N, K, seed=N * 7919 + K)
-    _assert_same(prepack_sm90_triton(w_q, w_s, order), g.prepack_weight_sm90(w_q, w_s, order))
+    _assert_same(prepack_sm90_triton(w_q, w_s, order), _twin(w_q, w_s, order))
 
 
 @pytest.mark.parametrize("kt_per", [1, 2, 4, 8])
 def test_every_tiles_per_program_path(kt_per):
     w_q, w_s = _weights(200, 1024)  # 16 K tiles: divisible by every kt_per
     _assert_same(prepack_sm90_triton(w_q, w_s, "high_first", kt_per_program=kt_per),
-                 g.prepack_weight_sm90(w_q, w_s, "high_first"))
+                 _twin(w_q, w_s, "high_first"))
 
 
 def test_strided_inputs_and_fp8_scales():
@@ -58,7 +63,7 @@ def test_strided_inputs_and_fp8_scales():
     wq_wide[:, :128] = w_q
     ws8 = w_s.view(torch.float8_e4m3fn)
     _assert_same(prepack_sm90_triton(wq_wide[:, :128], ws8, "low_first"),
-                 g.prepack_weight_sm90(w_q, w_s, "low_first"))
+                 _twin(w_q, w_s, "low_first"))
 
 
 def test_padding_is_zero_not_garbage():
