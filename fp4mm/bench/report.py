@@ -33,14 +33,16 @@ TITLES = {
 
 
 def load_runs(results_dir) -> list[tuple[Path, dict]]:
-    """Every ``*.json`` result under ``results_dir`` (files that are not results are skipped)."""
+    """Every ``fp4mm bench`` result under ``results_dir`` (other JSON files, such as kernel
+    scripts' own logs, are skipped)."""
     runs = []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("rows"), list) and "date" in data:
+        if (isinstance(data, dict) and isinstance(data.get("rows"), list) and "date" in data
+                and isinstance(data.get("suites"), list)):  # written by `fp4mm bench`
             runs.append((path, data))
     return runs
 
