@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import sys
+import time
 import traceback
 
 import torch
@@ -155,7 +156,12 @@ def time_graph(fns, reps=20):
     return ts[len(ts) // 2], ts[0], ts[-1]
 
 
+PLAIN = [True]  # do_bench without a graph too (costs ~0.1 s per row)
+
+
 def time_plain(fns):
+    if not PLAIN[0]:
+        return float("nan")
     it = [0]
 
     def f():
@@ -258,28 +264,32 @@ def bench_copy(nbytes):
     print(f"  copy {nbytes/1e6:.1f} MB read+write: {t[0]:.2f} us, {2*nbytes/t[0]/1e3:.0f} GB/s")
 
 
-def correctness():
+def correctness(quick=False):
+    """Every config family on ragged shapes (odd N, K not a multiple of the K step), both nibble
+    orders, fp32 out; then NaN scales with the default configs and fp16 out."""
     print("== correctness (fp32 out unless noted)")
     ok_all = True
     cases = []
-    for order in ("low_first", "high_first"):
-        for M in (1, 3, 33):
-            for cfg in (C(block_m=1 if M == 1 else 4, block_n=16, block_k=256),
-                        C(block_m=16 if M <= 16 else 64, block_n=64, block_k=128, use_dot=True),
-                        C(block_m=16, block_n=32, block_k=128, use_dot=True, split_k=3)):
-                if not cfg.use_dot and M > 4:
-                    continue
-                cases.append(("nvfp4_mm", M, 999, 1040, 16, torch.float16, order, cfg))
-                cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.float16, order, cfg))
-                cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.bfloat16, order, cfg))
-                for G in (32, 128, 16, 2):
-                    gcfg = cfg
-                    if cfg.use_dot and G % 16 == 0:
-                        gcfg = V.dataclasses.replace(cfg, block_k=min(cfg.block_k, G))
-                    cases.append(("w4a16_mm", M, 999, 1056 if G != 128 else 1152, G,
-                                  torch.float16, order, gcfg))
-                cases.append(("w4a16_mm", M, 999, 1024, 32, torch.bfloat16, order,
-                              V.dataclasses.replace(cfg, block_k=32) if cfg.use_dot else cfg))
+    fam = [C(block_m=1, block_n=16, block_k=256, split_k=2, prefetch=3),
+           C(block_m=4, block_n=16, block_k=256),
+           C(block_m=16, block_n=64, block_k=128, use_dot=True, split_k=3, prefetch=3),
+           C(block_m=16, block_n=64, block_k=256, use_dot=True, split_k=2, prefetch=1),
+           C(block_m=16, block_n=128, block_k=128, use_dot=True, num_warps=8, split_k=4)]
+    # (one compile per distinct constexpr set: keep the list short, the CPU tests cover more)
+    for M in (1, 3) if quick else (1, 3, 16):
+        for cfg in fam:
+            if cfg.block_m < M:
+                continue
+            cases.append(("nvfp4_mm", M, 999, 1040, 16, torch.float16, "low_first", cfg))
+            cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.float16, "low_first", cfg))
+            cases.append(("nvfp4_w4a16_mm", M, 999, 1040, 16, torch.bfloat16, "low_first", cfg))
+            cases.append(("w4a16_mm", M, 999, 1056, 32, torch.float16, "high_first", cfg))
+            if cfg.use_dot:  # the exact group-scale (ROW_SCALE) path
+                cases.append(("w4a16_mm", M, 999, 1152, 128, torch.float16, "low_first",
+                              V.dataclasses.replace(cfg, block_k=128)))
+            else:
+                cases.append(("w4a16_mm", M, 999, 1056, 2, torch.float16, "low_first", cfg))
+        cases.append(("nvfp4_mm", M, 999, 1040, 16, torch.float16, "high_first", fam[2]))
     for op, M, N, K, G, dt, order, cfg in cases:
         p = Problem(op, M, N, K, G, dt, 1, order)
         out = torch.full((M, N), float("nan"), dtype=torch.float32, device=DEV)
@@ -291,8 +301,7 @@ def correctness():
         if not ok:
             ok_all = False
             print(f"  FAIL {op} M={M} K={K} G={G} {dt} {order} {cfg}: {err}")
-    # NaN scale bytes propagate; default configs; fp16 output.
-    for op in ("nvfp4_mm", "nvfp4_w4a16_mm", "w4a16_mm"):
+    for op in ("nvfp4_mm", "nvfp4_w4a16_mm", "w4a16_mm"):  # NaN scale bytes propagate
         for M in (1, 16):
             p = Problem(op, M, 300, 512, 32, torch.float16, 1)
             wq, ws = p.w[0]
@@ -305,125 +314,153 @@ def correctness():
             p.gemv(0, out, None)
             ok, err = close(out, p.reference(0))
             nan_rows = torch.isnan(out).any(0).nonzero().flatten().tolist()
-            if not ok:
-                ok_all = False
+            ok_all &= ok
             print(f"  NaN {op} M={M}: ok={ok} NaN columns {nan_rows}")
-    print(f"  {len(cases)} cases, all ok = {ok_all}")
+    print(f"  {len(cases)} cases, all ok = {ok_all}", flush=True)
     return ok_all
+
+
+def D(bn, bk, sp, pf, nw=4, bm=16):
+    return C(block_m=bm, block_n=bn, block_k=bk, split_k=sp, prefetch=pf, num_warps=nw,
+             use_dot=True)
+
+
+def F(bn, bk, sp, pf, bm=1):
+    return C(block_m=bm, block_n=bn, block_k=bk, split_k=sp, prefetch=pf)
+
+
+# v2 sweep (DOT: block_n, block_k, split, prefetch[, warps]); v3's shipped config is D(64,128,4,0).
+NV_DOT = [D(64, 128, 4, 0), D(64, 128, 4, 1), D(64, 128, 4, 2), D(64, 128, 4, 3),
+          D(64, 128, 2, 3), D(64, 128, 3, 3), D(64, 128, 8, 2), D(64, 256, 4, 1),
+          D(128, 128, 4, 2, 8), D(128, 128, 2, 3, 8)]
+NV_FMA = [F(16, 256, 1, 0), F(16, 256, 1, 2), F(16, 256, 2, 3), F(16, 128, 2, 3)]
+GW_DOT = {128: [D(64, 128, 4, 0), D(64, 128, 4, 2), D(64, 128, 4, 3), D(64, 128, 2, 3)],
+          32: [D(64, 32, 4, 0), D(128, 32, 4, 3), D(256, 32, 4, 3, 8), D(64, 64, 4, 3),
+               D(64, 128, 4, 2)]}
+
+
+def bench_reduce(M, N, split):
+    """The split-K second pass alone (its share of a split call)."""
+    part = torch.randn(split, M, N, device=DEV)
+    out = torch.empty(M, N, dtype=torch.float16, device=DEV)
+
+    def f():
+        V._splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](
+            part, out, M, N, 1.0, out.stride(0), SPLIT_K=split, BLOCK=1024, num_warps=4)
+    t = time_graph([f])
+    ROWS.append(dict(op="splitk_reduce", impl="fp4mm", M=M, N=N, K=split, median_us=t[0],
+                     min_us=t[1], max_us=t[2], correct=True))
+    print(f"  splitk_reduce M={M} N={N} split={split}: {t[0]:.2f} us", flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer correctness cases")
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--plain", action="store_true", help="also time without a CUDA graph")
+    ap.add_argument("--budget", type=float, default=400.0, help="seconds; stop timing after")
     args = ap.parse_args()
+    PLAIN[0] = args.plain
+    t_start = time.time()
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     META["path"] = os.path.join(args.out, "decode.json")
     META["head"] = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                         triton=triton.__version__, date=datetime.datetime.now().isoformat(),
-                        script="scripts/gpu_decode.py")
-    ok = True if args.skip_check else correctness()
+                        script="scripts/gpu_decode.py (v2 sweep)")
+    ok = True if args.skip_check else correctness(args.quick)
     META["head"]["correctness_ok"] = ok
-    G = gemm_module()
+    print(f"[{time.time() - t_start:.0f} s] correctness done", flush=True)
     N, K = 18432, 3072
     bench_copy(N * K // 2 + N * K // 16)
-    # ---- parallelism knobs at the bar's shapes (the first run was latency-bound: 288 CTAs)
-    knobs = [(64, 128, 1, 1), (64, 128, 1, 3), (64, 128, 4, 1), (64, 128, 8, 1), (64, 256, 4, 1),
-             (32, 128, 4, 1), (64, 128, 4, 3), (32, 128, 8, 1), (16, 128, 4, 1)]
-    best = {}
-    for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
-        print(f"== {op} knobs, N=18432 K=3072")
-        for M in (1, 4, 16):
+
+    def left():
+        return args.budget - (time.time() - t_start)
+
+    for M in (1, 4, 16):
+        for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
+            if left() < 0:
+                break
+            print(f"== {op} M={M} N={N} K={K} [{time.time() - t_start:.0f} s]", flush=True)
             p = Problem(op, M, N, K, copies=4)
-            for bn, bk, sp, st in knobs:
-                t = bench_gemv(p, C(block_m=16, block_n=bn, block_k=bk, split_k=sp,
-                                    num_stages=st, use_dot=True))
-                if t is not None:
-                    best.setdefault((op, M), []).append((t, (bn, bk, sp, st)))
-            if M == 1:
-                for bn, bk, sp in ((16, 256, 1), (16, 256, 2), (16, 512, 1), (8, 256, 1),
-                                   (16, 256, 4)):
-                    bench_gemv(p, C(block_m=1, block_n=bn, block_k=bk, split_k=sp))
-            if M == 4 and op == "nvfp4_mm":
-                bench_gemv(p, C(block_m=4, block_n=16, block_k=256, split_k=2))
+            for cfg in NV_DOT + (NV_FMA if M == 1 else []):
+                bench_gemv(p, cfg)
+            bench_gemv(p, None)
+            if op == "nvfp4_mm":
+                bench_cublas(p)
+            del p
+    for M in (1, 16):
+        bench_reduce(M, N, 4)
+    for G_ in (128, 32):
+        for M in (1, 4, 16):
+            if left() < 0:
+                break
+            print(f"== w4a16_mm G={G_} M={M} [{time.time() - t_start:.0f} s]", flush=True)
+            p = Problem("w4a16_mm", M, N, K, G_, torch.float16, copies=4)
+            for cfg in GW_DOT[G_] + ([F(16, 256, 1, 2), F(16, 256, 2, 3)] if M == 1 else []):
+                bench_gemv(p, cfg)
             bench_gemv(p, None)
             del p
-    top = sorted(best.get(("nvfp4_mm", 16), []))[:2]
-    top_knobs = [k for _, k in top] or [(64, 128, 4, 1)]
-    print("top knobs", top_knobs)
-    # ---- the M sweep, W4A4, where the dispatch threshold is placed
-    print("== nvfp4_mm M sweep, N=18432 K=3072")
-    for M in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+    for M in (1, 16):  # bf16 activations, default config
+        if left() < 0:
+            break
+        for op, G_ in (("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
+            p = Problem(op, M, N, K, G_, torch.bfloat16, copies=4)
+            bench_gemv(p, None, torch.bfloat16)
+            del p
+    for M in (32, 64):  # above the bar's range: v3-style (no prefetch) vs the default
+        if left() < 0:
+            break
         p = Problem("nvfp4_mm", M, N, K, copies=4)
         bm = min(64, max(16, 1 << (M - 1).bit_length()))
-        for bn, bk, sp, st in top_knobs:
-            bench_gemv(p, C(block_m=bm, block_n=bn, block_k=bk, split_k=sp, num_stages=st,
-                            use_dot=True))
-        if M >= 32:
-            bench_gemv(p, C(block_m=bm, block_n=64, block_k=128, split_k=2, use_dot=True))
-        bench_gemv(p, None)
-        bench_gemm(p, G)
-        if M in (1, 4, 16, 64, 256):
-            bench_cublas(p)
-        del p
-    # ---- the W4A16 ops at the bar's M
-    for op, G_, dt in (("w4a16_mm", 32, torch.float16), ("w4a16_mm", 128, torch.float16),
-                       ("nvfp4_w4a16_mm", 16, torch.bfloat16), ("w4a16_mm", 32, torch.bfloat16)):
-        print(f"== {op} G={G_} {dt}, N=18432 K=3072")
-        for M in (1, 4, 16, 64):
-            if dt == torch.bfloat16 and M not in (1, 16):
-                continue
-            p = Problem(op, M, N, K, G_, dt, copies=4)
-            bm = max(16, 1 << (M - 1).bit_length())
-            bk = 128 if op == "nvfp4_w4a16_mm" else min(128, G_)
-            cfgs = [C(block_m=bm, block_n=64, block_k=bk, use_dot=True, split_k=4),
-                    C(block_m=bm, block_n=32, block_k=bk, use_dot=True, split_k=4),
-                    C(block_m=bm, block_n=64, block_k=bk, use_dot=True, split_k=8), None]
-            if M == 1:
-                cfgs += [C(block_m=1, block_n=16, block_k=256, split_k=2)]
-            for cfg in cfgs[: 1 if args.quick else None]:
-                bench_gemv(p, cfg, dt)
-            bench_gemm(p, G, dt)
-            del p
-    # ---- N = K = 8192, M = 1
-    print("== N=K=8192 M=1")
-    for op, G_ in (("nvfp4_mm", 16), ("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
-        p = Problem(op, 1, 8192, 8192, G_, torch.float16, copies=4)
-        bk = 128 if op != "w4a16_mm" else 32
-        for cfg in (C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=4),
-                    C(block_m=16, block_n=64, block_k=bk, use_dot=True, split_k=8),
-                    C(block_m=16, block_n=32, block_k=bk, use_dot=True, split_k=8),
-                    C(block_m=1, block_n=16, block_k=256, split_k=4), None):
+        for cfg in (D(64, 128, 2, 0, bm=bm), D(64, 128, 2, 2, bm=bm), None):
             bench_gemv(p, cfg)
-        bench_gemm(p, G)
+        del p
+    print("== N=K=8192 M=1", flush=True)
+    for op, G_ in (("nvfp4_mm", 16), ("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
+        if left() < 0:
+            break
+        p = Problem(op, 1, 8192, 8192, G_, torch.float16, copies=4)
+        for cfg in (D(64, 128, 4, 2), D(64, 128, 8, 3), F(16, 256, 4, 3), None):
+            if op == "w4a16_mm" and cfg is not None and cfg.use_dot:
+                cfg = V.dataclasses.replace(cfg, block_k=32, block_n=128)
+            bench_gemv(p, cfg)
         if op == "nvfp4_mm":
             bench_cublas(p)
         del p
-    res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-               triton=triton.__version__, date=datetime.datetime.now().isoformat(),
-               script="scripts/gpu_decode.py", correctness_ok=ok, rows=ROWS)
-    path = os.path.join(args.out, "decode.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
-    print("wrote", path)
-    # ---- summary table: best gemv vs gemm vs cuBLAS per (op, M, N, K, group, dtype)
-    print("\n== summary (CUDA-graph median us; GB/s of FP4 bytes)")
+    META["head"]["wall_s"] = time.time() - t_start
+    dump()
+    print("wrote", META["path"])
+    summary()
+
+
+def summary():
+    """Best gemv vs cuBLAS bf16 per (op, M, N, K, group, dtype), and the v3-style row."""
+    print("\n== summary (CUDA-graph median us; GB/s of the bytes that must move)")
+    copy = [r for r in ROWS if r["op"] == "copy"]
     keys = {}
     for r in ROWS:
-        if r["op"] == "copy" or not r.get("correct"):
+        if r["op"] in ("copy", "splitk_reduce") or not r.get("correct"):
             continue
         k = (r["op"], r["M"], r["N"], r["K"], r.get("group_size"), r.get("x_dtype"))
-        keys.setdefault(k, {}).setdefault(r["impl"], []).append(r)
-    for k, d in keys.items():
-        best = {i: min(v, key=lambda r: r["median_us"]) for i, v in d.items()}
-        line = f"{k[0]:15s} M={k[1]:4d} N={k[2]:5d} K={k[3]:5d} g={k[4]} {k[5]}:"
-        for i in ("gemv", "gemm", "cublas_bf16"):
-            if i in best:
-                line += f"  {i} {best[i]['median_us']:7.2f} ({best[i]['gbps']:5.0f})"
-        if "gemv" in best:
-            line += f"  best gemv cfg {best['gemv']['config']}"
+        keys.setdefault(k, []).append(r)
+    for k, rs in keys.items():
+        g = [r for r in rs if r["impl"] == "gemv"]
+        cb = [r for r in rs if r["impl"] == "cublas_bf16"]
+        line = f"{k[0]:15s} M={k[1]:3d} N={k[2]:5d} K={k[3]:5d} g={k[4]} {k[5]:8s}"
+        if g:
+            b = min(g, key=lambda r: r["median_us"])
+            d = [r for r in g if r["config"] is None]
+            line += f" best {b['median_us']:6.2f} us {b['gbps']:5.0f} GB/s"
+            if d:
+                line += f" | default {d[0]['median_us']:6.2f}"
+            if copy:
+                line += f" | copy-floor {copy[0]['median_us'] / 2:5.2f}"
+            if cb:
+                ratio = cb[0]["median_us"] / b["median_us"]
+                line += f" | cuBLAS {cb[0]['median_us']:6.2f} ({ratio:.2f}x)"
+            line += f"  {b['config']}"
         print(line)
 
 

@@ -132,6 +132,69 @@ def _dequant(wd, s, HIGH_FIRST: tl.constexpr, USE_ASM: tl.constexpr, ROWS: tl.co
 
 
 @triton.jit
+def _load_w(w_ptr, ws_ptr, offs_n, n_ok, k0, k_end, stride_wn, stride_wsn,
+            W_NVFP4: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
+            ROW_SCALE: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """Issue the weight loads of the K step at ``k0`` (masked off when ``k0 >= k_end``): words
+    ``[BLOCK_N, BLOCK_K / 8]`` (16-byte vectors per thread: rows are contiguous along K) and the
+    scales of the step. Nothing is decoded here, so the caller can keep several steps in flight."""
+    k0 = tl.multiple_of(k0, BLOCK_K)
+    kw = tl.arange(0, BLOCK_K // 8)  # word j of a row holds elements 8j .. 8j + 7
+    k16 = tl.arange(0, BLOCK_K // 16)  # 16-block index within the step
+    live = k0 < k_end
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k0 // 8 + kw)[None, :]
+    if EVEN_K:
+        wb = tl.load(w_ptrs, mask=n_ok[:, None] & live, other=0)
+    else:
+        wb = tl.load(w_ptrs, mask=n_ok[:, None] & (kw[None, :] < (k_end - k0) // 8), other=0)
+    if W_NVFP4:
+        s_ptrs = ws_ptr + offs_n[:, None] * stride_wsn + (k0 // 16 + k16)[None, :]
+        if EVEN_K:
+            sw = tl.load(s_ptrs, mask=n_ok[:, None] & live, other=0)
+        else:
+            sw = tl.load(s_ptrs, mask=n_ok[:, None] & (k16[None, :] < (k_end - k0) // 16),
+                         other=0)
+    elif ROW_SCALE:
+        sw = tl.load(ws_ptr + offs_n * stride_wsn + k0 // GROUP, mask=n_ok & live, other=0)
+    else:
+        ksb = tl.arange(0, BLOCK_K // SUB) * SUB  # first element of each sub-block
+        s_ptrs = ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + ksb) // GROUP)[None, :]
+        sw = tl.load(s_ptrs, mask=n_ok[:, None] & ((k0 + ksb)[None, :] < k_end), other=0)
+    return wb, sw
+
+
+@triton.jit
+def _load_x(x_ptr, xs_ptr, offs_m, m_ok, k0, k_end, stride_xm, stride_xsm,
+            X_FP4: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """The activations of the K step at ``k0``: fp16/bf16 ``[BLOCK_M, BLOCK_K]``, or (X_FP4) words
+    ``[BLOCK_M, BLOCK_K / 8]`` and E4M3 scale bytes ``[BLOCK_M, BLOCK_K / 16]`` (the second return
+    value is a dummy otherwise). x is tiny and L2-resident."""
+    k0 = tl.multiple_of(k0, BLOCK_K)
+    if X_FP4:
+        kw = tl.arange(0, BLOCK_K // 8)
+        k16 = tl.arange(0, BLOCK_K // 16)
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k0 // 8 + kw)[None, :]
+        xs_ptrs = xs_ptr + offs_m[:, None] * stride_xsm + (k0 // 16 + k16)[None, :]
+        if EVEN_K:
+            xb = tl.load(x_ptrs, mask=m_ok[:, None], other=0)
+            sx = tl.load(xs_ptrs, mask=m_ok[:, None], other=0)
+        else:
+            xb = tl.load(x_ptrs, mask=m_ok[:, None] & (kw[None, :] < (k_end - k0) // 8),
+                         other=0)
+            sx = tl.load(xs_ptrs, mask=m_ok[:, None] & (k16[None, :] < (k_end - k0) // 16),
+                         other=0)
+    else:
+        k_el = tl.arange(0, BLOCK_K)
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k0 + k_el)[None, :]
+        if EVEN_K:
+            xb = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+        else:
+            xb = tl.load(x_ptrs, mask=m_ok[:, None] & (k_el[None, :] < k_end - k0), other=0.0)
+        sx = xb
+    return xb, sx
+
+
+@triton.jit
 def _fp4_gemv_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
     M, N, K, K_SPLIT, alpha,
@@ -139,6 +202,7 @@ def _fp4_gemv_kernel(
     X_FP4: tl.constexpr, W_NVFP4: tl.constexpr, GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr, USE_ASM: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]`` over this program's K range.
 
@@ -149,6 +213,8 @@ def _fp4_gemv_kernel(
     workspace (splits, M, N) of unscaled partial sums. Grid: (M tiles, N tiles, splits), M fastest
     so programs that share a weight slab run together. K_SPLIT: K per split, a multiple of BLOCK_K.
     Groupwise weights on the DOT path need GROUP % BLOCK_K == 0 or take the pow2-split path.
+    PREFETCH (0..3): the weight loads of step k + PREFETCH are issued before step k is decoded (a
+    register ring; without it each program waits a full memory latency per step).
     """
     # Sub-block: the elements that share one scale inside a K step.
     SUB: tl.constexpr = 16 if GROUP % 16 == 0 else (8 if GROUP % 8 == 0 else
@@ -157,6 +223,7 @@ def _fp4_gemv_kernel(
     ROW_SCALE: tl.constexpr = (not W_NVFP4) and USE_DOT and GROUP % BLOCK_K == 0
     tl.static_assert(BLOCK_K % 16 == 0)
     tl.static_assert(not W_NVFP4 or GROUP == 16)
+    tl.static_assert(PREFETCH >= 0 and PREFETCH <= 3)
     if X_FP4:
         tl.static_assert(W_NVFP4)
         X_DTYPE: tl.constexpr = tl.float16
@@ -173,98 +240,84 @@ def _fp4_gemv_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     n_ok = offs_n < N
-    k_begin = pid_k * K_SPLIT
+    k_begin = tl.multiple_of(pid_k * K_SPLIT, BLOCK_K)
     k_end = tl.minimum(k_begin + K_SPLIT, K)
-
-    kw = tl.arange(0, BLOCK_K // 8)  # word j of a row holds elements 8j .. 8j + 7
-    ksb = tl.arange(0, NSB) * SUB  # first element of each sub-block
-    k16 = tl.arange(0, BLOCK_K // 16) * 16  # first element of each 16-block
-    k_el = tl.arange(0, BLOCK_K)
-    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (k_begin // 8 + kw)[None, :]
-    if X_FP4:
-        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin // 8 + kw)[None, :]
-    else:
-        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + k_el)[None, :]
 
     if USE_DOT:
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)  # reduced after the loop
+    # Weight loads run PREFETCH steps ahead of the decode (a register ring: buffer 0 is decoded,
+    # buffers 1.. are in flight). A load past k_end is fully masked and moves no bytes.
+    wb, sw = _load_w(w_ptr, ws_ptr, offs_n, n_ok, k_begin, k_end, stride_wn, stride_wsn,
+                     W_NVFP4, GROUP, SUB, ROW_SCALE, BLOCK_K, EVEN_K)
+    if PREFETCH >= 2:
+        wb1, sw1 = _load_w(w_ptr, ws_ptr, offs_n, n_ok, k_begin + BLOCK_K, k_end, stride_wn,
+                           stride_wsn, W_NVFP4, GROUP, SUB, ROW_SCALE, BLOCK_K, EVEN_K)
+    if PREFETCH >= 3:
+        wb2, sw2 = _load_w(w_ptr, ws_ptr, offs_n, n_ok, k_begin + 2 * BLOCK_K, k_end, stride_wn,
+                           stride_wsn, W_NVFP4, GROUP, SUB, ROW_SCALE, BLOCK_K, EVEN_K)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        # ---- weight codes
-        if EVEN_K:
-            wb = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
-        else:
-            wb = tl.load(w_ptrs, mask=n_ok[:, None] & (kw[None, :] < (k_end - k0) // 8), other=0)
+        if PREFETCH >= 1:  # the step PREFETCH ahead goes in flight before this one decodes
+            wb_n, sw_n = _load_w(w_ptr, ws_ptr, offs_n, n_ok, k0 + PREFETCH * BLOCK_K, k_end,
+                                 stride_wn, stride_wsn, W_NVFP4, GROUP, SUB, ROW_SCALE, BLOCK_K,
+                                 EVEN_K)
+        xb, sx = _load_x(x_ptr, xs_ptr, offs_m, m_ok, k0, k_end, stride_xm, stride_xsm,
+                         X_FP4, BLOCK_K, EVEN_K)
         # ---- activations: [BLOCK_M, BLOCK_K] (NVFP4 x dequantised exactly to fp16)
         if X_FP4:
-            if EVEN_K:
-                xb = tl.load(x_ptrs, mask=m_ok[:, None], other=0)
-                sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
-                             mask=m_ok[:, None], other=0)
-            else:
-                xb = tl.load(x_ptrs, mask=m_ok[:, None] & (kw[None, :] < (k_end - k0) // 8),
-                             other=0)
-                sx = tl.load(xs_ptr + offs_m[:, None] * stride_xsm + ((k0 + k16) // 16)[None, :],
-                             mask=m_ok[:, None] & ((k0 + k16)[None, :] < k_end), other=0)
-            sx = _e4m3_x64(sx)
-            xv = _dequant(xb, sx, HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
-        elif EVEN_K:
-            xv = tl.load(x_ptrs, mask=m_ok[:, None], other=0.0)
+            xv = _dequant(xb, _e4m3_x64(sx), HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
         else:
-            xv = tl.load(x_ptrs, mask=m_ok[:, None] & (k_el[None, :] < k_end - k0), other=0.0)
-
+            xv = xb
         if W_NVFP4:
-            s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + k16)[None, :] < k_end)
-            sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + k16) // 16)[None, :],
-                         mask=s_mask, other=0)
-            sw = _e4m3_x64(sw)  # e4m3 * 2^6, exact
-            w = _dequant(wb, sw, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * s, exact in fp16
+            w = _dequant(wb, _e4m3_x64(sw), HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # exact in fp16
             if USE_DOT:
                 acc = tl.dot(w.to(X_DTYPE), tl.trans(xv.to(X_DTYPE)), acc)
             else:
                 acc += w.to(tl.float32)[None, :, :] * xv.to(tl.float32)[:, None, :]
         elif ROW_SCALE:
             # One group per row per K step: exact dot of the codes, then the fp32 group scale.
-            s_row = tl.load(ws_ptr + offs_n * stride_wsn + k0 // GROUP, mask=n_ok, other=0)
             ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
             q = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * 2^-6, exact
             part = tl.dot(q.to(X_DTYPE), tl.trans(xv), out_dtype=tl.float32)
-            acc += part * (s_row.to(tl.float32) * 64.0)[:, None]
-        else:
-            s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & ((k0 + ksb)[None, :] < k_end)
-            sw = tl.load(ws_ptr + offs_n[:, None] * stride_wsn + ((k0 + ksb) // GROUP)[None, :],
-                         mask=s_mask, other=0)
-            if USE_DOT:
-                # q = q_a + q_b, both powers of two (or 0): each q_* * s is exact in 16 bits.
-                S_DTYPE: tl.constexpr = ws_ptr.dtype.element_ty
-                ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
-                v = _dequant(wb, ones, HIGH_FIRST, 0, BLOCK_N, BLOCK_K)
-                v = v.reshape(BLOCK_N, NSB, SUB) * 64.0
-                va = _dequant(wb & -286331154, ones, HIGH_FIRST, 0, BLOCK_N, BLOCK_K)  # 0xEEEEEEEE
-                va = va.reshape(BLOCK_N, NSB, SUB) * 64.0
-                vb = v - va
-                if S_DTYPE == X_DTYPE:
-                    s3 = sw[:, :, None]
-                    wa = va.to(X_DTYPE) * s3
-                    wb_ = vb.to(X_DTYPE) * s3
-                else:
-                    s3 = sw.to(tl.float32)[:, :, None]
-                    wa = (va.to(tl.float32) * s3).to(X_DTYPE)
-                    wb_ = (vb.to(tl.float32) * s3).to(X_DTYPE)
-                xt = tl.trans(xv)
-                acc = tl.dot(wa.reshape(BLOCK_N, BLOCK_K), xt, acc)
-                acc = tl.dot(wb_.reshape(BLOCK_N, BLOCK_K), xt, acc)
+            acc += part * (sw.to(tl.float32) * 64.0)[:, None]
+        elif USE_DOT:
+            # q = q_a + q_b, both powers of two (or 0): each q_* * s is exact in 16 bits.
+            S_DTYPE: tl.constexpr = ws_ptr.dtype.element_ty
+            ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
+            v = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)
+            v = v.reshape(BLOCK_N, NSB, SUB) * 64.0
+            va = _dequant(wb & -286331154, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # 0xEEEEEEEE
+            va = va.reshape(BLOCK_N, NSB, SUB) * 64.0
+            vb = v - va
+            if S_DTYPE == X_DTYPE:
+                s3 = sw[:, :, None]
+                wa = va.to(X_DTYPE) * s3
+                wb_ = vb.to(X_DTYPE) * s3
             else:
-                # (x * s) * q is exact in fp32 (11 + 11 + 2 significant bits).
-                ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
-                q = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * 2^-6, exact
-                s_el = tl.broadcast_to((sw.to(tl.float32) * 64.0)[:, :, None],
-                                       [BLOCK_N, NSB, SUB]).reshape(BLOCK_N, BLOCK_K)
-                xs = xv.to(tl.float32)[:, None, :] * s_el[None, :, :]
-                acc += q.to(tl.float32)[None, :, :] * xs
-        w_ptrs += BLOCK_K // 8
-        x_ptrs += BLOCK_K // 8 if X_FP4 else BLOCK_K
+                s3 = sw.to(tl.float32)[:, :, None]
+                wa = (va.to(tl.float32) * s3).to(X_DTYPE)
+                wb_ = (vb.to(tl.float32) * s3).to(X_DTYPE)
+            xt = tl.trans(xv)
+            acc = tl.dot(wa.reshape(BLOCK_N, BLOCK_K), xt, acc)
+            acc = tl.dot(wb_.reshape(BLOCK_N, BLOCK_K), xt, acc)
+        else:
+            # (x * s) * q is exact in fp32 (11 + 11 + 2 significant bits).
+            ones = tl.full((BLOCK_N, BLOCK_K // 16), 1.0, tl.float16)
+            q = _dequant(wb, ones, HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # q * 2^-6, exact
+            s_el = tl.broadcast_to((sw.to(tl.float32) * 64.0)[:, :, None],
+                                   [BLOCK_N, NSB, SUB]).reshape(BLOCK_N, BLOCK_K)
+            xs = xv.to(tl.float32)[:, None, :] * s_el[None, :, :]
+            acc += q.to(tl.float32)[None, :, :] * xs
+        if PREFETCH == 0:
+            wb, sw = _load_w(w_ptr, ws_ptr, offs_n, n_ok, k0 + BLOCK_K, k_end, stride_wn,
+                             stride_wsn, W_NVFP4, GROUP, SUB, ROW_SCALE, BLOCK_K, EVEN_K)
+        elif PREFETCH == 1:
+            wb, sw = wb_n, sw_n
+        elif PREFETCH == 2:
+            wb, sw, wb1, sw1 = wb1, sw1, wb_n, sw_n
+        else:
+            wb, sw, wb1, sw1, wb2, sw2 = wb1, sw1, wb2, sw2, wb_n, sw_n
 
     if USE_DOT:
         res = tl.trans(acc)  # [BLOCK_M, BLOCK_N]
@@ -308,13 +361,15 @@ class GemvConfig:
     use_asm: bool = True
     num_warps: int = 4
     num_stages: int = 1
+    prefetch: int = 2
 
 
 def is_valid_config(cfg: GemvConfig) -> bool:
     """The one validity predicate (heuristics, benchmarks and tests all use it)."""
     pow2 = lambda v: isinstance(v, int) and v > 0 and v & (v - 1) == 0  # noqa: E731
     ok = (all(pow2(v) for v in (cfg.block_m, cfg.block_n, cfg.block_k, cfg.num_warps))
-          and cfg.block_k >= 16 and cfg.split_k >= 1 and cfg.num_stages >= 1)
+          and cfg.block_k >= 16 and cfg.split_k >= 1 and cfg.num_stages >= 1
+          and cfg.prefetch in (0, 1, 2, 3))
     if cfg.use_dot:
         return ok and cfg.block_m >= 16 and cfg.block_n >= 16
     return ok and cfg.block_m <= 8
@@ -412,7 +467,7 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
         X_FP4=x_fp4, W_NVFP4=w_nvfp4, GROUP=group_size, HIGH_FIRST=order == "high_first",
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm and not _interpreting() else 0,
-        PARTIAL=split > 1, EVEN_K=even_k,
+        PARTIAL=split > 1, EVEN_K=even_k, PREFETCH=cfg.prefetch,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:

@@ -98,6 +98,8 @@ CONFIGS = {
     "dot": DOT,
     "dot-split3": replace(DOT, split_k=3),
     "dot-plain": replace(DOT, use_asm=False),
+    "dot-noprefetch": replace(DOT, prefetch=0),
+    "dot-prefetch3-split3": replace(DOT, prefetch=3, split_k=3),
     "heuristic": None,
 }
 
@@ -127,7 +129,8 @@ GROUP_CASES = [Case("w4a16_mm", M, 37, K, G) for G, K in
 
 
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
-@pytest.mark.parametrize("cfg_name", ["fma", "dot", "dot-split3", "heuristic"])
+@pytest.mark.parametrize("cfg_name", ["fma", "dot", "dot-split3", "dot-prefetch3-split3",
+                                      "heuristic"])
 @pytest.mark.parametrize("case", GROUP_CASES, ids=str)
 def test_groupwise_weights_match_oracle(case, cfg_name, order):
     cfg = CONFIGS[cfg_name]
@@ -257,7 +260,7 @@ for op, group, xdt in problems:
         const = dict(X_FP4=x_fp4, W_NVFP4=nv, GROUP=group, HIGH_FIRST=False,
                      BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                      USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm else 0,
-                     PARTIAL=cfg.split_k > 1, EVEN_K=True)
+                     PARTIAL=cfg.split_k > 1, EVEN_K=True, PREFETCH=cfg.prefetch)
         sig = {n: ("constexpr" if n in const else types[n]) for n in names}
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in div}
         k = triton.compile(ASTSource(fn=V._fp4_gemv_kernel, signature=sig, constexprs=const,
