@@ -50,6 +50,15 @@ def as_scale_bytes(name: str, scales) -> torch.Tensor:
     return check_tensor(name, scales, dtype=(torch.uint8, torch.float8_e4m3fn), contiguous=False)
 
 
+def _check_nvfp4_weight(w_q, w_scales, K: int, *, contiguous: bool):
+    """NVFP4 weights for a reduction length K; returns ``(w_scales as uint8, N)``."""
+    check_tensor("w_q", w_q, dtype=torch.uint8, shape=(None, K // 2), contiguous=contiguous)
+    N = w_q.shape[0]
+    w_scales = as_scale_bytes("w_scales", w_scales)
+    check_tensor("w_scales", w_scales, shape=(N, K // NVFP4_BLOCK), contiguous=contiguous)
+    return w_scales, N
+
+
 def check_nvfp4_operands(x_q, x_scales, w_q, w_scales, *, contiguous: bool):
     """Validate a W4A4 problem; returns ``(x_q, x_scales, w_q, w_scales, M, N, K)`` with scales
     as uint8 bytes."""
@@ -60,12 +69,9 @@ def check_nvfp4_operands(x_q, x_scales, w_q, w_scales, *, contiguous: bool):
             f"x_q: expected (M, K/2) with K a positive multiple of {NVFP4_BLOCK}, "
             f"got shape {tuple(x_q.shape)} (K = {K})"
         )
-    check_tensor("w_q", w_q, dtype=torch.uint8, shape=(None, K // 2), contiguous=contiguous)
-    N = w_q.shape[0]
+    w_scales, N = _check_nvfp4_weight(w_q, w_scales, K, contiguous=contiguous)
     x_scales = as_scale_bytes("x_scales", x_scales)
-    w_scales = as_scale_bytes("w_scales", w_scales)
     check_tensor("x_scales", x_scales, shape=(M, K // NVFP4_BLOCK), contiguous=contiguous)
-    check_tensor("w_scales", w_scales, shape=(N, K // NVFP4_BLOCK), contiguous=contiguous)
     check_same_device(x_q=x_q, x_scales=x_scales, w_q=w_q, w_scales=w_scales)
     return x_q, x_scales, w_q, w_scales, M, N, K
 
@@ -98,10 +104,7 @@ def check_nvfp4_w4a16_operands(x, w_q, w_scales, *, contiguous: bool):
             f"x: expected (M, K) with K a positive multiple of {NVFP4_BLOCK}, "
             f"got shape {tuple(x.shape)}"
         )
-    check_tensor("w_q", w_q, dtype=torch.uint8, shape=(None, K // 2), contiguous=contiguous)
-    N = w_q.shape[0]
-    w_scales = as_scale_bytes("w_scales", w_scales)
-    check_tensor("w_scales", w_scales, shape=(N, K // NVFP4_BLOCK), contiguous=contiguous)
+    w_scales, N = _check_nvfp4_weight(w_q, w_scales, K, contiguous=contiguous)
     check_same_device(x=x, w_q=w_q, w_scales=w_scales)
     return w_scales, M, N, K
 
