@@ -17,8 +17,23 @@ Design (see ``docs/perf-log.md`` for the measurements behind it):
   fp16: both factors and the product (at most 6 significant bits, in [2^-10, 2688]) are exact, and a
   NaN scale byte stays NaN. For bf16 activations the exact fp16 product is converted to bf16
   (exact as well).
-- Groupwise weights multiply the exact E2M1 value by the 16-bit scale in the dot dtype when the
-  scale has that dtype (one rounding, as any 16-bit dequantiser), otherwise in fp32 then round.
+- Groupwise weights (16-bit scale per ``group_size``) are **not** rounded to 16 bits: ``e2m1 *
+  scale`` needs up to 2 + 11 significant bits (fp16 scale) and would be rounded (max abs error
+  0.0156 on the revision-1 case, H100). Instead (``SCALE_GROUP_DOT``, ``group_size % 16 == 0``)
+  each K tile is cut into ``SUB = gcd(group_size, BLOCK_K)``-wide chunks, which lie inside one
+  group; the exact E2M1 values (fp16/bf16) are dotted with the chunk of x into a fresh fp32
+  partial sum, and ``acc += partial * scale[n, group]`` in fp32, as the decode GEMV does. The
+  dot's result is consumed in the same iteration, so each ``wgmma`` is retired (``wait 0``)
+  before its A registers can be reused (no register-A hazard, see below). Groups that are not a
+  multiple of the tensor-core k = 16 (2, 4, 6, 8, ...: only the challenge's tiny functional
+  cases) take ``SCALE_GROUP_FMA``: ``e2m1 * scale`` in fp32 (exact: at most 13 bits) and an fp32
+  ``tl.dot(..., input_precision="ieee")`` (CUDA-core FMAs, never TF32), exact up to summation
+  order; slow, and chosen only for those groups.
+- Register-A hazard (triton-lang/triton#9433): Triton's pipelined register-A ``wgmma`` (``wait
+  1`` across iterations) lets ptxas overwrite A registers of an in-flight ``wgmma`` in some
+  configs (found with ``tests/kernels/_sass_hazard.py`` on the SASS). ``choose_config`` returns
+  only configs whose SASS that check passes (``tests/kernels/test_compile_sm90.py`` asserts it
+  for every shipped config); see docs/perf-log.md.
 - Accumulation is fp32; ``alpha`` is applied in fp32 in the epilogue, then one cast to the output
   dtype.
 
@@ -27,6 +42,7 @@ Kernels see plain contiguous tensors; validation lives in ``fp4mm.ops``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +50,9 @@ import triton
 import triton.language as tl
 
 # Scale paths (constexpr SCALE_PATH):
-SCALE_NVFP4 = 0  # uint8 E4M3 bytes, one per 16 along K, row-major (N, K/16)
-SCALE_GROUP_BLOCK = 1  # 16-bit, group_size a power of two dividing BLOCK_K: broadcast in registers
-SCALE_GROUP_ROW = 2  # 16-bit, BLOCK_K divides group_size: one scale per row per K tile
-SCALE_GROUP_GATHER = 3  # 16-bit, any other even group_size: one (cached) load per element
+SCALE_NVFP4 = 0  # uint8 E4M3 bytes, one per 16 along K, row-major (N, K/16): scale folded in fp16
+SCALE_GROUP_DOT = 1  # 16-bit, group_size % 16 == 0: fp32 partial dot per chunk, then * scale
+SCALE_GROUP_FMA = 2  # 16-bit, any other even group_size: fp32 products, fp32 (FMA) dot
 
 
 # ----------------------------------------------------------------------------------------- kernel
@@ -90,45 +105,42 @@ def _nvfp4_scales(s_ptr, offs_n, n_ok, k0, K, stride_sn,
 
 
 @triton.jit
-def _dequant_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
-                  DOT_DTYPE: tl.constexpr, SCALE_PATH: tl.constexpr, GROUP: tl.constexpr,
-                  HIGH_FIRST: tl.constexpr, EVEN_K: tl.constexpr, SCALE_WORDS: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Packed bytes ``[BLOCK_N, BLOCK_K/2]`` -> dequantised ``[BLOCK_N, BLOCK_K]`` of DOT_DTYPE."""
+def _decode_codes(wb, HIGH_FIRST: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Packed bytes ``[ROWS, COLS/2]`` -> fp16 ``[ROWS, COLS]`` of ``e2m1 * 2^-6`` (exact)."""
     lo = wb & 0xF
     hi = wb >> 4
     if HIGH_FIRST:
         lo, hi = hi, lo
     # join puts the pair on a new last axis: element 2j from lo, 2j + 1 from hi.
-    v = tl.join(_e2m1_to_f16(lo), _e2m1_to_f16(hi)).reshape(BLOCK_N, BLOCK_K)  # value * 2^-6
-    n_ok = offs_n < N
-    if SCALE_PATH == 0:
-        sb = _nvfp4_scales(s_ptr, offs_n, n_ok, k0, K, stride_sn, SCALE_WORDS, EVEN_K,
-                           BLOCK_N, BLOCK_K)
-        s = _e4m3_to_f16_times_64(sb)
-        w = (v.reshape(BLOCK_N, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_N, BLOCK_K)
-        w = w.to(DOT_DTYPE)
-    else:
-        S_DTYPE: tl.constexpr = s_ptr.dtype.element_ty
-        MUL_DTYPE: tl.constexpr = DOT_DTYPE if S_DTYPE == DOT_DTYPE else tl.float32
-        v = (v * 64.0).to(MUL_DTYPE)  # exact E2M1 value
-        if SCALE_PATH == 1:
-            ks = k0 // GROUP + tl.arange(0, BLOCK_K // GROUP)
-            s_mask = n_ok[:, None] if EVEN_K else n_ok[:, None] & (ks[None, :] < K // GROUP)
-            s = tl.load(s_ptr + offs_n[:, None] * stride_sn + ks[None, :], mask=s_mask, other=0)
-            s = s.to(MUL_DTYPE)
-            w = (v.reshape(BLOCK_N, BLOCK_K // GROUP, GROUP) * s[:, :, None])
-            w = w.reshape(BLOCK_N, BLOCK_K).to(DOT_DTYPE)
-        elif SCALE_PATH == 2:
-            s = tl.load(s_ptr + offs_n * stride_sn + k0 // GROUP, mask=n_ok, other=0)
-            w = (v * s.to(MUL_DTYPE)[:, None]).to(DOT_DTYPE)
-        else:
-            kk = k0 + tl.arange(0, BLOCK_K)
-            s_mask = n_ok[:, None] & (kk[None, :] < K)
-            s = tl.load(s_ptr + offs_n[:, None] * stride_sn + (kk // GROUP)[None, :],
-                        mask=s_mask, other=0)
-            w = (v * s.to(MUL_DTYPE)).to(DOT_DTYPE)
-    return w
+    return tl.join(_e2m1_to_f16(lo), _e2m1_to_f16(hi)).reshape(ROWS, COLS)
+
+
+@triton.jit
+def _nvfp4_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
+                DOT_DTYPE: tl.constexpr, HIGH_FIRST: tl.constexpr, EVEN_K: tl.constexpr,
+                SCALE_WORDS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Packed bytes ``[BLOCK_N, BLOCK_K/2]`` -> ``e2m1 * e4m3`` ``[BLOCK_N, BLOCK_K]`` of
+    DOT_DTYPE (exact: at most 6 significant bits, in [2^-10, 2688])."""
+    v = _decode_codes(wb, HIGH_FIRST, BLOCK_N, BLOCK_K)  # value * 2^-6
+    sb = _nvfp4_scales(s_ptr, offs_n, offs_n < N, k0, K, stride_sn, SCALE_WORDS, EVEN_K,
+                       BLOCK_N, BLOCK_K)
+    s = _e4m3_to_f16_times_64(sb)
+    w = (v.reshape(BLOCK_N, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_N, BLOCK_K)
+    return w.to(DOT_DTYPE)
+
+
+@triton.jit
+def _group_fma_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
+                    GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Packed bytes -> fp32 ``e2m1 * scale`` ``[BLOCK_N, BLOCK_K]`` (exact: <= 13 significant
+    bits), one (cached) scale load per element: any even group size."""
+    v = _decode_codes(wb, HIGH_FIRST, BLOCK_N, BLOCK_K).to(tl.float32) * 64.0
+    kk = k0 + tl.arange(0, BLOCK_K)
+    s_mask = (offs_n < N)[:, None] & (kk[None, :] < K)
+    s = tl.load(s_ptr + offs_n[:, None] * stride_sn + (kk // GROUP)[None, :], mask=s_mask,
+                other=0)
+    return v * s.to(tl.float32)
 
 
 @triton.jit
@@ -136,23 +148,31 @@ def _fp4_gemm_kernel(
     x_ptr, w_ptr, s_ptr, out_ptr,
     M, N, K, alpha,
     stride_xm, stride_wn, stride_sn, stride_om,
-    SCALE_PATH: tl.constexpr, GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
+    SCALE_PATH: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr, HIGH_FIRST: tl.constexpr,
     EVEN_K: tl.constexpr, SCALE_WORDS: tl.constexpr, W_PERM: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_N: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]``.
 
     x (M, K) fp16/bf16 row-major; w (N, K/2) uint8 packed E2M1; scales (N, K/GROUP) row-major
     (uint8 E4M3 bytes for SCALE_PATH 0, fp16/bf16 otherwise); out (M, N) row-major.
+    SUB (SCALE_GROUP_DOT): the K width of one scaled partial dot, dividing GROUP and BLOCK_K.
+    SPLIT_M (SCALE_GROUP_DOT): the token tile runs as two halves with their own accumulators, so
+    a partial sum is half the size (a 128 x 256 tile's accumulator + partial would spill).
     Program ids walk weight tiles in groups of GROUP_N along N for L2 reuse of x.
     """
     tl.static_assert(BLOCK_K % 16 == 0)
     tl.static_assert(SCALE_PATH != 0 or GROUP == 16)
-    tl.static_assert(SCALE_PATH != 1 or BLOCK_K % GROUP == 0)
+    tl.static_assert(SCALE_PATH != 1 or (SUB % 16 == 0 and GROUP % SUB == 0
+                                         and BLOCK_K % SUB == 0))
     tl.static_assert(not SCALE_WORDS or (SCALE_PATH == 0 and BLOCK_K % 64 == 0 and EVEN_K))
-    tl.static_assert(not W_PERM or (BLOCK_K % 64 == 0 and EVEN_K))
+    tl.static_assert(not W_PERM or (SCALE_PATH == 0 and BLOCK_K % 64 == 0 and EVEN_K))
+    tl.static_assert(not SPLIT_M or SCALE_PATH == 1)
     DOT_DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    # the K width of one tl.dot: the whole tile, or one group chunk (SCALE_GROUP_DOT)
+    KD: tl.constexpr = SUB if SCALE_PATH == 1 else BLOCK_K
+    HM: tl.constexpr = BLOCK_M // 2 if SPLIT_M else BLOCK_M  # tokens per accumulator
 
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -164,33 +184,62 @@ def _fp4_gemm_kernel(
     pid_m = (pid % in_group) // group_rows
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_kb = tl.arange(0, BLOCK_K // 2)
-    offs_k = tl.arange(0, BLOCK_K)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, HM)
+    offs_kb = tl.arange(0, KD // 2)
+    offs_k = tl.arange(0, KD)
     n_ok = offs_n < N
     m_ok = offs_m < M
+    m_ok2 = offs_m + HM < M  # the second half (SPLIT_M)
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_kb[None, :]
-    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]  # x^T tile [BLOCK_K, BLOCK_M]
+    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]  # x^T tile [KD, HM]
 
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, HM), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N, HM), dtype=tl.float32)  # second token half (SPLIT_M only)
     for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
-        if EVEN_K:
-            wb = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
-            xt = tl.load(x_ptrs, mask=m_ok[None, :], other=0.0)
-        else:
-            wb = tl.load(w_ptrs, mask=n_ok[:, None] & (offs_kb[None, :] < (K - k0) // 2), other=0)
-            xt = tl.load(x_ptrs, mask=m_ok[None, :] & (offs_k[:, None] < K - k0), other=0.0)
-        if W_PERM:
-            wb = _unpermute_bytes(wb, BLOCK_N, BLOCK_K)
-        w = _dequant_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn, DOT_DTYPE, SCALE_PATH, GROUP,
-                          HIGH_FIRST, EVEN_K, SCALE_WORDS, BLOCK_N, BLOCK_K)
-        acc = tl.dot(w, xt, acc)
+        for j in tl.static_range(BLOCK_K // KD):
+            kj = k0 + j * KD
+            if EVEN_K:
+                wb = tl.load(w_ptrs + j * (KD // 2), mask=n_ok[:, None], other=0)
+                xt = tl.load(x_ptrs + j * KD, mask=m_ok[None, :], other=0.0)
+            else:
+                wb = tl.load(w_ptrs + j * (KD // 2),
+                             mask=n_ok[:, None] & (offs_kb[None, :] < (K - kj) // 2), other=0)
+                xt = tl.load(x_ptrs + j * KD,
+                             mask=m_ok[None, :] & (offs_k[:, None] < K - kj), other=0.0)
+            if SCALE_PATH == 0:
+                if W_PERM:
+                    wb = _unpermute_bytes(wb, BLOCK_N, BLOCK_K)
+                w = _nvfp4_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn, DOT_DTYPE, HIGH_FIRST,
+                                EVEN_K, SCALE_WORDS, BLOCK_N, BLOCK_K)
+                acc = tl.dot(w, xt, acc)
+            elif SCALE_PATH == 1:
+                # exact E2M1 values; a chunk of KD = SUB columns lies inside one group
+                v = (_decode_codes(wb, HIGH_FIRST, BLOCK_N, KD) * 64.0).to(DOT_DTYPE)
+                s = tl.load(s_ptr + offs_n * stride_sn + kj // GROUP, mask=n_ok & (kj < K),
+                            other=0)
+                s = s.to(tl.float32)[:, None]
+                acc += tl.dot(v, xt) * s
+                if SPLIT_M:
+                    x2 = x_ptrs + HM * stride_xm + j * KD
+                    if EVEN_K:
+                        xt2 = tl.load(x2, mask=m_ok2[None, :], other=0.0)
+                    else:
+                        xt2 = tl.load(x2, mask=m_ok2[None, :] & (offs_k[:, None] < K - kj),
+                                      other=0.0)
+                    acc2 += tl.dot(v, xt2) * s
+            else:
+                w = _group_fma_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn, GROUP, HIGH_FIRST,
+                                    BLOCK_N, BLOCK_K)
+                acc = tl.dot(w, xt.to(tl.float32), acc, input_precision="ieee")
         w_ptrs += BLOCK_K // 2
         x_ptrs += BLOCK_K
 
-    acc = acc * alpha
     out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_ok[None, :] & n_ok[:, None])
+    tl.store(out_ptrs, (acc * alpha).to(out_ptr.dtype.element_ty),
+             mask=m_ok[None, :] & n_ok[:, None])
+    if SPLIT_M:
+        tl.store(out_ptrs + HM * stride_om, (acc2 * alpha).to(out_ptr.dtype.element_ty),
+                 mask=m_ok2[None, :] & n_ok[:, None])
 
 
 # --------------------------------------------------------------------------------------- launcher
@@ -220,28 +269,51 @@ def is_valid_config(cfg: GemmConfig) -> bool:
     )
 
 
-def choose_config(M: int, N: int, K: int) -> GemmConfig:
-    """Heuristic tile choice (see docs/perf-log.md, "fp4_gemm (Triton, prefill)")."""
+def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemmConfig:
+    """Heuristic tile choice (see docs/perf-log.md, "fp4_gemm (Triton, prefill)").
+
+    ``group_size=None``: NVFP4 weights; otherwise the groupwise paths. Every config returned here
+    compiles for sm_90 with no register-A hazard (tests/kernels/test_compile_sm90.py checks the
+    SASS of each): with the tile-wide register-A ``wgmma`` of the NVFP4 path, 3-5 pipeline stages
+    left 24-59 instructions overwriting A registers of an in-flight ``wgmma`` at 128 x 128 and
+    128 x 256 tiles, 2 stages none; the groupwise dot path retires each ``wgmma`` in its
+    iteration."""
+    if group_size is not None and group_size % 16 != 0:
+        # SCALE_GROUP_FMA (fp32 CUDA-core dot): only tiny functional cases use such groups
+        return GemmConfig(block_n=32, block_m=32, block_k=32, num_stages=2, num_warps=4)
     if M <= 16:
         return GemmConfig(block_n=64, block_m=16, block_k=128, num_stages=4, num_warps=4)
-    if M <= 64:
-        return GemmConfig(block_n=128, block_m=64, block_k=128, num_stages=4, num_warps=4)
+    if M <= 64:  # 4 warps spilled 40-84 B (ptxas, sm_90); 8 warps none (not re-timed)
+        return GemmConfig(block_n=128, block_m=64, block_k=128, num_stages=4, num_warps=8)
+    stages = 2 if group_size is None else 4
     if M <= 128:
-        return GemmConfig(block_n=128, block_m=128, block_k=64, num_stages=4, num_warps=8)
-    # H100, 2048 x 18432 x 3072 (docs/perf-log.md): 128x256x64 ran 0.57x cuBLAS bf16 on raw
+        return GemmConfig(block_n=128, block_m=128, block_k=64, num_stages=stages, num_warps=8)
+    # H100, 2048 x 18432 x 3072 NVFP4 (docs/perf-log.md): 128x256x64 ran 0.57x cuBLAS bf16 on raw
     # weights (3 stages; 4 stages the same within noise) and 0.61x prepacked with 4 stages;
     # 128x128x64 0.41-0.44x, 256x128x64 0.35-0.40x, BLOCK_K 128 0.37-0.46x.
-    return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=4, num_warps=8)
+    if group_size is None:
+        return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=2, num_warps=8)
+    # groupwise: accumulator + fp32 partial of a 128 x 256 tile; one group chunk per K step keeps
+    # one partial live at a time (two chunks per step spill 456 B at BLOCK_K 64, group 32)
+    block_k = 32 if group_size % 32 == 0 else 16
+    return GemmConfig(block_n=128, block_m=256, block_k=block_k, num_stages=4, num_warps=8)
 
 
-def _scale_path(nvfp4: bool, group_size: int, block_k: int) -> int:
+def _scale_path(nvfp4: bool, group_size: int) -> int:
     if nvfp4:
         return SCALE_NVFP4
-    if group_size <= block_k and block_k % group_size == 0:
-        return SCALE_GROUP_BLOCK
-    if group_size % block_k == 0:
-        return SCALE_GROUP_ROW
-    return SCALE_GROUP_GATHER
+    return SCALE_GROUP_DOT if group_size % 16 == 0 else SCALE_GROUP_FMA
+
+
+def _sub_k(path: int, group_size: int, block_k: int) -> int:
+    """K width of one scaled partial dot (SCALE_GROUP_DOT): a chunk inside one group."""
+    return math.gcd(group_size, block_k) if path == SCALE_GROUP_DOT else block_k
+
+
+def _split_m(path: int, block_m: int) -> bool:
+    """Two token halves per tile (SCALE_GROUP_DOT with BLOCK_M >= 256): accumulator and
+    partial sum of a 128 x 256 tile need 256 registers per thread and spill (ptxas)."""
+    return path == SCALE_GROUP_DOT and block_m >= 256
 
 
 def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha: float,
@@ -262,7 +334,7 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
     """
     M, K = x.shape
     N = w_q.shape[0]
-    cfg = config or choose_config(M, N, K)
+    cfg = config or choose_config(M, N, K, None if nvfp4 else group_size)
     if not is_valid_config(cfg):
         raise ValueError(f"config: invalid {cfg}")
     even_k = K % cfg.block_k == 0
@@ -273,12 +345,13 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
         raise ValueError(f"config: the prepacked layout needs BLOCK_K % 64 == 0 dividing K = {K}, "
                          f"got {cfg}")
     s_arg = scales.view(torch.int32) if words else scales
-    path = _scale_path(nvfp4, group_size, cfg.block_k)
+    path = _scale_path(nvfp4, group_size)
     grid = (triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m),)
     _fp4_gemm_kernel[grid](
         x, w_q, s_arg, out, M, N, K, float(alpha),
         x.stride(0), w_q.stride(0), s_arg.stride(0), out.stride(0),
-        SCALE_PATH=path, GROUP=group_size,
+        SCALE_PATH=path, GROUP=group_size, SUB=_sub_k(path, group_size, cfg.block_k),
+        SPLIT_M=_split_m(path, cfg.block_m),
         HIGH_FIRST=(order == "high_first") and not w_permuted,
         EVEN_K=even_k, SCALE_WORDS=words, W_PERM=w_permuted,
         BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
