@@ -131,11 +131,113 @@ VARIANTS = (
 )
 
 
+def v4_probe(g, dtype=torch.float16):
+    """Identity activations, 11-bit scales times code 1.5: fp32 out must equal the oracle."""
+    N, K = 256, 512
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device=DEV)
+    wq[0] = 0x33
+    mant = torch.randint(1024, 2048, (N, K // g), device=DEV)
+    sc = (mant.double() * 2.0**-14).to(dtype)
+    x = torch.eye(K, dtype=dtype, device=DEV)
+    out = torch.full((K, N), float("nan"), dtype=torch.float32, device=DEV)
+    G.w4a16_mm_gemm(x, wq, sc, g, "low_first", out)
+    ref = reference.w4a16_mm(x, wq, sc, g, order="low_first")
+    return bool(torch.equal(out, ref))
+
+
+def v4_main(args):
+    """v4 (2026-11-26): exact groupwise path + hazard-free configs. Check, then time."""
+    torch.manual_seed(0)
+    rows, checks = [], []
+    for g in (2, 16, 32, 128):
+        for dt in (torch.float16, torch.bfloat16):
+            ok = v4_probe(g, dt)
+            checks.append(dict(check="one_hot_probe", group=g, dtype=str(dt), ok=ok))
+            print("probe", g, dt, ok, flush=True)
+    M, N, K, g = 2048, 8192, 3072, 32
+    x = (0.5 * torch.randn(M, K, device=DEV)).half()
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device=DEV)
+    sc = (0.1 * torch.rand(N, K // g, device=DEV) + 0.01).half()
+    ref = reference.w4a16_mm(x, wq, sc, g, order="high_first")
+    cfgs = {"heuristic": None,
+            "n128m256k32s5w8": G.GemmConfig(128, 256, 32, 8, 5, 8),
+            "n128m128k64s4w8": G.GemmConfig(128, 128, 64, 8, 4, 8),
+            "n128m128k128s3w8": G.GemmConfig(128, 128, 128, 8, 3, 8)}
+    out = torch.empty((M, N), dtype=torch.float16, device=DEV)
+    for name, cfg in cfgs.items():
+        out.fill_(float("nan"))
+        G.w4a16_mm_gemm(x, wq, sc, g, "high_first", out, config=cfg)
+        f32 = torch.empty((M, N), dtype=torch.float32, device=DEV)
+        G.w4a16_mm_gemm(x, wq, sc, g, "high_first", f32, config=cfg)
+        e16 = (out.float() - ref).abs().max().item()
+        e32 = (f32 - ref).abs().max().item()
+        ok = ok_challenge(out, ref, 0.05, 0.05) and e32 <= ref.abs().max().item() * 2**-20
+        checks.append(dict(check="rev1_case", config=name, max_abs_err_fp16_out=e16,
+                           max_abs_err_fp32_out=e32, ref_absmax=ref.abs().max().item(), ok=ok))
+        print(f"rev1 {name}: max abs err fp16 out {e16:.3g}, fp32 out {e32:.3g} ok={ok}",
+              flush=True)
+    for dt in (torch.bfloat16,):
+        e, ok = check_w4a16(257, 513, 1024, 32, None, dtype=dt)
+        checks.append(dict(check="w4a16_bf16", err=e, ok=ok))
+    for cfg in (None, G.GemmConfig(128, 256, 64, 8, 4, 8)):
+        for packed in (False, True):
+            e, ok = check_w4a4(2048, 2304, 3072, cfg, prepacked=packed)
+            checks.append(dict(check="nvfp4_mm", config=str(cfg), prepacked=packed, err=e, ok=ok))
+            print("nvfp4 check", cfg, packed, e, ok, flush=True)
+    # timing: rev-1 case
+    wd = dequantize_fp4_groupwise(wq, sc, g, "high_first").half()
+    b16 = bench(lambda: torch.matmul(x, wd.T))
+    xb, wb = x.bfloat16(), wd.bfloat16()
+    bb = bench(lambda: torch.matmul(xb, wb.T))
+    rows.append(row("w4a16_mm", "cublas_fp16", M, N, K, b16, group_size=g))
+    rows.append(row("w4a16_mm", "cublas_bf16", M, N, K, bb, group_size=g))
+    for name, cfg in cfgs.items():
+        us = bench(lambda: G.w4a16_mm_gemm(x, wq, sc, g, "high_first", out, config=cfg))
+        rows.append(row("w4a16_mm", "fp4mm", M, N, K, us, group_size=g, config=name,
+                        ratio_vs_cublas_fp16=b16[0] / us[0]))
+    # timing: NVFP4 configs touched (2 stages, hazard-free) vs the old 4 stages
+    M, N, K = 2048, 18432, 3072
+    xq, xs, wq, ws = nvfp4_problem(M, N, K)
+    xd = dequant_nvfp4(xq, xs, order="high_first")
+    wdd = dequant_nvfp4(wq, ws, order="high_first")
+    xb, wb = xd.bfloat16(), wdd.bfloat16()
+    base = bench(lambda: torch.matmul(xb, wb.T))
+    rows.append(row("nvfp4_mm", "cublas_bf16", M, N, K, base))
+    pk = prepack_nvfp4_weight(wq, ws, order="high_first")
+    out = torch.empty((M, N), dtype=torch.float16, device=DEV)
+    for label, cfg in (("s2_heuristic", G.choose_config(M, N, K)),
+                       ("s4_old", G.GemmConfig(128, 256, 64, 8, 4, 8))):
+        for packed in (False, True):
+            kw = dict(group_size=16, nvfp4=True, alpha=1 / 64,
+                      order="low_first" if packed else "high_first", config=cfg,
+                      w_permuted=packed)
+            wsrc = pk.packed if packed else wq
+            us = bench(lambda: G.launch_fp4_gemm(xd, wsrc, ws, out, **kw))
+            rows.append(row("nvfp4_mm", "fp4mm_gemm_only", M, N, K, us, config=label,
+                            prepacked=packed, ratio_vs_cublas_bf16=base[0] / us[0]))
+    for r in rows:
+        print(f"{r['op']} {r['M']}x{r['N']}x{r['K']} {r['impl']:16s} {str(r.get('config', '')):18s}"
+              f" pk={r['prepacked']!s:5s} {r['median_us']:8.1f} us {r['tflops']:6.1f} TF/s "
+              f"x{r.get('ratio_vs_cublas_fp16', r.get('ratio_vs_cublas_bf16', 0)):.3f}",
+              flush=True)
+    return checks, rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--v4", action="store_true", help="exactness + hazard-free configs run only")
     args = ap.parse_args()
+    if args.v4:
+        checks, rows = v4_main(args)
+        res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                   triton=triton.__version__, date=datetime.date.today().isoformat(),
+                   script="scripts/gpu_fp4_gemm.py --v4", checks=checks, rows=rows)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "fp4_gemm.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        return
     torch.manual_seed(0)
     dev_name = torch.cuda.get_device_name()
     print(dev_name, "torch", torch.__version__, "triton", triton.__version__, flush=True)
