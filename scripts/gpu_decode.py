@@ -24,6 +24,7 @@ import traceback
 
 import torch
 import triton
+import triton.language as tl
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -264,6 +265,45 @@ def bench_copy(nbytes):
     print(f"  copy {nbytes/1e6:.1f} MB read+write: {t[0]:.2f} us, {2*nbytes/t[0]/1e3:.0f} GB/s")
 
 
+@triton.jit
+def _read_probe_kernel(w_ptr, out_ptr, K_SPLIT, stride_wn, ROWS: tl.constexpr,
+                       WORDS: tl.constexpr):
+    """Read-only probe of an access pattern: each program streams [ROWS, WORDS] int32 tiles of
+    its row block along its K range (one step prefetched), XOR-reduces them, writes one word."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    k_begin = tl.program_id(1) * K_SPLIT
+    cols = tl.arange(0, WORDS)
+    base = w_ptr + rows[:, None] * stride_wn + cols[None, :]
+    acc = tl.zeros((ROWS, WORDS), dtype=tl.int32)
+    cur = tl.load(base + k_begin)
+    for k in range(k_begin, k_begin + K_SPLIT, WORDS):
+        nxt = tl.load(base + k + WORDS, mask=k + WORDS < k_begin + K_SPLIT, other=0)
+        acc ^= cur
+        cur = nxt
+    tl.store(out_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
+             tl.sum(acc & 0xFF))
+
+
+def bench_probe(N, K):
+    """Device-memory efficiency of the GEMV's access patterns alone (no decode, no MMA)."""
+    words = K // 8
+    ws = [torch.randint(-2**31, 2**31 - 1, (N, words), dtype=torch.int32, device=DEV)
+          for _ in range(4)]
+    for rows, wds, split in ((64, 16, 4), (64, 16, 1), (16, 32, 1), (16, 128, 1), (64, 32, 1),
+                             (8, 384, 1), (64, 64, 2)):
+        out = torch.empty(N // rows * split, dtype=torch.int32, device=DEV)
+        ks = words // split
+        fns = [(lambda w=w, o=out, r=rows, s=split, k=ks, c=wds: _read_probe_kernel[(N // r, s)](
+            w, o, k, words, ROWS=r, WORDS=c, num_warps=4)) for w in ws]
+        t = time_graph(fns)
+        nb = N * words * 4
+        ROWS.append(dict(op="read_probe", impl=f"rows{rows}_bytes{wds * 4}_split{split}", M=0,
+                         N=N, K=K, median_us=t[0], min_us=t[1], max_us=t[2],
+                         gbps=nb / (t[0] * 1e-6) / 1e9, correct=True))
+        print(f"  read probe rows={rows:3d} bytes/row/step={wds * 4:5d} split={split}: "
+              f"{t[0]:6.2f} us {nb / t[0] / 1e3:6.0f} GB/s", flush=True)
+
+
 def correctness(quick=False):
     """Every config family on ragged shapes (odd N, K not a multiple of the K step), both nibble
     orders, fp32 out; then NaN scales with the default configs and fp16 out."""
@@ -360,6 +400,8 @@ def main():
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--plain", action="store_true", help="also time without a CUDA graph")
     ap.add_argument("--budget", type=float, default=400.0, help="seconds; stop timing after")
+    ap.add_argument("--phase", default="2", help="1: the first v2 sweep; 2: access-pattern probe "
+                    "and long-row tiles")
     args = ap.parse_args()
     PLAIN[0] = args.plain
     t_start = time.time()
@@ -377,6 +419,13 @@ def main():
 
     def left():
         return args.budget - (time.time() - t_start)
+
+    if args.phase == "2":
+        phase2(N, K, left)
+        META["head"]["wall_s"] = time.time() - t_start
+        dump()
+        summary()
+        return
 
     for M in (1, 4, 16):
         for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
@@ -433,6 +482,40 @@ def main():
     dump()
     print("wrote", META["path"])
     summary()
+
+
+PHASE2_DOT = [D(64, 128, 4, 1), D(64, 128, 1, 1), D(64, 256, 1, 1), D(64, 256, 2, 1),
+              D(16, 512, 1, 1), D(16, 1024, 1, 0), D(32, 512, 1, 1), D(32, 256, 2, 1)]
+PHASE2_FMA = [F(16, 256, 1, 2), F(16, 256, 1, 1), F(8, 1024, 1, 1), F(8, 512, 1, 1),
+              F(16, 512, 1, 1), C(block_m=1, block_n=8, block_k=512, prefetch=2, num_warps=2)]
+
+
+def phase2(N, K, left):
+    """Is the access pattern the limit? A read-only probe of each pattern, then GEMV tiles that
+    read longer runs of each row per step (and whole rows per program)."""
+    bench_probe(N, K)
+    for M in (1, 16):
+        for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
+            if left() < 0:
+                return
+            print(f"== {op} M={M}", flush=True)
+            p = Problem(op, M, N, K, copies=4)
+            for cfg in PHASE2_DOT + (PHASE2_FMA if M == 1 else []):
+                bench_gemv(p, cfg)
+            bench_gemv(p, None)
+            if op == "nvfp4_mm":
+                bench_cublas(p)
+            del p
+    for G_, cfgs in ((32, [D(64, 32, 4, 0), D(64, 32, 1, 0), D(64, 32, 2, 1)]),
+                     (128, [D(64, 128, 4, 1), D(64, 128, 1, 1), D(64, 128, 2, 1)])):
+        for M in (1, 16):
+            if left() < 0:
+                return
+            p = Problem("w4a16_mm", M, N, K, G_, torch.float16, copies=4)
+            for cfg in cfgs + ([F(16, 256, 1, 2), F(8, 1024, 1, 1)] if M == 1 else []):
+                bench_gemv(p, cfg)
+            bench_gemv(p, None)
+            del p
 
 
 def summary():
