@@ -26,6 +26,7 @@ from fp4mm.formats import dequantize_fp4_groupwise, dequantize_nvfp4_blocks, flo
 from fp4mm.kernels import fp4_gemm as G  # noqa: E402
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4  # noqa: E402
 from fp4mm.ops import nvfp4_mm, prepack_nvfp4_weight  # noqa: E402
+from fp4mm.ops.prepack import permute_weight_bytes, swap_nibbles  # noqa: E402
 
 DEV = "cuda"
 
@@ -131,6 +132,21 @@ VARIANTS = (
 )
 
 
+def check_w4a4_triton_layout(M, N, K, cfg, packed, order="high_first"):
+    """W4A4 through the plain-Triton GEMM, raw or with its own permuted byte layout (on sm_90
+    ``prepack_nvfp4_weight`` holds the Gluon layout instead)."""
+    xq, xs, wq, ws = nvfp4_problem(M, N, K)
+    ref = reference.nvfp4_mm(xq, xs, wq, ws, 1 / 64, order=order)
+    xd = dequant_nvfp4(xq, xs, order=order)
+    out = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+    wsrc = permute_weight_bytes(swap_nibbles(wq) if order == "high_first" else wq)
+    G.launch_fp4_gemm(xd, wsrc if packed else wq, ws, out, group_size=16, nvfp4=True,
+                      alpha=1 / 64, order="low_first" if packed else order, config=cfg,
+                      w_permuted=packed)
+    e = rel_err(out, ref)
+    return e, e < 2e-3 and ok_challenge(out, ref, 0.1, 0.05)
+
+
 def v4_probe(g, dtype=torch.float16):
     """Identity activations, 11-bit scales times code 1.5: fp32 out must equal the oracle."""
     N, K = 256, 512
@@ -171,7 +187,8 @@ def v4_main(args):
         G.w4a16_mm_gemm(x, wq, sc, g, "high_first", f32, config=cfg)
         e16 = (out.float() - ref).abs().max().item()
         e32 = (f32 - ref).abs().max().item()
-        ok = ok_challenge(out, ref, 0.05, 0.05) and e32 <= ref.abs().max().item() * 2**-20
+        # fp32 out: products exact, only fp32 summation order (3072 terms) differs
+        ok = ok_challenge(out, ref, 0.05, 0.05) and e32 <= ref.abs().max().item() * 2**-14
         checks.append(dict(check="rev1_case", config=name, max_abs_err_fp16_out=e16,
                            max_abs_err_fp32_out=e32, ref_absmax=ref.abs().max().item(), ok=ok))
         print(f"rev1 {name}: max abs err fp16 out {e16:.3g}, fp32 out {e32:.3g} ok={ok}",
@@ -181,7 +198,7 @@ def v4_main(args):
         checks.append(dict(check="w4a16_bf16", err=e, ok=ok))
     for cfg in (None, G.GemmConfig(128, 256, 64, 8, 4, 8)):
         for packed in (False, True):
-            e, ok = check_w4a4(2048, 2304, 3072, cfg, prepacked=packed)
+            e, ok = check_w4a4_triton_layout(2048, 2304, 3072, cfg, packed)
             checks.append(dict(check="nvfp4_mm", config=str(cfg), prepacked=packed, err=e, ok=ok))
             print("nvfp4 check", cfg, packed, e, ok, flush=True)
     # timing: rev-1 case
@@ -203,7 +220,6 @@ def v4_main(args):
     xb, wb = xd.bfloat16(), wdd.bfloat16()
     base = bench(lambda: torch.matmul(xb, wb.T))
     rows.append(row("nvfp4_mm", "cublas_bf16", M, N, K, base))
-    pk = prepack_nvfp4_weight(wq, ws, order="high_first")
     out = torch.empty((M, N), dtype=torch.float16, device=DEV)
     for label, cfg in (("s2_heuristic", G.choose_config(M, N, K)),
                        ("s4_old", G.GemmConfig(128, 256, 64, 8, 4, 8))):
@@ -211,7 +227,7 @@ def v4_main(args):
             kw = dict(group_size=16, nvfp4=True, alpha=1 / 64,
                       order="low_first" if packed else "high_first", config=cfg,
                       w_permuted=packed)
-            wsrc = pk.packed if packed else wq
+            wsrc = permute_weight_bytes(swap_nibbles(wq)) if packed else wq
             us = bench(lambda: G.launch_fp4_gemm(xd, wsrc, ws, out, **kw))
             rows.append(row("nvfp4_mm", "fp4mm_gemm_only", M, N, K, us, config=label,
                             prepacked=packed, ratio_vs_cublas_bf16=base[0] / us[0]))
