@@ -269,15 +269,18 @@ def is_valid_config(cfg: GemmConfig) -> bool:
     )
 
 
-def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemmConfig:
+def choose_config(M: int, N: int, K: int, group_size: int | None = None, *,
+                  prepacked: bool = False) -> GemmConfig:
     """Heuristic tile choice (see docs/perf-log.md, "fp4_gemm (Triton, prefill)").
 
-    ``group_size=None``: NVFP4 weights; otherwise the groupwise paths. Every config returned here
+    ``group_size=None``: NVFP4 weights (``prepacked``: the permuted byte layout); otherwise the
+    groupwise paths. Every config returned here
     compiles for sm_90 with no register-A hazard (tests/kernels/test_compile_sm90.py checks the
     SASS of each): with the tile-wide register-A ``wgmma`` of the NVFP4 path, 3-5 pipeline stages
     left 24-59 instructions overwriting A registers of an in-flight ``wgmma`` at 128 x 128 and
-    128 x 256 tiles, 2 stages none; the groupwise dot path retires each ``wgmma`` in its
-    iteration."""
+    128 x 256 tiles on raw bytes, 2 stages none (H100: 0.42x instead of 0.55x cuBLAS bf16); the
+    prepacked layout has none at 4 stages (0.63x); the groupwise dot path retires each ``wgmma``
+    in its iteration."""
     if group_size is not None and group_size % 16 != 0:
         # SCALE_GROUP_FMA (fp32 CUDA-core dot): only tiny functional cases use such groups
         return GemmConfig(block_n=32, block_m=32, block_k=32, num_stages=2, num_warps=4)
@@ -285,14 +288,14 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemm
         return GemmConfig(block_n=64, block_m=16, block_k=128, num_stages=4, num_warps=4)
     if M <= 64:  # 4 warps spilled 40-84 B (ptxas, sm_90); 8 warps none (not re-timed)
         return GemmConfig(block_n=128, block_m=64, block_k=128, num_stages=4, num_warps=8)
-    stages = 2 if group_size is None else 4
+    stages = 2 if group_size is None and not prepacked else 4
     if M <= 128:
         return GemmConfig(block_n=128, block_m=128, block_k=64, num_stages=stages, num_warps=8)
     # H100, 2048 x 18432 x 3072 NVFP4 (docs/perf-log.md): 128x256x64 ran 0.57x cuBLAS bf16 on raw
     # weights (3 stages; 4 stages the same within noise) and 0.61x prepacked with 4 stages;
     # 128x128x64 0.41-0.44x, 256x128x64 0.35-0.40x, BLOCK_K 128 0.37-0.46x.
     if group_size is None:
-        return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=2, num_warps=8)
+        return GemmConfig(block_n=128, block_m=256, block_k=64, num_stages=stages, num_warps=8)
     # groupwise: accumulator + fp32 partial of a 128 x 256 tile; one group chunk per K step keeps
     # one partial live at a time (two chunks per step spill 456 B at BLOCK_K 64, group 32)
     block_k = 32 if group_size % 32 == 0 else 16
@@ -365,13 +368,14 @@ def nvfp4_w4a16_mm_gemm(x, w_q, w_scales, alpha: float, order: str, out, *, prep
 
     ``prepacked`` (a ``PrepackedNVFP4Weight`` of these weights) switches to its permuted bytes when
     the tile config allows (BLOCK_K % 64 == 0, dividing K)."""
-    cfg = config or choose_config(x.shape[0], w_q.shape[0], x.shape[1])
+    cfg = config or choose_config(x.shape[0], w_q.shape[0], x.shape[1],
+                                  prepacked=prepacked is not None)
     if prepacked is not None and cfg.block_k % 64 == 0 and x.shape[1] % cfg.block_k == 0:
         launch_fp4_gemm(x, prepacked.packed, w_scales, out, group_size=16, nvfp4=True,
                         alpha=alpha, order="low_first", config=cfg, w_permuted=True)
-    else:
+    else:  # raw bytes: the raw heuristic (its stage count is the hazard-free one)
         launch_fp4_gemm(x, w_q, w_scales, out, group_size=16, nvfp4=True, alpha=alpha,
-                        order=order, config=cfg)
+                        order=order, config=config)
 
 
 def w4a16_mm_gemm(x, w_q, scales, group_size: int, order: str, out, *,

@@ -65,7 +65,10 @@ def _shipped() -> dict:
         nv, gw = G.choose_config(M, 18432, 3072), G.choose_config(M, 8192, 3072, 32)
         cases[f"nvfp4-raw-m{M}"] = (nv, dict())
         cases[f"nvfp4-raw-lowfirst-bf16-m{M}"] = (nv, dict(x="bf16", out="bf16", high_first=False))
-        cases[f"nvfp4-prepacked-m{M}"] = (nv, dict(words=True, permuted=True))
+        pk = G.choose_config(M, 18432, 3072, prepacked=True)
+        cases[f"nvfp4-prepacked-m{M}"] = (pk, dict(words=True, permuted=True))
+        cases[f"nvfp4-prepacked-bf16-m{M}"] = (pk, dict(words=True, permuted=True, x="bf16",
+                                                        out="bf16"))
         cases[f"w4a16-g32-m{M}"] = (gw, dict(nvfp4=False, group=32))
         cases[f"w4a16-g128-lowfirst-bf16-m{M}"] = (
             G.choose_config(M, 8192, 3072, 128),
