@@ -174,11 +174,8 @@ def _build_quantize(case, problem: Problem, ctx):
     quantize = fast_quantizer()
     if quantize is None:
         return None
-    from fp4mm.formats.nvfp4 import quantize_nvfp4 as twin
-
     xs = _copies(problem, problem.data["x"])
-    return Runner(run=lambda i: tuple(quantize(xs[i][0]))[:3], copies=len(xs), check="exact",
-                  expected=lambda: tuple(twin(problem.data["x"])))
+    return Runner(run=lambda i: tuple(quantize(xs[i][0]))[:3], copies=len(xs), check="exact")
 
 
 def _build_single_kernel(kind: str):
