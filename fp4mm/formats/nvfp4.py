@@ -9,8 +9,8 @@ Ecosystem convention (see the README's "Formats"):
   zeros;
 - dequantised value ``q * s_b / gs``.
 
-All arithmetic is float32, in the order written above; the Triton quantiser reproduces it bit
-for bit.
+All arithmetic is float32, in the order written above, with IEEE (correctly rounded) division
+on every device; the Triton quantiser reproduces it bit for bit.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def nvfp4_global_scale(x: torch.Tensor) -> torch.Tensor:
     """
     x = _check_quant_input(x)
     amax = x.abs().amax().float()
-    gs = (E4M3_MAX * E2M1_MAX) / amax
+    # Tensor / tensor: torch computes ``2688 / t`` as ``t.reciprocal() * 2688`` and, on CUDA,
+    # ``t / 6`` as ``t * (1 / 6)``; both round differently from IEEE division and from each other.
+    gs = torch.full_like(amax, E4M3_MAX * E2M1_MAX) / amax
     gs = torch.where(amax == 0, torch.ones_like(gs), gs)
     return gs.clamp(max=_FLOAT32_MAX)
 
@@ -77,7 +79,7 @@ def quantize_nvfp4(x: torch.Tensor, global_scale=None, order: str = "low_first")
     gs = nvfp4_global_scale(x) if global_scale is None else _as_global_scale(global_scale, x.device)
     blocks = x.float().reshape(*x.shape[:-1], x.shape[-1] // NVFP4_BLOCK, NVFP4_BLOCK)
     block_amax = blocks.abs().amax(dim=-1)
-    scale_bytes = float_to_e4m3((block_amax / E2M1_MAX) * gs)
+    scale_bytes = float_to_e4m3((block_amax / torch.full_like(block_amax, E2M1_MAX)) * gs)
     block_scale = e4m3_to_float(scale_bytes).unsqueeze(-1)
     # A block whose scale rounds to 0 encodes +0 everywhere (and avoids 0/0).
     scaled = torch.where(block_scale == 0, 0.0, (blocks * gs) / block_scale)

@@ -2,10 +2,9 @@
 
 Bit-exact twin of :func:`fp4mm.formats.quantize_nvfp4` (same float32 operations):
 
-- ``gs = (1 / amax(|x|)) * 2688`` (what the codec's ``2688 / amax`` is in torch: reciprocal, then
-  multiply; ``amax == 0`` gives 1, overflow gives FLT_MAX);
-- ``s_b = e4m3_rne((amax_b / 6) * gs)`` with an IEEE division (as the codec on the CPU; torch on
-  CUDA turns division by a Python scalar into multiplication by its reciprocal), clamped to 448,
+- ``gs = 2688 / amax(|x|)`` with an IEEE division (``amax == 0`` gives 1, overflow gives FLT_MAX);
+- ``s_b = e4m3_rne((amax_b / 6) * gs)`` with an IEEE division (as the codec, on every device),
+  clamped to 448,
   no lower clamp (subnormal scales kept);
 - ``q = e2m1_rne((x * gs) / s_b)``, ties to even, saturating at 6, sign kept; a zero scale gives
   +0 codes for its whole block.
@@ -79,11 +78,10 @@ def _e4m3_value(code, VIA_CAST: tl.constexpr):
 
 @triton.jit
 def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
-    """The encode scale: ``(1 / amax) * 2688`` as the codec computes it (torch's ``2688 / t`` is
-    ``t.reciprocal() * 2688``), or a given one."""
+    """The encode scale: ``2688 / amax`` (IEEE division, as the codec), or a given one."""
     v = tl.load(src_ptr).to(tl.float32)
     if FROM_AMAX:
-        gs = tl.div_rn(tl.full([], 1.0, tl.float32), v) * 2688.0
+        gs = tl.div_rn(tl.full([], 2688.0, tl.float32), v)
         v = tl.where(v == 0.0, 1.0, tl.minimum(gs, 3.4028234663852886e38))
     return v
 
@@ -370,8 +368,8 @@ def quantize_nvfp4_triton(
 
 
 def nvfp4_global_scale_triton(x: torch.Tensor) -> torch.Tensor:
-    """``(1 / amax|x|) * 2688`` as the codec computes it (:func:`fp4mm.formats.nvfp4_global_scale`),
-    as a float32 0-d tensor, without a host sync."""
+    """``2688 / amax|x|`` (IEEE division) as the codec computes it
+    (:func:`fp4mm.formats.nvfp4_global_scale`), as a float32 0-d tensor, without a host sync."""
     amax = nvfp4_amax_triton(x)
-    gs = torch.where(amax == 0, torch.ones_like(amax), torch.reciprocal(amax) * 2688.0)
+    gs = torch.where(amax == 0, torch.ones_like(amax), torch.full_like(amax, 2688.0) / amax)
     return gs.clamp(max=_FLT_MAX)

@@ -6,6 +6,7 @@ from fp4mm.formats import (
     dequantize_nvfp4,
     dequantize_nvfp4_blocks,
     e4m3_table,
+    float_to_e4m3,
     nvfp4_global_scale,
     quantize_nvfp4,
     unpack_fp4,
@@ -141,3 +142,26 @@ def test_bad_input():
     with pytest.raises(ValueError, match="scales: expected shape"):
         dequantize_nvfp4(torch.zeros(2, 8, dtype=torch.uint8), torch.zeros(2, 2, dtype=torch.uint8),
                          1.0)
+
+
+def test_divisions_are_ieee_not_reciprocal_multiplies():
+    # Pins: torch's ``2688 / t`` is ``t.reciprocal() * 2688`` and, on CUDA, ``t / 6.0`` is
+    # ``t * (1 / 6)``; the codec must divide correctly rounded so its bytes are device-independent.
+    amax = torch.rand(4096) * 100 + 1e-3
+    gs = [nvfp4_global_scale(a.reshape(1, 1).expand(1, 16)).item() for a in amax[:256]]
+    expected = (np.float32(2688.0) / amax[:256].numpy().astype(np.float32)).tolist()
+    assert gs == expected
+    x = amax[:, None] * torch.linspace(1.0, -1.0, 16)
+    q = quantize_nvfp4(x, global_scale=1.0)
+    block_scale_in = torch.from_numpy(amax.numpy().astype(np.float32) / np.float32(6.0))
+    assert torch.equal(q.scales[:, 0], float_to_e4m3(block_scale_in))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_and_cpu_give_the_same_bytes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 256, generator=g) * torch.rand(512, 1, generator=g) * 50
+    cpu = quantize_nvfp4(x)
+    gpu = quantize_nvfp4(x.cuda())
+    assert torch.equal(gpu.global_scale.cpu(), cpu.global_scale)
+    assert torch.equal(gpu.scales.cpu(), cpu.scales) and torch.equal(gpu.data.cpu(), cpu.data)
