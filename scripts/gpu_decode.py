@@ -290,7 +290,7 @@ def bench_probe(N, K):
     ws = [torch.randint(-2**31, 2**31 - 1, (N, words), dtype=torch.int32, device=DEV)
           for _ in range(4)]
     for rows, wds, split in ((64, 16, 4), (64, 16, 1), (16, 32, 1), (16, 128, 1), (64, 32, 1),
-                             (8, 384, 1), (64, 64, 2)):
+                             (8, 128, 1), (64, 64, 2)):
         out = torch.empty(N // rows * split, dtype=torch.int32, device=DEV)
         ks = words // split
         fns = [(lambda w=w, o=out, r=rows, s=split, k=ks, c=wds: _read_probe_kernel[(N // r, s)](
@@ -494,13 +494,13 @@ def phase2(N, K, left):
     """Is the access pattern the limit? A read-only probe of each pattern, then GEMV tiles that
     read longer runs of each row per step (and whole rows per program)."""
     bench_probe(N, K)
-    for M in (1, 16):
+    for M in (1, 4, 16):
         for op in ("nvfp4_w4a16_mm", "nvfp4_mm"):
             if left() < 0:
                 return
             print(f"== {op} M={M}", flush=True)
             p = Problem(op, M, N, K, copies=4)
-            for cfg in PHASE2_DOT + (PHASE2_FMA if M == 1 else []):
+            for cfg in (PHASE2_DOT if M != 4 else PHASE2_DOT[:2]) + (PHASE2_FMA if M == 1 else []):
                 bench_gemv(p, cfg)
             bench_gemv(p, None)
             if op == "nvfp4_mm":
@@ -508,7 +508,7 @@ def phase2(N, K, left):
             del p
     for G_, cfgs in ((32, [D(64, 32, 4, 0), D(64, 32, 1, 0), D(64, 32, 2, 1)]),
                      (128, [D(64, 128, 4, 1), D(64, 128, 1, 1), D(64, 128, 2, 1)])):
-        for M in (1, 16):
+        for M in (1, 4, 16):
             if left() < 0:
                 return
             p = Problem("w4a16_mm", M, N, K, G_, torch.float16, copies=4)
@@ -516,6 +516,17 @@ def phase2(N, K, left):
                 bench_gemv(p, cfg)
             bench_gemv(p, None)
             del p
+    for M in (1, 16):  # bf16 activations, default config
+        for op, G_ in (("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
+            p = Problem(op, M, N, K, G_, torch.bfloat16, copies=4)
+            bench_gemv(p, None, torch.bfloat16)
+            del p
+    for op, G_ in (("nvfp4_mm", 16), ("nvfp4_w4a16_mm", 16), ("w4a16_mm", 32)):
+        p = Problem(op, 1, 8192, 8192, G_, torch.float16, copies=4)
+        bench_gemv(p, None)
+        if op == "nvfp4_mm":
+            bench_cublas(p)
+        del p
 
 
 def summary():
@@ -524,7 +535,7 @@ def summary():
     copy = [r for r in ROWS if r["op"] == "copy"]
     keys = {}
     for r in ROWS:
-        if r["op"] in ("copy", "splitk_reduce") or not r.get("correct"):
+        if r["op"] in ("copy", "splitk_reduce", "read_probe") or not r.get("correct"):
             continue
         k = (r["op"], r["M"], r["N"], r["K"], r.get("group_size"), r.get("x_dtype"))
         keys.setdefault(k, []).append(r)

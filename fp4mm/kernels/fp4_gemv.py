@@ -383,14 +383,16 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-# Heuristic configs, from bench/results/decode-h100-2026-11-26.json (NVIDIA H100 80GB HBM3,
-# CUDA-graph medians, 4 rotating weight copies; see docs/perf-log.md, "fp4_gemv (decode)"):
-# - M = 1: the FMA path (block_n 16, block_k 256) beat every tensor-core config: 29.8 vs 35.3 us
-#   (nvfp4_w4a16, N=18432, K=3072); except groupwise with group >= 64 (26.3 us on tensor cores).
-# - M >= 2: tensor cores, block_n 64 (32: +10-20%, 16: +80%), block_k 128, and split-K up to about
-#   1152 programs: split 4-8 took 47-49 us down to 37-40 us at N=18432 (288 N tiles).
-#   num_stages 3 was slower (+10%), block_n 128 / 8 warps slower (+20%).
-# - M > 16: split-K to ~528 programs (M=64: split 2, 72.6 us; split 8, 77.4 us).
+# Heuristic configs. v3: bench/results/decode-h100-2026-11-26.json; v2 (this code):
+# bench/results/decode-v2-h100-2026-11-26.json (+ -sweep1.json), NVIDIA H100 80GB HBM3, CUDA-graph
+# medians, 4 rotating weight copies, N=18432, K=3072; see docs/perf-log.md, "fp4_gemv (decode)".
+# - M = 1: the FMA path beats every tensor-core config (nvfp4_w4a16: 23.2 us vs 27.6-65 us);
+#   W4A4 prefers 8 rows x 512 per step on 2 warps (24.5 vs 28.6 us for 16 x 256 on 4 warps: less
+#   x decode per weight byte); groupwise with group >= 64 stays on tensor cores (24.3 us).
+# - M >= 2: tensor cores, block_n 64, block_k 128, split-K to ~1152 programs, 1 step prefetched
+#   (0: +3%, 2-3: +5-10%: registers cost resident programs). Longer rows per step (block_k
+#   256-1024, block_n 16-32, mma.sync) were 1.3-2.3x slower; split 1 +20-25%.
+# - M > 16: split-K to ~528 programs (M=64: split 2).
 FMA_MAX_M = 1  # the largest M served by the CUDA-core FMA path
 _FMA_PROGRAMS = 1024  # split K when N / 16 leaves fewer (N=8192: split 4, 45 vs 49 us)
 _DOT_PROGRAMS = (1152, 528)  # split-K target for M <= 16 and for larger M
@@ -399,13 +401,16 @@ _DOT_PREFETCH = 1  # (v2 sweep: 1 step 2-5% faster than 0; 2-3 steps slower; 0 f
 
 
 def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool = True,
-                  device: torch.device | None = None) -> GemvConfig:
+                  x_fp4: bool = False, device: torch.device | None = None) -> GemvConfig:
     """Heuristic config (measured, see above): FMA for M = 1, else tensor cores with tokens padded
     to 16..64; groupwise weights step one group at a time (exact fp32 group scale); split K until
-    enough programs are in flight."""
+    enough programs are in flight. ``x_fp4``: the activations are NVFP4 too (W4A4)."""
     del device  # one table for sm_90; kept for per-architecture tables
     if M <= FMA_MAX_M and (nvfp4 or group_size < 64):
-        cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=256, use_dot=False)
+        if x_fp4:
+            cfg = GemvConfig(block_m=_next_pow2(M), block_n=8, block_k=512, num_warps=2)
+        else:
+            cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=256)
         target = _FMA_PROGRAMS
     else:
         cfg = GemvConfig(block_m=min(64, max(16, _next_pow2(M))), block_n=64, block_k=128,
@@ -446,7 +451,7 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
     if (w_q.shape[1] * 2) % 16 != 0:
         x, w_q, w_scales = _pad_k(x, w_q, w_scales, group_size)
     K = w_q.shape[1] * 2
-    cfg = config or choose_config(M, N, K, group_size=group_size, nvfp4=w_nvfp4,
+    cfg = config or choose_config(M, N, K, group_size=group_size, nvfp4=w_nvfp4, x_fp4=x_fp4,
                                   device=out.device)
     if not is_valid_config(cfg):
         raise ValueError(f"config: invalid {cfg}")

@@ -29,6 +29,9 @@ ENV_VAR = "FP4MM_KERNEL"
 #   -> GEMV up to 64 (M=128 not measured for this op; the W4A4 crossover is used).
 # - w4a16_mm, group 32: M=1 34.0 vs 38.8, M=16 37.8 vs 38.7, M=64 72.0 vs 66.8 (GEMM) -> 16;
 #   group 128: M=16 27.9 vs 39.4, M=64 44.1 vs 69.9 -> 64 (groups >= 64 decode fewer scales).
+# GEMV v2 (bench/results/decode-v2-h100-2026-11-26*.json, same card type) only got faster at
+# M <= 64 (nvfp4_mm M=16 30.8, M=32 41.8, M=64 52.5 us), so no threshold moves down; M = 128 was
+# not re-measured against the GEMM, so none moves up either.
 GEMV_MAX_M = {
     "nvfp4_mm": 64,
     "w4a16_mm": 16,

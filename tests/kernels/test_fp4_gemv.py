@@ -216,8 +216,9 @@ def test_heuristic_configs_are_valid():
     for M in (1, 2, 3, 4, 8, 16, 17, 32, 64, 100):
         for N, K in ((18432, 3072), (8192, 8192), (37, 80), (3072, 3072)):
             for group, nvfp4 in ((16, True), (32, False), (128, False), (2, False)):
-                cfg = V.choose_config(M, N, K, group_size=group, nvfp4=nvfp4)
-                assert V.is_valid_config(cfg), cfg
+                for x_fp4 in (False, True) if nvfp4 else (False,):
+                    cfg = V.choose_config(M, N, K, group_size=group, nvfp4=nvfp4, x_fp4=x_fp4)
+                    assert V.is_valid_config(cfg), cfg
 
 
 def test_invalid_config_is_rejected():
@@ -246,7 +247,7 @@ seen = set()
 for op, group, xdt in problems:
     for M, N, K in shapes:
         nv = op != "w4a16_mm"
-        cfg = V.choose_config(M, N, K, group_size=group, nvfp4=nv)
+        cfg = V.choose_config(M, N, K, group_size=group, nvfp4=nv, x_fp4=op == "nvfp4_mm")
         key = (op, group, xdt, cfg)
         if key in seen:
             continue
