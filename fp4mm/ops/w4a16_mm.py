@@ -30,9 +30,9 @@ def w4a16_mm(
             ``"high_first"``).
         out: optional preallocated ``(M, N)`` output of ``x.dtype``, written in place.
 
-    The kernel rounds each dequantised weight ``e2m1 * scale`` once to the 16-bit dot dtype
-    (exact when the scale has at most 8 significant bits in fp16 / 5 in bf16), then accumulates
-    in fp32.
+    Exact up to float32 summation order against ``fp4mm.reference.w4a16_mm``: the kernels dot
+    the unscaled E2M1 values (exact in 16 bits) over one group and apply the 16-bit scale to the
+    float32 partial sum (groups below 16 form ``e2m1 * scale`` in float32 instead).
     """
     M, N, K = reference.check_w4a16_operands(x, w_q, scales, group_size, contiguous=True)
     check_order(order)
