@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+
 
 @triton.jit
 def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, stride_o,
@@ -32,13 +34,9 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     hi = qb >> 4
     if HIGH_FIRST:
         lo, hi = hi, lo
-    # E2M1 code -> E4M3 byte of value * 2^-6 -> fp16 (exact); scale * 2^6 is exact in fp16.
-    lo8 = ((lo & 7) << 2) | ((lo & 8) << 4)
-    hi8 = ((hi & 7) << 2) | ((hi & 8) << 4)
-    v = tl.join(lo8.to(tl.float8e4nv, bitcast=True).to(tl.float16),
-                hi8.to(tl.float8e4nv, bitcast=True).to(tl.float16)).reshape(BLOCK_R, BLOCK_K)
-    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
-    s = tl.where((sb & 0x7F) == 0x7F, float("nan"), s)  # the interpreter decodes 0x7F as 480
+    # (e2m1 * 2^-6) * (scale * 2^6), every factor and the product exact in fp16
+    v = tl.join(e2m1_to_f16_x64(lo), e2m1_to_f16_x64(hi)).reshape(BLOCK_R, BLOCK_K)
+    s = e4m3_to_f16_x64(sb)
     x = (v.reshape(BLOCK_R, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_R, BLOCK_K)
     offs_k = k0 + tl.arange(0, BLOCK_K)
     tl.store(out_ptr + offs_r[:, None] * stride_o + offs_k[None, :],

@@ -49,6 +49,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+
 # Scale paths (constexpr SCALE_PATH):
 SCALE_NVFP4 = 0  # uint8 E4M3 bytes, one per 16 along K, row-major (N, K/16): scale folded in fp16
 SCALE_GROUP_DOT = 1  # 16-bit, group_size % 16 == 0: fp32 partial dot per chunk, then * scale
@@ -56,22 +58,6 @@ SCALE_GROUP_FMA = 2  # 16-bit, any other even group_size: fp32 products, fp32 (F
 
 
 # ----------------------------------------------------------------------------------------- kernel
-@triton.jit
-def _e2m1_to_f16(codes):
-    """uint8 E2M1 codes (0..15) -> fp16 ``value * 2^-6``, exactly (via the E4M3 byte)."""
-    e4m3 = ((codes & 7) << 2) | ((codes & 8) << 4)
-    return e4m3.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-
-
-@triton.jit
-def _e4m3_to_f16_times_64(sb):
-    """uint8 E4M3 bytes -> fp16 ``scale * 2^6`` (exact; max 448 * 64 = 28672). The NaN bytes
-    0x7F/0xFF are mapped to NaN explicitly: the hardware conversion does so, Triton's CPU
-    interpreter does not (it decodes 0x7F as 480)."""
-    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
-    return tl.where((sb & 0x7F) == 0x7F, float("nan"), s)
-
-
 @triton.jit
 def _unpermute_bytes(wb, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Undo the prepacked byte order (see ``permute_weight_bytes``): in every 32-byte group,
@@ -112,7 +98,7 @@ def _decode_codes(wb, HIGH_FIRST: tl.constexpr, ROWS: tl.constexpr, COLS: tl.con
     if HIGH_FIRST:
         lo, hi = hi, lo
     # join puts the pair on a new last axis: element 2j from lo, 2j + 1 from hi.
-    return tl.join(_e2m1_to_f16(lo), _e2m1_to_f16(hi)).reshape(ROWS, COLS)
+    return tl.join(e2m1_to_f16_x64(lo), e2m1_to_f16_x64(hi)).reshape(ROWS, COLS)
 
 
 @triton.jit
@@ -124,7 +110,7 @@ def _nvfp4_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
     v = _decode_codes(wb, HIGH_FIRST, BLOCK_N, BLOCK_K)  # value * 2^-6
     sb = _nvfp4_scales(s_ptr, offs_n, offs_n < N, k0, K, stride_sn, SCALE_WORDS, EVEN_K,
                        BLOCK_N, BLOCK_K)
-    s = _e4m3_to_f16_times_64(sb)
+    s = e4m3_to_f16_x64(sb)
     w = (v.reshape(BLOCK_N, BLOCK_K // 16, 16) * s[:, :, None]).reshape(BLOCK_N, BLOCK_K)
     return w.to(DOT_DTYPE)
 

@@ -44,23 +44,9 @@ import torch
 import triton
 import triton.language as tl
 
+from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 
 # ----------------------------------------------------------------------------------------- kernel
-@triton.jit
-def _e2m1_x64(codes):
-    """uint8 E2M1 codes (0..15) -> fp16 ``value * 2^-6``, exactly (via the E4M3 byte)."""
-    e4m3 = ((codes & 7) << 2) | ((codes & 8) << 4)
-    return e4m3.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-
-
-@triton.jit
-def _e4m3_x64(sb):
-    """uint8 E4M3 scale bytes -> fp16 ``scale * 2^6`` (exact); 0x7F / 0xFF give NaN explicitly
-    (Triton's interpreter converts them to finite values)."""
-    s = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16) * 64.0
-    return tl.where((sb & 0x7F) == 0x7F, float("nan"), s)
-
-
 # PTX for one 32-bit word of packed codes (8 E2M1 codes, bytes in memory order) -> 8 fp16
 # ``e2m1 * 2^-6`` in element order: nibbles to E4M3 bytes with 32-bit masks and shifts (4 codes
 # per instruction), one ``prmt`` per 4 codes to put each pair in element order, one hardware
@@ -126,7 +112,7 @@ def _dequant(wd, s, HIGH_FIRST: tl.constexpr, USE_ASM: tl.constexpr, ROWS: tl.co
             b = b.reshape(ROWS, COLS // 8, 4, 2)
             lo, hi = tl.split(b)
             b = tl.join(hi, lo)
-        v = _e2m1_x64(b.to(tl.uint8))
+        v = e2m1_to_f16_x64(b.to(tl.uint8))
     v = v.reshape(ROWS, COLS // 16, 16) * s[:, :, None]
     return v.reshape(ROWS, COLS)
 
@@ -266,11 +252,12 @@ def _fp4_gemv_kernel(
                          X_FP4, BLOCK_K, EVEN_K)
         # ---- activations: [BLOCK_M, BLOCK_K] (NVFP4 x dequantised exactly to fp16)
         if X_FP4:
-            xv = _dequant(xb, _e4m3_x64(sx), HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
+            xv = _dequant(xb, e4m3_to_f16_x64(sx), HIGH_FIRST, USE_ASM, BLOCK_M, BLOCK_K)
         else:
             xv = xb
         if W_NVFP4:
-            w = _dequant(wb, _e4m3_x64(sw), HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)  # exact in fp16
+            # exact in fp16
+            w = _dequant(wb, e4m3_to_f16_x64(sw), HIGH_FIRST, ASM, BLOCK_N, BLOCK_K)
             if USE_DOT:
                 acc = tl.dot(w.to(X_DTYPE), tl.trans(xv.to(X_DTYPE)), acc)
             else:
