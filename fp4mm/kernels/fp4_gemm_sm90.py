@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import torch
 import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -74,12 +75,14 @@ _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SM90Config:
-    """BN: tokens per CTA tile (wgmma N: 16..256, multiple of 16); STAGES: ring depth;
-    PERSISTENT: grid = min(tiles, SMs) with a tile loop, else one CTA per tile."""
+    """BN: tokens per CTA tile (wgmma N: 16..256, power of 2); STAGES: ring depth;
+    PERSISTENT: grid = min(work units, SMs) with a unit loop, else one CTA per unit;
+    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`)."""
 
     BN: int = 256
     STAGES: int = 4
     PERSISTENT: bool = True
+    SPLIT: int = 1
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
@@ -92,34 +95,100 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16) 
     return (
         config.BN in (16, 32, 64, 128, 256)
         and 2 <= config.STAGES <= 8
+        and 1 <= config.SPLIT <= 16
         and config.smem_bytes(out_dtype) <= SMEM_LIMIT
     )
 
 
+class Schedule(NamedTuple):
+    """The work decomposition of one launch (what the kernel's ``_unit`` decodes).
+
+    Tiles ``t = pid_n * num_m_tiles + pid_m`` (128 weight rows x BN tokens). Tiles
+    ``0 .. num_full-1`` are whole units (write ``out`` directly); each later tile is cut into
+    ``split`` K-slices of ``k_per_split`` (even) 64-K tiles, the last slice shorter, whose fp32
+    partials go to a workspace and are summed in slice order by ``_splitk_reduce_kernel``."""
+
+    num_tiles: int
+    num_units: int
+    num_full: int
+    split: int
+    k_per_split: int
+    k_tiles: int
+
+
+def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
+    """Split-K for the last wave only: the ``(T // sms) * sms`` tiles of whole waves stay whole;
+    the ``T % sms`` tiles of the last, partial wave are split (all tiles when ``T < sms``), so
+    that the split costs workspace traffic only where SMs would otherwise idle."""
+    num_tiles = triton.cdiv(M, config.BN) * triton.cdiv(N, BM)
+    k_tiles = triton.cdiv(K, K_ALIGN) * 2
+    kps = triton.cdiv(k_tiles, config.SPLIT)
+    kps += kps % 2  # the even/odd schedule consumes K tiles in pairs
+    split = triton.cdiv(k_tiles, kps)
+    num_full = (num_tiles // sms) * sms
+    if split == 1 or num_full == num_tiles:
+        return Schedule(num_tiles, num_tiles, num_tiles, 1, k_tiles, k_tiles)
+    return Schedule(num_tiles, num_full + (num_tiles - num_full) * split, num_full, split, kps,
+                    k_tiles)
+
+
+# Cost model, calibrated on an H100 80GB HBM3 (docs/perf-log.md, Gluon run 2): one 128 x BN x 64
+# step of a CTA while every SM is busy takes 0.162 + 0.002125 * BN us (dequant + MMA;
+# 128 x 256 tiles: 33.9 us per K = 3072 tile at 2048x18432x3072, 128 x 128: 20.8 us).
+_US_STEP_FIXED, _US_STEP_PER_TOKEN = 0.162, 0.002125
+_US_PER_UNIT = 0.5  # epilogue / pipeline refill not hidden behind the next unit
+_US_REDUCE_LAUNCH = 2.0
+_REDUCE_BYTES_PER_US = 3.0e6  # fp32 partials written + read back, output written
+
+
+def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
+               out_dtype: torch.dtype = torch.float16) -> float:
+    """Modelled GEMM time (us) of ``config``: the busiest CTA's steps + the split-K reduce."""
+    sc = schedule(M, N, K, config, sms)
+    step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
+    waves = triton.cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
+    extra = triton.cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
+    t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * _US_PER_UNIT
+    if sc.split > 1:
+        split_tiles = sc.num_tiles - sc.num_full
+        nbytes = split_tiles * BM * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
+        t += _US_REDUCE_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
+    return t
+
+
 @functools.lru_cache(maxsize=1024)
-def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16) -> SM90Config:
-    """Measured on an H100 80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90 (Gluon)", run 2):
+def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16,
+                  sms: int = 132) -> SM90Config:
+    """The one heuristic. Measured on an H100 80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90
+    (Gluon)", runs 2 and 3):
 
     - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.015x cuBLAS bf16 (3
       stages 1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.91x.
     - M <= 128: 128 x 128 tiles, 6 stages, persistent (128x18432x3072: 1.08x; BN 64: 0.87x).
-      Small N (3072) is wave-bound (24 row blocks for 132 SMs): 0.6x, needs split-K (not here).
+    - Split-K of the last partial wave (:func:`schedule`) where :func:`predict_us` says it pays:
+      N = 3072 has only 24 row blocks of 128, so e.g. 128x3072x3072 runs 24 CTAs on 132 SMs
+      unsplit (0.61x in run 2). Between BN 128 and 256 (M > 128) the model picks too.
     Fewer stages where the epilogue tile (fp32 out) leaves no room.
     """
-    bn, stages = (128, 6) if M <= 128 else (256, 4)
-    for st in range(stages, 1, -1):
-        cfg = SM90Config(BN=bn, STAGES=st)
-        if config_is_valid(cfg, out_dtype):
-            return cfg
-    return SM90Config(BN=128, STAGES=2)
+    cands = []
+    for bn, stages in ((128, 6),) if M <= 128 else ((256, 4), (128, 6)):
+        st = next((s for s in range(stages, 1, -1)
+                   if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
+        for split in (1, 2, 3, 4, 5, 6, 8, 12):
+            cfg = SM90Config(BN=bn, STAGES=st, SPLIT=split)
+            if schedule(M, N, K, cfg, sms).split == split or split == 1:
+                cands.append((predict_us(M, N, K, cfg, sms, out_dtype), cfg))
+    return min(cands, key=lambda c: c[0])[1]  # first minimum: the larger BN, the smaller split
 
 
 def shipped_configs() -> list[SM90Config]:
-    """Every config :func:`choose_config` can return (the compile-only test covers these)."""
-    ms = (1, 16, 32, 64, 128, 256, 4096)
-    return sorted({choose_config(m, 18432, 3072, ot) for m in ms
+    """Every kernel specialisation :func:`choose_config` can return (SPLIT is a runtime argument,
+    so configs differing only in SPLIT share one compiled kernel; the compile-only test covers
+    these)."""
+    ms = (1, 16, 32, 64, 128, 256, 1024, 2048, 4096)
+    return sorted({choose_config(m, n, 3072, ot) for m in ms for n in (3072, 18432)
                    for ot in (torch.float16, torch.bfloat16, torch.float32)},
-                  key=lambda c: (c.BN, c.STAGES, c.PERSISTENT))
+                  key=lambda c: (c.BN, c.STAGES, c.PERSISTENT, c.SPLIT))
 
 
 def is_supported(device) -> bool:
@@ -175,14 +244,33 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_tiles,
-              num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
+def _unit(u, num_full, split, k_per_split, k_tiles):
+    """Work unit ``u`` -> (tile, first K tile, end K tile, workspace slot or -1).
+
+    Units ``0 .. num_full-1`` are whole tiles; unit ``num_full + v`` is K-slice ``v % split`` of
+    tile ``num_full + v // split`` (its fp32 partial goes to workspace slot ``v``)."""
+    t = u
+    k0 = u * 0
+    k1 = k_tiles
+    v = u * 0 - 1
+    if u >= num_full:
+        v = u - num_full
+        t = num_full + v // split
+        k0 = (v % split) * k_per_split
+        k1 = gl.minimum(k0 + k_per_split, k_tiles)
+    return t, k0, k1, v
+
+
+@gluon.jit
+def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
     nbytes: gl.constexpr = _BM * _BK // 2 + _BM * _BK // 8 + BN * _BK * 2
     it = 0
-    for t in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
         pid_m = t % num_m_tiles
         pid_n = t // num_m_tiles
-        for kt in range(k_tiles):
+        for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
             fence_async_shared()  # consumers read the stage through the generic proxy
@@ -197,26 +285,28 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 
 
 @gluon.jit
-def _consumer(y_desc, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_tiles,
-              num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_units,
+              num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+              STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
-    for t in range(gl.program_id(0), num_tiles, gl.num_programs(0)):
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
         pid_m = t % num_m_tiles
         pid_n = t // num_m_tiles
         acc = gl.zeros([_BM, BN], gl.float32, mma)
-        for j in range(0, k_tiles, 2):
+        for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
             s0 = it % STAGES
             mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
             a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
             acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
-            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > 0)
+            mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > k0)
             it += 1
             # odd tile
             s1 = it % STAGES
@@ -228,18 +318,26 @@ def _consumer(y_desc, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_t
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        # epilogue: y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha * acc)^T
-        tma.store_wait(0)  # the previous tile's store has finished reading y_smem
-        gl.thread_barrier()
-        y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+        if v >= 0:
+            # K-slice: raw fp32 partial to workspace slot v, [128 weight rows, BN tokens]
+            rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, mma))
+            cols = gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
+            offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+            gl.store(ws_ptr + v * (_BM * BN) + offs, acc)
+        else:
+            # whole tile: y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha * acc)^T
+            tma.store_wait(0)  # the previous tile's store has finished reading y_smem
+            gl.thread_barrier()
+            y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, alpha, num_tiles, num_m_tiles, k_tiles,
-                          BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
+                          split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+                          STAGES: gl.constexpr, DTYPE: gl.constexpr):
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
     s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 8, 128], s_desc.layout)
@@ -252,10 +350,11 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, alpha, num_tiles, num_
         mbarrier.init(empty.index(i), count=1)
     fence_async_shared()
     gl.warp_specialize(
-        [(_consumer, (y_desc, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_tiles,
-                      num_m_tiles, k_tiles, BN, STAGES, DTYPE)),
-         (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_tiles,
-                      num_m_tiles, k_tiles, BN, STAGES))],
+        [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN, STAGES,
+                      DTYPE)),
+         (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units,
+                      num_full, split, k_per_split, num_m_tiles, k_tiles, BN, STAGES))],
         [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -347,24 +446,64 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
     return packed.w_desc, packed.s_desc, x_desc, y_desc
 
 
+@triton.jit
+def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles, split,
+                          BN: tl.constexpr, TB: tl.constexpr):
+    """out[tokens, rows] of split tile ``num_full + program_id(0)`` = alpha * sum of its ``split``
+    fp32 partials (workspace ``[slot, 128 rows, BN tokens]``), in slice order (deterministic)."""
+    j = tl.program_id(0)
+    t = num_full + j
+    pid_m = t % num_m_tiles
+    pid_n = t // num_m_tiles
+    rows = tl.arange(0, 128)
+    toks = tl.program_id(1) * TB + tl.arange(0, TB)
+    ptrs = ws_ptr + j * split * (128 * BN) + rows[:, None] * BN + toks[None, :]
+    acc = tl.load(ptrs)
+    for s in range(1, split):
+        acc += tl.load(ptrs + s * (128 * BN))
+    m = (pid_m * BN + toks).to(tl.int64)
+    n = pid_n * 128 + rows
+    mask = (m[None, :] < M) & (n[:, None] < N)
+    tl.store(out_ptr + m[None, :] * stride_om + n[:, None],
+             (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedule,
+                  bn: int) -> None:
+    """Second pass of split-K: ``ws`` fp32 ``(split_units, 128, bn)``; writes the split tiles of
+    ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride)."""
+    tb = min(bn, 64)
+    grid = (sc.num_tiles - sc.num_full, bn // tb)
+    M, N = out.shape
+    _splitk_reduce_kernel[grid](ws, out, float(alpha), M, N, out.stride(0), sc.num_full,
+                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, num_warps=4)
+
+
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
                       *, config: SM90Config | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
-    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows)."""
+    fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
+    (``config.SPLIT > 1`` and a partial last wave) a second, deterministic pass sums the fp32
+    K-slice partials of the last wave's tiles."""
     M, K = x.shape
     N = packed.N
+    sms = _sm_count(x.device)
     if config is None:
-        config = choose_config(M, N, K, out.dtype)
+        config = choose_config(M, N, K, out.dtype, sms)
     elif not config_is_valid(config, out.dtype):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
-    num_m_tiles = triton.cdiv(M, config.BN)
-    num_tiles = num_m_tiles * (packed.codes.shape[0] // 16)
-    k_tiles = packed.codes.shape[1] // 256
-    grid = min(num_tiles, _sm_count(x.device)) if config.PERSISTENT else num_tiles
+    sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
+                  sms)
+    split_units = sc.num_units - sc.num_full
+    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
+    grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
     _fp4_gemm_sm90_kernel[(grid,)](
-        w_desc, s_desc, x_desc, y_desc, float(alpha), num_tiles, num_m_tiles, k_tiles,
+        w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
+        sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], num_warps=8)
+    if split_units:
+        splitk_reduce(ws, out, alpha, sc, config.BN)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,

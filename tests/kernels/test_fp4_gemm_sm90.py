@@ -37,13 +37,17 @@ _spec.loader.exec_module(_sass_hazard)
 HAS_SM90 = torch.cuda.is_available() and g.is_supported("cuda")
 gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 
-# (BN, STAGES, activation dtype, out dtype): what choose_config can return, plus bf16/fp32 paths
-SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16") for c in g.shipped_configs()}) + [
-    (256, 4, "bf16", "bf16"), (256, 2, "fp16", "fp32"), (128, 4, "fp16", "fp32")]
+# (BN, STAGES, activation dtype, out dtype, split specialised to 1): every kernel specialisation
+# choose_config can return (SPLIT is a runtime argument: one kernel serves every split factor),
+# plus bf16/fp32 paths, plus split == 1 as Triton's launcher specialises an int argument of 1
+SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_configs()}) + [
+    (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
+    (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
+    (128, 6, "fp16", "fp16", True)]
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
-def _compile(bn, stages, dt, ot):
+def _compile(bn, stages, dt, ot, split1=False):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -56,10 +60,15 @@ def _compile(bn, stages, dt, ot):
            "s_desc": f"tensordesc<u8[8, 128],{g._PLAIN8!r}>",
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
-           "alpha": "fp32", "num_tiles": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
+           "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
+           "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
            "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr"}
-    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig,
-                         constexprs={"BN": bn, "STAGES": stages, "DTYPE": gdt})
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt}
+    if split1:
+        sig["split"] = "constexpr"
+        constexprs["split"] = 1
+    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,
+                         attrs={(4,): [["tt.divisibility", 16]]})  # ws_ptr, as at launch
     with contextlib.redirect_stdout(io.StringIO()):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
@@ -77,9 +86,9 @@ def _ptxas_log(ptx: str) -> str:
     return r.stdout + r.stderr
 
 
-def compile_report(bn, stages, dt, ot) -> dict:
+def compile_report(bn, stages, dt, ot, split1=False) -> dict:
     """Compile one config for sm_90a and collect what the test asserts on."""
-    k = _compile(bn, stages, dt, ot)
+    k = _compile(bn, stages, dt, ot, split1)
     ptx, sass = k.asm["ptx"], k.asm["sass"]
     t = {"fp16": "f16", "bf16": "bf16"}[dt]
     # register-A wgmma: {4 registers} for A, a descriptor for B
@@ -90,6 +99,8 @@ def compile_report(bn, stages, dt, ot) -> dict:
     return {"register_a_wgmma": bool(wgmma),
             "warp_specialised": "setmaxnreg.dec" in ptx and "cp.async.bulk.tensor" in ptx,
             "ld_shared_v4": ptx.count("ld.shared.v4.b32"), "ptxas_log": _ptxas_log(ptx),
+            "st_global_v2": ptx.count("st.global.v2.b32"),
+            "st_global_scalar": len(re.findall(r"st\.global\.b32", ptx)),
             "shared": k.metadata.shared, "hazards": hazards}
 
 
@@ -107,13 +118,15 @@ def compile_reports():
     return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
 
 
-@pytest.mark.parametrize("bn,stages,dt,ot", SHIPPED, ids=lambda v: str(v))
-def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot):
-    rep = compile_reports[(bn, stages, dt, ot)]
+@pytest.mark.parametrize("bn,stages,dt,ot,split1", SHIPPED, ids=lambda v: str(v))
+def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot, split1):
+    rep = compile_reports[(bn, stages, dt, ot, split1)]
     assert rep["register_a_wgmma"]
     assert rep["warp_specialised"]
     # the thread-ordered prepack gives one 16-byte load of codes and one of scales per tile
     assert rep["ld_shared_v4"] >= 2
+    # split-K partials leave as 8-byte stores (a token pair per thread), not scalar ones
+    assert rep["st_global_v2"] > 0 and rep["st_global_scalar"] == 0
     log = rep["ptxas_log"]
     assert "0 bytes spill stores, 0 bytes spill loads" in log, log
     assert "C7512" not in log, log  # wgmma serialised for lack of registers
@@ -172,6 +185,66 @@ def test_configs_are_valid_and_fit_shared_memory():
                 assert g.config_is_valid(g.choose_config(M, N, 3072, ot), ot)
     assert not g.config_is_valid(g.SM90Config(BN=256, STAGES=8))
     assert not g.config_is_valid(g.SM90Config(BN=48))
+    assert not g.config_is_valid(g.SM90Config(SPLIT=0))
+    assert not g.config_is_valid(g.SM90Config(SPLIT=17))
+
+
+def test_heuristic_splits_k_only_where_the_grid_is_short():
+    """N = 3072 has 24 row blocks: M = 128 gives 24 tiles for 132 SMs, so K is split; the
+    challenge case (1152 tiles) and 4096 x 3072 keep whole tiles, 128 x 256, as measured."""
+    assert g.choose_config(128, 3072, 3072).SPLIT > 1
+    assert g.choose_config(2048, 18432, 3072) == g.SM90Config(BN=256, STAGES=4)
+    assert g.choose_config(4096, 3072, 3072) == g.SM90Config(BN=256, STAGES=4)
+
+
+@pytest.mark.parametrize("M,N,K,cfg,sms", [
+    (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 24 tiles, all split in 4 x 12
+    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 5 x 28 = 140 tiles: 8 split in 3
+    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # K tiles 4: slices of 2, 1 whole wave
+    (33, 130, 96, g.SM90Config(BN=32, SPLIT=16), 132),  # more slices than K-tile pairs
+], ids=lambda v: str(v))
+def test_split_schedule_and_reduce_cover_every_k_tile_once(M, N, K, cfg, sms):
+    """Emulate the kernel's units (``_unit``) in torch, run the Triton reduce (interpreter on the
+    CPU): every (tile, K tile) is computed exactly once, slices are even, the sum is right."""
+    import triton
+
+    sc = g.schedule(M, N, K, cfg, sms)
+    assert sc.split == 1 or sc.num_full == (sc.num_tiles // sms) * sms
+    assert sc.k_per_split % 2 == 0 and sc.k_tiles % 2 == 0
+    torch.manual_seed(0)
+    bn, mt, kp = cfg.BN, triton.cdiv(M, cfg.BN), sc.k_tiles * 64
+    x = torch.zeros(mt * bn, kp)
+    w = torch.zeros(triton.cdiv(N, 128) * 128, kp)
+    x[:M, :K] = torch.randint(-8, 8, (M, K)).float()
+    w[:N, :K] = torch.randint(-8, 8, (N, K)).float()
+    alpha = 0.5
+    out = torch.full((M, triton.cdiv(N, 8) * 8), float("nan"), dtype=torch.float16)
+    ws = torch.full((max(sc.num_units - sc.num_full, 1), 128, bn), float("nan"))
+    seen = torch.zeros(sc.num_tiles, sc.k_tiles, dtype=torch.int32)
+    for u in range(sc.num_units):
+        if u < sc.num_full:
+            t, k0, k1, v = u, 0, sc.k_tiles, -1
+        else:
+            v = u - sc.num_full
+            t = sc.num_full + v // sc.split
+            k0 = (v % sc.split) * sc.k_per_split
+            k1 = min(k0 + sc.k_per_split, sc.k_tiles)
+        assert k1 > k0 and (k1 - k0) % 2 == 0
+        seen[t, k0:k1] += 1
+        pm, pn = t % mt, t // mt
+        acc = (w[pn * 128:(pn + 1) * 128, k0 * 64:k1 * 64]
+               @ x[pm * bn:(pm + 1) * bn, k0 * 64:k1 * 64].T)
+        if v >= 0:
+            ws[v] = acc
+        else:
+            tile = (acc * alpha).T.half()[:max(0, min(bn, M - pm * bn)),
+                                          :max(0, min(128, out.shape[1] - pn * 128))]
+            out[pm * bn:pm * bn + tile.shape[0], pn * 128:pn * 128 + tile.shape[1]] = tile
+    assert bool((seen == 1).all())
+    if sc.num_units > sc.num_full:
+        g.splitk_reduce(ws, out, alpha, sc, bn)
+    want = (alpha * x[:M] @ w[:out.shape[1]].T).half()
+    assert torch.equal(out, want)  # small integers: exact in any summation order
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,3 +340,28 @@ def test_w4a16_entry_and_prepacked_reuse():
     out = torch.empty((M, N), dtype=torch.float16, device="cuda")
     g.fp4_gemm_sm90_w4a16(x, wq, ws, 0.25, "low_first", out, prepacked=packed)
     _assert_close(out, xq, xs, wq, ws, 0.25, "low_first")
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K,cfg", [
+    (128, 3072, 3072, None),  # the heuristic's split-K (24 tiles for 132 SMs)
+    (100, 392, 1040, g.SM90Config(BN=128, STAGES=6, SPLIT=4)),  # ragged M, N, K; all tiles split
+    (300, 3500, 1040, g.SM90Config(BN=64, STAGES=4, SPLIT=4)),  # 140 tiles: whole + split tail
+    (33, 136, 208, g.SM90Config(BN=32, STAGES=2, SPLIT=16)),  # slices of one K-tile pair
+    (129, 264, 640, g.SM90Config(BN=256, STAGES=4, SPLIT=3, PERSISTENT=False)),
+], ids=lambda v: str(v))
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_split_k_matches_oracle(M, N, K, cfg, out_dtype):
+    xq, xs, wq, ws = _gen(M, N, K, seed=M + N + K)
+    out = _run(xq, xs, wq, ws, 0.25, "high_first", out_dtype, config=cfg)
+    _assert_close(out, xq, xs, wq, ws, 0.25, "high_first")
+
+
+@gpu
+def test_split_k_is_deterministic():
+    """The reduce sums the slices in a fixed order: two runs agree bit for bit."""
+    xq, xs, wq, ws = _gen(128, 3072, 3072, seed=21)
+    cfg = g.SM90Config(BN=128, STAGES=6, SPLIT=4)
+    a = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
+    b = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
+    assert torch.equal(a, b)
