@@ -138,6 +138,10 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
 _US_STEP_FIXED, _US_STEP_PER_TOKEN = 0.162, 0.002125
 _US_PER_UNIT = 0.5  # epilogue / pipeline refill not hidden behind the next unit
 _US_REDUCE_LAUNCH = 2.0
+# The reduce is a third launch from Python: in eager timings (do_bench) the W4A4 call became
+# host-bound with it on the H100 (run 3: 128x18432x3072 split 6 0.80x vs unsplit 0.93x although
+# its GEMM alone ran 40.4 vs 49.0 us), so split-K must save more GPU time than this.
+_US_HOST_EXTRA_LAUNCH = 15.0
 _REDUCE_BYTES_PER_US = 3.0e6  # fp32 partials written + read back, output written
 
 
@@ -152,7 +156,7 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
     if sc.split > 1:
         split_tiles = sc.num_tiles - sc.num_full
         nbytes = split_tiles * BM * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
-        t += _US_REDUCE_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
+        t += _US_REDUCE_LAUNCH + _US_HOST_EXTRA_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
     return t
 
 
@@ -186,7 +190,8 @@ def shipped_configs() -> list[SM90Config]:
     so configs differing only in SPLIT share one compiled kernel; the compile-only test covers
     these)."""
     ms = (1, 16, 32, 64, 128, 256, 1024, 2048, 4096)
-    return sorted({choose_config(m, n, 3072, ot) for m in ms for n in (3072, 18432)
+    return sorted({choose_config(m, n, k, ot) for m in ms for n in (3072, 18432)
+                   for k in (3072, 16384)  # long K with a short grid: split-K
                    for ot in (torch.float16, torch.bfloat16, torch.float32)},
                   key=lambda c: (c.BN, c.STAGES, c.PERSISTENT, c.SPLIT))
 
