@@ -196,6 +196,244 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, 
                        stride_xm, HIGH_FIRST, E4M3_VIA_CAST, BLOCK_M, G)
 
 
+# ---- 16-bit path: compare |x| in the input's own precision against per-scale thresholds -----
+#
+# fl(|x| * gs) is monotonic in |x|, so "fl(|x| * gs) >= T" is "|x| >= X(T)" for the smallest 16-bit
+# X that reaches T. With T = s * t (the f32 thresholds of the 32-bit path) there are only 127 x 7
+# of them per tensor (one per E4M3 scale code and E2M1 threshold): a one-program kernel maps them
+# once into a table (`_threshold_table_kernel`), and the quantise kernel looks up its block's row
+# and compares the 16-bit input directly, two elements an instruction (HSET2) in the PTX variant.
+# Non-negative finite 16-bit floats order like their bit patterns, so the portable variant (and
+# Triton's interpreter) compares the bits as integers; X = 0x7FFF (NaN) is never reached.
+
+_NEVER16 = 0x7FFF
+
+
+@triton.jit
+def _from16(bits, IS_BF16: tl.constexpr):
+    """int32 holding a bf16/fp16 bit pattern (0..0xFFFF) -> its float32 value (exact)."""
+    if IS_BF16:
+        v = (bits << 16).to(tl.float32, bitcast=True)
+    else:
+        v = bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _rn16(y, IS_BF16: tl.constexpr):
+    """float32 ``y >= 0`` -> the bf16/fp16 bit pattern nearest to it (ties to even), as int32."""
+    if IS_BF16:
+        b = y.to(tl.int32, bitcast=True)
+        r = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    else:
+        r = y.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return r
+
+
+@triton.jit
+def _smallest16(t, y, gs, IS_BF16: tl.constexpr):
+    """The smallest 16-bit ``x >= 0`` with ``fl(x * gs) >= t`` (bit pattern, int32), given ``y``
+    within a few float32 ulps of ``t / gs`` (or of its 2^-149 granule).
+
+    The answer is P - 1 or P with P = ceil16(t / gs) (x two 16-bit steps below P is more than
+    2^-12 below t / gs, far beyond float32 rounding), and c = rn16(y) is P - 1 or P (y is much
+    closer to t / gs than half a 16-bit step), so the answer is c - 1, c or c + 1: the first that
+    reaches t. c = 0 makes c - 1 the NaN 0xFFFF, which fails; an overflowing y gives c = inf."""
+    c = _rn16(y, IS_BF16)
+    below = _from16((c - 1) & 0xFFFF, IS_BF16) * gs >= t
+    at = _from16(c, IS_BF16) * gs >= t
+    return tl.where(below, c - 1, tl.where(at, c, c + 1))
+
+
+@triton.jit
+def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, FROM_AMAX: tl.constexpr,
+                            IS_BF16: tl.constexpr, HIGH_FIRST: tl.constexpr):
+    """``table[c, i]`` (int32, 128 x 8) for every E4M3 scale code c: columns 0..6 the 16-bit
+    thresholds X_i (both halves of the word, ready for packed compares) such that, in a block of
+    scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
+    as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
+    encodes +0). Also writes gs."""
+    gs = _global_scale(gs_src_ptr, FROM_AMAX)
+    tl.store(gs_out_ptr, gs)
+    code = tl.arange(0, 128)[:, None]
+    col = tl.arange(0, 8)[None, :]
+    s = _e4m3_value(tl.minimum(code, 0x7E), False)
+    t = tl.where(col == 0, 0.25, tl.where(col == 1, 0.75, tl.where(col == 2, 1.25, tl.where(
+        col == 3, 1.75, tl.where(col == 4, 2.5, tl.where(col == 5, 3.5, 5.0))))))
+    st = s * t  # exact
+    st = tl.where((col % 2) == 0, _next_up(st), st)  # strict thresholds: ties go down
+    # y ~ st / gs without overflow: 1/gs overflows for gs < 2^-128, so scale gs up first.
+    big = tl.where(gs < 5.421010862427522e-20, 1.8446744073709552e19, 1.0)  # 2^-64, 2^64
+    y = (s * (1.0 / (gs * big))) * (t * big)
+    x16 = tl.where(s == 0.0, 0x7FFF, _smallest16(st, y, gs, IS_BF16))
+    if HIGH_FIRST:
+        sign = 0x00080080
+    else:
+        sign = 0x00800008
+    entry = tl.where(col == 7, tl.where(s == 0.0, 0, sign), x16 | (x16 << 16))
+    tl.store(table_ptr + code * 8 + col, entry)
+
+
+@triton.jit
+def _max_u16x2(a, b):
+    """Lane-wise max of two words each holding two non-negative 16-bit floats (their bits)."""
+    return tl.maximum(a & 0xFFFF, b & 0xFFFF) | tl.maximum(a & 0x7FFF0000, b & 0x7FFF0000)
+
+
+@triton.jit
+def _max_u16x2_ptx(a, b):
+    return tl.inline_asm_elementwise("max.u16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                     dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _split8(t):
+    """[..., 8] -> its 8 columns, in order."""
+    e, o = tl.split(tl.reshape(t, (t.shape[0], t.shape[1], 4, 2)))
+    e0, e1 = tl.split(tl.reshape(e, (t.shape[0], t.shape[1], 2, 2)))
+    o0, o1 = tl.split(tl.reshape(o, (t.shape[0], t.shape[1], 2, 2)))
+    c0, c4 = tl.split(e0)
+    c2, c6 = tl.split(e1)
+    c1, c5 = tl.split(o0)
+    c3, c7 = tl.split(o1)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@triton.jit
+def _lane_ge(a, t):
+    """Per 16-bit lane: 0xFFFF where ``lane(a) >= lane(t)`` (bit patterns below 0x8000)."""
+    lo = tl.where((a & 0xFFFF) >= (t & 0xFFFF), 0xFFFF, 0)
+    return lo | tl.where((a >> 16) >= (t >> 16), -65536, 0)
+
+
+@triton.jit
+def _select(mask, a, b):
+    """Bitwise ``mask ? a : b`` (the PTX ``lop3 ..., 0xCA``)."""
+    return (mask & a) | (~mask & b)
+
+
+@triton.jit
+def _encode_words(x, a, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST: tl.constexpr,
+                  IS_BF16: tl.constexpr, USE_PTX: tl.constexpr):
+    """Words ``x`` (two 16-bit elements each, element 2j in the low half), ``a = x & 0x7FFF7FFF``,
+    per-block thresholds ``p_i`` (both halves X_i) and sign bits -> int32 whose low byte is the
+    packed pair. Codes by a 3-step binary search on lane masks, then
+    ``(h & 4) | (m & 2) | (l & 1) | sign`` placed in each lane's nibble of the output byte."""
+    if HIGH_FIRST:
+        CH: tl.constexpr = 0x00040040
+        CM: tl.constexpr = 0x00020020
+        CL: tl.constexpr = 0x00010010
+    else:
+        CH: tl.constexpr = 0x00400004
+        CM: tl.constexpr = 0x00200002
+        CL: tl.constexpr = 0x00100001
+    if USE_PTX:
+        if IS_BF16:
+            SET: tl.constexpr = "set.ge.u32.bf16x2"
+        else:
+            SET: tl.constexpr = "set.ge.u32.f16x2"
+        asm: tl.constexpr = (
+            "{ .reg .b32 h, m, l, t, u, g, c;\n"
+            f"{SET} h, $2, $3;\n"
+            "lop3.b32 t, h, $4, $5, 0xCA;\n"
+            f"{SET} m, $2, t;\n"
+            "lop3.b32 u, m, $6, $7, 0xCA;\n"
+            "lop3.b32 t, m, $8, $9, 0xCA;\n"
+            "lop3.b32 t, h, u, t, 0xCA;\n"
+            f"{SET} l, $2, t;\n"
+            "prmt.b32 g, $1, $1, 0xBB99;\n"
+            f"and.b32 c, l, {CL};\n"
+            f"lop3.b32 c, m, {CM}, c, 0xEA;\n"
+            f"lop3.b32 c, h, {CH}, c, 0xEA;\n"
+            "lop3.b32 c, g, $10, c, 0xEA;\n"
+            "shr.u32 t, c, 16;\n"
+            "or.b32 $0, c, t; }")
+        out = tl.inline_asm_elementwise(asm, "=r,r,r,r,r,r,r,r,r,r,r",
+                                        [x, a, p3, p5, p1, p6, p4, p2, p0, sign],
+                                        dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        h = _lane_ge(a, p3)
+        m = _lane_ge(a, _select(h, p5, p1))
+        l_ = _lane_ge(a, _select(h, _select(m, p6, p4), _select(m, p2, p0)))
+        g = tl.where((x & 0x8000) != 0, 0xFFFF, 0) | tl.where(x < 0, -65536, 0)
+        c = (l_ & CL) | (m & CM) | (h & CH) | (g & sign)
+        out = c | (c >> 16)
+    return out
+
+
+@triton.jit
+def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok, kt, K,
+                     stride_xm, HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr,
+                     USE_PTX: tl.constexpr, E4M3_VIA_CAST: tl.constexpr, G: tl.constexpr):
+    """K tile ``kt`` (G 16-blocks) of rows ``offs_m64`` from int32 words (two 16-bit elements
+    each): a thread holds a whole block (8 words, 32 bytes), takes its amax on the bit patterns,
+    rounds the scale in float32 as the codec does, and looks up the block's threshold row."""
+    offs_g = kt * G + tl.arange(0, G)
+    mask = m_ok & (offs_g[None, :] < K // 16)
+    ptrs = x_ptr + offs_m64[:, None, None] * stride_xm + offs_g[None, :, None] * 8 \
+        + tl.arange(0, 8)[None, None, :]
+    x = tl.load(ptrs, mask=mask[:, :, None], other=0)
+    a = x & 0x7FFF7FFF
+    if USE_PTX:
+        pair = tl.reduce(a, 2, _max_u16x2_ptx)
+    else:
+        pair = tl.reduce(a, 2, _max_u16x2)
+    amax_b = _from16(tl.maximum(pair & 0xFFFF, pair >> 16), IS_BF16)
+    code_s = _e4m3_rne(tl.div_rn(amax_b, tl.full(amax_b.shape, 6.0, tl.float32)) * gs,
+                       E4M3_VIA_CAST)
+    row = tl.load(table_ptr + code_s[:, :, None] * 8 + tl.arange(0, 8)[None, None, :])
+    p0, p1, p2, p3, p4, p5, p6, sign = _split8(row)
+    out = _encode_words(x, a, p0[:, :, None], p1[:, :, None], p2[:, :, None], p3[:, :, None],
+                        p4[:, :, None], p5[:, :, None], p6[:, :, None], sign[:, :, None],
+                        HIGH_FIRST, IS_BF16, USE_PTX)
+    dst = data_ptr + offs_m64[:, None, None] * (K // 2) + offs_g[None, :, None] * 8 \
+        + tl.arange(0, 8)[None, None, :]
+    tl.store(dst, out.to(tl.uint8), mask=mask[:, :, None])
+    tl.store(scales_ptr + offs_m64[:, None] * (K // 16) + offs_g[None, :], code_s.to(tl.uint8),
+             mask=mask)
+
+
+@triton.jit
+def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, stride_xm,
+                       HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr, USE_PTX: tl.constexpr,
+                       E4M3_VIA_CAST: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+    """The 16-bit twin of `_quantize_kernel` (same grid); ``x_ptr`` int32 words, ``stride_xm``
+    in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`."""
+    tl.static_assert(BLOCK_K % 16 == 0)
+    gs = tl.load(gs_ptr)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m[:, None] < M
+    for kt in tl.range(tl.program_id(1), tl.cdiv(K, BLOCK_K), tl.num_programs(1),
+                       num_stages=NUM_STAGES):
+        _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m.to(tl.int64), m_ok,
+                         kt, K, stride_xm, HIGH_FIRST, IS_BF16, USE_PTX, E4M3_VIA_CAST,
+                         BLOCK_K // 16)
+
+
+@triton.jit
+def _amax16_kernel(x_ptr, amax_ptr, M, KW, stride_xm, KW_PER_PROGRAM, IS_BF16: tl.constexpr,
+                   USE_PTX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr):
+    """`_amax_kernel` on int32 words of 16-bit elements (``KW`` words a row): the max is taken on
+    the bit patterns of |x| (two lanes a word), converted to float32 once."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    w_begin = tl.program_id(1) * KW_PER_PROGRAM
+    w_end = tl.minimum(w_begin + KW_PER_PROGRAM, KW)
+    acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=tl.int32)
+    for w0 in range(w_begin, w_end, BLOCK_W):
+        offs_w = w0 + tl.arange(0, BLOCK_W)
+        mask = (offs_m[:, None] < M) & (offs_w[None, :] < w_end)
+        a = tl.load(row + offs_w[None, :], mask=mask, other=0) & 0x7FFF7FFF
+        if USE_PTX:
+            acc = _max_u16x2_ptx(acc, a)
+        else:
+            acc = _max_u16x2(acc, a)
+    pair = tl.max(tl.max(acc & 0xFFFF, axis=1), axis=0)
+    pair = tl.maximum(pair, tl.max(tl.max(acc >> 16, axis=1), axis=0))
+    tl.atomic_max(amax_ptr, _from16(pair, IS_BF16))
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     """Tile of the quantise kernel (powers of two; ``block_k >= 16``) and how many programs share
@@ -280,22 +518,71 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    if x2.dtype == torch.bfloat16 and x2.device.type == "cpu" and triton_interpreting():
+    return x2
+
+
+def _interpreted(x2: torch.Tensor) -> bool:
+    return x2.device.type == "cpu" and triton_interpreting()
+
+
+def _for_f32_path(x2: torch.Tensor) -> torch.Tensor:
+    if x2.dtype == torch.bfloat16 and _interpreted(x2):
         x2 = x2.float()  # exact; bf16 arithmetic is wrong in Triton's interpreter
     return x2
 
 
-def nvfp4_amax_triton(x: torch.Tensor, *, config: AmaxConfig | None = None) -> torch.Tensor:
-    """``max |x|`` as a float32 0-d tensor on x's device (a Triton reduction; no host sync)."""
+def _as_words(x2: torch.Tensor) -> torch.Tensor:
+    """16-bit ``(M, K)`` with unit last stride -> int32 ``(M, K/2)`` sharing its storage
+    (copied when the row stride or offset is odd)."""
+    if x2.stride(0) % 2 or x2.storage_offset() % 2:
+        x2 = x2.contiguous()
+    return x2.view(torch.int32)
+
+
+PATHS = ("f32", "int16", "ptx")
+
+
+def _pick_path(x2: torch.Tensor, path: str | None) -> str:
+    if path is None:
+        if x2.dtype == torch.float32:
+            return "f32"
+        return "int16" if _interpreted(x2) else "ptx"
+    if path not in PATHS:
+        raise ValueError(f"path: expected one of {PATHS} or None, got {path!r}")
+    if path != "f32" and x2.dtype == torch.float32:
+        raise ValueError(f"path: {path!r} needs fp16/bf16 input, got {x2.dtype}")
+    if path == "ptx" and x2.device.type != "cuda":
+        raise ValueError("path: 'ptx' (inline PTX) runs on CUDA only")
+    return path
+
+
+def nvfp4_amax_triton(x: torch.Tensor, *, config: AmaxConfig | None = None,
+                      path: str | None = None) -> torch.Tensor:
+    """``max |x|`` as a float32 0-d tensor on x's device (a Triton reduction; no host sync).
+    ``path``: as in :func:`quantize_nvfp4_triton` (16-bit input is reduced on its bit patterns
+    unless ``"f32"``)."""
     x2 = _as_2d(x)
+    return _amax(x2, config, _pick_path(x2, path))
+
+
+def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tensor:
     M, K = x2.shape
     cfg = config or pick_amax_config(M, K)
     amax = torch.zeros((), dtype=torch.float32, device=x2.device)
-    if M:
-        grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    if not M:
+        return amax
+    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    if path == "f32":
+        x2 = _for_f32_path(x2)
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
                            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
                            num_warps=cfg.num_warps)
+    else:
+        w = _as_words(x2)
+        _amax16_kernel[grid](w, amax, M, K // 2, w.stride(0), cfg.k_per_program // 2,
+                             IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
+                             BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
+                             num_warps=cfg.num_warps)
     return amax
 
 
@@ -324,6 +611,7 @@ def quantize_nvfp4_triton(
     config: QuantizeConfig | None = None,
     amax_config: AmaxConfig | None = None,
     e4m3_via_cast: bool | None = None,
+    path: str | None = None,
 ) -> NVFP4Tensor:
     """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
     :func:`fp4mm.formats.quantize_nvfp4`.
@@ -340,6 +628,11 @@ def quantize_nvfp4_triton(
             (``cvt.rn.satfinite.e4m3x2``; fewer instructions) instead of integer RNE. Both are
             exact on sm_89+; Triton's interpreter rounds ties away from zero in that cast.
             ``None``: the cast on a GPU, integer RNE under the interpreter.
+        path: ``"f32"`` (every element scaled and compared in float32; the only path for fp32
+            input), ``"int16"`` (fp16/bf16: |x| compared as 16-bit bit patterns against a
+            per-scale threshold table; portable, runs in the interpreter) or ``"ptx"`` (the same
+            with packed HSET2 compares, two elements an instruction; CUDA only). ``None``:
+            ``"ptx"`` for 16-bit input on CUDA, ``"int16"`` in the interpreter, else ``"f32"``.
 
     Returns:
         ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
@@ -347,22 +640,38 @@ def quantize_nvfp4_triton(
     """
     check_order(order)
     x2 = _as_2d(x)
+    path = _pick_path(x2, path)
     M, K = x2.shape
     cfg = config or pick_config(M, K)
     if e4m3_via_cast is None:
-        e4m3_via_cast = not (x2.device.type == "cpu" and triton_interpreting())
+        e4m3_via_cast = not _interpreted(x2)
     if global_scale is None:
-        src, from_amax = nvfp4_amax_triton(x2, config=amax_config), True
+        src, from_amax = _amax(x2, amax_config, path), True
     else:
         src, from_amax = _global_scale_source(global_scale, x2.device), False
     data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
     scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
-    _quantize_kernel[cfg.grid(M, K)](
-        x2, src, data, scales, gs, M, K, x2.stride(0),
-        FROM_AMAX=from_amax, HIGH_FIRST=order == "high_first", E4M3_VIA_CAST=e4m3_via_cast,
-        BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-        num_warps=cfg.num_warps)
+    high_first = order == "high_first"
+    if path == "f32":
+        x2 = _for_f32_path(x2)
+        _quantize_kernel[cfg.grid(M, K)](
+            x2, src, data, scales, gs, M, K, x2.stride(0),
+            FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
+            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
+            num_warps=cfg.num_warps)
+    else:
+        is_bf16 = x2.dtype == torch.bfloat16
+        table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
+        _threshold_table_kernel[(1,)](src, gs, table, FROM_AMAX=from_amax, IS_BF16=is_bf16,
+                                      HIGH_FIRST=high_first, num_warps=4)
+        if M:
+            w = _as_words(x2)
+            _quantize16_kernel[cfg.grid(M, K)](
+                w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
+                IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
+                BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
+                num_warps=cfg.num_warps)
     lead = tuple(x.shape[:-1])
     return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
 
