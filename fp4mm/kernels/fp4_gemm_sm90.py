@@ -138,12 +138,9 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
 _US_STEP_FIXED, _US_STEP_PER_TOKEN = 0.162, 0.002125
 _US_PER_UNIT = 0.5  # epilogue / pipeline refill not hidden behind the next unit
 _US_REDUCE_LAUNCH = 2.0
-# The reduce is a third launch from Python: in eager timings (do_bench) the W4A4 call became
-# host-bound with it on the H100 (run 3: 128x18432x3072 split 6 0.80x vs unsplit 0.93x although
-# its GEMM alone ran 40.4 vs 49.0 us), so split-K must save more GPU time than this.
-_US_HOST_EXTRA_LAUNCH = 15.0
-_REDUCE_BYTES_PER_US = 3.0e6  # fp32 partials written + read back, output written
-
+# fp32 partials written + read back (mostly in L2), output written: fitted to run 4 (split 2 at
+# 2048x3072x3072 and 1024x18432x3072 beat the unsplit tiles under graph replay)
+_REDUCE_BYTES_PER_US = 6.0e6
 
 def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
                out_dtype: torch.dtype = torch.float16) -> float:
@@ -156,29 +153,33 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
     if sc.split > 1:
         split_tiles = sc.num_tiles - sc.num_full
         nbytes = split_tiles * BM * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
-        t += _US_REDUCE_LAUNCH + _US_HOST_EXTRA_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
+        t += _US_REDUCE_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
     return t
 
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16,
                   sms: int = 132) -> SM90Config:
-    """The one heuristic. Measured on an H100 80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90
-    (Gluon)", runs 2 and 3):
+    """The one heuristic: the config of least :func:`predict_us` (GPU time). Measured on an H100
+    80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90 (Gluon)", runs 2-4; ratios to cuBLAS bf16 under
+    CUDA-graph replay, W4A4 incl. the activation dequant, run 4):
 
-    - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.015x cuBLAS bf16 (3
-      stages 1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.91x.
-    - M <= 128: 128 x 128 tiles, 6 stages, persistent (128x18432x3072: 1.08x; BN 64: 0.87x).
-    - Split-K of the last partial wave (:func:`schedule`) where :func:`predict_us` says it pays:
-      N = 3072 has only 24 row blocks of 128, so e.g. 128x3072x3072 runs 24 CTAs on 132 SMs
-      unsplit (0.61x in run 2). Between BN 128 and 256 (M > 128) the model picks too.
+    - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.092x (run 2: 3 stages
+      1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.898x.
+    - M <= 128: 128 x 128 tiles, 6 stages, persistent (run 2: BN 64 0.87x at 128x18432x3072).
+    - Split-K of the last partial wave (:func:`schedule`), where the model says it pays:
+      128x3072x3072 split 4: 0.624x (unsplit 0.432x); 128x18432x3072 split 6: 1.261x (0.992x);
+      1024x18432x3072 split 2: 1.032x (0.994x); 2048x3072x3072 BN 256 split 2: 0.812x (BN 128
+      0.771x, BN 256 0.764x); 1024x3072x3072 stays unsplit (0.723x; split 2: 0.511x).
+    Eager (do_bench) timings of small shapes were host-bound in run 4 (158 us of Python per W4A4
+    call, 194 us with the reduce launch), so they cannot rank configs; graph replay can.
     Fewer stages where the epilogue tile (fp32 out) leaves no room.
     """
     cands = []
     for bn, stages in ((128, 6),) if M <= 128 else ((256, 4), (128, 6)):
         st = next((s for s in range(stages, 1, -1)
                    if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
-        for split in (1, 2, 3, 4, 5, 6, 8, 12):
+        for split in (1, 2, 4, 6):  # the factors timed on the H100 (run 4)
             cfg = SM90Config(BN=bn, STAGES=st, SPLIT=split)
             if schedule(M, N, K, cfg, sms).split == split or split == 1:
                 cands.append((predict_us(M, N, K, cfg, sms, out_dtype), cfg))
