@@ -202,9 +202,11 @@ def run_impl(case: Case, problem, impl: Impl, expected, ctx: Context) -> dict | 
 
 def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer,
               quick: bool = False, l2_bytes: int = DEFAULT_L2_BYTES,
-              on_step: Callable[[str, bool], None] | None = None) -> list[dict]:
+              on_step: Callable[[str, bool], None] | None = None,
+              on_case: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Check and time every applicable (case, implementation); returns the rows, ratios added.
-    ``on_step(description, done)`` is called before (done False) and after each one."""
+    ``on_step(description, done)`` is called before (done False) and after each one,
+    ``on_case(rows_so_far)`` after each case (to save partial results)."""
     device = torch.device(device)
     ctx = Context(timer, quick)
     rows = []
@@ -225,6 +227,9 @@ def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer
         del problem, expected
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        if on_case is not None:
+            add_ratios(rows)
+            on_case(rows)
     add_ratios(rows)
     return rows
 
@@ -310,7 +315,7 @@ def device_info(device: torch.device) -> dict:
 
 def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], quick: bool,
                  argv: Sequence[str] | None = None, date: _dt.datetime | None = None,
-                 copy_gbps: float | None = None) -> dict:
+                 copy_gbps: float | None = None, complete: bool = True) -> dict:
     """The JSON document of one run (schema: the team's benchmarking notes, plus ratios)."""
     import triton
 
@@ -325,6 +330,7 @@ def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], 
         "triton": triton.__version__, "python": platform.python_version(),
         "date": date.isoformat(timespec="seconds"), "git_commit": commit, "git_dirty": dirty,
         "backend": resolve_backend(device), "suites": list(suites), "quick": quick,
+        "complete": complete,
         "argv": list(argv or []),
         "timing": {"method": "triton.testing.do_bench, L2 flushed each call; rotating weight "
                              "copies >= 3x L2", "warmup_ms": warmup, "rep_ms": rep},
@@ -453,6 +459,21 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
     impls = select_impls(all_impls(), args.impls.split(",") if args.impls else None)
     l2 = device_info(device)["l2_bytes"]
     total = sum(1 for c in cases for i in impls if c.op in i.ops and c.allows(i.name))
+    start = _dt.datetime.now(_dt.timezone.utc)
+    copy_gbps = None
+
+    def save_partial(rows_so_far):
+        # A run cut short (a time limit) still leaves its finished cases on disk.
+        add_roofline(rows_so_far, copy_gbps)
+        partial = build_result(rows_so_far, device, suites, args.quick, argv=sys.argv[1:],
+                               date=start, copy_gbps=copy_gbps, complete=False)
+        write_outputs(partial, args.out, None)
+        if not sys.stderr.isatty():
+            last = rows_so_far[-1] if rows_so_far else None
+            where = f"{last['op']} {last['M']}x{last['N']}x{last['K']}" if last else "-"
+            elapsed = (_dt.datetime.now(_dt.timezone.utc) - start).total_seconds()
+            print(f"[{elapsed:6.1f} s] {len(rows_so_far)} rows, last case {where}",
+                  file=sys.stderr, flush=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   transient=False) as progress:
         task = progress.add_task("checking and timing", total=total)
@@ -466,9 +487,9 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
         progress.update(task, description="memory roofline (device copy)")
         copy_gbps = measure_copy_gbps(device, timer, args.quick)
         rows = run_cases(cases, impls, device, timer, quick=args.quick, l2_bytes=l2,
-                         on_step=step)
+                         on_step=step, on_case=save_partial)
     add_roofline(rows, copy_gbps)
-    result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:],
+    result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:], date=start,
                           copy_gbps=copy_gbps)
     json_path, png = write_outputs(result, args.out, None if args.no_plot else args.plot_dir)
     print_table(result)

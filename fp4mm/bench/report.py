@@ -111,6 +111,8 @@ def provenance(path: Path, run: dict) -> str:
     commit = (run.get("git_commit") or "unknown")[:10]
     dirty = " (uncommitted changes)" if run.get("git_dirty") else ""
     quick = " **quick run (short timing)**;" if run.get("quick") else ""
+    if run.get("complete") is False:
+        quick += " **incomplete run (cut short)**;"
     copy = (run.get("roofline") or {}).get("copy_gbps")
     copy = f" device copy {copy:.0f} GB/s;" if copy else ""
     return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "

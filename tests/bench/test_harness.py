@@ -223,3 +223,21 @@ def test_roofline_percentages():
     harness.add_roofline(rows, 3000.0)
     assert rows[0]["pct_copy_roofline"] == pytest.approx(5.0)
     assert rows[1]["pct_copy_roofline"] is None
+
+
+def test_partial_results_are_saved_after_each_case(tmp_path):
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--suite", "table5", "--shapes", "2x8x32,3x8x32", "--no-plot",
+                              "--out", str(tmp_path), "--impls", "cublas_bf16"])
+    seen = []
+
+    def timer(fn, quick):
+        fn()
+        seen.append(sorted(p.name for p in tmp_path.glob("*.json")))
+        return 1.0, 1.0, 1.0
+
+    assert harness.run(args, device="cpu", timer=timer) == 0
+    (path,) = tmp_path.glob("*.json")
+    assert json.loads(path.read_text())["complete"] is True
+    assert seen[-1] == [path.name]  # the first case was on disk while the second was timed
