@@ -243,8 +243,11 @@ def test_split_schedule_and_reduce_cover_every_k_tile_once(M, N, K, cfg, sms):
                                           :max(0, min(128, out.shape[1] - pn * 128))]
             out[pm * bn:pm * bn + tile.shape[0], pn * 128:pn * 128 + tile.shape[1]] = tile
     assert bool((seen == 1).all())
-    if sc.num_units > sc.num_full:
-        g.splitk_reduce(ws, out, alpha, sc, bn)
+    if sc.num_units > sc.num_full:  # the reduce runs on the GPU when there is one
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        out_dev = out.to(dev)
+        g.splitk_reduce(ws.to(dev), out_dev, alpha, sc, bn)
+        out = out_dev.cpu()
     want = (alpha * x[:M] @ w[:out.shape[1]].T).half()
     assert torch.equal(out, want)  # small integers: exact in any summation order
 
