@@ -287,16 +287,12 @@ def _max_u16x2_ptx(a, b):
 
 
 @triton.jit
-def _split8(t):
-    """[..., 8] -> its 8 columns, in order."""
-    e, o = tl.split(tl.reshape(t, (t.shape[0], t.shape[1], 4, 2)))
-    e0, e1 = tl.split(tl.reshape(e, (t.shape[0], t.shape[1], 2, 2)))
-    o0, o1 = tl.split(tl.reshape(o, (t.shape[0], t.shape[1], 2, 2)))
-    c0, c4 = tl.split(e0)
-    c2, c6 = tl.split(e1)
-    c1, c5 = tl.split(o0)
-    c3, c7 = tl.split(o1)
-    return c0, c1, c2, c3, c4, c5, c6, c7
+def _split4(t):
+    """[..., 4] -> its 4 columns, in order."""
+    e, o = tl.split(tl.reshape(t, (t.shape[0], t.shape[1], 2, 2)))
+    c0, c2 = tl.split(e)
+    c1, c3 = tl.split(o)
+    return c0, c1, c2, c3
 
 
 @triton.jit
@@ -366,31 +362,38 @@ def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok,
                      stride_xm, HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr,
                      USE_PTX: tl.constexpr, E4M3_VIA_CAST: tl.constexpr, G: tl.constexpr):
     """K tile ``kt`` (G 16-blocks) of rows ``offs_m64`` from int32 words (two 16-bit elements
-    each): a thread holds a whole block (8 words, 32 bytes), takes its amax on the bit patterns,
-    rounds the scale in float32 as the codec does, and looks up the block's threshold row."""
+    each): a thread holds a whole block (8 words, two 16-byte loads), takes its amax on the bit
+    patterns, rounds the scale in float32 as the codec does, and looks up its threshold row."""
     offs_g = kt * G + tl.arange(0, G)
-    mask = m_ok & (offs_g[None, :] < K // 16)
+    mask = (m_ok & (offs_g[None, :] < K // 16))[:, :, None]
+    # Two 16-byte halves [BM, G, 4]: a thread holds a whole block with no cross-thread reduce.
     ptrs = x_ptr + offs_m64[:, None, None] * stride_xm + offs_g[None, :, None] * 8 \
-        + tl.arange(0, 8)[None, None, :]
-    x = tl.load(ptrs, mask=mask[:, :, None], other=0)
-    a = x & 0x7FFF7FFF
+        + tl.arange(0, 4)[None, None, :]
+    x0 = tl.load(ptrs, mask=mask, other=0)
+    x1 = tl.load(ptrs + 4, mask=mask, other=0)
+    a0 = x0 & 0x7FFF7FFF
+    a1 = x1 & 0x7FFF7FFF
     if USE_PTX:
-        pair = tl.reduce(a, 2, _max_u16x2_ptx)
+        pair = tl.reduce(_max_u16x2_ptx(a0, a1), 2, _max_u16x2_ptx)
     else:
-        pair = tl.reduce(a, 2, _max_u16x2)
+        pair = tl.reduce(_max_u16x2(a0, a1), 2, _max_u16x2)
     amax_b = _from16(tl.maximum(pair & 0xFFFF, pair >> 16), IS_BF16)
     code_s = _e4m3_rne(tl.div_rn(amax_b, tl.full(amax_b.shape, 6.0, tl.float32)) * gs,
                        E4M3_VIA_CAST)
-    row = tl.load(table_ptr + code_s[:, :, None] * 8 + tl.arange(0, 8)[None, None, :])
-    p0, p1, p2, p3, p4, p5, p6, sign = _split8(row)
-    out = _encode_words(x, a, p0[:, :, None], p1[:, :, None], p2[:, :, None], p3[:, :, None],
-                        p4[:, :, None], p5[:, :, None], p6[:, :, None], sign[:, :, None],
-                        HIGH_FIRST, IS_BF16, USE_PTX)
+    row = table_ptr + code_s[:, :, None] * 8 + tl.arange(0, 4)[None, None, :]
+    p0, p1, p2, p3 = _split4(tl.load(row))
+    p4, p5, p6, sign = _split4(tl.load(row + 4))
+    p0, p1, p2, p3 = p0[:, :, None], p1[:, :, None], p2[:, :, None], p3[:, :, None]
+    p4, p5, p6, sign = p4[:, :, None], p5[:, :, None], p6[:, :, None], sign[:, :, None]
+    out0 = _encode_words(x0, a0, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST, IS_BF16, USE_PTX)
+    out1 = _encode_words(x1, a1, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST, IS_BF16, USE_PTX)
     dst = data_ptr + offs_m64[:, None, None] * (K // 2) + offs_g[None, :, None] * 8 \
-        + tl.arange(0, 8)[None, None, :]
-    tl.store(dst, out.to(tl.uint8), mask=mask[:, :, None])
-    tl.store(scales_ptr + offs_m64[:, None] * (K // 16) + offs_g[None, :], code_s.to(tl.uint8),
-             mask=mask)
+        + tl.arange(0, 4)[None, None, :]
+    tl.store(dst, out0.to(tl.uint8), mask=mask)
+    tl.store(dst + 4, out1.to(tl.uint8), mask=mask)
+    # Stored as [BM, G, 1]: the blocks' own layout, no shared-memory round trip and barriers.
+    tl.store(scales_ptr + offs_m64[:, None, None] * (K // 16) + offs_g[None, :, None],
+             code_s[:, :, None].to(tl.uint8), mask=mask)
 
 
 @triton.jit

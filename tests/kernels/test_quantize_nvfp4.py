@@ -18,6 +18,7 @@ from fp4mm.kernels.quantize_nvfp4 import (
     QuantizeConfig,
     _e4m3_rne,
     _e4m3_value,
+    _threshold_table_kernel,
     nvfp4_amax_triton,
     nvfp4_global_scale_triton,
     pick_amax_config,
@@ -273,3 +274,119 @@ def test_block_scale_uses_a_true_division_by_6():
     x = amax[:, None] * torch.linspace(1.0, -1.0, 16)  # element 0 is the amax
     assert int((float_to_e4m3(amax / 6.0) != float_to_e4m3(amax * (1.0 / 6.0))).sum()) > 0
     _check(x, 1.0, "low_first")
+
+
+# ---- the 16-bit paths: threshold table, integer and packed-PTX compares ---------------------
+
+PATHS16 = ["int16", pytest.param("ptx", marks=needs_cuda)]
+# Encode scales from ordinary to extreme (2^-64 takes the table's rescaled 1/gs branch).
+GS16 = [1.0, 0.731, 13.7, 3e7, 1e-3, 2.0**-70, 1e30]
+
+
+def _bits16_to_float(bits: torch.Tensor, dtype) -> torch.Tensor:
+    return bits.to(torch.int16).view(dtype).float()
+
+
+def _step16(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x (16-bit, >= 0) moved n bit patterns up (or down), clamped to [0, max finite]."""
+    top = torch.finfo(x.dtype).max
+    top_bits = int(torch.tensor(top, dtype=x.dtype).view(torch.int16))
+    bits = (x.view(torch.int16).to(torch.int32) + n).clamp(0, top_bits)
+    return bits.to(torch.int16).view(x.dtype)
+
+
+def _adversarial16(dtype, gs: float) -> torch.Tensor:
+    """16-bit blocks, one group per E4M3 scale code: an amax element that gives (about) that scale
+    and elements at, and one and two 16-bit steps either side of, every E2M1 threshold times the
+    scale over gs, both signs; rows whose amax overflows the type are dropped."""
+    s = e4m3_table()[1:0x7F].double()
+    amax = (6.0 * s / gs).to(dtype)
+    targets = (s[:, None] * torch.tensor(THRESHOLDS, dtype=torch.float64) / gs).to(dtype)
+    elems = torch.cat([_step16(targets, n) for n in (-2, -1, 0, 1, 2)], dim=1)  # (S, 35)
+    elems = torch.cat([elems, -elems, _step16(elems[:, :5], -300)], dim=1)  # (S, 75), some tiny
+    per_block = 15
+    n_blocks = -(-elems.shape[1] // per_block)
+    elems = torch.nn.functional.pad(elems, (0, n_blocks * per_block - elems.shape[1]))
+    elems = elems.reshape(len(s), n_blocks, per_block)
+    x = torch.cat([amax[:, None, None].expand(-1, n_blocks, 1), elems], dim=-1)
+    x = x.reshape(len(s), n_blocks * 16)
+    return x[torch.isfinite(x.float()).all(dim=1)]
+
+
+@pytest.mark.parametrize("path", PATHS16)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("gs", GS16, ids=[f"gs{g:g}" for g in GS16])
+def test_16bit_paths_at_every_threshold(path, dtype, gs):
+    x = _adversarial16(dtype, gs)
+    if x.shape[0] == 0:
+        pytest.skip("every amax overflows fp16 at this gs")
+    for order in ("low_first", "high_first"):
+        got = quantize_nvfp4_triton(x.to(DEVICE), gs, order, path=path)
+        want = quantize_nvfp4(x, gs, order)
+        bad_s = int((got.scales.cpu() != want.scales).sum())
+        bad_d = int((got.data.cpu() != want.data).sum())
+        assert bad_s == 0 and bad_d == 0, f"{order}: {bad_s} scale, {bad_d} data mismatches"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("gs", GS16, ids=[f"gs{g:g}" for g in GS16])
+def test_threshold_table_is_the_smallest_reaching_value(dtype, gs):
+    # Pins the table: X is the smallest 16-bit |x| with fl(|x| * gs) >= T for every scale code.
+    table = torch.empty((128, 8), dtype=torch.int32, device=DEVICE)
+    gs_out = torch.empty((), dtype=torch.float32, device=DEVICE)
+    _threshold_table_kernel[(1,)](torch.tensor(gs, device=DEVICE), gs_out, table, FROM_AMAX=False,
+                                  IS_BF16=dtype == torch.bfloat16, HIGH_FIRST=False)
+    table = table.cpu()
+    s = e4m3_table()[:0x7F]
+    t = torch.tensor(THRESHOLDS)
+    T = s[:, None] * t[None, :]
+    T = torch.where(torch.arange(7) % 2 == 0, _next(T, float("inf")), T)  # strict ones
+    X = table[:0x7F, :7]
+    assert torch.equal(X & 0xFFFF, X >> 16)  # both halves
+    assert torch.equal(X[0], torch.full((7,), 0x7FFF7FFF, dtype=torch.int32))
+    assert torch.equal(table[:0x7F, 7], torch.where(s == 0, 0, 0x00800008).to(torch.int32))
+    X = X[1:] & 0xFFFF
+    gs32 = torch.tensor(gs, dtype=torch.float32)
+    finite = X < int(torch.tensor(float("inf"), dtype=dtype).view(torch.int16))
+    reach = _bits16_to_float(X, dtype) * gs32 >= T[1:]
+    below = _bits16_to_float(X - 1, dtype) * gs32 >= T[1:]
+    assert bool((reach | ~finite).all()) and not bool((below & (X > 0)).any())
+    # inf means no finite 16-bit value reaches T
+    top = torch.tensor(torch.finfo(dtype).max, dtype=torch.float32)
+    assert bool(((top * gs32 < T[1:]) | finite).all())
+
+
+@pytest.mark.parametrize("path", ["f32", *PATHS16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_paths_match_codec_on_activations(path, dtype):
+    x = _activations((37, 272), dtype, seed=6)
+    for gs in (None, 0.731, 3e7):
+        for order in ("low_first", "high_first"):
+            _check(x, gs, order, path=path)
+
+
+@pytest.mark.parametrize("path", ["f32", *PATHS16])
+def test_amax_paths(path):
+    for dtype in (torch.float16, torch.bfloat16):
+        x = _activations((13, 208), dtype, seed=7)
+        x[5, 100] = -torch.finfo(dtype).max  # the largest finite magnitude, negative
+        for cfg in (None, AmaxConfig(4, 32, 64, 4)):
+            got = nvfp4_amax_triton(x.to(DEVICE), config=cfg, path=path)
+            assert torch.equal(got.cpu(), x.abs().amax().float())
+
+
+def test_odd_row_stride_is_copied_for_the_16bit_path():
+    x = _activations((9, 130), torch.float16, seed=8)[:, 1:129]  # rows start at odd offsets
+    assert x.stride(0) % 2 == 0 and x.storage_offset() % 2 == 1
+    _check(x, 0.5, "low_first", path="int16")
+
+
+def test_path_errors():
+    x = torch.zeros(2, 32, dtype=torch.float32, device=DEVICE)
+    with pytest.raises(ValueError, match="path: 'int16' needs fp16/bf16"):
+        quantize_nvfp4_triton(x, path="int16")
+    with pytest.raises(ValueError, match="path: expected one of"):
+        quantize_nvfp4_triton(x.half(), path="fast")
+    if not CUDA:
+        with pytest.raises(ValueError, match="path: 'ptx'"):
+            quantize_nvfp4_triton(x.half(), path="ptx")
