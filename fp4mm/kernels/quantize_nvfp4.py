@@ -26,9 +26,16 @@ packed output. Without one (dynamic), an amax pass first (a second read of ``x``
 sizes that fit in L2 it is served from there). NaN/inf inputs are not checked here (that would cost
 a pass and a host sync); the codec rejects them.
 
-Speed (H100 SXM, 8192 x 8192 bf16, bytes = bf16 in + packed out + scales): static ~1.8 TB/s
-effective (the torch copy: 2.85 TB/s), dynamic ~1.1 TB/s. The quantise kernel is issue-bound at
-~23 SASS instructions an element; see :func:`pick_config` for the sweep.
+fp16/bf16 input takes the 16-bit path by default (see the section above `_from16`): the 3-step
+binary search runs on the input's own bit patterns against a per-scale threshold table, two
+elements an instruction (HSET2 via inline PTX on CUDA; integer compares in the portable "int16"
+variant that the interpreter runs), ~12 SASS instructions an element instead of ~23.
+
+Speed (H100 SXM, 8192 x 8192, bytes = 16-bit in + packed out + scales, torch copy 2.86 TB/s in
+the same run; bench/results/quantize_nvfp4_h100_v2.json): static scale, PTX path, bf16
+2.30 TB/s effective with the [8, 512] tile now picked ([8, 256]: 2.06 bf16 and fp16); the f32
+path 1.75 (bf16) and 0.77 (fp16); dynamic (amax pass + quantise, [8, 256] tile) 1.24 bf16,
+1.13 fp16. See :func:`pick_config` for the sweep.
 """
 
 from __future__ import annotations
@@ -467,21 +474,24 @@ class QuantizeConfig:
         return m_tiles, max(1, min(k_tiles, k_programs))
 
 
-def pick_config(M: int, K: int) -> QuantizeConfig:
-    """[8, 256] tiles with 4 warps (a thread holds two whole 16-blocks: 16-byte loads of bf16,
-    ~23 SASS instructions an element, few predicate spills), about 4096 programs each looping over
-    its K tiles; narrower for small K.
+def pick_config(M: int, K: int, path: str = "f32") -> QuantizeConfig:
+    """Tiles of whole 16-blocks a thread, 4 warps, about 4096 programs each looping over its K
+    tiles; narrower for small K. ``path="f32"``: [8, 256]; the 16-bit paths: [8, 512].
 
-    H100 SXM, 8192 x 8192 bf16, static scale, effective TB/s (bench/results/
-    quantize_nvfp4_h100_run2.json and _sweep.json; torch copy 2.85 TB/s in the same runs):
-    this choice 1.80-1.81; 2048 programs 1.54-1.75; 1024 programs 1.55; one K tile a program
-    1.59; [4, 256] w2 1.61; [16, 256] w8 1.57; [2, 256] w1 1.70; pipelined K loop (num_stages
-    2-4) 1.47-1.62; the first version (8 elements a thread, 7 compares an element) 1.56.
+    H100 SXM, 8192 x 8192, static scale, effective TB/s (torch copy 2.86 TB/s in the same run;
+    bench/results/quantize_nvfp4_h100_v2.json): 16-bit PTX path, bf16: [8, 512] w4 2.30,
+    [8, 256] w4 2.06 (fp16 2.06), same with 8192 programs 2.20, 2048 programs 2.05, [4, 256] w2
+    2.15, [16, 256] w4 1.91, [16, 256] w8 0.83; the portable int16 path 1.67. The f32 path
+    (bf16; _run2.json and _sweep.json, copy 2.85): [8, 256] w4 1.75-1.81; 2048 programs
+    1.54-1.75; one K tile a program 1.59; [4, 256] w2 1.61; [16, 256] w8 1.57; pipelined K loop
+    (num_stages 2-4) 1.47-1.62.
     """
-    block_k = min(256, triton.next_power_of_2(K))
-    block_m = max(1, min(2048 // block_k, triton.next_power_of_2(M)))
+    block_k = min(256 if path == "f32" else 512, triton.next_power_of_2(K))
+    block_m = max(1, min(4096 // block_k if path != "f32" else 2048 // block_k,
+                         triton.next_power_of_2(M)))
+    per_warp = 512 if path == "f32" else 1024
     return QuantizeConfig(block_m=block_m, block_k=block_k,
-                          num_warps=max(1, min(4, block_m * block_k // 512)))
+                          num_warps=max(1, min(4, block_m * block_k // per_warp)))
 
 
 @dataclass(frozen=True)
@@ -645,7 +655,7 @@ def quantize_nvfp4_triton(
     x2 = _as_2d(x)
     path = _pick_path(x2, path)
     M, K = x2.shape
-    cfg = config or pick_config(M, K)
+    cfg = config or pick_config(M, K, path)
     if e4m3_via_cast is None:
         e4m3_via_cast = not _interpreted(x2)
     if global_scale is None:

@@ -236,8 +236,11 @@ def test_errors_name_the_argument():
 
 def test_pick_config_is_valid():
     for M, K in [(1, 16), (7, 48), (8192, 8192), (2048, 3072)]:
+        for path in ("f32", "ptx"):
+            cfg = pick_config(M, K, path)
+            assert cfg.block_k >= 16 and cfg.block_m * cfg.block_k <= 4096
+            assert cfg.grid(M, K)[0] * cfg.block_m >= M
         cfg = pick_config(M, K)
-        assert cfg.block_k >= 16 and cfg.block_m * cfg.block_k <= 4096
         m_programs, k_programs = cfg.grid(M, K)
         assert 1 <= k_programs <= -(-K // cfg.block_k) and m_programs * cfg.block_m >= M
         acfg = pick_amax_config(M, K)
