@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # fp4mm from this checkout
 TESTS_K = "16bit or table or paths or amax or bf16_on_cuda or threshold or odd_row"
 
 
