@@ -52,7 +52,7 @@ def _bar_panel(ax, rows: list[dict], title: str) -> None:
                        ha="right")
     ax.set_ylabel("speed vs cuBLAS (same run)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
 
 
 def _sweep_panel(ax, rows: list[dict]) -> None:
@@ -67,7 +67,7 @@ def _sweep_panel(ax, rows: list[dict]) -> None:
     ax.set_ylabel("median time (us)")
     ax.set_title(f"nvfp4_mm M sweep, N = {nk[0]}, K = {nk[1]}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
 
 
 def panels(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -94,7 +94,7 @@ def plot_rows(rows: list[dict], path, title: str) -> Path | None:
     todo = panels(rows)
     if not todo:
         return None
-    fig = Figure(figsize=(11, 4.2 * len(todo)), layout="constrained")
+    fig = Figure(figsize=(13, 4.2 * len(todo)), layout="constrained")
     fig.suptitle(title, fontsize=10)
     for ax, (name, part) in zip(fig.subplots(len(todo), 1, squeeze=False)[:, 0], todo):
         if name == "sweep":
