@@ -54,15 +54,65 @@ REPS = {False: (25, 100), True: (5, 20)}
 Timer = Callable[[Callable[[], object], bool], tuple[float, float, float]]
 
 
+def _summary(times: Sequence[float]) -> tuple[float, float, float]:
+    times = sorted(times)
+    n = len(times)
+    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    return median, times[0], times[-1]
+
+
 def do_bench_timer(fn, quick: bool) -> tuple[float, float, float]:
     """``triton.testing.do_bench`` (events, L2 flushed before each call): median, min, max ms."""
     from triton.testing import do_bench
 
     warmup, rep = REPS[quick]
-    times = sorted(do_bench(fn, warmup=warmup, rep=rep, return_mode="all"))
-    n = len(times)
-    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
-    return median, times[0], times[-1]
+    return _summary(do_bench(fn, warmup=warmup, rep=rep, return_mode="all"))
+
+
+FLUSH_BYTES = 256 * 2**20
+
+
+def read_flush_timer(fn, quick: bool) -> tuple[float, float, float]:
+    """do_bench's procedure (estimate, warm up, then events around each call), but the L2 is
+    flushed by *reading* 256 MB instead of writing zeros. A write leaves up to an L2 of dirty
+    lines behind, which the timed kernel then has to write back to memory: extra traffic that
+    only memory-bound kernels of a few tens of microseconds feel."""
+    warmup, rep = REPS[quick]
+    flush = torch.ones(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    sink = torch.empty((), dtype=torch.int64, device="cuda")
+
+    def clear():
+        torch.sum(flush, out=sink)
+
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        clear()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    estimate = max(start.elapsed_time(end) / 5, 1e-3)
+    for _ in range(max(1, int(warmup / estimate))):
+        fn()
+    n = max(1, int(rep / estimate))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        clear()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return _summary([s.elapsed_time(e) for s, e in zip(starts, ends)])
+
+
+TIMERS = {"do_bench": do_bench_timer, "read_flush": read_flush_timer}
+TIMER_METHODS = {
+    "do_bench": "triton.testing.do_bench (L2 flushed by writing 256 MB before each call)",
+    "read_flush": "do_bench's procedure with the L2 flushed by reading 256 MB before each call",
+}
 
 
 @dataclass
@@ -315,7 +365,8 @@ def device_info(device: torch.device) -> dict:
 
 def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], quick: bool,
                  argv: Sequence[str] | None = None, date: _dt.datetime | None = None,
-                 copy_gbps: float | None = None, complete: bool = True) -> dict:
+                 copy_gbps: float | None = None, complete: bool = True,
+                 timer: str = "do_bench") -> dict:
     """The JSON document of one run (schema: the team's benchmarking notes, plus ratios)."""
     import triton
 
@@ -332,8 +383,8 @@ def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], 
         "backend": resolve_backend(device), "suites": list(suites), "quick": quick,
         "complete": complete,
         "argv": list(argv or []),
-        "timing": {"method": "triton.testing.do_bench, L2 flushed each call; rotating weight "
-                             "copies >= 3x L2", "warmup_ms": warmup, "rep_ms": rep},
+        "timing": {"method": TIMER_METHODS[timer] + "; rotating weight copies >= 3x L2",
+                   "timer": timer, "warmup_ms": warmup, "rep_ms": rep},
         "roofline": {"copy_gbps": copy_gbps,
                      "method": "device-to-device copy of 512 MiB, bytes read + written"},
         "rows": rows,
@@ -425,6 +476,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results", help="folder for the JSON result")
     parser.add_argument("--plot-dir", default="bench/plots", help="folder for the PNG plot")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    parser.add_argument("--timer", choices=tuple(TIMERS), default="do_bench",
+                        help="do_bench (default) or read_flush: the same procedure with the L2 "
+                             "flushed by a read, which leaves no dirty lines for the timed kernel "
+                             "to write back")
     parser.add_argument("--quick", action="store_true",
                         help=f"shorter timing (do_bench warmup/rep {REPS[True]} ms "
                              f"instead of {REPS[False]})")
@@ -449,7 +504,8 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
             return 2
         device = torch.device("cuda")
     device = torch.device(device)
-    timer = timer or do_bench_timer
+    timer_name = getattr(args, "timer", "do_bench")
+    timer = timer or TIMERS[timer_name]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from fp4mm.bench.impls import all_impls, nvfp4_w4a16_op
@@ -466,7 +522,8 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
         # A run cut short (a time limit) still leaves its finished cases on disk.
         add_roofline(rows_so_far, copy_gbps)
         partial = build_result(rows_so_far, device, suites, args.quick, argv=sys.argv[1:],
-                               date=start, copy_gbps=copy_gbps, complete=False)
+                               date=start, copy_gbps=copy_gbps, complete=False,
+                               timer=timer_name)
         write_outputs(partial, args.out, None)
         if not sys.stderr.isatty():
             last = rows_so_far[-1] if rows_so_far else None
@@ -490,7 +547,7 @@ def run(args: argparse.Namespace, device=None, timer: Timer | None = None) -> in
                          on_step=step, on_case=save_partial)
     add_roofline(rows, copy_gbps)
     result = build_result(rows, device, suites, args.quick, argv=sys.argv[1:], date=start,
-                          copy_gbps=copy_gbps)
+                          copy_gbps=copy_gbps, timer=timer_name)
     json_path, png = write_outputs(result, args.out, None if args.no_plot else args.plot_dir)
     print_table(result)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))

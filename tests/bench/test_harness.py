@@ -241,3 +241,14 @@ def test_partial_results_are_saved_after_each_case(tmp_path):
     (path,) = tmp_path.glob("*.json")
     assert json.loads(path.read_text())["complete"] is True
     assert seen[-1] == [path.name]  # the first case was on disk while the second was timed
+
+
+def test_timer_choice_is_recorded(tmp_path):
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--suite", "table5", "--shapes", "2x8x32", "--no-plot", "--out",
+                              str(tmp_path), "--impls", "cublas_bf16", "--timer", "read_flush"])
+    assert harness.run(args, device="cpu", timer=lambda fn, q: (fn(), (1.0, 1.0, 1.0))[1]) == 0
+    (path,) = tmp_path.glob("*.json")
+    timing = json.loads(path.read_text())["timing"]
+    assert timing["timer"] == "read_flush" and "reading 256 MB" in timing["method"]
