@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from fp4mm.bench.cases import SUITES, ordered_labels
+from fp4mm.bench.cases import SUITES, SWEEP_IMPLS, ordered_labels
 from fp4mm.bench.cases import impl_label as label
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -65,7 +65,11 @@ def latest_per_suite(runs: list[tuple[Path, dict]]) -> dict[str, tuple[Path, dic
 
 
 def _suite_rows(run: dict, suite: str) -> list[dict]:
-    return [r for r in run["rows"] if suite in r.get("suites", [r.get("suite")])]
+    """The rows of ``suite`` in ``run``; for the M sweep only its own implementations, by M."""
+    rows = [r for r in run["rows"] if suite in r.get("suites", [r.get("suite")])]
+    if suite == "sweep":
+        rows = sorted((r for r in rows if r["impl"] in SWEEP_IMPLS), key=lambda r: r["M"])
+    return rows
 
 
 def _shape(row: dict) -> str:
@@ -120,12 +124,20 @@ def provenance(path: Path, run: dict) -> str:
 
 
 def _prepack_note(rows: list[dict]) -> str:
-    costs = [f"{r['op']} {_shape(r)}: {r['prepack_us']:.0f} us" for r in rows
-             if r.get("prepack_us") is not None and r.get("kind") == "ours"]
+    """The weight pre-packing cost (it depends on the weight's N x K only), as a range."""
+    costs: dict[tuple[int, int], list[float]] = {}
+    for r in rows:
+        if r.get("prepack_us") is not None and r.get("kind") == "ours":
+            costs.setdefault((r["N"], r["K"]), []).append(r["prepack_us"])
     if not costs:
         return ""
-    return ("\nPre-packing the weights, once per weight and not inside the `(prepacked)` times, "
-            "costs " + "; ".join(dict.fromkeys(costs)) + ".\n")
+    parts = []
+    for (n, k), us in costs.items():
+        lo, hi = min(us), max(us)
+        span = f"{lo:.0f} us" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} us"
+        parts.append(f"{n}x{k}: {span}")
+    return ("\nPre-packing an NVFP4 weight (once per weight; not inside the `(prepacked)` times) "
+            "costs, by weight N x K: " + "; ".join(parts) + ".\n")
 
 
 def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) -> str:
