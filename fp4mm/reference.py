@@ -43,6 +43,20 @@ def _chunk_rows(K: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(K, 1))
 
 
+def _chunked_product(M: int, N: int, K: int, device, x_rows, w_rows, scale=None):
+    """float32 ``(x @ w^T) * scale``, ``(M, N)``, from functions that return float32 row ranges
+    ``[r0, r1)`` of ``x`` and ``w``: no dequantised chunk holds more than _CHUNK_ELEMENTS values."""
+    out = torch.empty((M, N), dtype=torch.float32, device=device)
+    rows = _chunk_rows(K)
+    with _ieee_fp32():
+        for m0 in range(0, M, rows):
+            x = x_rows(m0, m0 + rows)
+            for n0 in range(0, N, rows):
+                product = x @ w_rows(n0, n0 + rows).T
+                out[m0:m0 + rows, n0:n0 + rows] = product if scale is None else product * scale
+    return out
+
+
 def as_scale_bytes(name: str, scales) -> torch.Tensor:
     """E4M3 scales as raw bytes: uint8 as is, float8_e4m3fn reinterpreted."""
     if isinstance(scales, torch.Tensor) and scales.dtype == torch.float8_e4m3fn:
@@ -125,15 +139,12 @@ def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, order: str = "low_first") -
     )
     alpha32 = torch.tensor(as_alpha(alpha), dtype=torch.float32, device=x_q.device)
     check_order(order)
-    out = torch.empty((M, N), dtype=torch.float32, device=x_q.device)
-    rows = _chunk_rows(K)
-    with _ieee_fp32():
-        for m0 in range(0, M, rows):
-            x = dequantize_nvfp4_blocks(x_q[m0:m0 + rows], x_scales[m0:m0 + rows], order)
-            for n0 in range(0, N, rows):
-                w = dequantize_nvfp4_blocks(w_q[n0:n0 + rows], w_scales[n0:n0 + rows], order)
-                out[m0:m0 + rows, n0:n0 + rows] = (x @ w.T) * alpha32
-    return out
+    return _chunked_product(
+        M, N, K, x_q.device,
+        lambda m0, m1: dequantize_nvfp4_blocks(x_q[m0:m1], x_scales[m0:m1], order),
+        lambda n0, n1: dequantize_nvfp4_blocks(w_q[n0:n1], w_scales[n0:n1], order),
+        alpha32,
+    )
 
 
 def w4a16_mm(x, w_q, scales, group_size: int, *, order: str = "low_first") -> torch.Tensor:
@@ -148,16 +159,11 @@ def w4a16_mm(x, w_q, scales, group_size: int, *, order: str = "low_first") -> to
     """
     M, N, K = check_w4a16_operands(x, w_q, scales, group_size, contiguous=False)
     check_order(order)
-    out = torch.empty((M, N), dtype=torch.float32, device=x.device)
-    rows = _chunk_rows(K)
-    with _ieee_fp32():
-        for m0 in range(0, M, rows):
-            xf = x[m0:m0 + rows].float()
-            for n0 in range(0, N, rows):
-                w = dequantize_fp4_groupwise(w_q[n0:n0 + rows], scales[n0:n0 + rows], group_size,
-                                             order)
-                out[m0:m0 + rows, n0:n0 + rows] = xf @ w.T
-    return out
+    return _chunked_product(
+        M, N, K, x.device,
+        lambda m0, m1: x[m0:m1].float(),
+        lambda n0, n1: dequantize_fp4_groupwise(w_q[n0:n1], scales[n0:n1], group_size, order),
+    )
 
 
 def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first") -> torch.Tensor:
@@ -174,12 +180,9 @@ def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first"
     check_order(order)
     gs = as_scalar("w_global_scale", w_global_scale, positive=True)
     inv_gs = torch.tensor(1.0 / gs, dtype=torch.float32, device=x.device)
-    out = torch.empty((M, N), dtype=torch.float32, device=x.device)
-    rows = _chunk_rows(K)
-    with _ieee_fp32():
-        for m0 in range(0, M, rows):
-            xf = x[m0:m0 + rows].float()
-            for n0 in range(0, N, rows):
-                w = dequantize_nvfp4_blocks(w_q[n0:n0 + rows], w_scales[n0:n0 + rows], order)
-                out[m0:m0 + rows, n0:n0 + rows] = (xf @ w.T) * inv_gs
-    return out
+    return _chunked_product(
+        M, N, K, x.device,
+        lambda m0, m1: x[m0:m1].float(),
+        lambda n0, n1: dequantize_nvfp4_blocks(w_q[n0:n1], w_scales[n0:n1], order),
+        inv_gs,
+    )
