@@ -181,9 +181,9 @@ def impl_label(row: dict) -> str:
 
 # Display order of implementation labels in tables and plots (others follow, sorted).
 IMPL_ORDER = ("fp4mm", "fp4mm (prepacked)", "fp4mm_solve", "fp4mm_gemm", "fp4mm_gemv",
-              "quack_w4a16",
-              "quack_w4a16_plus_xdequant", "cublas_bf16", "cublas_fp16", "torch_dequant_mm",
-              "triton_dot_scaled_mxfp4", "torch_quantize_nvfp4")
+              "fp4mm_dynamic", "quack_w4a16", "quack_w4a16_plus_xdequant", "cublas_bf16",
+              "cublas_fp16", "torch_dequant_mm", "triton_dot_scaled_mxfp4",
+              "torch_quantize_nvfp4")
 
 
 def ordered_labels(rows) -> list[str]:

@@ -28,7 +28,8 @@ TITLES = {
     "table5": "AutoKernel Table 5 shapes, `nvfp4_mm` (W4A4)",
     "decode": "Decode shapes (effective GB/s = bytes that must be read and written / time)",
     "sweep": "M sweep, `nvfp4_mm`",
-    "quant": "NVFP4 activation quantiser (bf16 in, packed out)",
+    "quant": "NVFP4 activation quantiser (bf16 in, packed out; `fp4mm`: global scale given, "
+             "`fp4mm_dynamic`: amax pass first)",
 }
 
 
