@@ -120,8 +120,10 @@ def provenance(path: Path, run: dict) -> str:
         quick += " **incomplete run (cut short)**;"
     copy = (run.get("roofline") or {}).get("copy_gbps")
     copy = f" device copy {copy:.0f} GB/s;" if copy else ""
+    timer = (run.get("timing") or {}).get("timer", "do_bench")
     return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "
-            f"{run['date']}; commit `{commit}`{dirty};{copy}{quick} `{path.as_posix()}`")
+            f"{run['date']}; commit `{commit}`{dirty};{copy} timer `{timer}`;{quick} "
+            f"`{path.as_posix()}`")
 
 
 def _prepack_note(rows: list[dict]) -> str:
