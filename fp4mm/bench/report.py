@@ -149,7 +149,10 @@ def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) 
            "edit by hand. Each cell: median time, TF/s (GB/s for memory-bound rows), and in bold "
            "the speed ratio to cuBLAS bf16 on pre-dequantised operands (cuBLAS fp16 for "
            "`w4a16_mm`) of the same shape, measured in the same run on the same card. A wrong "
-           "result is never timed._", ""]
+           "result is never timed. Timer `do_bench`: `triton.testing.do_bench` (it flushes the "
+           "L2 by writing 256 MB, whose dirty lines slow the next memory-bound kernel); "
+           "`read_flush`: the same procedure with the L2 flushed by a read. Each table names its "
+           "timer._", ""]
     if not chosen:
         out += ["No GPU benchmark results yet: run `fp4mm bench` on an H100, commit the JSON, "
                 "then `python -m fp4mm.bench.report`.", ""]
@@ -177,13 +180,16 @@ def replace_between_markers(text: str, section: str) -> str | None:
 def plot_chosen(chosen: dict[str, tuple[Path, dict]], path) -> Path | None:
     from fp4mm.bench.plot import plot_rows
 
+    # Each panel draws only rows of the run chosen for its suite (the sweep curve must not mix
+    # in Table 5 points timed in another run), so a row keeps only the suite it was chosen for.
     rows, seen = [], set()
     for suite, (_, run) in chosen.items():
         for r in _suite_rows(run, suite):
-            key = (r["op"], r["M"], r["N"], r["K"], r.get("group_size"), label(r))
+            key = (suite == "sweep", r["op"], r["M"], r["N"], r["K"], r.get("group_size"),
+                   label(r))
             if key not in seen:
                 seen.add(key)
-                rows.append(r)
+                rows.append({**r, "suite": suite, "suites": [suite]})
     devices = ", ".join(dict.fromkeys(run["device"] for _, run in chosen.values()))
     return plot_rows(rows, path, f"fp4mm bench on {devices} (ratios within each run)")
 

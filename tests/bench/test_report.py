@@ -82,3 +82,19 @@ def test_missing_markers_print_the_section(tmp_path, capsys):
 def test_no_results_yet(tmp_path):
     text = report.render_section({}, None)
     assert "No GPU benchmark results yet" in text
+
+
+def test_the_plot_takes_each_panel_from_its_own_run(tmp_path, monkeypatch):
+    chosen = report.latest_per_suite(
+        report.load_runs(_results(tmp_path, "h100_full.json", "h100_quick.json")))
+    drawn = {}
+
+    def fake_plot_rows(rows, path, title):
+        drawn["rows"] = rows
+        return path
+
+    monkeypatch.setattr("fp4mm.bench.plot.plot_rows", fake_plot_rows)
+    report.plot_chosen(chosen, tmp_path / "p.png")
+    sweep = [r for r in drawn["rows"] if r["suites"] == ["sweep"]]
+    assert {r["M"] for r in sweep} == {8}  # only the sweep run's own points
+    assert all(r["median_us"] != 999.0 for r in drawn["rows"])  # the quick run's table5 row
