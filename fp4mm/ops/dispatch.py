@@ -32,11 +32,22 @@ ENV_VAR = "FP4MM_KERNEL"
 # GEMV v2 (bench/results/decode-v2-h100-2026-11-26*.json, same card type) only got faster at
 # M <= 64 (nvfp4_mm M=16 30.8, M=32 41.8, M=64 52.5 us), so no threshold moves down; M = 128 was
 # not re-measured against the GEMM, so none moves up either.
+#
+# Since then (2026-11-26, same card type, `fp4mm bench --suite sweep --timer read_flush`,
+# bench/results/20261126-145444_decode-sweep.json): on Hopper the prefill kernel for NVFP4 weights
+# is the Gluon GEMM, which re-lays raw weights out on every call (Triton prepack + host time).
+# nvfp4_mm at M=128 with raw weights: GEMV 89.4 us, Gluon 117.7-141.5 us; at M=256: GEMV
+# 147.1 us, Gluon 84.1 us. With prepacked weights the Gluon GEMM takes 42.1 us at M=128. So raw
+# NVFP4 weights keep the GEMV up to M=128, prepacked ones up to 64 (nvfp4_w4a16_mm shares the
+# kernels and is assumed to cross over at the same M). The groupwise GEMM became exact (fp4_gemm
+# v4, per-group fp32 scaling) and about 2x slower than the one measured above (prefill 0.32x vs
+# 0.62x cuBLAS fp16), so the GEMV's 72.0 us at M=64, group 32, now beats it: group 32 -> 64.
 GEMV_MAX_M = {
     "nvfp4_mm": 64,
-    "w4a16_mm": 16,
+    "w4a16_mm": 64,
     "nvfp4_w4a16_mm": 64,
 }
+GEMV_MAX_M_RAW_NVFP4 = 128  # nvfp4_mm / nvfp4_w4a16_mm with raw (not prepacked) weights
 GEMV_MAX_M_W4A16_LARGE_GROUP = 64  # w4a16_mm with group_size >= 64
 
 
@@ -50,7 +61,8 @@ def _requested(override: str | None) -> str:
 
 
 def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
-                  group_size: int | None = None, override: str | None = None) -> str:
+                  group_size: int | None = None, prepacked: bool = False,
+                  override: str | None = None) -> str:
     """``"gemv"`` or ``"gemm"`` for an ``(M, N, K)`` problem of ``op`` on ``device``.
 
     Args:
@@ -59,6 +71,8 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
         device: the tensors' device (kept for per-architecture tables; every sm_90 card uses
             the H100 table).
         group_size: ``w4a16_mm`` only (optional): groups >= 64 keep the GEMV up to M = 64.
+        prepacked: NVFP4 weights given as a ``PrepackedNVFP4Weight`` (the GEMM then skips its
+            per-call re-layout, which moves the crossover down).
         override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
     """
     if op not in OPS:
@@ -72,6 +86,8 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     if requested != "auto":
         return requested
     limit = GEMV_MAX_M[op]
+    if op != "w4a16_mm" and not prepacked:
+        limit = GEMV_MAX_M_RAW_NVFP4
     if op == "w4a16_mm" and group_size is not None and group_size >= 64:
         limit = GEMV_MAX_M_W4A16_LARGE_GROUP
     return "gemv" if M <= limit else "gemm"

@@ -35,11 +35,11 @@ def unpack_weight(w_q, w_scales, order: str):
 
 
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
-                  group_size: int | None = None) -> str:
+                  group_size: int | None = None, prepacked: bool = False) -> str:
     """``"gemv"`` (decode, small M), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper,
     NVFP4 weights) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, groupwise weights, the
     interpreter). The measured table in ``fp4mm.ops.dispatch`` places the GEMV/GEMM boundary."""
-    if select_kernel(op, M, N, K, device, group_size=group_size) == "gemv":
+    if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
         return "gemv"
     if op != "w4a16_mm" and is_hopper(device):
         return "gemm_sm90"
@@ -99,7 +99,7 @@ def nvfp4_mm(
         from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
 
-        kernel = choose_kernel("nvfp4_mm", M, N, K, x_q.device)
+        kernel = choose_kernel("nvfp4_mm", M, N, K, x_q.device, prepacked=prepacked is not None)
         if kernel == "gemv":
             nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order, out)
         elif kernel == "gemm_sm90":

@@ -52,7 +52,8 @@ def nvfp4_w4a16_mm(
         from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
 
-        kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device)
+        kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device,
+                               prepacked=prepacked is not None)
         if kernel == "gemv":
             nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
         elif kernel == "gemm_sm90":

@@ -30,6 +30,16 @@ def test_small_m_is_gemv_and_large_m_is_gemm(op):
     assert all(p == "gemm" for p in picks[first_gemm:])
 
 
+@pytest.mark.parametrize("op", ["nvfp4_mm", "nvfp4_w4a16_mm"])
+def test_raw_nvfp4_weights_keep_the_gemv_longer(op):
+    """Raw weights make the Hopper GEMM re-lay them out on every call (measured crossover
+    M = 128 raw, 64 prepacked); the table must say so for both NVFP4-weight ops."""
+    assert dispatch.select_kernel(op, 128, 18432, 3072, DEV) == "gemv"
+    assert dispatch.select_kernel(op, 128, 18432, 3072, DEV, prepacked=True) == "gemm"
+    assert dispatch.select_kernel(op, 64, 18432, 3072, DEV, prepacked=True) == "gemv"
+    assert dispatch.select_kernel(op, 256, 18432, 3072, DEV) == "gemm"
+
+
 def test_override_argument_and_environment(monkeypatch):
     assert dispatch.select_kernel("nvfp4_mm", 1, 64, 64, override="gemm") == "gemm"
     assert dispatch.select_kernel("nvfp4_mm", 4096, 64, 64, override="gemv") == "gemv"
