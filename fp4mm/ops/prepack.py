@@ -69,21 +69,31 @@ def unpermute_weight_bytes(packed: torch.Tensor) -> torch.Tensor:
     return packed.reshape(N, KB // 32, 4, 8).transpose(-1, -2).reshape(N, KB).contiguous()
 
 
+LAYOUTS = ("auto", "sm90", "triton")
+
+
 def prepack_nvfp4_weight(w_q: torch.Tensor, w_scales: torch.Tensor, *,
-                         order: str = "low_first") -> PrepackedNVFP4Weight:
+                         order: str = "low_first", layout: str = "auto") -> PrepackedNVFP4Weight:
     """Re-lay-out an NVFP4 weight for the prefill GEMM.
 
     Args:
-        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous; K a multiple of 16 on Hopper GPUs, of
-            64 elsewhere.
+        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous; K a multiple of 16 for the Hopper
+            layout, of 64 for the plain-Triton one.
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 block scales, contiguous.
         order: nibble order of ``w_q``; the result remembers it, so ops called with the
             prepacked weight must be given the same ``order``.
+        layout: ``"auto"`` (the layout of the GEMM that runs on ``w_q``'s device: ``"sm90"`` on
+            Hopper, else ``"triton"``), ``"sm90"`` (the Gluon kernel's; Hopper only) or
+            ``"triton"`` (the plain-Triton GEMM's, e.g. to benchmark or test it on Hopper).
     """
     check_tensor("w_q", w_q, dtype=torch.uint8, ndim=2)
     check_order(order)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+    if layout == "sm90" and not is_hopper(w_q.device):
+        raise ValueError(f"layout: 'sm90' needs w_q on a Hopper GPU, got {w_q.device}")
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    sm90 = is_hopper(w_q.device)
+    sm90 = layout == "sm90" or (layout == "auto" and is_hopper(w_q.device))
     multiple = 16 if sm90 else PREPACK_K_MULTIPLE
     if K == 0 or K % multiple != 0:
         raise ValueError(

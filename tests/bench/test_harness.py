@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from fp4mm.backend import triton_interpreting
 from fp4mm.bench import harness
 from fp4mm.bench.cases import Impl, Runner, make_problem, select_cases
 
@@ -30,6 +31,12 @@ class StubTimer:
         self.calls.append(name)
         t = self.times_ms.get(name, 1.0)
         return t, 0.9 * t, 1.1 * t
+
+needs_interpreter = pytest.mark.skipif(
+    torch.cuda.is_available() and not triton_interpreting(),
+    reason="runs the Triton kernels on CPU tensors: needs Triton's interpreter (the CPU session)",
+)
+
 
 
 def _run(cases, impls, timer):
@@ -163,6 +170,7 @@ def test_cli_without_cuda_exits_2(capsys, monkeypatch):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+@needs_interpreter
 def test_cli_runs_end_to_end_with_a_stub_timer(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     harness.add_arguments(parser)
@@ -204,6 +212,7 @@ def test_prepacked_rows_where_the_prepack_takes_the_shape(rows):
     assert all(r["correct"] and r["prepack_us"] is not None for r in packed)
 
 
+@needs_interpreter
 def test_sweep_times_the_forced_kernels_beside_the_dispatched_one():
     from fp4mm.bench.impls import all_impls
 

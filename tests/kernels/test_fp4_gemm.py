@@ -60,7 +60,7 @@ def test_prepacked_identical_to_raw(order):
     """Permuted bytes + int32 scale words give the same bits as the raw path."""
     M, N, K = 9, 40, 128
     xq, xs, wq, ws = nvfp4_operands(M, N, K, seed=1)
-    pk = prepack_nvfp4_weight(wq, ws, order=order)
+    pk = prepack_nvfp4_weight(wq, ws, order=order, layout="triton")
     raw = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
     packed = torch.full_like(raw, float("nan"))
     G.nvfp4_mm_gemm(xq, xs, wq, ws, 1.0, order, raw, config=CFG64)
@@ -79,7 +79,7 @@ def test_one_hot_probe_is_bit_exact(words, packed):
     x = torch.eye(K, dtype=torch.float16, device=DEV)
     out = torch.full((K, N), float("nan"), dtype=torch.float32, device=DEV)
     if packed:
-        pk = prepack_nvfp4_weight(wq, ws, order="high_first")
+        pk = prepack_nvfp4_weight(wq, ws, order="high_first", layout="triton")
         G.launch_fp4_gemm(x, pk.packed, ws, out, group_size=16, nvfp4=True, alpha=1.0,
                           order="low_first", config=CFG64, w_permuted=True, scale_words=words)
     else:
@@ -97,7 +97,7 @@ def test_nan_scale_byte_propagates():
     ws[3, 1] = 0x7F
     ws[11, 2] = 0xFF
     ref = reference.nvfp4_mm(xq, xs, wq, ws, 1.0)
-    for cfg, pk in [(CFG32, None), (CFG64, prepack_nvfp4_weight(wq, ws))]:
+    for cfg, pk in [(CFG32, None), (CFG64, prepack_nvfp4_weight(wq, ws, layout="triton"))]:
         out = torch.zeros((M, N), dtype=torch.float32, device=DEV)
         G.nvfp4_mm_gemm(xq, xs, wq, ws, 1.0, "low_first", out, config=cfg, prepacked=pk)
         assert torch.equal(torch.isnan(out), torch.isnan(ref))

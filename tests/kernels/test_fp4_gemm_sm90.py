@@ -12,6 +12,7 @@ only by row or only by K-block (a mis-laid scale tile fails these).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import itertools
@@ -357,6 +358,9 @@ def test_w4a16_entry_and_prepacked_reuse():
 ], ids=lambda v: str(v))
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_split_k_matches_oracle(M, N, K, cfg, out_dtype):
+    if cfg is not None and not g.config_is_valid(cfg, out_dtype):
+        cfg = dataclasses.replace(cfg, STAGES=2)  # an fp32 epilogue tile leaves less smem
+        assert g.config_is_valid(cfg, out_dtype)
     xq, xs, wq, ws = _gen(M, N, K, seed=M + N + K)
     out = _run(xq, xs, wq, ws, 0.25, "high_first", out_dtype, config=cfg)
     _assert_close(out, xq, xs, wq, ws, 0.25, "high_first")
