@@ -270,13 +270,18 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None, *,
     if group_size is not None and group_size % 16 != 0:
         # SCALE_GROUP_FMA (fp32 CUDA-core dot): only tiny functional cases use such groups
         return GemmConfig(block_n=32, block_m=32, block_k=32, num_stages=2, num_warps=4)
+    # Groupwise: one group chunk per K tile (see launch_fp4_gemm: several miscompile on sm_90).
+    one_chunk = (lambda bk: bk) if group_size is None else (lambda bk: math.gcd(group_size, bk))
     if M <= 16:
-        return GemmConfig(block_n=64, block_m=16, block_k=128, num_stages=4, num_warps=4)
+        return GemmConfig(block_n=64, block_m=16, block_k=one_chunk(128), num_stages=4,
+                          num_warps=4)
     if M <= 64:  # 4 warps spilled 40-84 B (ptxas, sm_90); 8 warps none (not re-timed)
-        return GemmConfig(block_n=128, block_m=64, block_k=128, num_stages=4, num_warps=8)
+        return GemmConfig(block_n=128, block_m=64, block_k=one_chunk(128), num_stages=4,
+                          num_warps=8)
     stages = 2 if group_size is None and not prepacked else 4
     if M <= 128:
-        return GemmConfig(block_n=128, block_m=128, block_k=64, num_stages=stages, num_warps=8)
+        return GemmConfig(block_n=128, block_m=128, block_k=one_chunk(64), num_stages=stages,
+                          num_warps=8)
     # H100, 2048 x 18432 x 3072 NVFP4 (docs/perf-log.md): 128x256x64 ran 0.57x cuBLAS bf16 on raw
     # weights (3 stages; 4 stages the same within noise) and 0.61x prepacked with 4 stages;
     # 128x128x64 0.41-0.44x, 256x128x64 0.35-0.40x, BLOCK_K 128 0.37-0.46x.
@@ -335,6 +340,12 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
                          f"got {cfg}")
     s_arg = scales.view(torch.int32) if words else scales
     path = _scale_path(nvfp4, group_size)
+    if _sub_k(path, group_size, cfg.block_k) < cfg.block_k:
+        # Several group chunks per K tile (BLOCK_K > gcd(group, BLOCK_K)) are right in the
+        # interpreter but miscompiled for sm_90: wrong results on an H100 (2026-11-26, tests
+        # g16 with BLOCK_K 32 and 64, g48 with 64). One chunk per tile is right on both.
+        raise ValueError(f"config: BLOCK_K = {cfg.block_k} holds several chunks of group_size "
+                         f"{group_size}; use BLOCK_K = {_sub_k(path, group_size, cfg.block_k)}")
     grid = (triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m),)
     _fp4_gemm_kernel[grid](
         x, w_q, s_arg, out, M, N, K, float(alpha),

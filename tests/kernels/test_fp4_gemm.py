@@ -17,6 +17,7 @@ ORDERS = ("low_first", "high_first")
 # Small configs: BLOCK_K 32 (K tail when K % 32 != 0), 64 (the prepacked/word paths), 128.
 CFG32 = G.GemmConfig(block_n=16, block_m=16, block_k=32, num_stages=2, num_warps=4)
 CFG64 = G.GemmConfig(block_n=32, block_m=16, block_k=64, num_stages=2, num_warps=4)
+CFG16 = G.GemmConfig(block_n=16, block_m=16, block_k=16, num_stages=2, num_warps=4)
 CFG128 = G.GemmConfig(block_n=16, block_m=32, block_k=128, num_stages=2, num_warps=4)
 
 
@@ -109,9 +110,9 @@ CFG_SPLIT = G.GemmConfig(block_n=16, block_m=256, block_k=32, num_stages=2, num_
 
 
 @pytest.mark.parametrize("group_size,K,cfg", [
-    (2, 48, CFG32), (16, 96, CFG64), (16, 48, CFG32), (32, 96, CFG32), (64, 128, CFG64),
-    (128, 256, CFG64), (48, 96, CFG64), (6, 36, CFG32), (32, 64, CFG_SPLIT),
-], ids=["g2-fma", "g16-4chunks", "g16-ktail", "g32", "g64", "g128-2tiles", "g48-gcd16",
+    (2, 48, CFG32), (16, 96, CFG16), (16, 48, CFG16), (32, 96, CFG32), (64, 128, CFG64),
+    (128, 256, CFG64), (48, 96, CFG16), (6, 36, CFG32), (32, 64, CFG_SPLIT),
+], ids=["g2-fma", "g16", "g16-3tiles", "g32", "g64", "g128-2tiles", "g48-gcd16",
         "g6-fma", "g32-splitm"])
 def test_w4a16_mm_gemm_every_scale_path(group_size, K, cfg):
     M, N = (7, 21) if cfg.block_m < 256 else (300, 21)
@@ -127,7 +128,7 @@ def test_w4a16_mm_gemm_every_scale_path(group_size, K, cfg):
         assert_close_exact_products(out, ref)
 
 
-@pytest.mark.parametrize("group_size,cfg", [(32, CFG32), (16, CFG64), (128, CFG64), (2, CFG32),
+@pytest.mark.parametrize("group_size,cfg", [(32, CFG32), (16, CFG16), (128, CFG64), (2, CFG32),
                                             (32, CFG_SPLIT)],
                          ids=["g32", "g16", "g128", "g2-fma", "g32-splitm"])
 def test_w4a16_one_hot_probe_is_bit_exact(group_size, cfg):
@@ -148,6 +149,22 @@ def test_w4a16_one_hot_probe_is_bit_exact(group_size, cfg):
     ref = reference.w4a16_mm(x, wq, sc, group_size, order="low_first")
     assert ref[0, 0].item() == 1.5 * (1 + 2**-10) * 2**-4  # not representable in fp16
     assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("group_size,cfg", [(16, CFG64), (16, CFG32), (48, CFG64)])
+def test_several_group_chunks_per_k_tile_are_refused(group_size, cfg):
+    """Regression: BLOCK_K spanning several group chunks gave wrong results on an H100 (the
+    interpreter was right), so the launcher refuses such configs and choose_config avoids them."""
+    K = 96
+    x = torch.zeros(4, K, dtype=torch.float16, device=DEV)
+    wq = torch.zeros(8, K // 2, dtype=torch.uint8, device=DEV)
+    sc = torch.ones(8, K // group_size, dtype=torch.float16, device=DEV)
+    out = torch.empty(4, 8, dtype=torch.float16, device=DEV)
+    with pytest.raises(ValueError, match="several chunks of group_size"):
+        G.w4a16_mm_gemm(x, wq, sc, group_size, "low_first", out, config=cfg)
+    for M in (1, 16, 64, 128, 2048):
+        chosen = G.choose_config(M, 8192, 3072, group_size)
+        assert G._sub_k(G.SCALE_GROUP_DOT, group_size, chosen.block_k) == chosen.block_k
 
 
 def test_config_validity_and_scale_paths():
