@@ -34,21 +34,10 @@ SWEEP = [(kt, nw) for kt in (1, 2, 4, 8) for nw in (4, 8)]
 
 
 def torch_twin(w_q, w_s, order):
-    """Copy of the codes/scales part of fp4_gemm_sm90.prepack_weight_sm90 (torch ops)."""
-    N, K = w_q.shape[0], w_q.shape[1] * 2
-    Np, Kp = triton.cdiv(N, 128) * 128, triton.cdiv(K, 128) * 128
-    q = torch.zeros((Np, Kp // 2), dtype=torch.uint8, device=w_q.device)
-    q[:N, :K // 2] = w_q
-    if order == "high_first":
-        q = (q >> 4) | (q << 4)
-    sc = torch.zeros((Np, Kp // 16), dtype=torch.uint8, device=w_q.device)
-    sc[:N, :K // 16] = w_s
-    nb, kt = Np // 128, Kp // 64
-    q = q.view(nb, 8, 2, 8, kt, 8, 4).permute(0, 1, 3, 6, 4, 5, 2).reshape(nb, 8, 2, 16, kt, 16)
-    codes = q.permute(0, 1, 2, 4, 3, 5).reshape(nb * 16, kt * 256).contiguous()
-    sc = sc.view(nb, 8, 2, 8, kt, 4).permute(0, 1, 4, 3, 5, 2).unsqueeze(-1)
-    scales = sc.expand(nb, 8, kt, 8, 4, 2, 2).reshape(nb * 8, kt * 128).contiguous()
-    return codes, scales
+    """The torch twin (fp4_gemm_sm90.prepack_sm90_torch), on the tensors' device."""
+    from fp4mm.kernels.fp4_gemm_sm90 import prepack_sm90_torch
+
+    return prepack_sm90_torch(w_q, w_s, order)
 
 
 def weights(N, K, seed):
