@@ -29,12 +29,7 @@ from torch.library import custom_op
 from fp4mm.backend import resolve_backend
 from fp4mm.formats.nvfp4 import NVFP4Tensor, dequantize_nvfp4_blocks
 from fp4mm.formats.nvfp4 import quantize_nvfp4 as _codec_quantize_nvfp4
-
-_U8 = torch.uint8
-
-
-def _scale_bytes(t: torch.Tensor) -> torch.Tensor:
-    return t.view(_U8) if t.dtype == torch.float8_e4m3fn else t
+from fp4mm.reference import as_scale_bytes
 
 
 def _weight(w_q, w_scales, w_packed, order):
@@ -43,7 +38,7 @@ def _weight(w_q, w_scales, w_packed, order):
         return w_q, w_scales
     from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
-    return PrepackedNVFP4Weight(w_q, _scale_bytes(w_scales), order, w_packed), None
+    return PrepackedNVFP4Weight(w_q, as_scale_bytes("w_scales", w_scales), order, w_packed), None
 
 
 # --- quantize_nvfp4 -------------------------------------------------------------------------
@@ -70,7 +65,8 @@ def _quantize_nvfp4_op(
 def _(x, global_scale, order):
     K = x.shape[-1]
     lead = tuple(x.shape[:-1])
-    return (x.new_empty((*lead, K // 2), dtype=_U8), x.new_empty((*lead, K // 16), dtype=_U8),
+    return (x.new_empty((*lead, K // 2), dtype=torch.uint8),
+            x.new_empty((*lead, K // 16), dtype=torch.uint8),
             x.new_empty((), dtype=torch.float32))
 
 
@@ -100,8 +96,7 @@ def _nvfp4_mm_op(
     from fp4mm.ops import nvfp4_mm
 
     w, ws = _weight(w_q, w_scales, w_packed, order)
-    return nvfp4_mm(x_q, _scale_bytes(x_scales), w, None if ws is None else _scale_bytes(ws),
-                    alpha, out_dtype=out_dtype, order=order)
+    return nvfp4_mm(x_q, x_scales, w, ws, alpha, out_dtype=out_dtype, order=order)
 
 
 @_nvfp4_mm_op.register_fake
@@ -122,7 +117,7 @@ def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
 
 def _nvfp4_w4a16_fp32(x, w_q, w_scales, w_global_scale, order):
     """fp32 activations: ``(x @ (e2m1 * e4m3)^T) * (1 / gs_w)`` in float32 (no fp32 kernel)."""
-    w = dequantize_nvfp4_blocks(w_q, _scale_bytes(w_scales), order)
+    w = dequantize_nvfp4_blocks(w_q, as_scale_bytes("w_scales", w_scales), order)
     return (x @ w.T) * torch.reciprocal(w_global_scale.reshape(()).float())
 
 
@@ -140,8 +135,7 @@ def _nvfp4_w4a16_mm_op(
     from fp4mm.ops import nvfp4_w4a16_mm
 
     w, ws = _weight(w_q, w_scales, w_packed, order)
-    return nvfp4_w4a16_mm(x, w, None if ws is None else _scale_bytes(ws), w_global_scale,
-                          order=order)
+    return nvfp4_w4a16_mm(x, w, ws, w_global_scale, order=order)
 
 
 @_nvfp4_w4a16_mm_op.register_fake

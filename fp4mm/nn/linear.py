@@ -23,13 +23,11 @@ Modes:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from fp4mm import library  # noqa: F401  (registers the fp4mm:: ops)
-from fp4mm._validate import check_tensor
+from fp4mm._validate import as_scalar, check_tensor
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, quantize_nvfp4
 
 MODES = ("w4a4", "w4a16")
@@ -47,15 +45,11 @@ def _activation_decode_scale(activation_scale) -> float | None:
     """``"dynamic"`` -> None; a static encode scale gs_x -> the decode scale ``1 / gs_x``."""
     if activation_scale == "dynamic":
         return None
-    if isinstance(activation_scale, torch.Tensor) and activation_scale.numel() == 1:
-        activation_scale = float(activation_scale.item())
-    if isinstance(activation_scale, bool) or not isinstance(activation_scale, (int, float)):
+    if isinstance(activation_scale, (str, bool)) or (
+            isinstance(activation_scale, torch.Tensor) and activation_scale.numel() != 1):
         raise TypeError(f"activation_scale: expected 'dynamic' or a float (the static encode "
                         f"scale gs_x = 2688 / calibrated amax), got {activation_scale!r}")
-    if not (math.isfinite(activation_scale) and activation_scale > 0):
-        raise ValueError(f"activation_scale: expected a finite positive number, got "
-                         f"{activation_scale}")
-    return 1.0 / float(activation_scale)
+    return 1.0 / as_scalar("activation_scale", activation_scale, positive=True)
 
 
 class NVFP4Linear(nn.Module):
