@@ -270,7 +270,8 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None, *,
     if group_size is not None and group_size % 16 != 0:
         # SCALE_GROUP_FMA (fp32 CUDA-core dot): only tiny functional cases use such groups
         return GemmConfig(block_n=32, block_m=32, block_k=32, num_stages=2, num_warps=4)
-    # Groupwise: one group chunk per K tile (see launch_fp4_gemm: several miscompile on sm_90).
+    # Groupwise: one group chunk per K tile (the measured configs; several chunks per tile are
+    # right too, see launch_fp4_gemm, but were not re-timed).
     one_chunk = (lambda bk: bk) if group_size is None else (lambda bk: math.gcd(group_size, bk))
     if M <= 16:
         return GemmConfig(block_n=64, block_m=16, block_k=one_chunk(128), num_stages=4,
@@ -340,12 +341,15 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
                          f"got {cfg}")
     s_arg = scales.view(torch.int32) if words else scales
     path = _scale_path(nvfp4, group_size)
-    if _sub_k(path, group_size, cfg.block_k) < cfg.block_k:
-        # Several group chunks per K tile (BLOCK_K > gcd(group, BLOCK_K)) are right in the
-        # interpreter but miscompiled for sm_90: wrong results on an H100 (2026-11-26, tests
-        # g16 with BLOCK_K 32 and 64, g48 with 64). One chunk per tile is right on both.
-        raise ValueError(f"config: BLOCK_K = {cfg.block_k} holds several chunks of group_size "
-                         f"{group_size}; use BLOCK_K = {_sub_k(path, group_size, cfg.block_k)}")
+    if _sub_k(path, group_size, cfg.block_k) == 16 and cfg.block_n < 64:
+        # 16-wide group chunks on tiles of fewer than 64 weight rows (mma.sync rather than
+        # wgmma on sm_90) are right in the interpreter but miscompiled for sm_90: wrong results
+        # on an H100 for every such config tried (scripts/gpu_group16_probe.py,
+        # bench/results/2026-11-26-group16-probe-h100.json); BLOCK_N >= 64 and 32-wide chunks
+        # were right in every config.
+        raise ValueError(f"config: BLOCK_N = {cfg.block_n} < 64 with 16-wide group chunks "
+                         f"(group_size {group_size}, BLOCK_K {cfg.block_k}) miscompiles on "
+                         f"sm_90; use BLOCK_N >= 64")
     grid = (triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m),)
     _fp4_gemm_kernel[grid](
         x, w_q, s_arg, out, M, N, K, float(alpha),

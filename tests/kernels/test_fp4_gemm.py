@@ -17,7 +17,7 @@ ORDERS = ("low_first", "high_first")
 # Small configs: BLOCK_K 32 (K tail when K % 32 != 0), 64 (the prepacked/word paths), 128.
 CFG32 = G.GemmConfig(block_n=16, block_m=16, block_k=32, num_stages=2, num_warps=4)
 CFG64 = G.GemmConfig(block_n=32, block_m=16, block_k=64, num_stages=2, num_warps=4)
-CFG16 = G.GemmConfig(block_n=16, block_m=16, block_k=16, num_stages=2, num_warps=4)
+CFG16 = G.GemmConfig(block_n=64, block_m=16, block_k=16, num_stages=2, num_warps=4)
 CFG128 = G.GemmConfig(block_n=16, block_m=32, block_k=128, num_stages=2, num_warps=4)
 
 
@@ -151,20 +151,38 @@ def test_w4a16_one_hot_probe_is_bit_exact(group_size, cfg):
     assert torch.equal(out, ref)
 
 
-@pytest.mark.parametrize("group_size,cfg", [(16, CFG64), (16, CFG32), (48, CFG64)])
-def test_several_group_chunks_per_k_tile_are_refused(group_size, cfg):
-    """Regression: BLOCK_K spanning several group chunks gave wrong results on an H100 (the
-    interpreter was right), so the launcher refuses such configs and choose_config avoids them."""
+@pytest.mark.parametrize("group_size,cfg", [
+    (16, G.GemmConfig(block_n=16, block_m=16, block_k=16, num_stages=2, num_warps=4)),
+    (16, CFG32), (48, G.GemmConfig(block_n=32, block_m=16, block_k=64, num_warps=4))])
+def test_narrow_tiles_with_16_wide_group_chunks_are_refused(group_size, cfg):
+    """Regression: 16-wide group chunks on tiles of fewer than 64 weight rows gave wrong results
+    on an H100 (the interpreter was right; scripts/gpu_group16_probe.py), so the launcher refuses
+    them and choose_config never returns them."""
     K = 96
     x = torch.zeros(4, K, dtype=torch.float16, device=DEV)
     wq = torch.zeros(8, K // 2, dtype=torch.uint8, device=DEV)
     sc = torch.ones(8, K // group_size, dtype=torch.float16, device=DEV)
     out = torch.empty(4, 8, dtype=torch.float16, device=DEV)
-    with pytest.raises(ValueError, match="several chunks of group_size"):
+    with pytest.raises(ValueError, match="BLOCK_N >= 64"):
         G.w4a16_mm_gemm(x, wq, sc, group_size, "low_first", out, config=cfg)
     for M in (1, 16, 64, 128, 2048):
         chosen = G.choose_config(M, 8192, 3072, group_size)
-        assert G._sub_k(G.SCALE_GROUP_DOT, group_size, chosen.block_k) == chosen.block_k
+        assert G._sub_k(G.SCALE_GROUP_DOT, group_size, chosen.block_k) > 16 or chosen.block_n >= 64
+
+
+@pytest.mark.parametrize("group_size,K", [(16, 96), (48, 192)])
+def test_several_group_chunks_per_k_tile(group_size, K):
+    """BLOCK_K spanning several group chunks (right on an H100 at BLOCK_N >= 64)."""
+    cfg = G.GemmConfig(block_n=64, block_m=16, block_k=64, num_stages=2, num_warps=4)
+    M, N = 5, 70
+    g = torch.Generator().manual_seed(K)
+    x = (0.5 * torch.randn(M, K, generator=g)).half().to(DEV)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, generator=g).to(DEV)
+    sc = (0.1 * torch.rand(N, K // group_size, generator=g) + 0.01).half().to(DEV)
+    ref = reference.w4a16_mm(x, wq, sc, group_size, order="low_first")
+    out = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+    G.w4a16_mm_gemm(x, wq, sc, group_size, "low_first", out, config=cfg)
+    assert_close_exact_products(out, ref)
 
 
 def test_config_validity_and_scale_paths():
