@@ -44,39 +44,12 @@ import torch
 import triton
 import triton.language as tl
 
-from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX, e2m1_to_f16_x64, e4m3_to_f16_x64
 
 # ----------------------------------------------------------------------------------------- kernel
-# PTX for one 32-bit word of packed codes (8 E2M1 codes, bytes in memory order) -> 8 fp16
-# ``e2m1 * 2^-6`` in element order: nibbles to E4M3 bytes with 32-bit masks and shifts (4 codes
-# per instruction), one ``prmt`` per 4 codes to put each pair in element order, one hardware
-# ``cvt.rn.f16x2.e4m3x2`` per pair. One word per asm instance (pack=1), so the result does not
-# depend on how Triton spreads the tile over threads.
-_DECODE_ASM = """
-{
-.reg .b32 lo, hi, v4, p0, p1, q0, q1, q2, q3;
-.reg .b16 h0, h1, h2, h3;
-and.b32 hi, $8, 0x70707070;
-shr.b32 hi, hi, 2;
-lop3.b32 hi, hi, $8, 0x80808080, 0xF8;
-shl.b32 v4, $8, 4;
-and.b32 lo, v4, 0x70707070;
-shr.b32 lo, lo, 2;
-lop3.b32 lo, lo, v4, 0x80808080, 0xF8;
-prmt.b32 p0, FIRST, SECOND, 0x5140;
-prmt.b32 p1, FIRST, SECOND, 0x7362;
-mov.b32 {h0, h1}, p0;
-mov.b32 {h2, h3}, p1;
-cvt.rn.f16x2.e4m3x2 q0, h0;
-cvt.rn.f16x2.e4m3x2 q1, h1;
-cvt.rn.f16x2.e4m3x2 q2, h2;
-cvt.rn.f16x2.e4m3x2 q3, h3;
-mov.b32 {$0, $1}, q0;
-mov.b32 {$2, $3}, q1;
-mov.b32 {$4, $5}, q2;
-mov.b32 {$6, $7}, q3;
-}
-"""
+# One word per asm instance (pack=1), so the result does not depend on how Triton spreads the
+# tile over threads; the PTX is shared with the Gluon decode kernel (fp4_decode.E2M1_WORD_PTX).
+_DECODE_ASM = E2M1_WORD_PTX.replace("OUTPUT", "")
 _DECODE_ASM_LOW = tl.constexpr(_DECODE_ASM.replace("FIRST", "lo").replace("SECOND", "hi"))
 _DECODE_ASM_HIGH = tl.constexpr(_DECODE_ASM.replace("FIRST", "hi").replace("SECOND", "lo"))
 

@@ -1,0 +1,357 @@
+"""Decode (small-M) GEMV for NVFP4 weights on Hopper, in Gluon: ``out[M, N] = alpha * x @ W^T``.
+
+Why a second decode kernel (the plain-Triton ``fp4_gemv`` is its interpreter-tested twin): in
+plain Triton the decoded weight tile goes through shared memory to reach the MMA, and the per-step
+chain (load, shared-memory round trip, MMA wait) left the H100 at 1.1-1.4 TB/s. Here the weights go
+from global memory straight into the registers of the ``mma.sync`` A operand, with no shared memory
+anywhere, and each warp keeps several K steps of loads in flight.
+
+Design, per warp (num_warps warps per CTA, each owning 16 weight rows; tokens padded to NT):
+
+- **K permutation.** A dot product does not care in which order K is summed, so the MMA's K
+  slots need not be consecutive K. Each thread (lane ``4 g + c``) loads 16 contiguous bytes (32
+  codes) per row and step, one 16-byte load, and those 32 values fill exactly its A-fragment slots
+  of the step's 8 ``m16n8k16`` MMAs: slot ``16 j + 8 h + 2 c + l`` holds physical K
+  ``32 c + 4 j + 2 h + l`` (step of 128). The same permutation is applied to x, so the products
+  pair up as in ``x @ W^T``. In Gluon the permutation is a reshape/permute of the decoded tile
+  whose layout conversion to the A operand is free (no data moves).
+- **Decode** (inline PTX, one 32-bit word of 8 codes at a time): nibbles become E4M3 bytes with
+  32-bit masks and shifts, one ``cvt.rn.f16x2.e4m3x2`` per pair, then one ``mul.f16x2`` per pair
+  by the block scale (E4M3 * 2^6 in fp16). ``e2m1 * e4m3`` is exact in fp16 (at most 6 significant
+  bits, in [2^-10, 2688]); a NaN scale byte gives NaN, as in the oracle.
+- **Scales:** the thread's 32 values of a row span two 16-blocks, whose two scale bytes are one
+  2-byte load.
+- **Prefetch:** the loads of the next PREFETCH steps are issued before a step is decoded (a
+  register ring), so every warp has PREFETCH + 1 steps (2 KB per step and warp) in flight.
+- **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
+  128 per step); W4A16 reads fp16 x directly; bf16 x converts the exact fp16 weights to bf16.
+- **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)`` summed in a fixed order by
+  ``fp4_gemv``'s reduce kernel (deterministic, no atomics).
+
+Requirements (the launcher checks; the ops fall back to ``fp4_gemv`` otherwise): K % 128 == 0,
+16-byte aligned rows and base pointers, contiguous operands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+from fp4mm.backend import is_hopper
+from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX
+
+KS = 128  # K per step: 16 bytes per thread and row
+_KS = gl.constexpr(KS)
+
+# One 32-bit word of 8 codes ($8) and an fp16x2 scale pair ($9) -> 8 fp16 e2m1 * scale.
+_DECODE_SCALED = E2M1_WORD_PTX.replace("OUTPUT", """
+mul.rn.f16x2 q0, q0, $9;
+mul.rn.f16x2 q1, q1, $9;
+mul.rn.f16x2 q2, q2, $9;
+mul.rn.f16x2 q3, q3, $9;
+""")
+_DECODE_LOW = gl.constexpr(_DECODE_SCALED.replace("FIRST", "lo").replace("SECOND", "hi"))
+_DECODE_HIGH = gl.constexpr(_DECODE_SCALED.replace("FIRST", "hi").replace("SECOND", "lo"))
+# Two E4M3 scale bytes ($2, b16) -> fp16x2 (s0 * 64, s0 * 64) and (s1 * 64, s1 * 64).
+_SCALE_PAIR = gl.constexpr("""
+{
+.reg .b32 f, k;
+cvt.rn.f16x2.e4m3x2 f, $2;
+mov.b32 k, 0x54005400;
+mul.rn.f16x2 f, f, k;
+prmt.b32 $0, f, f, 0x1010;
+prmt.b32 $1, f, f, 0x3232;
+}
+""")
+
+
+# ----------------------------------------------------------------------------------------------
+# Layouts (compile time)
+# ----------------------------------------------------------------------------------------------
+@gluon.constexpr_function
+def _slot_to_phys(k: int) -> int:
+    """MMA K slot -> physical K within a 128 step (a bit permutation, so linear over GF(2))."""
+    lo, c, h, j = k & 1, (k >> 1) & 3, (k >> 3) & 1, k >> 4
+    return lo | h << 1 | j << 2 | c << 5
+
+
+@gluon.constexpr_function
+def _packed(regs, lanes, warps, shape, shift):
+    """Drop the register bases of the low ``shift`` K bits (they become one packed element) and
+    shift the others: the layout of the packed tensor. Register bases along K go first, so each
+    thread's packed elements are contiguous (one vector load)."""
+    low = (1 << shift) - 1
+    dropped = [b for b in regs if b[1] & low]
+    assert all(b[0] == 0 and b[1] & (b[1] - 1) == 0 for b in dropped), regs
+    assert all(not (b[1] & low) for b in lanes + warps), (lanes, warps)
+    keep = [[b[0], b[1] >> shift] for b in regs if not b[1] & low]
+    keep = sorted([b for b in keep if b[1]], key=lambda b: b[1]) + [b for b in keep if not b[1]]
+    sh = lambda bs: [[b[0], b[1] >> shift] for b in bs]  # noqa: E731
+    return gl.DistributedLinearLayout(keep, sh(lanes), sh(warps), [], [shape[0], shape[1] >> shift])
+
+
+@gluon.constexpr_function
+def _operand_layouts(ll, transposed):
+    """For a slot-ordered fp16 operand (``ll``: [rows, KS], or [KS, rows] when ``transposed``):
+    the layouts of its int32 code words [rows, KS / 8] and int16 scale pairs [rows, KS / 32]
+    loaded in physical K order, and of the fp16 tile [rows, KS] in physical order."""
+    if transposed:
+        swap = lambda bs: [[b[1], b[0]] for b in bs]  # noqa: E731
+        regs, lanes, warps = swap(ll.reg_bases), swap(ll.lane_bases), swap(ll.warp_bases)
+        shape = [ll.shape[1], ll.shape[0]]
+    else:
+        regs, lanes, warps, shape = ll.reg_bases, ll.lane_bases, ll.warp_bases, list(ll.shape)
+    phys = lambda bs: [[b[0], _slot_to_phys(b[1])] for b in bs]  # noqa: E731
+    regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
+    words = _packed(regs, lanes, warps, shape, 3)
+    scales = _packed(regs, lanes, warps, shape, 5)
+    halves = _packed(regs, lanes, warps, shape, 0)
+    return words, scales, halves
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel
+# ----------------------------------------------------------------------------------------------
+@gluon.jit
+def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
+    """Eight tensors -> one with a new last axis of 8, element i from o_i."""
+    return gl.join(gl.join(gl.join(o0, o4), gl.join(o2, o6)),
+                   gl.join(gl.join(o1, o5), gl.join(o3, o7)))
+
+
+@gluon.jit
+def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L: gl.constexpr):
+    """int32 code words [ROWS, KS/8] and int16 scale pairs [ROWS, KS/32] (physical K order) ->
+    fp16 ``e2m1 * e4m3`` [ROWS, KS] in MMA slot order."""
+    s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR, "=r,=r,h", [pairs],
+                                       dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+    # word 4c + w of a thread uses the scale of 16-block 2c + w // 2: the inner join is the
+    # w // 2 axis, the outer one (a copy) w % 2, and reshape flattens the last axis fastest
+    sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, _KS // 8])
+    sw = gl.convert_layout(sw, WORDS_L)
+    if HIGH_FIRST:
+        o = gl.inline_asm_elementwise(_DECODE_HIGH, "=h,=h,=h,=h,=h,=h,=h,=h,r,r", [words, sw],
+                                      dtype=(gl.float16,) * 8, is_pure=True, pack=1)
+    else:
+        o = gl.inline_asm_elementwise(_DECODE_LOW, "=h,=h,=h,=h,=h,=h,=h,=h,r,r", [words, sw],
+                                      dtype=(gl.float16,) * 8, is_pure=True, pack=1)
+    v = _join8(o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7])  # [ROWS, KS/8, 8], physical
+    # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+    v = v.reshape([ROWS, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4))
+    return v.reshape([ROWS, _KS])
+
+
+@gluon.jit
+def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, w_ok, s_ok,
+               xa_ok, xb_ok, i, live, X_FP4: gl.constexpr):
+    """Everything K step ``i`` reads (masked off if not live): weight words and scale pairs, and
+    x (fp16/bf16 halves, or NVFP4 words and scale pairs; the fourth value is a dummy then)."""
+    wd = gl.load(w_ptr + w_offs + i * (_KS // 8), mask=w_ok & live, other=0)
+    sc = gl.load(ws_ptr + s_offs + i * (_KS // 32), mask=s_ok & live, other=0)
+    if X_FP4:
+        xa = gl.load(x_ptr + xa_offs + i * (_KS // 8), mask=xa_ok & live, other=0)
+        xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32), mask=xb_ok & live, other=0)
+    else:
+        xa = gl.load(x_ptr + xa_offs + i * _KS, mask=xa_ok & live, other=0.0)
+        xb = xa
+    return wd, sc, xa, xb
+
+
+@gluon.jit
+def _fp4_gemv_sm90_kernel(
+    x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
+    M, N, STEPS, STEPS_SPLIT, alpha,
+    stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
+    X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
+    PREFETCH: gl.constexpr, PARTIAL: gl.constexpr,
+):
+    """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
+
+    w: int32 (N, K/8) code words; ws: int16 (N, K/32) E4M3 scale pairs. x: X_FP4 -> int32
+    (M, K/8) words + int16 (M, K/32) scale pairs, else fp16/bf16 (M, K). Strides in elements of
+    each (viewed) tensor. Grid (N / (16 num_warps), splits); STEPS = K / KS (K % KS == 0);
+    STEPS_SPLIT: steps per split (the last split may be shorter).
+    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
+    NW: gl.constexpr = gl.num_warps()
+    BN: gl.constexpr = 16 * NW
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
+                                                  instr_shape=[16, 8])
+    a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, _KS]), False)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [_KS, NT]), True)
+    W_WORDS: gl.constexpr = WL[0]
+    W_SCALES: gl.constexpr = WL[1]
+    X_WORDS: gl.constexpr = XL[0]
+    X_SCALES: gl.constexpr = XL[1]
+    X_HALVES: gl.constexpr = XL[2]
+
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    i_begin = pid_k * STEPS_SPLIT
+    i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
+    # weight offsets (elements of the int32 / int16 views), physical K order
+    rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
+    cw = gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, W_WORDS))
+    w_offs = gl.expand_dims(rw, 1) * stride_wn + gl.expand_dims(cw, 0)
+    w_row_ok = gl.expand_dims(rw < N, 1)
+    rs = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES))
+    cs = gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, W_SCALES))
+    s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
+    s_row_ok = gl.expand_dims(rs < N, 1)
+    # activation offsets: tokens are the rows of the transposed B operand
+    if X_FP4:
+        ta = gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS))
+        xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
+            gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
+        tb = gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES))
+        xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
+            gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
+    else:
+        ta = gl.arange(0, NT, layout=gl.SliceLayout(1, X_HALVES))
+        xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
+            gl.arange(0, _KS, layout=gl.SliceLayout(0, X_HALVES)), 0)
+        tb = ta
+        xb_offs = xa_offs
+    xa_ok = gl.expand_dims(ta < M, 1)
+    xb_ok = gl.expand_dims(tb < M, 1)
+
+    acc = gl.zeros([BN, NT], gl.float32, mma)
+    # Register ring: step i is decoded while steps i+1 .. i+PREFETCH are in flight (weights and
+    # x: x comes from L2, and waiting for it every step was the serial chain that split-K hid).
+    wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                    xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin, True,
+                                    X_FP4)
+    if PREFETCH >= 2:
+        wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin + 1,
+                                        i_begin + 1 < i_end, X_FP4)
+    if PREFETCH >= 3:
+        wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin + 2,
+                                        i_begin + 2 < i_end, X_FP4)
+    for i in range(i_begin, i_end):
+        wdn, scn, xan, xbn = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i + PREFETCH,
+                                        i + PREFETCH < i_end, X_FP4)
+        # activations of this step -> B operand [KS, NT]
+        if X_FP4:
+            xv = _decode(xa0, xb0, HIGH_FIRST, NT, X_WORDS)
+        else:
+            xv = xa0.reshape([NT, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4)).reshape([NT, _KS])
+        b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
+        a = gl.convert_layout(_decode(wd0, sc0, HIGH_FIRST, BN, W_WORDS).to(DTYPE), a_l)
+        acc = mma_v2(a, b, acc)
+        if PREFETCH == 1:
+            wd0, sc0, xa0, xb0 = wdn, scn, xan, xbn
+        elif PREFETCH == 2:
+            wd0, sc0, xa0, xb0, wd1, sc1, xa1, xb1 = wd1, sc1, xa1, xb1, wdn, scn, xan, xbn
+        else:
+            wd0, sc0, xa0, xb0 = wd1, sc1, xa1, xb1
+            wd1, sc1, xa1, xb1 = wd2, sc2, xa2, xb2
+            wd2, sc2, xa2, xb2 = wdn, scn, xan, xbn
+
+    rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+    toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
+    mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(toks < M, 0)
+    offs = gl.expand_dims(toks, 0) * stride_om + gl.expand_dims(rows, 1)
+    if PARTIAL:
+        gl.store(out_ptr + pid_k * M * N + offs, acc, mask=mask)
+    else:
+        gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+MAX_M = 64  # tokens per launch: the MMA N side, padded to 8, 16, 32 or 64
+_GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+
+@dataclass(frozen=True)
+class GemvSM90Config:
+    """num_warps: warps per CTA (16 weight rows each); prefetch: K steps in flight ahead of the
+    decode (1-3); split_k: K ranges (a deterministic reduce pass sums them when > 1)."""
+
+    num_warps: int = 4
+    prefetch: int = 2
+    split_k: int = 1
+
+
+def config_is_valid(cfg: GemvSM90Config) -> bool:
+    """The one validity predicate (heuristic, tests and benchmarks use it)."""
+    return cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2, 3) and cfg.split_k >= 1
+
+
+def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
+    """True where this kernel applies: Hopper, M <= MAX_M, K % 128 == 0, every operand
+    contiguous with a 16-byte aligned base (rows are then 16-byte aligned too)."""
+    return (is_hopper(device) and 1 <= M <= MAX_M and K % KS == 0
+            and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
+
+
+def choose_config(M: int, N: int, K: int) -> GemvSM90Config:
+    """Heuristic (placeholder until measured): 4 warps, 2 steps in flight, split K until about
+    2048 warps are in flight."""
+    warps = triton.cdiv(N, 16)
+    split = max(1, min(K // KS, 2048 // max(warps, 1)))
+    return GemvSM90Config(num_warps=4, prefetch=2, split_k=split)
+
+
+def _token_tile(M: int) -> int:
+    return max(8, triton.next_power_of_2(M))
+
+
+def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
+              w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
+              config: GemvSM90Config | None = None) -> None:
+    """``out = alpha * x @ W^T`` (written in place) for NVFP4 weights.
+
+    Args:
+        x: fp16/bf16 ``(M, K)`` activations, or (with ``x_scales``) uint8 ``(M, K/2)`` NVFP4
+            codes in ``order``.
+        x_scales: uint8 ``(M, K/16)`` E4M3 scales of NVFP4 activations, or None.
+        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``.
+        alpha: fp32 factor applied in the epilogue.
+        out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
+    The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
+    """
+    M = x.shape[0]
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    cfg = config or choose_config(M, N, K)
+    if not config_is_valid(cfg):
+        raise ValueError(f"config: invalid {cfg}")
+    if w_scales.dtype == torch.float8_e4m3fn:
+        w_scales = w_scales.view(torch.uint8)
+    x_fp4 = x_scales is not None
+    if x_fp4:
+        xa, xs = x.view(torch.int32), x_scales.view(torch.int16)
+        dtype = gl.float16
+    else:
+        xa, xs, dtype = x, x, _GL_DTYPE[x.dtype]
+    steps = K // KS
+    split = max(1, min(cfg.split_k, steps))
+    per = triton.cdiv(steps, split)
+    split = triton.cdiv(steps, per)
+    partial = split > 1
+    dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
+           else out)
+    grid = (triton.cdiv(N, 16 * cfg.num_warps), split)
+    _fp4_gemv_sm90_kernel[grid](
+        xa, xs, w_q.view(torch.int32), w_scales.view(torch.int16), dst,
+        M, N, steps, per, float(alpha),
+        xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
+        X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
+        PREFETCH=cfg.prefetch, PARTIAL=partial, num_warps=cfg.num_warps)
+    if partial:
+        from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
+
+        block = 1024
+        _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
+            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
+            num_warps=4)
