@@ -103,8 +103,8 @@ def bench(quick):
              ("nvfp4_mm", 32, 18432, 3072), ("nvfp4_mm", 64, 18432, 3072)]
     if quick:
         cases = [c for c in cases if c[1] in (1, 16) and c[2] == 18432]
-    sweep = [C(nw, pf, sp, l2) for nw in (2, 4) for pf in (1, 2) for sp in (1, 2, 4, 8)
-             for l2 in (0, 4, 8)]
+    sweep = [C(nw, pf, sp, l2) for nw in (2, 4, 8) for pf in (1, 2) for sp in (1, 2, 3, 4, 6)
+             for l2 in (0, 4)]
     for op, M, N, K in cases:
         dt = torch.bfloat16 if op.endswith("bf16") else torch.float16
         p = Problem(op.replace("_bf16", ""), M, N, K, dtype=dt, copies=copies)

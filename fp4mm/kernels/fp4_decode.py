@@ -11,20 +11,21 @@ so ``e2m1_to_f16_x64(c) * e4m3_to_f16_x64(s)`` is ``e2m1(c) * e4m3(s)``, exactly
 import triton
 import triton.language as tl
 
-# PTX for one 32-bit word of packed codes ($8: 8 E2M1 codes, bytes in memory order) -> 8 fp16
-# ``e2m1 * 2^-6`` ($0..$7) in element order: nibbles to E4M3 bytes with 32-bit masks and shifts
-# (4 codes per instruction), one ``prmt`` per 4 codes to put each pair in element order, one
-# hardware ``cvt.rn.f16x2.e4m3x2`` per pair. Placeholders: FIRST/SECOND = lo/hi (low nibble
-# first) or hi/lo; OUTPUT = instructions on the fp16x2 pairs q0..q3 before they are written out
-# (empty, or a multiply by a scale).
+# PTX for one 32-bit word of packed codes (IN: 8 E2M1 codes, bytes in memory order) -> 8 fp16
+# ``e2m1 * 2^-6`` in element order, as fp16x2 pairs q0..q3: nibbles to E4M3 bytes with 32-bit masks
+# and shifts (4 codes per instruction), one ``prmt`` per 4 codes to put each pair in element
+# order, one hardware ``cvt.rn.f16x2.e4m3x2`` per pair. Placeholders: IN = the input operand;
+# FIRST/SECOND = lo/hi (low nibble first) or hi/lo; OUTPUT = instructions on q0..q3 before they
+# are written out (empty, or a multiply by a scale); STORE = how q0..q3 reach the outputs
+# (E2M1_STORE_HALVES: eight 16-bit outputs $0..$7).
 E2M1_WORD_PTX = """
 {
 .reg .b32 lo, hi, v4, p0, p1, q0, q1, q2, q3;
 .reg .b16 h0, h1, h2, h3;
-and.b32 hi, $8, 0x70707070;
+and.b32 hi, IN, 0x70707070;
 shr.b32 hi, hi, 2;
-lop3.b32 hi, hi, $8, 0x80808080, 0xF8;
-shl.b32 v4, $8, 4;
+lop3.b32 hi, hi, IN, 0x80808080, 0xF8;
+shl.b32 v4, IN, 4;
 and.b32 lo, v4, 0x70707070;
 shr.b32 lo, lo, 2;
 lop3.b32 lo, lo, v4, 0x80808080, 0xF8;
@@ -37,12 +38,13 @@ cvt.rn.f16x2.e4m3x2 q1, h1;
 cvt.rn.f16x2.e4m3x2 q2, h2;
 cvt.rn.f16x2.e4m3x2 q3, h3;
 OUTPUT
-mov.b32 {$0, $1}, q0;
-mov.b32 {$2, $3}, q1;
-mov.b32 {$4, $5}, q2;
-mov.b32 {$6, $7}, q3;
+STORE
 }
 """
+E2M1_STORE_HALVES = """mov.b32 {$0, $1}, q0;
+mov.b32 {$2, $3}, q1;
+mov.b32 {$4, $5}, q2;
+mov.b32 {$6, $7}, q3;"""
 
 
 @triton.jit

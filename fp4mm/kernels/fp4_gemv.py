@@ -44,12 +44,18 @@ import torch
 import triton
 import triton.language as tl
 
-from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX, e2m1_to_f16_x64, e4m3_to_f16_x64
+from fp4mm.kernels.fp4_decode import (
+    E2M1_STORE_HALVES,
+    E2M1_WORD_PTX,
+    e2m1_to_f16_x64,
+    e4m3_to_f16_x64,
+)
 
 # ----------------------------------------------------------------------------------------- kernel
 # One word per asm instance (pack=1), so the result does not depend on how Triton spreads the
 # tile over threads; the PTX is shared with the Gluon decode kernel (fp4_decode.E2M1_WORD_PTX).
-_DECODE_ASM = E2M1_WORD_PTX.replace("OUTPUT", "")
+_DECODE_ASM = (E2M1_WORD_PTX.replace("IN", "$8").replace("OUTPUT", "")
+               .replace("STORE", E2M1_STORE_HALVES))
 _DECODE_ASM_LOW = tl.constexpr(_DECODE_ASM.replace("FIRST", "lo").replace("SECOND", "hi"))
 _DECODE_ASM_HIGH = tl.constexpr(_DECODE_ASM.replace("FIRST", "hi").replace("SECOND", "lo"))
 

@@ -48,15 +48,19 @@ from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX
 KS = 128  # K per step: 16 bytes per thread and row
 _KS = gl.constexpr(KS)
 
-# One 32-bit word of 8 codes ($8) and an fp16x2 scale pair ($9) -> 8 fp16 e2m1 * scale.
-_DECODE_SCALED = E2M1_WORD_PTX.replace("OUTPUT", """
-mul.rn.f16x2 q0, q0, $9;
-mul.rn.f16x2 q1, q1, $9;
-mul.rn.f16x2 q2, q2, $9;
-mul.rn.f16x2 q3, q3, $9;
-""")
+# One 32-bit word of 8 codes and an fp16x2 scale pair -> 8 fp16 e2m1 * scale as four fp16x2
+# registers, ready for the MMA (pack=8: the asm sees the word and the scale eight times each, as
+# $4..$11 and $12..$19, and writes $0..$3; 16-bit outputs packed in pairs by Triton, so no
+# instruction is spent packing halves).
+_DECODE_SCALED = (E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", """
+mul.rn.f16x2 q0, q0, $12;
+mul.rn.f16x2 q1, q1, $12;
+mul.rn.f16x2 q2, q2, $12;
+mul.rn.f16x2 q3, q3, $12;
+""").replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
 _DECODE_LOW = gl.constexpr(_DECODE_SCALED.replace("FIRST", "lo").replace("SECOND", "hi"))
 _DECODE_HIGH = gl.constexpr(_DECODE_SCALED.replace("FIRST", "hi").replace("SECOND", "lo"))
+_MOVE = gl.constexpr("mov.b32 $0, $1;")
 # Fire-and-forget prefetch of one weight chunk into L2 (no register, nothing to wait for).
 _L2_PREFETCH = gl.constexpr("prefetch.global.L2 [$1];\nmov.u32 $0, 0;")
 # Two E4M3 scale bytes ($2, b16) -> fp16x2 (s0 * 64, s0 * 64) and (s1 * 64, s1 * 64).
@@ -100,8 +104,8 @@ def _packed(regs, lanes, warps, shape, shift):
 @gluon.constexpr_function
 def _operand_layouts(ll, transposed):
     """For a slot-ordered fp16 operand (``ll``: [rows, KS], or [KS, rows] when ``transposed``):
-    the layouts of its int32 code words [rows, KS / 8] and int16 scale pairs [rows, KS / 32]
-    loaded in physical K order, and of the fp16 tile [rows, KS] in physical order."""
+    the layouts of its int32 code words [rows, KS / 8], int16 scale pairs [rows, KS / 32] and
+    int32 pairs of 16-bit values [rows, KS / 2], all in physical K order."""
     if transposed:
         swap = lambda bs: [[b[1], b[0]] for b in bs]  # noqa: E731
         regs, lanes, warps = swap(ll.reg_bases), swap(ll.lane_bases), swap(ll.warp_bases)
@@ -112,8 +116,8 @@ def _operand_layouts(ll, transposed):
     regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
     words = _packed(regs, lanes, warps, shape, 3)
     scales = _packed(regs, lanes, warps, shape, 5)
-    halves = _packed(regs, lanes, warps, shape, 0)
-    return words, scales, halves
+    pairs = _packed(regs, lanes, warps, shape, 1)
+    return words, scales, pairs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,31 +140,46 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
     # w // 2 axis, the outer one (a copy) w % 2, and reshape flattens the last axis fastest
     sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, _KS // 8])
     sw = gl.convert_layout(sw, WORDS_L)
+    # eight copies of each word and scale along a new register axis: one asm instance per word
+    w8 = _join8(words, words, words, words, words, words, words, words)
+    s8 = _join8(sw, sw, sw, sw, sw, sw, sw, sw)
     if HIGH_FIRST:
-        o = gl.inline_asm_elementwise(_DECODE_HIGH, "=h,=h,=h,=h,=h,=h,=h,=h,r,r", [words, sw],
-                                      dtype=(gl.float16,) * 8, is_pure=True, pack=1)
+        v = gl.inline_asm_elementwise(_DECODE_HIGH, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
+                                      dtype=gl.float16, is_pure=True, pack=8)
     else:
-        o = gl.inline_asm_elementwise(_DECODE_LOW, "=h,=h,=h,=h,=h,=h,=h,=h,r,r", [words, sw],
-                                      dtype=(gl.float16,) * 8, is_pure=True, pack=1)
-    v = _join8(o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7])  # [ROWS, KS/8, 8], physical
+        v = gl.inline_asm_elementwise(_DECODE_LOW, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
+                                      dtype=gl.float16, is_pure=True, pack=8)
     # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
     v = v.reshape([ROWS, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4))
     return v.reshape([ROWS, _KS])
 
 
 @gluon.jit
-def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, w_ok, s_ok,
-               xa_ok, xb_ok, i, live, X_FP4: gl.constexpr):
-    """Everything K step ``i`` reads (masked off if not live): weight words and scale pairs, and
-    x (fp16/bf16 halves, or NVFP4 words and scale pairs; the fourth value is a dummy then)."""
-    wd = gl.load(w_ptr + w_offs + i * (_KS // 8), mask=w_ok & live, other=0)
-    sc = gl.load(ws_ptr + s_offs + i * (_KS // 32), mask=s_ok & live, other=0)
-    if X_FP4:
-        xa = gl.load(x_ptr + xa_offs + i * (_KS // 8), mask=xa_ok & live, other=0)
-        xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32), mask=xb_ok & live, other=0)
+def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
+               X_FP4: gl.constexpr, MASKED: gl.constexpr):
+    """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
+    NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
+    into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
+    may lie past the end: zero codes, scales and x, which add exact zeros) needs a mask; an
+    unmasked load needs no zero-fill instructions."""
+    if MASKED:
+        wd = gl.load(w_ptr + w_offs + i * (_KS // 8), mask=live, other=0)
+        sc = gl.load(ws_ptr + s_offs + i * (_KS // 32), mask=live, other=0)
+        if X_FP4:
+            xa = gl.load(x_ptr + xa_offs + i * (_KS // 8), mask=live, other=0)
+            xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32), mask=live, other=0)
+        else:
+            xa = gl.load(x_ptr + xa_offs + i * (_KS // 2), mask=live, other=0)
+            xb = xa
     else:
-        xa = gl.load(x_ptr + xa_offs + i * _KS, mask=xa_ok & live, other=0.0)
-        xb = xa
+        wd = gl.load(w_ptr + w_offs + i * (_KS // 8))
+        sc = gl.load(ws_ptr + s_offs + i * (_KS // 32))
+        if X_FP4:
+            xa = gl.load(x_ptr + xa_offs + i * (_KS // 8))
+            xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32))
+        else:
+            xa = gl.load(x_ptr + xa_offs + i * (_KS // 2))
+            xb = xa
     return wd, sc, xa, xb
 
 
@@ -171,8 +190,17 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
     """Decode one K step's operands into MMA slot order and accumulate ``W x^T``."""
     if X_FP4:
         xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS)
-    else:  # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
-        xv = xa.reshape([NT, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4)).reshape([NT, _KS])
+    else:
+        # int32 pairs of 16-bit x -> DTYPE through an asm move (pack=2), so the pairs stay in
+        # their registers (a plain bitcast path re-packs every pair with a PRMT)
+        if DTYPE == gl.float16:
+            xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
+                                           dtype=gl.float16, is_pure=True, pack=2)
+        else:
+            xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
+                                           dtype=gl.bfloat16, is_pure=True, pack=2)
+        # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+        xv = xv.reshape([NT, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4)).reshape([NT, _KS])
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
     a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS).to(DTYPE), a_l)
     return mma_v2(a, b, acc)
@@ -185,13 +213,16 @@ def _fp4_gemv_sm90_kernel(
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
+    MASKED: gl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
     w: int32 (N, K/8) code words; ws: int16 (N, K/32) E4M3 scale pairs. x: X_FP4 -> int32
-    (M, K/8) words + int16 (M, K/32) scale pairs, else fp16/bf16 (M, K). Strides in elements of
+    (M, K/8) words + int16 (M, K/32) scale pairs, else fp16/bf16 (M, K) viewed as int32 pairs
+    (M, K/2). Strides in elements of
     each (viewed) tensor. Grid (N / (16 num_warps), splits); STEPS = K / KS (K % KS == 0);
-    STEPS_SPLIT: steps per split (the last split may be shorter).
+    STEPS_SPLIT: steps per split (the last split may be shorter). MASKED: some split's step count
+    is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * NW
@@ -205,7 +236,7 @@ def _fp4_gemv_sm90_kernel(
     W_SCALES: gl.constexpr = WL[1]
     X_WORDS: gl.constexpr = XL[0]
     X_SCALES: gl.constexpr = XL[1]
-    X_HALVES: gl.constexpr = XL[2]
+    X_PAIRS: gl.constexpr = XL[2]
 
     pid_n = gl.program_id(0)
     pid_k = gl.program_id(1)
@@ -214,28 +245,23 @@ def _fp4_gemv_sm90_kernel(
     # weight offsets (elements of the int32 / int16 views), physical K order
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, W_WORDS))
-    w_offs = gl.expand_dims(rw, 1) * stride_wn + gl.expand_dims(cw, 0)
-    w_row_ok = gl.expand_dims(rw < N, 1)
+    w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
     rs = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES))
     cs = gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, W_SCALES))
-    s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
-    s_row_ok = gl.expand_dims(rs < N, 1)
+    s_offs = gl.expand_dims(gl.minimum(rs, N - 1), 1) * stride_wsn + gl.expand_dims(cs, 0)
     # activation offsets: tokens are the rows of the transposed B operand
     if X_FP4:
-        ta = gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS))
+        ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
             gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
-        tb = gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES))
+        tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
         xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
             gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
     else:
-        ta = gl.arange(0, NT, layout=gl.SliceLayout(1, X_HALVES))
+        ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
-            gl.arange(0, _KS, layout=gl.SliceLayout(0, X_HALVES)), 0)
-        tb = ta
+            gl.arange(0, _KS // 2, layout=gl.SliceLayout(0, X_PAIRS)), 0)
         xb_offs = xa_offs
-    xa_ok = gl.expand_dims(ta < M, 1)
-    xb_ok = gl.expand_dims(tb < M, 1)
 
     acc = gl.zeros([BN, NT], gl.float32, mma)
     # Register ring of PREFETCH + 1 slots, unrolled so that no slot is ever copied: a register
@@ -244,16 +270,16 @@ def _fp4_gemv_sm90_kernel(
     # i + j + U. Steps past the end load nothing (masked: zero codes, zero scales, zero x) and
     # add exact zeros, so the K range needs no tail code.
     U: gl.constexpr = PREFETCH + 1
+    last = STEPS - 1
     wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin, True,
-                                    X_FP4)
+                                    xb_offs, i_begin, True, X_FP4, MASKED)
     wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin + 1,
-                                    i_begin + 1 < i_end, X_FP4)
+                                    xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
+                                    X_FP4, MASKED)
     if U == 3:
         wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i_begin + 2,
-                                        i_begin + 2 < i_end, X_FP4)
+                                        xb_offs, gl.minimum(i_begin + 2, last),
+                                        i_begin + 2 < i_end, X_FP4, MASKED)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead: one per thread and row (the scale
     # layout has exactly that), so DRAM latency is paid ahead of the register ring.
     # (rows and steps clamped into the matrix: never an address outside it)
@@ -268,20 +294,20 @@ def _fp4_gemv_sm90_kernel(
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _mma_step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                         X_WORDS, a_l, b_l)
-        wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i + U,
-                                        i + U < i_end, X_FP4)
+        wd0, sc0, xa0, xb0 = _load_step(
+            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED)
         acc = _mma_step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                         X_WORDS, a_l, b_l)
-        wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok, i + 1 + U,
-                                        i + 1 + U < i_end, X_FP4)
+        wd1, sc1, xa1, xb1 = _load_step(
+            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED)
         if U == 3:
             acc = _mma_step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                             X_WORDS, a_l, b_l)
-            wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs,
-                                            xa_offs, xb_offs, w_row_ok, s_row_ok, xa_ok, xb_ok,
-                                            i + 2 + U, i + 2 + U < i_end, X_FP4)
+            wd2, sc2, xa2, xb2 = _load_step(
+                w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED)
 
     rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
@@ -362,10 +388,12 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa, xs = x.view(torch.int32), x_scales.view(torch.int16)
         dtype = gl.float16
     else:
-        xa, xs, dtype = x, x, _GL_DTYPE[x.dtype]
+        xa = x.view(torch.int32)
+        xs, dtype = xa, _GL_DTYPE[x.dtype]
     steps = K // KS
+    unroll = cfg.prefetch + 1
     split = max(1, min(cfg.split_k, steps))
-    per = triton.cdiv(steps, split)
+    per = triton.cdiv(triton.cdiv(steps, split), unroll) * unroll  # whole ring turns per split
     split = triton.cdiv(steps, per)
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
@@ -377,6 +405,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
+        MASKED=steps % unroll != 0,
         num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
