@@ -213,19 +213,19 @@ def _fp4_gemv_sm90_kernel(
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
-    MASKED: gl.constexpr,
+    MASKED: gl.constexpr, ROW_TILES: gl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
     w: int32 (N, K/8) code words; ws: int16 (N, K/32) E4M3 scale pairs. x: X_FP4 -> int32
     (M, K/8) words + int16 (M, K/32) scale pairs, else fp16/bf16 (M, K) viewed as int32 pairs
     (M, K/2). Strides in elements of
-    each (viewed) tensor. Grid (N / (16 num_warps), splits); STEPS = K / KS (K % KS == 0);
+    each (viewed) tensor. Grid (N / (16 ROW_TILES num_warps), splits); STEPS = K / KS (K % KS == 0);
     STEPS_SPLIT: steps per split (the last split may be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
     NW: gl.constexpr = gl.num_warps()
-    BN: gl.constexpr = 16 * NW
+    BN: gl.constexpr = 16 * ROW_TILES * NW
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
                                                   instr_shape=[16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -330,17 +330,21 @@ _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 class GemvSM90Config:
     """num_warps: warps per CTA (16 weight rows each); prefetch: K steps in flight ahead of the
     decode (1-2); split_k: K ranges (a deterministic reduce pass sums them when > 1); l2_ahead:
-    steps ahead of the decode that each warp prefetches its weights into L2 (0 = off)."""
+    steps ahead of the decode that each warp prefetches its weights into L2 (0 = off);
+    row_tiles: 16-row MMA tiles per warp (2 halves the x traffic and, for W4A4, the x decode per
+    weight byte: both tiles share one B operand)."""
 
     num_warps: int = 4
     prefetch: int = 2
     split_k: int = 1
     l2_ahead: int = 0
+    row_tiles: int = 1
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
-    return cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
+    return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
+            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0)
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
@@ -398,14 +402,14 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
-    grid = (triton.cdiv(N, 16 * cfg.num_warps), split)
+    grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     _fp4_gemv_sm90_kernel[grid](
         xa, xs, w_q.view(torch.int32), w_scales.view(torch.int16), dst,
         M, N, steps, per, float(alpha),
         xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
-        MASKED=steps % unroll != 0,
+        MASKED=steps % unroll != 0, ROW_TILES=cfg.row_tiles,
         num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
