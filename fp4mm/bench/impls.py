@@ -192,11 +192,16 @@ def _build_quantize(static: bool):
 
 
 def _build_single_kernel(kind: str):
-    """One kernel forced (``fp4mm_gemm`` / ``fp4mm_gemv``), M-sweep cases only: the dispatched
-    ``fp4mm`` must be within 5% of the better of the two at every M (issue 4)."""
+    """One kernel forced (``fp4mm_gemm`` / ``fp4mm_gemv`` / ``fp4mm_gemv_sm90``), M-sweep cases
+    only: the dispatched ``fp4mm`` must be within 5% of the best of them at every M (issue 4)."""
     def build(case, problem: Problem, ctx):
         if "sweep" not in case.suites or (kind == "gemv" and case.M > GEMV_SWEEP_MAX_M):
             return None
+        if kind == "gemv_sm90":
+            from fp4mm.backend import is_hopper
+
+            if case.M > GEMV_SM90_SWEEP_MAX_M or not is_hopper(problem.device):
+                return None
         launch = find_callable(f"fp4mm.kernels.fp4_{kind}:nvfp4_mm_{kind}")
         if launch is None:
             return None
@@ -212,6 +217,7 @@ def _build_single_kernel(kind: str):
 
 
 GEMV_SWEEP_MAX_M = 256  # a GEMV above this M is far off the GEMM and slow to time
+GEMV_SM90_SWEEP_MAX_M = 64  # the Gluon GEMV's largest token tile
 
 OURS = (
     Impl("fp4mm", frozenset({"nvfp4_mm"}), _build_nvfp4(False), kind="ours"),
@@ -226,6 +232,8 @@ OURS = (
     Impl("fp4mm_solve", frozenset({"nvfp4_mm", "w4a16_mm"}), _build_solve, kind="ours"),
     Impl("fp4mm_gemm", frozenset({"nvfp4_mm"}), _build_single_kernel("gemm"), kind="ours"),
     Impl("fp4mm_gemv", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv"), kind="ours"),
+    Impl("fp4mm_gemv_sm90", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv_sm90"),
+         kind="ours"),
 )
 
 

@@ -354,12 +354,34 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
-def choose_config(M: int, N: int, K: int) -> GemvSM90Config:
-    """Heuristic (placeholder until measured): 4 warps, 2 steps in flight, split K until about
-    2048 warps are in flight."""
-    warps = triton.cdiv(N, 16)
-    split = max(1, min(K // KS, 2048 // max(warps, 1)))
-    return GemvSM90Config(num_warps=4, prefetch=2, split_k=split)
+def choose_config(M: int, N: int, K: int, x_fp4: bool = False) -> GemvSM90Config:
+    """The heuristic, from the H100 sweep of run 5 (bench/results/2026-11-26-gemv_sm90-h100-run5.
+    json, CUDA-graph medians over 4 weight copies; best config / this rule, in us):
+
+    - 1 K step in flight ahead (prefetch 1) and no L2 prefetch: deeper rings cost registers,
+      hence resident warps, and won nothing.
+    - W4A4, or M > 8: two 16-row tiles per warp (the x operand, decoded or loaded, serves both):
+      W4A4 M=1 19.3 (one tile: 19.6), M=16 23.8, M=32 32.0; W4A16 M=16 28.4 (one tile: 36.5).
+    - 16-bit x with M <= 8: one tile per warp (W4A16 M=1 17.4, two tiles 19.9); with M > 16 two
+      tiles spill (64 B, ptxas), so one.
+    - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
+      W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
+    """
+    rt = 2 if x_fp4 or 8 < M <= 16 else 1
+    warps = triton.cdiv(N, 16 * rt)
+    target = 2304 if M <= 8 else 1728
+    split = max(1, min(4, K // KS, round(target / warps)))
+    return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, row_tiles=rt)
+
+
+def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
+    """``(splits, steps per split, masked)``: each split runs whole turns of the register ring
+    (a multiple of prefetch + 1 steps); ``masked`` when the last turn of some split is partial
+    (then the ring slots past its end load zeros)."""
+    unroll = cfg.prefetch + 1
+    split = max(1, min(cfg.split_k, steps))
+    per = triton.cdiv(triton.cdiv(steps, split), unroll) * unroll
+    return triton.cdiv(steps, per), per, steps % unroll != 0
 
 
 def _token_tile(M: int) -> int:
@@ -382,7 +404,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     """
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    cfg = config or choose_config(M, N, K)
+    cfg = config or choose_config(M, N, K, x_scales is not None)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
     if w_scales.dtype == torch.float8_e4m3fn:
@@ -395,10 +417,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa = x.view(torch.int32)
         xs, dtype = xa, _GL_DTYPE[x.dtype]
     steps = K // KS
-    unroll = cfg.prefetch + 1
-    split = max(1, min(cfg.split_k, steps))
-    per = triton.cdiv(triton.cdiv(steps, split), unroll) * unroll  # whole ring turns per split
-    split = triton.cdiv(steps, per)
+    split, per, masked = _plan(steps, cfg)
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
@@ -409,7 +428,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
-        MASKED=steps % unroll != 0, ROW_TILES=cfg.row_tiles,
+        MASKED=masked, ROW_TILES=cfg.row_tiles,
         num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
@@ -418,3 +437,16 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
             dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
             num_warps=4)
+
+
+def nvfp4_mm_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+                       config: GemvSM90Config | None = None) -> None:
+    """W4A4 (the signature of ``fp4_gemv.nvfp4_mm_gemv``): x_q uint8 ``(M, K/2)`` and x_scales
+    uint8 ``(M, K/16)`` NVFP4 activations."""
+    gemv_sm90(x_q, x_scales, w_q, w_scales, alpha, order, out, config=config)
+
+
+def nvfp4_w4a16_mm_gemv_sm90(x, w_q, w_scales, alpha: float, order: str, out, *,
+                             config: GemvSM90Config | None = None) -> None:
+    """NVFP4 weights, fp16/bf16 activations ``x`` ``(M, K)`` (the MMA runs in x's dtype)."""
+    gemv_sm90(x, None, w_q, w_scales, alpha, order, out, config=config)

@@ -1,5 +1,6 @@
-"""Which kernel serves a matmul: the decode GEMV (``fp4mm.kernels.fp4_gemv``) for small M, the
-prefill GEMM (``fp4mm.kernels.fp4_gemm``) above it.
+"""Which kernel serves a matmul: the decode GEMV (``fp4mm.kernels.fp4_gemv``, and on Hopper for
+NVFP4 weights up to ``GEMV_SM90_MAX_M`` the Gluon ``fp4mm.kernels.fp4_gemv_sm90``) for small M,
+the prefill GEMM (``fp4mm.kernels.fp4_gemm`` / ``fp4_gemm_sm90``) above it.
 
 The thresholds are measured, not guessed: ``scripts/gpu_decode.py`` times both kernels (and
 cuBLAS bf16) on an M sweep at N = 18432, K = 3072 in one run on one card, and the table below
@@ -48,6 +49,12 @@ GEMV_MAX_M = {
     "nvfp4_w4a16_mm": 64,
 }
 GEMV_MAX_M_RAW_NVFP4 = 128  # nvfp4_mm / nvfp4_w4a16_mm with raw (not prepacked) weights
+# Within the GEMV range, NVFP4 weights on Hopper take the Gluon decode GEMV (fp4_gemv_sm90) up to
+# this M, where it beat the plain-Triton GEMV in the same run (H100, CUDA-graph medians, N = 18432,
+# K = 3072, bench/results/2026-11-26-gemv_sm90-h100-run4.json, us, Gluon vs Triton): W4A4 M=1
+# 19.5 vs 24.3, M=16 24.3 vs 30.6, M=32 33.7 vs 40.5, M=64 57.4 vs 51.6 (Triton); nvfp4_w4a16
+# M=1 17.7 vs 23.5, M=16 29.6 vs 29.5 (tie). So 32; M = 33..64 stays on the Triton GEMV.
+GEMV_SM90_MAX_M = 32
 GEMV_MAX_M_W4A16_LARGE_GROUP = 64  # w4a16_mm with group_size >= 64
 
 

@@ -7,7 +7,7 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
 from fp4mm.backend import is_hopper, resolve_backend
-from fp4mm.ops.dispatch import select_kernel
+from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, select_kernel
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
 
@@ -36,14 +36,32 @@ def unpack_weight(w_q, w_scales, order: str):
 
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
-    """``"gemv"`` (decode, small M), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper,
-    NVFP4 weights) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, groupwise weights, the
-    interpreter). The measured table in ``fp4mm.ops.dispatch`` places the GEMV/GEMM boundary."""
+    """``"gemv_sm90"`` (the Gluon decode GEMV: Hopper, NVFP4 weights, M <= GEMV_SM90_MAX_M,
+    K % 128 == 0), ``"gemv"`` (the plain-Triton decode GEMV), ``"gemm_sm90"`` (the Gluon
+    warp-specialised GEMM: Hopper, NVFP4 weights) or ``"gemm"`` (the plain-Triton GEMM: other
+    GPUs, groupwise weights, the interpreter). The measured table in ``fp4mm.ops.dispatch``
+    places the boundaries. ``"gemv_sm90"`` also needs 16-byte aligned operands: see
+    :func:`run_gemv`, which falls back to ``"gemv"`` otherwise."""
+    nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
+        if nvfp4 and is_hopper(device) and M <= GEMV_SM90_MAX_M and K % 128 == 0:
+            return "gemv_sm90"
         return "gemv"
-    if op != "w4a16_mm" and is_hopper(device):
+    if nvfp4 and is_hopper(device):
         return "gemm_sm90"
     return "gemm"
+
+
+def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out) -> bool:
+    """Run the Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
+    False (nothing run) otherwise, so the caller takes the plain-Triton GEMV."""
+    from fp4mm.kernels import fp4_gemv_sm90
+
+    tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
+    if not fp4_gemv_sm90.is_supported(out.device, x.shape[0], w_q.shape[1] * 2, *tensors):
+        return False
+    fp4_gemv_sm90.gemv_sm90(x, x_scales, w_q, w_scales, alpha, order, out)
+    return True
 
 
 def triton_layout(prepacked: PrepackedNVFP4Weight | None) -> PrepackedNVFP4Weight | None:
@@ -100,6 +118,9 @@ def nvfp4_mm(
         from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
 
         kernel = choose_kernel("nvfp4_mm", M, N, K, x_q.device, prepacked=prepacked is not None)
+        if kernel == "gemv_sm90" and not run_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha,
+                                                        order, out):
+            kernel = "gemv"
         if kernel == "gemv":
             nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order, out)
         elif kernel == "gemm_sm90":

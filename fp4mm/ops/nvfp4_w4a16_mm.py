@@ -11,6 +11,7 @@ from fp4mm.backend import resolve_backend
 from fp4mm.ops.nvfp4_mm import (
     check_out,
     choose_kernel,
+    run_gemv_sm90,
     sm90_layout,
     triton_layout,
     unpack_weight,
@@ -54,6 +55,9 @@ def nvfp4_w4a16_mm(
 
         kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device,
                                prepacked=prepacked is not None)
+        if kernel == "gemv_sm90" and not run_gemv_sm90(x, None, w_q, w_scales, 1.0 / gs, order,
+                                                        out):
+            kernel = "gemv"
         if kernel == "gemv":
             nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
         elif kernel == "gemm_sm90":

@@ -1,0 +1,255 @@
+"""fp4_gemv_sm90 (Gluon decode GEMV, sm_90a): compile-only checks on any machine, numerics on an
+sm_90 GPU.
+
+Gluon cannot run in Triton's interpreter; its interpreter-tested twin is fp4mm/kernels/fp4_gemv.py.
+CPU (CI): the K permutation is a bijection that keeps each (2j, 2j+1) pair together; every config
+the heuristic ships compiles for sm_90a with no spills, no shared memory, mma.sync, and 16-byte
+weight loads; the ops send Hopper decode shapes to it and nothing else.
+GPU: vs the fp32 oracle on fresh random inputs (ragged N, M = 1..64, several K, both nibble
+orders, split-K, every config knob), an identity-activation probe (output = dequantised weight,
+bit for bit), NaN scale propagation, unaligned operands falling back to the Triton GEMV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+from fp4mm import reference
+from fp4mm.formats import dequantize_nvfp4_blocks
+
+S = pytest.importorskip("fp4mm.kernels.fp4_gemv_sm90")
+
+HAS_SM90 = torch.cuda.is_available() and S.is_hopper("cuda")
+gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU
+# ----------------------------------------------------------------------------------------------
+def test_k_permutation_is_a_bijection_keeping_pairs():
+    phys = [S._slot_to_phys(k) for k in range(S.KS)]
+    assert sorted(phys) == list(range(S.KS))
+    # the two values of an fp16x2 register (slots 2j, 2j+1) are neighbours in one code byte
+    assert all(S._slot_to_phys(k ^ 1) == S._slot_to_phys(k) ^ 1 for k in range(S.KS))
+    # each thread (lane c = slot bits 1-2) owns 32 contiguous physical values: one 16-byte load
+    for c in range(4):
+        mine = sorted(S._slot_to_phys(k) for k in range(S.KS) if (k >> 1) & 3 == c)
+        assert mine == list(range(32 * c, 32 * c + 32))
+
+
+def test_config_validity_and_heuristic():
+    assert S.config_is_valid(S.GemvSM90Config())
+    for bad in (dict(num_warps=3), dict(prefetch=3), dict(split_k=0), dict(row_tiles=4),
+                dict(l2_ahead=-1)):
+        assert not S.config_is_valid(dataclasses.replace(S.GemvSM90Config(), **bad))
+    for M, N, K, fp4 in itertools.product((1, 4, 16, 32), (64, 8192, 18432), (128, 3072, 8192),
+                                          (False, True)):
+        cfg = S.choose_config(M, N, K, fp4)
+        assert S.config_is_valid(cfg), (M, N, K, cfg)
+        assert cfg.split_k <= K // S.KS
+    # the measured picks (run 5, H100)
+    assert S.choose_config(1, 18432, 3072) == S.GemvSM90Config(2, 1, 2, 0, 1)
+    assert S.choose_config(1, 18432, 3072, True) == S.GemvSM90Config(2, 1, 4, 0, 2)
+    assert S.choose_config(1, 8192, 8192).split_k == 4
+
+
+def _ops_choose(monkeypatch, op, M, K, hopper=True):
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")  # the package re-exports the function
+    monkeypatch.setattr(ops, "is_hopper", lambda device: hopper)
+    return ops.choose_kernel(op, M, 18432, K, torch.device("cpu"))
+
+
+def test_ops_route_hopper_decode_here(monkeypatch):
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
+
+    for op in ("nvfp4_mm", "nvfp4_w4a16_mm"):
+        assert _ops_choose(monkeypatch, op, 1, 3072) == "gemv_sm90"
+        assert _ops_choose(monkeypatch, op, GEMV_SM90_MAX_M, 3072) == "gemv_sm90"
+        assert _ops_choose(monkeypatch, op, GEMV_SM90_MAX_M + 1, 3072) == "gemv"
+        assert _ops_choose(monkeypatch, op, 1, 3072 + 16) == "gemv"  # K % 128 != 0
+        assert _ops_choose(monkeypatch, op, 1, 3072, hopper=False) == "gemv"
+    assert _ops_choose(monkeypatch, "w4a16_mm", 1, 3072) == "gemv"  # groupwise: not this kernel
+
+
+def _shipped() -> list[tuple]:
+    """(x kind, NT, config) of every specialisation the heuristic returns at the decode shapes,
+    for W4A4 and fp16/bf16 x, both nibble orders on one of them, fp32 output once."""
+    cases = set()
+    for M, (N, K) in itertools.product((1, 4, 16, 32), ((18432, 3072), (8192, 8192),
+                                                        (3072, 3072))):
+        for x in ("fp4", "fp16", "bf16"):
+            cfg = S.choose_config(M, N, K, x == "fp4")
+            partial = S._plan(K // S.KS, cfg)[0] > 1
+            cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
+                       cfg.row_tiles, partial, False, "fp16"))
+    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32"))  # high_first nibbles, fp32 out
+    return sorted(cases)
+
+
+SHIPPED = _shipped()
+
+
+def compile_report(x, nt, nw, pf, l2, rt, partial, high, out) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    args = ["x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "M", "N", "STEPS", "STEPS_SPLIT",
+            "alpha", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn", "stride_om"]
+    types = ["*i32", "*i16", "*i32", "*i16", "*fp32" if partial else f"*{out}", "i32", "i32",
+             "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
+    consts = dict(X_FP4=x == "fp4", DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt,
+                  HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
+                  ROW_TILES=rt)
+    sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
+    div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
+    src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
+                         attrs={(i,): [["tt.divisibility", 16]] for i in div})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": nw})
+    ptx = k.asm["ptx"]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([triton.knobs.nvidia.ptxas.path, "-v", "--gpu-name=sm_90a", path,
+                            "-o", os.path.join(d, "k.o")], capture_output=True, text=True,
+                           check=True)
+    mma = re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)
+    return {"log": r.stdout + r.stderr, "mma": len(mma),
+            "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx)),
+            "shared_ops": len(re.findall(r"(ld|st)\.shared", ptx)), "shared": k.metadata.shared}
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    """Compiled in a clean child process (TRITON_INTERPRET, set for the CPU session, leaves
+    triton's language patched, which breaks Gluon compilation in this process)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemv_sm90 as t; "
+            "print(json.dumps([t.compile_report(*c) for c in t.SHIPPED]))")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("case", SHIPPED, ids=lambda c: "-".join(map(str, c)))
+def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports, case):
+    rep = compile_reports[case]
+    assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
+    assert rep["shared_ops"] == 0 and rep["shared"] == 0  # global -> registers -> MMA
+    assert rep["mma"] > 0
+    assert rep["ld_v4"] > 0  # one 16-byte load per thread, row and step
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------
+def _e4m3(rows, cols, gen):
+    return (torch.rand((rows, cols), device="cuda", generator=gen) * 1.5 + 0.5).to(
+        torch.float8_e4m3fn).view(torch.uint8)
+
+
+def _problem(M, N, K, x_kind, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    ws = _e4m3(N, K // 16, gen)
+    if x_kind == "fp4":
+        x = torch.randint(0, 256, (M, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+        return x, _e4m3(M, K // 16, gen), wq, ws
+    dt = torch.bfloat16 if x_kind == "bf16" else torch.float16
+    return (torch.randn((M, K), device="cuda", generator=gen) * 0.5).to(dt), None, wq, ws
+
+
+def _oracle(x, xs, wq, ws, alpha, order):
+    if xs is not None:
+        return reference.nvfp4_mm(x, xs, wq, ws, alpha, order=order)
+    return (x.float() @ dequantize_nvfp4_blocks(wq, ws, order).T) * alpha
+
+
+def _check(out, ref):
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN outputs"
+    u = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 0.0}[out.dtype]
+    tol = ref.abs() * u * 1.01 + ref.abs().amax() * 2.0**-19
+    err = (out.float() - ref).abs()
+    assert bool((err <= tol).all()), f"max excess {float((err - tol).max())}"
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K", [(1, 200, 128), (3, 77, 384), (8, 130, 256), (13, 64, 512),
+                                   (16, 250, 3072), (33, 96, 640), (64, 40, 256), (1, 4099, 1152)],
+                         ids=lambda v: str(v))
+@pytest.mark.parametrize("x_kind", ["fp4", "fp16", "bf16"])
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_matches_oracle(M, N, K, x_kind, order):
+    x, xs, wq, ws = _problem(M, N, K, x_kind, seed=M * 31 + N)
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    S.gemv_sm90(x, xs, wq, ws, 0.375, order, out)
+    _check(out, _oracle(x, xs, wq, ws, 0.375, order))
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [S.GemvSM90Config(nw, pf, sp, l2, rt)
+                                 for nw, pf, sp, l2, rt in itertools.product(
+                                     (1, 2, 4, 8), (1, 2), (1, 3), (0, 4), (1, 2))],
+                         ids=lambda c: f"w{c.num_warps}p{c.prefetch}s{c.split_k}l{c.l2_ahead}"
+                                       f"r{c.row_tiles}")
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+def test_every_config(cfg, out_dtype):
+    # 5 K steps: 3 splits of 2, 2, 1 (prefetch 1) or 3, 2 (prefetch 2: masked ring tails)
+    x, xs, wq, ws = _problem(5, 300, 640, "fp4", seed=cfg.num_warps)
+    out = torch.full((5, 300), float("nan"), dtype=out_dtype, device="cuda")
+    S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=cfg)
+    _check(out, _oracle(x, xs, wq, ws, 1.0, "low_first"))
+
+
+@gpu
+def test_identity_probe_gives_the_dequantised_weight_bit_for_bit():
+    K, N = 256, 48
+    x, _, wq, ws = _problem(64, N, K, "fp16", seed=3)
+    out = torch.full((64, N), float("nan"), dtype=torch.float32, device="cuda")
+    for k0 in (0, 64, 128, 192):  # 64 K positions per call (64 tokens)
+        eye = torch.zeros((64, K), dtype=torch.float16, device="cuda")
+        eye[torch.arange(64), k0 + torch.arange(64)] = 1.0
+        S.gemv_sm90(eye, None, wq, ws, 1.0, "low_first", out)
+        ref = dequantize_nvfp4_blocks(wq, ws, "low_first")[:, k0:k0 + 64].T
+        assert torch.equal(out, ref)
+
+
+@gpu
+def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
+    x, xs, wq, ws = _problem(5, 70, 256, "fp4", seed=9)
+    ws[3, 2] = 0x7F  # weight row 3
+    xs[1, 5] = 0xFF  # token 1
+    out = torch.empty((5, 70), dtype=torch.float32, device="cuda")
+    S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=S.GemvSM90Config(split_k=2))
+    nan = torch.isnan(out)
+    assert nan[:, 3].all() and nan[1, :].all()
+    assert int(nan.sum()) == 5 + 70 - 1
+
+
+@gpu
+def test_ops_use_it_and_fall_back_on_unaligned_operands():
+    import fp4mm
+
+    x, xs, wq, ws = _problem(4, 256, 3072, "fp4", seed=11)
+    ref = reference.nvfp4_mm(x, xs, wq, ws, 0.5)
+    _check(fp4mm.nvfp4_mm(x, xs, wq, ws, 0.5, out_dtype=torch.float32), ref)
+    # a view 8 bytes into a buffer: not 16-byte aligned, so the Triton GEMV serves it
+    buf = torch.empty((4 * 1536 + 8,), dtype=torch.uint8, device="cuda")
+    xu = buf[8:].view(4, 1536)
+    xu.copy_(x)
+    assert not S.is_supported(xu.device, 4, 3072, xu)
+    _check(fp4mm.nvfp4_mm(xu, xs, wq, ws, 0.5, out_dtype=torch.float32), ref)
