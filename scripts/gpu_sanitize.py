@@ -33,7 +33,9 @@ def main() -> int:
     torch.manual_seed(0)
     dev = "cuda"
     ok = True
-    for M, N, K in [(1, 37, 48), (5, 130, 208), (70, 200, 96), (300, 259, 1040)]:
+    # (3, 4099, 384) and (17, 70, 640): the Gluon decode GEMV (Hopper, K % 128 == 0), split K
+    for M, N, K in [(1, 37, 48), (5, 130, 208), (3, 4099, 384), (17, 70, 640), (70, 200, 96),
+                    (300, 259, 1040)]:
         x = torch.randn(M, K, device=dev)
         w = torch.randn(N, K, device=dev)
         qx, qw = fp4mm.quantize_nvfp4(x), fp4mm.quantize_nvfp4(w)

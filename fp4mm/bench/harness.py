@@ -111,10 +111,44 @@ def read_flush_timer(fn, quick: bool) -> tuple[float, float, float]:
     return _summary([s.elapsed_time(e) for s, e in zip(starts, ends)])
 
 
-TIMERS = {"do_bench": do_bench_timer, "read_flush": read_flush_timer}
+GRAPH_CALLS = 20  # calls captured per graph
+
+
+def graph_timer(fn, quick: bool) -> tuple[float, float, float]:
+    """GPU time without the host: GRAPH_CALLS calls of ``fn`` captured in one CUDA graph, the graph
+    replayed between two events, the time divided by GRAPH_CALLS (median, min, max over replays).
+    No flush: the rotating weight copies (>= 3x L2) already keep the L2 cold, and a flush inside
+    the graph would be timed too. Eager timers of microsecond kernels measure Python's launch
+    cost instead (25-50 us per Triton launch on the H100 VM, docs/perf-log.md)."""
+    fn()
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as torch's graph docs ask
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(GRAPH_CALLS):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(5 if quick else 20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / GRAPH_CALLS)
+    return _summary(times)
+
+
+TIMERS = {"do_bench": do_bench_timer, "read_flush": read_flush_timer, "graph": graph_timer}
 TIMER_METHODS = {
     "do_bench": "triton.testing.do_bench (L2 flushed by writing 256 MB before each call)",
     "read_flush": "do_bench's procedure with the L2 flushed by reading 256 MB before each call",
+    "graph": f"CUDA-graph replay of {GRAPH_CALLS} calls (GPU time, no host launch cost)",
 }
 
 
@@ -482,7 +516,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timer", choices=tuple(TIMERS), default="read_flush",
                         help="read_flush (default): do_bench's procedure with the L2 flushed by a "
                              "read, which leaves no dirty lines for the timed kernel to write "
-                             "back; do_bench: triton.testing.do_bench as it is")
+                             "back; do_bench: triton.testing.do_bench as it is; graph: CUDA-graph "
+                             "replay, the GPU time without Python's launch cost (decode shapes)")
     parser.add_argument("--quick", action="store_true",
                         help=f"shorter timing (do_bench warmup/rep {REPS[True]} ms "
                              f"instead of {REPS[False]})")

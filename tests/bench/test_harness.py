@@ -261,3 +261,10 @@ def test_timer_choice_is_recorded(tmp_path):
     (path,) = tmp_path.glob("*.json")
     timing = json.loads(path.read_text())["timing"]
     assert timing["timer"] == "read_flush" and "reading 256 MB" in timing["method"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graph_timer_times_the_gpu_work():
+    a = torch.randn(2048, 2048, device="cuda")
+    med, lo, hi = harness.graph_timer(lambda: a @ a, quick=True)
+    assert 0 < lo <= med <= hi < 100  # ms per call
