@@ -44,8 +44,10 @@ def is_hopper(device) -> bool:
             and torch.cuda.get_device_capability(device)[0] == 9)
 
 
-def resolve_backend(device: torch.device) -> str:
-    """The backend that runs for tensors on ``device``: ``"reference"`` or ``"triton"``."""
+def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend that runs for tensors on ``device``: ``"reference"`` or ``"triton"``.
+    ``dtype``: the activations' dtype; bf16 on CPU tensors cannot take the Triton kernels
+    (Triton's interpreter computes bf16 wrongly), so asking for them is an error, not garbage."""
     requested = requested_backend()
     if requested == "reference":
         return "reference"
@@ -57,6 +59,11 @@ def resolve_backend(device: torch.device) -> str:
         raise RuntimeError(
             f"{ENV_VAR}=triton with CPU tensors needs TRITON_INTERPRET=1 in the environment "
             "before fp4mm is imported"
+        )
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        raise RuntimeError(
+            f"{ENV_VAR}=triton with bfloat16 CPU tensors: Triton's interpreter computes bf16 "
+            "wrongly; use float16 activations or the reference backend"
         )
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
         raise RuntimeError(f"{ENV_VAR}=triton: the kernels need sm_90 or newer, got {device}")

@@ -82,3 +82,18 @@ def test_ops_reference_path_casts_and_writes_out(monkeypatch):
         fp4mm.nvfp4_mm(xq, xs, xq, xs, 0.5, out_dtype=torch.float32, out=out)
     with pytest.raises(TypeError, match="out_dtype: expected one of"):
         fp4mm.nvfp4_mm(xq, xs, xq, xs, 0.5, out_dtype=torch.int8)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tensors under Triton's interpreter")
+def test_triton_backend_refuses_bf16_cpu_tensors(monkeypatch):
+    """Triton's interpreter computes bf16 wrongly: an error, never a wrong answer."""
+    from fp4mm.backend import triton_interpreting
+
+    if not triton_interpreting():
+        pytest.skip("needs TRITON_INTERPRET=1 (the CPU test session)")
+    monkeypatch.setenv("FP4MM_BACKEND", "triton")
+    x = torch.randn(2, 32).bfloat16()
+    w = fp4mm.quantize_nvfp4(torch.randn(8, 32))
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        fp4mm.nvfp4_w4a16_mm(x, w.data, w.scales, w.global_scale)
+    assert fp4mm.nvfp4_w4a16_mm(x.half(), w.data, w.scales, w.global_scale).shape == (2, 8)

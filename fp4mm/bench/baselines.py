@@ -198,7 +198,7 @@ def _build_cublas(dtype):
 
 def _build_torch_dequant(case, problem: Problem, ctx):
     d = problem.data
-    dtype = torch.bfloat16 if case.op == "nvfp4_w4a16_mm" else torch.float16
+    dtype = d["x"].dtype if case.op == "nvfp4_w4a16_mm" else torch.float16
     lut = _pair_lut(dtype, problem.device)
     if case.op == "nvfp4_mm":
         ws = [(d["w_q"], d["w_scales"])]

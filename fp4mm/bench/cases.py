@@ -229,8 +229,9 @@ def make_problem(case: Case, device, l2_bytes: int = DEFAULT_L2_BYTES, seed: int
     - nvfp4_mm: x_q uint8 (M, K/2), x_scales uint8 E4M3 (M, K/16), w_q (N, K/2), w_scales
       (N, K/16), alpha; packed low-first.
     - w4a16_mm: x fp16 (M, K), w_q (N, K/2), scales fp16 (N, K/group_size), group_size.
-    - nvfp4_w4a16_mm: x bf16 (M, K), w_q, w_scales as above, w_global_scale 1.0 (so the encode
-      and decode conventions of a global scale agree).
+    - nvfp4_w4a16_mm: x bf16 (M, K) (fp16 on the CPU: Triton's interpreter computes bf16
+      wrongly), w_q, w_scales as above, w_global_scale 1.0 (so the encode and decode conventions
+      of a global scale agree).
     - quantize_nvfp4: x bf16 (M, K).
     """
     device = torch.device(device)
@@ -250,7 +251,8 @@ def make_problem(case: Case, device, l2_bytes: int = DEFAULT_L2_BYTES, seed: int
                 "scales": (0.1 * torch.rand(N, K // g, generator=gen) + 0.01).half(),
                 "group_size": g}
     elif case.op == "nvfp4_w4a16_mm":
-        data = {"x": (0.5 * torch.randn(M, K, generator=gen)).bfloat16(), "w_q": packed(N),
+        x_dtype = torch.float16 if device.type == "cpu" else torch.bfloat16
+        data = {"x": (0.5 * torch.randn(M, K, generator=gen)).to(x_dtype), "w_q": packed(N),
                 "w_scales": random_scale_bytes(N, K // 16), "w_global_scale": 1.0}
     else:
         data = {"x": torch.randn(M, K, generator=gen).bfloat16()}

@@ -118,10 +118,10 @@ def nvfp4_mm(
         from fp4mm.kernels.fp4_gemv import nvfp4_mm_gemv
 
         kernel = choose_kernel("nvfp4_mm", M, N, K, x_q.device, prepacked=prepacked is not None)
-        if kernel == "gemv_sm90" and not run_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha,
-                                                        order, out):
-            kernel = "gemv"
-        if kernel == "gemv":
+        if kernel == "gemv_sm90" and run_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha, order,
+                                                    out):
+            return out
+        if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: operands not aligned for it
             nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order, out)
         elif kernel == "gemm_sm90":
             fp4_gemm_sm90.fp4_gemm_sm90(x_q, x_scales, w_q, w_scales, alpha, order, out,

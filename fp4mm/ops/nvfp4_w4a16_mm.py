@@ -48,17 +48,16 @@ def nvfp4_w4a16_mm(
     w_scales, M, N, K = reference.check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
     gs = as_scalar("w_global_scale", w_global_scale, positive=True)
     out = check_out(out, M, N, x.dtype, x.device)
-    if resolve_backend(x.device) == "triton":
+    if resolve_backend(x.device, x.dtype) == "triton":
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
 
         kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device,
                                prepacked=prepacked is not None)
-        if kernel == "gemv_sm90" and not run_gemv_sm90(x, None, w_q, w_scales, 1.0 / gs, order,
-                                                        out):
-            kernel = "gemv"
-        if kernel == "gemv":
+        if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, w_scales, 1.0 / gs, order, out):
+            return out
+        if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: operands not aligned for it
             nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
         elif kernel == "gemm_sm90":
             fp4_gemm_sm90.fp4_gemm_sm90_w4a16(x, w_q, w_scales, 1.0 / gs, order, out,

@@ -37,7 +37,7 @@ def w4a16_mm(
     M, N, K = reference.check_w4a16_operands(x, w_q, scales, group_size, contiguous=True)
     check_order(order)
     out = check_out(out, M, N, x.dtype, x.device)
-    if resolve_backend(x.device) == "triton":
+    if resolve_backend(x.device, x.dtype) == "triton":
         from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 

@@ -241,6 +241,27 @@ def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
 
 
 @gpu
+def test_ops_run_it_alone(monkeypatch):
+    """Regression: the ops ran the Gluon GEMV and then, falling through, the GEMM as well (right
+    answer, 3x the time; found by `fp4mm bench --timer graph`)."""
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a second kernel ran")
+    for mod, name in ((fp4_gemm, "nvfp4_mm_gemm"), (fp4_gemm, "nvfp4_w4a16_mm_gemm"),
+                      (fp4_gemm_sm90, "fp4_gemm_sm90"), (fp4_gemm_sm90, "fp4_gemm_sm90_w4a16"),
+                      (fp4_gemv, "nvfp4_mm_gemv"), (fp4_gemv, "nvfp4_w4a16_mm_gemv")):
+        monkeypatch.setattr(mod, name, forbidden)
+    x, xs, wq, ws = _problem(4, 256, 3072, "fp4", seed=12)
+    _check(fp4mm.nvfp4_mm(x, xs, wq, ws, 0.5, out_dtype=torch.float32),
+           reference.nvfp4_mm(x, xs, wq, ws, 0.5))
+    xh = torch.randn((4, 3072), device="cuda").half()
+    _check(fp4mm.nvfp4_w4a16_mm(xh, wq, ws, 2.0).float(),
+           reference.nvfp4_w4a16_mm(xh, wq, ws, 2.0))
+
+
+@gpu
 def test_ops_use_it_and_fall_back_on_unaligned_operands():
     import fp4mm
 
