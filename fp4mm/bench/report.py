@@ -151,8 +151,9 @@ def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) 
            "`w4a16_mm`) of the same shape, measured in the same run on the same card. A wrong "
            "result is never timed. Timer `do_bench`: `triton.testing.do_bench` (it flushes the "
            "L2 by writing 256 MB, whose dirty lines slow the next memory-bound kernel); "
-           "`read_flush`: the same procedure with the L2 flushed by a read. Each table names its "
-           "timer._", ""]
+           "`read_flush`: the same procedure with the L2 flushed by a read; `graph`: CUDA-graph "
+           "replay, the GPU time without Python's launch cost (the rotating weight copies keep "
+           "the L2 cold). Each table names its timer._", ""]
     if not chosen:
         out += ["No GPU benchmark results yet: run `fp4mm bench` on an H100, commit the JSON, "
                 "then `python -m fp4mm.bench.report`.", ""]

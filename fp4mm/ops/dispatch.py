@@ -48,7 +48,13 @@ GEMV_MAX_M = {
     "w4a16_mm": 64,
     "nvfp4_w4a16_mm": 64,
 }
-GEMV_MAX_M_RAW_NVFP4 = 128  # nvfp4_mm / nvfp4_w4a16_mm with raw (not prepacked) weights
+# Re-measured as GPU time (2026-11-26, same card type, `fp4mm bench --timer graph`, CUDA-graph
+# replay: no Python launch cost; bench/results/dispatch/20261126-1626*_sweep-forced-*.json),
+# nvfp4_mm with raw weights, GEMV vs Gluon GEMM incl. its per-call re-layout, in us: N = 18432:
+# M=64 51.1 vs 70.9, M=96 84.2 vs 66.5, M=128 85.6 vs 66.9; N = 3072: M=64 12.7 vs 23.4, M=128
+# 21.4 vs 22.3. The eager crossover of 128 above came from host time (the GEMM path makes more
+# Python launches); as GPU time raw weights cross over at 64 too.
+GEMV_MAX_M_RAW_NVFP4 = 64  # nvfp4_mm / nvfp4_w4a16_mm with raw (not prepacked) weights
 # Within the GEMV range, NVFP4 weights on Hopper take the Gluon decode GEMV (fp4_gemv_sm90) up to
 # this M, where it beat the plain-Triton GEMV in the same run (H100, CUDA-graph medians, N = 18432,
 # K = 3072, bench/results/2026-11-26-gemv_sm90-h100-run4.json, us, Gluon vs Triton): W4A4 M=1
