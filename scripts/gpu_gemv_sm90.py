@@ -48,16 +48,16 @@ def check(p, cfg, out_dtype=torch.float32):
 
 def probe():
     """Identity activations: out[t, n] = W[n, t] must match the dequantised weights exactly."""
-    p = Problem("nvfp4_w4a16_mm", 64, 32, 128)
-    p.x = (torch.eye(64, 128, device="cuda", dtype=torch.float16),)
-    p.alpha = 1.0
-    out = torch.full((64, 32), float("nan"), dtype=torch.float32, device="cuda")
-    run_new(p, 0, out, C(2, 1, 1))
-    ref = p.reference(0)
-    bad = (out != ref).nonzero()
-    print(f"identity probe: {len(bad)} of {out.numel()} wrong; first (k, n): {bad[:8].tolist()}")
-    if len(bad):
-        print("out[:4, :4]", out[:4, :4].tolist(), "ref", ref[:4, :4].tolist())
+    for ks in (128, 256):
+        p = Problem("nvfp4_w4a16_mm", 64, 32, 256)
+        p.x = (torch.eye(64, 256, device="cuda", dtype=torch.float16),)
+        p.alpha = 1.0
+        out = torch.full((64, 32), float("nan"), dtype=torch.float32, device="cuda")
+        run_new(p, 0, out, C(2, 1, 1, 0, 1, ks))
+        ref = p.reference(0)
+        bad = (out != ref).nonzero()
+        print(f"identity probe k_step {ks}: {len(bad)} of {out.numel()} wrong; first (k, n): "
+              f"{bad[:8].tolist()}")
 
 
 def correctness(quick):
@@ -75,7 +75,8 @@ def correctness(quick):
             if quick and (nw, pf, sp) not in ((4, 2, 1), (2, 1, 3), (8, 1, 1)):
                 continue
             for od in (torch.float32, torch.float16) if not quick else (torch.float32,):
-                ok, err = check(p, C(nw, pf, sp, 4 * (sp == 3), 1 + (nw == 2)), od)
+                ok, err = check(p, C(nw, pf, sp, 4 * (sp == 3), 1 + (nw == 2),
+                                     128 * (1 + (K % 256 == 0 and sp == 1))), od)
                 n += 1
                 if not ok:
                     bad += 1
@@ -103,8 +104,8 @@ def bench(quick):
              ("nvfp4_mm", 32, 18432, 3072), ("nvfp4_mm", 64, 18432, 3072)]
     if quick:
         cases = [c for c in cases if c[1] in (1, 16) and c[2] == 18432]
-    sweep = [C(nw, 1, sp, l2, rt) for nw in (2, 4) for sp in (1, 2, 3, 4) for l2 in (0, 4)
-             for rt in (1, 2)]
+    sweep = [C(nw, 1, sp, 0, rt, ks) for nw in (2, 4) for sp in (1, 2, 3, 4) for rt in (1, 2)
+             for ks in (128, 256)]
     for op, M, N, K in cases:
         dt = torch.bfloat16 if op.endswith("bf16") else torch.float16
         p = Problem(op.replace("_bf16", ""), M, N, K, dtype=dt, copies=copies)

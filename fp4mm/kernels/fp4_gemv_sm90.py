@@ -45,8 +45,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX
 
-KS = 128  # K per step: 16 bytes per thread and row
-_KS = gl.constexpr(KS)
+KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
 
 # One 32-bit word of 8 codes and an fp16x2 scale pair -> 8 fp16 e2m1 * scale as four fp16x2
 # registers, ready for the MMA (pack=8: the asm sees the word and the scale eight times each, as
@@ -80,10 +79,11 @@ prmt.b32 $1, f, f, 0x3232;
 # Layouts (compile time)
 # ----------------------------------------------------------------------------------------------
 @gluon.constexpr_function
-def _slot_to_phys(k: int) -> int:
-    """MMA K slot -> physical K within a 128 step (a bit permutation, so linear over GF(2))."""
+def _slot_to_phys(k: int, ks: int = KS) -> int:
+    """MMA K slot -> physical K within a step of ``ks`` (a bit permutation, so linear over
+    GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l``."""
     lo, c, h, j = k & 1, (k >> 1) & 3, (k >> 3) & 1, k >> 4
-    return lo | h << 1 | j << 2 | c << 5
+    return lo | h << 1 | j << 2 | c * (ks // 4)
 
 
 @gluon.constexpr_function
@@ -112,7 +112,7 @@ def _operand_layouts(ll, transposed):
         shape = [ll.shape[1], ll.shape[0]]
     else:
         regs, lanes, warps, shape = ll.reg_bases, ll.lane_bases, ll.warp_bases, list(ll.shape)
-    phys = lambda bs: [[b[0], _slot_to_phys(b[1])] for b in bs]  # noqa: E731
+    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1])] for b in bs]  # noqa: E731
     regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
     words = _packed(regs, lanes, warps, shape, 3)
     scales = _packed(regs, lanes, warps, shape, 5)
@@ -131,14 +131,15 @@ def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
 
 
 @gluon.jit
-def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L: gl.constexpr):
+def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L: gl.constexpr,
+            KSTEP: gl.constexpr):
     """int32 code words [ROWS, KS/8] and int16 scale pairs [ROWS, KS/32] (physical K order) ->
     fp16 ``e2m1 * e4m3`` [ROWS, KS] in MMA slot order."""
     s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR, "=r,=r,h", [pairs],
                                        dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
     # word 4c + w of a thread uses the scale of 16-block 2c + w // 2: the inner join is the
     # w // 2 axis, the outer one (a copy) w % 2, and reshape flattens the last axis fastest
-    sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, _KS // 8])
+    sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, KSTEP // 8])
     sw = gl.convert_layout(sw, WORDS_L)
     # eight copies of each word and scale along a new register axis: one asm instance per word
     w8 = _join8(words, words, words, words, words, words, words, words)
@@ -149,36 +150,36 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
     else:
         v = gl.inline_asm_elementwise(_DECODE_LOW, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
                                       dtype=gl.float16, is_pure=True, pack=8)
-    # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
-    v = v.reshape([ROWS, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4))
-    return v.reshape([ROWS, _KS])
+    # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+    v = v.reshape([ROWS, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
+    return v.reshape([ROWS, KSTEP])
 
 
 @gluon.jit
 def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
-               X_FP4: gl.constexpr, MASKED: gl.constexpr):
+               X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr):
     """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
     NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
     into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
     may lie past the end: zero codes, scales and x, which add exact zeros) needs a mask; an
     unmasked load needs no zero-fill instructions."""
     if MASKED:
-        wd = gl.load(w_ptr + w_offs + i * (_KS // 8), mask=live, other=0)
-        sc = gl.load(ws_ptr + s_offs + i * (_KS // 32), mask=live, other=0)
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
+        sc = gl.load(ws_ptr + s_offs + i * (KSTEP // 32), mask=live, other=0)
         if X_FP4:
-            xa = gl.load(x_ptr + xa_offs + i * (_KS // 8), mask=live, other=0)
-            xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32), mask=live, other=0)
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
+            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32), mask=live, other=0)
         else:
-            xa = gl.load(x_ptr + xa_offs + i * (_KS // 2), mask=live, other=0)
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
             xb = xa
     else:
-        wd = gl.load(w_ptr + w_offs + i * (_KS // 8))
-        sc = gl.load(ws_ptr + s_offs + i * (_KS // 32))
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
+        sc = gl.load(ws_ptr + s_offs + i * (KSTEP // 32))
         if X_FP4:
-            xa = gl.load(x_ptr + xa_offs + i * (_KS // 8))
-            xb = gl.load(xs_ptr + xb_offs + i * (_KS // 32))
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
+            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32))
         else:
-            xa = gl.load(x_ptr + xa_offs + i * (_KS // 2))
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2))
             xb = xa
     return wd, sc, xa, xb
 
@@ -186,10 +187,11 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
 @gluon.jit
 def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
               DTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr, W_WORDS: gl.constexpr,
-              X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr):
+              X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
+              KSTEP: gl.constexpr):
     """Decode one K step's operands into MMA slot order and accumulate ``W x^T``."""
     if X_FP4:
-        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS)
+        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP)
     else:
         # int32 pairs of 16-bit x -> DTYPE through an asm move (pack=2), so the pairs stay in
         # their registers (a plain bitcast path re-packs every pair with a PRMT)
@@ -199,10 +201,11 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
         else:
             xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
                                            dtype=gl.bfloat16, is_pure=True, pack=2)
-        # physical 32 c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
-        xv = xv.reshape([NT, 4, 8, 2, 2]).permute((0, 2, 3, 1, 4)).reshape([NT, _KS])
+        # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+        xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
+        xv = xv.reshape([NT, KSTEP])
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
-    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS).to(DTYPE), a_l)
+    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP).to(DTYPE), a_l)
     return mma_v2(a, b, acc)
 
 
@@ -213,7 +216,7 @@ def _fp4_gemv_sm90_kernel(
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
-    MASKED: gl.constexpr, ROW_TILES: gl.constexpr,
+    MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -230,8 +233,8 @@ def _fp4_gemv_sm90_kernel(
                                                   instr_shape=[16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, _KS]), False)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [_KS, NT]), True)
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True)
     W_WORDS: gl.constexpr = WL[0]
     W_SCALES: gl.constexpr = WL[1]
     X_WORDS: gl.constexpr = XL[0]
@@ -244,23 +247,23 @@ def _fp4_gemv_sm90_kernel(
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
     # weight offsets (elements of the int32 / int16 views), physical K order
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
-    cw = gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, W_WORDS))
+    cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
     rs = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES))
-    cs = gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, W_SCALES))
+    cs = gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, W_SCALES))
     s_offs = gl.expand_dims(gl.minimum(rs, N - 1), 1) * stride_wsn + gl.expand_dims(cs, 0)
     # activation offsets: tokens are the rows of the transposed B operand
     if X_FP4:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
-            gl.arange(0, _KS // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
+            gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
         tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
         xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
-            gl.arange(0, _KS // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
+            gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
     else:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
-            gl.arange(0, _KS // 2, layout=gl.SliceLayout(0, X_PAIRS)), 0)
+            gl.arange(0, KSTEP // 2, layout=gl.SliceLayout(0, X_PAIRS)), 0)
         xb_offs = xa_offs
 
     acc = gl.zeros([BN, NT], gl.float32, mma)
@@ -272,14 +275,14 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, i_begin, True, X_FP4, MASKED)
+                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
     wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                     xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                    X_FP4, MASKED)
+                                    X_FP4, MASKED, KSTEP)
     if U == 3:
         wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                         xb_offs, gl.minimum(i_begin + 2, last),
-                                        i_begin + 2 < i_end, X_FP4, MASKED)
+                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead: one per thread and row (the scale
     # layout has exactly that), so DRAM latency is paid ahead of the register ring.
     # (rows and steps clamped into the matrix: never an address outside it)
@@ -290,24 +293,24 @@ def _fp4_gemv_sm90_kernel(
             for u in gl.static_range(U):
                 gl.inline_asm_elementwise(
                     _L2_PREFETCH, "=r,l",
-                    [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (_KS // 8)],
+                    [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _mma_step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                        X_WORDS, a_l, b_l)
+                        X_WORDS, a_l, b_l, KSTEP)
         wd0, sc0, xa0, xb0 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED)
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP)
         acc = _mma_step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                        X_WORDS, a_l, b_l)
+                        X_WORDS, a_l, b_l, KSTEP)
         wd1, sc1, xa1, xb1 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED)
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
         if U == 3:
             acc = _mma_step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                            X_WORDS, a_l, b_l)
+                            X_WORDS, a_l, b_l, KSTEP)
             wd2, sc2, xa2, xb2 = _load_step(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED)
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
 
     rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
@@ -332,19 +335,21 @@ class GemvSM90Config:
     decode (1-2); split_k: K ranges (a deterministic reduce pass sums them when > 1); l2_ahead:
     steps ahead of the decode that each warp prefetches its weights into L2 (0 = off);
     row_tiles: 16-row MMA tiles per warp (2 halves the x traffic and, for W4A4, the x decode per
-    weight byte: both tiles share one B operand)."""
+    weight byte: both tiles share one B operand); k_step: K per step, 128 (16 bytes per thread
+    and row) or 256 (32: longer contiguous row reads; needs K % 256 == 0, else 128 is used)."""
 
     num_warps: int = 4
     prefetch: int = 2
     split_k: int = 1
     l2_ahead: int = 0
     row_tiles: int = 1
+    k_step: int = KS
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
-            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0)
+            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256))
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
@@ -416,7 +421,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     else:
         xa = x.view(torch.int32)
         xs, dtype = xa, _GL_DTYPE[x.dtype]
-    steps = K // KS
+    ks = cfg.k_step if K % cfg.k_step == 0 else KS
+    steps = K // ks
     split, per, masked = _plan(steps, cfg)
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
@@ -428,7 +434,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
-        MASKED=masked, ROW_TILES=cfg.row_tiles,
+        MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks,
         num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
