@@ -37,21 +37,22 @@ gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 # ----------------------------------------------------------------------------------------------
 # CPU
 # ----------------------------------------------------------------------------------------------
-def test_k_permutation_is_a_bijection_keeping_pairs():
-    phys = [S._slot_to_phys(k) for k in range(S.KS)]
-    assert sorted(phys) == list(range(S.KS))
+@pytest.mark.parametrize("ks", [128, 256])
+def test_k_permutation_is_a_bijection_keeping_pairs(ks):
+    phys = [S._slot_to_phys(k, ks) for k in range(ks)]
+    assert sorted(phys) == list(range(ks))
     # the two values of an fp16x2 register (slots 2j, 2j+1) are neighbours in one code byte
-    assert all(S._slot_to_phys(k ^ 1) == S._slot_to_phys(k) ^ 1 for k in range(S.KS))
-    # each thread (lane c = slot bits 1-2) owns 32 contiguous physical values: one 16-byte load
+    assert all(S._slot_to_phys(k ^ 1, ks) == S._slot_to_phys(k, ks) ^ 1 for k in range(ks))
+    # each thread (lane c = slot bits 1-2) owns ks/4 contiguous physical values: 16-byte loads
     for c in range(4):
-        mine = sorted(S._slot_to_phys(k) for k in range(S.KS) if (k >> 1) & 3 == c)
-        assert mine == list(range(32 * c, 32 * c + 32))
+        mine = sorted(S._slot_to_phys(k, ks) for k in range(ks) if (k >> 1) & 3 == c)
+        assert mine == list(range(ks // 4 * c, ks // 4 * (c + 1)))
 
 
 def test_config_validity_and_heuristic():
     assert S.config_is_valid(S.GemvSM90Config())
     for bad in (dict(num_warps=3), dict(prefetch=3), dict(split_k=0), dict(row_tiles=4),
-                dict(l2_ahead=-1)):
+                dict(l2_ahead=-1), dict(k_step=64)):
         assert not S.config_is_valid(dataclasses.replace(S.GemvSM90Config(), **bad))
     for M, N, K, fp4 in itertools.product((1, 4, 16, 32), (64, 8192, 18432), (128, 3072, 8192),
                                           (False, True)):
@@ -213,6 +214,17 @@ def test_every_config(cfg, out_dtype):
     out = torch.full((5, 300), float("nan"), dtype=out_dtype, device="cuda")
     S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=cfg)
     _check(out, _oracle(x, xs, wq, ws, 1.0, "low_first"))
+
+
+@gpu
+@pytest.mark.parametrize("x_kind", ["fp4", "fp16"])
+def test_k_step_256_matches_oracle(x_kind):
+    x, xs, wq, ws = _problem(9, 300, 1280, x_kind, seed=5)  # 5 steps of 256: masked ring tails
+    out = torch.full((9, 300), float("nan"), dtype=torch.float32, device="cuda")
+    for cfg in (S.GemvSM90Config(k_step=256, split_k=1), S.GemvSM90Config(k_step=256, split_k=2),
+                S.GemvSM90Config(k_step=256, row_tiles=2, num_warps=2)):
+        S.gemv_sm90(x, xs, wq, ws, 1.0, "high_first", out, config=cfg)
+        _check(out, _oracle(x, xs, wq, ws, 1.0, "high_first"))
 
 
 @gpu
