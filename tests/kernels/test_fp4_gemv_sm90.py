@@ -113,7 +113,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out) -> dict:
              "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt)
+                  ROW_TILES=rt, KSTEP=S.KS)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
