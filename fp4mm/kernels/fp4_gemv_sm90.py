@@ -6,7 +6,8 @@ chain (load, shared-memory round trip, MMA wait) left the H100 at 1.1-1.4 TB/s. 
 from global memory straight into the registers of the ``mma.sync`` A operand, with no shared memory
 anywhere, and each warp keeps several K steps of loads in flight.
 
-Design, per warp (num_warps warps per CTA, each owning 16 weight rows; tokens padded to NT):
+Design, per warp (num_warps warps per CTA, each owning ROW_TILES x 16 weight rows; tokens padded
+to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
 
 - **K permutation.** A dot product does not care in which order K is summed, so the MMA's K
   slots need not be consecutive K. Each thread (lane ``4 g + c``) loads 16 contiguous bytes (32
@@ -21,10 +22,17 @@ Design, per warp (num_warps warps per CTA, each owning 16 weight rows; tokens pa
   bits, in [2^-10, 2688]); a NaN scale byte gives NaN, as in the oracle.
 - **Scales:** the thread's 32 values of a row span two 16-blocks, whose two scale bytes are one
   2-byte load.
-- **Prefetch:** the loads of the next PREFETCH steps are issued before a step is decoded (a
-  register ring), so every warp has PREFETCH + 1 steps (2 KB per step and warp) in flight.
+- **Register ring**, unrolled: PREFETCH + 1 slots, slot j holds step i + j and is refilled right
+  after it is consumed. Never rotate slots by copying: a copy of a register whose load is still
+  in flight waits for that load, and the memory latency was exposed every step (run 2).
+- **Loads without masks:** rows past N and tokens past M are clamped into the tensors (their
+  outputs are never stored), and each split runs whole ring turns, so no zero-fill instructions
+  (a masked path remains for step counts that are not a multiple of the ring).
+- **Row tiles:** with ROW_TILES = 2 a warp's two 16-row MMA tiles share one x operand (half the
+  x traffic and, for W4A4, half the x decode per weight byte).
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
-  128 per step); W4A16 reads fp16 x directly; bf16 x converts the exact fp16 weights to bf16.
+  128 per step); W4A16 moves 16-bit x as int32 pairs (an asm move keeps each pair in its
+  register); bf16 x converts the exact fp16 weights to bf16.
 - **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)`` summed in a fixed order by
   ``fp4_gemv``'s reduce kernel (deterministic, no atomics).
 
