@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import torch
@@ -34,6 +33,10 @@ _spec = importlib.util.spec_from_file_location(
     "_sass_hazard", os.path.join(os.path.dirname(__file__), "_sass_hazard.py"))
 _sass_hazard = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_sass_hazard)
+_spec = importlib.util.spec_from_file_location(
+    "_ptxas", os.path.join(os.path.dirname(__file__), "_ptxas.py"))
+_ptxas = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_ptxas)
 
 HAS_SM90 = torch.cuda.is_available() and g.is_supported("cuda")
 gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
@@ -74,19 +77,6 @@ def _compile(bn, stages, dt, ot, split1=False):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
 
-def _ptxas_log(ptx: str) -> str:
-    import triton
-
-    ptxas = triton.knobs.nvidia.ptxas.path
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        r = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", src, "-o", os.path.join(d, "k.o")],
-                           capture_output=True, text=True, check=True)
-    return r.stdout + r.stderr
-
-
 def compile_report(bn, stages, dt, ot, split1=False) -> dict:
     """Compile one config for sm_90a and collect what the test asserts on."""
     k = _compile(bn, stages, dt, ot, split1)
@@ -99,7 +89,7 @@ def compile_report(bn, stages, dt, ot, split1=False) -> dict:
         hazards = _sass_hazard.check(sass, f"bn{bn}_s{stages}")
     return {"register_a_wgmma": bool(wgmma),
             "warp_specialised": "setmaxnreg.dec" in ptx and "cp.async.bulk.tensor" in ptx,
-            "ld_shared_v4": ptx.count("ld.shared.v4.b32"), "ptxas_log": _ptxas_log(ptx),
+            "ld_shared_v4": ptx.count("ld.shared.v4.b32"), "ptxas_log": _ptxas.ptxas_log(ptx),
             "st_global_v2": ptx.count("st.global.v2.b32"),
             "st_global_scalar": len(re.findall(r"st\.global\.b32", ptx)),
             "shared": k.metadata.shared, "hazards": hazards}

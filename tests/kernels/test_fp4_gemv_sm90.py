@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import torch
@@ -29,6 +29,10 @@ from fp4mm import reference
 from fp4mm.formats import dequantize_nvfp4_blocks
 
 S = pytest.importorskip("fp4mm.kernels.fp4_gemv_sm90")
+_spec = importlib.util.spec_from_file_location(
+    "_ptxas", os.path.join(os.path.dirname(__file__), "_ptxas.py"))
+_ptxas = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_ptxas)
 
 HAS_SM90 = torch.cuda.is_available() and S.is_hopper("cuda")
 gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
@@ -120,15 +124,9 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out) -> dict:
                          attrs={(i,): [["tt.divisibility", 16]] for i in div})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": nw})
     ptx = k.asm["ptx"]
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        with open(path, "w") as f:
-            f.write(ptx)
-        r = subprocess.run([triton.knobs.nvidia.ptxas.path, "-v", "--gpu-name=sm_90a", path,
-                            "-o", os.path.join(d, "k.o")], capture_output=True, text=True,
-                           check=True)
+    log = _ptxas.ptxas_log(ptx)
     mma = re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)
-    return {"log": r.stdout + r.stderr, "mma": len(mma),
+    return {"log": log, "mma": len(mma),
             "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx)),
             "shared_ops": len(re.findall(r"(ld|st)\.shared", ptx)), "shared": k.metadata.shared}
 
