@@ -230,9 +230,9 @@ def _fp4_gemv_sm90_kernel(
 
     w: int32 (N, K/8) code words; ws: int16 (N, K/32) E4M3 scale pairs. x: X_FP4 -> int32
     (M, K/8) words + int16 (M, K/32) scale pairs, else fp16/bf16 (M, K) viewed as int32 pairs
-    (M, K/2). Strides in elements of
-    each (viewed) tensor. Grid (N / (16 ROW_TILES num_warps), splits); STEPS = K / KS (K % KS == 0);
-    STEPS_SPLIT: steps per split (the last split may be shorter). MASKED: some split's step count
+    (M, K/2). Strides in elements of each (viewed) tensor. Grid (N / (16 ROW_TILES num_warps),
+    splits); STEPS = K / KSTEP (K % KSTEP == 0); STEPS_SPLIT: steps per split (the last split may
+    be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
     NW: gl.constexpr = gl.num_warps()
@@ -253,13 +253,14 @@ def _fp4_gemv_sm90_kernel(
     pid_k = gl.program_id(1)
     i_begin = pid_k * STEPS_SPLIT
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
-    # weight offsets (elements of the int32 / int16 views), physical K order
+    # weight offsets (elements of the int32 / int16 views), physical K order; rows past N are
+    # clamped to the last row (their outputs are not stored)
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    rs = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES))
+    rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES)), N - 1)
     cs = gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, W_SCALES))
-    s_offs = gl.expand_dims(gl.minimum(rs, N - 1), 1) * stride_wsn + gl.expand_dims(cs, 0)
+    s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
     # activation offsets: tokens are the rows of the transposed B operand
     if X_FP4:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
@@ -294,8 +295,7 @@ def _fp4_gemv_sm90_kernel(
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead: one per thread and row (the scale
     # layout has exactly that), so DRAM latency is paid ahead of the register ring.
     # (rows and steps clamped into the matrix: never an address outside it)
-    pf_rows = gl.expand_dims(gl.minimum(rs, N - 1), 1)
-    pf_ptrs = w_ptr + pf_rows * stride_wn + gl.expand_dims(cs, 0) * 4
+    pf_ptrs = w_ptr + gl.expand_dims(rs, 1) * stride_wn + gl.expand_dims(cs, 0) * 4
     for i in range(i_begin, i_end, U):
         if L2_AHEAD > 0:
             for u in gl.static_range(U):
