@@ -197,14 +197,14 @@ def _build_single_kernel(kind: str):
     def build(case, problem: Problem, ctx):
         if "sweep" not in case.suites or (kind == "gemv" and case.M > GEMV_SWEEP_MAX_M):
             return None
-        if kind == "gemv_sm90":
-            from fp4mm.backend import is_hopper
-
-            if case.M > GEMV_SM90_SWEEP_MAX_M or not is_hopper(problem.device):
-                return None
         launch = find_callable(f"fp4mm.kernels.fp4_{kind}:nvfp4_mm_{kind}")
         if launch is None:
             return None
+        if kind == "gemv_sm90":  # only where it applies: Hopper, its largest token tile
+            from fp4mm.kernels import fp4_gemv_sm90
+
+            if case.M > fp4_gemv_sm90.MAX_M or not fp4_gemv_sm90.is_hopper(problem.device):
+                return None
         d = problem.data
         ws = _copies(problem, d["w_q"], d["w_scales"])
         outs = _outs(problem, len(ws), torch.float16)
@@ -217,7 +217,6 @@ def _build_single_kernel(kind: str):
 
 
 GEMV_SWEEP_MAX_M = 256  # a GEMV above this M is far off the GEMM and slow to time
-GEMV_SM90_SWEEP_MAX_M = 64  # the Gluon GEMV's largest token tile
 
 OURS = (
     Impl("fp4mm", frozenset({"nvfp4_mm"}), _build_nvfp4(False), kind="ours"),

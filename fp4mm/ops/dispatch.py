@@ -53,15 +53,14 @@ GEMV_MAX_M = {
 # nvfp4_mm with raw weights, GEMV vs Gluon GEMM incl. its per-call re-layout, in us: N = 18432:
 # M=64 51.1 vs 70.9, M=96 84.2 vs 66.5, M=128 85.6 vs 66.9; N = 3072: M=64 12.7 vs 23.4, M=128
 # 21.4 vs 22.3. The eager crossover of 128 above came from host time (the GEMM path makes more
-# Python launches); as GPU time raw weights cross over at 64 too.
-GEMV_MAX_M_RAW_NVFP4 = 64  # nvfp4_mm / nvfp4_w4a16_mm with raw (not prepacked) weights
+# Python launches); as GPU time raw weights cross over at 64 too, so the table above holds for raw
+# and prepacked weights alike (and for every group size: groups >= 64 measured 64 as well).
 # Within the GEMV range, NVFP4 weights on Hopper take the Gluon decode GEMV (fp4_gemv_sm90) up to
 # this M, where it beat the plain-Triton GEMV in the same run (H100, CUDA-graph medians, N = 18432,
 # K = 3072, bench/results/2026-11-26-gemv_sm90-h100-run4.json, us, Gluon vs Triton): W4A4 M=1
 # 19.5 vs 24.3, M=16 24.3 vs 30.6, M=32 33.7 vs 40.5, M=64 57.4 vs 51.6 (Triton); nvfp4_w4a16
 # M=1 17.7 vs 23.5, M=16 29.6 vs 29.5 (tie). So 32; M = 33..64 stays on the Triton GEMV.
 GEMV_SM90_MAX_M = 32
-GEMV_MAX_M_W4A16_LARGE_GROUP = 64  # w4a16_mm with group_size >= 64
 
 
 def _requested(override: str | None) -> str:
@@ -83,9 +82,10 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
         M, N, K: problem size (tokens, weight rows, reduction length); positive ints.
         device: the tensors' device (kept for per-architecture tables; every sm_90 card uses
             the H100 table).
-        group_size: ``w4a16_mm`` only (optional): groups >= 64 keep the GEMV up to M = 64.
+        group_size: ``w4a16_mm`` only (optional); the measured crossover does not depend on it
+            today (see the table), kept for per-group tables.
         prepacked: NVFP4 weights given as a ``PrepackedNVFP4Weight`` (the GEMM then skips its
-            per-call re-layout, which moves the crossover down).
+            per-call re-layout); as GPU time the crossover is the same M either way today.
         override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
     """
     if op not in OPS:
@@ -98,9 +98,4 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     requested = _requested(override)
     if requested != "auto":
         return requested
-    limit = GEMV_MAX_M[op]
-    if op != "w4a16_mm" and not prepacked:
-        limit = GEMV_MAX_M_RAW_NVFP4
-    if op == "w4a16_mm" and group_size is not None and group_size >= 64:
-        limit = GEMV_MAX_M_W4A16_LARGE_GROUP
-    return "gemv" if M <= limit else "gemm"
+    return "gemv" if M <= GEMV_MAX_M[op] else "gemm"
