@@ -1,6 +1,7 @@
 """GPU check-then-time script for the Gluon decode GEMV (fp4mm/kernels/fp4_gemv_sm90.py).
 
-Usage on an sm_90 machine: ``python scripts/gpu_gemv_sm90.py [--quick]`` (writes $OUT or .).
+Usage on an sm_90 machine: ``python scripts/gpu_gemv_sm90.py [--quick] [--quick-check]
+[--grouped]`` (writes $OUT or .); ``--grouped``: 16-bit group scales (``w4a16_mm``) only.
 
 1. Correctness against the FP32 oracle (fresh random codes, E4M3 scales in [0.5, 2)): W4A4 and
    NVFP4-weight W4A16 (fp16, bf16 x), M = 1..64, ragged N, several K, both nibble orders, split-K,
@@ -35,6 +36,8 @@ def run_new(p, i, out, cfg):
     wq, ws = p.w[i]
     if p.op == "nvfp4_mm":
         S.gemv_sm90(p.x[0], p.x[1], wq, ws, p.alpha, p.order, out, config=cfg)
+    elif p.op == "w4a16_mm":
+        S.gemv_sm90(p.x[0], None, wq, ws, 1.0, p.order, out, config=cfg, group_size=p.group)
     else:
         S.gemv_sm90(p.x[0], None, wq, ws, p.alpha, p.order, out, config=cfg)
 
@@ -92,6 +95,90 @@ def correctness(quick):
     bad += not ok
     print(f"correctness: {n - bad}/{n} passed" + (" (NaN propagation ok)" if ok else " NaN FAIL"))
     return bad == 0
+
+
+def correctness_grouped(quick):
+    """16-bit group scales (w4a16_mm): every supported group kind, both x dtypes, scales that
+    overflow or underflow fp16 when multiplied into the codes (the kernel scales fp32 sums)."""
+    bad = n = 0
+    shapes = [(1, 200, 256), (3, 77, 512), (8, 130, 1024), (16, 250, 3072), (13, 64, 1536),
+              (33, 96, 512), (64, 40, 256)]
+    for (M, N, K), g, dt, order in itertools.product(
+            shapes, (32, 64, 128, 256), (torch.float16, torch.bfloat16),
+            ("low_first", "high_first")):
+        if K % g or (quick and order == "high_first"):
+            continue
+        p = Problem("w4a16_mm", M, N, K, group=g, dtype=dt, order=order)
+        cfgs = [None, C(1, 2, 3, 0, 1), C(4, 1, 2, 0, 2), C(8, 2, 1, 0, 1), C(2, 1, 4, 0, 2)]
+        for cfg in cfgs if not quick else cfgs[:3]:
+            for od in (torch.float32, dt):
+                ok, err = check(p, cfg, od)
+                n += 1
+                if not ok:
+                    bad += 1
+                    print(f"FAIL w4a16 g{g} {dt} {order} M={M} N={N} K={K} {cfg} {od}: {err:.3g}")
+                    if bad > 6:
+                        return False
+    # scales far outside what `code * scale` in 16 bits could hold, fp32 output
+    for lo, hi in ((3e4, 6e4), (1e-7, 1e-6)):
+        p = Problem("w4a16_mm", 4, 96, 512, group=32)
+        p.w[0] = (p.w[0][0], (torch.rand(96, 16, device="cuda") * (hi - lo) + lo).half())
+        ok, err = check(p, None)
+        n += 1
+        bad += not ok
+        print(f"scales in [{lo}, {hi}]: {'ok' if ok else 'FAIL'} {err:.3g}")
+    # NaN scale: exactly the outputs of its row
+    p = Problem("w4a16_mm", 5, 70, 256, group=64)
+    p.w[0][1][3, 2] = float("nan")
+    ok, err = check(p, C(2, 1, 2))
+    n += 1
+    bad += not ok
+    print(f"grouped correctness: {n - bad}/{n} passed")
+    return bad == 0
+
+
+def bench_grouped(quick):
+    copies = 4
+    cases = [(1, 32), (4, 32), (16, 32), (1, 128), (16, 128), (1, 64)]
+    if quick:
+        cases = cases[:4]
+    sweep = [C(nw, 1, sp, 0, rt) for nw in (2, 4) for sp in (1, 2, 4) for rt in (1, 2)]
+    sweep += [C(2, 2, 2, 0, 1), C(1, 1, 2, 0, 1)]
+    for M, g in cases:
+        N, K = 18432, 3072
+        p = Problem("w4a16_mm", M, N, K, group=g, copies=copies)
+        nbytes = p.bytes_moved(torch.float16)
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+
+        def rec(impl, cfg, t):
+            ROWS.append(dict(op="w4a16_mm", group=g, M=M, N=N, K=K, impl=impl, config=str(cfg),
+                             median_us=t[0], min_us=t[1], max_us=t[2],
+                             gbps=nbytes / (t[0] * 1e-6) / 1e9))
+        o = torch.full_like(out, float("nan"))
+        p.gemv(0, o, None)
+        if close(o, p.reference(0))[0]:
+            rec("fp4_gemv", None, time_graph([lambda i=i: p.gemv(i, out, None)
+                                              for i in range(copies)]))
+        best = None
+        for cfg in sweep:
+            o = torch.full_like(out, float("nan"))
+            run_new(p, 0, o, cfg)
+            if not close(o, p.reference(0))[0]:
+                print(f"  FAIL (not timed) w4a16 g{g} M={M} {cfg}")
+                continue
+            t = time_graph([lambda i=i: run_new(p, i, out, cfg) for i in range(copies)])
+            rec("fp4_gemv_sm90", cfg, t)
+            if best is None or t[0] < best[1][0]:
+                best = (cfg, t)
+        old = [r for r in ROWS if r["impl"] == "fp4_gemv" and r.get("group") == g
+               and r["M"] == M]
+        heur = S.choose_config(M, N, K)
+        ht = [r for r in ROWS if r["impl"] == "fp4_gemv_sm90" and r.get("group") == g
+              and r["M"] == M and r["config"] == str(heur)]
+        print(f"w4a16_mm g{g:3d} M={M:3d}: best {best[1][0]:7.2f} us "
+              f"{nbytes / best[1][0] / 1e3:6.0f} GB/s {best[0]}; heuristic "
+              f"{ht[0]['median_us'] if ht else float('nan'):7.2f}; fp4_gemv "
+              f"{old[0]['median_us'] if old else float('nan'):7.2f} us", flush=True)
 
 
 def bench(quick):
@@ -160,9 +247,14 @@ def bench(quick):
 
 
 def main():
-    ok = correctness("--quick-check" in sys.argv)
-    if ok or "--force" in sys.argv:
-        bench("--quick" in sys.argv)
+    if "--grouped" in sys.argv:
+        ok = correctness_grouped("--quick-check" in sys.argv)
+        if ok or "--force" in sys.argv:
+            bench_grouped("--quick" in sys.argv)
+    else:
+        ok = correctness("--quick-check" in sys.argv)
+        if ok or "--force" in sys.argv:
+            bench("--quick" in sys.argv)
     path = os.path.join(OUT, f"gemv_sm90_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
     json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                    correct=ok, rows=ROWS), open(path, "w"), indent=1)

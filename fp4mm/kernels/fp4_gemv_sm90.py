@@ -42,6 +42,7 @@ Requirements (the launcher checks; the ops fall back to ``fp4_gemv`` otherwise):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,7 @@ from fp4mm.backend import is_hopper
 from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
+_KS = gl.constexpr(KS)  # the same, for the jit functions
 
 # One 32-bit word of 8 codes and an fp16x2 scale pair -> 8 fp16 e2m1 * scale as four fp16x2
 # registers, ready for the MMA (pack=8: the asm sees the word and the scale eight times each, as
@@ -67,6 +69,12 @@ mul.rn.f16x2 q3, q3, $12;
 """).replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
 _DECODE_LOW = gl.constexpr(_DECODE_SCALED.replace("FIRST", "lo").replace("SECOND", "hi"))
 _DECODE_HIGH = gl.constexpr(_DECODE_SCALED.replace("FIRST", "hi").replace("SECOND", "lo"))
+# The same without a scale (16-bit group scales multiply the fp32 group sums instead): 8 codes ->
+# four fp16x2 registers of ``e2m1 * 2^-6`` (the word is $4..$11).
+_CODES = (E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", "")
+          .replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
+_CODES_LOW = gl.constexpr(_CODES.replace("FIRST", "lo").replace("SECOND", "hi"))
+_CODES_HIGH = gl.constexpr(_CODES.replace("FIRST", "hi").replace("SECOND", "lo"))
 _MOVE = gl.constexpr("mov.b32 $0, $1;")
 # Fire-and-forget prefetch of one weight chunk into L2 (no register, nothing to wait for).
 _L2_PREFETCH = gl.constexpr("prefetch.global.L2 [$1];\nmov.u32 $0, 0;")
@@ -87,10 +95,14 @@ prmt.b32 $1, f, f, 0x3232;
 # Layouts (compile time)
 # ----------------------------------------------------------------------------------------------
 @gluon.constexpr_function
-def _slot_to_phys(k: int, ks: int = KS) -> int:
+def _slot_to_phys(k: int, ks: int = KS, grouped: bool = False) -> int:
     """MMA K slot -> physical K within a step of ``ks`` (a bit permutation, so linear over
-    GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l``."""
+    GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l``.
+    ``grouped`` (ks = 128 only): physical ``32 (j >> 1) + 8 c + 4 (j & 1) + 2 h + l``, so the two
+    MMAs ``2 q, 2 q + 1`` hold exactly the 32-group ``q`` of the step (thread c: its word c)."""
     lo, c, h, j = k & 1, (k >> 1) & 3, (k >> 3) & 1, k >> 4
+    if grouped:
+        return lo | h << 1 | (j & 1) << 2 | c << 3 | (j >> 1) << 5
     return lo | h << 1 | j << 2 | c * (ks // 4)
 
 
@@ -110,20 +122,21 @@ def _packed(regs, lanes, warps, shape, shift):
 
 
 @gluon.constexpr_function
-def _operand_layouts(ll, transposed):
+def _operand_layouts(ll, transposed, grouped=False):
     """For a slot-ordered fp16 operand (``ll``: [rows, KS], or [KS, rows] when ``transposed``):
     the layouts of its int32 code words [rows, KS / 8], int16 scale pairs [rows, KS / 32] and
-    int32 pairs of 16-bit values [rows, KS / 2], all in physical K order."""
+    int32 pairs of 16-bit values [rows, KS / 2], all in physical K order. ``grouped``: the
+    permutation of 16-bit group scales (no E4M3 scale pairs: their layout is None)."""
     if transposed:
         swap = lambda bs: [[b[1], b[0]] for b in bs]  # noqa: E731
         regs, lanes, warps = swap(ll.reg_bases), swap(ll.lane_bases), swap(ll.warp_bases)
         shape = [ll.shape[1], ll.shape[0]]
     else:
         regs, lanes, warps, shape = ll.reg_bases, ll.lane_bases, ll.warp_bases, list(ll.shape)
-    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1])] for b in bs]  # noqa: E731
+    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1], grouped)] for b in bs]  # noqa: E731
     regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
     words = _packed(regs, lanes, warps, shape, 3)
-    scales = _packed(regs, lanes, warps, shape, 5)
+    scales = None if grouped else _packed(regs, lanes, warps, shape, 5)
     pairs = _packed(regs, lanes, warps, shape, 1)
     return words, scales, pairs
 
@@ -164,16 +177,69 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
 
 
 @gluon.jit
+def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr):
+    """int32 code words [ROWS, KS/8] (grouped permutation: thread c holds words c, c+4, c+8,
+    c+12) -> fp16 ``e2m1 * 2^-6`` [ROWS, KS] in MMA slot order."""
+    w8 = _join8(words, words, words, words, words, words, words, words)
+    if HIGH_FIRST:
+        v = gl.inline_asm_elementwise(_CODES_HIGH, "=r,=r,=r,=r" + ",r" * 8, [w8],
+                                      dtype=gl.float16, is_pure=True, pack=8)
+    else:
+        v = gl.inline_asm_elementwise(_CODES_LOW, "=r,=r,=r,=r" + ",r" * 8, [w8],
+                                      dtype=gl.float16, is_pure=True, pack=8)
+    return _grouped_slot_order(v, ROWS)
+
+
+@gluon.jit
+def _grouped_slot_order(v, ROWS: gl.constexpr):
+    """[ROWS, KS] in physical K order -> MMA slot order of the grouped permutation: physical
+    32 q + 8 c + 4 jj + 2 h + l -> slot 32 q + 16 jj + 8 h + 2 c + l."""
+    v = v.reshape([ROWS, 4, 4, 2, 2, 2]).permute((0, 1, 3, 4, 2, 5))
+    return v.reshape([ROWS, _KS])
+
+
+@gluon.jit
+def _quarters(t):
+    """[R, KS] (slot order, K last) -> its four [R, KS / 4] K quarters (a register split)."""
+    R: gl.constexpr = t.shape[0]
+    t = t.reshape([R, 4, _KS // 4]).permute((0, 2, 1)).reshape([R, _KS // 4, 2, 2])
+    e, o = gl.split(t)  # quarter 2 a + b: b = 0 | 1
+    t0, t2 = gl.split(e)
+    t1, t3 = gl.split(o)
+    return t0, t1, t2, t3
+
+
+@gluon.jit
+def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr):
+    """Scale ``q`` of the 16-bit scales packed in ``sv`` (int16/32/64 per row) -> fp32 times
+    2^6 (the codes are decoded as ``e2m1 * 2^-6``)."""
+    if sv.dtype == gl.int16:
+        b = sv.to(SDTYPE, bitcast=True)
+    else:
+        b = ((sv >> (16 * q)) & 0xFFFF).to(gl.int16).to(SDTYPE, bitcast=True)
+    return b.to(gl.float32) * 64.0
+
+
+@gluon.jit
 def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
-               X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr):
+               X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr,
+               W_GROUP: gl.constexpr):
     """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
     NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
     into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
     may lie past the end: zero codes, scales and x, which add exact zeros) needs a mask; an
-    unmasked load needs no zero-fill instructions."""
+    unmasked load needs no zero-fill instructions. W_GROUP > 0: ``ws_ptr`` holds one packed
+    word of the step's 16-bit group scales per row (a group of W_GROUP >= 128 spans
+    W_GROUP / 128 steps)."""
+    if W_GROUP == 0:
+        s_step = i * (KSTEP // 32)
+    elif W_GROUP > _KS:
+        s_step = i // (W_GROUP // _KS)
+    else:
+        s_step = i
     if MASKED:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
-        sc = gl.load(ws_ptr + s_offs + i * (KSTEP // 32), mask=live, other=0)
+        sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
             xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32), mask=live, other=0)
@@ -182,7 +248,7 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
             xb = xa
     else:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
-        sc = gl.load(ws_ptr + s_offs + i * (KSTEP // 32))
+        sc = gl.load(ws_ptr + s_offs + s_step)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
             xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32))
@@ -218,6 +284,64 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
 
 
 @gluon.jit
+def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.constexpr,
+                      SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
+                      W_GROUP: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr):
+    """One K step for 16-bit group scales (exact for any scale): the MMAs sum unscaled codes
+    times x over one group at a time (exact products, fp32 sums), and each group sum is scaled
+    in fp32. The grouped permutation puts 32-group q of the step in K quarter q."""
+    if DTYPE == gl.float16:
+        xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
+                                       dtype=gl.float16, is_pure=True, pack=2)
+    else:
+        xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
+                                       dtype=gl.bfloat16, is_pure=True, pack=2)
+    xv = _grouped_slot_order(xv.reshape([NT, _KS]), NT)
+    w = _decode_codes(wd, HIGH_FIRST, BN).to(DTYPE)
+    zero = gl.zeros_like(acc)
+    if W_GROUP >= _KS:  # one group (or part of one) per step
+        d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l), zero)
+        acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+    else:
+        w0, w1, w2, w3 = _quarters(w)
+        x0, x1, x2, x3 = _quarters(xv)
+        b0 = gl.convert_layout(x0.permute((1, 0)), b_l)
+        b1 = gl.convert_layout(x1.permute((1, 0)), b_l)
+        b2 = gl.convert_layout(x2.permute((1, 0)), b_l)
+        b3 = gl.convert_layout(x3.permute((1, 0)), b_l)
+        if W_GROUP == 32:
+            d = mma_v2(gl.convert_layout(w0, a_l), b0, zero)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+            d = mma_v2(gl.convert_layout(w1, a_l), b1, zero)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE), 1)
+            d = mma_v2(gl.convert_layout(w2, a_l), b2, zero)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 2, SDTYPE), 1)
+            d = mma_v2(gl.convert_layout(w3, a_l), b3, zero)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 3, SDTYPE), 1)
+        else:  # 64: quarters 0-1 and 2-3
+            d = mma_v2(gl.convert_layout(w0, a_l), b0, zero)
+            d = mma_v2(gl.convert_layout(w1, a_l), b1, d)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+            d = mma_v2(gl.convert_layout(w2, a_l), b2, zero)
+            d = mma_v2(gl.convert_layout(w3, a_l), b3, d)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE), 1)
+    return acc
+
+
+@gluon.jit
+def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
+          DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
+          W_WORDS: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
+          KSTEP: gl.constexpr, W_GROUP: gl.constexpr):
+    if W_GROUP == 0:
+        return _mma_step(acc, wd, sc, xa, xb, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
+                         X_WORDS, a_l, b_l, KSTEP)
+    else:
+        return _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST, DTYPE, SDTYPE, BN, NT, W_GROUP,
+                                 a_l, b_l)
+
+
+@gluon.jit
 def _fp4_gemv_sm90_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
     M, N, STEPS, STEPS_SPLIT, alpha,
@@ -225,6 +349,7 @@ def _fp4_gemv_sm90_kernel(
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
+    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -234,17 +359,21 @@ def _fp4_gemv_sm90_kernel(
     splits); STEPS = K / KSTEP (K % KSTEP == 0); STEPS_SPLIT: steps per split (the last split may
     be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
-    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
+    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
+    W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
+    scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
+    one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
                                                   instr_shape=[16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True)
+    GROUPED: gl.constexpr = W_GROUP > 0
+    gl.static_assert(not GROUPED or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4))
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, GROUPED)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, GROUPED)
     W_WORDS: gl.constexpr = WL[0]
-    W_SCALES: gl.constexpr = WL[1]
     X_WORDS: gl.constexpr = XL[0]
     X_SCALES: gl.constexpr = XL[1]
     X_PAIRS: gl.constexpr = XL[2]
@@ -258,9 +387,19 @@ def _fp4_gemv_sm90_kernel(
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES)), N - 1)
-    cs = gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, W_SCALES))
-    s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
+    if GROUPED:  # one packed scale word per row, in the accumulator's row layout
+        rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
+        s_offs = rs * stride_wsn
+        pf_ptrs = w_ptr  # no L2 prefetch
+    else:
+        W_SCALES: gl.constexpr = WL[1]
+        rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES)),
+                        N - 1)
+        cs = gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, W_SCALES))
+        s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
+        # L2 prefetch pointers: one per thread and row (the scale layout has exactly that);
+        # rows and steps clamped into the matrix: never an address outside it
+        pf_ptrs = w_ptr + gl.expand_dims(rs, 1) * stride_wn + gl.expand_dims(cs, 0) * 4
     # activation offsets: tokens are the rows of the transposed B operand
     if X_FP4:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
@@ -284,18 +423,16 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
+                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
     wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                     xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                    X_FP4, MASKED, KSTEP)
+                                    X_FP4, MASKED, KSTEP, W_GROUP)
     if U == 3:
         wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                         xb_offs, gl.minimum(i_begin + 2, last),
-                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
-    # L2 prefetch of the weight chunk L2_AHEAD steps ahead: one per thread and row (the scale
-    # layout has exactly that), so DRAM latency is paid ahead of the register ring.
-    # (rows and steps clamped into the matrix: never an address outside it)
-    pf_ptrs = w_ptr + gl.expand_dims(rs, 1) * stride_wn + gl.expand_dims(cs, 0) * 4
+                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+    # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
+    # the register ring.
     for i in range(i_begin, i_end, U):
         if L2_AHEAD > 0:
             for u in gl.static_range(U):
@@ -303,22 +440,22 @@ def _fp4_gemv_sm90_kernel(
                     _L2_PREFETCH, "=r,l",
                     [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
-        acc = _mma_step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                        X_WORDS, a_l, b_l, KSTEP)
+        acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd0, sc0, xa0, xb0 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP)
-        acc = _mma_step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                        X_WORDS, a_l, b_l, KSTEP)
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+        acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd1, sc1, xa1, xb1 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         if U == 3:
-            acc = _mma_step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                            X_WORDS, a_l, b_l, KSTEP)
+            acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
             wd2, sc2, xa2, xb2 = _load_step(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
     rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
@@ -360,10 +497,19 @@ def config_is_valid(cfg: GemvSM90Config) -> bool:
             and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256))
 
 
-def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
+def group_size_is_supported(group_size: int) -> bool:
+    """16-bit group scales this kernel serves: 32, 64 or a multiple of 128 (each MMA's K slots
+    must lie in one group; 16 and below, or 96, go to the Triton GEMV)."""
+    return group_size in (32, 64) or (group_size > 0 and group_size % KS == 0)
+
+
+def is_supported(device, M: int, K: int, *tensors: torch.Tensor,
+                 group_size: int | None = None) -> bool:
     """True where this kernel applies: Hopper, M <= MAX_M, K % 128 == 0, every operand
-    contiguous with a 16-byte aligned base (rows are then 16-byte aligned too)."""
+    contiguous with a 16-byte aligned base (rows are then 16-byte aligned too); for 16-bit
+    group scales (``group_size``), a group size :func:`group_size_is_supported` accepts."""
     return (is_hopper(device) and 1 <= M <= MAX_M and K % KS == 0
+            and (group_size is None or group_size_is_supported(group_size))
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
@@ -403,14 +549,15 @@ def _token_tile(M: int) -> int:
 
 def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
               w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
-              config: GemvSM90Config | None = None) -> None:
-    """``out = alpha * x @ W^T`` (written in place) for NVFP4 weights.
+              config: GemvSM90Config | None = None, group_size: int | None = None) -> None:
+    """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights.
 
     Args:
         x: fp16/bf16 ``(M, K)`` activations, or (with ``x_scales``) uint8 ``(M, K/2)`` NVFP4
             codes in ``order``.
         x_scales: uint8 ``(M, K/16)`` E4M3 scales of NVFP4 activations, or None.
-        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``.
+        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``,
+            or with ``group_size`` fp16/bf16 ``(N, K/group_size)`` group scales (16-bit x only).
         alpha: fp32 factor applied in the epilogue.
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
@@ -420,8 +567,19 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     cfg = config or choose_config(M, N, K, x_scales is not None)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
-    if w_scales.dtype == torch.float8_e4m3fn:
-        w_scales = w_scales.view(torch.uint8)
+    if group_size is not None:
+        if x_scales is not None or not group_size_is_supported(group_size):
+            raise ValueError(f"group_size: expected 32, 64 or a multiple of {KS} with 16-bit x, "
+                             f"got {group_size}")
+        # one packed word of the step's scales per row (a group >= 128 spans several steps)
+        word = {32: torch.int64, 64: torch.int32}.get(group_size, torch.int16)
+        ws = w_scales.view(word)
+        sdtype = _GL_DTYPE[w_scales.dtype]
+        cfg = dataclasses.replace(cfg, k_step=KS, l2_ahead=0)
+    else:
+        if w_scales.dtype == torch.float8_e4m3fn:
+            w_scales = w_scales.view(torch.uint8)
+        ws, sdtype = w_scales.view(torch.int16), gl.float16
     x_fp4 = x_scales is not None
     if x_fp4:
         xa, xs = x.view(torch.int32), x_scales.view(torch.int16)
@@ -437,13 +595,13 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
            else out)
     grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     _fp4_gemv_sm90_kernel[grid](
-        xa, xs, w_q.view(torch.int32), w_scales.view(torch.int16), dst,
+        xa, xs, w_q.view(torch.int32), ws, dst,
         M, N, steps, per, float(alpha),
-        xa.stride(0), xs.stride(0), K // 8, K // 32, out.stride(0) if not partial else N,
+        xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
-        MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks,
-        num_warps=cfg.num_warps)
+        MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
+        SDTYPE=sdtype, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 
@@ -464,3 +622,10 @@ def nvfp4_w4a16_mm_gemv_sm90(x, w_q, w_scales, alpha: float, order: str, out, *,
                              config: GemvSM90Config | None = None) -> None:
     """NVFP4 weights, fp16/bf16 activations ``x`` ``(M, K)`` (the MMA runs in x's dtype)."""
     gemv_sm90(x, None, w_q, w_scales, alpha, order, out, config=config)
+
+
+def w4a16_mm_gemv_sm90(x, w_q, scales, group_size: int, order: str, out, *,
+                       config: GemvSM90Config | None = None) -> None:
+    """Groupwise FP4 weights with fp16/bf16 ``scales`` ``(N, K/group_size)`` (the signature of
+    ``fp4_gemv.w4a16_mm_gemv``); ``group_size``: see :func:`group_size_is_supported`."""
+    gemv_sm90(x, None, w_q, scales, 1.0, order, out, config=config, group_size=group_size)
