@@ -513,7 +513,8 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor,
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
-def choose_config(M: int, N: int, K: int, x_fp4: bool = False) -> GemvSM90Config:
+def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
+                  group_size: int | None = None) -> GemvSM90Config:
     """The heuristic, from the H100 sweep of run 5 (bench/results/2026-11-26-gemv_sm90-h100-run5.
     json, CUDA-graph medians over 4 weight copies; best config / this rule, in us):
 
@@ -525,10 +526,16 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False) -> GemvSM90Config
       tiles spill (64 B, ptxas), so one.
     - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
       W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
+
+    16-bit group scales (``group_size``; bench/results/2026-11-26-gemv_sm90-grouped-h100.json,
+    N = 18432, K = 3072): one tile per warp always (two: 21-30% slower), and groups below 128
+    split only to about 1152 warps (their 128 registers per thread halve the resident warps;
+    group 32 split 1 21.2 us at M = 1 and 4, 25.7 at M = 16; split 2 24.2, 25.1, 37.2).
     """
-    rt = 2 if x_fp4 or 8 < M <= 16 else 1
+    grouped_small = group_size is not None and group_size < KS
+    rt = 2 if (x_fp4 or 8 < M <= 16) and group_size is None else 1
     warps = triton.cdiv(N, 16 * rt)
-    target = 2304 if M <= 8 else 1728
+    target = 1152 if grouped_small else (2304 if M <= 8 else 1728)
     split = max(1, min(4, K // KS, round(target / warps)))
     return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, row_tiles=rt)
 
@@ -564,7 +571,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     """
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    cfg = config or choose_config(M, N, K, x_scales is not None)
+    cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
     if group_size is not None:

@@ -36,31 +36,38 @@ def unpack_weight(w_q, w_scales, order: str):
 
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
-    """``"gemv_sm90"`` (the Gluon decode GEMV: Hopper, NVFP4 weights, M <= GEMV_SM90_MAX_M,
-    K % 128 == 0), ``"gemv"`` (the plain-Triton decode GEMV), ``"gemm_sm90"`` (the Gluon
-    warp-specialised GEMM: Hopper, NVFP4 weights) or ``"gemm"`` (the plain-Triton GEMM: other
-    GPUs, groupwise weights, the interpreter). The measured table in ``fp4mm.ops.dispatch``
-    places the boundaries. ``"gemv_sm90"`` also needs 16-byte aligned operands: see
-    :func:`run_gemv`, which falls back to ``"gemv"`` otherwise."""
+    """``"gemv_sm90"`` (the Gluon decode GEMV: Hopper, M <= GEMV_SM90_MAX_M[op], K % 128 == 0,
+    NVFP4 weights or group sizes 32, 64 and multiples of 128), ``"gemv"`` (the plain-Triton
+    decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights) or
+    ``"gemm"`` (the plain-Triton GEMM: other GPUs, groupwise weights, the interpreter). The
+    measured table in ``fp4mm.ops.dispatch`` places the boundaries. ``"gemv_sm90"`` also needs
+    16-byte aligned operands: see :func:`run_gemv_sm90`, which leaves them to ``"gemv"``."""
     nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
-        if nvfp4 and is_hopper(device) and M <= GEMV_SM90_MAX_M and K % 128 == 0:
-            return "gemv_sm90"
+        if is_hopper(device) and M <= GEMV_SM90_MAX_M[op] and K % 128 == 0:
+            from fp4mm.kernels.fp4_gemv_sm90 import group_size_is_supported
+
+            if nvfp4 or group_size_is_supported(group_size):
+                return "gemv_sm90"
         return "gemv"
     if nvfp4 and is_hopper(device):
         return "gemm_sm90"
     return "gemm"
 
 
-def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out) -> bool:
+def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+                  group_size: int | None = None) -> bool:
     """Run the Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
-    False (nothing run) otherwise, so the caller takes the plain-Triton GEMV."""
+    False (nothing run) otherwise, so the caller takes the plain-Triton GEMV. ``group_size``:
+    ``w_scales`` are 16-bit group scales (``w4a16_mm``)."""
     from fp4mm.kernels import fp4_gemv_sm90
 
     tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
-    if not fp4_gemv_sm90.is_supported(out.device, x.shape[0], w_q.shape[1] * 2, *tensors):
+    if not fp4_gemv_sm90.is_supported(out.device, x.shape[0], w_q.shape[1] * 2, *tensors,
+                                      group_size=group_size):
         return False
-    fp4_gemv_sm90.gemv_sm90(x, x_scales, w_q, w_scales, alpha, order, out)
+    fp4_gemv_sm90.gemv_sm90(x, x_scales, w_q, w_scales, alpha, order, out,
+                            group_size=group_size)
     return True
 
 

@@ -7,7 +7,7 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import check_order
 from fp4mm.backend import resolve_backend
-from fp4mm.ops.nvfp4_mm import check_out, choose_kernel
+from fp4mm.ops.nvfp4_mm import check_out, choose_kernel, run_gemv_sm90
 
 
 def w4a16_mm(
@@ -41,7 +41,11 @@ def w4a16_mm(
         from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 
-        if choose_kernel("w4a16_mm", M, N, K, x.device, group_size) == "gemv":
+        kernel = choose_kernel("w4a16_mm", M, N, K, x.device, group_size)
+        if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, scales, 1.0, order, out,
+                                                   group_size=group_size):
+            return out
+        if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: operands not aligned for it
             w4a16_mm_gemv(x, w_q, scales, group_size, order, out)
         else:
             w4a16_mm_gemm(x, w_q, scales, group_size, order, out)

@@ -63,33 +63,61 @@ def test_config_validity_and_heuristic():
         cfg = S.choose_config(M, N, K, fp4)
         assert S.config_is_valid(cfg), (M, N, K, cfg)
         assert cfg.split_k <= K // S.KS
-    # the measured picks (run 5, H100)
+    # the measured picks (run 5 and the grouped run, H100)
     assert S.choose_config(1, 18432, 3072) == S.GemvSM90Config(2, 1, 2, 0, 1)
     assert S.choose_config(1, 18432, 3072, True) == S.GemvSM90Config(2, 1, 4, 0, 2)
     assert S.choose_config(1, 8192, 8192).split_k == 4
+    for M in (1, 4, 16):
+        assert S.choose_config(M, 18432, 3072, group_size=32) == S.GemvSM90Config(2, 1, 1, 0, 1)
+    assert S.choose_config(1, 18432, 3072, group_size=128) == S.GemvSM90Config(2, 1, 2, 0, 1)
+    assert S.choose_config(16, 18432, 3072, group_size=128).row_tiles == 1
 
 
-def _ops_choose(monkeypatch, op, M, K, hopper=True):
+def _ops_choose(monkeypatch, op, M, K, hopper=True, group_size=None):
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")  # the package re-exports the function
     monkeypatch.setattr(ops, "is_hopper", lambda device: hopper)
-    return ops.choose_kernel(op, M, 18432, K, torch.device("cpu"))
+    return ops.choose_kernel(op, M, 18432, K, torch.device("cpu"), group_size)
 
 
-def test_ops_route_hopper_decode_here(monkeypatch):
+@pytest.mark.parametrize("op,group", [("nvfp4_mm", None), ("nvfp4_w4a16_mm", None),
+                                      ("w4a16_mm", 32), ("w4a16_mm", 64), ("w4a16_mm", 128),
+                                      ("w4a16_mm", 384)])
+def test_ops_route_hopper_decode_here(monkeypatch, op, group):
     from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
 
-    for op in ("nvfp4_mm", "nvfp4_w4a16_mm"):
-        assert _ops_choose(monkeypatch, op, 1, 3072) == "gemv_sm90"
-        assert _ops_choose(monkeypatch, op, GEMV_SM90_MAX_M, 3072) == "gemv_sm90"
-        assert _ops_choose(monkeypatch, op, GEMV_SM90_MAX_M + 1, 3072) == "gemv"
-        assert _ops_choose(monkeypatch, op, 1, 3072 + 16) == "gemv"  # K % 128 != 0
-        assert _ops_choose(monkeypatch, op, 1, 3072, hopper=False) == "gemv"
-    assert _ops_choose(monkeypatch, "w4a16_mm", 1, 3072) == "gemv"  # groupwise: not this kernel
+    top = GEMV_SM90_MAX_M[op]
+    assert _ops_choose(monkeypatch, op, 1, 3072, group_size=group) == "gemv_sm90"
+    assert _ops_choose(monkeypatch, op, top, 3072, group_size=group) == "gemv_sm90"
+    assert _ops_choose(monkeypatch, op, top + 1, 3072, group_size=group) == "gemv"
+    assert _ops_choose(monkeypatch, op, 1, 3072 + 64, group_size=group) == "gemv"  # K % 128
+    assert _ops_choose(monkeypatch, op, 1, 3072, hopper=False, group_size=group) == "gemv"
+
+
+@pytest.mark.parametrize("group", [2, 4, 8, 16, 48, 96, 160])
+def test_ops_keep_other_groups_on_the_triton_gemv(monkeypatch, group):
+    assert not S.group_size_is_supported(group)
+    assert _ops_choose(monkeypatch, "w4a16_mm", 1, 3840, group_size=group) == "gemv"
+
+
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+def test_grouped_permutation_puts_each_mma_pair_in_one_group(group):
+    phys = [S._slot_to_phys(k, S.KS, True) for k in range(S.KS)]
+    assert sorted(phys) == list(range(S.KS))
+    assert all(S._slot_to_phys(k ^ 1, S.KS, True) == S._slot_to_phys(k, S.KS, True) ^ 1
+               for k in range(S.KS))
+    for q in range(4):  # K quarter q (MMAs 2q, 2q+1) holds physical 32-group q
+        assert sorted(phys[32 * q:32 * q + 32]) == list(range(32 * q, 32 * q + 32))
+    # each thread (lane c) holds 8 contiguous values (one 4-byte word) of every 32-group
+    for c, q in itertools.product(range(4), range(4)):
+        mine = sorted(p for k, p in enumerate(phys[32 * q:32 * q + 32]) if (k >> 1) & 3 == c)
+        assert mine == list(range(32 * q + 8 * c, 32 * q + 8 * c + 8))
 
 
 def _shipped() -> list[tuple]:
     """(x kind, NT, config) of every specialisation the heuristic returns at the decode shapes,
     for W4A4 and fp16/bf16 x, both nibble orders on one of them, fp32 output once."""
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
+
     cases = set()
     for M, (N, K) in itertools.product((1, 4, 16, 32), ((18432, 3072), (8192, 8192),
                                                         (3072, 3072))):
@@ -97,15 +125,22 @@ def _shipped() -> list[tuple]:
             cfg = S.choose_config(M, N, K, x == "fp4")
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
-                       cfg.row_tiles, partial, False, "fp16"))
-    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32"))  # high_first nibbles, fp32 out
+                       cfg.row_tiles, partial, False, "fp16", 0))
+        for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
+            if M > GEMV_SM90_MAX_M["w4a16_mm"]:
+                continue
+            cfg = S.choose_config(M, N, K, False, group)
+            partial = S._plan(K // S.KS, cfg)[0] > 1
+            cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
+                       cfg.row_tiles, partial, False, "fp16", group))
+    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0))  # high_first nibbles, fp32 out
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, nw, pf, l2, rt, partial, high, out) -> dict:
+def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -113,11 +148,13 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out) -> dict:
 
     args = ["x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "M", "N", "STEPS", "STEPS_SPLIT",
             "alpha", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn", "stride_om"]
-    types = ["*i32", "*i16", "*i32", "*i16", "*fp32" if partial else f"*{out}", "i32", "i32",
+    scales = {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16")  # packed per row and step
+    dtype = gl.bfloat16 if x == "bf16" else gl.float16
+    types = ["*i32", "*i16", "*i32", scales, "*fp32" if partial else f"*{out}", "i32", "i32",
              "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
-    consts = dict(X_FP4=x == "fp4", DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt,
+    consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt, KSTEP=S.KS)
+                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
@@ -150,7 +187,7 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
     assert rep["shared_ops"] == 0 and rep["shared"] == 0  # global -> registers -> MMA
     assert rep["mma"] > 0
-    assert rep["ld_v4"] > 0  # one 16-byte load per thread, row and step
+    assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,3 +320,86 @@ def test_ops_use_it_and_fall_back_on_unaligned_operands():
     xu.copy_(x)
     assert not S.is_supported(xu.device, 4, 3072, xu)
     _check(fp4mm.nvfp4_mm(xu, xs, wq, ws, 0.5, out_dtype=torch.float32), ref)
+
+
+# ---- 16-bit group scales (w4a16_mm)
+def _grouped(M, N, K, group, dt, seed, lo=0.01, hi=0.11):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    sc = (torch.rand((N, K // group), device="cuda", generator=gen) * (hi - lo) + lo).to(dt)
+    x = (torch.randn((M, K), device="cuda", generator=gen) * 0.5).to(dt)
+    return x, wq, sc
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K", [(1, 200, 256), (3, 77, 512), (8, 130, 1024),
+                                   (16, 250, 3072), (13, 64, 1536), (1, 4099, 768)],
+                         ids=lambda v: str(v))
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_grouped_matches_oracle(M, N, K, group, dt, order):
+    if K % group:
+        pytest.skip("group does not divide K")
+    x, wq, sc = _grouped(M, N, K, group, dt, seed=M * 7 + group)
+    for out_dtype in (torch.float32, dt):
+        out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
+        S.w4a16_mm_gemv_sm90(x, wq, sc, group, order, out)
+        _check(out, reference.w4a16_mm(x, wq, sc, group, order=order))
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [S.GemvSM90Config(nw, pf, sp, 0, rt)
+                                 for nw, pf, sp, rt in itertools.product(
+                                     (1, 2, 4, 8), (1, 2), (1, 3), (1, 2))],
+                         ids=lambda c: f"w{c.num_warps}p{c.prefetch}s{c.split_k}r{c.row_tiles}")
+@pytest.mark.parametrize("group", [32, 64, 384])
+def test_grouped_every_config(cfg, group):
+    x, wq, sc = _grouped(5, 300, 768, group, torch.float16, seed=cfg.num_warps)  # 6 K steps
+    out = torch.full((5, 300), float("nan"), dtype=torch.float32, device="cuda")
+    S.w4a16_mm_gemv_sm90(x, wq, sc, group, "low_first", out, config=cfg)
+    _check(out, reference.w4a16_mm(x, wq, sc, group))
+
+
+@gpu
+@pytest.mark.parametrize("lo,hi", [(3e4, 6e4), (1e-7, 1e-6)])
+def test_grouped_is_exact_for_scales_no_16_bit_product_holds(lo, hi):
+    """``code * scale`` would overflow (6 * 6e4) or lose bits (subnormal) in 16 bits; the kernel
+    scales fp32 group sums, so it stays exact up to summation order."""
+    x, wq, sc = _grouped(4, 96, 512, 32, torch.float16, seed=1, lo=lo, hi=hi)
+    out = torch.full((4, 96), float("nan"), dtype=torch.float32, device="cuda")
+    S.w4a16_mm_gemv_sm90(x, wq, sc, 32, "low_first", out)
+    _check(out, reference.w4a16_mm(x, wq, sc, 32))
+
+
+@gpu
+def test_grouped_nan_scale_propagates_to_exactly_its_row():
+    x, wq, sc = _grouped(5, 70, 256, 64, torch.float16, seed=2)
+    sc[3, 2] = float("nan")
+    out = torch.empty((5, 70), dtype=torch.float32, device="cuda")
+    S.w4a16_mm_gemv_sm90(x, wq, sc, 64, "low_first", out, config=S.GemvSM90Config(split_k=2))
+    nan = torch.isnan(out)
+    assert nan[:, 3].all() and int(nan.sum()) == 5
+
+
+@gpu
+def test_grouped_ops_run_it_alone_and_fall_back_on_unaligned_operands(monkeypatch):
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemv
+
+    x, wq, sc = _grouped(4, 256, 3072, 32, torch.float16, seed=13)
+    ref = reference.w4a16_mm(x, wq, sc, 32)
+    calls = []
+    real = S.gemv_sm90
+    monkeypatch.setattr(S, "gemv_sm90", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for mod, name in ((fp4_gemm, "w4a16_mm_gemm"), (fp4_gemv, "w4a16_mm_gemv")):
+        monkeypatch.setattr(mod, name, lambda *a, _name=name, **k: calls.append(_name))
+    _check(fp4mm.w4a16_mm(x, wq, sc, 32).float(), ref)
+    assert calls == [1]
+    monkeypatch.undo()
+    # x 8 bytes into a buffer: not 16-byte aligned, so the Triton GEMV serves it
+    buf = torch.empty((4 * 3072 + 4,), dtype=torch.float16, device="cuda")
+    xu = buf[4:].view(4, 3072)
+    xu.copy_(x)
+    assert not S.is_supported(xu.device, 4, 3072, xu, group_size=32)
+    _check(fp4mm.w4a16_mm(xu, wq, sc, 32).float(), ref)
