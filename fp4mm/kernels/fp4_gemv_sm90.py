@@ -350,6 +350,7 @@ def _fp4_gemv_sm90_kernel(
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, FUSED: gl.constexpr = True,
+    K_FASTEST: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -381,8 +382,12 @@ def _fp4_gemv_sm90_kernel(
     X_SCALES: gl.constexpr = XL[1]
     X_PAIRS: gl.constexpr = XL[2]
 
-    pid_n = gl.program_id(0)
-    pid_k = gl.program_id(1)
+    if K_FASTEST:  # the K slices of one row block are neighbours in launch order
+        pid_k = gl.program_id(0)
+        pid_n = gl.program_id(1)
+    else:
+        pid_n = gl.program_id(0)
+        pid_k = gl.program_id(1)
     i_begin = pid_k * STEPS_SPLIT
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
     # weight offsets (elements of the int32 / int16 views), physical K order; rows past N are
@@ -471,7 +476,7 @@ def _fp4_gemv_sm90_kernel(
         # every thread's partial is written before thread 0's release on the counter (the
         # pattern of CUTLASS's split-K semaphore); the last arrival acquires all of them
         gl.thread_barrier()
-        splits = gl.num_programs(1)
+        splits = gl.num_programs(0) if K_FASTEST else gl.num_programs(1)
         ticket = gl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if ticket == splits - 1:
             # .cg: read from L2, never a line this SM's L1 may hold from an earlier call
@@ -507,6 +512,7 @@ class GemvSM90Config:
     l2_ahead: int = 0
     row_tiles: int = 1
     k_step: int = KS
+    k_fastest: bool = False
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
@@ -639,13 +645,14 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     steps = K // ks
     split, per, masked = _plan(steps, cfg)
     partial = split > 1
-    grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
+    blocks = triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps)
+    grid = (split, blocks) if cfg.k_fastest else (blocks, split)
     if partial:
         part = torch.empty((split, M, N), dtype=torch.float32, device=out.device)
         if _EXPERIMENT == "zeros":
-            cnt = torch.zeros(grid[0], dtype=torch.int32, device=out.device)
+            cnt = torch.zeros(blocks, dtype=torch.int32, device=out.device)
         else:
-            cnt = split_counters(out.device, grid[0])
+            cnt = split_counters(out.device, blocks)
     else:
         part = cnt = out  # not read
     _fp4_gemv_sm90_kernel[grid](
@@ -655,7 +662,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, FUSED=_EXPERIMENT != "reduce", num_warps=cfg.num_warps)
+        SDTYPE=sdtype, FUSED=_EXPERIMENT != "reduce", K_FASTEST=cfg.k_fastest,
+        num_warps=cfg.num_warps)
     if partial and _EXPERIMENT == "reduce":
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 

@@ -155,7 +155,8 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
              "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, FUSED=True)
+                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, FUSED=True,
+                  K_FASTEST=False)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 16)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
