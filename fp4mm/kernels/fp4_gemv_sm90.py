@@ -33,8 +33,8 @@ to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm9
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
   128 per step); W4A16 moves 16-bit x as int32 pairs (an asm move keeps each pair in its
   register); bf16 x converts the exact fp16 weights to bf16.
-- **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)``; the last program of a row block
-  to finish (a ticket counter) sums them in split order: deterministic, one launch.
+- **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)`` summed in a fixed order by
+  ``fp4_gemv``'s reduce kernel (deterministic, no atomics).
 
 Requirements (the launcher checks; the ops fall back to ``fp4_gemv`` otherwise): K % 128 == 0,
 16-byte aligned rows and base pointers, contiguous operands.
@@ -343,14 +343,13 @@ def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
 
 @gluon.jit
 def _fp4_gemv_sm90_kernel(
-    x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, part_ptr, cnt_ptr,
+    x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
     M, N, STEPS, STEPS_SPLIT, alpha,
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
-    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, FUSED: gl.constexpr = True,
-    K_FASTEST: gl.constexpr = False,
+    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -360,10 +359,7 @@ def _fp4_gemv_sm90_kernel(
     splits); STEPS = K / KSTEP (K % KSTEP == 0); STEPS_SPLIT: steps per split (the last split may
     be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
-    PARTIAL (split K): write unscaled fp32 partials to ``part_ptr`` as (splits, M, N); the
-    last program of each row block to finish (an acq_rel ticket on its int32 counter in
-    ``cnt_ptr``, which it resets to 0) sums the partials in split order into ``out_ptr``:
-    deterministic, and one launch.
+    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
     one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
@@ -382,12 +378,8 @@ def _fp4_gemv_sm90_kernel(
     X_SCALES: gl.constexpr = XL[1]
     X_PAIRS: gl.constexpr = XL[2]
 
-    if K_FASTEST:  # the K slices of one row block are neighbours in launch order
-        pid_k = gl.program_id(0)
-        pid_n = gl.program_id(1)
-    else:
-        pid_n = gl.program_id(0)
-        pid_k = gl.program_id(1)
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
     i_begin = pid_k * STEPS_SPLIT
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
     # weight offsets (elements of the int32 / int16 views), physical K order; rows past N are
@@ -470,23 +462,8 @@ def _fp4_gemv_sm90_kernel(
     mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(toks < M, 0)
     offs = gl.expand_dims(toks, 0) * stride_om + gl.expand_dims(rows, 1)
     if PARTIAL:
-        p_offs = gl.expand_dims(toks, 0) * N + gl.expand_dims(rows, 1)
-        gl.store(part_ptr + pid_k * M * N + p_offs, acc, mask=mask)
-    if PARTIAL and FUSED:
-        # every thread's partial is written before thread 0's release on the counter (the
-        # pattern of CUTLASS's split-K semaphore); the last arrival acquires all of them
-        gl.thread_barrier()
-        splits = gl.num_programs(0) if K_FASTEST else gl.num_programs(1)
-        ticket = gl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if ticket == splits - 1:
-            # .cg: read from L2, never a line this SM's L1 may hold from an earlier call
-            acc = gl.load(part_ptr + p_offs, mask=mask, other=0.0, cache_modifier=".cg")
-            for k in range(1, splits):
-                acc += gl.load(part_ptr + k * M * N + p_offs, mask=mask, other=0.0,
-                               cache_modifier=".cg")
-            gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
-            gl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for reuse
-    if not PARTIAL:
+        gl.store(out_ptr + pid_k * M * N + offs, acc, mask=mask)
+    else:
         gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -512,7 +489,6 @@ class GemvSM90Config:
     l2_ahead: int = 0
     row_tiles: int = 1
     k_step: int = KS
-    k_fastest: bool = False
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
@@ -574,29 +550,6 @@ def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
     return triton.cdiv(steps, per), per, steps % unroll != 0
 
 
-_EXPERIMENT = "cached"  # TEMPORARY (session 9 timing): "cached" | "zeros" | "reduce"
-_COUNTERS: dict[tuple[int, int, bool], torch.Tensor] = {}
-_ALL_COUNTERS: list[torch.Tensor] = []  # never freed: a captured CUDA graph may point at any
-_COUNTERS_MIN = 1 << 14  # row blocks per launch (N = 18432 has 576): rarely regrown
-
-
-def split_counters(device: torch.device, n: int) -> torch.Tensor:
-    """int32 zeros, at least ``n``, for the split-K tickets of the current stream. Each launch
-    leaves its counters at 0 again (the last program of a row block resets its own), so they
-    are zeroed once. One buffer per stream: launches on one stream never overlap, launches on
-    two streams must not share counters. A buffer made while a CUDA graph is being captured
-    is zeroed by a node of that graph, so it only serves launches captured there."""
-    stream = torch.cuda.current_stream(device)
-    capturing = torch.cuda.is_current_stream_capturing()
-    key = (stream.device_index, stream.cuda_stream, capturing)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        buf = torch.zeros(max(n, _COUNTERS_MIN), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-        _ALL_COUNTERS.append(buf)
-    return buf
-
-
 def _token_tile(M: int) -> int:
     return max(8, triton.next_power_of_2(M))
 
@@ -645,31 +598,23 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     steps = K // ks
     split, per, masked = _plan(steps, cfg)
     partial = split > 1
-    blocks = triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps)
-    grid = (split, blocks) if cfg.k_fastest else (blocks, split)
-    if partial:
-        part = torch.empty((split, M, N), dtype=torch.float32, device=out.device)
-        if _EXPERIMENT == "zeros":
-            cnt = torch.zeros(blocks, dtype=torch.int32, device=out.device)
-        else:
-            cnt = split_counters(out.device, blocks)
-    else:
-        part = cnt = out  # not read
+    dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
+           else out)
+    grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     _fp4_gemv_sm90_kernel[grid](
-        xa, xs, w_q.view(torch.int32), ws, out, part, cnt,
+        xa, xs, w_q.view(torch.int32), ws, dst,
         M, N, steps, per, float(alpha),
-        xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0),
+        xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, FUSED=_EXPERIMENT != "reduce", K_FASTEST=cfg.k_fastest,
-        num_warps=cfg.num_warps)
-    if partial and _EXPERIMENT == "reduce":
+        SDTYPE=sdtype, num_warps=cfg.num_warps)
+    if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 
         block = 1024
         _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-            part, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
+            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
             num_warps=4)
 
 
