@@ -223,7 +223,7 @@ def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr):
 @gluon.jit
 def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
                X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-               W_GROUP: gl.constexpr, TILE: gl.constexpr = 1):
+               W_GROUP: gl.constexpr):
     """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
     NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
     into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
@@ -232,13 +232,13 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
     word of the step's 16-bit group scales per row (a group of W_GROUP >= 128 spans
     W_GROUP / 128 steps)."""
     if W_GROUP == 0:
-        s_step = i * (KSTEP // 32) * TILE
+        s_step = i * (KSTEP // 32)
     elif W_GROUP > _KS:
         s_step = i // (W_GROUP // _KS)
     else:
         s_step = i
     if MASKED:
-        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8) * TILE, mask=live, other=0)
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
         sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
@@ -247,7 +247,7 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
             xb = xa
     else:
-        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8) * TILE)
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
         sc = gl.load(ws_ptr + s_offs + s_step)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
@@ -349,7 +349,7 @@ def _fp4_gemv_sm90_kernel(
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
-    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, TILED: gl.constexpr = False,
+    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -386,13 +386,7 @@ def _fp4_gemv_sm90_kernel(
     # clamped to the last row (their outputs are not stored)
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
-    TILE: gl.constexpr = BN if TILED else 1
-    if TILED:  # [N / BN, STEPS, BN, KSTEP / 8] words: each CTA step reads one contiguous block
-        lw = gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
-        w_offs = (pid_n * STEPS * BN * (KSTEP // 8) + gl.expand_dims(lw, 1) * (KSTEP // 8)
-                  + gl.expand_dims(cw, 0))
-    else:
-        w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
+    w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
     if GROUPED:  # one packed scale word per row, in the accumulator's row layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
@@ -403,10 +397,6 @@ def _fp4_gemv_sm90_kernel(
                         N - 1)
         cs = gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, W_SCALES))
         s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cs, 0)
-        if TILED:
-            ls = gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES))
-            s_offs = (pid_n * STEPS * BN * (KSTEP // 32) + gl.expand_dims(ls, 1) * (KSTEP // 32)
-                      + gl.expand_dims(cs, 0))
         # L2 prefetch pointers: one per thread and row (the scale layout has exactly that);
         # rows and steps clamped into the matrix: never an address outside it
         pf_ptrs = w_ptr + gl.expand_dims(rs, 1) * stride_wn + gl.expand_dims(cs, 0) * 4
@@ -433,14 +423,14 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
     wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                     xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                    X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+                                    X_FP4, MASKED, KSTEP, W_GROUP)
     if U == 3:
         wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                         xb_offs, gl.minimum(i_begin + 2, last),
-                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
     # the register ring.
     for i in range(i_begin, i_end, U):
@@ -454,18 +444,18 @@ def _fp4_gemv_sm90_kernel(
                     W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd0, sc0, xa0, xb0 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                     W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd1, sc1, xa1, xb1 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                         W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
             wd2, sc2, xa2, xb2 = _load_step(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, TILE)
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
     rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
@@ -566,8 +556,7 @@ def _token_tile(M: int) -> int:
 
 def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
               w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
-              config: GemvSM90Config | None = None, group_size: int | None = None,
-              tiled: bool = False) -> None:
+              config: GemvSM90Config | None = None, group_size: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights.
 
     Args:
@@ -582,8 +571,6 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     """
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    if tiled:  # EXPERIMENT: w_q / w_scales from _tile_weight, N given by out
-        N, K = out.shape[1], x.shape[1] * (2 if x_scales is not None else 1)
     cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
@@ -621,7 +608,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, TILED=tiled, num_warps=cfg.num_warps)
+        SDTYPE=sdtype, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 
@@ -649,16 +636,3 @@ def w4a16_mm_gemv_sm90(x, w_q, scales, group_size: int, order: str, out, *,
     """Groupwise FP4 weights with fp16/bf16 ``scales`` ``(N, K/group_size)`` (the signature of
     ``fp4_gemv.w4a16_mm_gemv``); ``group_size``: see :func:`group_size_is_supported`."""
     gemv_sm90(x, None, w_q, scales, 1.0, order, out, config=config, group_size=group_size)
-
-
-def _tile_weight(w_q, w_scales, rows: int, ks: int = KS):
-    """EXPERIMENT: (N, K/2) codes and (N, K/16) scale bytes -> [N/rows, K/ks, rows, ks/2] and
-    [N/rows, K/ks, rows, ks/16] (rows padded with zeros to a multiple of ``rows``)."""
-    N, K = w_q.shape[0], w_q.shape[1] * 2
-    pad = -N % rows
-    wq = torch.nn.functional.pad(w_q, (0, 0, 0, pad))
-    ws = torch.nn.functional.pad(w_scales.view(torch.uint8), (0, 0, 0, pad))
-    nb = (N + pad) // rows
-    wq = wq.view(nb, rows, K // ks, ks // 2).permute(0, 2, 1, 3).contiguous()
-    ws = ws.view(nb, rows, K // ks, ks // 16).permute(0, 2, 1, 3).contiguous()
-    return wq.view(-1, ks // 2), ws.view(-1, ks // 16)
