@@ -41,6 +41,36 @@ OUTPUT
 STORE
 }
 """
+# The same word -> 8 *bf16* ``e2m1`` values (exact, no 2^-6 factor) as bf16x2 pairs q0..q3, for
+# bf16 MMAs without an fp16 -> bf16 conversion: the sign-free code (3 bits) indexes two 8-byte
+# tables with one ``prmt`` per 4 codes (the high and the low byte of the bf16 value: 0, 0.5, 1,
+# 1.5, 2, 3, 4, 6 = 0x0000, 0x3F00, 0x3F80, 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0), the sign bits
+# are OR-ed into the high bytes, and one ``prmt`` per pair interleaves low and high bytes in
+# element order. Placeholders: IN, OUTPUT, STORE as above; P01/P23 = the pair selectors (low
+# nibble first: 0x5140 / 0x7362; high nibble first: 0x4051 / 0x6273).
+E2M1_WORD_BF16_PTX = """
+{
+.reg .b32 s, t, a, hA, lA, hB, lB, sA, sB, q0, q1, q2, q3;
+and.b32 s, IN, 0x77777777;
+shr.b32 t, s, 16;
+prmt.b32 hA, 0x3F3F3F00, 0x40404040, s;
+prmt.b32 lA, 0xC0800000, 0xC0804000, s;
+prmt.b32 hB, 0x3F3F3F00, 0x40404040, t;
+prmt.b32 lB, 0xC0800000, 0xC0804000, t;
+shl.b32 a, IN, 4;
+prmt.b32 sA, a, IN, 0x5140;
+prmt.b32 sB, a, IN, 0x7362;
+lop3.b32 hA, hA, sA, 0x80808080, 0xF8;
+lop3.b32 hB, hB, sB, 0x80808080, 0xF8;
+prmt.b32 q0, lA, hA, P01;
+prmt.b32 q1, lA, hA, P23;
+prmt.b32 q2, lB, hB, P01;
+prmt.b32 q3, lB, hB, P23;
+OUTPUT
+STORE
+}
+"""
+BF16_PAIR_SELECTORS = {"low_first": ("0x5140", "0x7362"), "high_first": ("0x4051", "0x6273")}
 E2M1_STORE_HALVES = """mov.b32 {$0, $1}, q0;
 mov.b32 {$2, $3}, q1;
 mov.b32 {$4, $5}, q2;

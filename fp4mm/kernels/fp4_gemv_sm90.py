@@ -32,7 +32,8 @@ to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm9
   x traffic and, for W4A4, half the x decode per weight byte).
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
   128 per step); W4A16 moves 16-bit x as int32 pairs (an asm move keeps each pair in its
-  register); bf16 x converts the exact fp16 weights to bf16.
+  register); with bf16 x the weights decode straight to bf16 (byte tables indexed by ``prmt``,
+  ``fp4_decode.E2M1_WORD_BF16_PTX``; exact, and 4-17% faster than converting fp16 to bf16).
 - **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)`` summed in a fixed order by
   ``fp4_gemv``'s reduce kernel (deterministic, no atomics).
 
@@ -52,7 +53,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from fp4mm.backend import is_hopper
-from fp4mm.kernels.fp4_decode import E2M1_WORD_PTX
+from fp4mm.kernels.fp4_decode import BF16_PAIR_SELECTORS, E2M1_WORD_BF16_PTX, E2M1_WORD_PTX
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
 _KS = gl.constexpr(KS)  # the same, for the jit functions
@@ -75,6 +76,41 @@ _CODES = (E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", "")
           .replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
 _CODES_LOW = gl.constexpr(_CODES.replace("FIRST", "lo").replace("SECOND", "hi"))
 _CODES_HIGH = gl.constexpr(_CODES.replace("FIRST", "hi").replace("SECOND", "lo"))
+# bf16 operands (bf16 x): the same two decoders straight to bf16 (exact ``e2m1``, and the
+# scale as exact bf16 ``e4m3``), so no fp16 -> bf16 conversion per pair.
+_STORE4 = "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"
+_SCALE4 = """
+mul.rn.bf16x2 q0, q0, $12;
+mul.rn.bf16x2 q1, q1, $12;
+mul.rn.bf16x2 q2, q2, $12;
+mul.rn.bf16x2 q3, q3, $12;
+"""
+
+
+def _bf16_decoder(order: str, scaled: bool) -> str:
+    p01, p23 = BF16_PAIR_SELECTORS[order]
+    return (E2M1_WORD_BF16_PTX.replace("IN", "$4").replace("P01", p01).replace("P23", p23)
+            .replace("OUTPUT", _SCALE4 if scaled else "").replace("STORE", _STORE4))
+
+
+_DECODE_BF16_LOW = gl.constexpr(_bf16_decoder("low_first", True))
+_DECODE_BF16_HIGH = gl.constexpr(_bf16_decoder("high_first", True))
+_CODES_BF16_LOW = gl.constexpr(_bf16_decoder("low_first", False))
+_CODES_BF16_HIGH = gl.constexpr(_bf16_decoder("high_first", False))
+# Two E4M3 scale bytes ($2, b16) -> bf16x2 (s0, s0) and (s1, s1), exact.
+_SCALE_PAIR_BF16 = gl.constexpr("""
+{
+.reg .b32 f;
+.reg .b16 f0, f1;
+.reg .f32 a, b;
+cvt.rn.f16x2.e4m3x2 f, $2;
+mov.b32 {f0, f1}, f;
+cvt.f32.f16 a, f0;
+cvt.f32.f16 b, f1;
+cvt.rn.bf16x2.f32 $0, a, a;
+cvt.rn.bf16x2.f32 $1, b, b;
+}
+""")
 _MOVE = gl.constexpr("mov.b32 $0, $1;")
 # Fire-and-forget prefetch of one weight chunk into L2 (no register, nothing to wait for).
 _L2_PREFETCH = gl.constexpr("prefetch.global.L2 [$1];\nmov.u32 $0, 0;")
@@ -153,11 +189,15 @@ def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
 
 @gluon.jit
 def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L: gl.constexpr,
-            KSTEP: gl.constexpr):
+            KSTEP: gl.constexpr, DTYPE: gl.constexpr):
     """int32 code words [ROWS, KS/8] and int16 scale pairs [ROWS, KS/32] (physical K order) ->
-    fp16 ``e2m1 * e4m3`` [ROWS, KS] in MMA slot order."""
-    s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR, "=r,=r,h", [pairs],
-                                       dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+    ``e2m1 * e4m3`` [ROWS, KS] of DTYPE (fp16 or bf16, exact either way) in MMA slot order."""
+    if DTYPE == gl.bfloat16:
+        s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR_BF16, "=r,=r,h", [pairs],
+                                           dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+    else:
+        s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR, "=r,=r,h", [pairs],
+                                           dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
     # word 4c + w of a thread uses the scale of 16-block 2c + w // 2: the inner join is the
     # w // 2 axis, the outer one (a copy) w % 2, and reshape flattens the last axis fastest
     sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, KSTEP // 8])
@@ -165,7 +205,14 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
     # eight copies of each word and scale along a new register axis: one asm instance per word
     w8 = _join8(words, words, words, words, words, words, words, words)
     s8 = _join8(sw, sw, sw, sw, sw, sw, sw, sw)
-    if HIGH_FIRST:
+    if DTYPE == gl.bfloat16:
+        if HIGH_FIRST:
+            v = gl.inline_asm_elementwise(_DECODE_BF16_HIGH, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
+                                          dtype=gl.bfloat16, is_pure=True, pack=8)
+        else:
+            v = gl.inline_asm_elementwise(_DECODE_BF16_LOW, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
+                                          dtype=gl.bfloat16, is_pure=True, pack=8)
+    elif HIGH_FIRST:
         v = gl.inline_asm_elementwise(_DECODE_HIGH, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
                                       dtype=gl.float16, is_pure=True, pack=8)
     else:
@@ -177,11 +224,18 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
 
 
 @gluon.jit
-def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr):
+def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl.constexpr):
     """int32 code words [ROWS, KS/8] (grouped permutation: thread c holds words c, c+4, c+8,
-    c+12) -> fp16 ``e2m1 * 2^-6`` [ROWS, KS] in MMA slot order."""
+    c+12) -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA slot order."""
     w8 = _join8(words, words, words, words, words, words, words, words)
-    if HIGH_FIRST:
+    if DTYPE == gl.bfloat16:
+        if HIGH_FIRST:
+            v = gl.inline_asm_elementwise(_CODES_BF16_HIGH, "=r,=r,=r,=r" + ",r" * 8, [w8],
+                                          dtype=gl.bfloat16, is_pure=True, pack=8)
+        else:
+            v = gl.inline_asm_elementwise(_CODES_BF16_LOW, "=r,=r,=r,=r" + ",r" * 8, [w8],
+                                          dtype=gl.bfloat16, is_pure=True, pack=8)
+    elif HIGH_FIRST:
         v = gl.inline_asm_elementwise(_CODES_HIGH, "=r,=r,=r,=r" + ",r" * 8, [w8],
                                       dtype=gl.float16, is_pure=True, pack=8)
     else:
@@ -210,14 +264,14 @@ def _quarters(t):
 
 
 @gluon.jit
-def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr):
+def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr, UNIT: gl.constexpr):
     """Scale ``q`` of the 16-bit scales packed in ``sv`` (int16/32/64 per row) -> fp32 times
-    2^6 (the codes are decoded as ``e2m1 * 2^-6``)."""
+    UNIT (2^6 where the codes are decoded as ``e2m1 * 2^-6``, else 1)."""
     if sv.dtype == gl.int16:
         b = sv.to(SDTYPE, bitcast=True)
     else:
         b = ((sv >> (16 * q)) & 0xFFFF).to(gl.int16).to(SDTYPE, bitcast=True)
-    return b.to(gl.float32) * 64.0
+    return b.to(gl.float32) * UNIT
 
 
 @gluon.jit
@@ -265,7 +319,7 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
               KSTEP: gl.constexpr):
     """Decode one K step's operands into MMA slot order and accumulate ``W x^T``."""
     if X_FP4:
-        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP)
+        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE)
     else:
         # int32 pairs of 16-bit x -> DTYPE through an asm move (pack=2), so the pairs stay in
         # their registers (a plain bitcast path re-packs every pair with a PRMT)
@@ -279,7 +333,7 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
         xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
         xv = xv.reshape([NT, KSTEP])
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
-    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP).to(DTYPE), a_l)
+    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE), a_l)
     return mma_v2(a, b, acc)
 
 
@@ -297,11 +351,12 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
         xv = gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
                                        dtype=gl.bfloat16, is_pure=True, pack=2)
     xv = _grouped_slot_order(xv.reshape([NT, _KS]), NT)
-    w = _decode_codes(wd, HIGH_FIRST, BN).to(DTYPE)
+    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE)
+    UNIT: gl.constexpr = 64.0 if DTYPE == gl.float16 else 1.0
     zero = gl.zeros_like(acc)
     if W_GROUP >= _KS:  # one group (or part of one) per step
         d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l), zero)
-        acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+        acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE, UNIT), 1)
     else:
         w0, w1, w2, w3 = _quarters(w)
         x0, x1, x2, x3 = _quarters(xv)
@@ -311,20 +366,20 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
         b3 = gl.convert_layout(x3.permute((1, 0)), b_l)
         if W_GROUP == 32:
             d = mma_v2(gl.convert_layout(w0, a_l), b0, zero)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE, UNIT), 1)
             d = mma_v2(gl.convert_layout(w1, a_l), b1, zero)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE, UNIT), 1)
             d = mma_v2(gl.convert_layout(w2, a_l), b2, zero)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 2, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 2, SDTYPE, UNIT), 1)
             d = mma_v2(gl.convert_layout(w3, a_l), b3, zero)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 3, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 3, SDTYPE, UNIT), 1)
         else:  # 64: quarters 0-1 and 2-3
             d = mma_v2(gl.convert_layout(w0, a_l), b0, zero)
             d = mma_v2(gl.convert_layout(w1, a_l), b1, d)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 0, SDTYPE, UNIT), 1)
             d = mma_v2(gl.convert_layout(w2, a_l), b2, zero)
             d = mma_v2(gl.convert_layout(w3, a_l), b3, d)
-            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE), 1)
+            acc = acc + d * gl.expand_dims(_group_scale(sc, 1, SDTYPE, UNIT), 1)
     return acc
 
 

@@ -263,15 +263,21 @@ def test_k_step_256_matches_oracle(x_kind):
 
 
 @gpu
-def test_identity_probe_gives_the_dequantised_weight_bit_for_bit():
+@pytest.mark.parametrize("x_dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_identity_probe_gives_the_dequantised_weight_bit_for_bit(x_dtype, order):
+    """fp16 x decodes through E4M3 conversions, bf16 x through byte tables (fp4_decode): every
+    code byte, both nibble orders, land on the dequantised weight exactly."""
     K, N = 256, 48
     x, _, wq, ws = _problem(64, N, K, "fp16", seed=3)
+    wq[:, :128] = torch.arange(256, dtype=torch.uint8, device="cuda").view(2, 128)[
+        torch.arange(N, device="cuda") % 2]  # every byte value, in both row parities
     out = torch.full((64, N), float("nan"), dtype=torch.float32, device="cuda")
     for k0 in (0, 64, 128, 192):  # 64 K positions per call (64 tokens)
-        eye = torch.zeros((64, K), dtype=torch.float16, device="cuda")
+        eye = torch.zeros((64, K), dtype=x_dtype, device="cuda")
         eye[torch.arange(64), k0 + torch.arange(64)] = 1.0
-        S.gemv_sm90(eye, None, wq, ws, 1.0, "low_first", out)
-        ref = dequantize_nvfp4_blocks(wq, ws, "low_first")[:, k0:k0 + 64].T
+        S.gemv_sm90(eye, None, wq, ws, 1.0, order, out)
+        ref = dequantize_nvfp4_blocks(wq, ws, order)[:, k0:k0 + 64].T
         assert torch.equal(out, ref)
 
 
