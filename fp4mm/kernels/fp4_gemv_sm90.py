@@ -583,16 +583,28 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
 
     16-bit group scales (``group_size``; bench/results/2026-11-26-gemv_sm90-grouped-h100.json,
-    N = 18432, K = 3072): one tile per warp always (two: 21-30% slower), and groups below 128
-    split only to about 1152 warps (their 128 registers per thread halve the resident warps;
-    group 32 split 1 21.2 us at M = 1 and 4, 25.7 at M = 16; split 2 24.2, 25.1, 37.2).
+    N = 18432, K = 3072): one tile per warp always (two: 21-30% slower).
+
+    Re-tuned in session 9 (bench/results/2026-11-26-gemv_sm90-sweep-h100.json, every op and x
+    dtype, bf16 decoded directly; best / old rule / this rule, us):
+
+    - W4A4 with M > 1 splits to 1728 warps like M > 8: M=4 19.8 / 21.2 (split 4) / split 3.
+    - Group scales: one warp per CTA (128-170 registers per thread; with two warps bf16 M=16
+      took 43.0 us against 25.3), and for groups below 128 split to about 3456 warps at M = 1,
+      1152 above: group 32 M=1 20.3-20.9 / 21.0-22.1 (split 1) / split 3; N=K=8192 21.7-21.9 /
+      24.9-25.9 (split 2) / split 4; M=4, 16 split 1 (20.6, 24.5; bf16 21.9, 25.3).
     """
-    grouped_small = group_size is not None and group_size < KS
-    rt = 2 if (x_fp4 or 8 < M <= 16) and group_size is None else 1
+    grouped = group_size is not None
+    rt = 2 if (x_fp4 or 8 < M <= 16) and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
-    target = 1152 if grouped_small else (2304 if M <= 8 else 1728)
+    if grouped and group_size < KS:
+        target = 3456 if M == 1 else 1152
+    elif M == 1 or (M <= 8 and not x_fp4):
+        target = 2304
+    else:
+        target = 1728
     split = max(1, min(4, K // KS, round(target / warps)))
-    return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, row_tiles=rt)
+    return GemvSM90Config(num_warps=1 if grouped else 2, prefetch=1, split_k=split, row_tiles=rt)
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
