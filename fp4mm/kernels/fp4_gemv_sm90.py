@@ -593,18 +593,25 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       took 43.0 us against 25.3), and for groups below 128 split to about 3456 warps at M = 1,
       1152 above: group 32 M=1 20.3-20.9 / 21.0-22.1 (split 1) / split 3; N=K=8192 21.7-21.9 /
       24.9-25.9 (split 2) / split 4; M=4, 16 split 1 (20.6, 24.5; bf16 21.9, 25.3).
+    - 16-bit x with 8 < M <= 16: one warp per CTA, no split (about 576 warps): fp16 27.4 /
+      28.2, bf16 27.5 / 28.9 (bench/results/2026-11-26-gemv_sm90-probes-h100.txt, part 5, which
+      also shows prefetch 2 and k_step 256 no faster anywhere).
     """
     grouped = group_size is not None
     rt = 2 if (x_fp4 or 8 < M <= 16) and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
+    wide_16bit = not x_fp4 and not grouped and 8 < M <= 16
     if grouped and group_size < KS:
         target = 3456 if M == 1 else 1152
+    elif wide_16bit:
+        target = 576
     elif M == 1 or (M <= 8 and not x_fp4):
         target = 2304
     else:
         target = 1728
     split = max(1, min(4, K // KS, round(target / warps)))
-    return GemvSM90Config(num_warps=1 if grouped else 2, prefetch=1, split_k=split, row_tiles=rt)
+    return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
+                          row_tiles=rt)
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:

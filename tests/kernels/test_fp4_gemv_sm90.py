@@ -68,6 +68,7 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(1, 18432, 3072, True) == S.GemvSM90Config(2, 1, 4, 0, 2)
     assert S.choose_config(1, 8192, 8192).split_k == 4
     assert S.choose_config(4, 18432, 3072, True).split_k == 3
+    assert S.choose_config(16, 18432, 3072) == S.GemvSM90Config(1, 1, 1, 0, 2)
     assert S.choose_config(1, 18432, 3072, group_size=32) == S.GemvSM90Config(1, 1, 3, 0, 1)
     assert S.choose_config(1, 8192, 8192, group_size=32).split_k == 4
     for M in (4, 16):
