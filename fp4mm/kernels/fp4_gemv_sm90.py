@@ -50,7 +50,7 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.fp4_decode import BF16_PAIR_SELECTORS, E2M1_WORD_BF16_PTX, E2M1_WORD_PTX
@@ -277,7 +277,7 @@ def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr, UNIT: gl.constexpr):
 @gluon.jit
 def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
                X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-               W_GROUP: gl.constexpr, LOAD_W: gl.constexpr = True):
+               W_GROUP: gl.constexpr):
     """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
     NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
     into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
@@ -291,13 +291,8 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
         s_step = i // (W_GROUP // _KS)
     else:
         s_step = i
-    if not LOAD_W:  # the weights go through the shared-memory ring instead
-        wd = 0
-    elif MASKED:
-        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
-    else:
-        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
     if MASKED:
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
         sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
@@ -306,6 +301,7 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
             xb = xa
     else:
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
         sc = gl.load(ws_ptr + s_offs + s_step)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
@@ -401,57 +397,6 @@ def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
 
 
 @gluon.jit
-def _smem_ring_loop(acc, w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                    i_begin, i_end, last, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
-                    DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr,
-                    NT: gl.constexpr, W_WORDS: gl.constexpr, X_WORDS: gl.constexpr,
-                    a_l: gl.constexpr, b_l: gl.constexpr, KSTEP: gl.constexpr,
-                    W_GROUP: gl.constexpr, MASKED: gl.constexpr, STAGES: gl.constexpr):
-    """The K loop with the weights streamed through a STAGES-deep shared-memory ring by
-    cp.async (STAGES - 1 steps in flight without holding registers); scales and x keep the
-    two-slot register ring. Each thread copies exactly the 16-byte chunks it later reads, so
-    its own cp.async.wait_group makes them visible: no barrier."""
-    SL: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0])
-    wbuf = gl.allocate_shared_memory(gl.int32, [STAGES, BN, KSTEP // 8], SL)
-    w_ptrs = w_ptr + w_offs
-    for s in gl.static_range(STAGES - 1):
-        async_copy.async_copy_global_to_shared(
-            wbuf.index(s), w_ptrs + gl.minimum(i_begin + s, last) * (KSTEP // 8))
-        async_copy.commit_group()
-    _, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                                  i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP, False)
-    _, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                                  gl.minimum(i_begin + 1, last), i_begin + 1 < i_end, X_FP4,
-                                  MASKED, KSTEP, W_GROUP, False)
-    for i in range(i_begin, i_end, 2):
-        j = i - i_begin
-        async_copy.wait_group(STAGES - 2)
-        wd = wbuf.index(j % STAGES).load(W_WORDS)
-        async_copy.async_copy_global_to_shared(
-            wbuf.index((j + STAGES - 1) % STAGES),
-            w_ptrs + gl.minimum(i + STAGES - 1, last) * (KSTEP // 8))
-        async_copy.commit_group()
-        acc = _step(acc, wd, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-        _, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                      xb_offs, gl.minimum(i + 2, last), i + 2 < i_end, X_FP4,
-                                      MASKED, KSTEP, W_GROUP, False)
-        async_copy.wait_group(STAGES - 2)
-        wd = wbuf.index((j + 1) % STAGES).load(W_WORDS)
-        async_copy.async_copy_global_to_shared(
-            wbuf.index((j + STAGES) % STAGES),
-            w_ptrs + gl.minimum(i + STAGES, last) * (KSTEP // 8))
-        async_copy.commit_group()
-        acc = _step(acc, wd, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-        _, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                      xb_offs, gl.minimum(i + 3, last), i + 3 < i_end, X_FP4,
-                                      MASKED, KSTEP, W_GROUP, False)
-    async_copy.wait_group(0)
-    return acc
-
-
-@gluon.jit
 def _fp4_gemv_sm90_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
     M, N, STEPS, STEPS_SPLIT, alpha,
@@ -459,7 +404,7 @@ def _fp4_gemv_sm90_kernel(
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
-    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, SMEM_STAGES: gl.constexpr = 0,
+    W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -532,46 +477,40 @@ def _fp4_gemv_sm90_kernel(
     # add exact zeros, so the K range needs no tail code.
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
-    if SMEM_STAGES > 0:
-        acc = _smem_ring_loop(acc, w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                              xb_offs, i_begin, i_end, last, X_FP4, HIGH_FIRST, DTYPE, SDTYPE,
-                              BN, NT, W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, MASKED,
-                              SMEM_STAGES)
-    else:
-        wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
-        wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                        X_FP4, MASKED, KSTEP, W_GROUP)
+    wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
+    wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                    xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
+                                    X_FP4, MASKED, KSTEP, W_GROUP)
+    if U == 3:
+        wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
+                                        xb_offs, gl.minimum(i_begin + 2, last),
+                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+    # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
+    # the register ring.
+    for i in range(i_begin, i_end, U):
+        if L2_AHEAD > 0:
+            for u in gl.static_range(U):
+                gl.inline_asm_elementwise(
+                    _L2_PREFETCH, "=r,l",
+                    [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
+                    dtype=gl.int32, is_pure=False, pack=1)
+        acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
+        wd0, sc0, xa0, xb0 = _load_step(
+            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+        acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
+        wd1, sc1, xa1, xb1 = _load_step(
+            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         if U == 3:
-            wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                            xb_offs, gl.minimum(i_begin + 2, last),
-                                            i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
-        # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
-        # the register ring.
-        for i in range(i_begin, i_end, U):
-            if L2_AHEAD > 0:
-                for u in gl.static_range(U):
-                    gl.inline_asm_elementwise(
-                        _L2_PREFETCH, "=r,l",
-                        [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
-                        dtype=gl.int32, is_pure=False, pack=1)
-            acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+            acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                         W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-            wd0, sc0, xa0, xb0 = _load_step(
+            wd2, sc2, xa2, xb2 = _load_step(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
-            acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-            wd1, sc1, xa1, xb1 = _load_step(
-                w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
-            if U == 3:
-                acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                            W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-                wd2, sc2, xa2, xb2 = _load_step(
-                    w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                    gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
     rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
@@ -605,15 +544,12 @@ class GemvSM90Config:
     l2_ahead: int = 0
     row_tiles: int = 1
     k_step: int = KS
-    smem_stages: int = 0
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
-            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256)
-            and (cfg.smem_stages == 0 or (3 <= cfg.smem_stages <= 16 and cfg.prefetch == 1
-                                          and cfg.l2_ahead == 0 and cfg.k_step == KS)))
+            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256))
 
 
 def group_size_is_supported(group_size: int) -> bool:
@@ -746,7 +682,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, SMEM_STAGES=cfg.smem_stages, num_warps=cfg.num_warps)
+        SDTYPE=sdtype, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 

@@ -158,7 +158,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
              "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, SMEM_STAGES=0)
+                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
