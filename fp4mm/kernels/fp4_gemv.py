@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm.kernels.fp4_decode import (
     E2M1_STORE_HALVES,
@@ -300,8 +301,13 @@ def _fp4_gemv_kernel(
 
 @triton.jit
 def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, stride_om,
-                          SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
-    """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... ."""
+                          SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
+    PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
+    memory access, then let the next one launch."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < M * N
     acc = tl.load(part_ptr + offs, mask=ok, other=0.0)

@@ -153,21 +153,24 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
     args = ["x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "M", "N", "STEPS", "STEPS_SPLIT",
             "alpha", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn", "stride_om"]
     scales = {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16")  # packed per row and step
+    pdl = S._uses_pdl(partial, group or None, nt)
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     types = ["*i32", "*i16", "*i32", scales, "*fp32" if partial else f"*{out}", "i32", "i32",
              "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype)
+                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
                          attrs={(i,): [["tt.divisibility", 16]] for i in div})
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": nw})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": nw, "launch_pdl": pdl})
     ptx = k.asm["ptx"]
     log = _ptxas.ptxas_log(ptx)
     mma = re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)
-    return {"log": log, "mma": len(mma),
+    return {"log": log, "mma": len(mma), "pdl": pdl,
+            "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
             "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx)),
             "shared_ops": len(re.findall(r"(ld|st)\.shared", ptx)), "shared": k.metadata.shared}
 
@@ -191,6 +194,7 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
     assert rep["shared_ops"] == 0 and rep["shared"] == 0  # global -> registers -> MMA
     assert rep["mma"] > 0
+    assert rep["gdc"] == 2 * rep["pdl"]  # split K: PDL wait + launch_dependents
     assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
 
 
