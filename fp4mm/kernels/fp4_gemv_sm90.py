@@ -196,12 +196,9 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
             KSTEP: gl.constexpr, DTYPE: gl.constexpr):
     """int32 code words [ROWS, KS/8] and int16 scale pairs [ROWS, KS/32] (physical K order) ->
     ``e2m1 * e4m3`` [ROWS, KS] of DTYPE (fp16 or bf16, exact either way) in MMA slot order."""
-    if DTYPE == gl.bfloat16:
-        s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR_BF16, "=r,=r,h", [pairs],
-                                           dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
-    else:
-        s0, s1 = gl.inline_asm_elementwise(_SCALE_PAIR, "=r,=r,h", [pairs],
-                                           dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
+    s0, s1 = gl.inline_asm_elementwise(
+        _SCALE_PAIR_BF16 if DTYPE == gl.bfloat16 else _SCALE_PAIR, "=r,=r,h", [pairs],
+        dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
     # word 4c + w of a thread uses the scale of 16-block 2c + w // 2: the inner join is the
     # w // 2 axis, the outer one (a copy) w % 2, and reshape flattens the last axis fastest
     sw = gl.join(gl.join(s0, s1), gl.join(s0, s1)).reshape([ROWS, KSTEP // 8])
@@ -210,18 +207,13 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
     w8 = _join8(words, words, words, words, words, words, words, words)
     s8 = _join8(sw, sw, sw, sw, sw, sw, sw, sw)
     if DTYPE == gl.bfloat16:
-        if HIGH_FIRST:
-            v = gl.inline_asm_elementwise(_DECODE_BF16_HIGH, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                          dtype=gl.bfloat16, is_pure=True, pack=8)
-        else:
-            v = gl.inline_asm_elementwise(_DECODE_BF16_LOW, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                          dtype=gl.bfloat16, is_pure=True, pack=8)
-    elif HIGH_FIRST:
-        v = gl.inline_asm_elementwise(_DECODE_HIGH, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                      dtype=gl.float16, is_pure=True, pack=8)
+        v = gl.inline_asm_elementwise(_DECODE_BF16_HIGH if HIGH_FIRST else _DECODE_BF16_LOW,
+                                      "=r,=r,=r,=r" + ",r" * 16, [w8, s8], dtype=gl.bfloat16,
+                                      is_pure=True, pack=8)
     else:
-        v = gl.inline_asm_elementwise(_DECODE_LOW, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                      dtype=gl.float16, is_pure=True, pack=8)
+        v = gl.inline_asm_elementwise(_DECODE_HIGH if HIGH_FIRST else _DECODE_LOW,
+                                      "=r,=r,=r,=r" + ",r" * 16, [w8, s8], dtype=gl.float16,
+                                      is_pure=True, pack=8)
     # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
     v = v.reshape([ROWS, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
     return v.reshape([ROWS, KSTEP])
@@ -233,18 +225,13 @@ def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl
     c+12) -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA slot order."""
     w8 = _join8(words, words, words, words, words, words, words, words)
     if DTYPE == gl.bfloat16:
-        if HIGH_FIRST:
-            v = gl.inline_asm_elementwise(_CODES_BF16_HIGH, "=r,=r,=r,=r" + ",r" * 8, [w8],
-                                          dtype=gl.bfloat16, is_pure=True, pack=8)
-        else:
-            v = gl.inline_asm_elementwise(_CODES_BF16_LOW, "=r,=r,=r,=r" + ",r" * 8, [w8],
-                                          dtype=gl.bfloat16, is_pure=True, pack=8)
-    elif HIGH_FIRST:
-        v = gl.inline_asm_elementwise(_CODES_HIGH, "=r,=r,=r,=r" + ",r" * 8, [w8],
-                                      dtype=gl.float16, is_pure=True, pack=8)
+        v = gl.inline_asm_elementwise(_CODES_BF16_HIGH if HIGH_FIRST else _CODES_BF16_LOW,
+                                      "=r,=r,=r,=r" + ",r" * 8, [w8], dtype=gl.bfloat16,
+                                      is_pure=True, pack=8)
     else:
-        v = gl.inline_asm_elementwise(_CODES_LOW, "=r,=r,=r,=r" + ",r" * 8, [w8],
-                                      dtype=gl.float16, is_pure=True, pack=8)
+        v = gl.inline_asm_elementwise(_CODES_HIGH if HIGH_FIRST else _CODES_LOW,
+                                      "=r,=r,=r,=r" + ",r" * 8, [w8], dtype=gl.float16,
+                                      is_pure=True, pack=8)
     return _grouped_slot_order(v, ROWS)
 
 
