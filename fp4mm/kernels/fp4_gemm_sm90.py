@@ -90,10 +90,13 @@ class SM90Config:
         return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
 
-def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16) -> bool:
-    """The one validity predicate (heuristic, tests and benchmark use it)."""
+def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
+                    grouped: bool = False) -> bool:
+    """The one validity predicate (heuristic, tests and benchmark use it). ``grouped`` (16-bit
+    group scales): BN <= 128, since the fp32 partial doubles the accumulator registers (BN 256
+    spills 1176 bytes)."""
     return (
-        config.BN in (16, 32, 64, 128, 256)
+        config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
         and 1 <= config.SPLIT <= 16
         and config.smem_bytes(out_dtype) <= SMEM_LIMIT
@@ -159,7 +162,7 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16,
-                  sms: int = 132) -> SM90Config:
+                  sms: int = 132, grouped: bool = False) -> SM90Config:
     """The one heuristic: the config of least :func:`predict_us` (GPU time). Measured on an H100
     80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90 (Gluon)", runs 2-4; ratios to cuBLAS bf16 under
     CUDA-graph replay, W4A4 incl. the activation dequant, run 4):
@@ -176,7 +179,7 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     Fewer stages where the epilogue tile (fp32 out) leaves no room.
     """
     cands = []
-    for bn, stages in ((128, 6),) if M <= 128 else ((256, 4), (128, 6)):
+    for bn, stages in ((128, 6),) if M <= 128 or grouped else ((256, 4), (128, 6)):
         st = next((s for s in range(stages, 1, -1)
                    if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
         for split in (1, 2, 4, 6):  # the factors timed on the H100 (run 4)
@@ -228,14 +231,20 @@ _S_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
 
 
 @gluon.jit
-def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
-                  P_LAYOUT: gl.constexpr, L4: gl.constexpr):
-    """One stage's 128 x 64 weight tile, dequantised into the register-A layout of wgmma."""
+def _decode_codes(w_smem, DTYPE: gl.constexpr, P_LAYOUT: gl.constexpr):
+    """One stage's 128 x 64 E2M1 codes as exact DTYPE values (unscaled), [128 rows, 64]."""
     # codes: [16, 256] thread-ordered -> [w, g, c, i, h] -> [w, h, g, i, c] -> [128 rows, 32 bytes]
     p = w_smem.load(_W_LOAD_LAYOUT)
     p = p.reshape([8, 8, 4, 8, 2]).permute((0, 4, 1, 3, 2)).reshape([_BM, _BK // 2])
     p = gl.convert_layout(p, P_LAYOUT, assert_trivial=True)
-    w = gl.fp4_to_fp(p, DTYPE, 1)
+    return gl.fp4_to_fp(p, DTYPE, 1)
+
+
+@gluon.jit
+def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
+                  P_LAYOUT: gl.constexpr, L4: gl.constexpr):
+    """One stage's 128 x 64 weight tile, dequantised into the register-A layout of wgmma."""
+    w = _decode_codes(w_smem, DTYPE, P_LAYOUT)
     # scales: [8, 128] -> [w, g, kb, h, e] -> [w, h, g, kb, e] -> [128 rows, 4 K-blocks, 2]
     s = s_smem.load(_S_LOAD_LAYOUT)
     s = s.reshape([8, 8, _BK // 16, 2, 2]).permute((0, 3, 1, 2, 4)).reshape([_BM, _BK // 16, 2])
@@ -269,8 +278,10 @@ def _unit(u, num_full, split, k_per_split, k_tiles):
 
 @gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
-    nbytes: gl.constexpr = _BM * _BK // 2 + _BM * _BK // 8 + BN * _BK * 2
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr,
+              GK: gl.constexpr):
+    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                            + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
@@ -283,8 +294,12 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
             mbarrier.expect(ready.index(s), nbytes)
             tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], ready.index(s),
                                             w_bufs.index(s))
-            tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], ready.index(s),
-                                            s_bufs.index(s))
+            if GK == 0:  # E4M3 scales, thread-ordered [8, 128] bytes per tile
+                tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], ready.index(s),
+                                                s_bufs.index(s))
+            else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
+                s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
+                tma.async_copy_global_to_shared(s_desc, [s_off], ready.index(s), s_bufs.index(s))
             tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
                                             x_bufs.index(s))
             it += 1
@@ -324,29 +339,88 @@ def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alph
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        if v >= 0:
-            # K-slice: raw fp32 partial to workspace slot v, [128 weight rows, BN tokens]
-            rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, mma))
-            cols = gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
-            offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-            gl.store(ws_ptr + v * (_BM * BN) + offs, acc)
-        else:
-            # whole tile: y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha * acc)^T
-            tma.store_wait(0)  # the previous tile's store has finished reading y_smem
-            gl.thread_barrier()
-            y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
-            fence_async_shared()
-            tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN: gl.constexpr,
+                MMA: gl.constexpr):
+    """A finished unit's fp32 accumulator [128 weight rows, BN tokens]: a K-slice's raw partial
+    to workspace slot ``v`` (v >= 0), else ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    if v >= 0:
+        rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
+        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
+        offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+        gl.store(ws_ptr + v * (_BM * BN) + offs, acc)
+    else:
+        tma.store_wait(0)  # the previous tile's store has finished reading y_smem
+        gl.thread_barrier()
+        y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+
+
+@gluon.jit
+def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                      BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+                      GK: gl.constexpr):
+    """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
+    of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
+    and added to the accumulator times the group's fp32 scale of its weight row."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+                                                  instr_shape=[16, BN, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma)
+    it = 0
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
+        pid_m = t % num_m_tiles
+        pid_n = t // num_m_tiles
+        acc = gl.zeros([_BM, BN], gl.float32, mma)
+        part = gl.zeros([_BM, BN], gl.float32, mma)
+        for _kt in range(k0, k1):
+            s = it % STAGES
+            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+            # wait(0) below retired every earlier MMA, so these A registers are free to rewrite
+            a = gl.convert_layout(_decode_codes(w_bufs.index(s), DTYPE, p_layout), a_layout,
+                                  assert_trivial=True)
+            xs = x_bufs.index(s)
+            if GK == _BK:
+                part = warpgroup_mma(a, xs.permute((1, 0)), part, use_acc=False, is_async=True)
+                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
+                acc += part * gl.expand_dims(s_bufs.index(s).load(row_layout), 1)
+            else:  # GK == 32: K within a tile is a register bit, so the halves are free
+                a_lo, a_hi = a.reshape([_BM, 2, 32]).permute((0, 2, 1)).split()
+                a_lo = gl.convert_layout(a_lo, a_layout, assert_trivial=True)
+                a_hi = gl.convert_layout(a_hi, a_layout, assert_trivial=True)
+                part = warpgroup_mma(a_lo, xs.slice(0, 32, dim=1).permute((1, 0)), part,
+                                     use_acc=False, is_async=True)
+                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
+                acc += part * gl.expand_dims(s_bufs.index(s).slice(0, _BM).load(row_layout), 1)
+                part = warpgroup_mma(a_hi, xs.slice(32, 32, dim=1).permute((1, 0)), part,
+                                     use_acc=False, is_async=True)
+                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
+                acc += part * gl.expand_dims(s_bufs.index(s).slice(_BM, _BM).load(row_layout), 1)
+            mbarrier.arrive(empty.index(s))
+            it += 1
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
                           split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-                          STAGES: gl.constexpr, DTYPE: gl.constexpr):
+                          STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr):
+    """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
+    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
+    gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
-    s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 8, 128], s_desc.layout)
+    s_bufs = gl.allocate_shared_memory(s_desc.dtype, [STAGES] + s_desc.block_type.shape,
+                                       s_desc.layout)
     x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
     y_smem = gl.allocate_shared_memory(y_desc.dtype, [BN, _BM], y_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -355,13 +429,24 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_uni
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
     fence_async_shared()
-    gl.warp_specialize(
-        [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN, STAGES,
-                      DTYPE)),
-         (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units,
-                      num_full, split, k_per_split, num_m_tiles, k_tiles, BN, STAGES))],
-        [1], [24])
+    if GK == 0:
+        gl.warp_specialize(
+            [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, DTYPE)),
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
+            [1], [24])
+    else:
+        gl.warp_specialize(
+            [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                                  alpha, num_units, num_full, split, k_per_split, num_m_tiles,
+                                  k_tiles, BN, STAGES, DTYPE, GK)),
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
+            [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
@@ -373,9 +458,14 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_uni
 class PackedWeightSM90(NamedTuple):
     """Weights re-laid out for ``fp4_gemm_sm90`` (see the module docstring).
 
-    ``codes`` uint8 ``(Np/128*16, Kp/64*256)``, ``scales`` uint8 ``(Np/128*8, Kp/64*128)`` (each
-    scale stored twice), with Np = N rounded up to 128 and Kp = K rounded up to 128; ``N``, ``K``
-    the logical sizes; ``w_desc``/``s_desc`` their TMA descriptors (made once, at prepack)."""
+    ``codes`` uint8 ``(Np/128*16, Kp/64*256)`` with Np = N rounded up to 128 and Kp = K rounded
+    up to 128; ``N``, ``K`` the logical sizes; ``w_desc``/``s_desc`` the TMA descriptors of
+    ``codes`` and ``scales`` (made once, at prepack). ``scales`` depends on ``group_k``:
+
+    - 0 (NVFP4): uint8 E4M3 ``(Np/128*8, Kp/64*128)``, thread-ordered, each scale stored twice;
+    - 32 or 64 (16-bit group scales, :func:`prepack_grouped_sm90`): fp32, 1-D, the scale of row
+      ``128 nb + r`` over K columns ``[GK j, GK (j + 1))`` at ``(nb * Kp/GK + j) * 128 + r``, so
+      one 64-K tile's ``64/GK x 128`` scales are contiguous (one 1-D TMA box)."""
 
     codes: torch.Tensor
     scales: torch.Tensor
@@ -383,27 +473,31 @@ class PackedWeightSM90(NamedTuple):
     K: int
     w_desc: TensorDescriptor
     s_desc: TensorDescriptor
+    group_k: int = 0
 
 
-def prepack_sm90_torch(w_q: torch.Tensor, w_scales: torch.Tensor,
-                       order: str = "low_first") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(codes, scales)`` of :class:`PackedWeightSM90` in plain torch: the twin of
-    ``fp4mm.kernels.prepack_sm90.prepack_sm90_triton`` (bit for bit), used on the CPU."""
+def prepack_sm90_torch(w_q: torch.Tensor, w_scales: torch.Tensor | None,
+                       order: str = "low_first") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(codes, scales)`` of :class:`PackedWeightSM90` (NVFP4) in plain torch: the twin of
+    ``fp4mm.kernels.prepack_sm90.prepack_sm90_triton`` (bit for bit), used on the CPU.
+    ``w_scales=None``: the codes alone (``scales`` is ``None``)."""
     N, K = w_q.shape[0], w_q.shape[1] * 2
     Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
     q = torch.zeros((Np, Kp // 2), dtype=torch.uint8, device=w_q.device)
     q[:N, :K // 2] = w_q
     if order == "high_first":
         q = (q >> 4) | (q << 4)
-    sc = torch.zeros((Np, Kp // 16), dtype=torch.uint8, device=w_q.device)
-    sc[:N, :K // 16] = w_scales
     nb, kt = Np // BM, Kp // BK
     # codes: row = 16 w + 8 h + g, kbyte = 4 i + c  ->  [nb, w, lane // 16, kt, lane % 16, 2 i + h]
     q = q.view(nb, 8, 2, 8, kt, 8, 4)  # nb, w, h, g, kt, i, c
     q = q.permute(0, 1, 3, 6, 4, 5, 2)  # nb, w, g, c, kt, i, h   (r = 2 i + h)
     q = q.reshape(nb, 8, 2, 16, kt, 16)  # nb, w, lane // 16, lane % 16, kt, r
     codes = q.permute(0, 1, 2, 4, 3, 5).reshape(nb * 16, kt * 256).contiguous()
+    if w_scales is None:
+        return codes, None
     # scales: row = 16 w + 8 h + g, col = 4 kt + kb  ->  [nb, w, kt, g, kb, h, e], e = copy 0/1
+    sc = torch.zeros((Np, Kp // 16), dtype=torch.uint8, device=w_q.device)
+    sc[:N, :K // 16] = w_scales
     sc = sc.view(nb, 8, 2, 8, kt, 4)  # nb, w, h, g, kt, kb
     sc = sc.permute(0, 1, 4, 3, 5, 2).unsqueeze(-1).expand(nb, 8, kt, 8, 4, 2, 2)
     return codes, sc.reshape(nb * 8, kt * 128).contiguous()
@@ -422,6 +516,46 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
     return PackedWeightSM90(codes, scales, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
                             TensorDescriptor.from_tensor(scales, [8, 128], _PLAIN8))
+
+
+def group_k(group_size: int) -> int:
+    """K width of one scaled MMA group for 16-bit group scales: 32 for groups of 32, 64 for any
+    multiple of 64 (a 64-K tile then lies inside one group), 0 where the kernel has no path."""
+    if group_size == 32:
+        return 32
+    return BK if group_size > 0 and group_size % BK == 0 else 0
+
+
+def prepack_group_scales_sm90(scales: torch.Tensor, group_size: int) -> torch.Tensor:
+    """16-bit ``(N, K/group_size)`` group scales -> the fp32 1-D layout of
+    :class:`PackedWeightSM90` (``group_k(group_size)`` wide groups; padding rows and K are 0)."""
+    gk = group_k(group_size)
+    N, K = scales.shape[0], scales.shape[1] * group_size
+    Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
+    s = torch.zeros((Np, Kp // gk), dtype=torch.float32, device=scales.device)
+    s[:N, :K // gk] = scales.float().repeat_interleave(group_size // gk, dim=1)
+    return s.view(Np // BM, BM, Kp // gk).transpose(1, 2).reshape(-1).contiguous()
+
+
+def prepack_grouped_sm90(w_q: torch.Tensor, scales: torch.Tensor, group_size: int,
+                         order: str = "low_first") -> PackedWeightSM90:
+    """Re-lay FP4 weights with 16-bit group scales (``w4a16_mm``: uint8 ``(N, K/2)`` codes in
+    ``order``, fp16/bf16 ``(N, K/group_size)`` scales) for the Gluon kernel: codes in the
+    consumer's register order (as for NVFP4), scales as fp32 per ``group_k`` columns (exact).
+    ``group_size``: 32 or a multiple of 64 (:func:`group_k`)."""
+    gk = group_k(group_size)
+    if gk == 0:
+        raise ValueError(f"group_size: the Gluon GEMM takes 32 or a multiple of 64, got "
+                         f"{group_size}")
+    N, K = w_q.shape[0], w_q.shape[1] * 2
+    prepack = prepack_sm90_triton if w_q.is_cuda else prepack_sm90_torch
+    codes, _ = prepack(w_q, None, order)
+    s = prepack_group_scales_sm90(scales, group_size)
+    s_layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+    return PackedWeightSM90(codes, s, N, K,
+                            TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
+                            TensorDescriptor(s, [s.numel()], [1], [BM * BK // gk], s_layout),
+                            gk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,8 +629,8 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     N = packed.N
     sms = _sm_count(x.device)
     if config is None:
-        config = choose_config(M, N, K, out.dtype, sms)
-    elif not config_is_valid(config, out.dtype):
+        config = choose_config(M, N, K, out.dtype, sms, grouped=packed.group_k > 0)
+    elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
@@ -507,7 +641,8 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
         sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
-        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], num_warps=8)
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
+        num_warps=8)
     if split_units:
         splitk_reduce(ws, out, alpha, sc, config.BN)
 
@@ -542,6 +677,23 @@ def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tens
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
     _gemm_dense(x.contiguous(), prepacked, alpha, out, config)
+
+
+def fp4_gemm_sm90_grouped(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tensor,
+                          group_size: int, order: str, out: torch.Tensor, *,
+                          prepacked: PackedWeightSM90 | None = None,
+                          config: SM90Config | None = None) -> None:
+    """``w4a16_mm``: ``out = x @ (e2m1(w) * scales)^T`` with fp16/bf16 ``x`` ``(M, K)`` and
+    16-bit ``(N, K/group_size)`` group scales, group_size 32 or a multiple of 64; exact up to fp32
+    summation order for any scale (per-group fp32 scaling, :func:`_consumer_grouped`).
+    ``prepacked``: ``prepack_grouped_sm90(w_q, scales, group_size, order)``, reused across calls
+    (then ``w_q``/``scales`` are ignored). Other arguments as in :func:`fp4_gemm_sm90`."""
+    if prepacked is None:
+        prepacked = prepack_grouped_sm90(w_q, scales, group_size, order)
+    elif prepacked.group_k != group_k(group_size):
+        raise ValueError(f"prepacked: packed for group width {prepacked.group_k}, but "
+                         f"group_size {group_size} needs {group_k(group_size)}")
+    _gemm_dense(x.contiguous(), prepacked, 1.0, out, config)
 
 
 def _gemm_dense(x, packed, alpha, out, config):

@@ -28,9 +28,11 @@ K_ALIGN = 2 * BK  # K is padded to an even number of 64-K tiles (fp4_gemm_sm90.K
 @triton.jit
 def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
                          stride_qn, stride_qk, stride_sn, stride_sk, stride_c, stride_o,
-                         HIGH_FIRST: tl.constexpr, KT_PER: tl.constexpr):
+                         HIGH_FIRST: tl.constexpr, KT_PER: tl.constexpr,
+                         WITH_SCALES: tl.constexpr):
     """q (N, KB = K/2) uint8, s (N, KS = K/16) uint8; codes (Np/8, Kp*4) and scales (Np/16, Kp*2)
-    uint8, row strides stride_c / stride_o. One program: 128 rows x KT_PER 64-K tiles."""
+    uint8, row strides stride_c / stride_o. One program: 128 rows x KT_PER 64-K tiles.
+    WITH_SCALES False: codes only (16-bit group scales have their own layout)."""
     nb = tl.program_id(0)
     rows = nb * 128 + tl.arange(0, 128)
     row_ok = rows[:, None] < N
@@ -48,14 +50,15 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
         q = q.reshape(16, 256)
         cols = kt * 256 + tl.arange(0, 256)
         tl.store(codes_ptr + out_c_rows[:, None] * stride_c + cols[None, :], q)
-        # scales: [128, 4] = (w 8, h 2, g 8) x (kb 4) -> (w) x (g, kb, h, e)
-        ks = kt * 4 + tl.arange(0, 4)
-        s = tl.load(s_ptr + rows[:, None] * stride_sn + ks[None, :] * stride_sk,
-                    mask=row_ok & (ks[None, :] < KS), other=0)
-        s = tl.permute(s.reshape(8, 2, 8, 4), (0, 2, 3, 1))  # w, g, kb, h
-        s = tl.join(s, s).reshape(8, 128)
-        scols = kt * 128 + tl.arange(0, 128)
-        tl.store(scales_ptr + out_s_rows[:, None] * stride_o + scols[None, :], s)
+        if WITH_SCALES:
+            # scales: [128, 4] = (w 8, h 2, g 8) x (kb 4) -> (w) x (g, kb, h, e)
+            ks = kt * 4 + tl.arange(0, 4)
+            s = tl.load(s_ptr + rows[:, None] * stride_sn + ks[None, :] * stride_sk,
+                        mask=row_ok & (ks[None, :] < KS), other=0)
+            s = tl.permute(s.reshape(8, 2, 8, 4), (0, 2, 3, 1))  # w, g, kb, h
+            s = tl.join(s, s).reshape(8, 128)
+            scols = kt * 128 + tl.arange(0, 128)
+            tl.store(scales_ptr + out_s_rows[:, None] * stride_o + scols[None, :], s)
 
 
 def _kt_per_program(num_kt: int) -> int:
@@ -66,14 +69,15 @@ def _kt_per_program(num_kt: int) -> int:
     return 1
 
 
-def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = "low_first",
-                        *, kt_per_program: int | None = None, num_warps: int = 4
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor | None,
+                        order: str = "low_first", *, kt_per_program: int | None = None,
+                        num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(codes, scales)`` of ``prepack_weight_sm90`` (bit for bit), computed by one kernel.
 
     Args:
         w_q: uint8 ``(N, K/2)`` packed E2M1 codes, nibble order ``order`` (any strides).
-        w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 scales (any strides).
+        w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 scales (any strides), or ``None``
+            for the codes alone (``scales`` is then ``None``).
         order: ``"low_first"`` (even K in the low nibble) or ``"high_first"``.
         kt_per_program: 64-K tiles per program (must divide Kp/64); default ``_kt_per_program``.
         num_warps: warps per program (config override, for the GPU sweep).
@@ -81,28 +85,34 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor, order: str = 
         codes uint8 ``(Np/128*16, Kp/64*256)`` and scales uint8 ``(Np/128*8, Kp/64*128)``, fresh
         contiguous tensors on ``w_q``'s device (Np = N rounded up to 128, Kp = K rounded up to 128).
     """
-    if w_scales.dtype == torch.float8_e4m3fn:
-        w_scales = w_scales.view(torch.uint8)
     if w_q.dtype != torch.uint8 or w_q.dim() != 2:
         raise ValueError(f"w_q: expected a 2-D uint8 tensor, got {w_q.dtype} {tuple(w_q.shape)}")
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    if w_scales.dtype != torch.uint8 or tuple(w_scales.shape) != (N, K // 16) or K % 16:
-        raise ValueError(f"w_scales: expected uint8/float8_e4m3fn ({N}, {K // 16}) with K % 16 "
-                         f"== 0, got {w_scales.dtype} {tuple(w_scales.shape)} (K = {K})")
+    with_scales = w_scales is not None
+    if with_scales:
+        if w_scales.dtype == torch.float8_e4m3fn:
+            w_scales = w_scales.view(torch.uint8)
+        if w_scales.dtype != torch.uint8 or tuple(w_scales.shape) != (N, K // 16) or K % 16:
+            raise ValueError(f"w_scales: expected uint8/float8_e4m3fn ({N}, {K // 16}) with "
+                             f"K % 16 == 0, got {w_scales.dtype} {tuple(w_scales.shape)} "
+                             f"(K = {K})")
+        if w_scales.device != w_q.device:
+            raise ValueError(f"w_scales: on {w_scales.device}, w_q on {w_q.device}")
     if order not in ("low_first", "high_first"):
         raise ValueError(f"order: expected 'low_first' or 'high_first', got {order!r}")
-    if w_scales.device != w_q.device:
-        raise ValueError(f"w_scales: on {w_scales.device}, w_q on {w_q.device}")
     num_nb, num_kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
     kt_per = _kt_per_program(num_kt) if kt_per_program is None else kt_per_program
     if kt_per < 1 or num_kt % kt_per:
         raise ValueError(f"kt_per_program: {kt_per} does not divide the {num_kt} K tiles")
     codes = torch.empty((num_nb * 16, num_kt * 256), dtype=torch.uint8, device=w_q.device)
-    scales = torch.empty((num_nb * 8, num_kt * 128), dtype=torch.uint8, device=w_q.device)
+    scales = (torch.empty((num_nb * 8, num_kt * 128), dtype=torch.uint8, device=w_q.device)
+              if with_scales else None)
     if N == 0:
         return codes, scales
+    s_in, s_out = (w_scales, scales) if with_scales else (codes, codes)  # unused without scales
     _prepack_sm90_kernel[(num_nb, num_kt // kt_per)](
-        w_q, w_scales, codes, scales, N, K // 2, K // 16, w_q.stride(0), w_q.stride(1),
-        w_scales.stride(0), w_scales.stride(1), codes.stride(0), scales.stride(0),
-        HIGH_FIRST=order == "high_first", KT_PER=kt_per, num_warps=num_warps)
+        w_q, s_in, codes, s_out, N, K // 2, K // 16, w_q.stride(0), w_q.stride(1),
+        s_in.stride(0), s_in.stride(1), codes.stride(0), s_out.stride(0),
+        HIGH_FIRST=order == "high_first", KT_PER=kt_per, WITH_SCALES=with_scales,
+        num_warps=num_warps)
     return codes, scales

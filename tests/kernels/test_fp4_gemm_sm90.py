@@ -66,8 +66,8 @@ def _compile(bn, stages, dt, ot, split1=False):
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
            "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
-           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt}
+           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": 0}
     if split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
