@@ -14,9 +14,11 @@ from fp4mm.formats import (
 )
 from fp4mm.ops import (
     PrepackedNVFP4Weight,
+    PrepackedW4A16Weight,
     nvfp4_mm,
     nvfp4_w4a16_mm,
     prepack_nvfp4_weight,
+    prepack_w4a16_weight,
     w4a16_mm,
 )
 from fp4mm.solve import solve, solve_w4a16
@@ -27,6 +29,7 @@ __all__ = [
     "FP4GroupwiseTensor",
     "NVFP4Tensor",
     "PrepackedNVFP4Weight",
+    "PrepackedW4A16Weight",
     "dequantize_fp4_groupwise",
     "dequantize_nvfp4",
     "formats",
@@ -34,6 +37,7 @@ __all__ = [
     "nvfp4_w4a16_mm",
     "pack_fp4",
     "prepack_nvfp4_weight",
+    "prepack_w4a16_weight",
     "quantize_fp4_groupwise",
     "quantize_nvfp4",
     "reference",

@@ -120,12 +120,12 @@ def correctness(quick):
 def timing(quick, ok):
     rows = []
     C = g.SM90Config
-    shapes = [(2048, 8192, 3072), (4096, 8192, 3072), (1024, 8192, 3072), (2048, 18432, 3072),
-              (256, 8192, 3072), (128, 3072, 3072)]
+    shapes = [(2048, 8192, 3072, 32), (2048, 8192, 3072, 128), (4096, 8192, 3072, 32),
+              (1024, 8192, 3072, 32), (2048, 18432, 3072, 32), (256, 8192, 3072, 32),
+              (128, 3072, 3072, 32)]
     if quick:
         shapes = shapes[:1]
-    for M, N, K in shapes:
-        group = 32
+    for M, N, K, group in shapes:
         x, wq, s = gen(M, N, K, group, torch.float16, seed=1)
         wbytes = wq.numel() + s.numel() * 2
         ncopy = max(2, int(3 * 50e6 // wbytes) + 1)
@@ -168,8 +168,52 @@ def timing(quick, ok):
             add("triton fp4_gemm v4",
                 lambda: w4a16_mm_gemm(x, nxt(wqs), nxt(ss), group, "high_first", out))
         for r in rows:
-            if r["M"] == M and r["N"] == N:
+            if r["M"] == M and r["N"] == N and r["group"] == group:
                 r["ratio_cublas_fp16"] = base / r["ms"]
+    return rows
+
+
+def crossover(quick):
+    """w4a16_mm through the public op with the kernel forced (FP4MM_KERNEL=gemv|gemm; raw and
+    prepacked weights): where the Gluon GEMM overtakes the decode GEMV."""
+    import fp4mm
+
+    rows = []
+    ms = (16, 32, 48, 64, 96, 128, 192, 256) if not quick else (64,)
+    for N, group in ((18432, 32), (8192, 32), (18432, 128)):
+        K = 3072
+        for M in ms:
+            x, wq, s = gen(M, N, K, group, torch.float16, seed=M)
+            ncopy = max(2, int(3 * 50e6 // (wq.numel() + s.numel() * 2)) + 1)
+            wqs = [wq.clone() for _ in range(ncopy)]
+            ss = [s.clone() for _ in range(ncopy)]
+            pks = [fp4mm.prepack_w4a16_weight(a, b, group) for a, b in zip(wqs, ss)]
+            out = torch.empty((M, N), dtype=torch.float16, device=DEV)
+            i = [0]
+
+            def nxt(lst):
+                i[0] += 1
+                return lst[i[0] % len(lst)]
+
+            for kernel, prepacked in (("gemv", False), ("gemm", False), ("gemm", True)):
+                os.environ["FP4MM_KERNEL"] = kernel
+                o = fp4mm.w4a16_mm(x, pks[0] if prepacked else wq, None if prepacked else s,
+                                   group)
+                ok, _ = check(o, x, wq, s, group, "low_first")
+                if not ok:
+                    print(f"FAIL crossover {kernel} M={M} N={N} g{group}", flush=True)
+                    continue
+                if prepacked:
+                    fn = lambda: fp4mm.w4a16_mm(x, nxt(pks), None, group, out=out)
+                else:
+                    fn = lambda: fp4mm.w4a16_mm(x, nxt(wqs), nxt(ss), group, out=out)
+                med, lo, hi = graph_timer(fn, quick)
+                rows.append(dict(M=M, N=N, K=K, group=group, kernel=kernel, prepacked=prepacked,
+                                 ms=med, min=lo, max=hi))
+                tag = " prepacked" if prepacked else ""
+                print(f"crossover M={M:4d} N={N} g{group} {kernel}{tag}"
+                      f": {med * 1e3:8.1f} us", flush=True)
+            os.environ.pop("FP4MM_KERNEL", None)
     return rows
 
 
@@ -177,19 +221,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--part", choices=("all", "kernel", "crossover"), default="all")
     args = ap.parse_args()
     dev = torch.cuda.get_device_name()
     print(dev, torch.__version__, flush=True)
-    corr = correctness(args.quick)
+    corr = correctness(args.quick) if args.part != "crossover" else []
     ok = all(r["ok"] for r in corr)
-    tim = timing(args.quick, ok)
+    tim = timing(args.quick, ok) if args.part != "crossover" else []
+    cross = crossover(args.quick) if args.part != "kernel" else []
     print(f"\n{'shape':>18} {'impl':<62} {'us':>8} {'TF/s':>7} {'x cuBLAS fp16':>13}")
     for r in tim:
-        print(f"{r['M']}x{r['N']}x{r['K']:>6} {r['impl']:<62} {r['ms'] * 1e3:8.1f} "
-              f"{r['tflops']:7.1f} {r.get('ratio_cublas_fp16', 1.0):13.3f}")
+        print(f"{r['M']}x{r['N']}x{r['K']:>6} g{r['group']:<3} {r['impl']:<62} "
+              f"{r['ms'] * 1e3:8.1f} {r['tflops']:7.1f} {r.get('ratio_cublas_fp16', 1.0):13.3f}")
     res = dict(device=dev, torch=torch.__version__, date=datetime.datetime.now().isoformat(),
-               timer="graph", correctness=corr, timing=tim, all_correct=ok)
-    path = os.path.join(args.out, "gluon_grouped.json")
+               timer="graph", correctness=corr, timing=tim, crossover=cross, all_correct=ok)
+    path = os.path.join(args.out, f"gluon_grouped_{args.part}.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print("wrote", path, "all correct" if ok else "SOME CHECKS FAILED")

@@ -68,6 +68,7 @@ SMEM_LIMIT = 232448  # bytes of dynamic shared memory per CTA on sm_90
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float32: gl.float32}
 _ELEM_BYTES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4}
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+_GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,6 +232,16 @@ _S_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
 
 
 @gluon.jit
+def _decode_halves(w_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr, P_LAYOUT: gl.constexpr):
+    """One stage's codes as two [128, 32] register-A operands (K 0-31, K 32-63): K within a
+    tile is a register bit of the A layout, so the split moves no data."""
+    a = gl.convert_layout(_decode_codes(w_smem, DTYPE, P_LAYOUT), A_LAYOUT, assert_trivial=True)
+    lo, hi = a.reshape([_BM, 2, 32]).permute((0, 2, 1)).split()
+    return (gl.convert_layout(lo, A_LAYOUT, assert_trivial=True),
+            gl.convert_layout(hi, A_LAYOUT, assert_trivial=True))
+
+
+@gluon.jit
 def _decode_codes(w_smem, DTYPE: gl.constexpr, P_LAYOUT: gl.constexpr):
     """One stage's 128 x 64 E2M1 codes as exact DTYPE values (unscaled), [128 rows, 64]."""
     # codes: [16, 256] thread-ordered -> [w, g, c, i, h] -> [w, h, g, i, c] -> [128 rows, 32 bytes]
@@ -362,50 +373,98 @@ def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN: gl.cons
 
 
 @gluon.jit
+def _after(p, acc):
+    """``p``, read only once ``acc`` is computed: a register move that also takes ``acc`` as
+    input, so the FMAs into ``acc`` that read ``p`` are ordered before the MMA that reuses
+    ``p``'s registers as its accumulator. Without it LLVM may sink those FMAs below that MMA,
+    and ptxas then serialises every wgmma (C7514: reads of an in-flight accumulator)."""
+    return gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r,r", [p, acc], dtype=gl.float32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
 def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
                       num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
                       BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
                       GK: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
-    and added to the accumulator times the group's fp32 scale of its weight row."""
+    one group later and added to the accumulator times the group's fp32 scale of its weight row.
+    Two partials alternate (``p_a``: even groups, ``p_b``: odd), so one group's FMAs overlap the
+    next group's MMA; a stage is released once the last MMA reading it has retired."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma)
+    row: gl.constexpr = gl.SliceLayout(1, mma)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
         pid_m = t % num_m_tiles
         pid_n = t // num_m_tiles
         acc = gl.zeros([_BM, BN], gl.float32, mma)
-        part = gl.zeros([_BM, BN], gl.float32, mma)
-        for _kt in range(k0, k1):
-            s = it % STAGES
-            mbarrier.wait(ready.index(s), (it // STAGES) & 1)
-            # wait(0) below retired every earlier MMA, so these A registers are free to rewrite
-            a = gl.convert_layout(_decode_codes(w_bufs.index(s), DTYPE, p_layout), a_layout,
-                                  assert_trivial=True)
-            xs = x_bufs.index(s)
-            if GK == _BK:
-                part = warpgroup_mma(a, xs.permute((1, 0)), part, use_acc=False, is_async=True)
-                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
-                acc += part * gl.expand_dims(s_bufs.index(s).load(row_layout), 1)
-            else:  # GK == 32: K within a tile is a register bit, so the halves are free
-                a_lo, a_hi = a.reshape([_BM, 2, 32]).permute((0, 2, 1)).split()
-                a_lo = gl.convert_layout(a_lo, a_layout, assert_trivial=True)
-                a_hi = gl.convert_layout(a_hi, a_layout, assert_trivial=True)
-                part = warpgroup_mma(a_lo, xs.slice(0, 32, dim=1).permute((1, 0)), part,
-                                     use_acc=False, is_async=True)
-                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
-                acc += part * gl.expand_dims(s_bufs.index(s).slice(0, _BM).load(row_layout), 1)
-                part = warpgroup_mma(a_hi, xs.slice(32, 32, dim=1).permute((1, 0)), part,
-                                     use_acc=False, is_async=True)
-                part = warpgroup_mma_wait(num_outstanding=0, deps=(part,))
-                acc += part * gl.expand_dims(s_bufs.index(s).slice(_BM, _BM).load(row_layout), 1)
-            mbarrier.arrive(empty.index(s))
-            it += 1
+        p_a = gl.zeros([_BM, BN], gl.float32, mma)
+        p_b = gl.zeros([_BM, BN], gl.float32, mma)
+        if GK == 32:  # two groups per 64-K tile, two tiles (even, odd) per iteration
+            for _j in range(k0, k1, 2):
+                st = it % STAGES
+                mbarrier.wait(ready.index(st), (it // STAGES) & 1)
+                e_lo, e_hi = _decode_halves(w_bufs.index(st), DTYPE, a_layout, p_layout)
+                xs = x_bufs.index(st)
+                ss = s_bufs.index(st)
+                p_a = warpgroup_mma(e_lo, xs.slice(0, 32, dim=1).permute((1, 0)), p_a,
+                                    use_acc=False, is_async=True)
+                p_b = warpgroup_mma(e_hi, xs.slice(32, 32, dim=1).permute((1, 0)), p_b,
+                                    use_acc=False, is_async=True)
+                s_lo = ss.slice(0, _BM).load(row)
+                s_hi = ss.slice(_BM, _BM).load(row)
+                p_a, p_b, e_lo = warpgroup_mma_wait(num_outstanding=1, deps=(p_a, p_b, e_lo))
+                acc += p_a * gl.expand_dims(s_lo, 1)
+                p_a = _after(p_a, acc)
+                st_o = (it + 1) % STAGES
+                mbarrier.wait(ready.index(st_o), ((it + 1) // STAGES) & 1)
+                o_lo, o_hi = _decode_halves(w_bufs.index(st_o), DTYPE, a_layout, p_layout)
+                xo = x_bufs.index(st_o)
+                so = s_bufs.index(st_o)
+                p_a = warpgroup_mma(o_lo, xo.slice(0, 32, dim=1).permute((1, 0)), p_a,
+                                    use_acc=False, is_async=True)
+                p_b, p_a, e_hi = warpgroup_mma_wait(num_outstanding=1, deps=(p_b, p_a, e_hi))
+                acc += p_b * gl.expand_dims(s_hi, 1)
+                p_b = _after(p_b, acc)
+                mbarrier.arrive(empty.index(st))
+                p_b = warpgroup_mma(o_hi, xo.slice(32, 32, dim=1).permute((1, 0)), p_b,
+                                    use_acc=False, is_async=True)
+                s_lo = so.slice(0, _BM).load(row)
+                s_hi = so.slice(_BM, _BM).load(row)
+                p_a, p_b, o_lo = warpgroup_mma_wait(num_outstanding=1, deps=(p_a, p_b, o_lo))
+                acc += p_a * gl.expand_dims(s_lo, 1)
+                p_b, o_hi = warpgroup_mma_wait(num_outstanding=0, deps=(p_b, o_hi))
+                acc += p_b * gl.expand_dims(s_hi, 1)
+                mbarrier.arrive(empty.index(st_o))
+                it += 2
+        else:  # GK == 64: one group per tile, two tiles (even, odd) per iteration
+            for _j in range(k0, k1, 2):
+                st = it % STAGES
+                mbarrier.wait(ready.index(st), (it // STAGES) & 1)
+                a_e = gl.convert_layout(_decode_codes(w_bufs.index(st), DTYPE, p_layout),
+                                        a_layout, assert_trivial=True)
+                p_a = warpgroup_mma(a_e, x_bufs.index(st).permute((1, 0)), p_a, use_acc=False,
+                                    is_async=True)
+                s_e = s_bufs.index(st).load(row)
+                st_o = (it + 1) % STAGES
+                mbarrier.wait(ready.index(st_o), ((it + 1) // STAGES) & 1)
+                a_o = gl.convert_layout(_decode_codes(w_bufs.index(st_o), DTYPE, p_layout),
+                                        a_layout, assert_trivial=True)
+                p_b = warpgroup_mma(a_o, x_bufs.index(st_o).permute((1, 0)), p_b, use_acc=False,
+                                    is_async=True)
+                p_a, p_b, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(p_a, p_b, a_e))
+                acc += p_a * gl.expand_dims(s_e, 1)
+                mbarrier.arrive(empty.index(st))
+                s_o = s_bufs.index(st_o).load(row)
+                p_b, a_o = warpgroup_mma_wait(num_outstanding=0, deps=(p_b, a_o))
+                acc += p_b * gl.expand_dims(s_o, 1)
+                mbarrier.arrive(empty.index(st_o))
+                it += 2
         _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
     tma.store_wait(0)
 
@@ -551,10 +610,10 @@ def prepack_grouped_sm90(w_q: torch.Tensor, scales: torch.Tensor, group_size: in
     prepack = prepack_sm90_triton if w_q.is_cuda else prepack_sm90_torch
     codes, _ = prepack(w_q, None, order)
     s = prepack_group_scales_sm90(scales, group_size)
-    s_layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
     return PackedWeightSM90(codes, s, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
-                            TensorDescriptor(s, [s.numel()], [1], [BM * BK // gk], s_layout),
+                            TensorDescriptor(s, [s.numel()], [1], [BM * BK // gk],
+                                             _GROUP_SCALE_LAYOUT),
                             gk)
 
 
@@ -697,6 +756,8 @@ def fp4_gemm_sm90_grouped(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tens
 
 
 def _gemm_dense(x, packed, alpha, out, config):
+    if x.data_ptr() % 16:  # TMA needs a 16-byte aligned base (e.g. a view at an odd offset)
+        x = x.clone()
     M, N = out.shape
     if N % 8 == 0 and out.is_contiguous():
         gemm_sm90_dense_x(x, packed, alpha, out, config=config)

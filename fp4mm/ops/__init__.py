@@ -2,8 +2,13 @@
 
 from fp4mm.ops.nvfp4_mm import nvfp4_mm
 from fp4mm.ops.nvfp4_w4a16_mm import nvfp4_w4a16_mm
-from fp4mm.ops.prepack import PrepackedNVFP4Weight, prepack_nvfp4_weight
+from fp4mm.ops.prepack import (
+    PrepackedNVFP4Weight,
+    PrepackedW4A16Weight,
+    prepack_nvfp4_weight,
+    prepack_w4a16_weight,
+)
 from fp4mm.ops.w4a16_mm import w4a16_mm
 
-__all__ = ["PrepackedNVFP4Weight", "nvfp4_mm", "nvfp4_w4a16_mm", "prepack_nvfp4_weight",
-           "w4a16_mm"]
+__all__ = ["PrepackedNVFP4Weight", "PrepackedW4A16Weight", "nvfp4_mm", "nvfp4_w4a16_mm",
+           "prepack_nvfp4_weight", "prepack_w4a16_weight", "w4a16_mm"]

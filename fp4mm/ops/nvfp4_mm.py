@@ -38,8 +38,9 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
     """``"gemv_sm90"`` (the Gluon decode GEMV: Hopper, M <= GEMV_SM90_MAX_M[op], K % 128 == 0,
     NVFP4 weights or group sizes 32, 64 and multiples of 128), ``"gemv"`` (the plain-Triton
-    decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights) or
-    ``"gemm"`` (the plain-Triton GEMM: other GPUs, groupwise weights, the interpreter). The
+    decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
+    group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
+    group sizes, the interpreter). The
     measured table in ``fp4mm.ops.dispatch`` places the boundaries. ``"gemv_sm90"`` also needs
     16-byte aligned operands: see :func:`run_gemv_sm90`, which leaves them to ``"gemv"``."""
     nvfp4 = op != "w4a16_mm"
@@ -50,8 +51,11 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
             if nvfp4 or group_size_is_supported(group_size):
                 return "gemv_sm90"
         return "gemv"
-    if nvfp4 and is_hopper(device):
-        return "gemm_sm90"
+    if is_hopper(device):
+        from fp4mm.kernels.fp4_gemm_sm90 import group_k
+
+        if nvfp4 or group_k(group_size):
+            return "gemm_sm90"
     return "gemm"
 
 

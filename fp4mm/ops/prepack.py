@@ -1,5 +1,9 @@
 """Explicit, optional weight re-layout for the prefill GEMMs.
 
+``prepack_w4a16_weight(w_q, scales, group_size, order=...)`` does the same for FP4 weights with
+16-bit group scales (``w4a16_mm``): on Hopper, for group sizes 32 and multiples of 64, the codes in
+the Gluon GEMM's register order and the scales as fp32 (``fp4_gemm_sm90.prepack_grouped_sm90``).
+
 ``prepack_nvfp4_weight(w_q, w_scales, order=...)`` returns a :class:`PrepackedNVFP4Weight` that
 ``nvfp4_mm`` and ``nvfp4_w4a16_mm`` accept in place of ``(w_q, w_scales)``. It costs one pass over
 the weights (measured separately, see ``docs/perf-log.md``); do it once per weight, not per call.
@@ -25,6 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from fp4mm import reference
 from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import is_hopper
 from fp4mm.formats.e2m1 import swap_nibbles
@@ -67,6 +72,59 @@ def unpermute_weight_bytes(packed: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`permute_weight_bytes`."""
     N, KB = packed.shape
     return packed.reshape(N, KB // 32, 4, 8).transpose(-1, -2).reshape(N, KB).contiguous()
+
+
+class PrepackedW4A16Weight(NamedTuple):
+    """An FP4 weight with 16-bit group scales (``w4a16_mm``), re-laid-out for the Hopper GEMM.
+
+    Attributes:
+        w_q: the raw uint8 ``(N, K/2)`` packed weight, in ``order`` (a reference, not a copy).
+        scales: the raw fp16/bf16 ``(N, K/group_size)`` group scales (a reference).
+        group_size: the scales' group size.
+        order: nibble order of ``w_q``.
+        sm90: the Gluon GEMM's ``PackedWeightSM90`` (codes in register order, fp32 scales) on a
+            Hopper GPU for group sizes 32 and multiples of 64, else ``None``: the other kernels
+            (decode GEMVs, the plain-Triton GEMM) read the raw tensors, so a weight prepacked
+            anywhere works everywhere.
+    """
+
+    w_q: torch.Tensor
+    scales: torch.Tensor
+    group_size: int
+    order: str
+    sm90: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N, K)`` of the dequantised weight."""
+        return (self.w_q.shape[0], self.w_q.shape[1] * 2)
+
+
+def prepack_w4a16_weight(w_q: torch.Tensor, scales: torch.Tensor, group_size: int, *,
+                         order: str = "low_first") -> PrepackedW4A16Weight:
+    """Re-lay-out an FP4 weight with 16-bit group scales for the Hopper prefill GEMM, once per
+    weight instead of on every ``w4a16_mm`` call (about 30 us for 8192 x 3072 on an H100; see
+    ``docs/perf-log.md``).
+
+    Args:
+        w_q: uint8 ``(N, K/2)`` packed E2M1, contiguous.
+        scales: fp16/bf16 ``(N, K/group_size)`` group scales, contiguous.
+        group_size: an even divisor of K; the Hopper GEMM takes 32 and multiples of 64, other
+            group sizes (and other devices) keep the raw layout (``sm90`` is ``None``).
+        order: nibble order of ``w_q``; ops called with the result must be given the same one.
+    """
+    check_order(order)
+    check_tensor("w_q", w_q, dtype=torch.uint8, ndim=2)
+    # the checks of w4a16_mm (group_size, scales), with an empty x of the weight's K
+    x_probe = torch.empty((0, w_q.shape[1] * 2), dtype=torch.float16, device=w_q.device)
+    reference.check_w4a16_operands(x_probe, w_q, scales, group_size, contiguous=True)
+    sm90 = None
+    if is_hopper(w_q.device):
+        from fp4mm.kernels import fp4_gemm_sm90
+
+        if fp4_gemm_sm90.group_k(group_size):
+            sm90 = fp4_gemm_sm90.prepack_grouped_sm90(w_q, scales, group_size, order)
+    return PrepackedW4A16Weight(w_q, scales, group_size, order, sm90)
 
 
 LAYOUTS = ("auto", "sm90", "triton")

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from fp4mm import reference
-from fp4mm.formats import dequantize_nvfp4_blocks
+from fp4mm.formats import dequantize_fp4_groupwise, dequantize_nvfp4_blocks
 
 g = pytest.importorskip("fp4mm.kernels.fp4_gemm_sm90")
 _spec = importlib.util.spec_from_file_location(
@@ -51,7 +51,13 @@ SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_con
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
-def _compile(bn, stages, dt, ot, split1=False):
+# Group-scale (w4a16_mm) specialisations: choose_config(grouped=True) always gives BN 128 with 6
+# stages; the op's output dtype is x's dtype. (GK, BN, STAGES, x dtype, out dtype, split == 1).
+SHIPPED_GROUPED = [(gk, 128, 6, dt, dt, False) for gk in (32, 64) for dt in ("fp16", "bf16")] + [
+    (32, 128, 6, "fp16", "fp16", True)]
+
+
+def _compile(bn, stages, dt, ot, split1=False, gk=0):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -60,14 +66,15 @@ def _compile(bn, stages, dt, ot, split1=False):
     gdt = getattr(gl, _GL[dt])
     xl = gl.NVMMASharedLayout.get_default_for([bn, 64], gdt)
     yl = gl.NVMMASharedLayout.get_default_for([bn, 128], getattr(gl, _GL[ot]))
-    sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>",
-           "s_desc": f"tensordesc<u8[8, 128],{g._PLAIN8!r}>",
+    s_desc = (f"tensordesc<u8[8, 128],{g._PLAIN8!r}>" if gk == 0 else
+              f"tensordesc<fp32[{64 // gk * 128}],{g._GROUP_SCALE_LAYOUT!r}>")
+    sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
            "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
            "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": 0}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk}
     if split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
@@ -95,6 +102,18 @@ def compile_report(bn, stages, dt, ot, split1=False) -> dict:
             "shared": k.metadata.shared, "hazards": hazards}
 
 
+def compile_report_grouped(gk, bn, stages, dt, ot, split1=False) -> dict:
+    """Compile one group-scale config for sm_90a and collect what the test asserts on."""
+    k = _compile(bn, stages, dt, ot, split1, gk)
+    sass = k.asm["sass"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        hazards = _sass_hazard.check(sass, f"gk{gk}_bn{bn}_s{stages}")
+    return {"ptxas_log": _ptxas.ptxas_log(k.asm["ptx"]), "shared": k.metadata.shared,
+            "hazards": hazards, "hgmma": sass.count("HGMMA.64x"),
+            "wait_1": sass.count("WARPGROUP.DEPBAR.LE gsb0, 0x1"),
+            "ffma": len(re.findall(r"\bFFMA\b", sass))}
+
+
 @pytest.fixture(scope="module")
 def compile_reports():
     """Every shipped config compiled in a clean child process: with TRITON_INTERPRET=1 (set for
@@ -107,6 +126,36 @@ def compile_reports():
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.fixture(scope="module")
+def compile_reports_grouped():
+    """Every shipped group-scale config, compiled in a clean child process (see above)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemm_sm90 as t; "
+            "print(json.dumps([t.compile_report_grouped(*c) for c in t.SHIPPED_GROUPED]))")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return dict(zip(SHIPPED_GROUPED, json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("cfg", SHIPPED_GROUPED, ids=lambda v: str(v))
+def test_grouped_configs_compile_pipelined_without_hazards(compile_reports_grouped, cfg):
+    """Group scales: no spills, no serialised wgmma (C7512/C7514/C7517: ptxas injects waits when
+    non-wgmma code reads an in-flight accumulator), the MMAs of one group overlap the previous
+    group's FMAs (``wait_group 1``), and no A register is rewritten while its wgmma is in
+    flight."""
+    rep = compile_reports_grouped[cfg]
+    log = rep["ptxas_log"]
+    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+    for code in ("C7512", "C7514", "C7517"):
+        assert code not in log, log
+    assert rep["wait_1"] > 0, "every wgmma retired before the next: the group pipeline is lost"
+    assert rep["hgmma"] == 8  # 2 tiles x (2 groups x 2 k16 steps | 1 group x 4 k16 steps)
+    assert rep["ffma"] >= 64 * (4 if cfg[0] == 32 else 2)  # one FMA per accumulator per group
+    assert rep["shared"] <= g.SMEM_LIMIT
+    assert rep["hazards"] == 0, "an instruction overwrites A registers of an in-flight HGMMA"
 
 
 @pytest.mark.parametrize("bn,stages,dt,ot,split1", SHIPPED, ids=lambda v: str(v))
@@ -169,6 +218,43 @@ def test_prepack_puts_every_byte_where_the_kernel_reads_it(order):
     assert torch.equal(got_s, want_s)
 
 
+@pytest.mark.parametrize("group_size", [32, 64, 128, 192])
+def test_grouped_prepack_puts_every_scale_where_the_kernel_reads_it(group_size):
+    """Emulate the producer's 1-D TMA box per (row block, 64-K tile) and the consumer's reads
+    (group j of the tile, row r); codes are laid out as for NVFP4."""
+    torch.manual_seed(1)
+    N, K = 200, {32: 608, 64: 704, 128: 640, 192: 576}[group_size]  # ragged N; K % 128 != 0
+    w_q = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8)
+    scales = torch.rand((N, K // group_size), dtype=torch.float32).to(torch.float16)
+    p = g.prepack_grouped_sm90(w_q, scales, group_size, "high_first")
+    gk = g.group_k(group_size)
+    assert p.group_k == gk and p.scales.dtype == torch.float32
+    codes, _ = g.prepack_sm90_torch(w_q, None, "high_first")
+    assert torch.equal(p.codes, codes)
+    assert torch.equal(codes, g.prepack_weight_sm90(
+        w_q, torch.zeros((N, K // 16), dtype=torch.uint8), "high_first").codes)
+    Np, Kp = 256, -(-K // 128) * 128
+    k_tiles, box = Kp // 64, 128 * 64 // gk
+    for nb, kt in itertools.product(range(Np // 128), range(k_tiles)):
+        tile = p.scales[(nb * k_tiles + kt) * box:][:box].view(64 // gk, 128)
+        for j in range(64 // gk):
+            k0 = kt * 64 + j * gk
+            rows = torch.arange(nb * 128, nb * 128 + 128)
+            want = torch.zeros(128)
+            ok = rows < N
+            if k0 < K:
+                want[ok] = scales[rows[ok], k0 // group_size].float()
+            assert torch.equal(tile[j], want), (nb, kt, j)
+
+
+def test_group_k_and_its_errors():
+    assert [g.group_k(s) for s in (2, 16, 32, 48, 64, 96, 128, 192, 256)] == \
+        [0, 0, 32, 0, 64, 0, 64, 64, 64]
+    with pytest.raises(ValueError, match="group_size: the Gluon GEMM takes 32 or a multiple"):
+        g.prepack_grouped_sm90(torch.zeros((8, 8), dtype=torch.uint8),
+                               torch.zeros((8, 1), dtype=torch.float16), 16)
+
+
 def test_configs_are_valid_and_fit_shared_memory():
     for M in (1, 16, 17, 64, 100, 128, 129, 1024, 2048, 4096):
         for N in (8, 3072, 18432):
@@ -178,6 +264,11 @@ def test_configs_are_valid_and_fit_shared_memory():
     assert not g.config_is_valid(g.SM90Config(BN=48))
     assert not g.config_is_valid(g.SM90Config(SPLIT=0))
     assert not g.config_is_valid(g.SM90Config(SPLIT=17))
+    # group scales: the fp32 partial doubles the accumulator, so BN 256 would spill
+    assert g.config_is_valid(g.SM90Config(BN=256), grouped=False)
+    assert not g.config_is_valid(g.SM90Config(BN=256), grouped=True)
+    for M in (1, 128, 2048):
+        assert g.choose_config(M, 8192, 3072, grouped=True).BN == 128
 
 
 def test_heuristic_splits_k_only_where_the_grid_is_short():
@@ -364,3 +455,102 @@ def test_split_k_is_deterministic():
     a = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
     b = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
     assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU: 16-bit group scales (w4a16_mm)
+# ----------------------------------------------------------------------------------------------
+def _gen_grouped(M, N, K, group, dtype, seed, scale_kind="challenge"):
+    """Challenge rev-1 data (x = 0.5 randn, scales 0.1 rand + 0.01), or fp16 scales whose
+    products with the codes overflow fp16 ('huge', x shrunk to keep y finite) or are subnormal
+    ('tiny'): a kernel that formed code * scale in 16 bits fails those."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    x = (0.5 * torch.randn((M, K), device="cuda", generator=gen)).to(dtype)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    r = torch.rand((N, K // group), device="cuda", generator=gen)
+    lo, span = {"challenge": (0.01, 0.1), "huge": (3e4, 3e4), "tiny": (1e-7, 9e-7)}[scale_kind]
+    s = (r * span + lo).to(dtype if scale_kind == "challenge" else torch.float16)
+    if scale_kind == "huge":
+        x = x * 1e-3
+    return x, wq, s
+
+
+def _assert_close_grouped(out, x, wq, s, group, order):
+    ref = reference.w4a16_mm(x, wq, s, group, order=order)
+    bound = x.float().abs() @ dequantize_fp4_groupwise(wq, s, group, order).abs().T
+    u = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 2.0**-20}[out.dtype]
+    sub = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
+    err = (out.float() - ref).abs()
+    tol = ref.abs() * u + bound * 2.0**-20 + sub[out.dtype]  # + subnormal output spacing
+    assert not torch.isnan(out).any()
+    assert bool((err <= tol).all()), f"max excess {float((err - tol).max())}"
+
+
+def _run_grouped(x, wq, s, group, order, out_dtype=None, config=None, prepacked=None):
+    out = torch.full((x.shape[0], wq.shape[0]), float("nan"), dtype=out_dtype or x.dtype,
+                     device="cuda")
+    g.fp4_gemm_sm90_grouped(x, wq, s, group, order, out, prepacked=prepacked, config=config)
+    return out
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K,group,dtype,order", [
+    (1, 128, 128, 32, torch.float16, "low_first"),
+    (100, 200, 160, 32, torch.float16, "high_first"),  # K % 128 != 0: a zero-padded K tile
+    (129, 264, 96, 32, torch.bfloat16, "low_first"),
+    (255, 100, 128, 32, torch.float16, "high_first"),  # a challenge functional case
+    (300, 520, 384, 64, torch.float16, "low_first"),
+    (300, 520, 384, 128, torch.bfloat16, "high_first"),
+    (77, 3000, 1280, 256, torch.float16, "low_first"),
+], ids=lambda v: str(v))
+def test_grouped_matches_oracle(M, N, K, group, dtype, order):
+    x, wq, s = _gen_grouped(M, N, K, group, dtype, seed=M + N + K)
+    for out_dtype in (None, torch.float32):
+        _assert_close_grouped(_run_grouped(x, wq, s, group, order, out_dtype), x, wq, s, group,
+                              order)
+
+
+@gpu
+@pytest.mark.parametrize("kind,group", [("huge", 32), ("tiny", 32), ("huge", 64), ("tiny", 128)])
+def test_grouped_is_exact_where_16_bit_products_would_not_be(kind, group):
+    x, wq, s = _gen_grouped(200, 1000, 3072, group, torch.float16, seed=7, scale_kind=kind)
+    _assert_close_grouped(_run_grouped(x, wq, s, group, "low_first", torch.float32), x, wq, s,
+                          group, "low_first")
+
+
+@gpu
+@pytest.mark.parametrize("group", [32, 128])
+def test_grouped_identity_probe_gives_the_dequantised_weight_bit_for_bit(group):
+    """x = I: every output is one code times its scale, exact in fp32 (11-bit scales)."""
+    K, N = 256, 264
+    x = torch.eye(K, device="cuda", dtype=torch.float16)
+    _, wq, _ = _gen_grouped(1, N, K, group, torch.float16, seed=9)
+    s = (1 + torch.randint(0, 1024, (N, K // group), device="cuda") / 1024).half() * 0.01
+    out = _run_grouped(x, wq, s, group, "low_first", torch.float32)
+    assert torch.equal(out, dequantize_fp4_groupwise(wq, s, group, "low_first").T)
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K,group,cfg", [
+    (333, 777, 1056, 32, g.SM90Config(BN=64, STAGES=4)),
+    (333, 777, 1056, 32, g.SM90Config(BN=128, STAGES=8)),
+    (40, 300, 4096, 32, g.SM90Config(BN=32, STAGES=4, SPLIT=4)),
+    (130, 3072, 3072, 32, g.SM90Config(BN=128, SPLIT=3)),
+    (17, 136, 320, 64, g.SM90Config(BN=16, STAGES=2, SPLIT=2)),
+    (128, 3072, 3072, 64, None),  # the heuristic's split-K
+], ids=lambda v: str(v))
+def test_grouped_config_paths_and_split_k(M, N, K, group, cfg):
+    x, wq, s = _gen_grouped(M, N, K, group, torch.float16, seed=M + K)
+    _assert_close_grouped(_run_grouped(x, wq, s, group, "low_first", config=cfg), x, wq, s,
+                          group, "low_first")
+
+
+@gpu
+def test_grouped_prepacked_reuse_and_mismatch():
+    x, wq, s = _gen_grouped(64, 264, 320, 64, torch.bfloat16, seed=3)
+    packed = g.prepack_grouped_sm90(wq, s, 64, "high_first")
+    a = _run_grouped(x, wq, s, 64, "high_first")
+    b = _run_grouped(x, None, None, 64, "high_first", prepacked=packed)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="prepacked: packed for group width 64"):
+        _run_grouped(x, None, None, 32, "high_first", prepacked=packed)

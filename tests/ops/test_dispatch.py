@@ -40,6 +40,23 @@ def test_nvfp4_weights_cross_over_at_64_raw_or_prepacked(op):
         assert dispatch.select_kernel(op, 128, 18432, 3072, DEV, prepacked=prepacked) == "gemm"
 
 
+@pytest.mark.parametrize("group,kernel", [(32, "gemm_sm90"), (64, "gemm_sm90"),
+                                          (128, "gemm_sm90"), (192, "gemm_sm90"),
+                                          (16, "gemm"), (48, "gemm"), (2, "gemm")])
+def test_hopper_prefill_of_group_scales_takes_the_gluon_gemm(monkeypatch, group, kernel):
+    """On Hopper, w4a16_mm above the GEMV range runs the Gluon GEMM for groups of 32 and
+    multiples of 64 (fp4_gemm_sm90.group_k), the plain-Triton GEMM for the rest; off Hopper
+    always the plain-Triton GEMM."""
+    import importlib
+
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    M = dispatch.GEMV_MAX_M["w4a16_mm"] + 1
+    monkeypatch.setattr(ops, "is_hopper", lambda device: True)
+    assert ops.choose_kernel("w4a16_mm", M, 8192, 3072, torch.device("cpu"), group) == kernel
+    monkeypatch.setattr(ops, "is_hopper", lambda device: False)
+    assert ops.choose_kernel("w4a16_mm", M, 8192, 3072, torch.device("cpu"), group) == "gemm"
+
+
 def test_override_argument_and_environment(monkeypatch):
     assert dispatch.select_kernel("nvfp4_mm", 1, 64, 64, override="gemm") == "gemm"
     assert dispatch.select_kernel("nvfp4_mm", 4096, 64, 64, override="gemv") == "gemv"

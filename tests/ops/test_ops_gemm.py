@@ -4,6 +4,7 @@ nvfp4_w4a16_mm against its oracle twin, out= handling."""
 import pytest
 import torch
 
+import fp4mm
 from fp4mm import reference
 from fp4mm.backend import is_hopper
 from fp4mm.formats import float_to_e4m3, quantize_nvfp4
@@ -101,3 +102,40 @@ def test_w4a16_mm_challenge_example():
     sc = torch.full((4, 2), 0.5, dtype=torch.float16, device=DEV)
     y = w4a16_mm(x, wq, sc, 2, order="high_first")
     assert y.tolist() == [[1, 2, -1, 0], [1, 2, -1, 0]]
+
+
+@pytest.mark.parametrize("M,group_size", [(3, 32), (130, 64), (70, 16)])
+def test_w4a16_mm_raw_and_prepacked(M, group_size):
+    """A prepacked weight gives the raw weight's result, bit for bit, at decode and prefill M
+    (on Hopper the prefill GEMM then reads the re-laid copy; elsewhere the raw tensors)."""
+    N, K = 72, 256
+    g = torch.Generator().manual_seed(M)
+    x = (0.5 * torch.randn(M, K, generator=g)).half().to(DEV)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, generator=g).to(DEV)
+    sc = (0.1 * torch.rand(N, K // group_size, generator=g) + 0.01).half().to(DEV)
+    pk = fp4mm.prepack_w4a16_weight(wq, sc, group_size, order="high_first")
+    assert pk.shape == (N, K) and pk.group_size == group_size
+    assert (pk.sm90 is not None) == (is_hopper(DEV) and group_size != 16)
+    raw = w4a16_mm(x, wq, sc, group_size, order="high_first")
+    assert torch.equal(w4a16_mm(x, pk, None, group_size, order="high_first"), raw)
+    ref = reference.w4a16_mm(x, wq, sc, group_size, order="high_first")
+    assert torch.allclose(raw.float(), ref, rtol=2e-3, atol=2e-3)
+
+
+def test_w4a16_prepacked_argument_errors():
+    wq = torch.randint(0, 256, (8, 32), dtype=torch.uint8, device=DEV)
+    sc = torch.ones((8, 2), dtype=torch.float16, device=DEV)
+    x = torch.ones((2, 64), dtype=torch.float16, device=DEV)
+    pk = fp4mm.prepack_w4a16_weight(wq, sc, 32)
+    with pytest.raises(ValueError, match="scales: expected None"):
+        w4a16_mm(x, pk, sc, 32)
+    with pytest.raises(ValueError, match="group_size: the prepacked weight has groups of 32"):
+        w4a16_mm(x, pk, None, 64)
+    with pytest.raises(ValueError, match="order: the prepacked weight was packed from"):
+        w4a16_mm(x, pk, None, 32, order="high_first")
+    with pytest.raises(ValueError, match="group_size"):
+        fp4mm.prepack_w4a16_weight(wq, sc, 24)
+    with pytest.raises(ValueError, match="scales"):
+        fp4mm.prepack_w4a16_weight(wq, sc[:, :1], 32)
+    with pytest.raises(ValueError, match="order"):
+        fp4mm.prepack_w4a16_weight(wq, sc, 32, order="big")
