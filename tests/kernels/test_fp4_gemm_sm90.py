@@ -487,8 +487,8 @@ def _assert_close_grouped(out, x, wq, s, group, order):
 
 
 def _run_grouped(x, wq, s, group, order, out_dtype=None, config=None, prepacked=None):
-    out = torch.full((x.shape[0], wq.shape[0]), float("nan"), dtype=out_dtype or x.dtype,
-                     device="cuda")
+    N = prepacked.N if prepacked is not None else wq.shape[0]
+    out = torch.full((x.shape[0], N), float("nan"), dtype=out_dtype or x.dtype, device="cuda")
     g.fp4_gemm_sm90_grouped(x, wq, s, group, order, out, prepacked=prepacked, config=config)
     return out
 
