@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from fp4mm.backend import is_hopper
+
 OPS = ("nvfp4_mm", "w4a16_mm", "nvfp4_w4a16_mm")
 KERNELS = ("gemm", "gemv")
 ENV_VAR = "FP4MM_KERNEL"
@@ -69,6 +71,19 @@ GEMV_SM90_MAX_M = {
     "w4a16_mm": 16,
     "nvfp4_w4a16_mm": 32,
 }
+# w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
+# (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
+# width and with the weight layout (a raw weight is re-laid out on every call, ~30 us at
+# 8192 x 3072, ~59 us at 18432 x 3072). (group_k, prepacked) -> largest M on the GEMV. Measured
+# on an H100 80GB HBM3, CUDA-graph medians through the public op with the kernel forced,
+# K = 3072 (bench/results/2026-11-26-gluon_grouped-crossover-h100.json; GEMV vs GEMM, us):
+# - group 32, raw: N=18432 M=64 83.3 vs 97.8, M=96 142.2 vs 97.0; N=8192 M=64 34.1 vs 54.3,
+#   M=96 57.6 vs 54.6 -> 64.
+# - group 32, prepacked: N=18432 M=16 24.5 vs 44.2, M=32 49.7 vs 44.6; N=8192 M=32 22.8 vs
+#   23.3 -> 16 (from M=17 the plain-Triton GEMV would serve; the GEMM is flat up to M=128).
+# - group 128, raw: N=18432 M=128 71.7 vs 82.3, M=192 106.8 vs 106.5 -> 128.
+# - group 128, prepacked: M=32 36.5 vs 42.1, M=48 40.7 vs 41.2, M=64 43.6 vs 39.2 -> 48.
+W4A16_SM90_GEMV_MAX_M = {(32, False): 64, (32, True): 16, (64, False): 128, (64, True): 48}
 
 
 def _requested(override: str | None) -> str:
@@ -90,10 +105,11 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
         M, N, K: problem size (tokens, weight rows, reduction length); positive ints.
         device: the tensors' device (kept for per-architecture tables; every sm_90 card uses
             the H100 table).
-        group_size: ``w4a16_mm`` only (optional); the measured crossover does not depend on it
-            today (see the table), kept for per-group tables.
-        prepacked: NVFP4 weights given as a ``PrepackedNVFP4Weight`` (the GEMM then skips its
-            per-call re-layout); as GPU time the crossover is the same M either way today.
+        group_size: ``w4a16_mm`` only (optional); on Hopper the crossover depends on it
+            (``W4A16_SM90_GEMV_MAX_M``).
+        prepacked: the weight is a ``PrepackedNVFP4Weight`` / ``PrepackedW4A16Weight`` (the GEMM
+            then skips its per-call re-layout); for NVFP4 weights the crossover is the same M
+            either way, for ``w4a16_mm`` on Hopper it is lower when prepacked.
         override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
     """
     if op not in OPS:
@@ -106,4 +122,16 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     requested = _requested(override)
     if requested != "auto":
         return requested
-    return "gemv" if M <= GEMV_MAX_M[op] else "gemm"
+    return "gemv" if M <= gemv_max_m(op, device, group_size, prepacked) else "gemm"
+
+
+def gemv_max_m(op: str, device=None, group_size: int | None = None,
+               prepacked: bool = False) -> int:
+    """The largest M that ``select_kernel`` gives the GEMV (the tables above)."""
+    if op == "w4a16_mm" and group_size is not None and device is not None and is_hopper(device):
+        from fp4mm.kernels.fp4_gemm_sm90 import group_k
+
+        gk = group_k(group_size)
+        if gk:
+            return W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
+    return GEMV_MAX_M[op]

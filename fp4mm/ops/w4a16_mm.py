@@ -64,7 +64,8 @@ def w4a16_mm(
         from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv
 
-        kernel = choose_kernel("w4a16_mm", M, N, K, x.device, group_size)
+        kernel = choose_kernel("w4a16_mm", M, N, K, x.device, group_size,
+                               prepacked=prepacked is not None and prepacked.sm90 is not None)
         if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, scales, 1.0, order, out,
                                                    group_size=group_size):
             return out

@@ -50,11 +50,32 @@ def test_hopper_prefill_of_group_scales_takes_the_gluon_gemm(monkeypatch, group,
     import importlib
 
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
-    M = dispatch.GEMV_MAX_M["w4a16_mm"] + 1
-    monkeypatch.setattr(ops, "is_hopper", lambda device: True)
-    assert ops.choose_kernel("w4a16_mm", M, 8192, 3072, torch.device("cpu"), group) == kernel
-    monkeypatch.setattr(ops, "is_hopper", lambda device: False)
-    assert ops.choose_kernel("w4a16_mm", M, 8192, 3072, torch.device("cpu"), group) == "gemm"
+    M = 1024
+    for hopper in (True, False):
+        monkeypatch.setattr(ops, "is_hopper", lambda device, h=hopper: h)
+        monkeypatch.setattr(dispatch, "is_hopper", lambda device, h=hopper: h)
+        got = ops.choose_kernel("w4a16_mm", M, 8192, 3072, torch.device("cpu"), group)
+        assert got == (kernel if hopper else "gemm")
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_hopper_group_scale_crossover_depends_on_the_layout(monkeypatch, group):
+    """Measured (W4A16_SM90_GEMV_MAX_M): a prepacked weight crosses over to the Gluon GEMM at
+    a lower M than a raw one, which pays the re-layout on every call; off Hopper, GEMV_MAX_M."""
+    cpu = torch.device("cpu")
+    gk = 32 if group == 32 else 64
+    monkeypatch.setattr(dispatch, "is_hopper", lambda device: True)
+    for prepacked in (False, True):
+        top = dispatch.W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
+        assert dispatch.select_kernel("w4a16_mm", top, 18432, 3072, cpu, group_size=group,
+                                      prepacked=prepacked) == "gemv"
+        assert dispatch.select_kernel("w4a16_mm", top + 1, 18432, 3072, cpu, group_size=group,
+                                      prepacked=prepacked) == "gemm"
+    assert (dispatch.W4A16_SM90_GEMV_MAX_M[(gk, True)]
+            < dispatch.W4A16_SM90_GEMV_MAX_M[(gk, False)])
+    assert dispatch.gemv_max_m("w4a16_mm", cpu, 16) == dispatch.GEMV_MAX_M["w4a16_mm"]
+    monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
+    assert dispatch.gemv_max_m("w4a16_mm", cpu, group, True) == dispatch.GEMV_MAX_M["w4a16_mm"]
 
 
 def test_override_argument_and_environment(monkeypatch):
