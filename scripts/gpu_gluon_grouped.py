@@ -173,14 +173,16 @@ def timing(quick, ok):
     return rows
 
 
-def crossover(quick):
+def crossover(quick, ms=None, groups=(32, 128)):
     """w4a16_mm through the public op with the kernel forced (FP4MM_KERNEL=gemv|gemm; raw and
     prepacked weights): where the Gluon GEMM overtakes the decode GEMV."""
     import fp4mm
 
     rows = []
-    ms = (16, 32, 48, 64, 96, 128, 192, 256) if not quick else (64,)
+    ms = ms or ((16, 32, 48, 64, 96, 128, 192, 256) if not quick else (64,))
     for N, group in ((18432, 32), (8192, 32), (18432, 128)):
+        if group not in groups:
+            continue
         K = 3072
         for M in ms:
             x, wq, s = gen(M, N, K, group, torch.float16, seed=M)
@@ -222,13 +224,17 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--part", choices=("all", "kernel", "crossover"), default="all")
+    ap.add_argument("--cross-ms", default=None, help="comma-separated M values (crossover)")
+    ap.add_argument("--cross-groups", default="32,128")
     args = ap.parse_args()
     dev = torch.cuda.get_device_name()
     print(dev, torch.__version__, flush=True)
     corr = correctness(args.quick) if args.part != "crossover" else []
     ok = all(r["ok"] for r in corr)
     tim = timing(args.quick, ok) if args.part != "crossover" else []
-    cross = crossover(args.quick) if args.part != "kernel" else []
+    ms = tuple(int(m) for m in args.cross_ms.split(",")) if args.cross_ms else None
+    groups = tuple(int(v) for v in args.cross_groups.split(","))
+    cross = crossover(args.quick, ms, groups) if args.part != "kernel" else []
     print(f"\n{'shape':>18} {'impl':<62} {'us':>8} {'TF/s':>7} {'x cuBLAS fp16':>13}")
     for r in tim:
         print(f"{r['M']}x{r['N']}x{r['K']:>6} g{r['group']:<3} {r['impl']:<62} "
