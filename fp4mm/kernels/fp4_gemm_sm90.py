@@ -57,7 +57,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
-from fp4mm.kernels.prepack_sm90 import prepack_sm90_triton
+from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
@@ -587,7 +587,8 @@ def group_k(group_size: int) -> int:
 
 def prepack_group_scales_sm90(scales: torch.Tensor, group_size: int) -> torch.Tensor:
     """16-bit ``(N, K/group_size)`` group scales -> the fp32 1-D layout of
-    :class:`PackedWeightSM90` (``group_k(group_size)`` wide groups; padding rows and K are 0)."""
+    :class:`PackedWeightSM90` (``group_k(group_size)`` wide groups; padding rows and K are 0),
+    in plain torch: the twin of ``prepack_sm90.group_scales_sm90_triton`` (used on the CPU)."""
     gk = group_k(group_size)
     N, K = scales.shape[0], scales.shape[1] * group_size
     Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
@@ -607,9 +608,12 @@ def prepack_grouped_sm90(w_q: torch.Tensor, scales: torch.Tensor, group_size: in
         raise ValueError(f"group_size: the Gluon GEMM takes 32 or a multiple of 64, got "
                          f"{group_size}")
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    prepack = prepack_sm90_triton if w_q.is_cuda else prepack_sm90_torch
-    codes, _ = prepack(w_q, None, order)
-    s = prepack_group_scales_sm90(scales, group_size)
+    if w_q.is_cuda:
+        codes, _ = prepack_sm90_triton(w_q, None, order)
+        s = group_scales_sm90_triton(scales, group_size, gk)
+    else:
+        codes, _ = prepack_sm90_torch(w_q, None, order)
+        s = prepack_group_scales_sm90(scales, group_size)
     return PackedWeightSM90(codes, s, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
                             TensorDescriptor(s, [s.numel()], [1], [BM * BK // gk],

@@ -1,4 +1,6 @@
-"""Memory-speed prepack of NVFP4 weights for ``fp4_gemm_sm90`` (plain Triton, interpreter-safe).
+"""Memory-speed prepack of NVFP4 weights for ``fp4_gemm_sm90`` (plain Triton, interpreter-safe),
+and of 16-bit group scales (``group_scales_sm90_triton``, the fp32 layout of
+``fp4_gemm_sm90.prepack_grouped_sm90``).
 
 Produces exactly the ``codes`` and ``scales`` tensors of ``fp4_gemm_sm90.prepack_weight_sm90``
 (its torch code is the twin), layout in that module's docstring. Per (128-row block nb, 64-K tile
@@ -59,6 +61,42 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
             s = tl.join(s, s).reshape(8, 128)
             scols = kt * 128 + tl.arange(0, 128)
             tl.store(scales_ptr + out_s_rows[:, None] * stride_o + scols[None, :], s)
+
+
+@triton.jit
+def _group_scales_sm90_kernel(s_ptr, out_ptr, N, K, group_size, num_kt, stride_sn, stride_sk,
+                              GK: tl.constexpr):
+    """16-bit (N, K/group_size) group scales -> fp32, element ``((nb * num_kt + kt) * 64/GK + j)
+    * 128 + r`` = scale of row ``128 nb + r`` at K column ``64 kt + GK j`` (0 past N or K).
+    One program per (128-row block nb, 64-K tile kt)."""
+    NG: tl.constexpr = 64 // GK
+    nb = tl.program_id(0)
+    kt = tl.program_id(1)
+    j = tl.arange(0, NG)
+    r = tl.arange(0, 128)
+    rows = nb * 128 + r
+    k0 = kt * 64 + j * GK
+    ok = (rows[None, :] < N) & (k0[:, None] < K)
+    v = tl.load(s_ptr + rows[None, :] * stride_sn + (k0 // group_size)[:, None] * stride_sk,
+                mask=ok, other=0.0)
+    tl.store(out_ptr + ((nb * num_kt + kt) * NG + j[:, None]) * 128 + r[None, :],
+             v.to(tl.float32))
+
+
+def group_scales_sm90_triton(scales: torch.Tensor, group_size: int, gk: int) -> torch.Tensor:
+    """The fp32 1-D group-scale layout of ``fp4_gemm_sm90.prepack_grouped_sm90`` (bit for bit
+    its torch twin ``prepack_group_scales_sm90``) in one pass: ``scales`` fp16/bf16
+    ``(N, K/group_size)`` (any strides), ``gk`` = ``fp4_gemm_sm90.group_k(group_size)``."""
+    if gk not in (32, 64) or group_size % gk:
+        raise ValueError(f"gk: expected 32 or 64 dividing group_size {group_size}, got {gk}")
+    N, K = scales.shape[0], scales.shape[1] * group_size
+    num_nb, num_kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    out = torch.empty(num_nb * num_kt * BM * BK // gk, dtype=torch.float32, device=scales.device)
+    if N:
+        _group_scales_sm90_kernel[(num_nb, num_kt)](
+            scales, out, N, K, group_size, num_kt, scales.stride(0), scales.stride(1), GK=gk,
+            num_warps=1)
+    return out
 
 
 def _kt_per_program(num_kt: int) -> int:

@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from fp4mm.kernels.prepack_sm90 import prepack_sm90_triton
+from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
 g = pytest.importorskip("fp4mm.kernels.fp4_gemm_sm90")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,3 +89,26 @@ def test_bad_arguments_are_named(bad):
         kw, match = {"kt_per_program": 4}, "kt_per_program"  # 2 K tiles
     with pytest.raises(ValueError, match=match):
         prepack_sm90_triton(w_q, w_s, order, **kw)
+
+
+@pytest.mark.parametrize("N,K,group_size", [(1, 64, 32), (127, 96, 32), (300, 640, 64),
+                                            (200, 3072, 128), (130, 576, 192)],
+                         ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_group_scales_bit_exact_vs_torch_prepack(N, K, group_size, dtype):
+    """The 16-bit group scales' fp32 layout (w4a16_mm on Hopper): ragged N, K not a multiple of
+    128, every group width; a strided (transposed-view) input as well."""
+    if dtype == torch.bfloat16 and DEV == "cpu":
+        pytest.skip("the interpreter computes bf16 wrongly")
+    gen = torch.Generator().manual_seed(N + K)
+    sc = (torch.rand((N, K // group_size), generator=gen) * 0.1 + 0.01).to(dtype).to(DEV)
+    gk = g.group_k(group_size)
+    want = g.prepack_group_scales_sm90(sc.cpu(), group_size)
+    assert torch.equal(group_scales_sm90_triton(sc, group_size, gk).cpu(), want)
+    strided = sc.T.contiguous().T  # same values, column-major strides
+    assert torch.equal(group_scales_sm90_triton(strided, group_size, gk).cpu(), want)
+
+
+def test_group_scales_reject_a_bad_group_width():
+    with pytest.raises(ValueError, match="gk"):
+        group_scales_sm90_triton(torch.ones((4, 2), dtype=torch.float16, device=DEV), 48, 32)
