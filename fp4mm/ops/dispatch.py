@@ -73,20 +73,25 @@ GEMV_SM90_MAX_M = {
 }
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
-# width and with the weight layout (a raw weight is re-laid out on every call, ~30 us at
-# 8192 x 3072, ~59 us at 18432 x 3072). (group_k, prepacked) -> largest M on the GEMV. Measured
+# width and with the weight layout (a raw weight is re-laid out on every call: 16 us at
+# 8192 x 3072, 34 us at 18432 x 3072). (group_k, prepacked) -> largest M on the GEMV. Measured
 # on an H100 80GB HBM3, CUDA-graph medians through the public op with the kernel forced,
 # K = 3072 (bench/results/2026-11-26-gluon_grouped-crossover-h100.json; GEMV vs GEMM, us):
-# - group 32, raw: N=18432 M=64 83.3 vs 97.8, M=96 142.2 vs 97.0; N=8192 M=64 34.1 vs 54.3,
-#   M=96 57.6 vs 54.6 -> 64.
+# - group 32, raw: first N=18432 M=64 83.3 vs 97.8, M=96 142.2 vs 97.0; N=8192 M=64 34.1 vs
+#   54.3, M=96 57.6 vs 54.6. Then the group scales' re-layout became one Triton pass (30 -> 16 us
+#   at 8192 x 3072, 59 -> 34 us at 18432 x 3072; ...-crossover-raw-h100.json): N=18432 M=48
+#   78.6 vs 74.1, M=64 83.2 vs 73.1; N=8192 M=48 31.4 vs 39.8, M=64 34.5 vs 40.0 -> 48 (the
+#   GEMV is 6% slower at N=18432, M=48; the GEMM 16% slower at N=8192, M=64: the crossover moves
+#   with N, the table only with M).
 # - group 32, prepacked: N=18432 M=16 24.5 vs 44.2, M=32 49.7 vs 44.6; N=8192 M=32 22.8 vs
 #   23.3. Between 16 and 32 (M = 17..32 is the plain-Triton GEMV; the GEMM is flat up to 128),
 #   on an H200 (bench/results/2026-11-26-gluon_grouped-crossover-fine-h200.json): N=18432
 #   M=24 46.5 vs 45.5, M=28 46.8 vs 45.3, M=32 47.9 vs 44.6; N=8192 the GEMV wins at 17..32
 #   (20.8-22.3 vs 23.5-23.9) -> 28 (within 3% of the better kernel on both shapes up to 28).
-# - group 128, raw: N=18432 M=128 71.7 vs 82.3, M=192 106.8 vs 106.5 -> 128.
+# - group 128, raw: first N=18432 M=128 71.7 vs 82.3, M=192 106.8 vs 106.5; with the Triton
+#   scale re-layout M=64 43.3 vs 69.2, M=96 70.0 vs 68.2, M=128 71.7 vs 68.8 -> 64.
 # - group 128, prepacked: M=32 36.5 vs 42.1, M=48 40.7 vs 41.2, M=64 43.6 vs 39.2 -> 48.
-W4A16_SM90_GEMV_MAX_M = {(32, False): 64, (32, True): 28, (64, False): 128, (64, True): 48}
+W4A16_SM90_GEMV_MAX_M = {(32, False): 48, (32, True): 28, (64, False): 64, (64, True): 48}
 
 
 def _requested(override: str | None) -> str:

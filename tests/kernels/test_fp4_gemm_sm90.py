@@ -51,10 +51,10 @@ SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_con
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
-# Group-scale (w4a16_mm) specialisations: choose_config(grouped=True) always gives BN 128 with 6
+# Group-scale (w4a16_mm) specialisations: choose_config(grouped=True) always gives BN 128 with 4
 # stages; the op's output dtype is x's dtype. (GK, BN, STAGES, x dtype, out dtype, split == 1).
-SHIPPED_GROUPED = [(gk, 128, 6, dt, dt, False) for gk in (32, 64) for dt in ("fp16", "bf16")] + [
-    (32, 128, 6, "fp16", "fp16", True)]
+SHIPPED_GROUPED = [(gk, 128, 4, dt, dt, False) for gk in (32, 64) for dt in ("fp16", "bf16")] + [
+    (32, 128, 4, "fp16", "fp16", True)]
 
 
 def _compile(bn, stages, dt, ot, split1=False, gk=0):
@@ -269,6 +269,8 @@ def test_configs_are_valid_and_fit_shared_memory():
     assert not g.config_is_valid(g.SM90Config(BN=256), grouped=True)
     for M in (1, 128, 2048):
         assert g.choose_config(M, 8192, 3072, grouped=True).BN == 128
+        assert g.choose_config(M, 8192, 3072, grouped=True) in {
+            g.SM90Config(BN=128, STAGES=4, SPLIT=s) for s in (1, 2, 4, 6)}
 
 
 def test_heuristic_splits_k_only_where_the_grid_is_short():
