@@ -127,20 +127,23 @@ def provenance(path: Path, run: dict) -> str:
 
 
 def _prepack_note(rows: list[dict]) -> str:
-    """The weight pre-packing cost (it depends on the weight's N x K only), as a range."""
-    costs: dict[tuple[int, int], list[float]] = {}
+    """The weight pre-packing cost (it depends on the weight's format and N x K only), as a
+    range: NVFP4 weights (``prepack_nvfp4_weight``) or 16-bit group scales
+    (``prepack_w4a16_weight``, ``w4a16_mm`` rows)."""
+    costs: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
         if r.get("prepack_us") is not None and r.get("kind") == "ours":
-            costs.setdefault((r["N"], r["K"]), []).append(r["prepack_us"])
+            fmt = "group-scale" if r.get("op") == "w4a16_mm" else "NVFP4"
+            costs.setdefault((fmt, r["N"], r["K"]), []).append(r["prepack_us"])
     if not costs:
         return ""
     parts = []
-    for (n, k), us in costs.items():
+    for (fmt, n, k), us in costs.items():
         lo, hi = min(us), max(us)
         span = f"{lo:.0f} us" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} us"
-        parts.append(f"{n}x{k}: {span}")
-    return ("\nPre-packing an NVFP4 weight (once per weight; not inside the `(prepacked)` times) "
-            "costs, by weight N x K: " + "; ".join(parts) + ".\n")
+        parts.append(f"{fmt} {n}x{k}: {span}")
+    return ("\nPre-packing a weight (once per weight; not inside the `(prepacked)` times) "
+            "costs, by format and weight N x K: " + "; ".join(parts) + ".\n")
 
 
 def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) -> str:
