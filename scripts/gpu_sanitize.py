@@ -66,6 +66,20 @@ def main() -> int:
             print(f"{'ok  ' if same else 'FAIL'} quantize_nvfp4_triton {dtype} {M}x{K}",
                   flush=True)
             ok &= same
+    # w4a16_mm prefill: on Hopper the Gluon GEMM with group scales (GK 32 and 64, raw weights and
+    # prepack_w4a16_weight; ragged M and N, K not a multiple of 128)
+    for M, N, K in [(130, 264, 1088), (77, 100, 192)]:
+        x = torch.randn(M, K, device=dev)
+        w = torch.randn(N, K, device=dev)
+        for group, xh in ((32, x.half()), (64, x.bfloat16()), (64, x.half())):
+            g = fp4mm.quantize_fp4_groupwise(w, group)
+            sc = g.scales.to(xh.dtype)
+            wantg = reference.w4a16_mm(xh, g.data, sc, group)
+            ok &= check(f"w4a16_mm g{group} {xh.dtype} {M}x{N}x{K}",
+                        fp4mm.w4a16_mm(xh, g.data, sc, group), wantg)
+            pk = fp4mm.prepack_w4a16_weight(g.data, sc, group)
+            ok &= check(f"w4a16_mm prepacked g{group} {xh.dtype} {M}x{N}x{K}",
+                        fp4mm.w4a16_mm(xh, pk, None, group), wantg)
     torch.cuda.synchronize()
     return 0 if ok else 1
 
