@@ -54,6 +54,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.language.extra.cuda import gdc_wait
 
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
@@ -476,11 +477,15 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
                           split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-                          STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr):
+                          STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
+                          PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
     scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
+    if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
+        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
     s_bufs = gl.allocate_shared_memory(s_desc.dtype, [STAGES] + s_desc.block_type.shape,
                                        s_desc.layout)
@@ -655,9 +660,12 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
 
 @triton.jit
 def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles, split,
-                          BN: tl.constexpr, TB: tl.constexpr):
+                          BN: tl.constexpr, TB: tl.constexpr, PDL: tl.constexpr):
     """out[tokens, rows] of split tile ``num_full + program_id(0)`` = alpha * sum of its ``split``
-    fp32 partials (workspace ``[slot, 128 rows, BN tokens]``), in slice order (deterministic)."""
+    fp32 partials (workspace ``[slot, 128 rows, BN tokens]``), in slice order (deterministic).
+    PDL: launched early behind the GEMM, so wait for it before any memory access."""
+    if PDL:
+        gdc_wait()
     j = tl.program_id(0)
     t = num_full + j
     pid_m = t % num_m_tiles
@@ -676,14 +684,15 @@ def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num
 
 
 def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedule,
-                  bn: int) -> None:
+                  bn: int, pdl: bool = False) -> None:
     """Second pass of split-K: ``ws`` fp32 ``(split_units, 128, bn)``; writes the split tiles of
     ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride)."""
     tb = min(bn, 64)
     grid = (sc.num_tiles - sc.num_full, bn // tb)
     M, N = out.shape
     _splitk_reduce_kernel[grid](ws, out, float(alpha), M, N, out.stride(0), sc.num_full,
-                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, num_warps=4)
+                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, PDL=pdl,
+                                launch_pdl=pdl, num_warps=4)
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
@@ -709,9 +718,9 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
         w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
         sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
-        num_warps=8)
+        PDL=True, launch_pdl=True, num_warps=8)
     if split_units:
-        splitk_reduce(ws, out, alpha, sc, config.BN)
+        splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
@@ -731,7 +740,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16)
+    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True)
     _gemm_dense(x, prepacked, alpha, out, config)
 
 

@@ -73,8 +73,9 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
            "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
-           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk}
+           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
+           "PDL": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
     if split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
@@ -99,7 +100,8 @@ def compile_report(bn, stages, dt, ot, split1=False) -> dict:
             "ld_shared_v4": ptx.count("ld.shared.v4.b32"), "ptxas_log": _ptxas.ptxas_log(ptx),
             "st_global_v2": ptx.count("st.global.v2.b32"),
             "st_global_scalar": len(re.findall(r"st\.global\.b32", ptx)),
-            "shared": k.metadata.shared, "hazards": hazards}
+            "shared": k.metadata.shared, "hazards": hazards,
+            "pdl_wait": ptx.count("griddepcontrol.wait")}
 
 
 def compile_report_grouped(gk, bn, stages, dt, ot, split1=False) -> dict:
@@ -172,6 +174,8 @@ def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot,
     assert "C7512" not in log, log  # wgmma serialised for lack of registers
     assert rep["shared"] <= g.SMEM_LIMIT
     assert rep["hazards"] == 0, "an instruction overwrites A registers of an in-flight HGMMA"
+    # launched with programmatic dependent launch: one wait before any memory access
+    assert rep["pdl_wait"] == 1
 
 
 def test_hazard_checker_flags_a_planted_overwrite():
