@@ -275,11 +275,13 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _unit(u, num_full, split, k_per_split, k_tiles):
-    """Work unit ``u`` -> (tile, first K tile, end K tile, workspace slot or -1).
+def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
+    """Work unit ``u`` -> (token tile pid_m, weight-row tile pid_n, first K tile, end K tile,
+    workspace slot or -1).
 
     Units ``0 .. num_full-1`` are whole tiles; unit ``num_full + v`` is K-slice ``v % split`` of
-    tile ``num_full + v // split`` (its fp32 partial goes to workspace slot ``v``)."""
+    tile ``num_full + v // split`` (its fp32 partial goes to workspace slot ``v``). Tile
+    ``t = pid_n * num_m_tiles + pid_m``."""
     t = u
     k0 = u * 0
     k1 = k_tiles
@@ -289,7 +291,7 @@ def _unit(u, num_full, split, k_per_split, k_tiles):
         t = num_full + v // split
         k0 = (v % split) * k_per_split
         k1 = gl.minimum(k0 + k_per_split, k_tiles)
-    return t, k0, k1, v
+    return t % num_m_tiles, t // num_m_tiles, k0, k1, v
 
 
 @gluon.jit
@@ -300,9 +302,7 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
                             + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
-        pid_m = t % num_m_tiles
-        pid_n = t // num_m_tiles
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -332,9 +332,7 @@ def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alph
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
-        pid_m = t % num_m_tiles
-        pid_n = t // num_m_tiles
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
@@ -404,9 +402,7 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
     row: gl.constexpr = gl.SliceLayout(1, mma)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        t, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles)
-        pid_m = t % num_m_tiles
-        pid_n = t // num_m_tiles
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         p_a = gl.zeros([_BM, BN], gl.float32, mma)
         p_b = gl.zeros([_BM, BN], gl.float32, mma)
