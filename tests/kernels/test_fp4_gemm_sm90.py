@@ -116,30 +116,30 @@ def compile_report_grouped(gk, bn, stages, dt, ot, split1=False) -> dict:
             "ffma": len(re.findall(r"\bFFMA\b", sass))}
 
 
-@pytest.fixture(scope="module")
-def compile_reports():
-    """Every shipped config compiled in a clean child process: with TRITON_INTERPRET=1 (set for
-    the CPU test session) earlier interpreted kernels leave triton's language patched, which
-    breaks Gluon compilation in this process."""
+def _reports_in_child(report: str, configs: str) -> dict:
+    """``{config: report(*config)}`` for every config in the module list ``configs``, compiled
+    in a clean child process: with TRITON_INTERPRET=1 (set for the CPU test session) earlier
+    interpreted kernels leave triton's language patched, which breaks Gluon compilation in this
+    process."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemm_sm90 as t; "
-            "print(json.dumps([t.compile_report(*c) for c in t.SHIPPED]))")
+            f"print(json.dumps([t.{report}(*c) for c in t.{configs}]))")
     r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+    return dict(zip(globals()[configs], json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    """Every shipped NVFP4 config (see :func:`_reports_in_child`)."""
+    return _reports_in_child("compile_report", "SHIPPED")
 
 
 @pytest.fixture(scope="module")
 def compile_reports_grouped():
-    """Every shipped group-scale config, compiled in a clean child process (see above)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemm_sm90 as t; "
-            "print(json.dumps([t.compile_report_grouped(*c) for c in t.SHIPPED_GROUPED]))")
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return dict(zip(SHIPPED_GROUPED, json.loads(r.stdout.strip().splitlines()[-1])))
+    """Every shipped group-scale config (see :func:`_reports_in_child`)."""
+    return _reports_in_child("compile_report_grouped", "SHIPPED_GROUPED")
 
 
 @pytest.mark.parametrize("cfg", SHIPPED_GROUPED, ids=lambda v: str(v))
