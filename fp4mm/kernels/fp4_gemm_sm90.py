@@ -63,7 +63,7 @@ from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_tr
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
 K_ALIGN = 2 * BK  # the even/odd schedule consumes K tiles in pairs
-NDEC = 3  # fp16 tiles the consumers decode NVFP4 activations into (see _b_tile)
+NDEC = 3  # fp16 B tiles the decoder partition fills for the consumers (FUSE_X, _x_decoder)
 _NDEC = gl.constexpr(NDEC)
 _BM = gl.constexpr(BM)
 _BK = gl.constexpr(BK)
@@ -294,38 +294,6 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
     return gl.convert_layout(w4.reshape([_BM, _BK]), A_LAYOUT, assert_trivial=True)
 
 
-@gluon.jit
-def _decode_x_tile(q_smem, s_smem, dst, word, BN: gl.constexpr, HIGH_FIRST: gl.constexpr):
-    """One stage's NVFP4 activations, [BN tokens, 32 code bytes] and a [BN, 16] box of scale
-    bytes (4 K tiles' worth: a TMA box must start at a 16-byte aligned column) of which 32-bit
-    ``word`` holds this tile's 4, decoded to exact fp16 into the wgmma B tile ``dst`` [BN, 64];
-    256 // BN consumer threads per token row."""
-    TPR: gl.constexpr = 256 // BN
-    q_layout: gl.constexpr = gl.BlockedLayout([1, 32 // TPR], [32 // TPR, TPR], [8, 1], [1, 0])
-    v_layout: gl.constexpr = gl.BlockedLayout([1, 4 // TPR, 16], [32 // TPR, TPR, 1], [8, 1, 1],
-                                              [2, 1, 0])
-    s_layout: gl.constexpr = gl.SliceLayout(2, v_layout)
-    w_layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 // TPR, TPR], [8, 1], [1, 0])
-    v = gl.fp4_to_fp(q_smem.load(q_layout), gl.float16, 1)  # byte i -> values 2i (low), 2i+1
-    if HIGH_FIRST:
-        lo, hi = v.reshape([BN, 32, 2]).split()
-        v = gl.join(hi, lo).reshape([BN, 64])
-    v = gl.convert_layout(v.reshape([BN, 4, 16]), v_layout, assert_trivial=True)
-    # the row's 4 words (one 16-byte load), word ``word`` selected and split into its 4 bytes
-    words = s_smem._reinterpret(gl.int32, [BN, 4], _PLAIN32).load(w_layout)
-    col = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, w_layout)), 0)
-    w = gl.expand_dims(gl.sum(gl.where(col == word, words, 0), axis=1), 1)
-    sb = gl.convert_layout(((w >> (col * 8)) & 0xFF).to(gl.uint8), s_layout)
-    sc = sb.to(gl.float8e4nv, bitcast=True).to(gl.float16)
-    # e2m1 x e4m3 is exact in fp16. One mul.f16x2 per value pair: as a plain multiply LLVM
-    # scalarised it (an HMUL2 per value plus a PRMT per pair).
-    v = gl.inline_asm_elementwise("mul.rn.f16x2 $0, $1, $2;", "=r,r,r",
-                                  [v, gl.expand_dims(sc, 2)], dtype=gl.float16, is_pure=True,
-                                  pack=2)
-    dst.store(v.reshape([BN, _BK]))
-    fence_async_shared()  # generic-proxy writes, read next by wgmma (async proxy)
-
-
 # ----------------------------------------------------------------------------------------------
 # Kernel
 # ----------------------------------------------------------------------------------------------
@@ -350,12 +318,11 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
 
 
 @gluon.jit
-def _producer(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs, ready, empty,
-              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-              STAGES: gl.constexpr, GK: gl.constexpr, FUSE_X: gl.constexpr):
+def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr,
+              GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                            + x_desc.block_type.nbytes
-                            + (xs_desc.block_type.nbytes if FUSE_X else 0))
+                            + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
@@ -372,40 +339,15 @@ def _producer(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs, 
             else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
                 s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
                 tma.async_copy_global_to_shared(s_desc, [s_off], ready.index(s), s_bufs.index(s))
-            if FUSE_X:  # NVFP4 activations: 32 code bytes; the 16 scale bytes of 4 K tiles
-                # (a box's first column must be 16-byte aligned), this tile's are word kt % 4
-                tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * (_BK // 2)],
-                                                ready.index(s), x_bufs.index(s))
-                tma.async_copy_global_to_shared(xs_desc, [pid_m * BN, (kt // 4) * 16],
-                                                ready.index(s), xs_bufs.index(s))
-            else:
-                tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
-                                                x_bufs.index(s))
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
+                                            x_bufs.index(s))
             it += 1
 
 
 @gluon.jit
-def _b_tile(x_bufs, xs_bufs, dec_bufs, s, it, kt, BN: gl.constexpr, FUSE_X: gl.constexpr,
-            X_HIGH_FIRST: gl.constexpr):
-    """The wgmma B tile [BN, 64] of ring stage ``s`` (iteration ``it``, K tile ``kt``): the
-    TMA'd activations, or (FUSE_X) this thread's share of them decoded into fp16 tile
-    ``it % NDEC``. The caller makes the decoded tile whole with a partition barrier before the
-    MMA. NDEC = 3 makes reuse safe: a warpgroup decodes into tile d again only after the
-    barrier of the iteration before, which the other warpgroup reaches after its ``wait(1)``
-    has retired its MMA that read d."""
-    if FUSE_X:
-        d = dec_bufs.index(it % _NDEC)
-        _decode_x_tile(x_bufs.index(s), xs_bufs.index(s), d, kt % 4, BN, X_HIGH_FIRST)
-        return d
-    else:
-        return x_bufs.index(s)
-
-
-@gluon.jit
-def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, xs_bufs, dec_bufs, y_smem, ready, empty,
-              alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
-              FUSE_X: gl.constexpr, X_HIGH_FIRST: gl.constexpr):
+def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_units,
+              num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+              STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -419,22 +361,16 @@ def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, xs_bufs, dec_bufs, y_smem,
             # even tile: its A registers were last read by the wgmma retired two waits ago
             s0 = it % STAGES
             mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
-            b_e = _b_tile(x_bufs, xs_bufs, dec_bufs, s0, it, j, BN, FUSE_X, X_HIGH_FIRST)
             a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
-            if FUSE_X:
-                gl.thread_barrier()  # both warpgroups' halves of the decoded tile are written
-            acc = warpgroup_mma(a_e, b_e.permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
             mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > k0)
             it += 1
             # odd tile
             s1 = it % STAGES
             mbarrier.wait(ready.index(s1), (it // STAGES) & 1)
-            b_o = _b_tile(x_bufs, xs_bufs, dec_bufs, s1, it, j + 1, BN, FUSE_X, X_HIGH_FIRST)
             a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout, l4)
-            if FUSE_X:
-                gl.thread_barrier()
-            acc = warpgroup_mma(a_o, b_o.permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(a_o, x_bufs.index(s1).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the even tile
             mbarrier.arrive(empty.index(s0))
             it += 1
@@ -557,6 +493,174 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
     tma.store_wait(0)
 
 
+# ----------------------------------------------------------------------------------------------
+# W4A4 with the activations decoded in the kernel (FUSE_X)
+# ----------------------------------------------------------------------------------------------
+# 8 consumer warps + a 4-warp decoder partition (12 warps: at 16, ptxas gets too few registers
+# for the m64n256 wgmma). No producer warp: the consumers TMA their own weight tiles STAGES
+# ahead and the decoder its own activation bytes STAGES - 1 ahead, so neither waits on the
+# other except through the NDEC decoded fp16 B tiles (dec_ready / dec_empty).
+X_DECODER_WARPS = 4  # the worker partition that decodes NVFP4 activations (FUSE_X)
+X_DECODER_REGS = 80
+_X_DECODER_WARPS = gl.constexpr(X_DECODER_WARPS)
+_X_DECODER_REGS = gl.constexpr(X_DECODER_REGS)
+
+
+@gluon.jit
+def _decode_x_rows(q_smem, s_smem, dst, word, ROWS: gl.constexpr, HIGH_FIRST: gl.constexpr):
+    """NVFP4 activations of ROWS tokens, [ROWS, 32] code bytes and a [ROWS, 16] box of scale
+    bytes (4 K tiles' worth: a TMA box starts at a 16-byte aligned column) of which 32-bit
+    ``word`` holds this tile's 4, decoded to exact fp16 into ``dst`` [ROWS, 64] (a slice of the
+    wgmma B tile), by the X_DECODER_WARPS warps of the decoder: 128 // ROWS threads per row."""
+    TPR: gl.constexpr = 32 * _X_DECODER_WARPS // ROWS
+    NW: gl.constexpr = _X_DECODER_WARPS
+    q_layout: gl.constexpr = gl.BlockedLayout([1, 32 // TPR], [32 // TPR, TPR], [NW, 1], [1, 0])
+    v_layout: gl.constexpr = gl.BlockedLayout([1, 4 // TPR, 16], [32 // TPR, TPR, 1], [NW, 1, 1],
+                                              [2, 1, 0])
+    s_layout: gl.constexpr = gl.SliceLayout(2, v_layout)
+    w_layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 // TPR, TPR], [NW, 1], [1, 0])
+    v = gl.fp4_to_fp(q_smem.load(q_layout), gl.float16, 1)  # byte i -> values 2i (low), 2i+1
+    if HIGH_FIRST:
+        lo, hi = v.reshape([ROWS, 32, 2]).split()
+        v = gl.join(hi, lo).reshape([ROWS, 64])
+    v = gl.convert_layout(v.reshape([ROWS, 4, 16]), v_layout, assert_trivial=True)
+    # the row's 4 words (one 16-byte load), word ``word`` selected and split into its 4 bytes
+    words = s_smem.load(w_layout)
+    col = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, w_layout)), 0)
+    w = gl.expand_dims(gl.sum(gl.where(col == word, words, 0), axis=1), 1)
+    sb = gl.convert_layout(((w >> (col * 8)) & 0xFF).to(gl.uint8), s_layout)
+    sc = sb.to(gl.float8e4nv, bitcast=True).to(gl.float16)
+    # e2m1 x e4m3 is exact in fp16. One mul.f16x2 per value pair: as a plain multiply LLVM
+    # scalarised it (an HMUL2 per value plus a PRMT per pair).
+    v = gl.inline_asm_elementwise("mul.rn.f16x2 $0, $1, $2;", "=r,r,r",
+                                  [v, gl.expand_dims(sc, 2)], dtype=gl.float16, is_pure=True,
+                                  pack=2)
+    dst.store(v.reshape([ROWS, _BK]))
+
+
+@gluon.jit
+def _cursor(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
+    """A TMA cursor at the first K tile of work unit ``u``: (u, kt, k_end, pid_m, pid_n)."""
+    pid_m, pid_n, k0, k1, _v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+    return u, k0, k1, pid_m, pid_n
+
+
+@gluon.jit
+def _cursor_next(u, kt, k1, pid_m, pid_n, num_full, split, k_per_split, k_tiles, num_m_tiles):
+    """The K tile after (u, kt) in this CTA's order (the next unit's first when kt ends u)."""
+    kt += 1
+    if kt == k1:
+        u, kt, k1, pid_m, pid_n = _cursor(u + gl.num_programs(0), num_full, split, k_per_split,
+                                          k_tiles, num_m_tiles)
+    return u, kt, k1, pid_m, pid_n
+
+
+@gluon.jit
+def _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, slot, pid_n, kt):
+    bar = w_ready.index(slot)
+    mbarrier.expect(bar, w_desc.block_type.nbytes + s_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], bar, w_bufs.index(slot))
+    tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], bar, s_bufs.index(slot))
+
+
+@gluon.jit
+def _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, slot, pid_m, kt, BN: gl.constexpr):
+    """32 code bytes per token; the 16 scale bytes of 4 K tiles (a box's first column must be
+    16-byte aligned), of which this tile's are word kt % 4."""
+    bar = x_ready.index(slot)
+    mbarrier.expect(bar, x_desc.block_type.nbytes + xs_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * (_BK // 2)], bar,
+                                    x_bufs.index(slot))
+    tma.async_copy_global_to_shared(xs_desc, [pid_m * BN, (kt // 4) * 16], bar,
+                                    xs_bufs.index(slot))
+
+
+@gluon.jit
+def _x_decoder(x_desc, xs_desc, x_bufs, xs_bufs, dec_bufs, x_ready, dec_ready, dec_empty,
+               num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+               STAGES: gl.constexpr, HIGH_FIRST: gl.constexpr):
+    """Decodes each K tile's NVFP4 activations into fp16 B tile ``it % NDEC`` (at most NDEC
+    ahead of the consumers). Its own TMA ring of activation bytes runs STAGES - 1 tiles ahead:
+    a slot is refilled right after its tile was decoded, in this partition's program order."""
+    ROWS: gl.constexpr = 128 if BN > 128 else BN
+    cu, ckt, ck1, cpm, cpn = _cursor(gl.program_id(0), num_full, split, k_per_split, k_tiles,
+                                     num_m_tiles)
+    for i in gl.static_range(STAGES - 1):
+        if cu < num_units:
+            _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, i, cpm, ckt, BN)
+            cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
+                                                  k_per_split, k_tiles, num_m_tiles)
+    it = 0
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+        for kt in range(k0, k1):
+            if cu < num_units:  # into the slot of tile it - 1, decoded last iteration
+                _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, (it + STAGES - 1) % STAGES,
+                        cpm, ckt, BN)
+                cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
+                                                      k_per_split, k_tiles, num_m_tiles)
+            s = it % STAGES
+            d = it % _NDEC
+            mbarrier.wait(x_ready.index(s), (it // STAGES) & 1)
+            mbarrier.wait(dec_empty.index(d), ((it // _NDEC) & 1) ^ 1)
+            words = xs_bufs.index(s)._reinterpret(gl.int32, [BN, 4], _PLAIN32)
+            for r in gl.static_range(BN // ROWS):
+                _decode_x_rows(x_bufs.index(s).slice(r * ROWS, ROWS),
+                               words.slice(r * ROWS, ROWS),
+                               dec_bufs.index(d).slice(r * ROWS, ROWS), kt % 4, ROWS, HIGH_FIRST)
+            fence_async_shared()  # generic-proxy writes, read next by wgmma (async proxy)
+            gl.thread_barrier()  # every decoder thread's rows are written and fenced
+            mbarrier.arrive(dec_ready.index(d))
+            it += 1
+
+
+@gluon.jit
+def _consumer_fused(w_desc, s_desc, y_desc, ws_ptr, w_bufs, s_bufs, dec_bufs, y_smem, w_ready,
+                    dec_ready, dec_empty, alpha, num_units, num_full, split, k_per_split,
+                    num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
+    """:func:`_consumer`'s even/odd MMA schedule over decoded B tiles; also loads its own weight
+    tiles: a ring slot is refilled (STAGES tiles ahead) once both warpgroups have dequantised it
+    into registers (a partition barrier), since no MMA reads it from shared memory."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+                                                  instr_shape=[16, BN, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
+    l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
+    cu, ckt, ck1, cpm, cpn = _cursor(gl.program_id(0), num_full, split, k_per_split, k_tiles,
+                                     num_m_tiles)
+    for i in gl.static_range(STAGES):
+        if cu < num_units:
+            _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, i, cpn, ckt)
+            cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
+                                                  k_per_split, k_tiles, num_m_tiles)
+    it = 0
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+        acc = gl.zeros([_BM, BN], gl.float32, mma)
+        for j in range(k0, k1, 2):  # every unit has an even number of K tiles
+            for h in gl.static_range(2):  # even tile, odd tile (A registers alternate)
+                s = it % STAGES
+                mbarrier.wait(w_ready.index(s), (it // STAGES) & 1)
+                a = _dequant_tile(w_bufs.index(s), s_bufs.index(s), gl.float16, a_layout,
+                                  p_layout, l4)
+                d = it % _NDEC
+                mbarrier.wait(dec_ready.index(d), (it // _NDEC) & 1)
+                acc = warpgroup_mma(a, dec_bufs.index(d).permute((1, 0)), acc, is_async=True)
+                acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires it - 1
+                mbarrier.arrive(dec_empty.index((it + _NDEC - 1) % _NDEC), pred=h > 0 or j > k0)
+                gl.thread_barrier()  # both warpgroups have read weight slot s
+                if cu < num_units:
+                    _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, s, cpn, ckt)
+                    cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full,
+                                                          split, k_per_split, k_tiles,
+                                                          num_m_tiles)
+                it += 1
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(dec_empty.index((it + _NDEC - 1) % _NDEC))
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
+    tma.store_wait(0)
+
+
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, xs_desc, y_desc, ws_ptr, alpha, num_units,
                           num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
@@ -565,8 +669,9 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, xs_desc, y_desc, ws_ptr, alpha
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
     scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`).
     FUSE_X (W4A4, GK = 0, fp16): ``x_desc`` is over the NVFP4 activation codes ``(M, K/2)`` and
-    ``xs_desc`` over their E4M3 scales ``(M, K/16)``; the consumers decode them (nibble order
-    X_HIGH_FIRST). Otherwise ``x_desc`` is over fp16/bf16 ``x`` and ``xs_desc`` is unused."""
+    ``xs_desc`` over their E4M3 scales ``(M, K/16)``; a worker partition (:func:`_x_decoder`)
+    decodes them (nibble order X_HIGH_FIRST) into a ring of NDEC fp16 tiles. Otherwise
+    ``x_desc`` is over fp16/bf16 ``x`` and ``xs_desc`` is unused."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
     gl.static_assert(not FUSE_X or (GK == 0 and BN >= 64), "FUSE_X: NVFP4 weights, BN >= 64")
@@ -590,28 +695,47 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, xs_desc, y_desc, ws_ptr, alpha
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
+    if FUSE_X:  # ready: weight tiles, empty: activation bytes, dec_*: the decoded B tiles
+        dec_ready = gl.allocate_shared_memory(gl.int64, [_NDEC, 1], mbarrier.MBarrierLayout())
+        dec_empty = gl.allocate_shared_memory(gl.int64, [_NDEC, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(_NDEC):
+            mbarrier.init(dec_ready.index(i), count=1)
+            mbarrier.init(dec_empty.index(i), count=1)
     fence_async_shared()
-    if GK == 0:
+    if FUSE_X:
         gl.warp_specialize(
-            [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, xs_bufs, dec_bufs, y_smem,
-                          ready, empty, alpha, num_units, num_full, split, k_per_split,
-                          num_m_tiles, k_tiles, BN, STAGES, DTYPE, FUSE_X, X_HIGH_FIRST)),
-             (_producer, (w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs,
-                          ready, empty, num_units, num_full, split, k_per_split, num_m_tiles,
-                          k_tiles, BN, STAGES, GK, FUSE_X))],
+            [(_consumer_fused, (w_desc, s_desc, y_desc, ws_ptr, w_bufs, s_bufs, dec_bufs, y_smem,
+                                ready, dec_ready, dec_empty, alpha, num_units, num_full, split,
+                                k_per_split, num_m_tiles, k_tiles, BN, STAGES)),
+             (_x_decoder, (x_desc, xs_desc, x_bufs, xs_bufs, dec_bufs, empty, dec_ready,
+                           dec_empty, num_units, num_full, split, k_per_split, num_m_tiles,
+                           k_tiles, BN, STAGES, X_HIGH_FIRST))],
+            [_X_DECODER_WARPS], [_X_DECODER_REGS])
+    elif GK == 0:
+        gl.warp_specialize(
+            [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, DTYPE)),
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
             [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
                                   alpha, num_units, num_full, split, k_per_split, num_m_tiles,
                                   k_tiles, BN, STAGES, DTYPE, GK)),
-             (_producer, (w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs,
-                          ready, empty, num_units, num_full, split, k_per_split, num_m_tiles,
-                          k_tiles, BN, STAGES, GK, FUSE_X))],
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
+    if FUSE_X:
+        for i in gl.static_range(_NDEC):
+            mbarrier.invalidate(dec_ready.index(i))
+            mbarrier.invalidate(dec_empty.index(i))
 
 
 # ----------------------------------------------------------------------------------------------
