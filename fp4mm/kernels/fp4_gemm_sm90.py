@@ -63,8 +63,6 @@ from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_tr
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
 K_ALIGN = 2 * BK  # the even/odd schedule consumes K tiles in pairs
-NDEC = 3  # fp16 B tiles the decoder partition fills for the consumers (FUSE_X, _x_decoder)
-_NDEC = gl.constexpr(NDEC)
 _BM = gl.constexpr(BM)
 _BK = gl.constexpr(BK)
 SMEM_LIMIT = 232448  # bytes of dynamic shared memory per CTA on sm_90
@@ -72,9 +70,6 @@ _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float
 _ELEM_BYTES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4}
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
 _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
-_X_CODE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=32, element_bitwidth=8, rank=2)
-_X_DECODED_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-_PLAIN32 = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,35 +86,22 @@ class SM90Config:
     PERSISTENT: bool = True
     SPLIT: int = 1
 
-    def smem_bytes(self, out_dtype: torch.dtype = torch.float16, fused_x: bool = False) -> int:
-        """``fused_x``: the ring holds NVFP4 activation bytes (codes + a 16-byte scale box per
-        token row) and the consumers decode them into ``NDEC`` fp16 tiles."""
+    def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
-        w_stage = BM * BK // 2 + BM * BK // 8
-        if fused_x:  # + 2 KB: the 1 KB alignment of swizzled buffers (measured: 1.7-2.2 KB)
-            stage = w_stage + self.BN * (BK // 2 + 16)
-            decoded = NDEC * self.BN * BK * 2 + 2048
-        else:
-            stage, decoded = w_stage + self.BN * BK * 2, 0
-        return (self.STAGES * stage + decoded + self.BN * BM * out_bytes + 2 * self.STAGES * 8
-                + 64)
+        stage = BM * BK // 2 + BM * BK // 8 + self.BN * BK * 2
+        return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
 
 def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
-                    grouped: bool = False, fused_x: bool = False) -> bool:
+                    grouped: bool = False) -> bool:
     """The one validity predicate (heuristic, tests and benchmark use it). ``grouped`` (16-bit
     group scales): BN <= 128, since the fp32 partial doubles the accumulator registers (BN 256
-    spills 1176 bytes). ``fused_x`` (NVFP4 activations decoded in the kernel): BN >= 64, so that
-    every consumer thread decodes whole 16-value scale blocks."""
-    if grouped:
-        bns = (16, 32, 64, 128)
-    else:
-        bns = (64, 128, 256) if fused_x else (16, 32, 64, 128, 256)
+    spills 1176 bytes)."""
     return (
-        config.BN in bns
+        config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
         and 1 <= config.SPLIT <= 16
-        and config.smem_bytes(out_dtype, fused_x) <= SMEM_LIMIT
+        and config.smem_bytes(out_dtype) <= SMEM_LIMIT
     )
 
 
@@ -182,7 +164,7 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16,
-                  sms: int = 132, grouped: bool = False, fused_x: bool = False) -> SM90Config:
+                  sms: int = 132, grouped: bool = False) -> SM90Config:
     """The one heuristic: the config of least :func:`predict_us` (GPU time). Measured on an H100
     80GB HBM3 (docs/perf-log.md, "fp4_gemm_sm90 (Gluon)", runs 2-4; ratios to cuBLAS bf16 under
     CUDA-graph replay, W4A4 incl. the activation dequant, run 4):
@@ -196,9 +178,7 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
       0.771x, BN 256 0.764x); 1024x3072x3072 stays unsplit (0.723x; split 2: 0.511x).
     Eager (do_bench) timings of small shapes were host-bound in run 4 (158 us of Python per W4A4
     call, 194 us with the reduce launch), so they cannot rank configs; graph replay can.
-    Fewer stages where the epilogue tile (fp32 out) leaves no room; with ``fused_x`` (W4A4 with
-    the activations decoded in the kernel) the decoded tiles take room too, and BN 256 with fp32
-    out does not fit at all.
+    Fewer stages where the epilogue tile (fp32 out) leaves no room.
     """
     cands = []
     if grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
@@ -207,10 +187,7 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
         shapes = ((128, 6),) if M <= 128 else ((256, 4), (128, 6))
     for bn, stages in shapes:
         st = next((s for s in range(stages, 1, -1)
-                   if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype, grouped, fused_x)),
-                  None)
-        if st is None:
-            continue
+                   if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
         for split in (1, 2, 4, 6):  # the factors timed on the H100 (run 4)
             cfg = SM90Config(BN=bn, STAGES=st, SPLIT=split)
             if schedule(M, N, K, cfg, sms).split == split or split == 1:
@@ -493,225 +470,30 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
     tma.store_wait(0)
 
 
-# ----------------------------------------------------------------------------------------------
-# W4A4 with the activations decoded in the kernel (FUSE_X)
-# ----------------------------------------------------------------------------------------------
-# 8 consumer warps + a 4-warp decoder partition (12 warps: at 16, ptxas gets too few registers
-# for the m64n256 wgmma). No producer warp: the consumers TMA their own weight tiles STAGES
-# ahead and the decoder its own activation bytes STAGES - 1 ahead, so neither waits on the
-# other except through the NDEC decoded fp16 B tiles (dec_ready / dec_empty).
-X_DECODER_WARPS = 4  # the worker partition that decodes NVFP4 activations (FUSE_X)
-X_DECODER_REGS = 80
-_X_DECODER_WARPS = gl.constexpr(X_DECODER_WARPS)
-_X_DECODER_REGS = gl.constexpr(X_DECODER_REGS)
-
-
 @gluon.jit
-def _decode_x_rows(q_smem, s_smem, dst, word, ROWS: gl.constexpr, HIGH_FIRST: gl.constexpr):
-    """NVFP4 activations of ROWS tokens, [ROWS, 32] code bytes and a [ROWS, 16] box of scale
-    bytes (4 K tiles' worth: a TMA box starts at a 16-byte aligned column) of which 32-bit
-    ``word`` holds this tile's 4, decoded to exact fp16 into ``dst`` [ROWS, 64] (a slice of the
-    wgmma B tile), by the X_DECODER_WARPS warps of the decoder: 128 // ROWS threads per row."""
-    TPR: gl.constexpr = 32 * _X_DECODER_WARPS // ROWS
-    NW: gl.constexpr = _X_DECODER_WARPS
-    q_layout: gl.constexpr = gl.BlockedLayout([1, 32 // TPR], [32 // TPR, TPR], [NW, 1], [1, 0])
-    v_layout: gl.constexpr = gl.BlockedLayout([1, 4 // TPR, 16], [32 // TPR, TPR, 1], [NW, 1, 1],
-                                              [2, 1, 0])
-    s_layout: gl.constexpr = gl.SliceLayout(2, v_layout)
-    w_layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 // TPR, TPR], [NW, 1], [1, 0])
-    v = gl.fp4_to_fp(q_smem.load(q_layout), gl.float16, 1)  # byte i -> values 2i (low), 2i+1
-    if HIGH_FIRST:
-        lo, hi = v.reshape([ROWS, 32, 2]).split()
-        v = gl.join(hi, lo).reshape([ROWS, 64])
-    v = gl.convert_layout(v.reshape([ROWS, 4, 16]), v_layout, assert_trivial=True)
-    # the row's 4 words (one 16-byte load), word ``word`` selected and split into its 4 bytes
-    words = s_smem.load(w_layout)
-    col = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, w_layout)), 0)
-    w = gl.expand_dims(gl.sum(gl.where(col == word, words, 0), axis=1), 1)
-    sb = gl.convert_layout(((w >> (col * 8)) & 0xFF).to(gl.uint8), s_layout)
-    sc = sb.to(gl.float8e4nv, bitcast=True).to(gl.float16)
-    # e2m1 x e4m3 is exact in fp16. One mul.f16x2 per value pair: as a plain multiply LLVM
-    # scalarised it (an HMUL2 per value plus a PRMT per pair).
-    v = gl.inline_asm_elementwise("mul.rn.f16x2 $0, $1, $2;", "=r,r,r",
-                                  [v, gl.expand_dims(sc, 2)], dtype=gl.float16, is_pure=True,
-                                  pack=2)
-    dst.store(v.reshape([ROWS, _BK]))
-
-
-@gluon.jit
-def _cursor(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
-    """A TMA cursor at the first K tile of work unit ``u``: (u, kt, k_end, pid_m, pid_n)."""
-    pid_m, pid_n, k0, k1, _v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
-    return u, k0, k1, pid_m, pid_n
-
-
-@gluon.jit
-def _cursor_next(u, kt, k1, pid_m, pid_n, num_full, split, k_per_split, k_tiles, num_m_tiles):
-    """The K tile after (u, kt) in this CTA's order (the next unit's first when kt ends u)."""
-    kt += 1
-    if kt == k1:
-        u, kt, k1, pid_m, pid_n = _cursor(u + gl.num_programs(0), num_full, split, k_per_split,
-                                          k_tiles, num_m_tiles)
-    return u, kt, k1, pid_m, pid_n
-
-
-@gluon.jit
-def _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, slot, pid_n, kt):
-    bar = w_ready.index(slot)
-    mbarrier.expect(bar, w_desc.block_type.nbytes + s_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], bar, w_bufs.index(slot))
-    tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], bar, s_bufs.index(slot))
-
-
-@gluon.jit
-def _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, slot, pid_m, kt, BN: gl.constexpr):
-    """32 code bytes per token; the 16 scale bytes of 4 K tiles (a box's first column must be
-    16-byte aligned), of which this tile's are word kt % 4."""
-    bar = x_ready.index(slot)
-    mbarrier.expect(bar, x_desc.block_type.nbytes + xs_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * (_BK // 2)], bar,
-                                    x_bufs.index(slot))
-    tma.async_copy_global_to_shared(xs_desc, [pid_m * BN, (kt // 4) * 16], bar,
-                                    xs_bufs.index(slot))
-
-
-@gluon.jit
-def _x_decoder(x_desc, xs_desc, x_bufs, xs_bufs, dec_bufs, x_ready, dec_ready, dec_empty,
-               num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-               STAGES: gl.constexpr, HIGH_FIRST: gl.constexpr):
-    """Decodes each K tile's NVFP4 activations into fp16 B tile ``it % NDEC`` (at most NDEC
-    ahead of the consumers). Its own TMA ring of activation bytes runs STAGES - 1 tiles ahead:
-    a slot is refilled right after its tile was decoded, in this partition's program order."""
-    ROWS: gl.constexpr = 128 if BN > 128 else BN
-    cu, ckt, ck1, cpm, cpn = _cursor(gl.program_id(0), num_full, split, k_per_split, k_tiles,
-                                     num_m_tiles)
-    for i in gl.static_range(STAGES - 1):
-        if cu < num_units:
-            _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, i, cpm, ckt, BN)
-            cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
-                                                  k_per_split, k_tiles, num_m_tiles)
-    it = 0
-    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
-        for kt in range(k0, k1):
-            if cu < num_units:  # into the slot of tile it - 1, decoded last iteration
-                _load_x(x_desc, xs_desc, x_bufs, xs_bufs, x_ready, (it + STAGES - 1) % STAGES,
-                        cpm, ckt, BN)
-                cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
-                                                      k_per_split, k_tiles, num_m_tiles)
-            s = it % STAGES
-            d = it % _NDEC
-            mbarrier.wait(x_ready.index(s), (it // STAGES) & 1)
-            mbarrier.wait(dec_empty.index(d), ((it // _NDEC) & 1) ^ 1)
-            words = xs_bufs.index(s)._reinterpret(gl.int32, [BN, 4], _PLAIN32)
-            for r in gl.static_range(BN // ROWS):
-                _decode_x_rows(x_bufs.index(s).slice(r * ROWS, ROWS),
-                               words.slice(r * ROWS, ROWS),
-                               dec_bufs.index(d).slice(r * ROWS, ROWS), kt % 4, ROWS, HIGH_FIRST)
-            fence_async_shared()  # generic-proxy writes, read next by wgmma (async proxy)
-            gl.thread_barrier()  # every decoder thread's rows are written and fenced
-            mbarrier.arrive(dec_ready.index(d))
-            it += 1
-
-
-@gluon.jit
-def _consumer_fused(w_desc, s_desc, y_desc, ws_ptr, w_bufs, s_bufs, dec_bufs, y_smem, w_ready,
-                    dec_ready, dec_empty, alpha, num_units, num_full, split, k_per_split,
-                    num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr):
-    """:func:`_consumer`'s even/odd MMA schedule over decoded B tiles; also loads its own weight
-    tiles: a ring slot is refilled (STAGES tiles ahead) once both warpgroups have dequantised it
-    into registers (a partition barrier), since no MMA reads it from shared memory."""
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
-                                                  instr_shape=[16, BN, 16])
-    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
-    l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
-    cu, ckt, ck1, cpm, cpn = _cursor(gl.program_id(0), num_full, split, k_per_split, k_tiles,
-                                     num_m_tiles)
-    for i in gl.static_range(STAGES):
-        if cu < num_units:
-            _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, i, cpn, ckt)
-            cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full, split,
-                                                  k_per_split, k_tiles, num_m_tiles)
-    it = 0
-    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
-        acc = gl.zeros([_BM, BN], gl.float32, mma)
-        for j in range(k0, k1, 2):  # every unit has an even number of K tiles
-            for h in gl.static_range(2):  # even tile, odd tile (A registers alternate)
-                s = it % STAGES
-                mbarrier.wait(w_ready.index(s), (it // STAGES) & 1)
-                a = _dequant_tile(w_bufs.index(s), s_bufs.index(s), gl.float16, a_layout,
-                                  p_layout, l4)
-                d = it % _NDEC
-                mbarrier.wait(dec_ready.index(d), (it // _NDEC) & 1)
-                acc = warpgroup_mma(a, dec_bufs.index(d).permute((1, 0)), acc, is_async=True)
-                acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires it - 1
-                mbarrier.arrive(dec_empty.index((it + _NDEC - 1) % _NDEC), pred=h > 0 or j > k0)
-                gl.thread_barrier()  # both warpgroups have read weight slot s
-                if cu < num_units:
-                    _load_w(w_desc, s_desc, w_bufs, s_bufs, w_ready, s, cpn, ckt)
-                    cu, ckt, ck1, cpm, cpn = _cursor_next(cu, ckt, ck1, cpm, cpn, num_full,
-                                                          split, k_per_split, k_tiles,
-                                                          num_m_tiles)
-                it += 1
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        mbarrier.arrive(dec_empty.index((it + _NDEC - 1) % _NDEC))
-        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
-    tma.store_wait(0)
-
-
-@gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, xs_desc, y_desc, ws_ptr, alpha, num_units,
-                          num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
+                          split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr, FUSE_X: gl.constexpr, X_HIGH_FIRST: gl.constexpr):
+                          PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
-    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`).
-    FUSE_X (W4A4, GK = 0, fp16): ``x_desc`` is over the NVFP4 activation codes ``(M, K/2)`` and
-    ``xs_desc`` over their E4M3 scales ``(M, K/16)``; a worker partition (:func:`_x_decoder`)
-    decodes them (nibble order X_HIGH_FIRST) into a ring of NDEC fp16 tiles. Otherwise
-    ``x_desc`` is over fp16/bf16 ``x`` and ``xs_desc`` is unused."""
+    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
-    gl.static_assert(not FUSE_X or (GK == 0 and BN >= 64), "FUSE_X: NVFP4 weights, BN >= 64")
     if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
     s_bufs = gl.allocate_shared_memory(s_desc.dtype, [STAGES] + s_desc.block_type.shape,
                                        s_desc.layout)
-    if FUSE_X:
-        x_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, _BK // 2], x_desc.layout)
-        xs_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], xs_desc.layout)
-        dec_bufs = gl.allocate_shared_memory(gl.float16, [_NDEC, BN, _BK], _X_DECODED_LAYOUT)
-    else:
-        x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
-        xs_bufs = x_bufs
-        dec_bufs = x_bufs
+    x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
     y_smem = gl.allocate_shared_memory(y_desc.dtype, [BN, _BM], y_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
-    if FUSE_X:  # ready: weight tiles, empty: activation bytes, dec_*: the decoded B tiles
-        dec_ready = gl.allocate_shared_memory(gl.int64, [_NDEC, 1], mbarrier.MBarrierLayout())
-        dec_empty = gl.allocate_shared_memory(gl.int64, [_NDEC, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(_NDEC):
-            mbarrier.init(dec_ready.index(i), count=1)
-            mbarrier.init(dec_empty.index(i), count=1)
     fence_async_shared()
-    if FUSE_X:
-        gl.warp_specialize(
-            [(_consumer_fused, (w_desc, s_desc, y_desc, ws_ptr, w_bufs, s_bufs, dec_bufs, y_smem,
-                                ready, dec_ready, dec_empty, alpha, num_units, num_full, split,
-                                k_per_split, num_m_tiles, k_tiles, BN, STAGES)),
-             (_x_decoder, (x_desc, xs_desc, x_bufs, xs_bufs, dec_bufs, empty, dec_ready,
-                           dec_empty, num_units, num_full, split, k_per_split, num_m_tiles,
-                           k_tiles, BN, STAGES, X_HIGH_FIRST))],
-            [_X_DECODER_WARPS], [_X_DECODER_REGS])
-    elif GK == 0:
+    if GK == 0:
         gl.warp_specialize(
             [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
@@ -732,10 +514,6 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, xs_desc, y_desc, ws_ptr, alpha
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
-    if FUSE_X:
-        for i in gl.static_range(_NDEC):
-            mbarrier.invalidate(dec_ready.index(i))
-            mbarrier.invalidate(dec_empty.index(i))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -866,34 +644,14 @@ def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPE[dtype])
 
 
-def _y_descriptor(out: torch.Tensor, config: SM90Config) -> TensorDescriptor:
-    return TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
-                            _nvmma_layout(config.BN, BM, out.dtype))
-
-
-def x_descriptor(x: torch.Tensor, config: SM90Config) -> TensorDescriptor:
-    """TMA descriptor of fp16/bf16 activations ``(M, K)``, one [BN, 64] box per stage."""
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), [config.BN, BK],
-                            _nvmma_layout(config.BN, BK, x.dtype))
-
-
-def fp4_x_descriptors(x_q: torch.Tensor, x_scales: torch.Tensor, config: SM90Config):
-    """TMA descriptors of NVFP4 activations decoded in the kernel: codes ``(M, K/2)``, one
-    [BN, 32] box per stage; E4M3 scales ``(M, K/16)``, one [BN, 16] box (4 K tiles' scales) per
-    stage, of which the kernel reads the stage's 4 bytes (a TMA box starts at a 16-byte aligned
-    column and its rows are at least 16 bytes)."""
-    return (TensorDescriptor(x_q, list(x_q.shape), list(x_q.stride()), [config.BN, BK // 2],
-                             _X_CODE_LAYOUT),
-            TensorDescriptor(x_scales, list(x_scales.shape), list(x_scales.stride()),
-                             [config.BN, 16], _PLAIN8))
-
-
-def can_fuse_x(x_q: torch.Tensor, x_scales: torch.Tensor) -> bool:
-    """True when NVFP4 activations can be TMA'd as they are: contiguous, 16-byte aligned bases
-    and rows (K % 256 == 0, so the scale rows are 16-byte multiples)."""
-    K = x_q.shape[1] * 2
-    return (K % 256 == 0 and x_q.is_contiguous() and x_scales.is_contiguous()
-            and x_q.data_ptr() % 16 == 0 and x_scales.data_ptr() % 16 == 0)
+def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tensor,
+                     config: SM90Config):
+    """TMA descriptors for the four operands (the weights' are made once, at prepack)."""
+    x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [config.BN, BK],
+                              _nvmma_layout(config.BN, BK, x.dtype))
+    y_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
+                              _nvmma_layout(config.BN, BM, out.dtype))
+    return packed.w_desc, packed.s_desc, x_desc, y_desc
 
 
 @triton.jit
@@ -933,66 +691,38 @@ def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedul
                                 launch_pdl=pdl, num_warps=4)
 
 
-def _launch(packed: PackedWeightSM90, x_descriptors, M: int, dtype: torch.dtype, alpha: float,
-            out: torch.Tensor, config: SM90Config | None, fuse_x: bool = False,
-            x_high_first: bool = False) -> None:
-    """One GEMM launch (+ the split-K reduce where the schedule splits): ``out`` fp16/bf16/fp32
-    ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows); ``x_descriptors(config)`` gives
-    the kernel's ``(x_desc, xs_desc)`` (``fuse_x``: NVFP4 activations, see
-    :func:`fp4_x_descriptors`; the boxes depend on the config); MMAs run in ``dtype``."""
-    N = packed.N
-    sms = _sm_count(out.device)
-    grouped = packed.group_k > 0
-    if config is None:
-        config = choose_config(M, N, packed.K, out.dtype, sms, grouped=grouped, fused_x=fuse_x)
-    elif not config_is_valid(config, out.dtype, grouped=grouped, fused_x=fuse_x):
-        raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}"
-                         + (" with the activations decoded in the kernel" if fuse_x else ""))
-    x_desc, xs_desc = x_descriptors(config)
-    sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
-                  sms)
-    split_units = sc.num_units - sc.num_full
-    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=out.device)
-    grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
-    _fp4_gemm_sm90_kernel[(grid,)](
-        packed.w_desc, packed.s_desc, x_desc, xs_desc, _y_descriptor(out, config), ws,
-        float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.BN), sc.k_tiles,
-        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[dtype], GK=packed.group_k,
-        PDL=True, FUSE_X=fuse_x, X_HIGH_FIRST=x_high_first, launch_pdl=True, num_warps=8)
-    if split_units:
-        splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
-
-
-def _with_tma_out(out: torch.Tensor, run) -> None:
-    """``run(o)`` on ``out``, or on a padded copy when ``out`` cannot be a TMA store target
-    (N % 8 != 0 or not contiguous), then copied back."""
-    M, N = out.shape
-    if N % 8 == 0 and out.is_contiguous():
-        run(out)
-        return
-    padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
-    run(padded)
-    out.copy_(padded[:, :N])
-
-
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
                       *, config: SM90Config | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
     (``config.SPLIT > 1`` and a partial last wave) a second, deterministic pass sums the fp32
     K-slice partials of the last wave's tiles."""
-    def descriptors(cfg):
-        d = x_descriptor(x, cfg)
-        return d, d  # xs_desc is unused without FUSE_X
-
-    _launch(packed, descriptors, x.shape[0], x.dtype, alpha, out, config)
+    M, K = x.shape
+    N = packed.N
+    sms = _sm_count(x.device)
+    if config is None:
+        config = choose_config(M, N, K, out.dtype, sms, grouped=packed.group_k > 0)
+    elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
+        raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
+    w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
+    sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
+                  sms)
+    split_units = sc.num_units - sc.num_full
+    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
+    grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
+    _fp4_gemm_sm90_kernel[(grid,)](
+        w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
+        sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
+        PDL=True, launch_pdl=True, num_warps=8)
+    if split_units:
+        splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
                   w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
                   prepacked: PackedWeightSM90 | None = None,
-                  config: SM90Config | None = None, fuse_x: bool | None = None) -> None:
+                  config: SM90Config | None = None) -> None:
     """W4A4: ``out = alpha * dequant(x) @ dequant(w)^T`` (writes ``out`` in place).
 
     Args:
@@ -1003,27 +733,11 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
         out: contiguous ``(M, N)`` fp16/bf16/fp32 CUDA tensor.
         prepacked: ``prepack_weight_sm90(w_q, w_scales, order)``, reused across calls.
         config: an ``SM90Config`` overriding the heuristic.
-        fuse_x: decode the activations inside the GEMM (one launch) rather than in a pre-pass
-            to fp16 (needs :func:`can_fuse_x`). ``None`` (default): the pre-pass.
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    if x_scales.dtype == torch.float8_e4m3fn:
-        x_scales = x_scales.view(torch.uint8)
-    fusable = can_fuse_x(x_q, x_scales)
-    if fuse_x is None:  # measured slower than the pre-pass so far (docs/perf-log.md, v5)
-        fuse_x = False
-    elif fuse_x and not fusable:
-        raise ValueError("fuse_x: the activations cannot be read in place (need contiguous "
-                         f"x_q and x_scales with 16-byte aligned bases and K % 256 == 0, got "
-                         f"K = {x_q.shape[1] * 2})")
-    if not fuse_x:
-        x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True)
-        _with_tma_out(out, lambda o: gemm_sm90_dense_x(x, prepacked, alpha, o, config=config))
-        return
-    _with_tma_out(out, lambda o: _launch(
-        prepacked, lambda cfg: fp4_x_descriptors(x_q, x_scales, cfg), x_q.shape[0],
-        torch.float16, alpha, o, config, fuse_x=True, x_high_first=order == "high_first"))
+    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True)
+    _gemm_dense(x, prepacked, alpha, out, config)
 
 
 def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
@@ -1057,4 +771,10 @@ def fp4_gemm_sm90_grouped(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tens
 def _gemm_dense(x, packed, alpha, out, config):
     if x.data_ptr() % 16:  # TMA needs a 16-byte aligned base (e.g. a view at an odd offset)
         x = x.clone()
-    _with_tma_out(out, lambda o: gemm_sm90_dense_x(x, packed, alpha, o, config=config))
+    M, N = out.shape
+    if N % 8 == 0 and out.is_contiguous():
+        gemm_sm90_dense_x(x, packed, alpha, out, config=config)
+        return
+    padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
+    gemm_sm90_dense_x(x, packed, alpha, padded, config=config)
+    out.copy_(padded[:, :N])

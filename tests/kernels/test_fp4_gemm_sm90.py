@@ -57,36 +57,30 @@ SHIPPED_GROUPED = [(gk, 128, 4, dt, dt, False) for gk in (32, 64) for dt in ("fp
     (32, 128, 4, "fp16", "fp16", True)]
 
 
-def _compile(bn, stages, dt, ot, split1=False, gk=0, fuse_x=False, high_first=False):
+def _compile(bn, stages, dt, ot, split1=False, gk=0):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     gdt = getattr(gl, _GL[dt])
+    xl = gl.NVMMASharedLayout.get_default_for([bn, 64], gdt)
     yl = gl.NVMMASharedLayout.get_default_for([bn, 128], getattr(gl, _GL[ot]))
     s_desc = (f"tensordesc<u8[8, 128],{g._PLAIN8!r}>" if gk == 0 else
               f"tensordesc<fp32[{64 // gk * 128}],{g._GROUP_SCALE_LAYOUT!r}>")
-    if fuse_x:  # NVFP4 activation codes and scales, as x_descriptors makes them
-        x_desc = f"tensordesc<u8[{bn}, 32],{g._X_CODE_LAYOUT!r}>"
-        xs_desc = f"tensordesc<u8[{bn}, 16],{g._PLAIN8!r}>"
-    else:
-        xl = gl.NVMMASharedLayout.get_default_for([bn, 64], gdt)
-        x_desc = xs_desc = f"tensordesc<{dt}[{bn}, 64],{xl!r}>"
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
-           "x_desc": x_desc, "xs_desc": xs_desc,
+           "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
            "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
            "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
-           "PDL": "constexpr", "FUSE_X": "constexpr", "X_HIGH_FIRST": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "FUSE_X": fuse_x, "X_HIGH_FIRST": high_first}
+           "PDL": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
     if split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
     src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,
-                         attrs={(5,): [["tt.divisibility", 16]]})  # ws_ptr, as at launch
+                         attrs={(4,): [["tt.divisibility", 16]]})  # ws_ptr, as at launch
     with contextlib.redirect_stdout(io.StringIO()):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
