@@ -79,15 +79,12 @@ _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidt
 class SM90Config:
     """BN: tokens per CTA tile (wgmma N: 16..256, power of 2); STAGES: ring depth;
     PERSISTENT: grid = min(work units, SMs) with a unit loop, else one CTA per unit;
-    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`);
-    STREAM_K: instead, the K tiles of the last, partial wave's tiles are shared evenly by the
-    CTAs and each tile's pieces are summed in the kernel (persistent, SPLIT 1)."""
+    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`)."""
 
     BN: int = 256
     STAGES: int = 4
     PERSISTENT: bool = True
     SPLIT: int = 1
-    STREAM_K: bool = False
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
@@ -104,7 +101,6 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
         config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
         and 1 <= config.SPLIT <= 16
-        and (not config.STREAM_K or (config.PERSISTENT and config.SPLIT == 1))
         and config.smem_bytes(out_dtype) <= SMEM_LIMIT
     )
 
@@ -115,10 +111,7 @@ class Schedule(NamedTuple):
     Tiles ``t = pid_n * num_m_tiles + pid_m`` (128 weight rows x BN tokens). Tiles
     ``0 .. num_full-1`` are whole units (write ``out`` directly); each later tile is cut into
     ``split`` K-slices of ``k_per_split`` (even) 64-K tiles, the last slice shorter, whose fp32
-    partials go to a workspace and are summed in slice order by ``_splitk_reduce_kernel``.
-    Stream-K (``sk_pairs`` > 0): the later tiles' ``sk_pairs`` pairs of K tiles are shared by
-    CTAs ``0 .. sk_ctas-1`` in equal contiguous ranges (see the kernel's ``_unit``); ``grid``
-    CTAs in all."""
+    partials go to a workspace and are summed in slice order by ``_splitk_reduce_kernel``."""
 
     num_tiles: int
     num_units: int
@@ -126,9 +119,6 @@ class Schedule(NamedTuple):
     split: int
     k_per_split: int
     k_tiles: int
-    sk_pairs: int = 0
-    sk_ctas: int = 0
-    grid: int = 0
 
 
 def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
@@ -141,17 +131,10 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
     kps += kps % 2  # the even/odd schedule consumes K tiles in pairs
     split = triton.cdiv(k_tiles, kps)
     num_full = (num_tiles // sms) * sms
-    grid = lambda units: min(units, sms) if config.PERSISTENT else units  # noqa: E731
-    if config.STREAM_K and num_full < num_tiles:
-        sk_pairs = (num_tiles - num_full) * (k_tiles // 2)
-        sk_ctas = min(sms, sk_pairs)
-        return Schedule(num_tiles, num_tiles, num_full, 1, k_tiles, k_tiles, sk_pairs, sk_ctas,
-                        sms if num_full else sk_ctas)
     if split == 1 or num_full == num_tiles:
-        return Schedule(num_tiles, num_tiles, num_tiles, 1, k_tiles, k_tiles,
-                        grid=grid(num_tiles))
-    units = num_full + (num_tiles - num_full) * split
-    return Schedule(num_tiles, units, num_full, split, kps, k_tiles, grid=grid(units))
+        return Schedule(num_tiles, num_tiles, num_tiles, 1, k_tiles, k_tiles)
+    return Schedule(num_tiles, num_full + (num_tiles - num_full) * split, num_full, split, kps,
+                    k_tiles)
 
 
 # Cost model, calibrated on an H100 80GB HBM3 (docs/perf-log.md, Gluon run 2): one 128 x BN x 64
@@ -163,21 +146,12 @@ _US_REDUCE_LAUNCH = 2.0
 # fp32 partials written + read back (mostly in L2), output written: fitted to run 4 (split 2 at
 # 2048x3072x3072 and 1024x18432x3072 beat the unsplit tiles under graph replay)
 _REDUCE_BYTES_PER_US = 6.0e6
-# stream-K fix-up: one CTA's partial traffic (guess: ~100 GB/s per SM; to be fitted)
-_SK_BYTES_PER_US_PER_CTA = 1.0e5
 
 def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
                out_dtype: torch.dtype = torch.float16) -> float:
     """Modelled GEMM time (us) of ``config``: the busiest CTA's steps + the split-K reduce."""
     sc = schedule(M, N, K, config, sms)
     step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
-    if sc.sk_pairs:  # whole waves, then the busiest CTA's share of the pairs and its fix-up
-        waves = sc.num_full // sms
-        pairs = triton.cdiv(sc.sk_pairs, sc.sk_ctas)
-        fixup = triton.cdiv(pairs + sc.k_tiles // 2 - 1, sc.k_tiles // 2)  # tiles it touches
-        nbytes = BM * config.BN * 4 * (fixup + 1)  # partials written or read by one CTA
-        return ((waves * sc.k_tiles + 2 * pairs) * step + (waves + fixup) * _US_PER_UNIT
-                + nbytes / _SK_BYTES_PER_US_PER_CTA)
     waves = triton.cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
     extra = triton.cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
     t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * _US_PER_UNIT
@@ -301,81 +275,34 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _num_units(num_units, num_full, sk_pairs, sk_ctas, k_tiles):
-    """How many work units this CTA runs (see :func:`_unit`)."""
-    c = gl.program_id(0)
-    G = gl.num_programs(0)
-    if sk_pairs > 0:
-        n = (num_full - c + G - 1) // G
-        if c < sk_ctas:
-            pairs = k_tiles // 2
-            b0 = c * sk_pairs // sk_ctas
-            b1 = (c + 1) * sk_pairs // sk_ctas
-            n += (b1 - 1) // pairs - b0 // pairs + 1
-    else:
-        n = (num_units - c + G - 1) // G
-    return n
+def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
+    """Work unit ``u`` -> (token tile pid_m, weight-row tile pid_n, first K tile, end K tile,
+    workspace slot or -1).
 
-
-@gluon.jit
-def _unit(i, num_full, split, k_per_split, k_tiles, num_m_tiles, sk_pairs, sk_ctas):
-    """This CTA's work unit ``i`` -> (token tile pid_m, weight-row tile pid_n, first K tile,
-    end K tile, workspace slot, n_add, tile t); tile ``t = pid_n * num_m_tiles + pid_m``.
-
-    Whole tiles (n_add 0, slot -1) come first: ``u = c + i G``, u < num_full (all units
-    without split). Then either (split-K) unit ``u = num_full + v`` is K-slice ``v % split`` of
-    tile ``num_full + v // split``, its fp32 partial to slot ``v`` for the reduce kernel
-    (n_add -1); or (stream-K, ``sk_pairs`` > 0) CTA c < sk_ctas runs the pairs of K tiles
-    ``[c Q / sk_ctas, (c + 1) Q / sk_ctas)`` of the remaining tiles' ``Q = sk_pairs`` pairs,
-    one unit per tile it touches. A unit that starts its tile is the tile's owner: it adds
-    the partials of the n_add >= 0 later pieces (slots c + 1 .. c + n_add, CTAs c + 1 ..,
-    each of which starts with that tile) and stores the tile; a unit that starts inside its
-    tile stores its partial to slot c and signals the owner (n_add -2)."""
-    c = gl.program_id(0)
-    G = gl.num_programs(0)
-    nf = (num_full - c + G - 1) // G
-    u = c + i * G
+    Units ``0 .. num_full-1`` are whole tiles; unit ``num_full + v`` is K-slice ``v % split`` of
+    tile ``num_full + v // split`` (its fp32 partial goes to workspace slot ``v``). Tile
+    ``t = pid_n * num_m_tiles + pid_m``."""
     t = u
     k0 = u * 0
     k1 = k_tiles
-    slot = u * 0 - 1
-    n_add = u * 0
-    if sk_pairs > 0:
-        if i >= nf:
-            pairs = k_tiles // 2
-            b0 = c * sk_pairs // sk_ctas
-            b1 = (c + 1) * sk_pairs // sk_ctas
-            tr = b0 // pairs + (i - nf)  # tile index within the stream-K tiles
-            g0 = gl.maximum(b0, tr * pairs)
-            g1 = gl.minimum(b1, (tr + 1) * pairs)
-            t = num_full + tr
-            k0 = (g0 - tr * pairs) * 2
-            k1 = (g1 - tr * pairs) * 2
-            slot = c
-            if k0 == 0:  # owner; the CTA that runs the tile's last pair: c_last
-                n_add = (((tr + 1) * pairs) * sk_ctas - 1) // sk_pairs - c
-            else:
-                n_add = u * 0 - 2
-    elif u >= num_full:
+    v = u * 0 - 1
+    if u >= num_full:
         v = u - num_full
         t = num_full + v // split
         k0 = (v % split) * k_per_split
         k1 = gl.minimum(k0 + k_per_split, k_tiles)
-        slot = v
-        n_add = u * 0 - 1
-    return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, n_add, t
+    return t % num_m_tiles, t // num_m_tiles, k0, k1, v
 
 
 @gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, sk_pairs, sk_ctas, BN: gl.constexpr,
-              STAGES: gl.constexpr, GK: gl.constexpr):
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr,
+              GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
                             + x_desc.block_type.nbytes)
     it = 0
-    for i in range(_num_units(num_units, num_full, sk_pairs, sk_ctas, k_tiles)):
-        pid_m, pid_n, k0, k1, _slot, _n, _t = _unit(i, num_full, split, k_per_split, k_tiles,
-                                                    num_m_tiles, sk_pairs, sk_ctas)
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -395,18 +322,17 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 
 
 @gluon.jit
-def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, sk_pairs, sk_ctas,
-              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_units,
+              num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+              STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
-    for i in range(_num_units(num_units, num_full, sk_pairs, sk_ctas, k_tiles)):
-        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(i, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, sk_pairs, sk_ctas)
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
@@ -427,35 +353,21 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
-                BN: gl.constexpr, MMA: gl.constexpr):
-    """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
-    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; stream-K pieces then signal
-    ``flags[t]``), else, after adding the n_add stream-K partials of later pieces in slot order,
-    ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
-    rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
-    cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
-    offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-    if n_add < 0:
-        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
-        if n_add == -2:
-            gl.thread_barrier()  # every thread's partial is written (cumulative release below)
-            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
+def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN: gl.constexpr,
+                MMA: gl.constexpr):
+    """A finished unit's fp32 accumulator [128 weight rows, BN tokens]: a K-slice's raw partial
+    to workspace slot ``v`` (v >= 0), else ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    if v >= 0:
+        rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
+        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
+        offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+        gl.store(ws_ptr + v * (_BM * BN) + offs, acc)
     else:
-        if n_add > 0:
-            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
-                pass
-            gl.thread_barrier()
-            for p in range(n_add):
-                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
-            gl.thread_barrier()  # every thread saw the count: reset it for the next launch
-            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
         tma.store_wait(0)  # the previous tile's store has finished reading y_smem
         gl.thread_barrier()
         y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
@@ -474,10 +386,10 @@ def _after(p, acc):
 
 
 @gluon.jit
-def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
-                      alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                      sk_pairs, sk_ctas, BN: gl.constexpr, STAGES: gl.constexpr,
-                      DTYPE: gl.constexpr, GK: gl.constexpr):
+def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                      BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+                      GK: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
     one group later and added to the accumulator times the group's fp32 scale of its weight row.
@@ -489,9 +401,8 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
     row: gl.constexpr = gl.SliceLayout(1, mma)
     it = 0
-    for i in range(_num_units(num_units, num_full, sk_pairs, sk_ctas, k_tiles)):
-        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(i, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, sk_pairs, sk_ctas)
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
+        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         p_a = gl.zeros([_BM, BN], gl.float32, mma)
         p_b = gl.zeros([_BM, BN], gl.float32, mma)
@@ -555,15 +466,13 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                 acc += p_b * gl.expand_dims(s_o, 1)
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
-        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, num_units,
-                          num_full, split, k_per_split, num_m_tiles, k_tiles, sk_pairs, sk_ctas,
-                          BN: gl.constexpr,
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
+                          split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
                           PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
@@ -586,22 +495,21 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     fence_async_shared()
     if GK == 0:
         gl.warp_specialize(
-            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
-                          alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          sk_pairs, sk_ctas, BN, STAGES, DTYPE)),
+            [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, DTYPE)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          sk_pairs, sk_ctas, BN, STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
-            [(_consumer_grouped, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
-                                  ready, empty, alpha, num_units, num_full, split, k_per_split,
-                                  num_m_tiles, k_tiles, sk_pairs, sk_ctas, BN, STAGES, DTYPE,
-                                  GK)),
+            [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                                  alpha, num_units, num_full, split, k_per_split, num_m_tiles,
+                                  k_tiles, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          sk_pairs, sk_ctas, BN, STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -731,12 +639,6 @@ def _sm_count(device) -> int:
     return _SM_COUNT[idx]
 
 
-@functools.lru_cache(maxsize=16)
-def _no_flags(device) -> torch.Tensor:
-    """The kernel's flags argument when it does not run stream-K (never read or written)."""
-    return torch.zeros(1, dtype=torch.int32, device=device)
-
-
 @functools.lru_cache(maxsize=64)
 def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPE[dtype])
@@ -789,15 +691,8 @@ def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedul
                                 launch_pdl=pdl, num_warps=4)
 
 
-def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
-    """The launch's schedule over the packed (padded) weight."""
-    return schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK,
-                    config, sms)
-
-
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
-                      *, config: SM90Config | None = None,
-                      flags: torch.Tensor | None = None) -> None:
+                      *, config: SM90Config | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
     (``config.SPLIT > 1`` and a partial last wave) a second, deterministic pass sums the fp32
@@ -810,21 +705,17 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
-    sc = _schedule(M, packed, config, sms)
-    slots = sc.sk_ctas if sc.sk_pairs else sc.num_units - sc.num_full
-    ws = torch.empty((max(slots, 1), BM, config.BN), dtype=torch.float32, device=x.device)
-    # stream-K: one arrival counter per tile, zero at launch; given zeroed by the kernel before
-    # (the x pre-pass: no memset node, which would break the PDL chain), else zeroed here
-    if not sc.sk_pairs:
-        flags = _no_flags(x.device)
-    elif flags is None:
-        flags = torch.zeros(sc.num_tiles, dtype=torch.int32, device=x.device)
-    _fp4_gemm_sm90_kernel[(sc.grid,)](
-        w_desc, s_desc, x_desc, y_desc, ws, flags, float(alpha), sc.num_units, sc.num_full,
-        sc.split, sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles, sc.sk_pairs,
-        sc.sk_ctas, BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype],
-        GK=packed.group_k, PDL=True, launch_pdl=True, num_warps=8)
-    if sc.split > 1:
+    sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
+                  sms)
+    split_units = sc.num_units - sc.num_full
+    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
+    grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
+    _fp4_gemm_sm90_kernel[(grid,)](
+        w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
+        sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
+        PDL=True, launch_pdl=True, num_warps=8)
+    if split_units:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 
@@ -845,14 +736,8 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    M, sms = x_q.shape[0], _sm_count(x_q.device)
-    if config is None:
-        config = choose_config(M, prepacked.N, prepacked.K, out.dtype, sms)
-    sc = _schedule(M, prepacked, config, sms)
-    # stream-K counters: zeroed by the pre-pass, so no memset node breaks the PDL chain
-    flags = torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device) if sc.sk_pairs else None
-    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
-    _gemm_dense(x, prepacked, alpha, out, config, flags)
+    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True)
+    _gemm_dense(x, prepacked, alpha, out, config)
 
 
 def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
@@ -883,13 +768,13 @@ def fp4_gemm_sm90_grouped(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tens
     _gemm_dense(x.contiguous(), prepacked, 1.0, out, config)
 
 
-def _gemm_dense(x, packed, alpha, out, config, flags=None):
+def _gemm_dense(x, packed, alpha, out, config):
     if x.data_ptr() % 16:  # TMA needs a 16-byte aligned base (e.g. a view at an odd offset)
         x = x.clone()
     M, N = out.shape
     if N % 8 == 0 and out.is_contiguous():
-        gemm_sm90_dense_x(x, packed, alpha, out, config=config, flags=flags)
+        gemm_sm90_dense_x(x, packed, alpha, out, config=config)
         return
     padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
-    gemm_sm90_dense_x(x, packed, alpha, padded, config=config, flags=flags)
+    gemm_sm90_dense_x(x, packed, alpha, padded, config=config)
     out.copy_(padded[:, :N])

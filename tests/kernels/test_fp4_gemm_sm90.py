@@ -71,17 +71,16 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
-           "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
-           "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
-           "k_tiles": "i32", "sk_pairs": "i32", "sk_ctas": "i32", "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
+           "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
+           "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
+           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
            "PDL": "constexpr"}
     constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
     if split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
-    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,  # as at launch:
-                         attrs={(4,): [["tt.divisibility", 16]],  # ws_ptr
-                                (5,): [["tt.divisibility", 16]]})  # flags_ptr
+    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,
+                         attrs={(4,): [["tt.divisibility", 16]]})  # ws_ptr, as at launch
     with contextlib.redirect_stdout(io.StringIO()):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
