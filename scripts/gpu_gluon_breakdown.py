@@ -2,9 +2,10 @@
 """Where the time of a W4A4 call goes (Gluon GEMM path, prepacked weights), CUDA-graph timed.
 
 Usage (on an H100): ``python scripts/gpu_gluon_breakdown.py [--out DIR]``. For each shape: cuBLAS
-bf16 on pre-dequantised operands, the whole call (x pre-pass + GEMM (+ split-K reduce)), the x
-pre-pass alone, the GEMM alone on fp16 x, and the GEMM forced to other configs. Every variant is
-checked against the oracle first.
+bf16 on pre-dequantised operands, the whole call (x pre-pass + GEMM, split-K slices summed in the
+GEMM where it can), the same with the separate reduce launch, the x pre-pass alone, the GEMM
+alone on fp16 x (with either split-K sum), and other configs. Every variant is checked against
+the oracle first.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from fp4mm.kernels.dequant_nvfp4 import _dequant_nvfp4_kernel, dequant_nvfp4  # 
 DEV = "cuda"
 C = g.SM90Config
 SHAPES = [(128, 3072, 3072), (1024, 3072, 3072), (2048, 3072, 3072), (4096, 3072, 3072),
-          (2048, 18432, 3072)]
+          (128, 18432, 3072), (1024, 18432, 3072)]
 EXTRA = {  # configs beside the heuristic
-    (128, 3072, 3072): [C(128, 6, True, 2), C(128, 6, True, 6), C(64, 8, True, 2),
-                        C(64, 8, True, 4), C(32, 8, True, 4), C(128, 6, True, 1)],
-    (1024, 3072, 3072): [C(256, 4, True, 2), C(128, 6, True, 1), C(128, 6, True, 2),
-                         C(64, 8, True, 1)],
-    (2048, 3072, 3072): [C(256, 4, True, 1), C(128, 6, True, 1), C(128, 6, True, 2)],
-    (4096, 3072, 3072): [C(256, 4, True, 2), C(256, 3, True, 1)],
-    (2048, 18432, 3072): [],
+    (128, 3072, 3072): [C(128, 6, True, 2), C(128, 6, True, 6), C(64, 8, True, 4),
+                        C(64, 8, True, 6)],
+    (1024, 3072, 3072): [C(256, 4, True, 2), C(256, 4, True, 4), C(128, 6, True, 2)],
+    (2048, 3072, 3072): [C(256, 4, True, 1), C(128, 6, True, 2)],
+    (4096, 3072, 3072): [C(256, 4, True, 2)],
+    (128, 18432, 3072): [C(128, 6, True, 4), C(128, 6, True, 8)],
+    (1024, 18432, 3072): [C(256, 4, True, 1)],
 }
 
 
@@ -75,18 +76,19 @@ def main():
         add("x pre-pass alone (dequant_nvfp4)",
             lambda: dequant_nvfp4(xq, xs, order=order, pdl=True))
         xo = torch.empty((M, K), dtype=torch.float16, device=DEV)
-        for br, bk, nw in ((64, 128, 4), (32, 256, 4), (64, 256, 8), (128, 128, 8), (16, 512, 4)):
+        for br, bk, nw in ((16, 512, 4),):
             grid = ((M + br - 1) // br, (K + bk - 1) // bk)
             _dequant_nvfp4_kernel[grid](xq, xs, xo, M, K, xq.stride(0), xs.stride(0),
-                                        xo.stride(0), HIGH_FIRST=True, BLOCK_R=br, BLOCK_K=bk,
-                                        PDL=True, launch_pdl=True, num_warps=nw)
+                                        xo.stride(0), xo, 0, HIGH_FIRST=True, BLOCK_R=br,
+                                        BLOCK_K=bk, PDL=True, ZERO=False, launch_pdl=True,
+                                        num_warps=nw)
             if not torch.equal(xo, xd):
                 print(f"pre-pass {br}x{bk}/{nw}: WRONG", flush=True)
                 continue
             add(f"x pre-pass alone, block {br}x{bk}, {nw} warps", lambda: _dequant_nvfp4_kernel[
-                grid](xq, xs, xo, M, K, xq.stride(0), xs.stride(0), xo.stride(0),
-                      HIGH_FIRST=True, BLOCK_R=br, BLOCK_K=bk, PDL=True, launch_pdl=True,
-                      num_warps=nw))
+                grid](xq, xs, xo, M, K, xq.stride(0), xs.stride(0), xo.stride(0), xo, 0,
+                      HIGH_FIRST=True, BLOCK_R=br, BLOCK_K=bk, PDL=True, ZERO=False,
+                      launch_pdl=True, num_warps=nw))
         heur = g.choose_config(M, N, K, torch.float16, g._sm_count(DEV))
         for cfg in [None] + EXTRA[(M, N, K)]:
             out.fill_(float("nan"))
@@ -100,6 +102,16 @@ def main():
                 continue
             add(f"call {label}", lambda: g.fp4_gemm_sm90(
                 xq, xs, None, None, alpha, order, out, prepacked=nxt(packs), config=cfg))
+            c = cfg or heur
+            sc = g.schedule(M, N, K, c, g._sm_count(DEV))
+            if g.fixup_in_kernel(sc, c, g._sm_count(DEV)):
+                add(f"call with the reduce launch {label}", lambda: g.gemm_sm90_dense_x(
+                    dequant_nvfp4(xq, xs, order=order, pdl=True), nxt(packs), alpha, out,
+                    config=cfg))
+                flags = torch.zeros(sc.num_tiles, dtype=torch.int32, device=DEV)
+                add(f"GEMM only, slices summed in the kernel {label}",
+                    lambda: g.gemm_sm90_dense_x(xd, nxt(packs), alpha, out, config=cfg,
+                                                flags=flags))
             add(f"GEMM only {label}", lambda: g.gemm_sm90_dense_x(
                 xd, nxt(packs), alpha, out, config=cfg))
     res = dict(device=dev, torch=torch.__version__, date=datetime.datetime.now().isoformat(),

@@ -16,16 +16,23 @@ from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 
 
 @triton.jit
-def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, stride_o,
-                          HIGH_FIRST: tl.constexpr, BLOCK_R: tl.constexpr,
-                          BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, stride_o, zero_ptr,
+                          n_zero, HIGH_FIRST: tl.constexpr, BLOCK_R: tl.constexpr,
+                          BLOCK_K: tl.constexpr, PDL: tl.constexpr, ZERO: tl.constexpr):
     """q (R, K/2) uint8, s (R, K/16) uint8 E4M3, out (R, K) fp16/bf16; one [BLOCK_R, BLOCK_K] tile
     per program. PDL (launched with ``launch_pdl``): wait for the previous kernel before any
-    memory access, then let the next kernel (the GEMM, which waits for this one) launch."""
+    memory access, then let the next kernel (the GEMM, which waits for this one) launch.
+    ZERO: program (0, 0) also zeroes int32 ``zero_ptr[0:n_zero]`` (the next kernel's counters,
+    without a memset node between the two launches)."""
     tl.static_assert(BLOCK_K % 16 == 0)
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
+    if ZERO:
+        if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
+            for z in range(0, n_zero, 1024):
+                offs_z = z + tl.arange(0, 1024)
+                tl.store(zero_ptr + offs_z, tl.zeros([1024], tl.int32), mask=offs_z < n_zero)
     offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     k0 = tl.program_id(1) * BLOCK_K
     offs_kb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -50,7 +57,7 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
 
 def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_first",
                   dtype: torch.dtype = torch.float16, out: torch.Tensor | None = None,
-                  pdl: bool = False) -> torch.Tensor:
+                  pdl: bool = False, zero: torch.Tensor | None = None) -> torch.Tensor:
     """``e2m1(q) * e4m3(scales)`` as an ``(R, K)`` tensor of ``dtype`` (fp16 or bf16).
 
     Args:
@@ -59,6 +66,7 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
         out: optional ``(R, K)`` tensor of ``dtype`` to write.
         pdl: launch with programmatic dependent launch (CUDA, sm_90+), so that a next kernel
             launched the same way starts early (it must wait for this one before reading).
+        zero: an int32 tensor to zero as well (the GEMM's stream-K counters).
     Inputs are trusted (the public ops validate).
     """
     R, K = q.shape[0], q.shape[1] * 2
@@ -67,7 +75,9 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
     block_r, block_k = 32, 128
     grid = (triton.cdiv(R, block_r), triton.cdiv(K, block_k))
     _dequant_nvfp4_kernel[grid](q, scales, out, R, K, q.stride(0), scales.stride(0),
-                                out.stride(0), HIGH_FIRST=order == "high_first",
-                                BLOCK_R=block_r, BLOCK_K=block_k, PDL=pdl, launch_pdl=pdl,
-                                num_warps=4)
+                                out.stride(0), out if zero is None else zero,
+                                0 if zero is None else zero.numel(),
+                                HIGH_FIRST=order == "high_first", BLOCK_R=block_r,
+                                BLOCK_K=block_k, PDL=pdl, ZERO=zero is not None,
+                                launch_pdl=pdl, num_warps=4)
     return out

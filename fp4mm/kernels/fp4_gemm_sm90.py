@@ -275,34 +275,43 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
+def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
     """Work unit ``u`` -> (token tile pid_m, weight-row tile pid_n, first K tile, end K tile,
-    workspace slot or -1).
+    workspace slot, n_add, tile t); tile ``t = pid_n * num_m_tiles + pid_m``.
 
-    Units ``0 .. num_full-1`` are whole tiles; unit ``num_full + v`` is K-slice ``v % split`` of
-    tile ``num_full + v // split`` (its fp32 partial goes to workspace slot ``v``). Tile
-    ``t = pid_n * num_m_tiles + pid_m``."""
+    Units ``0 .. num_full-1`` are whole tiles (slot -1, n_add 0: store the tile). Unit
+    ``num_full + v`` is K-slice ``v % split`` of tile ``num_full + v // split``; its fp32 partial
+    goes to workspace slot ``v``. Without ``fixup`` every slice stores its partial for the
+    reduce kernel (n_add -1). With it the tile's slices are summed in this kernel: slice 0
+    waits for the other ``split - 1`` (n_add), adds their partials in slice order and stores the
+    tile; the others store their partial and signal ``flags[t]`` (n_add -2)."""
     t = u
     k0 = u * 0
     k1 = k_tiles
-    v = u * 0 - 1
+    slot = u * 0 - 1
+    n_add = u * 0
     if u >= num_full:
         v = u - num_full
         t = num_full + v // split
         k0 = (v % split) * k_per_split
         k1 = gl.minimum(k0 + k_per_split, k_tiles)
-    return t % num_m_tiles, t // num_m_tiles, k0, k1, v
+        slot = v
+        n_add = u * 0 - 1
+        if fixup:
+            n_add = gl.where(v % split == 0, split - 1, -2)
+    return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, n_add, t
 
 
 @gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr,
-              GK: gl.constexpr):
+              split, k_per_split, num_m_tiles, k_tiles, fixup, BN: gl.constexpr,
+              STAGES: gl.constexpr, GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
                             + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+        pid_m, pid_n, k0, k1, _slot, _n, _t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                                    num_m_tiles, fixup)
         for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -322,9 +331,9 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 
 
 @gluon.jit
-def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha, num_units,
-              num_full, split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-              STAGES: gl.constexpr, DTYPE: gl.constexpr):
+def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -332,7 +341,8 @@ def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alph
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                                     num_m_tiles, fixup)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
@@ -353,21 +363,35 @@ def _consumer(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alph
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN: gl.constexpr,
-                MMA: gl.constexpr):
-    """A finished unit's fp32 accumulator [128 weight rows, BN tokens]: a K-slice's raw partial
-    to workspace slot ``v`` (v >= 0), else ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
-    if v >= 0:
-        rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
-        cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
-        offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-        gl.store(ws_ptr + v * (_BM * BN) + offs, acc)
+def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
+                BN: gl.constexpr, MMA: gl.constexpr):
+    """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
+    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; -2: then a release add on
+    ``flags[t]``), else, after adding the partials of slots ``slot + 1 .. slot + n_add`` once
+    ``flags[t]`` counts them, ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
+    cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
+    offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+    if n_add < 0:
+        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
+        if n_add == -2:
+            gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
+            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
     else:
+        if n_add > 0:
+            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
+                pass
+            gl.thread_barrier()
+            for p in range(n_add):
+                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
+            gl.thread_barrier()  # every thread saw the count: reset it for the next launch
+            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
         tma.store_wait(0)  # the previous tile's store has finished reading y_smem
         gl.thread_barrier()
         y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
@@ -386,9 +410,9 @@ def _after(p, acc):
 
 
 @gluon.jit
-def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                      BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                      alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                      fixup, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
                       GK: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
@@ -402,7 +426,8 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
     row: gl.constexpr = gl.SliceLayout(1, mma)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, v = _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles)
+        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                                     num_m_tiles, fixup)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         p_a = gl.zeros([_BM, BN], gl.float32, mma)
         p_b = gl.zeros([_BM, BN], gl.float32, mma)
@@ -466,13 +491,15 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
                 acc += p_b * gl.expand_dims(s_o, 1)
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
-        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, v, pid_m, pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_units, num_full,
-                          split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, num_units,
+                          num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+                          BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
                           PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
@@ -495,21 +522,21 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, alpha, num_uni
     fence_async_shared()
     if GK == 0:
         gl.warp_specialize(
-            [(_consumer, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
-                          STAGES, DTYPE)),
+            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                          alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                          fixup, BN, STAGES, DTYPE)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
-                          STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+                          BN, STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
-            [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
-                                  alpha, num_units, num_full, split, k_per_split, num_m_tiles,
-                                  k_tiles, BN, STAGES, DTYPE, GK)),
+            [(_consumer_grouped, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
+                                  ready, empty, alpha, num_units, num_full, split, k_per_split,
+                                  num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
-                          STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+                          BN, STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -639,6 +666,12 @@ def _sm_count(device) -> int:
     return _SM_COUNT[idx]
 
 
+@functools.lru_cache(maxsize=16)
+def _no_flags(device) -> torch.Tensor:
+    """The kernel's flags argument when the split-K slices are not summed in the kernel."""
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
 @functools.lru_cache(maxsize=64)
 def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([rows, cols], _GL_DTYPE[dtype])
@@ -691,12 +724,29 @@ def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedul
                                 launch_pdl=pdl, num_warps=4)
 
 
+def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
+    """The launch's schedule over the packed (padded) weight."""
+    return schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK,
+                    config, sms)
+
+
+def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
+    """Whether the split-K slices can be summed inside the GEMM (no reduce launch): slice 0 of a
+    tile waits for the others, so all of them must run at once, which a persistent grid with
+    one split unit per CTA guarantees (the split units are the last round of the schedule)."""
+    return (sc.split > 1 and config.PERSISTENT
+            and sc.num_units - sc.num_full <= min(sc.num_units, sms))
+
+
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
-                      *, config: SM90Config | None = None) -> None:
+                      *, config: SM90Config | None = None,
+                      flags: torch.Tensor | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
-    (``config.SPLIT > 1`` and a partial last wave) a second, deterministic pass sums the fp32
-    K-slice partials of the last wave's tiles."""
+    (``config.SPLIT > 1`` and a partial last wave) the fp32 K-slice partials of the last wave's
+    tiles are summed, in slice order (deterministic): inside the GEMM when ``flags`` is given
+    (int32, one zeroed counter per tile, e.g. zeroed by the kernel launched before: see
+    :func:`fp4_gemm_sm90`) and :func:`fixup_in_kernel` allows, else by a second launch."""
     M, K = x.shape
     N = packed.N
     sms = _sm_count(x.device)
@@ -705,17 +755,20 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
-    sc = schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK, config,
-                  sms)
+    sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
+    fixup = flags is not None and fixup_in_kernel(sc, config, sms)
+    if fixup and flags.numel() < sc.num_tiles:
+        raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
     grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
     _fp4_gemm_sm90_kernel[(grid,)](
-        w_desc, s_desc, x_desc, y_desc, ws, float(alpha), sc.num_units, sc.num_full, sc.split,
-        sc.k_per_split, triton.cdiv(M, config.BN), sc.k_tiles,
+        w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
+        float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
+        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
         PDL=True, launch_pdl=True, num_warps=8)
-    if split_units:
+    if split_units and not fixup:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 
@@ -736,8 +789,16 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True)
-    _gemm_dense(x, prepacked, alpha, out, config)
+    M, sms = x_q.shape[0], _sm_count(x_q.device)
+    if config is None:
+        config = choose_config(M, prepacked.N, prepacked.K, out.dtype, sms)
+    sc = _schedule(M, prepacked, config, sms)
+    # split-K counters, zeroed by the x pre-pass: a memset node between the two PDL launches
+    # would cost more than the reduce launch it saves
+    flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device)
+             if fixup_in_kernel(sc, config, sms) else None)
+    x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
+    _gemm_dense(x, prepacked, alpha, out, config, flags)
 
 
 def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
@@ -768,13 +829,13 @@ def fp4_gemm_sm90_grouped(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tens
     _gemm_dense(x.contiguous(), prepacked, 1.0, out, config)
 
 
-def _gemm_dense(x, packed, alpha, out, config):
+def _gemm_dense(x, packed, alpha, out, config, flags=None):
     if x.data_ptr() % 16:  # TMA needs a 16-byte aligned base (e.g. a view at an odd offset)
         x = x.clone()
     M, N = out.shape
     if N % 8 == 0 and out.is_contiguous():
-        gemm_sm90_dense_x(x, packed, alpha, out, config=config)
+        gemm_sm90_dense_x(x, packed, alpha, out, config=config, flags=flags)
         return
     padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
-    gemm_sm90_dense_x(x, packed, alpha, padded, config=config)
+    gemm_sm90_dense_x(x, packed, alpha, padded, config=config, flags=flags)
     out.copy_(padded[:, :N])

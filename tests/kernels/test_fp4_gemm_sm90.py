@@ -41,13 +41,15 @@ _spec.loader.exec_module(_ptxas)
 HAS_SM90 = torch.cuda.is_available() and g.is_supported("cuda")
 gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 
-# (BN, STAGES, activation dtype, out dtype, split specialised to 1): every kernel specialisation
+# (BN, STAGES, activation dtype, out dtype, special): every kernel specialisation
 # choose_config can return (SPLIT is a runtime argument: one kernel serves every split factor),
-# plus bf16/fp32 paths, plus split == 1 as Triton's launcher specialises an int argument of 1
+# plus bf16/fp32 paths, plus the int arguments Triton's launcher specialises when they are 1:
+# special True (split == 1) and "fixup" (split-K summed in the kernel, fixup == 1)
 SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_configs()}) + [
     (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
     (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
-    (128, 6, "fp16", "fp16", True)]
+    (128, 6, "fp16", "fp16", True), (256, 4, "fp16", "fp16", "fixup"),
+    (128, 6, "fp16", "fp16", "fixup"), (128, 6, "fp16", "fp32", "fixup")]
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
@@ -71,16 +73,20 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
-           "ws_ptr": "*fp32", "alpha": "fp32", "num_units": "i32", "num_full": "i32",
-           "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32", "k_tiles": "i32",
-           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
-           "PDL": "constexpr"}
+           "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
+           "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
+           "k_tiles": "i32", "fixup": "i32", "BN": "constexpr", "STAGES": "constexpr",
+           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr"}
     constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
-    if split1:
+    if split1 == "fixup":
+        sig["fixup"] = "constexpr"
+        constexprs["fixup"] = 1
+    elif split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
-    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,
-                         attrs={(4,): [["tt.divisibility", 16]]})  # ws_ptr, as at launch
+    src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,  # as at launch:
+                         attrs={(4,): [["tt.divisibility", 16]],  # ws_ptr
+                                (5,): [["tt.divisibility", 16]]})  # flags_ptr
     with contextlib.redirect_stdout(io.StringIO()):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
@@ -288,6 +294,33 @@ def test_heuristic_splits_k_only_where_the_grid_is_short():
 
 
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
+    (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),
+    (2048, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
+    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),
+    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),
+    (1024, 18432, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
+], ids=lambda v: str(v))
+def test_split_k_fixup_runs_every_tiles_slices_at_once(M, N, K, cfg, sms):
+    """The in-kernel sum (``fixup_in_kernel``): slice 0 of a tile waits for the tile's other
+    slices, so they must all be running: each split unit on its own CTA of the persistent grid,
+    and slice 0's partners in the slots right after its own (what ``_store_unit`` reads)."""
+    sc = g.schedule(M, N, K, cfg, sms)
+    grid = min(sc.num_units, sms)
+    split_units = list(range(sc.num_full, sc.num_units))
+    if not g.fixup_in_kernel(sc, cfg, sms):
+        assert sc.split == 1 or len(split_units) > grid
+        return
+    assert len({u % grid for u in split_units}) == len(split_units)  # one per CTA, same round
+    assert all(u // grid == split_units[0] // grid for u in split_units)
+    for u in split_units:
+        v = u - sc.num_full
+        t = sc.num_full + v // sc.split
+        if v % sc.split == 0:  # owner: slots v+1 .. v+split-1 hold the same tile's slices
+            assert all(sc.num_full + (v + p) // sc.split == t for p in range(1, sc.split))
+    assert not g.fixup_in_kernel(sc, dataclasses.replace(cfg, PERSISTENT=False), sms)
+
+
+@pytest.mark.parametrize("M,N,K,cfg,sms", [
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 24 tiles, all split in 4 x 12
     (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 5 x 28 = 140 tiles: 8 split in 3
     (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # K tiles 4: slices of 2, 1 whole wave
@@ -461,6 +494,52 @@ def test_split_k_is_deterministic():
     a = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
     b = _run(xq, xs, wq, ws, 1.0, "low_first", torch.float32, config=cfg)
     assert torch.equal(a, b)
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K,cfg", [
+    (128, 3072, 3072, g.SM90Config(BN=128, STAGES=6, SPLIT=4)),  # 24 tiles x 4 slices
+    (2048, 3072, 3072, g.SM90Config(BN=256, STAGES=4, SPLIT=2)),  # 132 whole + 60 x 2
+    (300, 3500, 1040, g.SM90Config(BN=64, STAGES=4, SPLIT=4)),  # 140 tiles: 132 + 8 x 3
+    (33, 136, 208, g.SM90Config(BN=32, STAGES=2, SPLIT=16)),  # slices of one K-tile pair
+], ids=lambda v: str(v))
+def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg):
+    """Slice 0 adds the other slices' partials in slice order, as the reduce kernel does: the
+    outputs agree bit for bit, also on a second call and in three replays of a CUDA graph (the
+    counters reset themselves), and they match the oracle."""
+    xq, xs, wq, ws = _gen(M, N, K, seed=M + K)
+    packed = g.prepack_weight_sm90(wq, ws, "low_first")
+    sc = g.schedule(M, N, K, cfg, g._sm_count("cuda"))
+    assert g.fixup_in_kernel(sc, cfg, g._sm_count("cuda"))
+    x = g.dequant_nvfp4(xq, xs, order="low_first")
+    want = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    g.gemm_sm90_dense_x(x, packed, 0.5, want, config=cfg)  # no flags: the reduce pass
+    out = torch.full_like(want, float("nan"))
+    flags = torch.zeros(sc.num_tiles, dtype=torch.int32, device="cuda")
+
+    def call():
+        g.gemm_sm90_dense_x(x, packed, 0.5, out, config=cfg, flags=flags)
+
+    call()
+    assert torch.equal(out, want)
+    out.fill_(float("nan"))
+    call()
+    assert torch.equal(out, want)
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        call()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        call()
+    for _ in range(3):
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, want)
+    assert int(flags.abs().sum()) == 0  # every owner reset its tile's counter
+    _assert_close(out, xq, xs, wq, ws, 0.5, "low_first")
 
 
 # ----------------------------------------------------------------------------------------------
