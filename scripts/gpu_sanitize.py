@@ -80,6 +80,18 @@ def main() -> int:
             pk = fp4mm.prepack_w4a16_weight(g.data, sc, group)
             ok &= check(f"w4a16_mm prepacked g{group} {xh.dtype} {M}x{N}x{K}",
                         fp4mm.w4a16_mm(xh, pk, None, group), wantg)
+    # W4A4 split-K with the two slices summed in the GEMM (per-tile counters zeroed by the x
+    # pre-pass, slice 0 reads slice 1's partial): forced split-2 configs at ragged shapes
+    from fp4mm.kernels import fp4_gemm_sm90
+    for M, N, K, bn in [(33, 136, 208, 32), (100, 392, 1040, 128)]:
+        qx = fp4mm.quantize_nvfp4(torch.randn(M, K, device=dev))
+        qw = fp4mm.quantize_nvfp4(torch.randn(N, K, device=dev))
+        want = reference.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, 0.5)
+        out = torch.full((M, N), float("nan"), dtype=torch.float16, device=dev)
+        cfg = fp4_gemm_sm90.SM90Config(BN=bn, STAGES=2, SPLIT=2)
+        fp4_gemm_sm90.fp4_gemm_sm90(qx.data, qx.scales, qw.data, qw.scales, 0.5, "low_first",
+                                    out, config=cfg)
+        ok &= check(f"nvfp4_mm split-K summed in the GEMM {M}x{N}x{K} BN {bn}", out, want)
     torch.cuda.synchronize()
     return 0 if ok else 1
 

@@ -731,10 +731,14 @@ def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) ->
 
 
 def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
-    """Whether the split-K slices can be summed inside the GEMM (no reduce launch): slice 0 of a
+    """Whether the split-K slices are summed inside the GEMM (no reduce launch). Slice 0 of a
     tile waits for the others, so all of them must run at once, which a persistent grid with
-    one split unit per CTA guarantees (the split units are the last round of the schedule)."""
-    return (sc.split > 1 and config.PERSISTENT
+    one split unit per CTA guarantees (the split units are the last round of the schedule).
+    Only for two slices: slice 0 reads the others' partials one after another, and with 4 or 6
+    slices that took longer than the reduce launch (H100, graph-timed W4A4 calls: split 2
+    1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6 128x18432x3072
+    36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
+    return (sc.split == 2 and config.PERSISTENT
             and sc.num_units - sc.num_full <= min(sc.num_units, sms))
 
 
