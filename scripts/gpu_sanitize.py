@@ -86,10 +86,11 @@ def main() -> int:
     for M, N, K, bn in [(33, 136, 208, 32), (100, 392, 1040, 128)]:
         qx = fp4mm.quantize_nvfp4(torch.randn(M, K, device=dev))
         qw = fp4mm.quantize_nvfp4(torch.randn(N, K, device=dev))
-        want = reference.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, 0.5)
+        alpha = 1.0 / (qx.global_scale * qw.global_scale)
+        want = reference.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, alpha)
         out = torch.full((M, N), float("nan"), dtype=torch.float16, device=dev)
         cfg = fp4_gemm_sm90.SM90Config(BN=bn, STAGES=2, SPLIT=2)
-        fp4_gemm_sm90.fp4_gemm_sm90(qx.data, qx.scales, qw.data, qw.scales, 0.5, "low_first",
+        fp4_gemm_sm90.fp4_gemm_sm90(qx.data, qx.scales, qw.data, qw.scales, alpha, "low_first",
                                     out, config=cfg)
         ok &= check(f"nvfp4_mm split-K summed in the GEMM {M}x{N}x{K} BN {bn}", out, want)
     torch.cuda.synchronize()
