@@ -92,6 +92,15 @@ GEMV_SM90_MAX_M = {
 #   scale re-layout M=64 43.3 vs 69.2, M=96 70.0 vs 68.2, M=128 71.7 vs 68.8 -> 64.
 # - group 128, prepacked: M=32 36.5 vs 42.1, M=48 40.7 vs 41.2, M=64 43.6 vs 39.2 -> 48.
 W4A16_SM90_GEMV_MAX_M = {(32, False): 48, (32, True): 28, (64, False): 64, (64, True): 48}
+# NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout and is
+# flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the plain-Triton GEMV
+# loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep --timer graph` with
+# FP4MM_KERNEL forced (bench/results/dispatch/20261126-2028*_sweep-forced-prepacked-*.json),
+# nvfp4_mm prepacked, GEMV vs GEMM, us: 18432 x 3072: M=32 30.2 vs 41.5, M=48 49.3 vs 41.5,
+# M=64 51.5 vs 39.7; 8192 x 8192: M=32 29.8 vs 40.1, M=64 54.7 vs 35.4; 3072 x 3072: M=32 9.5
+# vs 17.3, M=64 12.7 vs 16.4, M=96 20.7 vs 15.9. So prepacked weights of at least this many
+# elements (N * K) leave the GEMV after the Gluon GEMV's range; smaller ones keep GEMV_MAX_M.
+PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
 
 
 def _requested(override: str | None) -> str:
@@ -116,8 +125,9 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
         group_size: ``w4a16_mm`` only (optional); on Hopper the crossover depends on it
             (``W4A16_SM90_GEMV_MAX_M``).
         prepacked: the weight is a ``PrepackedNVFP4Weight`` / ``PrepackedW4A16Weight`` (the GEMM
-            then skips its per-call re-layout); for NVFP4 weights the crossover is the same M
-            either way, for ``w4a16_mm`` on Hopper it is lower when prepacked.
+            then skips its per-call re-layout); on Hopper the crossover is then lower: for
+            ``w4a16_mm`` by group size, for NVFP4 weights of ``PREPACKED_GEMM_MIN_WEIGHT``
+            elements or more.
         override: ``"gemm"``, ``"gemv"`` or ``"auto"``; default: ``FP4MM_KERNEL`` or ``"auto"``.
     """
     if op not in OPS:
@@ -130,16 +140,21 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     requested = _requested(override)
     if requested != "auto":
         return requested
-    return "gemv" if M <= gemv_max_m(op, device, group_size, prepacked) else "gemm"
+    return "gemv" if M <= gemv_max_m(op, device, group_size, prepacked, N * K) else "gemm"
 
 
 def gemv_max_m(op: str, device=None, group_size: int | None = None,
-               prepacked: bool = False) -> int:
-    """The largest M that ``select_kernel`` gives the GEMV (the tables above)."""
+               prepacked: bool = False, weight_elems: int | None = None) -> int:
+    """The largest M that ``select_kernel`` gives the GEMV (the tables above);
+    ``weight_elems``: N * K, for prepacked NVFP4 weights on Hopper."""
     if op == "w4a16_mm" and group_size is not None and device is not None and is_hopper(device):
         from fp4mm.kernels.fp4_gemm_sm90 import group_k
 
         gk = group_k(group_size)
         if gk:
             return W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
+    if (op != "w4a16_mm" and prepacked and weight_elems is not None
+            and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
+            and is_hopper(device)):
+        return GEMV_SM90_MAX_M[op]
     return GEMV_MAX_M[op]

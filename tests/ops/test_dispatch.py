@@ -78,6 +78,23 @@ def test_hopper_group_scale_crossover_depends_on_the_layout(monkeypatch, group):
     assert dispatch.gemv_max_m("w4a16_mm", cpu, group, True) == dispatch.GEMV_MAX_M["w4a16_mm"]
 
 
+@pytest.mark.parametrize("op", ["nvfp4_mm", "nvfp4_w4a16_mm"])
+def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch, op):
+    """Measured (PREPACKED_GEMM_MIN_WEIGHT): a prepacked NVFP4 weight of 18432 x 3072 leaves the
+    GEMV after the Gluon GEMV's range (the Gluon GEMM is flat in M and beats the plain-Triton
+    GEMV from M = 48); a 3072 x 3072 one, a raw one, or any off Hopper keeps GEMV_MAX_M."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dispatch, "is_hopper", lambda device: True)
+    top = dispatch.GEMV_SM90_MAX_M[op]
+    assert dispatch.select_kernel(op, top, 18432, 3072, cpu, prepacked=True) == "gemv"
+    assert dispatch.select_kernel(op, top + 1, 18432, 3072, cpu, prepacked=True) == "gemm"
+    assert dispatch.select_kernel(op, 64, 3072, 3072, cpu, prepacked=True) == "gemv"
+    assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=False) == "gemv"
+    assert dispatch.select_kernel(op, 65, 18432, 3072, cpu, prepacked=False) == "gemm"
+    monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
+    assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=True) == "gemv"
+
+
 def test_override_argument_and_environment(monkeypatch):
     assert dispatch.select_kernel("nvfp4_mm", 1, 64, 64, override="gemm") == "gemm"
     assert dispatch.select_kernel("nvfp4_mm", 4096, 64, 64, override="gemv") == "gemv"
