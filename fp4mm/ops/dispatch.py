@@ -99,8 +99,13 @@ W4A16_SM90_GEMV_MAX_M = {(32, False): 48, (32, True): 28, (64, False): 64, (64, 
 # nvfp4_mm prepacked, GEMV vs GEMM, us: 18432 x 3072: M=32 30.2 vs 41.5, M=48 49.3 vs 41.5,
 # M=64 51.5 vs 39.7; 8192 x 8192: M=32 29.8 vs 40.1, M=64 54.7 vs 35.4; 3072 x 3072: M=32 9.5
 # vs 17.3, M=64 12.7 vs 16.4, M=96 20.7 vs 15.9. So prepacked weights of at least this many
-# elements (N * K) leave the GEMV after the Gluon GEMV's range; smaller ones keep GEMV_MAX_M.
+# elements (N * K) leave the GEMV above PREPACKED_SM90_GEMV_MAX_M; smaller ones keep GEMV_MAX_M.
+# nvfp4_w4a16_mm with bf16 x (bench/results/dispatch/20261126-2029*_decode-*.json, prepacked,
+# GEMV vs GEMM, us): 18432 x 3072 M=32 63.1 vs 42.1 (the Gluon GEMV's 32-token tile; M=16 took
+# 27.5 in bench/results/20261126-181353_decode.json), M=40 47.2 vs 41.8, M=64 46.8 vs 39.7;
+# 3072 x 3072 M=64 12.3 vs 16.2; 8192 x 8192 M=64 51.6 vs 40.0 -> 16 for this op.
 PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
+PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 32, "nvfp4_w4a16_mm": 16}
 
 
 def _requested(override: str | None) -> str:
@@ -156,5 +161,5 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
     if (op != "w4a16_mm" and prepacked and weight_elems is not None
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
-        return GEMV_SM90_MAX_M[op]
+        return PREPACKED_SM90_GEMV_MAX_M[op]
     return GEMV_MAX_M[op]
