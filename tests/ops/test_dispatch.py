@@ -33,11 +33,13 @@ def test_small_m_is_gemv_and_large_m_is_gemm(op):
 @pytest.mark.parametrize("op", ["nvfp4_mm", "nvfp4_w4a16_mm"])
 def test_nvfp4_weights_cross_over_at_64_raw_or_prepacked(op):
     """GPU time (graph-timed): the Hopper GEMM, even with its per-call re-layout of raw weights,
-    beats the GEMV from M = 96 (measured 66.5 vs 84.2 us at N = 18432), the GEMV wins at 64."""
-    for prepacked in (False, True):
-        assert dispatch.select_kernel(op, 64, 18432, 3072, DEV, prepacked=prepacked) == "gemv"
-        assert dispatch.select_kernel(op, 65, 18432, 3072, DEV, prepacked=prepacked) == "gemm"
-        assert dispatch.select_kernel(op, 128, 18432, 3072, DEV, prepacked=prepacked) == "gemm"
+    beats the GEMV from M = 96 (measured 66.5 vs 84.2 us at N = 18432), the GEMV wins at 64.
+    The same for prepacked weights below PREPACKED_GEMM_MIN_WEIGHT elements on any device (and
+    for every prepacked weight off Hopper): see the test below for larger ones on Hopper."""
+    for prepacked, N in ((False, 18432), (True, 3072)):
+        assert dispatch.select_kernel(op, 64, N, 3072, DEV, prepacked=prepacked) == "gemv"
+        assert dispatch.select_kernel(op, 65, N, 3072, DEV, prepacked=prepacked) == "gemm"
+        assert dispatch.select_kernel(op, 128, N, 3072, DEV, prepacked=prepacked) == "gemm"
 
 
 @pytest.mark.parametrize("group,kernel", [(32, "gemm_sm90"), (64, "gemm_sm90"),
