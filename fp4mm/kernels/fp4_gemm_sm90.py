@@ -282,8 +282,9 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
     Units ``0 .. num_full-1`` are whole tiles (slot -1, n_add 0: store the tile). Unit
     ``num_full + v`` is K-slice ``v % split`` of tile ``num_full + v // split``; its fp32 partial
     goes to workspace slot ``v``. Without ``fixup`` every slice stores its partial for the
-    reduce kernel (n_add -1). With it (two slices) the pair is summed in this kernel (n_add -2,
-    see :func:`_store_unit`)."""
+    reduce kernel (n_add -1). With it the tile's slices are summed in this kernel: slice 0
+    waits for the other ``split - 1`` (n_add), adds their partials in slice order and stores the
+    tile; the others store their partial and signal ``flags[t]`` (n_add -2)."""
     t = u
     k0 = u * 0
     k1 = k_tiles
@@ -297,7 +298,7 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
         slot = v
         n_add = u * 0 - 1
         if fixup:
-            n_add = u * 0 - 2
+            n_add = gl.where(v % split == 0, split - 1, -2)
     return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, n_add, t
 
 
@@ -371,26 +372,26 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
 def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
                 BN: gl.constexpr, MMA: gl.constexpr):
     """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
-    ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` for a whole tile (n_add 0); a
-    K-slice's raw partial to workspace slot ``slot`` for the reduce kernel (n_add -1); for one
-    of a pair of slices summed here (n_add -2), its partial to ``slot``, then a ticket on
-    ``flags[t]``: the second of the two to arrive adds the other's partial (a sum of two is the
-    same in either order, so the result is deterministic), resets the ticket and stores the tile.
-    Nobody waits for anybody, so this cannot hang whatever the CTAs' residency."""
+    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; -2: then a release add on
+    ``flags[t]``), else, after adding the partials of slots ``slot + 1 .. slot + n_add`` once
+    ``flags[t]`` counts them, ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
     rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
     cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
     offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-    last = n_add == 0
     if n_add < 0:
         gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
-    if n_add == -2:
-        gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
-        last = gl.atomic_add(flags_ptr + t, 1, sem="acq_rel", scope="gpu") == 1
-        if last:
-            gl.thread_barrier()  # the acquire above orders every thread's loads below
-            acc += gl.load(ws_ptr + (slot ^ 1) * (_BM * BN) + offs)
-            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")  # for the next launch
-    if last:
+        if n_add == -2:
+            gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
+            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
+    else:
+        if n_add > 0:
+            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
+                pass
+            gl.thread_barrier()
+            for p in range(n_add):
+                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
+            gl.thread_barrier()  # every thread saw the count: reset it for the next launch
+            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
         tma.store_wait(0)  # the previous tile's store has finished reading y_smem
         gl.thread_barrier()
         y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
@@ -729,14 +730,16 @@ def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) ->
                     config, sms)
 
 
-def fixup_in_kernel(sc: Schedule) -> bool:
-    """Whether the split-K slices are summed inside the GEMM (no reduce launch): for two slices
-    only, where the second to finish adds the first's partial (``_store_unit``). With 4 or 6
-    slices one CTA per tile reading the others' partials one after another took longer than
-    the reduce launch (H100, graph-timed W4A4 calls, first design: split 2 1024x18432x3072
-    161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6 128x18432x3072 36.1 -> 38.4;
-    split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
-    return sc.split == 2
+def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
+    """Whether the split-K slices are summed inside the GEMM (no reduce launch). Slice 0 of a
+    tile waits for the others, so all of them must run at once, which a persistent grid with
+    one split unit per CTA guarantees (the split units are the last round of the schedule).
+    Only for two slices: slice 0 reads the others' partials one after another, and with 4 or 6
+    slices that took longer than the reduce launch (H100, graph-timed W4A4 calls: split 2
+    1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6 128x18432x3072
+    36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
+    return (sc.split == 2 and config.PERSISTENT
+            and sc.num_units - sc.num_full <= min(sc.num_units, sms))
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
@@ -758,7 +761,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
-    fixup = flags is not None and fixup_in_kernel(sc)
+    fixup = flags is not None and fixup_in_kernel(sc, config, sms)
     if fixup and flags.numel() < sc.num_tiles:
         raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
@@ -797,7 +800,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     # split-K counters, zeroed by the x pre-pass: a memset node between the two PDL launches
     # would cost more than the reduce launch it saves
     flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device)
-             if fixup_in_kernel(sc) else None)
+             if fixup_in_kernel(sc, config, sms) else None)
     x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
     _gemm_dense(x, prepacked, alpha, out, config, flags)
 
