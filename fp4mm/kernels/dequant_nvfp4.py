@@ -66,7 +66,7 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
         out: optional ``(R, K)`` tensor of ``dtype`` to write.
         pdl: launch with programmatic dependent launch (CUDA, sm_90+), so that a next kernel
             launched the same way starts early (it must wait for this one before reading).
-        zero: an int32 tensor to zero as well (the GEMM's stream-K counters).
+        zero: an int32 tensor to zero as well (the GEMM's split-K counters).
     Inputs are trusted (the public ops validate).
     """
     R, K = q.shape[0], q.shape[1] * 2
