@@ -158,7 +158,7 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
         gk = group_k(group_size)
         if gk:
             return W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
-    if (op != "w4a16_mm" and prepacked and weight_elems is not None
+    if (op in PREPACKED_SM90_GEMV_MAX_M and prepacked and weight_elems is not None
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
         return PREPACKED_SM90_GEMV_MAX_M[op]
