@@ -275,15 +275,16 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, FIXUP: gl.constexpr):
+def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
     """Work unit ``u`` -> (token tile pid_m, weight-row tile pid_n, first K tile, end K tile,
     workspace slot, n_add, tile t); tile ``t = pid_n * num_m_tiles + pid_m``.
 
     Units ``0 .. num_full-1`` are whole tiles (slot -1, n_add 0: store the tile). Unit
     ``num_full + v`` is K-slice ``v % split`` of tile ``num_full + v // split``; its fp32 partial
-    goes to workspace slot ``v``. Without ``FIXUP`` every slice stores its partial for the
-    reduce kernel (n_add -1). With it (two slices, slots ``v`` and ``v ^ 1``) the pair is
-    summed in this kernel (n_add -2, see :func:`_store_unit`)."""
+    goes to workspace slot ``v``. Without ``fixup`` every slice stores its partial for the
+    reduce kernel (n_add -1). With it the tile's slices are summed in this kernel: slice 0
+    waits for the other ``split - 1`` (n_add), adds their partials in slice order and stores the
+    tile; the others store their partial and signal ``flags[t]`` (n_add -2)."""
     t = u
     k0 = u * 0
     k1 = k_tiles
@@ -296,21 +297,21 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, FIXUP: gl.const
         k1 = gl.minimum(k0 + k_per_split, k_tiles)
         slot = v
         n_add = u * 0 - 1
-        if FIXUP:
-            n_add = u * 0 - 2
+        if fixup:
+            n_add = gl.where(v % split == 0, split - 1, -2)
     return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, n_add, t
 
 
 @gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, FIXUP: gl.constexpr, BN: gl.constexpr,
+              split, k_per_split, num_m_tiles, k_tiles, fixup, BN: gl.constexpr,
               STAGES: gl.constexpr, GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
                             + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, _slot, _n, _t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                    num_m_tiles, FIXUP)
+                                                    num_m_tiles, fixup)
         for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -331,8 +332,8 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 
 @gluon.jit
 def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-              FIXUP: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -341,7 +342,7 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, FIXUP)
+                                                     num_m_tiles, fixup)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
@@ -363,66 +364,39 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
         _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, FIXUP, BN, mma)
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
-                FIXUP: gl.constexpr, BN: gl.constexpr, MMA: gl.constexpr):
+                BN: gl.constexpr, MMA: gl.constexpr):
     """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
-    ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` for a whole tile (n_add 0); a K-slice's
-    raw partial to workspace slot ``slot`` for the reduce kernel (n_add -1); one of a pair of
-    slices summed here (n_add -2): a ticket on ``flags[t]`` says which of the two finished
-    first. The first stores its partial and adds 1 more (release); the second waits for that,
-    adds the partial (a sum of two is the same in either order: deterministic), resets the
-    counter for the next launch and stores the tile. The second only ever waits for a CTA that
-    has already taken its ticket, so is running and past its K loop: no assumption on which
-    CTAs are resident (MPS, other streams), unlike waiting for a slice that may not have
-    started."""
-    if FIXUP:  # split units are pairs (n_add -2)
-        last = n_add == 0
-        if n_add < 0:
-            offs = _tile_offsets(BN, MMA)
-            # ticket: 0 -> 1 for the first to finish; the first's release add and the second's
-            # ticket take it to 3 in either order
-            last = gl.atomic_add(flags_ptr + t, 1, sem="relaxed", scope="gpu") > 0
-            if last:
-                while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < 3:
-                    pass
-                gl.thread_barrier()  # the acquire above orders every thread's loads below
-                acc += gl.load(ws_ptr + (slot ^ 1) * (_BM * BN) + offs, cache_modifier=".cg")
-                gl.thread_barrier()  # every thread has read the partial: reset the counter
-                gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
-            else:
-                gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
-                gl.thread_barrier()  # every thread's partial is written (release is cumulative)
-                gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
-        if last:
-            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
-    else:
-        if n_add < 0:
-            gl.store(ws_ptr + slot * (_BM * BN) + _tile_offsets(BN, MMA), acc)
-        else:
-            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
-
-
-@gluon.jit
-def _tile_offsets(BN: gl.constexpr, MMA: gl.constexpr):
-    """Offsets of a [128, BN] fp32 workspace slot, row-major, in the accumulator's layout."""
+    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; -2: then a release add on
+    ``flags[t]``), else, after adding the partials of slots ``slot + 1 .. slot + n_add`` once
+    ``flags[t]`` counts them, ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
     rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
     cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
-    return gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-
-
-@gluon.jit
-def _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN: gl.constexpr):
-    """``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` through shared memory and TMA."""
-    tma.store_wait(0)  # the previous tile's store has finished reading y_smem
-    gl.thread_barrier()
-    y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+    offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+    if n_add < 0:
+        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
+        if n_add == -2:
+            gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
+            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
+    else:
+        if n_add > 0:
+            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
+                pass
+            gl.thread_barrier()
+            for p in range(n_add):
+                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
+            gl.thread_barrier()  # every thread saw the count: reset it for the next launch
+            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
+        tma.store_wait(0)  # the previous tile's store has finished reading y_smem
+        gl.thread_barrier()
+        y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
 
 
 @gluon.jit
@@ -438,8 +412,8 @@ def _after(p, acc):
 @gluon.jit
 def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
                       alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                      FIXUP: gl.constexpr, BN: gl.constexpr, STAGES: gl.constexpr,
-                      DTYPE: gl.constexpr, GK: gl.constexpr):
+                      fixup, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+                      GK: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
     one group later and added to the accumulator times the group's fp32 scale of its weight row.
@@ -453,7 +427,7 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, FIXUP)
+                                                     num_m_tiles, fixup)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         p_a = gl.zeros([_BM, BN], gl.float32, mma)
         p_b = gl.zeros([_BM, BN], gl.float32, mma)
@@ -518,14 +492,14 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
         _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, FIXUP, BN, mma)
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, num_units,
-                          num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          FIXUP: gl.constexpr, BN: gl.constexpr,
+                          num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+                          BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
                           PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
@@ -550,18 +524,18 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
         gl.warp_specialize(
             [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
                           alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          FIXUP, BN, STAGES, DTYPE)),
+                          fixup, BN, STAGES, DTYPE)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, FIXUP,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
                           BN, STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
             [(_consumer_grouped, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                                   ready, empty, alpha, num_units, num_full, split, k_per_split,
-                                  num_m_tiles, k_tiles, FIXUP, BN, STAGES, DTYPE, GK)),
+                                  num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, FIXUP,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
                           BN, STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
@@ -756,14 +730,16 @@ def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) ->
                     config, sms)
 
 
-def fixup_in_kernel(sc: Schedule) -> bool:
-    """Whether the split-K slices are summed inside the GEMM (no reduce launch): for tiles cut
-    in exactly two slices (``_store_unit``). With 4 or 6 slices, one CTA per tile reading the
-    others' partials one after another took longer than the reduce launch (H100, graph-timed
-    W4A4 calls, first design: split 2 1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 ->
-    63.1; split 6 128x18432x3072 36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2;
-    docs/perf-log.md, v7)."""
-    return sc.split == 2
+def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
+    """Whether the split-K slices are summed inside the GEMM (no reduce launch). Slice 0 of a
+    tile waits for the others, so all of them must run at once, which a persistent grid with
+    one split unit per CTA guarantees (the split units are the last round of the schedule).
+    Only for two slices: slice 0 reads the others' partials one after another, and with 4 or 6
+    slices that took longer than the reduce launch (H100, graph-timed W4A4 calls: split 2
+    1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6 128x18432x3072
+    36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
+    return (sc.split == 2 and config.PERSISTENT
+            and sc.num_units - sc.num_full <= min(sc.num_units, sms))
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
@@ -785,7 +761,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
-    fixup = flags is not None and fixup_in_kernel(sc)
+    fixup = flags is not None and fixup_in_kernel(sc, config, sms)
     if fixup and flags.numel() < sc.num_tiles:
         raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
@@ -793,7 +769,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.BN), sc.k_tiles, FIXUP=fixup,
+        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
         PDL=True, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
@@ -824,7 +800,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     # split-K counters, zeroed by the x pre-pass: a memset node between the two PDL launches
     # would cost more than the reduce launch it saves
     flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device)
-             if fixup_in_kernel(sc) else None)
+             if fixup_in_kernel(sc, config, sms) else None)
     x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
     _gemm_dense(x, prepacked, alpha, out, config, flags)
 

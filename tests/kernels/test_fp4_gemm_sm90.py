@@ -44,7 +44,7 @@ gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 # (BN, STAGES, activation dtype, out dtype, special): every kernel specialisation
 # choose_config can return (SPLIT is a runtime argument: one kernel serves every split factor),
 # plus bf16/fp32 paths, plus the int arguments Triton's launcher specialises when they are 1:
-# special True (split == 1) and "fixup" (split-K pairs summed in the kernel, FIXUP)
+# special True (split == 1) and "fixup" (split-K summed in the kernel, fixup == 1)
 SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_configs()}) + [
     (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
     (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
@@ -75,11 +75,13 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
            "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
-           "k_tiles": "i32", "FIXUP": "constexpr", "BN": "constexpr", "STAGES": "constexpr",
+           "k_tiles": "i32", "fixup": "i32", "BN": "constexpr", "STAGES": "constexpr",
            "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "FIXUP": split1 == "fixup"}
-    if split1 and split1 != "fixup":
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
+    if split1 == "fixup":
+        sig["fixup"] = "constexpr"
+        constexprs["fixup"] = 1
+    elif split1:
         sig["split"] = "constexpr"
         constexprs["split"] = 1
     src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,  # as at launch:
@@ -295,21 +297,29 @@ def test_heuristic_splits_k_only_where_the_grid_is_short():
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 4 slices: the reduce pass
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=2), 132),
     (2048, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
-    (4096, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),  # 240 split units over 132 CTAs
-    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 28 K tiles in 4: 3 slices
-    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # 4 K tiles: 2 slices
+    (4096, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),  # 240 split units > 132: reduce
+    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),
+    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),
     (1024, 18432, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
 ], ids=lambda v: str(v))
-def test_split_k_pairs_summed_in_the_kernel(M, N, K, cfg, sms):
-    """The in-kernel sum (``fixup_in_kernel``) takes tiles cut in exactly two slices: units
-    ``num_full + v`` with v = 2j, 2j + 1 are tile ``num_full + j``, so each slice's partner is
-    slot ``v ^ 1`` (what ``_store_unit`` reads)."""
+def test_split_k_fixup_runs_every_tiles_slices_at_once(M, N, K, cfg, sms):
+    """The in-kernel sum (``fixup_in_kernel``): slice 0 of a tile waits for the tile's other
+    slices, so they must all be running: each split unit on its own CTA of the persistent grid,
+    and slice 0's partners in the slots right after its own (what ``_store_unit`` reads)."""
     sc = g.schedule(M, N, K, cfg, sms)
-    assert g.fixup_in_kernel(sc) == (sc.split == 2)
-    if sc.split == 2:
-        for v in range(sc.num_units - sc.num_full):
-            assert sc.num_full + v // sc.split == sc.num_full + (v ^ 1) // sc.split
-        assert (sc.num_units - sc.num_full) % 2 == 0  # every slot's partner exists
+    grid = min(sc.num_units, sms)
+    split_units = list(range(sc.num_full, sc.num_units))
+    if not g.fixup_in_kernel(sc, cfg, sms):
+        assert sc.split != 2 or len(split_units) > grid
+        return
+    assert len({u % grid for u in split_units}) == len(split_units)  # one per CTA, same round
+    assert all(u // grid == split_units[0] // grid for u in split_units)
+    for u in split_units:
+        v = u - sc.num_full
+        t = sc.num_full + v // sc.split
+        if v % sc.split == 0:  # owner: slots v+1 .. v+split-1 hold the same tile's slices
+            assert all(sc.num_full + (v + p) // sc.split == t for p in range(1, sc.split))
+    assert not g.fixup_in_kernel(sc, dataclasses.replace(cfg, PERSISTENT=False), sms)
 
 
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
@@ -496,14 +506,14 @@ def test_split_k_is_deterministic():
     (33, 136, 208, g.SM90Config(BN=32, STAGES=2, SPLIT=2), torch.float32),  # 2 x 2, 1 pair
 ], ids=lambda v: str(v))
 def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_dtype):
-    """The second slice of a pair to finish adds the other's partial: a sum of two, the same
-    bits as the reduce kernel's in either order. The outputs agree bit for bit, also on a
-    second call and in three replays of a CUDA graph (the tickets reset themselves), and they
-    match the oracle. (``gemm_sm90_dense_x`` takes N % 8 == 0: 16-byte TMA rows.)"""
+    """Slice 0 adds the other slices' partials in slice order, as the reduce kernel does: the
+    outputs agree bit for bit, also on a second call and in three replays of a CUDA graph (the
+    counters reset themselves), and they match the oracle. (``gemm_sm90_dense_x`` takes
+    N % 8 == 0: 16-byte TMA rows of the output.)"""
     xq, xs, wq, ws = _gen(M, N, K, seed=M + K)
     packed = g.prepack_weight_sm90(wq, ws, "low_first")
     sc = g.schedule(M, N, K, cfg, g._sm_count("cuda"))
-    assert g.fixup_in_kernel(sc)
+    assert g.fixup_in_kernel(sc, cfg, g._sm_count("cuda"))
     x = g.dequant_nvfp4(xq, xs, order="low_first")
     want = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
     g.gemm_sm90_dense_x(x, packed, 0.5, want, config=cfg)  # no flags: the reduce pass
@@ -531,7 +541,7 @@ def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_d
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, want)
-    assert int(flags.abs().sum()) == 0  # the second of each pair reset its tile's ticket
+    assert int(flags.abs().sum()) == 0  # every owner reset its tile's counter
     _assert_close(out, xq, xs, wq, ws, 0.5, "low_first")
 
 
