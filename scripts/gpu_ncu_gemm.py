@@ -1,6 +1,7 @@
 """Drive the W4A4 Gluon GEMM for Nsight Compute, prepacked weights, fp16 out, one shape per
 argument ``MxNxK`` (default: the challenge case and 1024x3072x3072), three calls each;
-``cublas:MxNxK`` runs torch's bf16 matmul at that shape instead (kernel regex ``gemm``):
+``cublas:MxNxK`` runs torch's bf16 matmul at that shape instead (kernel regex ``nvjet|gemm``:
+cuBLAS on sm_90 runs ``nvjet_*`` kernels). Ours:
 ``ncu --clock-control none -k regex:fp4_gemm_sm90 --launch-skip 1 --launch-count 1
 --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats
 --metrics sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
