@@ -60,7 +60,7 @@ from fp4mm.backend import is_hopper
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
-BM = 128  # weight rows per prepack block and per default consumer partition (2 warpgroups x 64)
+BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
 BK = 64  # K per stage
 K_ALIGN = 2 * BK  # the even/odd schedule consumes K tiles in pairs
 _BM = gl.constexpr(BM)
@@ -79,35 +79,26 @@ _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidt
 class SM90Config:
     """BN: tokens per CTA tile (wgmma N: 16..256, power of 2); STAGES: ring depth;
     PERSISTENT: grid = min(work units, SMs) with a unit loop, else one CTA per unit;
-    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`);
-    WG: consumer warpgroups, 64 weight rows each, so a CTA tile has ``bm = 64 * WG`` weight rows
-    (3: 192 rows, which cuts N = 3072 into 16 tiles instead of 24: whole waves on 132 SMs)."""
+    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`)."""
 
     BN: int = 256
     STAGES: int = 4
     PERSISTENT: bool = True
     SPLIT: int = 1
-    WG: int = 2
-
-    @property
-    def bm(self) -> int:
-        return 64 * self.WG
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
-        stage = self.bm * BK // 2 + self.bm * BK // 8 + self.BN * BK * 2
-        return self.STAGES * stage + self.BN * self.bm * out_bytes + 2 * self.STAGES * 8 + 64
+        stage = BM * BK // 2 + BM * BK // 8 + self.BN * BK * 2
+        return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
 
 def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
                     grouped: bool = False) -> bool:
     """The one validity predicate (heuristic, tests and benchmark use it). ``grouped`` (16-bit
     group scales): BN <= 128, since the fp32 partial doubles the accumulator registers (BN 256
-    spills 1176 bytes), and two warpgroups. Three warpgroups (13 warps share the register file):
-    BN <= 128."""
+    spills 1176 bytes)."""
     return (
-        config.BN in ((16, 32, 64, 128) if grouped or config.WG == 3 else (16, 32, 64, 128, 256))
-        and (config.WG == 2 or (config.WG == 3 and not grouped))
+        config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
         and 1 <= config.SPLIT <= 16
         and config.smem_bytes(out_dtype) <= SMEM_LIMIT
@@ -117,7 +108,7 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
 class Schedule(NamedTuple):
     """The work decomposition of one launch (what the kernel's ``_unit`` decodes).
 
-    Tiles ``t = pid_n * num_m_tiles + pid_m`` (``config.bm`` weight rows x BN tokens). Tiles
+    Tiles ``t = pid_n * num_m_tiles + pid_m`` (128 weight rows x BN tokens). Tiles
     ``0 .. num_full-1`` are whole units (write ``out`` directly); each later tile is cut into
     ``split`` K-slices of ``k_per_split`` (even) 64-K tiles, the last slice shorter, whose fp32
     partials go to a workspace and are summed in slice order by ``_splitk_reduce_kernel``."""
@@ -134,7 +125,7 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
     """Split-K for the last wave only: the ``(T // sms) * sms`` tiles of whole waves stay whole;
     the ``T % sms`` tiles of the last, partial wave are split (all tiles when ``T < sms``), so
     that the split costs workspace traffic only where SMs would otherwise idle."""
-    num_tiles = triton.cdiv(M, config.BN) * triton.cdiv(N, config.bm)
+    num_tiles = triton.cdiv(M, config.BN) * triton.cdiv(N, BM)
     k_tiles = triton.cdiv(K, K_ALIGN) * 2
     kps = triton.cdiv(k_tiles, config.SPLIT)
     kps += kps % 2  # the even/odd schedule consumes K tiles in pairs
@@ -166,7 +157,7 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
     t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * _US_PER_UNIT
     if sc.split > 1:
         split_tiles = sc.num_tiles - sc.num_full
-        nbytes = split_tiles * config.bm * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
+        nbytes = split_tiles * BM * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
         t += _US_REDUCE_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
     return t
 
@@ -232,64 +223,52 @@ def _split_k_layout(ll):
         [f(b) for b in ll.warp_bases], [], [ll.shape[0], ll.shape[1] // 16, 8, 2])
 
 
-# Thread-ordered code tile [2 W, 256] uint8 of W warps (16 weight rows each): 16 contiguous bytes
-# per thread (see module docstring).
-@gluon.constexpr_function
-def _w_load_layout(warps):
-    return gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
-        lane_bases=[[0, 16], [0, 32], [0, 64], [0, 128], [1, 0]],
-        warp_bases=[[2 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[],
-        shape=[2 * warps, 256])
-
-
-# Thread-ordered scale tile [W, 128] uint8: 16 contiguous bytes per thread (8 scales, each twice,
+# Thread-ordered code tile [16, 256] uint8: 16 contiguous bytes per thread (see module docstring).
+_W_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
+    lane_bases=[[0, 16], [0, 32], [0, 64], [0, 128], [1, 0]],
+    warp_bases=[[2, 0], [4, 0], [8, 0]], block_bases=[], shape=[16, 256]))
+# Thread-ordered scale tile [8, 128] uint8: 16 contiguous bytes per thread (8 scales, each twice,
 # so that a scale pair lines up with a (k, k+1) value pair), shared by the 4 lanes of a row.
-@gluon.constexpr_function
-def _s_load_layout(warps):
-    return gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
-        lane_bases=[[0, 0], [0, 0], [0, 16], [0, 32], [0, 64]],
-        warp_bases=[[1 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[],
-        shape=[warps, 128])
+_S_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
+    reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
+    lane_bases=[[0, 0], [0, 0], [0, 16], [0, 32], [0, 64]],
+    warp_bases=[[1, 0], [2, 0], [4, 0]], block_bases=[], shape=[8, 128]))
 
 
 @gluon.jit
-def _decode_halves(w_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr, P_LAYOUT: gl.constexpr,
-                   ROWS: gl.constexpr):
-    """One stage's codes as two [ROWS, 32] register-A operands (K 0-31, K 32-63): K within a
+def _decode_halves(w_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr, P_LAYOUT: gl.constexpr):
+    """One stage's codes as two [128, 32] register-A operands (K 0-31, K 32-63): K within a
     tile is a register bit of the A layout, so the split moves no data."""
-    a = gl.convert_layout(_decode_codes(w_smem, DTYPE, P_LAYOUT, ROWS), A_LAYOUT,
-                          assert_trivial=True)
-    lo, hi = a.reshape([ROWS, 2, 32]).permute((0, 2, 1)).split()
+    a = gl.convert_layout(_decode_codes(w_smem, DTYPE, P_LAYOUT), A_LAYOUT, assert_trivial=True)
+    lo, hi = a.reshape([_BM, 2, 32]).permute((0, 2, 1)).split()
     return (gl.convert_layout(lo, A_LAYOUT, assert_trivial=True),
             gl.convert_layout(hi, A_LAYOUT, assert_trivial=True))
 
 
 @gluon.jit
-def _decode_codes(w_smem, DTYPE: gl.constexpr, P_LAYOUT: gl.constexpr, ROWS: gl.constexpr):
-    """One stage's ROWS x 64 E2M1 codes as exact DTYPE values (unscaled), [ROWS rows, 64]."""
-    # codes: [ROWS/8, 256] thread-ordered -> [w, g, c, i, h] -> [w, h, g, i, c] -> [ROWS, 32 bytes]
-    p = w_smem.load(_w_load_layout(ROWS // 16))
-    p = p.reshape([ROWS // 16, 8, 4, 8, 2]).permute((0, 4, 1, 3, 2)).reshape([ROWS, _BK // 2])
+def _decode_codes(w_smem, DTYPE: gl.constexpr, P_LAYOUT: gl.constexpr):
+    """One stage's 128 x 64 E2M1 codes as exact DTYPE values (unscaled), [128 rows, 64]."""
+    # codes: [16, 256] thread-ordered -> [w, g, c, i, h] -> [w, h, g, i, c] -> [128 rows, 32 bytes]
+    p = w_smem.load(_W_LOAD_LAYOUT)
+    p = p.reshape([8, 8, 4, 8, 2]).permute((0, 4, 1, 3, 2)).reshape([_BM, _BK // 2])
     p = gl.convert_layout(p, P_LAYOUT, assert_trivial=True)
     return gl.fp4_to_fp(p, DTYPE, 1)
 
 
 @gluon.jit
 def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
-                  P_LAYOUT: gl.constexpr, L4: gl.constexpr, ROWS: gl.constexpr):
-    """One stage's ROWS x 64 weight tile, dequantised into the register-A layout of wgmma."""
-    w = _decode_codes(w_smem, DTYPE, P_LAYOUT, ROWS)
-    # scales: [ROWS/16, 128] -> [w, g, kb, h, e] -> [w, h, g, kb, e] -> [ROWS, 4 K-blocks, 2]
-    s = s_smem.load(_s_load_layout(ROWS // 16))
-    s = s.reshape([ROWS // 16, 8, _BK // 16, 2, 2]).permute((0, 3, 1, 2, 4))
-    s = s.reshape([ROWS, _BK // 16, 2])
+                  P_LAYOUT: gl.constexpr, L4: gl.constexpr):
+    """One stage's 128 x 64 weight tile, dequantised into the register-A layout of wgmma."""
+    w = _decode_codes(w_smem, DTYPE, P_LAYOUT)
+    # scales: [8, 128] -> [w, g, kb, h, e] -> [w, h, g, kb, e] -> [128 rows, 4 K-blocks, 2]
+    s = s_smem.load(_S_LOAD_LAYOUT)
+    s = s.reshape([8, 8, _BK // 16, 2, 2]).permute((0, 3, 1, 2, 4)).reshape([_BM, _BK // 16, 2])
     s = gl.convert_layout(s, gl.SliceLayout(2, L4), assert_trivial=True)
     s = s.to(gl.float8e4nv, bitcast=True).to(DTYPE)
-    w4 = gl.convert_layout(w.reshape([ROWS, _BK // 16, 8, 2]), L4, assert_trivial=True)
+    w4 = gl.convert_layout(w.reshape([_BM, _BK // 16, 8, 2]), L4, assert_trivial=True)
     w4 = w4 * gl.expand_dims(s, 2)
-    return gl.convert_layout(w4.reshape([ROWS, _BK]), A_LAYOUT, assert_trivial=True)
+    return gl.convert_layout(w4.reshape([_BM, _BK]), A_LAYOUT, assert_trivial=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,191 +303,100 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
 
 
 @gluon.jit
-def _issue(w_desc, s_desc, x_desc, w2_desc, s2_desc, w_bufs, s_bufs, x_bufs, w2_bufs, s2_bufs,
-           ready, empty, pit, pid_m, pid_n, kt, k_tiles, BN: gl.constexpr, STAGES: gl.constexpr,
-           GK: gl.constexpr, WG: gl.constexpr):
-    """The TMA loads of this CTA's ``pit``-th stage fill (K tile ``kt`` of tile (pid_m, pid_n)),
-    once every consumer partition has released the stage's previous contents. WG = 3: rows
-    128-191 of a tile come as a second, 8-row code box and 4-row scale box into the second
-    consumer's buffers (a TMA box's sides are powers of 2)."""
-    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                            + x_desc.block_type.nbytes
-                            + (w2_desc.block_type.nbytes + s2_desc.block_type.nbytes
-                               if WG == 3 else 0))
-    s = pit % STAGES
-    mbarrier.wait(empty.index(s), ((pit // STAGES) & 1) ^ 1)
-    fence_async_shared()  # consumers read the stage through the generic proxy
-    mbarrier.expect(ready.index(s), nbytes)
-    # 64 weight rows are 8 code rows and 4 scale rows (module docstring)
-    tma.async_copy_global_to_shared(w_desc, [pid_n * (8 * WG), kt * 256], ready.index(s),
-                                    w_bufs.index(s))
-    if WG == 3:
-        tma.async_copy_global_to_shared(w2_desc, [pid_n * 24 + 16, kt * 256], ready.index(s),
-                                        w2_bufs.index(s))
-        tma.async_copy_global_to_shared(s2_desc, [pid_n * 12 + 8, kt * 128], ready.index(s),
-                                        s2_bufs.index(s))
-    if GK == 0:  # E4M3 scales, thread-ordered [8, 128] bytes per 128 rows
-        tma.async_copy_global_to_shared(s_desc, [pid_n * (4 * WG), kt * 128], ready.index(s),
-                                        s_bufs.index(s))
-    else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
-        s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
-        tma.async_copy_global_to_shared(s_desc, [s_off], ready.index(s), s_bufs.index(s))
-    tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
-                                    x_bufs.index(s))
-
-
-@gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, fixup, w2_desc, s2_desc, w2_bufs, s2_bufs,
-              BN: gl.constexpr, STAGES: gl.constexpr, GK: gl.constexpr, WG: gl.constexpr):
-    """The TMA warp (WG = 2): every stage fill of this CTA, in consumption order."""
+              split, k_per_split, num_m_tiles, k_tiles, fixup, BN: gl.constexpr,
+              STAGES: gl.constexpr, GK: gl.constexpr):
+    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                            + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, _slot, _n, _t = _unit(u, num_full, split, k_per_split, k_tiles,
                                                     num_m_tiles, fixup)
         for kt in range(k0, k1):
-            _issue(w_desc, s_desc, x_desc, w2_desc, s2_desc, w_bufs, s_bufs, x_bufs, w2_bufs,
-                   s2_bufs, ready, empty, it, pid_m, pid_n, kt, k_tiles, BN, STAGES, GK, WG)
+            s = it % STAGES
+            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+            fence_async_shared()  # consumers read the stage through the generic proxy
+            mbarrier.expect(ready.index(s), nbytes)
+            tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], ready.index(s),
+                                            w_bufs.index(s))
+            if GK == 0:  # E4M3 scales, thread-ordered [8, 128] bytes per tile
+                tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], ready.index(s),
+                                                s_bufs.index(s))
+            else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
+                s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
+                tma.async_copy_global_to_shared(s_desc, [s_off], ready.index(s), s_bufs.index(s))
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
+                                            x_bufs.index(s))
             it += 1
-
-
-@gluon.jit
-def _issue_next(c, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                w_desc, s_desc, x_desc, w2_desc, s2_desc, w_bufs, s_bufs, x_bufs, w2_bufs,
-                s2_bufs, ready, empty, BN: gl.constexpr, STAGES: gl.constexpr,
-                WG: gl.constexpr):
-    """The issuing consumer's next stage fill, if any is left: cursor ``c = (fills issued, unit,
-    K tile, end K tile of the unit, pid_m, pid_n)``, returned advanced."""
-    pit, pu, pkt, pk1, pm, pn = c
-    if pu < num_units:
-        _issue(w_desc, s_desc, x_desc, w2_desc, s2_desc, w_bufs, s_bufs, x_bufs, w2_bufs,
-               s2_bufs, ready, empty, pit, pm, pn, pkt, k_tiles, BN, STAGES, 0, WG)
-        pit += 1
-        pkt += 1
-        if pkt == pk1:
-            pu += gl.num_programs(0)
-            pm, pn, pkt, pk1, _s, _n, _t = _unit(pu, num_full, split, k_per_split, k_tiles,
-                                                 num_m_tiles, fixup)
-    return pit, pu, pkt, pk1, pm, pn
 
 
 @gluon.jit
 def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
               num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-              i_w_desc, i_s_desc, i_x_desc, i_w2_desc, i_s2_desc, i_w_bufs, i_s_bufs,
-              i_w2_bufs, i_s2_bufs,
-              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr, WG: gl.constexpr,
-              PART: gl.constexpr, ISSUE: gl.constexpr):
-    """Consumer partition PART: weight rows ``128 PART ..`` of the CTA tile, 16 per warp (part 0:
-    the default partition, 8 warps; part 1 of a 3-warpgroup CTA: 4 warps, rows 128-191), reading
-    codes and scales from this partition's own ``w_bufs`` and ``s_bufs``.
-
-    ISSUE (part 1 of WG = 3): this partition also issues the TMA loads (the ``i_*`` arguments),
-    as there is no producer warp: 8 + 4 + 1 warps would be padded to 16, and ptxas then gives
-    each thread 128 registers and serialises the wgmmas. It fills STAGES - 1 stages ahead, then
-    one stage each time it releases one (``_issue_next``), waiting for the other partition to
-    release it too."""
-    ROWS: gl.constexpr = gl.num_warps() * 16
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0],
-                                                  warps_per_cta=[gl.num_warps(), 1],
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
-    l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [ROWS, _BK]))
-    c = (0, 0, 0, 0, 0, 0)
-    if ISSUE:
-        pu = gl.program_id(0)
-        pm, pn, pk0, pk1, _s, _n, _t = _unit(pu, num_full, split, k_per_split, k_tiles,
-                                             num_m_tiles, fixup)
-        c = (0, pu, pk0, pk1, pm, pn)
-        for _i in gl.static_range(STAGES - 1):
-            c = _issue_next(c, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                            fixup, i_w_desc, i_s_desc, i_x_desc, i_w2_desc, i_s2_desc,
-                            i_w_bufs, i_s_bufs, x_bufs, i_w2_bufs, i_s2_bufs, ready, empty, BN,
-                            STAGES, WG)
+    l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
                                                      num_m_tiles, fixup)
-        acc = gl.zeros([ROWS, BN], gl.float32, mma)
+        acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
             s0 = it % STAGES
             mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
-            a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout,
-                                l4, ROWS)
+            a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
             acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
             mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > k0)
-            if ISSUE:
-                if j > k0:
-                    c = _issue_next(c, num_units, num_full, split, k_per_split, num_m_tiles,
-                                    k_tiles, fixup, i_w_desc, i_s_desc, i_x_desc, i_w2_desc,
-                                    i_s2_desc, i_w_bufs, i_s_bufs, x_bufs, i_w2_bufs, i_s2_bufs,
-                                    ready, empty, BN, STAGES, WG)
             it += 1
             # odd tile
             s1 = it % STAGES
             mbarrier.wait(ready.index(s1), (it // STAGES) & 1)
-            a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout,
-                                l4, ROWS)
+            a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout, l4)
             acc = warpgroup_mma(a_o, x_bufs.index(s1).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the even tile
             mbarrier.arrive(empty.index(s0))
-            if ISSUE:
-                c = _issue_next(c, num_units, num_full, split, k_per_split, num_m_tiles,
-                                k_tiles, fixup, i_w_desc, i_s_desc, i_x_desc, i_w2_desc,
-                                i_s2_desc, i_w_bufs, i_s_bufs, x_bufs, i_w2_bufs, i_s2_bufs,
-                                ready, empty, BN, STAGES, WG)
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        if ISSUE:
-            c = _issue_next(c, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                            fixup, i_w_desc, i_s_desc, i_x_desc, i_w2_desc, i_s2_desc,
-                            i_w_bufs, i_s_bufs, x_bufs, i_w2_bufs, i_s2_bufs, ready, empty, BN,
-                            STAGES, WG)
         _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma, WG, PART)
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
-                BN: gl.constexpr, MMA: gl.constexpr, WG: gl.constexpr, PART: gl.constexpr):
-    """A consumer partition's finished fp32 accumulator [ROWS weight rows, BN tokens], rows
-    ``r0 = 128 PART ..`` of its unit's tile (see :func:`_unit`): a K-slice's raw partial to
-    workspace slot ``slot`` (``[slot, 64 WG rows, BN]``; n_add < 0; -2: then a release add on
-    the partition's counter ``flags[t * NPART + PART]``), else, after adding the partials of
-    slots ``slot + 1 .. slot + n_add`` once that counter counts them,
-    ``y[pid_m*BN : +BN, pid_n*64*WG + r0 : +ROWS] = (alpha*acc)^T``."""
-    ROWS: gl.constexpr = gl.num_warps() * 16
-    TILE: gl.constexpr = 64 * WG * BN  # fp32 values per workspace slot
-    NPART: gl.constexpr = 1 if WG == 2 else 2
-    rows = PART * 128 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, MMA))
+                BN: gl.constexpr, MMA: gl.constexpr):
+    """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
+    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; -2: then a release add on
+    ``flags[t]``), else, after adding the partials of slots ``slot + 1 .. slot + n_add`` once
+    ``flags[t]`` counts them, ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
     cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
     offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-    flag = flags_ptr + t * NPART + PART
     if n_add < 0:
-        gl.store(ws_ptr + slot * TILE + offs, acc)
+        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
         if n_add == -2:
             gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
-            gl.atomic_add(flag, 1, sem="release", scope="gpu")
+            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
     else:
         if n_add > 0:
-            while gl.atomic_add(flag, 0, sem="acquire", scope="gpu") < n_add:
+            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
                 pass
             gl.thread_barrier()
             for p in range(n_add):
-                acc += gl.load(ws_ptr + (slot + 1 + p) * TILE + offs)
+                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
             gl.thread_barrier()  # every thread saw the count: reset it for the next launch
-            gl.atomic_xchg(flag, 0, sem="relaxed", scope="gpu")
+            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
         tma.store_wait(0)  # the previous tile's store has finished reading y_smem
         gl.thread_barrier()
         y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
         fence_async_shared()
-        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * (64 * WG) + PART * 128],
-                                        y_smem)
+        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
 
 
 @gluon.jit
@@ -547,7 +435,7 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
             for _j in range(k0, k1, 2):
                 st = it % STAGES
                 mbarrier.wait(ready.index(st), (it // STAGES) & 1)
-                e_lo, e_hi = _decode_halves(w_bufs.index(st), DTYPE, a_layout, p_layout, _BM)
+                e_lo, e_hi = _decode_halves(w_bufs.index(st), DTYPE, a_layout, p_layout)
                 xs = x_bufs.index(st)
                 ss = s_bufs.index(st)
                 p_a = warpgroup_mma(e_lo, xs.slice(0, 32, dim=1).permute((1, 0)), p_a,
@@ -561,7 +449,7 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                 p_a = _after(p_a, acc)
                 st_o = (it + 1) % STAGES
                 mbarrier.wait(ready.index(st_o), ((it + 1) // STAGES) & 1)
-                o_lo, o_hi = _decode_halves(w_bufs.index(st_o), DTYPE, a_layout, p_layout, _BM)
+                o_lo, o_hi = _decode_halves(w_bufs.index(st_o), DTYPE, a_layout, p_layout)
                 xo = x_bufs.index(st_o)
                 so = s_bufs.index(st_o)
                 p_a = warpgroup_mma(o_lo, xo.slice(0, 32, dim=1).permute((1, 0)), p_a,
@@ -584,14 +472,14 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
             for _j in range(k0, k1, 2):
                 st = it % STAGES
                 mbarrier.wait(ready.index(st), (it // STAGES) & 1)
-                a_e = gl.convert_layout(_decode_codes(w_bufs.index(st), DTYPE, p_layout, _BM),
+                a_e = gl.convert_layout(_decode_codes(w_bufs.index(st), DTYPE, p_layout),
                                         a_layout, assert_trivial=True)
                 p_a = warpgroup_mma(a_e, x_bufs.index(st).permute((1, 0)), p_a, use_acc=False,
                                     is_async=True)
                 s_e = s_bufs.index(st).load(row)
                 st_o = (it + 1) % STAGES
                 mbarrier.wait(ready.index(st_o), ((it + 1) // STAGES) & 1)
-                a_o = gl.convert_layout(_decode_codes(w_bufs.index(st_o), DTYPE, p_layout, _BM),
+                a_o = gl.convert_layout(_decode_codes(w_bufs.index(st_o), DTYPE, p_layout),
                                         a_layout, assert_trivial=True)
                 p_b = warpgroup_mma(a_o, x_bufs.index(st_o).permute((1, 0)), p_b, use_acc=False,
                                     is_async=True)
@@ -604,25 +492,20 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
         _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma, 2, 0)
+                    pid_n, BN, mma)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, w2_desc, s2_desc, y2_desc, ws_ptr,
-                          flags_ptr, alpha,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, num_units,
+                          num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
                           BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr, WG: gl.constexpr):
+                          PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
-    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`). WG = 3 (NVFP4
-    only): a second consumer partition of 4 warps takes weight rows 128-191 of the tile, loaded
-    through ``w2_desc``/``s2_desc`` (8 code rows, 4 scale rows) and stored through ``y2_desc``
-    (block ``[BN, 64]``); with WG = 2 the three are not used."""
-    gl.static_assert(gl.num_warps() == 8, "the default partition is 8 warps: num_warps=8")
+    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
+    gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
-    gl.static_assert(WG == 2 or (WG == 3 and GK == 0), "WG: 2, or 3 with NVFP4 weights")
     if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
@@ -635,34 +518,17 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, w2_desc, s2_desc, y2_d
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=WG - 1)  # one arrival per consumer partition
+        mbarrier.init(empty.index(i), count=1)
     fence_async_shared()
     if GK == 0:
-        if WG == 2:
-            gl.warp_specialize(
-                [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
-                              empty, alpha, num_units, num_full, split, k_per_split, num_m_tiles,
-                              k_tiles, fixup, w_desc, s_desc, x_desc, w_desc, s_desc, w_bufs,
-                              s_bufs, w_bufs, s_bufs, BN, STAGES, DTYPE, WG, 0, False)),
-                 (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                              fixup, w_desc, s_desc, w_bufs, s_bufs, BN, STAGES, GK, WG))],
-                [1], [24])
-        else:  # 12 warps, no producer warp: the 4-warp consumer issues the loads
-            w2_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 8, 256], w2_desc.layout)
-            s2_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 4, 128], s2_desc.layout)
-            y2_smem = gl.allocate_shared_memory(y2_desc.dtype, [BN, _BM // 2], y2_desc.layout)
-            gl.warp_specialize(
-                [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
-                              empty, alpha, num_units, num_full, split, k_per_split, num_m_tiles,
-                              k_tiles, fixup, w_desc, s_desc, x_desc, w2_desc, s2_desc, w_bufs,
-                              s_bufs, w2_bufs, s2_bufs, BN, STAGES, DTYPE, WG, 0, False)),
-                 (_consumer, (y2_desc, ws_ptr, flags_ptr, w2_bufs, s2_bufs, x_bufs, y2_smem,
-                              ready, empty, alpha, num_units, num_full, split, k_per_split,
-                              num_m_tiles, k_tiles, fixup, w_desc, s_desc, x_desc, w2_desc,
-                              s2_desc, w_bufs, s_bufs, w2_bufs, s2_bufs, BN, STAGES, DTYPE, WG,
-                              1, True))],
-                [4], [168])
+        gl.warp_specialize(
+            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                          alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                          fixup, BN, STAGES, DTYPE)),
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+                          BN, STAGES, GK))],
+            [1], [24])
     else:
         gl.warp_specialize(
             [(_consumer_grouped, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
@@ -670,7 +536,7 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, w2_desc, s2_desc, y2_d
                                   num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                          w_desc, s_desc, w_bufs, s_bufs, BN, STAGES, GK, WG))],
+                          BN, STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -813,31 +679,19 @@ def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
 
 def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tensor,
                      config: SM90Config):
-    """TMA descriptors ``(w, s, x, y, w2, s2, y2)``: the weights' are made once at prepack for
-    128-row tiles; ``w2``, ``s2``, ``y2`` carry a 192-row tile's last 64 rows (8 code rows and 4
-    scale rows of the same tensors; the output's 64 columns)."""
-    w_desc, s_desc = w2_desc, s2_desc = packed.w_desc, packed.s_desc
-    if config.WG == 3:
-        w2_desc = TensorDescriptor.from_tensor(packed.codes, [8, 256], _PLAIN8)
-        s2_desc = TensorDescriptor.from_tensor(packed.scales, [4, 128], _PLAIN8)
+    """TMA descriptors for the four operands (the weights' are made once, at prepack)."""
     x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [config.BN, BK],
                               _nvmma_layout(config.BN, BK, x.dtype))
     y_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
                               _nvmma_layout(config.BN, BM, out.dtype))
-    y2_desc = y_desc
-    if config.WG == 3:
-        y2_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, 64],
-                                   _nvmma_layout(config.BN, 64, out.dtype))
-    return w_desc, s_desc, x_desc, y_desc, w2_desc, s2_desc, y2_desc
+    return packed.w_desc, packed.s_desc, x_desc, y_desc
 
 
 @triton.jit
 def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles, split,
-                          BN: tl.constexpr, TB: tl.constexpr, BMT: tl.constexpr,
-                          PDL: tl.constexpr):
+                          BN: tl.constexpr, TB: tl.constexpr, PDL: tl.constexpr):
     """out[tokens, rows] of split tile ``num_full + program_id(0)`` = alpha * sum of its ``split``
-    fp32 partials (workspace ``[slot, BMT rows, BN tokens]``), in slice order (deterministic);
-    program ``(j, tb, r)`` takes tokens ``tb*TB ..`` and rows ``64 r ..``.
+    fp32 partials (workspace ``[slot, 128 rows, BN tokens]``), in slice order (deterministic).
     PDL: launched early behind the GEMM, so wait for it before any memory access."""
     if PDL:
         gdc_wait()
@@ -845,14 +699,14 @@ def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num
     t = num_full + j
     pid_m = t % num_m_tiles
     pid_n = t // num_m_tiles
-    rows = tl.program_id(2) * 64 + tl.arange(0, 64)
+    rows = tl.arange(0, 128)
     toks = tl.program_id(1) * TB + tl.arange(0, TB)
-    ptrs = ws_ptr + j * split * (BMT * BN) + rows[:, None] * BN + toks[None, :]
+    ptrs = ws_ptr + j * split * (128 * BN) + rows[:, None] * BN + toks[None, :]
     acc = tl.load(ptrs)
     for s in range(1, split):
-        acc += tl.load(ptrs + s * (BMT * BN))
+        acc += tl.load(ptrs + s * (128 * BN))
     m = (pid_m * BN + toks).to(tl.int64)
-    n = pid_n * BMT + rows
+    n = pid_n * 128 + rows
     mask = (m[None, :] < M) & (n[:, None] < N)
     tl.store(out_ptr + m[None, :] * stride_om + n[:, None],
              (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
@@ -860,28 +714,20 @@ def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num
 
 def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedule,
                   bn: int, pdl: bool = False) -> None:
-    """Second pass of split-K: ``ws`` fp32 ``(split_units, bm, bn)`` (bm: the tile's weight rows,
-    128 or 192); writes the split tiles of ``out`` ``(M, N)`` (row stride ``out.stride(0)``,
-    unit column stride)."""
-    tb, bm = min(bn, 64), ws.shape[1]
-    grid = (sc.num_tiles - sc.num_full, bn // tb, bm // 64)
+    """Second pass of split-K: ``ws`` fp32 ``(split_units, 128, bn)``; writes the split tiles of
+    ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride)."""
+    tb = min(bn, 64)
+    grid = (sc.num_tiles - sc.num_full, bn // tb)
     M, N = out.shape
     _splitk_reduce_kernel[grid](ws, out, float(alpha), M, N, out.stride(0), sc.num_full,
-                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, BMT=bm, PDL=pdl,
+                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, PDL=pdl,
                                 launch_pdl=pdl, num_warps=4)
 
 
 def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
-    """The launch's schedule over the packed (padded to 128 rows) weight; a 192-row tile's rows
-    past the padding read as zeros (TMA bounds) and are not stored."""
+    """The launch's schedule over the packed (padded) weight."""
     return schedule(M, packed.codes.shape[0] // 16 * BM, packed.codes.shape[1] // 256 * BK,
                     config, sms)
-
-
-def num_flags(sc: Schedule, config: SM90Config) -> int:
-    """Split-K counters of an in-kernel sum: one per tile and consumer partition (a 3-warpgroup
-    CTA has two partitions, which sum their own rows independently)."""
-    return sc.num_tiles * (1 if config.WG == 2 else 2)
 
 
 def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
@@ -903,7 +749,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
     (``config.SPLIT > 1`` and a partial last wave) the fp32 K-slice partials of the last wave's
     tiles are summed, in slice order (deterministic): inside the GEMM when ``flags`` is given
-    (int32, :func:`num_flags` zeroed counters, e.g. zeroed by the kernel launched before: see
+    (int32, one zeroed counter per tile, e.g. zeroed by the kernel launched before: see
     :func:`fp4_gemm_sm90`) and :func:`fixup_in_kernel` allows, else by a second launch."""
     M, K = x.shape
     N = packed.N
@@ -912,21 +758,20 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
         config = choose_config(M, N, K, out.dtype, sms, grouped=packed.group_k > 0)
     elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
-    descs = make_descriptors(packed, x, out, config)
+    w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
     fixup = flags is not None and fixup_in_kernel(sc, config, sms)
-    if fixup and flags.numel() < num_flags(sc, config):
-        raise ValueError(f"flags: need {num_flags(sc, config)} counters, got {flags.numel()}")
-    ws = torch.empty((max(split_units, 1), config.bm, config.BN), dtype=torch.float32,
-                     device=x.device)
+    if fixup and flags.numel() < sc.num_tiles:
+        raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
+    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
     grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
     _fp4_gemm_sm90_kernel[(grid,)](
-        *descs, ws, flags if fixup else _no_flags(x.device),
+        w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
         triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
-        PDL=True, WG=config.WG, launch_pdl=True, num_warps=8)
+        PDL=True, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
@@ -954,7 +799,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     sc = _schedule(M, prepacked, config, sms)
     # split-K counters, zeroed by the x pre-pass: a memset node between the two PDL launches
     # would cost more than the reduce launch it saves
-    flags = (torch.empty(num_flags(sc, config), dtype=torch.int32, device=x_q.device)
+    flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device)
              if fixup_in_kernel(sc, config, sms) else None)
     x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
     _gemm_dense(x, prepacked, alpha, out, config, flags)

@@ -59,7 +59,7 @@ SHIPPED_GROUPED = [(gk, 128, 4, dt, dt, False) for gk in (32, 64) for dt in ("fp
     (32, 128, 4, "fp16", "fp16", True)]
 
 
-def _compile(bn, stages, dt, ot, split1=False, gk=0, wg=2):
+def _compile(bn, stages, dt, ot, split1=False, gk=0):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -70,20 +70,14 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0, wg=2):
     yl = gl.NVMMASharedLayout.get_default_for([bn, 128], getattr(gl, _GL[ot]))
     s_desc = (f"tensordesc<u8[8, 128],{g._PLAIN8!r}>" if gk == 0 else
               f"tensordesc<fp32[{64 // gk * 128}],{g._GROUP_SCALE_LAYOUT!r}>")
-    y2l = gl.NVMMASharedLayout.get_default_for([bn, 64 if wg == 3 else 128],
-                                               getattr(gl, _GL[ot]))
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
-           "w2_desc": f"tensordesc<u8[{8 if wg == 3 else 16}, 256],{g._PLAIN8!r}>",
-           "s2_desc": (f"tensordesc<u8[4, 128],{g._PLAIN8!r}>" if wg == 3 else s_desc),
-           "y2_desc": f"tensordesc<{ot}[{bn}, {64 if wg == 3 else 128}],{y2l!r}>",
            "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
            "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
            "k_tiles": "i32", "fixup": "i32", "BN": "constexpr", "STAGES": "constexpr",
-           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr", "WG": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "WG": wg}
+           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
     if split1 == "fixup":
         sig["fixup"] = "constexpr"
         constexprs["fixup"] = 1
@@ -91,8 +85,8 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0, wg=2):
         sig["split"] = "constexpr"
         constexprs["split"] = 1
     src = GluonASTSource(g._fp4_gemm_sm90_kernel, sig, constexprs=constexprs,  # as at launch:
-                         attrs={(7,): [["tt.divisibility", 16]],  # ws_ptr
-                                (8,): [["tt.divisibility", 16]]})  # flags_ptr
+                         attrs={(4,): [["tt.divisibility", 16]],  # ws_ptr
+                                (5,): [["tt.divisibility", 16]]})  # flags_ptr
     with contextlib.redirect_stdout(io.StringIO()):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
