@@ -104,7 +104,7 @@ def main():
                 xq, xs, None, None, alpha, order, out, prepacked=nxt(packs), config=cfg))
             c = cfg or heur
             sc = g.schedule(M, N, K, c, g._sm_count(DEV))
-            if g.fixup_in_kernel(sc, c, g._sm_count(DEV)):
+            if g.fixup_in_kernel(sc):
                 add(f"call with the reduce launch {label}", lambda: g.gemm_sm90_dense_x(
                     dequant_nvfp4(xq, xs, order=order, pdl=True), nxt(packs), alpha, out,
                     config=cfg))

@@ -81,7 +81,8 @@ def main() -> int:
             ok &= check(f"w4a16_mm prepacked g{group} {xh.dtype} {M}x{N}x{K}",
                         fp4mm.w4a16_mm(xh, pk, None, group), wantg)
     # W4A4 split-K with the two slices summed in the GEMM (per-tile counters zeroed by the x
-    # pre-pass, slice 0 reads slice 1's partial): forced split-2 configs at ragged shapes
+    # pre-pass; the second slice of a pair to finish reads the first's partial): forced split-2
+    # configs at ragged shapes
     from fp4mm.kernels import fp4_gemm_sm90
     for M, N, K, bn in [(33, 136, 208, 32), (100, 392, 1040, 128)]:
         qx = fp4mm.quantize_nvfp4(torch.randn(M, K, device=dev))

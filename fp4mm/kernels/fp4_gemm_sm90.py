@@ -275,43 +275,37 @@ def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
 # Kernel
 # ----------------------------------------------------------------------------------------------
 @gluon.jit
-def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles, fixup):
+def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
     """Work unit ``u`` -> (token tile pid_m, weight-row tile pid_n, first K tile, end K tile,
-    workspace slot, n_add, tile t); tile ``t = pid_n * num_m_tiles + pid_m``.
+    workspace slot, tile t); tile ``t = pid_n * num_m_tiles + pid_m``.
 
-    Units ``0 .. num_full-1`` are whole tiles (slot -1, n_add 0: store the tile). Unit
-    ``num_full + v`` is K-slice ``v % split`` of tile ``num_full + v // split``; its fp32 partial
-    goes to workspace slot ``v``. Without ``fixup`` every slice stores its partial for the
-    reduce kernel (n_add -1). With it the tile's slices are summed in this kernel: slice 0
-    waits for the other ``split - 1`` (n_add), adds their partials in slice order and stores the
-    tile; the others store their partial and signal ``flags[t]`` (n_add -2)."""
+    Units ``0 .. num_full-1`` are whole tiles (slot -1: store the tile). Unit ``num_full + v`` is
+    K-slice ``v % split`` of tile ``num_full + v // split``; its fp32 partial goes to workspace
+    slot ``v``, for the reduce kernel, or (``fixup``: two slices, slots ``v`` and ``v ^ 1``) to
+    be summed in this kernel (:func:`_sum_pair`)."""
     t = u
     k0 = u * 0
     k1 = k_tiles
     slot = u * 0 - 1
-    n_add = u * 0
     if u >= num_full:
         v = u - num_full
         t = num_full + v // split
         k0 = (v % split) * k_per_split
         k1 = gl.minimum(k0 + k_per_split, k_tiles)
         slot = v
-        n_add = u * 0 - 1
-        if fixup:
-            n_add = gl.where(v % split == 0, split - 1, -2)
-    return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, n_add, t
+    return t % num_m_tiles, t // num_m_tiles, k0, k1, slot, t
 
 
 @gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
-              split, k_per_split, num_m_tiles, k_tiles, fixup, BN: gl.constexpr,
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
               STAGES: gl.constexpr, GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
                             + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, _slot, _n, _t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                    num_m_tiles, fixup)
+        pid_m, pid_n, k0, k1, _slot, _t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                                num_m_tiles)
         for kt in range(k0, k1):
             s = it % STAGES
             mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
@@ -341,8 +335,8 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, fixup)
+        pid_m, pid_n, k0, k1, slot, t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                              num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
@@ -363,40 +357,72 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
-        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma)
+        last = slot < 0  # a whole tile
+        if fixup:
+            if slot >= 0:  # one of a pair of K-slices, summed here
+                last, acc = _sum_pair(acc, ws_ptr, flags_ptr, slot, t, BN, mma)
+        elif slot >= 0:  # a K-slice for the reduce kernel
+            gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, mma), acc)
+        if last:
+            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m, pid_n,
-                BN: gl.constexpr, MMA: gl.constexpr):
+def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, slot, pid_m, pid_n, BN: gl.constexpr,
+                MMA: gl.constexpr):
     """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
-    a K-slice's raw partial to workspace slot ``slot`` (n_add < 0; -2: then a release add on
-    ``flags[t]``), else, after adding the partials of slots ``slot + 1 .. slot + n_add`` once
-    ``flags[t]`` counts them, ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    a K-slice's raw partial to workspace slot ``slot`` for the reduce kernel, or a whole tile
+    (``slot`` < 0) to ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
+    if slot >= 0:
+        gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, MMA), acc)
+    else:
+        _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
+
+
+@gluon.jit
+def _sum_pair(acc, ws_ptr, flags_ptr, slot, t, BN: gl.constexpr, MMA: gl.constexpr):
+    """One of the two K-slices of tile ``t`` (workspace slots ``slot`` and ``slot ^ 1``), summed
+    in the GEMM. A ticket on ``flags[t]`` says which slice finished first. The first stores its
+    partial and adds 1 more (release). The second waits for that, adds the partial (a sum of two
+    is the same in either order: deterministic) and resets the counter for the next launch.
+    Returns (whether this CTA stores the tile, the accumulator). The second only ever waits for
+    a CTA that has taken its ticket, so is running and past its K loop: nothing depends on which
+    CTAs are resident (MPS, other streams' kernels)."""
+    offs = _slot_offsets(BN, MMA)
+    # the first's ticket takes the count 0 -> 1; its release add and the second's ticket take it
+    # to 3 in either order
+    second = gl.atomic_add(flags_ptr + t, 1, sem="relaxed", scope="gpu") > 0
+    if second:
+        while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < 3:
+            pass
+        gl.thread_barrier()  # the acquire above orders every thread's loads below
+        acc += gl.load(ws_ptr + (slot ^ 1) * (_BM * BN) + offs, cache_modifier=".cg")
+        gl.thread_barrier()  # every thread has read the partial: reset the counter
+        gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
+    else:
+        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
+        gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
+        gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
+    return second, acc
+
+
+@gluon.jit
+def _slot_offsets(BN: gl.constexpr, MMA: gl.constexpr):
+    """Offsets of a [128, BN] fp32 workspace slot, row-major, in the accumulator's layout."""
     rows = gl.arange(0, _BM, layout=gl.SliceLayout(1, MMA))
     cols = gl.arange(0, BN, layout=gl.SliceLayout(0, MMA))
-    offs = gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
-    if n_add < 0:
-        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
-        if n_add == -2:
-            gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
-            gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
-    else:
-        if n_add > 0:
-            while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < n_add:
-                pass
-            gl.thread_barrier()
-            for p in range(n_add):
-                acc += gl.load(ws_ptr + (slot + 1 + p) * (_BM * BN) + offs)
-            gl.thread_barrier()  # every thread saw the count: reset it for the next launch
-            gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
-        tma.store_wait(0)  # the previous tile's store has finished reading y_smem
-        gl.thread_barrier()
-        y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
+    return gl.expand_dims(rows, 1) * BN + gl.expand_dims(cols, 0)
+
+
+@gluon.jit
+def _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN: gl.constexpr):
+    """``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` through shared memory and TMA."""
+    tma.store_wait(0)  # the previous tile's store has finished reading y_smem
+    gl.thread_barrier()
+    y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
 
 
 @gluon.jit
@@ -410,9 +436,9 @@ def _after(p, acc):
 
 
 @gluon.jit
-def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
-                      alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                      fixup, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                      BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
                       GK: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
@@ -426,8 +452,8 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
     row: gl.constexpr = gl.SliceLayout(1, mma)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, slot, n_add, t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                     num_m_tiles, fixup)
+        pid_m, pid_n, k0, k1, slot, t = _unit(u, num_full, split, k_per_split, k_tiles,
+                                              num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
         p_a = gl.zeros([_BM, BN], gl.float32, mma)
         p_b = gl.zeros([_BM, BN], gl.float32, mma)
@@ -491,8 +517,7 @@ def _consumer_grouped(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
                 acc += p_b * gl.expand_dims(s_o, 1)
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
-        _store_unit(acc, y_desc, ws_ptr, flags_ptr, y_smem, alpha, slot, n_add, t, pid_m,
-                    pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, slot, pid_m, pid_n, BN, mma)
     tma.store_wait(0)
 
 
@@ -526,17 +551,17 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
                           alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
                           fixup, BN, STAGES, DTYPE)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                          BN, STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
-            [(_consumer_grouped, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem,
-                                  ready, empty, alpha, num_units, num_full, split, k_per_split,
-                                  num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, GK)),
+            [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
+                                  empty, alpha, num_units, num_full, split, k_per_split,
+                                  num_m_tiles, k_tiles, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
-                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                          BN, STAGES, GK))],
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -730,16 +755,14 @@ def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) ->
                     config, sms)
 
 
-def fixup_in_kernel(sc: Schedule, config: SM90Config, sms: int) -> bool:
-    """Whether the split-K slices are summed inside the GEMM (no reduce launch). Slice 0 of a
-    tile waits for the others, so all of them must run at once, which a persistent grid with
-    one split unit per CTA guarantees (the split units are the last round of the schedule).
-    Only for two slices: slice 0 reads the others' partials one after another, and with 4 or 6
-    slices that took longer than the reduce launch (H100, graph-timed W4A4 calls: split 2
-    1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6 128x18432x3072
-    36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
-    return (sc.split == 2 and config.PERSISTENT
-            and sc.num_units - sc.num_full <= min(sc.num_units, sms))
+def fixup_in_kernel(sc: Schedule) -> bool:
+    """Whether the split-K slices are summed inside the GEMM (no reduce launch): for tiles cut
+    in exactly two slices (:func:`_sum_pair`; nobody waits for a CTA that has not started, so
+    any grid and residency will do). With 4 or 6 slices, one CTA per tile reading the others'
+    partials one after another took longer than the reduce launch (H100, graph-timed W4A4
+    calls: split 2 1024x18432x3072 161.2 -> 152.4 us, 2048x3072x3072 63.7 -> 63.1; split 6
+    128x18432x3072 36.1 -> 38.4; split 4 128x3072x3072 15.5 -> 17.2; docs/perf-log.md, v7)."""
+    return sc.split == 2
 
 
 def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
@@ -748,9 +771,10 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
     fp16/bf16/fp32 ``(M, N)`` contiguous with N % 8 == 0 (16-byte TMA rows). With split-K
     (``config.SPLIT > 1`` and a partial last wave) the fp32 K-slice partials of the last wave's
-    tiles are summed, in slice order (deterministic): inside the GEMM when ``flags`` is given
-    (int32, one zeroed counter per tile, e.g. zeroed by the kernel launched before: see
-    :func:`fp4_gemm_sm90`) and :func:`fixup_in_kernel` allows, else by a second launch."""
+    tiles are summed deterministically: inside the GEMM when ``flags`` is given (int32, one
+    zeroed counter per tile, e.g. zeroed by the kernel launched before: see
+    :func:`fp4_gemm_sm90`) and :func:`fixup_in_kernel` allows (pairs: a sum of two is the same
+    in either order), else by a second launch (in slice order)."""
     M, K = x.shape
     N = packed.N
     sms = _sm_count(x.device)
@@ -761,7 +785,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
     w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
-    fixup = flags is not None and fixup_in_kernel(sc, config, sms)
+    fixup = flags is not None and fixup_in_kernel(sc)
     if fixup and flags.numel() < sc.num_tiles:
         raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
@@ -800,7 +824,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     # split-K counters, zeroed by the x pre-pass: a memset node between the two PDL launches
     # would cost more than the reduce launch it saves
     flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=x_q.device)
-             if fixup_in_kernel(sc, config, sms) else None)
+             if fixup_in_kernel(sc) else None)
     x = dequant_nvfp4(x_q, x_scales, order=order, dtype=torch.float16, pdl=True, zero=flags)
     _gemm_dense(x, prepacked, alpha, out, config, flags)
 

@@ -44,7 +44,7 @@ gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 # (BN, STAGES, activation dtype, out dtype, special): every kernel specialisation
 # choose_config can return (SPLIT is a runtime argument: one kernel serves every split factor),
 # plus bf16/fp32 paths, plus the int arguments Triton's launcher specialises when they are 1:
-# special True (split == 1) and "fixup" (split-K summed in the kernel, fixup == 1)
+# special True (split == 1) and "fixup" (split-K pairs summed in the kernel, fixup == 1)
 SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_configs()}) + [
     (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
     (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
@@ -297,29 +297,27 @@ def test_heuristic_splits_k_only_where_the_grid_is_short():
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 4 slices: the reduce pass
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=2), 132),
     (2048, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
-    (4096, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),  # 240 split units > 132: reduce
-    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),
-    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),
+    (4096, 3072, 3072, g.SM90Config(BN=256, SPLIT=2), 132),  # 240 split units over 132 CTAs
+    (2048, 3072, 3072, g.SM90Config(BN=256, SPLIT=2, PERSISTENT=False), 132),  # 252 CTAs
+    (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 28 K tiles in 4: 3 slices
+    (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # 4 K tiles: 2 slices
     (1024, 18432, 3072, g.SM90Config(BN=256, SPLIT=2), 132),
 ], ids=lambda v: str(v))
-def test_split_k_fixup_runs_every_tiles_slices_at_once(M, N, K, cfg, sms):
-    """The in-kernel sum (``fixup_in_kernel``): slice 0 of a tile waits for the tile's other
-    slices, so they must all be running: each split unit on its own CTA of the persistent grid,
-    and slice 0's partners in the slots right after its own (what ``_store_unit`` reads)."""
+def test_split_k_pairs_summed_in_the_kernel(M, N, K, cfg, sms):
+    """The in-kernel sum (``fixup_in_kernel``) takes tiles cut in exactly two slices, whatever
+    the grid: units ``num_full + v`` of one tile are v = 2j and 2j + 1, so each slice's partner
+    is slot ``v ^ 1`` (what ``_sum_pair`` reads), and their K ranges are complementary."""
     sc = g.schedule(M, N, K, cfg, sms)
-    grid = min(sc.num_units, sms)
-    split_units = list(range(sc.num_full, sc.num_units))
-    if not g.fixup_in_kernel(sc, cfg, sms):
-        assert sc.split != 2 or len(split_units) > grid
+    assert g.fixup_in_kernel(sc) == (sc.split == 2)
+    if sc.split != 2:
         return
-    assert len({u % grid for u in split_units}) == len(split_units)  # one per CTA, same round
-    assert all(u // grid == split_units[0] // grid for u in split_units)
-    for u in split_units:
-        v = u - sc.num_full
-        t = sc.num_full + v // sc.split
-        if v % sc.split == 0:  # owner: slots v+1 .. v+split-1 hold the same tile's slices
-            assert all(sc.num_full + (v + p) // sc.split == t for p in range(1, sc.split))
-    assert not g.fixup_in_kernel(sc, dataclasses.replace(cfg, PERSISTENT=False), sms)
+    split_units = sc.num_units - sc.num_full
+    assert split_units % 2 == 0  # every slot's partner exists
+    for v in range(split_units):
+        assert (sc.num_full + v // 2) == (sc.num_full + (v ^ 1) // 2)
+    k0 = [(v % 2) * sc.k_per_split for v in (0, 1)]
+    k1 = [min(k + sc.k_per_split, sc.k_tiles) for k in k0]
+    assert (k0[0], k1[0], k1[1]) == (0, k0[1], sc.k_tiles)
 
 
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
@@ -504,16 +502,21 @@ def test_split_k_is_deterministic():
     (2048, 3072, 3072, g.SM90Config(BN=256, STAGES=4, SPLIT=2), torch.float16),  # 132 + 60 x 2
     (300, 3496, 1040, g.SM90Config(BN=64, STAGES=4, SPLIT=2), torch.bfloat16),  # 132 + 8 x 2
     (33, 136, 208, g.SM90Config(BN=32, STAGES=2, SPLIT=2), torch.float32),  # 2 x 2, 1 pair
+    (4096, 3072, 3072, g.SM90Config(BN=256, STAGES=4, SPLIT=2), torch.float16),  # 240 > 132
+    (2048, 3072, 3072, g.SM90Config(BN=256, STAGES=4, PERSISTENT=False, SPLIT=2),
+     torch.float16),  # one CTA per unit: 252 CTAs, not all resident at once
 ], ids=lambda v: str(v))
 def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_dtype):
-    """Slice 0 adds the other slices' partials in slice order, as the reduce kernel does: the
-    outputs agree bit for bit, also on a second call and in three replays of a CUDA graph (the
-    counters reset themselves), and they match the oracle. (``gemm_sm90_dense_x`` takes
-    N % 8 == 0: 16-byte TMA rows of the output.)"""
+    """The second slice of a pair to finish adds the other's partial: a sum of two, the same
+    bits as the reduce kernel's in either order. The outputs agree bit for bit, also on a
+    second call and in three replays of a CUDA graph (the counters reset themselves), and they
+    match the oracle, with more split units than SMs and with CTAs that are not all resident
+    (nobody waits for a CTA that has not started). (``gemm_sm90_dense_x`` takes N % 8 == 0:
+    16-byte TMA rows of the output.)"""
     xq, xs, wq, ws = _gen(M, N, K, seed=M + K)
     packed = g.prepack_weight_sm90(wq, ws, "low_first")
     sc = g.schedule(M, N, K, cfg, g._sm_count("cuda"))
-    assert g.fixup_in_kernel(sc, cfg, g._sm_count("cuda"))
+    assert g.fixup_in_kernel(sc)
     x = g.dequant_nvfp4(xq, xs, order="low_first")
     want = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
     g.gemm_sm90_dense_x(x, packed, 0.5, want, config=cfg)  # no flags: the reduce pass
@@ -541,7 +544,7 @@ def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_d
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, want)
-    assert int(flags.abs().sum()) == 0  # every owner reset its tile's counter
+    assert int(flags.abs().sum()) == 0  # the second of each pair reset its tile's counter
     _assert_close(out, xq, xs, wq, ws, 0.5, "low_first")
 
 
