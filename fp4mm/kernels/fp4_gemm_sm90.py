@@ -79,16 +79,12 @@ _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidt
 class SM90Config:
     """BN: tokens per CTA tile (wgmma N: 16..256, power of 2); STAGES: ring depth;
     PERSISTENT: grid = min(work units, SMs) with a unit loop, else one CTA per unit;
-    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`);
-    BALANCE (SPLIT 2, one CTA per unit): the two slices are cut unevenly, so that the short
-    second slices, launched after all the long first ones, fill the SMs the first slices leave
-    idle (:func:`balanced_first_slice`)."""
+    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`)."""
 
     BN: int = 256
     STAGES: int = 4
     PERSISTENT: bool = True
     SPLIT: int = 1
-    BALANCE: bool = False
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
@@ -105,7 +101,6 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
         config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
         and 1 <= config.SPLIT <= 16
-        and (not config.BALANCE or (config.SPLIT == 2 and not config.PERSISTENT and not grouped))
         and config.smem_bytes(out_dtype) <= SMEM_LIMIT
     )
 
@@ -115,10 +110,8 @@ class Schedule(NamedTuple):
 
     Tiles ``t = pid_n * num_m_tiles + pid_m`` (128 weight rows x BN tokens). Tiles
     ``0 .. num_full-1`` are whole units (write ``out`` directly); each later tile is cut into
-    ``split`` K-slices of ``k_per_split`` (even) 64-K tiles, the last slice shorter (balanced:
-    longer, :func:`balanced_first_slice`), whose fp32 partials go to a workspace and are summed
-    in slice order by ``_splitk_reduce_kernel`` or, for two slices, in the GEMM. Host twin of
-    the kernel's decoding: :func:`unit_of`."""
+    ``split`` K-slices of ``k_per_split`` (even) 64-K tiles, the last slice shorter, whose fp32
+    partials go to a workspace and are summed in slice order by ``_splitk_reduce_kernel``."""
 
     num_tiles: int
     num_units: int
@@ -140,56 +133,8 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
     num_full = (num_tiles // sms) * sms
     if split == 1 or num_full == num_tiles:
         return Schedule(num_tiles, num_tiles, num_tiles, 1, k_tiles, k_tiles)
-    if config.BALANCE:
-        kps = balanced_first_slice(num_full, num_tiles - num_full, k_tiles, sms)
     return Schedule(num_tiles, num_full + (num_tiles - num_full) * split, num_full, split, kps,
                     k_tiles)
-
-
-def _makespan(lengths: list[int], sms: int) -> int:
-    """When the last of ``lengths`` (K tiles per unit, one CTA per unit, launched in order)
-    finishes if each starts on the first SM to be free, as the hardware dispatches CTAs."""
-    free = [0] * sms
-    for n in lengths:
-        i = free.index(min(free))
-        free[i] += n
-    return max(free)
-
-
-_UNIT_OVERHEAD_K_TILES = 2  # a CTA's pipeline fill and epilogue, in K-tile steps
-
-
-def balanced_first_slice(num_full: int, n: int, k_tiles: int, sms: int) -> int:
-    """K tiles of the first slice (even, at least half) when ``n`` tiles are cut in two after
-    ``num_full`` whole ones: the cut whose one-CTA-per-unit launch (whole tiles, then all first
-    slices, then all second slices) finishes first (:func:`_makespan`). E.g. 96 tiles of 48 K
-    tiles on 132 SMs: 36 + 12 (36 steps; even halves take 48)."""
-    best = None
-    for k0 in range(triton.cdiv(k_tiles, 4) * 2, k_tiles - 1, 2):
-        lengths = ([k_tiles] * num_full + [k0] * n + [k_tiles - k0] * n)
-        span = _makespan([k + _UNIT_OVERHEAD_K_TILES for k in lengths], sms)
-        if best is None or span < best[0]:
-            best = (span, k0)
-    return best[1] if best else triton.cdiv(k_tiles, 4) * 2
-
-
-def unit_of(sc: Schedule, u: int) -> tuple[int, int, int, int]:
-    """Host twin of the kernel's ``_unit``: unit ``u`` -> (tile, first K tile, end K tile,
-    workspace slot or -1)."""
-    if u < sc.num_full:
-        return u, 0, sc.k_tiles, -1
-    v = u - sc.num_full
-    k0 = (v % sc.split) * sc.k_per_split
-    return sc.num_full + v // sc.split, k0, min(k0 + sc.k_per_split, sc.k_tiles), v
-
-
-def launched_unit(sc: Schedule, q: int, balance: bool) -> int:
-    """Host twin of the kernel's ``_launched_unit``: the unit of launch index ``q``."""
-    if not balance or q < sc.num_full:
-        return q
-    n = (sc.num_units - sc.num_full) // 2
-    v = q - sc.num_full
-    return sc.num_full + 2 * (v % n) + v // n
 
 
 # Cost model, calibrated on an H100 80GB HBM3 (docs/perf-log.md, Gluon run 2): one 128 x BN x 64
@@ -352,28 +297,13 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
 
 
 @gluon.jit
-def _launched_unit(q, num_full, num_units, BALANCE: gl.constexpr):
-    """The unit of launch index ``q``: itself, or with BALANCE (two slices per split tile, one
-    CTA per unit) all first slices before all second slices, so that the hardware starts the
-    long first slices first and the short second ones fill the SMs left over."""
-    u = q
-    if BALANCE:
-        if q >= num_full:
-            n = (num_units - num_full) // 2
-            v = q - num_full
-            u = num_full + 2 * (v % n) + v // n
-    return u
-
-
-@gluon.jit
 def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
               split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
-              STAGES: gl.constexpr, GK: gl.constexpr, BALANCE: gl.constexpr):
+              STAGES: gl.constexpr, GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
                             + x_desc.block_type.nbytes)
     it = 0
-    for q in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        u = _launched_unit(q, num_full, num_units, BALANCE)
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, _slot, _t = _unit(u, num_full, split, k_per_split, k_tiles,
                                                 num_m_tiles)
         for kt in range(k0, k1):
@@ -397,16 +327,14 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 @gluon.jit
 def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
               num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
-              BALANCE: gl.constexpr):
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
     it = 0
-    for q in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        u = _launched_unit(q, num_full, num_units, BALANCE)
+    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, slot, t = _unit(u, num_full, split, k_per_split, k_tiles,
                                               num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
@@ -598,12 +526,11 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
                           num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
                           BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr, BALANCE: gl.constexpr = False):
+                          PDL: gl.constexpr):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
     scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
-    gl.static_assert(not BALANCE or GK == 0, "BALANCE: NVFP4 weights only")
     if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
@@ -622,10 +549,10 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
         gl.warp_specialize(
             [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
                           alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          fixup, BN, STAGES, DTYPE, BALANCE)),
+                          fixup, BN, STAGES, DTYPE)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
-                          STAGES, GK, BALANCE))],
+                          STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
@@ -634,7 +561,7 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
                                   num_m_tiles, k_tiles, BN, STAGES, DTYPE, GK)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
-                          STAGES, GK, False))],
+                          STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -868,7 +795,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
         float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
         triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
-        PDL=True, BALANCE=config.BALANCE and sc.split == 2, launch_pdl=True, num_warps=8)
+        PDL=True, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 

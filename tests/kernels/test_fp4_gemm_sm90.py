@@ -59,7 +59,7 @@ SHIPPED_GROUPED = [(gk, 128, 4, dt, dt, False) for gk in (32, 64) for dt in ("fp
     (32, 128, 4, "fp16", "fp16", True)]
 
 
-def _compile(bn, stages, dt, ot, split1=False, gk=0, balance=False):
+def _compile(bn, stages, dt, ot, split1=False, gk=0):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -76,9 +76,8 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0, balance=False):
            "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
            "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
            "k_tiles": "i32", "fixup": "i32", "BN": "constexpr", "STAGES": "constexpr",
-           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr", "BALANCE": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "BALANCE": balance}
+           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
     if split1 == "fixup":
         sig["fixup"] = "constexpr"
         constexprs["fixup"] = 1
@@ -306,44 +305,19 @@ def test_heuristic_splits_k_only_where_the_grid_is_short():
 ], ids=lambda v: str(v))
 def test_split_k_pairs_summed_in_the_kernel(M, N, K, cfg, sms):
     """The in-kernel sum (``fixup_in_kernel``) takes tiles cut in exactly two slices, whatever
-    the grid: slot ``v`` and its partner ``v ^ 1`` (what ``_sum_pair`` reads) are the two slices
-    of one tile, with complementary K ranges."""
+    the grid: units ``num_full + v`` of one tile are v = 2j and 2j + 1, so each slice's partner
+    is slot ``v ^ 1`` (what ``_sum_pair`` reads), and their K ranges are complementary."""
     sc = g.schedule(M, N, K, cfg, sms)
     assert g.fixup_in_kernel(sc) == (sc.split == 2)
     if sc.split != 2:
         return
-    pairs = sc.num_units - sc.num_full
-    assert pairs % 2 == 0  # every slot's partner exists
-    for v in range(pairs):
-        t, k0, k1, slot = g.unit_of(sc, sc.num_full + v)
-        t2, k02, k12, slot2 = g.unit_of(sc, sc.num_full + (v ^ 1))
-        assert (slot, slot2, t) == (v, v ^ 1, t2)
-        assert sorted([(k0, k1), (k02, k12)]) == [(0, sc.k_per_split),
-                                                  (sc.k_per_split, sc.k_tiles)]
-
-
-def test_balanced_split_fills_the_sms_the_first_slices_leave_idle():
-    """BALANCE cuts a single partial wave's tiles unevenly: at 1024x3072x3072 (96 tiles of 48 K
-    tiles, 132 SMs) the long first slices occupy 96 SMs and the short second slices, launched
-    after them, run in rounds on the other 36, so the launch ends well before whole tiles
-    (48 K tiles) would; the cut is even and at least half; and only SPLIT 2 with one CTA per
-    unit is valid."""
-    cfg = g.SM90Config(BN=256, STAGES=4, PERSISTENT=False, SPLIT=2, BALANCE=True)
-    sc = g.schedule(1024, 3072, 3072, cfg, 132)
-    assert (sc.num_full, sc.split, sc.num_units) == (0, 2, 192)
-    k0 = sc.k_per_split
-    assert k0 % 2 == 0 and 24 <= k0 < 48
-    over = g._UNIT_OVERHEAD_K_TILES
-    span = g._makespan([k0 + over] * 96 + [48 - k0 + over] * 96, 132)
-    assert span < 48 + over  # whole tiles: 48 K tiles + overhead on 96 SMs
-    assert span < g._makespan([24 + over] * 192, 132)  # even halves
-    assert g.config_is_valid(cfg) and not g.config_is_valid(cfg, grouped=True)
-    launched = [g.launched_unit(sc, q, True) for q in range(sc.num_units)]
-    assert sorted(launched) == list(range(sc.num_units))  # a permutation of the units
-    first = [g.unit_of(sc, u)[1] == 0 for u in launched]
-    assert all(first[:96]) and not any(first[96:])  # every long first slice launches first
-    assert not g.config_is_valid(g.SM90Config(BN=256, SPLIT=2, BALANCE=True))  # persistent
-    assert not g.config_is_valid(g.SM90Config(BN=256, SPLIT=4, PERSISTENT=False, BALANCE=True))
+    split_units = sc.num_units - sc.num_full
+    assert split_units % 2 == 0  # every slot's partner exists
+    for v in range(split_units):
+        assert (sc.num_full + v // 2) == (sc.num_full + (v ^ 1) // 2)
+    k0 = [(v % 2) * sc.k_per_split for v in (0, 1)]
+    k1 = [min(k + sc.k_per_split, sc.k_tiles) for k in k0]
+    assert (k0[0], k1[0], k1[1]) == (0, k0[1], sc.k_tiles)
 
 
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
@@ -351,7 +325,6 @@ def test_balanced_split_fills_the_sms_the_first_slices_leave_idle():
     (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 5 x 28 = 140 tiles: 8 split in 3
     (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # K tiles 4: slices of 2, 1 whole wave
     (33, 130, 96, g.SM90Config(BN=32, SPLIT=16), 132),  # more slices than K-tile pairs
-    (1024, 384, 3072, g.SM90Config(BN=256, SPLIT=2, PERSISTENT=False, BALANCE=True), 20),
 ], ids=lambda v: str(v))
 def test_split_schedule_and_reduce_cover_every_k_tile_once(M, N, K, cfg, sms):
     """Emulate the kernel's units (``_unit``) in torch, run the Triton reduce (interpreter on the
@@ -372,7 +345,13 @@ def test_split_schedule_and_reduce_cover_every_k_tile_once(M, N, K, cfg, sms):
     ws = torch.full((max(sc.num_units - sc.num_full, 1), 128, bn), float("nan"))
     seen = torch.zeros(sc.num_tiles, sc.k_tiles, dtype=torch.int32)
     for u in range(sc.num_units):
-        t, k0, k1, v = g.unit_of(sc, u)
+        if u < sc.num_full:
+            t, k0, k1, v = u, 0, sc.k_tiles, -1
+        else:
+            v = u - sc.num_full
+            t = sc.num_full + v // sc.split
+            k0 = (v % sc.split) * sc.k_per_split
+            k1 = min(k0 + sc.k_per_split, sc.k_tiles)
         assert k1 > k0 and (k1 - k0) % 2 == 0
         seen[t, k0:k1] += 1
         pm, pn = t % mt, t // mt
@@ -526,10 +505,6 @@ def test_split_k_is_deterministic():
     (4096, 3072, 3072, g.SM90Config(BN=256, STAGES=4, SPLIT=2), torch.float16),  # 240 > 132
     (2048, 3072, 3072, g.SM90Config(BN=256, STAGES=4, PERSISTENT=False, SPLIT=2),
      torch.float16),  # one CTA per unit: 252 CTAs, not all resident at once
-    (1024, 3072, 3072, g.SM90Config(BN=256, STAGES=4, PERSISTENT=False, SPLIT=2, BALANCE=True),
-     torch.bfloat16),  # uneven slices, all first slices launched first
-    (300, 3496, 1040, g.SM90Config(BN=128, STAGES=4, PERSISTENT=False, SPLIT=2, BALANCE=True),
-     torch.float32),  # 3 x 28 = 84 tiles, ragged M, N, K
 ], ids=lambda v: str(v))
 def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_dtype):
     """The second slice of a pair to finish adds the other's partial: a sum of two, the same
