@@ -389,7 +389,11 @@ def _sum_pair(acc, ws_ptr, flags_ptr, slot, t, BN: gl.constexpr, MMA: gl.constex
     Returns (whether this CTA stores the tile, the accumulator). The second only ever waits for
     a CTA that has taken its ticket, so is running and past its K loop: nothing depends on which
     CTAs are resident (MPS, other streams' kernels)."""
-    offs = _slot_offsets(BN, MMA)
+    # the partial travels in thread order (each thread's 4-value groups as 16-byte vectors, a
+    # warp's as 512 contiguous bytes): a quarter of the row-major layout's store instructions
+    a4 = _thread_order(acc, BN)
+    L4: gl.constexpr = a4.type.layout
+    offs = _thread_order_offsets(BN, L4)
     # the first's ticket takes the count 0 -> 1; its release add and the second's ticket take it
     # to 3 in either order
     second = gl.atomic_add(flags_ptr + t, 1, sem="relaxed", scope="gpu") > 0
@@ -397,14 +401,45 @@ def _sum_pair(acc, ws_ptr, flags_ptr, slot, t, BN: gl.constexpr, MMA: gl.constex
         while gl.atomic_add(flags_ptr + t, 0, sem="acquire", scope="gpu") < 3:
             pass
         gl.thread_barrier()  # the acquire above orders every thread's loads below
-        acc += gl.load(ws_ptr + (slot ^ 1) * (_BM * BN) + offs, cache_modifier=".cg")
+        a4 += gl.load(ws_ptr + (slot ^ 1) * (_BM * BN) + offs, cache_modifier=".cg")
         gl.thread_barrier()  # every thread has read the partial: reset the counter
         gl.atomic_xchg(flags_ptr + t, 0, sem="relaxed", scope="gpu")
     else:
-        gl.store(ws_ptr + slot * (_BM * BN) + offs, acc)
+        gl.store(ws_ptr + slot * (_BM * BN) + offs, a4)
         gl.thread_barrier()  # every thread's partial is written (the release is cumulative)
         gl.atomic_add(flags_ptr + t, 1, sem="release", scope="gpu")
-    return second, acc
+    return second, _row_order(a4, BN, MMA)
+
+
+@gluon.jit
+def _thread_order(acc, BN: gl.constexpr):
+    """The [128, BN] accumulator (row 16 w + 8 h + g, column 8 j + 2 q + e held by warp w, lane
+    4 g + q, register 4 j + 2 h + e) as [BN / 8 (j), 8 (w), 32 (lane), 4 (2 h + e)]: a view with
+    no data movement whose last axis is each thread's four consecutive registers."""
+    a = acc.reshape([8, 2, 8, BN // 8, 4, 2])  # w, h, g, j, q, e
+    return a.permute((3, 0, 2, 4, 1, 5)).reshape([BN // 8, 8, 32, 4])
+
+
+@gluon.jit
+def _row_order(a4, BN: gl.constexpr, MMA: gl.constexpr):
+    """Inverse of :func:`_thread_order`, back in the accumulator's layout."""
+    a = a4.reshape([BN // 8, 8, 8, 4, 2, 2])  # j, w, g, q, h, e
+    a = a.permute((1, 4, 2, 0, 3, 5)).reshape([_BM, BN])
+    return gl.convert_layout(a, MMA, assert_trivial=True)
+
+
+@gluon.jit
+def _thread_order_offsets(BN: gl.constexpr, L4: gl.constexpr):
+    """Row-major offsets of a [BN / 8, 8, 32, 4] thread-ordered slot, in layout L4."""
+    l3: gl.constexpr = gl.SliceLayout(3, L4)
+    l2: gl.constexpr = gl.SliceLayout(2, l3)
+    i0 = gl.arange(0, BN // 8, layout=gl.SliceLayout(1, l2))
+    i1 = gl.arange(0, 8, layout=gl.SliceLayout(0, l2))
+    i2 = gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, l3)))
+    i3 = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, gl.SliceLayout(2, L4))))
+    o = gl.expand_dims(gl.expand_dims(i0, 1) * 8 + gl.expand_dims(i1, 0), 2) * 32
+    o = gl.expand_dims(o + gl.expand_dims(gl.expand_dims(i2, 0), 1), 3) * 4
+    return o + gl.expand_dims(gl.expand_dims(gl.expand_dims(i3, 0), 1), 2)
 
 
 @gluon.jit
