@@ -357,6 +357,7 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
             it += 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
+        # one tile-store site (a second, as in _store_unit, spills 256 B at BN 256)
         last = slot < 0  # a whole tile
         if fixup:
             if slot >= 0:  # one of a pair of K-slices, summed here
@@ -390,7 +391,7 @@ def _sum_pair(acc, ws_ptr, flags_ptr, slot, t, BN: gl.constexpr, MMA: gl.constex
     a CTA that has taken its ticket, so is running and past its K loop: nothing depends on which
     CTAs are resident (MPS, other streams' kernels)."""
     # the partial travels in thread order (each thread's 4-value groups as 16-byte vectors, a
-    # warp's as 512 contiguous bytes): a quarter of the row-major layout's store instructions
+    # warp's as 512 contiguous bytes): half the row-major layout's 8-byte store instructions
     a4 = _thread_order(acc, BN)
     L4: gl.constexpr = a4.type.layout
     offs = _thread_order_offsets(BN, L4)
