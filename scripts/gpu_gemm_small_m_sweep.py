@@ -1,0 +1,85 @@
+# ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
+"""Config sweep of the Gluon GEMM (prepacked NVFP4 weights, fp16 x, the GEMM alone) at small
+and mid M, for its heuristic (``fp4_gemm_sm90.choose_config``): token tile BN 16-128, ring
+depth, last-wave split-K factor. Every config is checked against the oracle first, then
+CUDA-graph medians over rotating weight copies (>= 3x L2). Prints, per shape, the heuristic's
+config and time and the best few. Usage on an sm_90 machine:
+``python scripts/gpu_gemm_small_m_sweep.py`` (JSON to $OUT or .)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import close, time_graph  # noqa: E402
+from gpu_gluon import gen  # noqa: E402
+
+from fp4mm.formats import dequantize_nvfp4_blocks  # noqa: E402
+from fp4mm.kernels import fp4_gemm_sm90 as g  # noqa: E402
+
+OUT = os.environ.get("OUT", ".")
+C = g.SM90Config
+SHAPES = [(M, N, 3072) for N in (18432, 3072) for M in (1, 8, 16, 32, 64, 128, 256)] + [
+    (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192)]
+
+
+def configs(M):
+    out = []
+    for bn in (16, 32, 64, 128):
+        if bn > 16 and bn // 2 >= M:
+            continue
+        for st in (4, 6, 8):
+            for sp in (1, 2, 4, 6, 8, 12):
+                c = C(bn, st, True, sp)
+                if g.config_is_valid(c):
+                    out.append(c)
+    return out
+
+
+def main():
+    rows = []
+    order = "low_first"
+    for M, N, K in SHAPES:
+        wbytes = N * K // 2 + N * K // 16
+        copies = max(2, int(3 * 50e6 // wbytes) + 1)
+        xq, xs, wq0, ws0 = gen(M, N, K, seed=M + N)
+        ws_list = [(wq0, ws0)] + [gen(1, N, K, seed=100 + i)[2:] for i in range(copies - 1)]
+        packs = [g.prepack_weight_sm90(w, s, order) for w, s in ws_list]
+        x16 = dequantize_nvfp4_blocks(xq, xs, order).half()  # exact
+        ref = x16.float() @ dequantize_nvfp4_blocks(wq0, ws0, order).T * 0.37
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+        heur = g.choose_config(M, N, K)
+        res = []
+        for cfg in configs(M) + ([heur] if heur not in configs(M) else []):
+            o = torch.full_like(out, float("nan"))
+            g.gemm_sm90_dense_x(x16, packs[0], 0.37, o, config=cfg)
+            torch.cuda.synchronize()
+            if not close(o, ref)[0]:
+                print(f"FAIL (not timed) {M}x{N}x{K} {cfg}", flush=True)
+                continue
+            t = time_graph([lambda i=i, cfg=cfg: g.gemm_sm90_dense_x(x16, packs[i], 0.37, out,
+                                                                      config=cfg)
+                            for i in range(copies)])
+            res.append((t[0], cfg))
+            rows.append(dict(M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES, SPLIT=cfg.SPLIT,
+                             heuristic=cfg == heur, median_us=t[0], min_us=t[1], max_us=t[2],
+                             predicted_us=g.predict_us(M, N, K, cfg, 132)))
+        res.sort(key=lambda r: r[0])
+        h = next((t for t, c in res if c == heur), float("nan"))
+        print(f"{M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
+              + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
+              flush=True)
+    path = os.path.join(OUT, f"gemm_small_m_sweep_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
+              open(path, "w"), indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
