@@ -146,19 +146,38 @@ _US_REDUCE_LAUNCH = 2.0
 # fp32 partials written + read back (mostly in L2), output written: fitted to run 4 (split 2 at
 # 2048x3072x3072 and 1024x18432x3072 beat the unsplit tiles under graph replay)
 _REDUCE_BYTES_PER_US = 6.0e6
+# Small token tiles (BN <= SMALL_BN, chosen for M <= SMALL_BN) stream the weights: a step costs
+# about the same whatever BN is, so BN 128's constants above (compute-bound) do not carry over.
+# Least-squares fit (relative error) to the 78 configs of the smallest tile per M, 6 stages,
+# split 1-12, M = 1-64 at 18432x3072, 3072x3072 and 8192x8192 (session 13,
+# bench/results/2026-11-26-gemm_sm90-small-m-sweep-h100.json; median error 3%, and the split it
+# picks is within 3.4% of the best measured at every shape).
+SMALL_BN = 64
+_STREAM_US_STEP_FIXED, _STREAM_US_STEP_PER_TOKEN = 0.273, 0.0012
+_STREAM_US_PER_UNIT = 0.89
+_STREAM_US_REDUCE_LAUNCH = 2.14
+_STREAM_REDUCE_BYTES_PER_US = 2.36e6
+
 
 def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
                out_dtype: torch.dtype = torch.float16) -> float:
-    """Modelled GEMM time (us) of ``config``: the busiest CTA's steps + the split-K reduce."""
+    """Modelled GEMM time (us) of ``config``: the busiest CTA's steps + the split-K reduce, with
+    the streaming constants for BN <= SMALL_BN and the compute-bound ones above."""
     sc = schedule(M, N, K, config, sms)
-    step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
+    if config.BN <= SMALL_BN:
+        step = _STREAM_US_STEP_FIXED + _STREAM_US_STEP_PER_TOKEN * config.BN
+        per_unit, launch, rate = (_STREAM_US_PER_UNIT, _STREAM_US_REDUCE_LAUNCH,
+                                  _STREAM_REDUCE_BYTES_PER_US)
+    else:
+        step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
+        per_unit, launch, rate = _US_PER_UNIT, _US_REDUCE_LAUNCH, _REDUCE_BYTES_PER_US
     waves = triton.cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
     extra = triton.cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
-    t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * _US_PER_UNIT
+    t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * per_unit
     if sc.split > 1:
         split_tiles = sc.num_tiles - sc.num_full
         nbytes = split_tiles * BM * config.BN * (8 * sc.split + _ELEM_BYTES[out_dtype])
-        t += _US_REDUCE_LAUNCH + nbytes / _REDUCE_BYTES_PER_US
+        t += launch + nbytes / rate
     return t
 
 
@@ -171,7 +190,12 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
 
     - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.092x (run 2: 3 stages
       1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.898x.
-    - M <= 128: 128 x 128 tiles, 6 stages, persistent (run 2: BN 64 0.87x at 128x18432x3072).
+    - 64 < M <= 128: 128 x 128 tiles, 6 stages, persistent (run 2: BN 64 0.87x at
+      128x18432x3072).
+    - M <= SMALL_BN (decode sizes, session 13): the smallest token tile that holds M (16, 32,
+      64), 6 stages, and the streaming constants of :func:`predict_us`. BN 128 there cost
+      1.4-1.9x: 1x18432x3072 40.4 -> 23.7 us, 32x18432x3072 40.6 -> 25.6, 64x18432x3072
+      39.1 -> 28.6-29.6, 1x3072x3072 14.7 -> 9.4 (GEMM alone, fp16 x).
     - Split-K of the last partial wave (:func:`schedule`), where the model says it pays:
       128x3072x3072 split 4: 0.624x (unsplit 0.432x); 128x18432x3072 split 6: 1.261x (0.992x);
       1024x18432x3072 split 2: 1.032x (0.994x); 2048x3072x3072 BN 256 split 2: 0.812x (BN 128
@@ -183,6 +207,8 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     cands = []
     if grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
         shapes = ((128, 4),)
+    elif M <= SMALL_BN:  # the smallest token tile that holds M: the steps stream the weights
+        shapes = ((max(16, triton.next_power_of_2(M)), 6),)
     else:
         shapes = ((128, 6),) if M <= 128 else ((256, 4), (128, 6))
     for bn, stages in shapes:

@@ -395,7 +395,6 @@ def _fp4_gemv_sm90_kernel(
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
-    L2_LEAD: gl.constexpr = 0,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -424,32 +423,12 @@ def _fp4_gemv_sm90_kernel(
     X_SCALES: gl.constexpr = XL[1]
     X_PAIRS: gl.constexpr = XL[2]
 
-    pid_n = gl.program_id(0)
-    pid_k = gl.program_id(1)
-    i_begin = pid_k * STEPS_SPLIT
-    if L2_LEAD > 0:
-        # L2 prefetch of this program's first L2_LEAD steps of weights (and its scale row piece)
-        # *before* the PDL wait, while the previous kernel finishes. A prefetch moves nothing
-        # into registers, and L2 is where every write lands, so a line the previous kernel
-        # writes later is still read correctly after the wait.
-        pl: gl.constexpr = gl.BlockedLayout([1], [32], [NW], [0])
-        pr = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=pl), N - 1)
-        for u in gl.static_range(L2_LEAD):
-            gl.inline_asm_elementwise(
-                _L2_PREFETCH, "=r,l",
-                [w_ptr + pr * stride_wn + gl.minimum(i_begin + u, STEPS - 1) * (KSTEP // 8)],
-                dtype=gl.int32, is_pure=False, pack=1)
-        if W_GROUP == 0:
-            s0 = i_begin * (KSTEP // 32)
-        elif W_GROUP > _KS:
-            s0 = i_begin // (W_GROUP // _KS)
-        else:
-            s0 = i_begin
-        gl.inline_asm_elementwise(_L2_PREFETCH, "=r,l", [ws_ptr + pr * stride_wsn + s0],
-                                  dtype=gl.int32, is_pure=False, pack=1)
     if PDL:  # launched early behind the previous kernel: wait for it before any memory access
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    i_begin = pid_k * STEPS_SPLIT
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
     # weight offsets (elements of the int32 / int16 views), physical K order; rows past N are
     # clamped to the last row (their outputs are not stored)
@@ -561,7 +540,6 @@ class GemvSM90Config:
     l2_ahead: int = 0
     row_tiles: int = 1
     k_step: int = KS
-    l2_lead: int = 0
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
@@ -707,7 +685,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, PDL=pdl, L2_LEAD=cfg.l2_lead, launch_pdl=pdl, num_warps=cfg.num_warps)
+        SDTYPE=sdtype, PDL=pdl, launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 

@@ -296,6 +296,20 @@ def test_heuristic_splits_k_only_where_the_grid_is_short():
     assert g.choose_config(4096, 3072, 3072) == g.SM90Config(BN=256, STAGES=4)
 
 
+def test_heuristic_takes_the_smallest_token_tile_at_decode_sizes():
+    """M <= SMALL_BN streams the weights: a step costs about the same for any BN, so the
+    smallest power-of-two tile that holds M wins (session 13 sweep: 1x18432x3072 BN 16 split 6
+    23.7 us against BN 128's 40.4); above it the compute-bound tiles stay."""
+    for M, bn in ((1, 16), (16, 16), (17, 32), (32, 32), (33, 64), (64, 64), (65, 128)):
+        assert g.choose_config(M, 18432, 3072).BN == bn, M
+    assert g.choose_config(1, 18432, 3072) == g.SM90Config(BN=16, STAGES=6, SPLIT=6)
+    assert g.choose_config(1, 8192, 8192) == g.SM90Config(BN=16, STAGES=6, SPLIT=2)
+    assert g.choose_config(16, 8192, 3072, grouped=True).BN == 128  # group scales: unchanged
+    # the streaming constants reproduce the measured small-tile times (23.7 and 24.9 us)
+    assert 21.3 < g.predict_us(1, 18432, 3072, g.SM90Config(16, 6, True, 6), 132) < 26.1
+    assert 22.4 < g.predict_us(1, 8192, 8192, g.SM90Config(16, 6, True, 2), 132) < 27.4
+
+
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 4 slices: the reduce pass
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=2), 132),
