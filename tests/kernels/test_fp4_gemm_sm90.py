@@ -305,9 +305,7 @@ def test_heuristic_takes_the_smallest_token_tile_at_decode_sizes():
     assert g.choose_config(1, 18432, 3072) == g.SM90Config(BN=16, STAGES=6, SPLIT=6)
     assert g.choose_config(1, 8192, 8192) == g.SM90Config(BN=16, STAGES=6, SPLIT=2)
     assert g.choose_config(16, 8192, 3072, grouped=True).BN == 128  # group scales: unchanged
-    # the streaming constants reproduce the measured small-tile times (23.7 and 24.9 us)
-    assert 21.3 < g.predict_us(1, 18432, 3072, g.SM90Config(16, 6, True, 6), 132) < 26.1
-    assert 22.4 < g.predict_us(1, 8192, 8192, g.SM90Config(16, 6, True, 2), 132) < 27.4
+    assert g.choose_config(64, 3072, 3072) == g.SM90Config(BN=64, STAGES=6, SPLIT=4)
 
 
 @pytest.mark.parametrize("M,N,K,cfg,sms", [
