@@ -3,8 +3,9 @@
 and mid M, for its heuristic (``fp4_gemm_sm90.choose_config``): token tile BN 16-128, ring
 depth, last-wave split-K factor. Every config is checked against the oracle first, then
 CUDA-graph medians over rotating weight copies (>= 3x L2). Prints, per shape, the heuristic's
-config and time and the best few. Usage on an sm_90 machine:
-``python scripts/gpu_gemm_small_m_sweep.py`` (JSON to $OUT or .)."""
+config and time and the best few. ``--grouped G``: the 16-bit group-scale GEMM (``w4a16_mm``,
+groups of G) instead. Usage on an sm_90 machine:
+``python scripts/gpu_gemm_small_m_sweep.py [--grouped 32]`` (JSON to $OUT or .)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from gpu_decode import close, time_graph  # noqa: E402
 from gpu_gluon import gen  # noqa: E402
 
+from fp4mm import reference  # noqa: E402
 from fp4mm.formats import dequantize_nvfp4_blocks  # noqa: E402
 from fp4mm.kernels import fp4_gemm_sm90 as g  # noqa: E402
 
@@ -29,20 +31,69 @@ SHAPES = [(M, N, 3072) for N in (18432, 3072) for M in (1, 8, 16, 32, 64, 128, 2
     (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192)]
 
 
-def configs(M):
+def configs(M, grouped=False):
     out = []
     for bn in (16, 32, 64, 128):
         if bn > 16 and bn // 2 >= M:
             continue
-        for st in (4, 6, 8):
-            for sp in (1, 2, 4, 6, 8, 12):
+        for st in ((4, 6) if grouped else (4, 6, 8)):
+            for sp in ((1, 2, 4, 6) if grouped else (1, 2, 4, 6, 8, 12)):
                 c = C(bn, st, True, sp)
-                if g.config_is_valid(c):
+                if g.config_is_valid(c, grouped=grouped):
                     out.append(c)
     return out
 
 
+def grouped_main(group):
+    rows = []
+    order = "low_first"
+    for M, N, K in [(M, N, 3072) for N in (18432, 8192) for M in (16, 32, 64, 128)]:
+        wbytes = N * K // 2 + N * K // group * 2
+        copies = max(2, int(3 * 50e6 // wbytes) + 1)
+        x = (torch.randn(M, K, device="cuda") * 0.5).half()
+        ws_list = []
+        for i in range(copies):
+            wq = gen(1, N, K, seed=200 + i)[2]
+            sc = (torch.rand(N, K // group, device="cuda") * 0.1 + 0.01).half()
+            ws_list.append((wq, sc))
+        packs = [g.prepack_grouped_sm90(w, s, group, order) for w, s in ws_list]
+        ref = reference.w4a16_mm(x, *ws_list[0], group, order=order)
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+        heur = g.choose_config(M, N, K, grouped=True)
+        res = []
+        for cfg in configs(M, True) + ([heur] if heur not in configs(M, True) else []):
+            o = torch.full_like(out, float("nan"))
+            g.fp4_gemm_sm90_grouped(x, None, None, group, order, o, prepacked=packs[0],
+                                    config=cfg)
+            torch.cuda.synchronize()
+            if not close(o, ref)[0]:
+                print(f"FAIL (not timed) g{group} {M}x{N}x{K} {cfg}", flush=True)
+                continue
+            t = time_graph([lambda i=i, cfg=cfg: g.fp4_gemm_sm90_grouped(
+                x, None, None, group, order, out, prepacked=packs[i], config=cfg)
+                for i in range(copies)])
+            res.append((t[0], cfg))
+            rows.append(dict(group=group, M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES,
+                             SPLIT=cfg.SPLIT, heuristic=cfg == heur, median_us=t[0],
+                             min_us=t[1], max_us=t[2]))
+        res.sort(key=lambda r: r[0])
+        h = next((t for t, c in res if c == heur), float("nan"))
+        print(f"g{group} {M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
+              + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
+              flush=True)
+    return rows
+
+
 def main():
+    if "--grouped" in sys.argv:
+        group = int(sys.argv[sys.argv.index("--grouped") + 1])
+        rows = grouped_main(group)
+        path = os.path.join(OUT, f"gemm_small_m_sweep_g{group}_"
+                                 f"{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
+                  open(path, "w"), indent=1)
+        print("wrote", path)
+        return
     rows = []
     order = "low_first"
     for M, N, K in SHAPES:

@@ -104,8 +104,21 @@ W4A16_SM90_GEMV_MAX_M = {(32, False): 48, (32, True): 28, (64, False): 64, (64, 
 # GEMV vs GEMM, us): 18432 x 3072 M=32 63.1 vs 42.1 (the Gluon GEMV's 32-token tile; M=16 took
 # 27.5 in bench/results/20261126-181353_decode.json), M=40 47.2 vs 41.8, M=64 46.8 vs 39.7;
 # 3072 x 3072 M=64 12.3 vs 16.2; 8192 x 8192 M=64 51.6 vs 40.0 -> 16 for this op.
+# Session 13: the Gluon GEMM got decode-size token tiles (BN 16/32/64 for M <= 64; it was BN 128
+# at every M <= 128) and is no longer flat in M: 24.7 us at M = 1-16 on 18432 x 3072 (W4A4,
+# x pre-pass included), 26.7-26.9 at M = 24-32, 30.1-30.3 at M = 48-64 (it was 39.7 at
+# M = 64). Forced kernels through the public ops, prepacked weights, GEMV vs GEMM, us
+# (H100 80GB HBM3, `fp4mm bench --suite decode --timer graph`, bench/results/dispatch/
+# 20261126-224742_decode-forced-gemm.json and 20261126-224823_decode-forced-gemv.json):
+# - nvfp4_mm, 18432 x 3072: M=12 22.2 vs 24.7, M=16 22.8 vs 24.7, M=24 29.4 vs 26.7, M=32 30.1
+#   vs 26.9, M=48 49.2 vs 30.1 -> 16. (8192 x 8192 crosses earlier: M=16 30.5 vs 25.7; the
+#   table keys on M, and the M-sweep bar is at 18432 x 3072.)
+# - nvfp4_w4a16_mm (bf16 x), 18432 x 3072: M=8 19.1 vs 26.5, M=12 27.5 vs 26.3, M=16 27.6 vs
+#   26.4, M=24 59.0 vs 28.6; 8192 x 8192 M=16 35.7 vs 29.6 -> 8.
+# - 3072 x 3072 (below PREPACKED_GEMM_MIN_WEIGHT) still favours the GEMV up to 64 (W4A4 M=64
+#   13.0 vs 13.7), so the weight-size condition stays.
 PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
-PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 32, "nvfp4_w4a16_mm": 16}
+PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 8}
 
 
 def _requested(override: str | None) -> str:

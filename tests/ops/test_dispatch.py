@@ -83,8 +83,8 @@ def test_hopper_group_scale_crossover_depends_on_the_layout(monkeypatch, group):
 @pytest.mark.parametrize("op", ["nvfp4_mm", "nvfp4_w4a16_mm"])
 def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch, op):
     """Measured (PREPACKED_GEMM_MIN_WEIGHT): a prepacked NVFP4 weight of 18432 x 3072 leaves the
-    GEMV above PREPACKED_SM90_GEMV_MAX_M (the Gluon GEMM is flat in M and beats the plain-Triton
-    GEMV from M = 40); a 3072 x 3072 one, a raw one, or any off Hopper keeps GEMV_MAX_M."""
+    GEMV above PREPACKED_SM90_GEMV_MAX_M (the Gluon GEMM's decode-size tiles beat the GEMVs'
+    multi-token tiles); a 3072 x 3072 one, a raw one, or any off Hopper keeps GEMV_MAX_M."""
     cpu = torch.device("cpu")
     monkeypatch.setattr(dispatch, "is_hopper", lambda device: True)
     top = dispatch.PREPACKED_SM90_GEMV_MAX_M[op]
