@@ -205,10 +205,10 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     Fewer stages where the epilogue tile (fp32 out) leaves no room.
     """
     cands = []
-    if grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
-        shapes = ((128, 4),)
-    elif M <= SMALL_BN:  # the smallest token tile that holds M: the steps stream the weights
+    if M <= SMALL_BN:  # the smallest token tile that holds M: the steps stream the weights
         shapes = ((max(16, triton.next_power_of_2(M)), 6),)
+    elif grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
+        shapes = ((128, 4),)
     else:
         shapes = ((128, 6),) if M <= 128 else ((256, 4), (128, 6))
     for bn, stages in shapes:

@@ -280,7 +280,7 @@ def test_configs_are_valid_and_fit_shared_memory():
     # group scales: the fp32 partial doubles the accumulator, so BN 256 would spill
     assert g.config_is_valid(g.SM90Config(BN=256), grouped=False)
     assert not g.config_is_valid(g.SM90Config(BN=256), grouped=True)
-    for M in (1, 128, 2048):
+    for M in (65, 128, 2048):
         assert g.choose_config(M, 8192, 3072, grouped=True).BN == 128
         assert g.choose_config(M, 8192, 3072, grouped=True) in {
             g.SM90Config(BN=128, STAGES=4, SPLIT=s) for s in (1, 2, 4, 6)}
@@ -304,7 +304,7 @@ def test_heuristic_takes_the_smallest_token_tile_at_decode_sizes():
         assert g.choose_config(M, 18432, 3072).BN == bn, M
     assert g.choose_config(1, 18432, 3072) == g.SM90Config(BN=16, STAGES=6, SPLIT=6)
     assert g.choose_config(1, 8192, 8192) == g.SM90Config(BN=16, STAGES=6, SPLIT=2)
-    assert g.choose_config(16, 8192, 3072, grouped=True).BN == 128  # group scales: unchanged
+    assert g.choose_config(16, 8192, 3072, grouped=True).BN == 16  # group scales too
     assert g.choose_config(64, 3072, 3072) == g.SM90Config(BN=64, STAGES=6, SPLIT=4)
 
 
