@@ -91,7 +91,18 @@ GEMV_SM90_MAX_M = {
 # - group 128, raw: first N=18432 M=128 71.7 vs 82.3, M=192 106.8 vs 106.5; with the Triton
 #   scale re-layout M=64 43.3 vs 69.2, M=96 70.0 vs 68.2, M=128 71.7 vs 68.8 -> 64.
 # - group 128, prepacked: M=32 36.5 vs 42.1, M=48 40.7 vs 41.2, M=64 43.6 vs 39.2 -> 48.
-W4A16_SM90_GEMV_MAX_M = {(32, False): 48, (32, True): 28, (64, False): 64, (64, True): 48}
+# Session 13: the GEMM's decode-size token tiles (BN 16/32/64 for M <= 64) made it 1.4-2.4x faster
+# at M <= 64 (g32 16x18432x3072 prepacked: 56.3 -> 23.6 us). Re-measured the same way, fp16 x,
+# raw / prepacked, GEMV vs GEMM, us (bench/results/dispatch/20261126-225906_w4a16-crossover.json):
+# - group 32, raw: 18432 x 3072 M=32 49.1 vs 59.8, M=40 78.6 vs 64.2, M=48 78.5 vs 64.5; 8192 x
+#   3072 M=32 22.7 vs 29.7, M=40 31.6 vs 32.4, M=48 32.1 vs 32.7 -> 32 (the GEMM is within 3%
+#   at 8192 x 3072 above it, the GEMV 22% slower at 18432 x 3072).
+# - group 32, prepacked: M=8 21.4 vs 23.4 and 12.1 vs 12.6; M=16 24.8 vs 23.2 and 15.0 vs 12.6
+#   -> 8.
+# - group 128, raw: the GEMV wins at every M <= 64 (M=64 44.0 vs 60.1, 21.9 vs 30.2) -> 64.
+# - group 128, prepacked: M=1 17.2 vs 22.5; M=8 23.6 vs 23.0 and 12.2 vs 12.3; M=16 28.2 vs 22.7
+#   and 14.3 vs 12.4 -> 8.
+W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 8, (64, False): 64, (64, True): 8}
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout and is
 # flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the plain-Triton GEMV
 # loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep --timer graph` with
