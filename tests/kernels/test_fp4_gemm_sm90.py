@@ -49,14 +49,19 @@ SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_con
     (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
     (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
     (128, 6, "fp16", "fp16", True), (256, 4, "fp16", "fp16", "fixup"),
-    (128, 6, "fp16", "fp16", "fixup"), (128, 6, "fp16", "fp32", "fixup")]
+    (128, 6, "fp16", "fp16", "fixup"), (128, 6, "fp16", "fp32", "fixup"),
+    (16, 6, "fp16", "fp16", "fixup"), (64, 6, "bf16", "fp32", "fixup")]
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
-# Group-scale (w4a16_mm) specialisations: choose_config(grouped=True) always gives BN 128 with 4
-# stages; the op's output dtype is x's dtype. (GK, BN, STAGES, x dtype, out dtype, split == 1).
-SHIPPED_GROUPED = [(gk, 128, 4, dt, dt, False) for gk in (32, 64) for dt in ("fp16", "bf16")] + [
-    (32, 128, 4, "fp16", "fp16", True)]
+# Group-scale (w4a16_mm) specialisations choose_config(grouped=True) can return (BN 16/32/64 with
+# 6 stages for M <= 64, BN 128 with 4 above); the op's output dtype is x's dtype.
+# (GK, BN, STAGES, x dtype, out dtype, split == 1).
+_GROUPED_TILES = sorted({(c.BN, c.STAGES) for c in (
+    g.choose_config(M, N, 3072, grouped=True) for M in (1, 16, 32, 64, 128, 2048)
+    for N in (8192, 18432))})
+SHIPPED_GROUPED = [(gk, bn, st, dt, dt, False) for gk in (32, 64) for bn, st in _GROUPED_TILES
+                   for dt in ("fp16", "bf16")] + [(32, 128, 4, "fp16", "fp16", True)]
 
 
 def _compile(bn, stages, dt, ot, split1=False, gk=0):
@@ -162,7 +167,8 @@ def test_grouped_configs_compile_pipelined_without_hazards(compile_reports_group
         assert code not in log, log
     assert rep["wait_1"] > 0, "every wgmma retired before the next: the group pipeline is lost"
     assert rep["hgmma"] == 8  # 2 tiles x (2 groups x 2 k16 steps | 1 group x 4 k16 steps)
-    assert rep["ffma"] >= 64 * (4 if cfg[0] == 32 else 2)  # one FMA per accumulator per group
+    # one FMA per accumulator element (BN / 2 per thread) per group, 2 tiles per iteration
+    assert rep["ffma"] >= cfg[1] // 2 * (4 if cfg[0] == 32 else 2)
     assert rep["shared"] <= g.SMEM_LIMIT
     assert rep["hazards"] == 0, "an instruction overwrites A registers of an in-flight HGMMA"
 
