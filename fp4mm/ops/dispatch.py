@@ -66,10 +66,16 @@ GEMV_MAX_M = {
 # bench/results/2026-11-26-gemv_sm90-grouped-h100.json, us, Gluon vs Triton): group 32 M=1 21.2
 # vs 28.8, M=4 21.2 vs 36.1, M=16 25.7 vs 39.3; group 128 M=1 17.8 vs 24.8. Not measured above
 # 16, where 32 tokens spill registers (ptxas): 16.
+# Session 13 measured nvfp4_w4a16_mm at M = 17-32, which had taken the W4A4 limit untested: the
+# Gluon GEMV's 32-token tile with 16-bit x is 1.4-1.7x slower than the plain-Triton GEMV there
+# (H100, raw weights, CUDA-graph medians through the op with the choice forced, Gluon vs Triton,
+# us, bench/results/dispatch/20261126-230516_gemv-17-32.json): bf16 x 18432 x 3072 M=17 53.2 vs
+# 39.7, M=32 64.3 vs 38.8; 8192 x 8192 M=32 75.4 vs 43.5; fp16 x M=24 57.8 vs 37.1; at M=16 they
+# tie (27.6 vs 27.8). nvfp4_mm stays at 32 (M=32: 30.7 vs 40.1). -> 16 for nvfp4_w4a16_mm.
 GEMV_SM90_MAX_M = {
     "nvfp4_mm": 32,
     "w4a16_mm": 16,
-    "nvfp4_w4a16_mm": 32,
+    "nvfp4_w4a16_mm": 16,
 }
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
