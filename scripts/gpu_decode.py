@@ -117,6 +117,18 @@ class Problem:
         return dequantize_nvfp4_blocks(wq, ws, self.order).to(torch.bfloat16)
 
 
+def save_rows(prefix, rows, out_dir=None):
+    """Write ``rows`` with the card and torch version to ``<prefix>_<time>.json`` in ``out_dir``
+    (default: $OUT or .), the probe scripts' result file; prints and returns the path."""
+    out_dir = out_dir or os.environ.get("OUT", ".")
+    path = os.path.join(out_dir, f"{prefix}_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    with open(path, "w") as f:
+        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
+                  f, indent=1)
+    print("wrote", path)
+    return path
+
+
 def close(out, ref):
     """fp32 output: exact up to summation order. 16-bit output: one rounding of the result."""
     fin = ~torch.isnan(ref)

@@ -8,8 +8,6 @@ Usage on an sm_90 machine: ``python scripts/gpu_gemm_small_m.py`` (JSON to $OUT 
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -18,14 +16,13 @@ import triton
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import close, time_graph  # noqa: E402
+from gpu_decode import close, save_rows, time_graph  # noqa: E402
 from gpu_gluon import check, gen  # noqa: E402
 
 from fp4mm.formats import dequantize_nvfp4_blocks  # noqa: E402
 from fp4mm.kernels import fp4_gemm_sm90 as g  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as v  # noqa: E402
 
-OUT = os.environ.get("OUT", ".")
 C = g.SM90Config
 _SCHEDULE = g._schedule
 
@@ -112,10 +109,7 @@ def main():
             best = sorted(res.items(), key=lambda r: r[1])
             print(f"M={M:2d} {op:11s} gemv {res.get('gemv', float('nan')):.2f} | best: "
                   + "  ".join(f"{n} {t:.2f}" for n, t in best[:8]), flush=True)
-    path = os.path.join(OUT, f"gemm_small_m_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-              open(path, "w"), indent=1)
-    print("wrote", path)
+    save_rows("gemm_small_m", rows)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ groups of G) instead. Usage on an sm_90 machine:
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -18,14 +16,13 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import close, time_graph  # noqa: E402
+from gpu_decode import close, save_rows, time_graph  # noqa: E402
 from gpu_gluon import gen  # noqa: E402
 
 from fp4mm import reference  # noqa: E402
 from fp4mm.formats import dequantize_nvfp4_blocks  # noqa: E402
 from fp4mm.kernels import fp4_gemm_sm90 as g  # noqa: E402
 
-OUT = os.environ.get("OUT", ".")
 C = g.SM90Config
 SHAPES = [(M, N, 3072) for N in (18432, 3072) for M in (1, 8, 16, 32, 64, 128, 256)] + [
     (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192)]
@@ -88,11 +85,7 @@ def main():
     if "--grouped" in sys.argv:
         group = int(sys.argv[sys.argv.index("--grouped") + 1])
         rows = grouped_main(group)
-        path = os.path.join(OUT, f"gemm_small_m_sweep_g{group}_"
-                                 f"{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-                  open(path, "w"), indent=1)
-        print("wrote", path)
+        save_rows(f"gemm_small_m_sweep_g{group}", rows)
         return
     rows = []
     order = "low_first"
@@ -126,10 +119,7 @@ def main():
         print(f"{M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
               + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
               flush=True)
-    path = os.path.join(OUT, f"gemm_small_m_sweep_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-              open(path, "w"), indent=1)
-    print("wrote", path)
+    save_rows("gemm_small_m_sweep", rows)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ Usage on an sm_90 machine: ``python scripts/gpu_gemv_17_32.py`` (JSON to $OUT or
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -16,12 +14,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import Problem, close, time_graph  # noqa: E402
+from gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
 
 import fp4mm  # noqa: E402
 from fp4mm.ops import dispatch  # noqa: E402
-
-OUT = os.environ.get("OUT", ".")
 
 
 def main():
@@ -57,10 +53,7 @@ def main():
                                      median_us=t[0], min_us=t[1], max_us=t[2]))
                     line.append(f"{name} {t[0]:6.1f}")
                 print(f"{op:15s} {str(dt):14s} {M:3d}x{N}x{K}: " + "  ".join(line), flush=True)
-    path = os.path.join(OUT, f"gemv_17_32_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-              open(path, "w"), indent=1)
-    print("wrote", path)
+    save_rows("gemv_17_32", rows)
 
 
 if __name__ == "__main__":

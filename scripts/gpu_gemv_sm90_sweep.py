@@ -5,8 +5,6 @@ dtype at the decode shapes; each config checked against the oracle before it is 
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -14,10 +12,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
 
 C = S.GemvSM90Config
-OUT = os.environ.get("OUT", ".")
 CASES = [(op, dt, M, N, K) for op, dt in (("nvfp4_mm", None), ("nvfp4_w4a16_mm", torch.float16),
                                           ("nvfp4_w4a16_mm", torch.bfloat16),
                                           ("w4a16_mm", torch.float16), ("w4a16_mm", torch.bfloat16))
@@ -54,10 +51,7 @@ def main():
               f"s{heur.split_k}w{heur.num_warps}r{heur.row_tiles} {h[0] if h else float('nan'):6.2f}; "
               + "  ".join(f"s{c.split_k}w{c.num_warps}r{c.row_tiles} {t:.2f}" for t, c in res[:5]),
               flush=True)
-    path = os.path.join(OUT, f"gemv_sm90_sweep_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-              open(path, "w"), indent=1)
-    print("wrote", path)
+    save_rows("gemv_sm90_sweep", rows)
 
 
 if __name__ == "__main__":

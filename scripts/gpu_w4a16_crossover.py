@@ -7,8 +7,6 @@ then CUDA-graph medians over rotating weight copies (>= 3x L2). Usage on an sm_9
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -16,12 +14,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import close, time_graph  # noqa: E402
+from gpu_decode import close, save_rows, time_graph  # noqa: E402
 
 import fp4mm  # noqa: E402
 from fp4mm import reference  # noqa: E402
-
-OUT = os.environ.get("OUT", ".")
 
 
 def main():
@@ -55,10 +51,7 @@ def main():
                         line.append(f"{'pre' if prepacked else 'raw'}-{kernel} {t[0]:6.1f}")
                 os.environ.pop("FP4MM_KERNEL", None)
                 print(f"g{group:3d} {M:3d}x{N}x{K}: " + "  ".join(line), flush=True)
-    path = os.path.join(OUT, f"w4a16_crossover_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-              open(path, "w"), indent=1)
-    print("wrote", path)
+    save_rows("w4a16_crossover", rows)
 
 
 if __name__ == "__main__":
