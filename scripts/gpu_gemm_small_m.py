@@ -4,7 +4,10 @@ kernel, against the Gluon GEMV (raw weights, heuristic) in the same run. Schedul
 shipped last-wave split-K (``SPLIT``), and every tile split into K slices ("all-split", the
 reduce kernel sums them). W4A4 (x pre-pass + GEMM) and fp16-x W4A16; every variant checked
 against the oracle first, then CUDA-graph medians over 4 weight copies.
-Usage on an sm_90 machine: ``python scripts/gpu_gemm_small_m.py`` (JSON to $OUT or .)."""
+``--shape MxNxK --configs BN/STAGES/SPLIT,...``: those GEMM configs (last-wave split) at one
+shape instead, with cuBLAS bf16 on pre-dequantised operands timed beside them.
+Usage on an sm_90 machine: ``python scripts/gpu_gemm_small_m.py [--shape ... --configs ...]``
+(JSON to $OUT or .)."""
 
 from __future__ import annotations
 
@@ -51,16 +54,29 @@ def variants(M):
     return out
 
 
+def _arg(name):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
+
 def main():
     N, K, order = 18432, 3072, "low_first"
+    shape, forced = _arg("--shape"), _arg("--configs")
+    Ms = (1, 16, 64)
+    if shape:
+        M0, N, K = (int(v) for v in shape.split("x"))
+        Ms = (M0,)
     rows = []
-    for M in (1, 16, 64):
+    for M in Ms:
         xq, xs, wq0, ws0 = gen(M, N, K, seed=M)
         ws_list = [(wq0, ws0)] + [gen(1, N, K, seed=100 + i)[2:] for i in range(3)]
         packs = [g.prepack_weight_sm90(w, s, order) for w, s in ws_list]
         x16 = dequantize_nvfp4_blocks(xq, xs, order).half()  # exact
         wd = dequantize_nvfp4_blocks(wq0, ws0, order)
         ref16 = x16.float() @ wd.T * 0.37
+        if forced:
+            xb = x16.bfloat16()
+            wbs = [dequantize_nvfp4_blocks(w, s, order).bfloat16() for w, s in ws_list]
+            ob = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
         for op in ("nvfp4_mm", "w4a16_fp16"):
             out = torch.empty((M, N), dtype=torch.float16, device="cuda")
             res = {}
@@ -73,25 +89,34 @@ def main():
                     v.gemv_sm90(x16, None, w, s, 0.37, order, o)
 
             def gemm(i, o, cfg):
-                if op == "nvfp4_mm":
+                if cfg == "cublas":  # bf16 on pre-dequantised operands (exact in bf16), into ob
+                    torch.matmul(xb, wbs[i].T, out=ob)
+                elif op == "nvfp4_mm":
                     g.fp4_gemm_sm90(xq, xs, None, None, 1 / 64, order, o, prepacked=packs[i],
                                     config=cfg)
                 else:
                     g.gemm_sm90_dense_x(x16, packs[i], 0.37, o, config=cfg)
 
-            def ok(o):
+            def ok(o, cfg=None):
+                if cfg == "cublas":  # its output is ob, without alpha
+                    return close(ob, ref16 / 0.37)[0]
                 if op == "nvfp4_mm":
                     return check(o, xq, xs, wq0, ws0, 1 / 64, order)[0]
                 return close(o, ref16)[0]
 
-            cands = [("gemv", None, None)] + variants(M)
+            if forced:
+                cands = [("cublas_bf16", "cublas", None)] + [
+                    (f"bn{b}s{st}/last{sp}", C(int(b), int(st), True, int(sp)), None)
+                    for b, st, sp in (c.split("/") for c in forced.split(","))]
+            else:
+                cands = [("gemv", None, None)] + variants(M)
             for name, cfg, sched in cands:
                 g._schedule = sched or _SCHEDULE
                 try:
                     o = torch.full_like(out, float("nan"))
                     (gemv(0, o) if cfg is None else gemm(0, o, cfg))
                     torch.cuda.synchronize()
-                    if not ok(o):
+                    if not ok(o, cfg):
                         print(f"FAIL (not timed) M={M} {op} {name}", flush=True)
                         continue
                     fns = [(lambda i=i: gemv(i, out)) if cfg is None else
