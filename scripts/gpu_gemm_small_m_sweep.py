@@ -28,13 +28,18 @@ SHAPES = [(M, N, 3072) for N in (18432, 3072) for M in (1, 8, 16, 32, 64, 128, 2
     (1, 8192, 8192), (16, 8192, 8192), (64, 8192, 8192)]
 
 
-def configs(M, grouped=False):
+# --mid: 64 < M <= 128, where BN 64 (two token tiles) and BN 128 compete
+MID_SHAPES = [(M, N, 3072) for N in (3072, 8192, 18432) for M in (80, 96, 128)] + [
+    (96, 8192, 8192), (128, 8192, 8192), (128, 4096, 4096)]
+
+
+def configs(M, grouped=False, mid=False):
     out = []
-    for bn in (16, 32, 64, 128):
+    for bn in ((64, 128) if mid else (16, 32, 64, 128)):
         if bn > 16 and bn // 2 >= M:
             continue
-        for st in ((4, 6) if grouped else (4, 6, 8)):
-            for sp in ((1, 2, 4, 6) if grouped else (1, 2, 4, 6, 8, 12)):
+        for st in ((4, 6) if grouped or mid else (4, 6, 8)):
+            for sp in ((1, 2, 4, 6) if grouped or mid else (1, 2, 4, 6, 8, 12)):
                 c = C(bn, st, True, sp)
                 if g.config_is_valid(c, grouped=grouped):
                     out.append(c)
@@ -89,7 +94,8 @@ def main():
         return
     rows = []
     order = "low_first"
-    for M, N, K in SHAPES:
+    mid = "--mid" in sys.argv
+    for M, N, K in (MID_SHAPES if mid else SHAPES):
         wbytes = N * K // 2 + N * K // 16
         copies = max(2, int(3 * 50e6 // wbytes) + 1)
         xq, xs, wq0, ws0 = gen(M, N, K, seed=M + N)
@@ -99,27 +105,36 @@ def main():
         ref = x16.float() @ dequantize_nvfp4_blocks(wq0, ws0, order).T * 0.37
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         heur = g.choose_config(M, N, K)
-        res = []
-        for cfg in configs(M) + ([heur] if heur not in configs(M) else []):
-            o = torch.full_like(out, float("nan"))
-            g.gemm_sm90_dense_x(x16, packs[0], 0.37, o, config=cfg)
-            torch.cuda.synchronize()
-            if not close(o, ref)[0]:
-                print(f"FAIL (not timed) {M}x{N}x{K} {cfg}", flush=True)
-                continue
-            t = time_graph([lambda i=i, cfg=cfg: g.gemm_sm90_dense_x(x16, packs[i], 0.37, out,
-                                                                      config=cfg)
-                            for i in range(copies)])
-            res.append((t[0], cfg))
-            rows.append(dict(M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES, SPLIT=cfg.SPLIT,
-                             heuristic=cfg == heur, median_us=t[0], min_us=t[1], max_us=t[2],
-                             predicted_us=g.predict_us(M, N, K, cfg, 132)))
-        res.sort(key=lambda r: r[0])
-        h = next((t for t, c in res if c == heur), float("nan"))
-        print(f"{M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
-              + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
-              flush=True)
-    save_rows("gemm_small_m_sweep", rows)
+        # --mid also times the W4A4 call (x pre-pass; split 2 summed in the GEMM)
+        for op in (("w4a16", "w4a4") if mid else ("w4a16",)):
+
+            def run(i, o, cfg):
+                if op == "w4a4":
+                    g.fp4_gemm_sm90(xq, xs, None, None, 0.37, order, o, prepacked=packs[i],
+                                    config=cfg)
+                else:
+                    g.gemm_sm90_dense_x(x16, packs[i], 0.37, o, config=cfg)
+
+            res = []
+            for cfg in configs(M, mid=mid) + ([heur] if heur not in configs(M, mid=mid) else []):
+                o = torch.full_like(out, float("nan"))
+                run(0, o, cfg)
+                torch.cuda.synchronize()
+                if not close(o, ref)[0]:
+                    print(f"FAIL (not timed) {op} {M}x{N}x{K} {cfg}", flush=True)
+                    continue
+                t = time_graph([lambda i=i, cfg=cfg: run(i, out, cfg) for i in range(copies)])
+                res.append((t[0], cfg))
+                rows.append(dict(op=op, M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES,
+                                 SPLIT=cfg.SPLIT, heuristic=cfg == heur, median_us=t[0],
+                                 min_us=t[1], max_us=t[2],
+                                 predicted_us=g.predict_us(M, N, K, cfg, 132)))
+            res.sort(key=lambda r: r[0])
+            h = next((t for t, c in res if c == heur), float("nan"))
+            print(f"{op} {M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
+                  + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
+                  flush=True)
+    save_rows("gemm_mid_m_sweep" if mid else "gemm_small_m_sweep", rows)
 
 
 if __name__ == "__main__":
