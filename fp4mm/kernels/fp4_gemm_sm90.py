@@ -191,7 +191,10 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.092x (run 2: 3 stages
       1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.898x.
     - 64 < M <= 128: 128 x 128 tiles, 6 stages, persistent (run 2: BN 64 0.87x at
-      128x18432x3072).
+      128x18432x3072), except where those tiles fill at most a quarter of the SMs: then two
+      64-token tiles (session 13, bench/results/2026-11-26-gemm_sm90-mid-m-sweep-h100.json,
+      W4A4 calls: 128x3072x3072 16.0 -> 14.9 us, 80x3072 16.3 -> 15.4, 128x4096x4096 18.4 ->
+      17.8; at 64 tiles (N = 8192) and more, BN 128 stays ahead).
     - M <= SMALL_BN (decode sizes, session 13): the smallest token tile that holds M (16, 32,
       64), 6 stages, and the streaming constants of :func:`predict_us`. BN 128 there cost
       1.4-1.9x: 1x18432x3072 40.4 -> 23.7 us, 32x18432x3072 40.6 -> 25.6, 64x18432x3072
@@ -209,8 +212,13 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
         shapes = ((max(16, triton.next_power_of_2(M)), 6),)
     elif grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
         shapes = ((128, 4),)
+    elif M <= 128:
+        # a short grid (the 128-token tiles fill at most a quarter of the SMs) streams too: two
+        # 64-token tiles per row block and the streaming constants (session 13 mid-M sweep)
+        short = triton.cdiv(N, BM) * triton.cdiv(M, 128) <= sms // 4
+        shapes = ((64, 6),) if short else ((128, 6),)
     else:
-        shapes = ((128, 6),) if M <= 128 else ((256, 4), (128, 6))
+        shapes = ((256, 4), (128, 6))
     for bn, stages in shapes:
         st = next((s for s in range(stages, 1, -1)
                    if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
