@@ -146,8 +146,9 @@ _US_REDUCE_LAUNCH = 2.0
 # fp32 partials written + read back (mostly in L2), output written: fitted to run 4 (split 2 at
 # 2048x3072x3072 and 1024x18432x3072 beat the unsplit tiles under graph replay)
 _REDUCE_BYTES_PER_US = 6.0e6
-# Small token tiles (BN <= SMALL_BN, chosen for M <= SMALL_BN) stream the weights: a step costs
-# about the same whatever BN is, so BN 128's constants above (compute-bound) do not carry over.
+# Small token tiles (BN <= SMALL_BN: chosen for M <= SMALL_BN, and BN 64 for 64 < M <= 128 on a
+# short grid, see choose_config) stream the weights: a step costs about the same whatever BN is,
+# so BN 128's constants above (compute-bound) do not carry over.
 # Least-squares fit (relative error) to the 78 configs of the smallest tile per M, 6 stages,
 # split 1-12, M = 1-64 at 18432x3072, 3072x3072 and 8192x8192 (session 13,
 # bench/results/2026-11-26-gemm_sm90-small-m-sweep-h100.json; median error 3%, and the split it
@@ -213,10 +214,9 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     elif grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
         shapes = ((128, 4),)
     elif M <= 128:
-        # a short grid (the 128-token tiles fill at most a quarter of the SMs) streams too: two
-        # 64-token tiles per row block and the streaming constants (session 13 mid-M sweep)
-        short = triton.cdiv(N, BM) * triton.cdiv(M, 128) <= sms // 4
-        shapes = ((64, 6),) if short else ((128, 6),)
+        # a short grid (one 128-token tile per row block, filling at most a quarter of the SMs)
+        # streams too: two 64-token tiles per row block, streaming constants (mid-M sweep)
+        shapes = ((64, 6),) if triton.cdiv(N, BM) <= sms // 4 else ((128, 6),)
     else:
         shapes = ((256, 4), (128, 6))
     for bn, stages in shapes:

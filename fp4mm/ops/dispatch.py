@@ -109,9 +109,9 @@ GEMV_SM90_MAX_M = {
 # - group 128, prepacked: M=1 17.2 vs 22.5; M=8 23.6 vs 23.0 and 12.2 vs 12.3; M=16 28.2 vs 22.7
 #   and 14.3 vs 12.4 -> 8.
 W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 8, (64, False): 64, (64, True): 8}
-# NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout and is
-# flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the plain-Triton GEMV
-# loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep --timer graph` with
+# NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
+# session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
+# plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep --timer graph` with
 # FP4MM_KERNEL forced (bench/results/dispatch/20261126-2028*_sweep-forced-prepacked-*.json),
 # nvfp4_mm prepacked, GEMV vs GEMM, us: 18432 x 3072: M=32 30.2 vs 41.5, M=48 49.3 vs 41.5,
 # M=64 51.5 vs 39.7; 8192 x 8192: M=32 29.8 vs 40.1, M=64 54.7 vs 35.4; 3072 x 3072: M=32 9.5
