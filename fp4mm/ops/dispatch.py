@@ -111,11 +111,12 @@ GEMV_SM90_MAX_M = {
 W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 8, (64, False): 64, (64, True): 8}
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
 # session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
-# plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep --timer graph` with
-# FP4MM_KERNEL forced (bench/results/dispatch/20261126-2028*_sweep-forced-prepacked-*.json),
-# nvfp4_mm prepacked, GEMV vs GEMM, us: 18432 x 3072: M=32 30.2 vs 41.5, M=48 49.3 vs 41.5,
-# M=64 51.5 vs 39.7; 8192 x 8192: M=32 29.8 vs 40.1, M=64 54.7 vs 35.4; 3072 x 3072: M=32 9.5
-# vs 17.3, M=64 12.7 vs 16.4, M=96 20.7 vs 15.9. So prepacked weights of at least this many
+# plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep
+# --timer graph` with FP4MM_KERNEL forced
+# (bench/results/dispatch/20261126-2028*_sweep-forced-prepacked-*.json), nvfp4_mm prepacked,
+# GEMV vs GEMM, us: 18432 x 3072: M=32 30.2 vs 41.5, M=48 49.3 vs 41.5, M=64 51.5 vs 39.7;
+# 8192 x 8192: M=32 29.8 vs 40.1, M=64 54.7 vs 35.4; 3072 x 3072: M=32 9.5 vs 17.3, M=64 12.7 vs
+# 16.4, M=96 20.7 vs 15.9. So prepacked weights of at least this many
 # elements (N * K) leave the GEMV above PREPACKED_SM90_GEMV_MAX_M; smaller ones keep GEMV_MAX_M.
 # nvfp4_w4a16_mm with bf16 x (bench/results/dispatch/20261126-2029*_decode-*.json, prepacked,
 # GEMV vs GEMM, us): 18432 x 3072 M=32 63.1 vs 42.1 (the Gluon GEMV's 32-token tile; M=16 took
