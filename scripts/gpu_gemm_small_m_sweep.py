@@ -46,6 +46,33 @@ def configs(M, grouped=False, mid=False):
     return out
 
 
+def time_configs(label, cfgs, heur, run, ref, out, copies, row, predict=None):
+    """Each config (and the heuristic's) checked against ``ref`` through ``run(i, out, cfg)``
+    (weight copy i), then timed over the copies; prints the heuristic's time and the best six
+    under ``label``; returns one result row per timed config (``row`` plus the config and
+    times, and ``predict(cfg)`` as predicted_us when given)."""
+    rows, res = [], []
+    for cfg in cfgs + ([heur] if heur not in cfgs else []):
+        o = torch.full_like(out, float("nan"))
+        run(0, o, cfg)
+        torch.cuda.synchronize()
+        if not close(o, ref)[0]:
+            print(f"FAIL (not timed) {label} {cfg}", flush=True)
+            continue
+        t = time_graph([lambda i=i, cfg=cfg: run(i, out, cfg) for i in range(copies)])
+        res.append((t[0], cfg))
+        r = dict(row, BN=cfg.BN, STAGES=cfg.STAGES, SPLIT=cfg.SPLIT, heuristic=cfg == heur,
+                 median_us=t[0], min_us=t[1], max_us=t[2])
+        if predict is not None:
+            r["predicted_us"] = predict(cfg)
+        rows.append(r)
+    res.sort(key=lambda r: r[0])
+    h = next((t for t, c in res if c == heur), float("nan"))
+    print(f"{label}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
+          + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]), flush=True)
+    return rows
+
+
 def grouped_main(group):
     rows = []
     order = "low_first"
@@ -62,27 +89,13 @@ def grouped_main(group):
         ref = reference.w4a16_mm(x, *ws_list[0], group, order=order)
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         heur = g.choose_config(M, N, K, grouped=True)
-        res = []
-        for cfg in configs(M, True) + ([heur] if heur not in configs(M, True) else []):
-            o = torch.full_like(out, float("nan"))
-            g.fp4_gemm_sm90_grouped(x, None, None, group, order, o, prepacked=packs[0],
+
+        def run(i, o, cfg):
+            g.fp4_gemm_sm90_grouped(x, None, None, group, order, o, prepacked=packs[i],
                                     config=cfg)
-            torch.cuda.synchronize()
-            if not close(o, ref)[0]:
-                print(f"FAIL (not timed) g{group} {M}x{N}x{K} {cfg}", flush=True)
-                continue
-            t = time_graph([lambda i=i, cfg=cfg: g.fp4_gemm_sm90_grouped(
-                x, None, None, group, order, out, prepacked=packs[i], config=cfg)
-                for i in range(copies)])
-            res.append((t[0], cfg))
-            rows.append(dict(group=group, M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES,
-                             SPLIT=cfg.SPLIT, heuristic=cfg == heur, median_us=t[0],
-                             min_us=t[1], max_us=t[2]))
-        res.sort(key=lambda r: r[0])
-        h = next((t for t, c in res if c == heur), float("nan"))
-        print(f"g{group} {M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
-              + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
-              flush=True)
+
+        rows += time_configs(f"g{group} {M:4d}x{N}x{K}", configs(M, True), heur, run, ref, out,
+                             copies, dict(group=group, M=M, N=N, K=K))
     return rows
 
 
@@ -115,25 +128,9 @@ def main():
                 else:
                     g.gemm_sm90_dense_x(x16, packs[i], 0.37, o, config=cfg)
 
-            res = []
-            for cfg in configs(M, mid=mid) + ([heur] if heur not in configs(M, mid=mid) else []):
-                o = torch.full_like(out, float("nan"))
-                run(0, o, cfg)
-                torch.cuda.synchronize()
-                if not close(o, ref)[0]:
-                    print(f"FAIL (not timed) {op} {M}x{N}x{K} {cfg}", flush=True)
-                    continue
-                t = time_graph([lambda i=i, cfg=cfg: run(i, out, cfg) for i in range(copies)])
-                res.append((t[0], cfg))
-                rows.append(dict(op=op, M=M, N=N, K=K, BN=cfg.BN, STAGES=cfg.STAGES,
-                                 SPLIT=cfg.SPLIT, heuristic=cfg == heur, median_us=t[0],
-                                 min_us=t[1], max_us=t[2],
-                                 predicted_us=g.predict_us(M, N, K, cfg, 132)))
-            res.sort(key=lambda r: r[0])
-            h = next((t for t, c in res if c == heur), float("nan"))
-            print(f"{op} {M:4d}x{N}x{K}: heuristic {heur.BN}/{heur.STAGES}/{heur.SPLIT} {h:.2f} | "
-                  + "  ".join(f"{c.BN}/{c.STAGES}/{c.SPLIT} {t:.2f}" for t, c in res[:6]),
-                  flush=True)
+            rows += time_configs(f"{op} {M:4d}x{N}x{K}", configs(M, mid=mid), heur, run, ref,
+                                 out, copies, dict(op=op, M=M, N=N, K=K),
+                                 lambda cfg: g.predict_us(M, N, K, cfg, 132))
     save_rows("gemm_mid_m_sweep" if mid else "gemm_small_m_sweep", rows)
 
 
