@@ -83,7 +83,7 @@ def main():
         wq, ws = weights(N, K, 7)
         num_kt = triton.cdiv(K, 128) * 2
         Np, Kp = triton.cdiv(N, 128) * 128, num_kt * 64
-        moved = wq.numel() + ws.numel() + Np * Kp // 2 + Np * Kp // 8  # read + write, bytes
+        moved = wq.numel() + ws.numel() + Np * Kp // 2 + Np * Kp // 16  # read + write, bytes
         copy_moved = 2 * (wq.numel() + ws.numel())
         rows = [("copy (clone codes + scales)", "-", partial(clone2, wq, ws), copy_moved)]
         for order in ("low_first", "high_first"):

@@ -88,7 +88,7 @@ class SM90Config:
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
-        stage = BM * BK // 2 + BM * BK // 8 + self.BN * BK * 2
+        stage = BM * BK // 2 + BM * BK // 16 + self.BN * BK * 2
         return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
 
@@ -262,12 +262,12 @@ _W_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
     reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
     lane_bases=[[0, 16], [0, 32], [0, 64], [0, 128], [1, 0]],
     warp_bases=[[2, 0], [4, 0], [8, 0]], block_bases=[], shape=[16, 256]))
-# Thread-ordered scale tile [8, 128] uint8: 16 contiguous bytes per thread (8 scales, each twice,
-# so that a scale pair lines up with a (k, k+1) value pair), shared by the 4 lanes of a row.
+# Thread-ordered scale tile [8, 64] uint8: 8 contiguous bytes per thread (its rows' 8 scales),
+# shared by the 4 lanes of a row.
 _S_LOAD_LAYOUT = gl.constexpr(gl.DistributedLinearLayout(
-    reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]],
-    lane_bases=[[0, 0], [0, 0], [0, 16], [0, 32], [0, 64]],
-    warp_bases=[[1, 0], [2, 0], [4, 0]], block_bases=[], shape=[8, 128]))
+    reg_bases=[[0, 1], [0, 2], [0, 4]],
+    lane_bases=[[0, 0], [0, 0], [0, 8], [0, 16], [0, 32]],
+    warp_bases=[[1, 0], [2, 0], [4, 0]], block_bases=[], shape=[8, 64]))
 
 
 @gluon.jit
@@ -290,16 +290,73 @@ def _decode_codes(w_smem, DTYPE: gl.constexpr, P_LAYOUT: gl.constexpr):
     return gl.fp4_to_fp(p, DTYPE, 1)
 
 
+# Four E4M3 scale bytes ($4, one b32) -> four (s, s) pairs ($0..$3): one prmt per two scales
+# doubles the bytes, one cvt per pair converts them (fp16; bf16 through exact fp32).
+_SCALE_PAIRS_F16 = gl.constexpr("""
+{
+.reg .b32 a, b;
+.reg .b16 l, h;
+prmt.b32 a, $4, 0, 0x1100;
+prmt.b32 b, $4, 0, 0x3322;
+mov.b32 {l, h}, a;
+cvt.rn.f16x2.e4m3x2 $0, l;
+cvt.rn.f16x2.e4m3x2 $1, h;
+mov.b32 {l, h}, b;
+cvt.rn.f16x2.e4m3x2 $2, l;
+cvt.rn.f16x2.e4m3x2 $3, h;
+}
+""")
+_SCALE_PAIRS_BF16 = gl.constexpr("""
+{
+.reg .b32 a, b;
+.reg .b16 l, h, s0, s1, s2, s3;
+.reg .f32 f;
+mov.b32 {l, h}, $4;
+cvt.rn.f16x2.e4m3x2 a, l;
+cvt.rn.f16x2.e4m3x2 b, h;
+mov.b32 {s0, s1}, a;
+mov.b32 {s2, s3}, b;
+cvt.f32.f16 f, s0;
+cvt.rn.bf16x2.f32 $0, f, f;
+cvt.f32.f16 f, s1;
+cvt.rn.bf16x2.f32 $1, f, f;
+cvt.f32.f16 f, s2;
+cvt.rn.bf16x2.f32 $2, f, f;
+cvt.f32.f16 f, s3;
+cvt.rn.bf16x2.f32 $3, f, f;
+}
+""")
+_MOVE = gl.constexpr("mov.b32 $0, $1;")
+
+
+@gluon.jit
+def _scale_pairs(s, DTYPE: gl.constexpr):
+    """uint8 E4M3 scales [R, C] -> DTYPE [R, C, 2], each scale twice, so that a scale pair lines
+    up with a (k, k+1) value pair: one 16-bit multiply per pair, no repacking (the scales are
+    stored once; Triton's own conversion of a doubled byte tensor cost ~20 instructions a tile).
+    The asm move (pack 2) hands each (s, s) register over whole."""
+    if DTYPE == gl.bfloat16:
+        p = gl.inline_asm_elementwise(_SCALE_PAIRS_BF16, "=r,=r,=r,=r,r", [s], dtype=gl.int32,
+                                      is_pure=True, pack=4)
+        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(p, p)], dtype=gl.bfloat16,
+                                         is_pure=True, pack=2)
+    else:
+        p = gl.inline_asm_elementwise(_SCALE_PAIRS_F16, "=r,=r,=r,=r,r", [s], dtype=gl.int32,
+                                      is_pure=True, pack=4)
+        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(p, p)], dtype=gl.float16,
+                                         is_pure=True, pack=2)
+
+
 @gluon.jit
 def _dequant_tile(w_smem, s_smem, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr,
                   P_LAYOUT: gl.constexpr, L4: gl.constexpr):
     """One stage's 128 x 64 weight tile, dequantised into the register-A layout of wgmma."""
     w = _decode_codes(w_smem, DTYPE, P_LAYOUT)
-    # scales: [8, 128] -> [w, g, kb, h, e] -> [w, h, g, kb, e] -> [128 rows, 4 K-blocks, 2]
+    # scales: [8, 64] -> [w, g, kb, h] -> [w, h, g, kb] -> [128 rows, 4 K-blocks]
     s = s_smem.load(_S_LOAD_LAYOUT)
-    s = s.reshape([8, 8, _BK // 16, 2, 2]).permute((0, 3, 1, 2, 4)).reshape([_BM, _BK // 16, 2])
+    s = s.reshape([8, 8, _BK // 16, 2]).permute((0, 3, 1, 2)).reshape([_BM, _BK // 16])
+    s = _scale_pairs(s, DTYPE)
     s = gl.convert_layout(s, gl.SliceLayout(2, L4), assert_trivial=True)
-    s = s.to(gl.float8e4nv, bitcast=True).to(DTYPE)
     w4 = gl.convert_layout(w.reshape([_BM, _BK // 16, 8, 2]), L4, assert_trivial=True)
     w4 = w4 * gl.expand_dims(s, 2)
     return gl.convert_layout(w4.reshape([_BM, _BK]), A_LAYOUT, assert_trivial=True)
@@ -347,8 +404,8 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
             mbarrier.expect(ready.index(s), nbytes)
             tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], ready.index(s),
                                             w_bufs.index(s))
-            if GK == 0:  # E4M3 scales, thread-ordered [8, 128] bytes per tile
-                tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 128], ready.index(s),
+            if GK == 0:  # E4M3 scales, thread-ordered [8, 64] bytes per tile
+                tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 64], ready.index(s),
                                                 s_bufs.index(s))
             else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
                 s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
@@ -648,7 +705,7 @@ class PackedWeightSM90(NamedTuple):
     up to 128; ``N``, ``K`` the logical sizes; ``w_desc``/``s_desc`` the TMA descriptors of
     ``codes`` and ``scales`` (made once, at prepack). ``scales`` depends on ``group_k``:
 
-    - 0 (NVFP4): uint8 E4M3 ``(Np/128*8, Kp/64*128)``, thread-ordered, each scale stored twice;
+    - 0 (NVFP4): uint8 E4M3 ``(Np/128*8, Kp/64*64)``, thread-ordered (module docstring);
     - 32 or 64 (16-bit group scales, :func:`prepack_grouped_sm90`): fp32, 1-D, the scale of row
       ``128 nb + r`` over K columns ``[GK j, GK (j + 1))`` at ``(nb * Kp/GK + j) * 128 + r``, so
       one 64-K tile's ``64/GK x 128`` scales are contiguous (one 1-D TMA box)."""
@@ -681,12 +738,11 @@ def prepack_sm90_torch(w_q: torch.Tensor, w_scales: torch.Tensor | None,
     codes = q.permute(0, 1, 2, 4, 3, 5).reshape(nb * 16, kt * 256).contiguous()
     if w_scales is None:
         return codes, None
-    # scales: row = 16 w + 8 h + g, col = 4 kt + kb  ->  [nb, w, kt, g, kb, h, e], e = copy 0/1
+    # scales: row = 16 w + 8 h + g, col = 4 kt + kb  ->  [nb, w, kt, g, kb, h]
     sc = torch.zeros((Np, Kp // 16), dtype=torch.uint8, device=w_q.device)
     sc[:N, :K // 16] = w_scales
     sc = sc.view(nb, 8, 2, 8, kt, 4)  # nb, w, h, g, kt, kb
-    sc = sc.permute(0, 1, 4, 3, 5, 2).unsqueeze(-1).expand(nb, 8, kt, 8, 4, 2, 2)
-    return codes, sc.reshape(nb * 8, kt * 128).contiguous()
+    return codes, sc.permute(0, 1, 4, 3, 5, 2).reshape(nb * 8, kt * 64).contiguous()
 
 
 def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
@@ -701,7 +757,7 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
     codes, scales = prepack(w_q, w_scales, order)
     return PackedWeightSM90(codes, scales, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
-                            TensorDescriptor.from_tensor(scales, [8, 128], _PLAIN8))
+                            TensorDescriptor.from_tensor(scales, [8, 64], _PLAIN8))
 
 
 def group_k(group_size: int) -> int:

@@ -9,7 +9,7 @@ kt), with input row ``16 w + 8 h + 4 g1 + g0`` (g = 4 g1 + g0) and input code by
 - codes: the ``[128, 32]`` byte tile goes to row ``nb*16 + 2 w + g1``, column
   ``kt*256 + 64 g0 + 16 c + 2 i + h`` (nibbles swapped to low-first for ``high_first``);
 - scales: the ``[128, 4]`` tile (K-block kb) goes to row ``nb*8 + w``, column
-  ``kt*128 + 16 g + 4 kb + 2 h + e``, e in {0, 1} (each scale stored twice).
+  ``kt*64 + 8 g + 2 kb + h``.
 
 Rows >= N and K >= the logical K read as zero, so the padding (rows to a multiple of 128, K to a
 multiple of 128) is zero codes and zero scales, as in the twin. The permutation is done in
@@ -32,7 +32,7 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
                          stride_qn, stride_qk, stride_sn, stride_sk, stride_c, stride_o,
                          HIGH_FIRST: tl.constexpr, KT_PER: tl.constexpr,
                          WITH_SCALES: tl.constexpr):
-    """q (N, KB = K/2) uint8, s (N, KS = K/16) uint8; codes (Np/8, Kp*4) and scales (Np/16, Kp*2)
+    """q (N, KB = K/2) uint8, s (N, KS = K/16) uint8; codes (Np/8, Kp*4) and scales (Np/16, Kp)
     uint8, row strides stride_c / stride_o. One program: 128 rows x KT_PER 64-K tiles.
     WITH_SCALES False: codes only (16-bit group scales have their own layout)."""
     nb = tl.program_id(0)
@@ -53,13 +53,12 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
         cols = kt * 256 + tl.arange(0, 256)
         tl.store(codes_ptr + out_c_rows[:, None] * stride_c + cols[None, :], q)
         if WITH_SCALES:
-            # scales: [128, 4] = (w 8, h 2, g 8) x (kb 4) -> (w) x (g, kb, h, e)
+            # scales: [128, 4] = (w 8, h 2, g 8) x (kb 4) -> (w) x (g, kb, h)
             ks = kt * 4 + tl.arange(0, 4)
             s = tl.load(s_ptr + rows[:, None] * stride_sn + ks[None, :] * stride_sk,
                         mask=row_ok & (ks[None, :] < KS), other=0)
-            s = tl.permute(s.reshape(8, 2, 8, 4), (0, 2, 3, 1))  # w, g, kb, h
-            s = tl.join(s, s).reshape(8, 128)
-            scols = kt * 128 + tl.arange(0, 128)
+            s = tl.permute(s.reshape(8, 2, 8, 4), (0, 2, 3, 1)).reshape(8, 64)  # w, g, kb, h
+            scols = kt * 64 + tl.arange(0, 64)
             tl.store(scales_ptr + out_s_rows[:, None] * stride_o + scols[None, :], s)
 
 
@@ -120,7 +119,7 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor | None,
         kt_per_program: 64-K tiles per program (must divide Kp/64); default ``_kt_per_program``.
         num_warps: warps per program (config override, for the GPU sweep).
     Returns:
-        codes uint8 ``(Np/128*16, Kp/64*256)`` and scales uint8 ``(Np/128*8, Kp/64*128)``, fresh
+        codes uint8 ``(Np/128*16, Kp/64*256)`` and scales uint8 ``(Np/128*8, Kp/64*64)``, fresh
         contiguous tensors on ``w_q``'s device (Np = N rounded up to 128, Kp = K rounded up to 128).
     """
     if w_q.dtype != torch.uint8 or w_q.dim() != 2:
@@ -143,7 +142,7 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor | None,
     if kt_per < 1 or num_kt % kt_per:
         raise ValueError(f"kt_per_program: {kt_per} does not divide the {num_kt} K tiles")
     codes = torch.empty((num_nb * 16, num_kt * 256), dtype=torch.uint8, device=w_q.device)
-    scales = (torch.empty((num_nb * 8, num_kt * 128), dtype=torch.uint8, device=w_q.device)
+    scales = (torch.empty((num_nb * 8, num_kt * 64), dtype=torch.uint8, device=w_q.device)
               if with_scales else None)
     if N == 0:
         return codes, scales

@@ -73,7 +73,7 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
     gdt = getattr(gl, _GL[dt])
     xl = gl.NVMMASharedLayout.get_default_for([bn, 64], gdt)
     yl = gl.NVMMASharedLayout.get_default_for([bn, 128], getattr(gl, _GL[ot]))
-    s_desc = (f"tensordesc<u8[8, 128],{g._PLAIN8!r}>" if gk == 0 else
+    s_desc = (f"tensordesc<u8[8, 64],{g._PLAIN8!r}>" if gk == 0 else
               f"tensordesc<fp32[{64 // gk * 128}],{g._GROUP_SCALE_LAYOUT!r}>")
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
@@ -223,14 +223,12 @@ def test_prepack_puts_every_byte_where_the_kernel_reads_it(order):
     want = torch.zeros_like(got)
     want[:N, :K // 2] = w_q if order == "low_first" else (w_q >> 4) | (w_q << 4)
     assert torch.equal(got, want)
-    sc = p.scales.view(Np // 128, 8, Kp // 64, 8, 16)  # nb, w, kt, g, j = e + 2 h + 4 kb
+    sc = p.scales.view(Np // 128, 8, Kp // 64, 8, 8)  # nb, w, kt, g, j = h + 2 kb
     got_s = torch.zeros((Np, Kp // 16), dtype=torch.uint8)
     for nb, w, kt, gg, j in itertools.product(range(2), range(8), range(Kp // 64), range(8),
-                                              range(16)):
-        e, h, kb = j % 2, (j // 2) % 2, j // 4
+                                              range(8)):
+        h, kb = j % 2, j // 2
         row, col = nb * 128 + 16 * w + 8 * h + gg, kt * 4 + kb
-        if e:
-            assert sc[nb, w, kt, gg, j] == sc[nb, w, kt, gg, j - 1]  # each scale stored twice
         got_s[row, col] = sc[nb, w, kt, gg, j]
     want_s = torch.zeros_like(got_s)
     want_s[:N, :K // 16] = w_s

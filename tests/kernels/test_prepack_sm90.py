@@ -71,8 +71,8 @@ def test_padding_is_zero_not_garbage():
     w_q = torch.full((3, 8), 0xFF, dtype=torch.uint8, device=DEV)
     w_s = torch.full((3, 1), 0x7E, dtype=torch.uint8, device=DEV)
     codes, scales = prepack_sm90_triton(w_q, w_s)
-    assert int((codes == 0xFF).sum()) == 3 * 8 and int((scales == 0x7E).sum()) == 3 * 1 * 2
-    assert int((codes != 0).sum()) == 24 and int((scales != 0).sum()) == 6
+    assert int((codes == 0xFF).sum()) == 3 * 8 and int((scales == 0x7E).sum()) == 3  # once each
+    assert int((codes != 0).sum()) == 24 and int((scales != 0).sum()) == 3
 
 
 @pytest.mark.parametrize("bad", ["dtype", "shape", "order", "kt_per"])
