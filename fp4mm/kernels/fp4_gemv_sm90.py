@@ -97,21 +97,6 @@ def _bf16_decoder(order: str, scaled: bool) -> str:
             .replace("OUTPUT", _SCALE4 if scaled else "").replace("STORE", _STORE4))
 
 
-# sm90 prepacked words (low nibble first): byte b of a word is MMA register b (rows g, g + 8
-# alternate), so the four pairs take the scales $12, $14, $16, $18 (row g, g + 8, g, g + 8).
-_SCALE_BY_ROW = """
-mul.rn.TY q0, q0, $12;
-mul.rn.TY q1, q1, $14;
-mul.rn.TY q2, q2, $16;
-mul.rn.TY q3, q3, $18;
-"""
-_DECODE_SM90 = gl.constexpr(
-    E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", _SCALE_BY_ROW.replace("TY", "f16x2"))
-    .replace("STORE", _STORE4).replace("FIRST", "lo").replace("SECOND", "hi"))
-_DECODE_SM90_BF16 = gl.constexpr(
-    E2M1_WORD_BF16_PTX.replace("IN", "$4").replace("P01", BF16_PAIR_SELECTORS["low_first"][0])
-    .replace("P23", BF16_PAIR_SELECTORS["low_first"][1])
-    .replace("OUTPUT", _SCALE_BY_ROW.replace("TY", "bf16x2")).replace("STORE", _STORE4))
 _DECODE_BF16_LOW = gl.constexpr(_bf16_decoder("low_first", True))
 _DECODE_BF16_HIGH = gl.constexpr(_bf16_decoder("high_first", True))
 _CODES_BF16_LOW = gl.constexpr(_bf16_decoder("low_first", False))
@@ -150,14 +135,11 @@ prmt.b32 $1, f, f, 0x3232;
 # Layouts (compile time)
 # ----------------------------------------------------------------------------------------------
 @gluon.constexpr_function
-def _slot_to_phys(k: int, ks: int = KS, grouped: bool = False, natural: bool = False) -> int:
+def _slot_to_phys(k: int, ks: int = KS, grouped: bool = False) -> int:
     """MMA K slot -> physical K within a step of ``ks`` (a bit permutation, so linear over
     GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l``.
     ``grouped`` (ks = 128 only): physical ``32 (j >> 1) + 8 c + 4 (j & 1) + 2 h + l``, so the two
-    MMAs ``2 q, 2 q + 1`` hold exactly the 32-group ``q`` of the step (thread c: its word c).
-    ``natural``: slot k holds physical k (the sm90 prepacked weights are in MMA order already)."""
-    if natural:
-        return k
+    MMAs ``2 q, 2 q + 1`` hold exactly the 32-group ``q`` of the step (thread c: its word c)."""
     lo, c, h, j = k & 1, (k >> 1) & 3, (k >> 3) & 1, k >> 4
     if grouped:
         return lo | h << 1 | (j & 1) << 2 | c << 3 | (j >> 1) << 5
@@ -180,115 +162,28 @@ def _packed(regs, lanes, warps, shape, shift):
 
 
 @gluon.constexpr_function
-def _operand_layouts(ll, transposed, grouped=False, natural=False):
+def _operand_layouts(ll, transposed, grouped=False):
     """For a slot-ordered fp16 operand (``ll``: [rows, KS], or [KS, rows] when ``transposed``):
     the layouts of its int32 code words [rows, KS / 8], int16 scale pairs [rows, KS / 32] and
     int32 pairs of 16-bit values [rows, KS / 2], all in physical K order. ``grouped``: the
-    permutation of 16-bit group scales (no E4M3 scale pairs: their layout is None).
-    ``natural``: no permutation; only the pairs' layout is defined (16-bit x beside sm90
-    weights), the others are None."""
+    permutation of 16-bit group scales (no E4M3 scale pairs: their layout is None)."""
     if transposed:
         swap = lambda bs: [[b[1], b[0]] for b in bs]  # noqa: E731
         regs, lanes, warps = swap(ll.reg_bases), swap(ll.lane_bases), swap(ll.warp_bases)
         shape = [ll.shape[1], ll.shape[0]]
     else:
         regs, lanes, warps, shape = ll.reg_bases, ll.lane_bases, ll.warp_bases, list(ll.shape)
-    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1], grouped, natural)]  # noqa: E731
-                       for b in bs]
+    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1], grouped)] for b in bs]  # noqa: E731
     regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
-    if natural:
-        return None, None, _packed(regs, lanes, warps, shape, 1)
     words = _packed(regs, lanes, warps, shape, 3)
     scales = None if grouped else _packed(regs, lanes, warps, shape, 5)
     pairs = _packed(regs, lanes, warps, shape, 1)
     return words, scales, pairs
 
 
-@gluon.constexpr_function
-def _sm90_word_layout(ll):
-    """The layout of sm90 prepacked code words (``fp4_gemm_sm90`` module docstring) for the A
-    operand ``ll`` ([BN, 128], natural K): a tensor [T = BN / 16, g 8, c 4, kt 2, q 4] whose
-    element is the int32 word q of lane ``4 g + c`` of warp tile t in 64-K tile kt, holding the
-    bytes of (row g, k 16 q + 2 c), (row g + 8, same k), (row g, k + 8), (row g + 8, k + 8) of
-    tile t, i.e. the four A registers of one m16n8k16 MMA. Each A basis is one bit of row or K;
-    the three bits inside a word (k + 1, row + 8, k + 8) must be register bases and are dropped."""
-    in_word = [[0, 1], [8, 0], [0, 8]]  # register order of the asm's eight outputs
-    assert [list(b) for b in ll.reg_bases[:3]] == in_word, ll.reg_bases
-    to5 = lambda bs: [[b[0] >> 4, b[0] & 7, (b[1] >> 1) & 3, b[1] >> 6, (b[1] >> 4) & 3]  # noqa
-                      for b in bs]
-    rest = ll.reg_bases[3:] + ll.lane_bases + ll.warp_bases
-    assert not any(list(b) in in_word for b in rest), ll
-    return gl.DistributedLinearLayout(to5(ll.reg_bases[3:]), to5(ll.lane_bases),
-                                      to5(ll.warp_bases), [], [ll.shape[0] // 16, 8, 4, 2, 4])
-
-
 # ----------------------------------------------------------------------------------------------
 # Kernel
 # ----------------------------------------------------------------------------------------------
-@gluon.jit
-def _iota5(L: gl.constexpr, dim: gl.constexpr, n: gl.constexpr):
-    """arange(n) along axis ``dim`` of a 5-D tensor of layout L, broadcastable to it."""
-    if dim == 0:
-        v = gl.arange(0, n, layout=gl.SliceLayout(1, gl.SliceLayout(2, gl.SliceLayout(
-            3, gl.SliceLayout(4, L)))))
-        return gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(v, 1), 2), 3), 4)
-    elif dim == 1:
-        v = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(2, gl.SliceLayout(
-            3, gl.SliceLayout(4, L)))))
-        return gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(v, 0), 2), 3), 4)
-    elif dim == 2:
-        v = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(
-            3, gl.SliceLayout(4, L)))))
-        return gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(v, 0), 0), 3), 4)
-    elif dim == 3:
-        v = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(
-            0, gl.SliceLayout(4, L)))))
-        return gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(v, 0), 0), 0), 4)
-    else:
-        v = gl.arange(0, n, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(
-            0, gl.SliceLayout(0, L)))))
-        return gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(v, 0), 0), 0), 0)
-
-
-@gluon.jit
-def _sm90_offsets(pid_n, stride_wn, stride_wsn, L: gl.constexpr, T: gl.constexpr):
-    """int32-word offsets of the sm90 codes and int16 offsets of the sm90 scale pairs (rows
-    g, g + 8 of K-block q) for step 0 of this program's warp tiles (tensors [T, 8, 4, 2, 4] in
-    L; a step adds 128 words and 64 pairs). Warp tile ``t`` is 16-row tile ``pid_n T + t``."""
-    wt = pid_n * T + _iota5(L, 0, T)
-    nb, w = wt // 8, wt % 8
-    g = _iota5(L, 1, 8)
-    c = _iota5(L, 2, 4)
-    kt = _iota5(L, 3, 2)
-    q = _iota5(L, 4, 4)
-    # codes: row nb*16 + 2 w + lane // 16, column kt*256 + (lane % 16)*16 + 4 q bytes
-    w_offs = (nb * 16 + 2 * w + g // 4) * stride_wn + kt * 64 + (4 * (g % 4) + c) * 4 + q
-    # scales: row nb*8 + w, column kt*64 + 8 g + 2 q (+ h) bytes; c reads what its row reads
-    s_offs = (nb * 8 + w) * stride_wsn + kt * 32 + 4 * g + q + 0 * c
-    return w_offs, s_offs
-
-
-@gluon.jit
-def _decode_sm90(words, pairs, DTYPE: gl.constexpr, BN: gl.constexpr):
-    """sm90 code words and scale pairs [T, 8, 4, 2, 4] -> ``e2m1 * e4m3`` [BN, 128] of DTYPE in
-    natural K order (each word decodes to one MMA's four A registers: rows g and g + 8 take
-    their own scale)."""
-    s0, s1 = gl.inline_asm_elementwise(
-        _SCALE_PAIR_BF16 if DTYPE == gl.bfloat16 else _SCALE_PAIR, "=r,=r,h", [pairs],
-        dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
-    w8 = _join8(words, words, words, words, words, words, words, words)
-    s8 = _join8(s0, s0, s1, s1, s0, s0, s1, s1)  # output pair b: row + 8 when b is odd
-    if DTYPE == gl.bfloat16:
-        v = gl.inline_asm_elementwise(_DECODE_SM90_BF16, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                      dtype=gl.bfloat16, is_pure=True, pack=8)
-    else:
-        v = gl.inline_asm_elementwise(_DECODE_SM90, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
-                                      dtype=gl.float16, is_pure=True, pack=8)
-    # [t, g, c, kt, q, k+8, row+8, k+1] -> row 16 t + 8 (row+8) + g, k 64 kt + 16 q + ... + 2 c
-    v = v.reshape([BN // 16, 8, 4, 2, 4, 2, 2, 2]).permute((0, 6, 1, 3, 4, 5, 2, 7))
-    return v.reshape([BN, _KS])
-
-
 @gluon.jit
 def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
     """Eight tensors -> one with a new last axis of 8, element i from o_i."""
@@ -373,26 +268,22 @@ def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr, UNIT: gl.constexpr):
 @gluon.jit
 def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
                X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-               W_GROUP: gl.constexpr, W_SM90: gl.constexpr):
+               W_GROUP: gl.constexpr):
     """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
     NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
     into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
     may lie past the end: zero codes, scales and x, which add exact zeros) needs a mask; an
     unmasked load needs no zero-fill instructions. W_GROUP > 0: ``ws_ptr`` holds one packed
     word of the step's 16-bit group scales per row (a group of W_GROUP >= 128 spans
-    W_GROUP / 128 steps). W_SM90: sm90 prepacked weights (a step is 128 words and 64 scale
-    pairs further on)."""
-    w_step = i * 128 if W_SM90 else i * (KSTEP // 8)
-    if W_SM90:
-        s_step = i * 64
-    elif W_GROUP == 0:
+    W_GROUP / 128 steps)."""
+    if W_GROUP == 0:
         s_step = i * (KSTEP // 32)
     elif W_GROUP > _KS:
         s_step = i // (W_GROUP // _KS)
     else:
         s_step = i
     if MASKED:
-        wd = gl.load(w_ptr + w_offs + w_step, mask=live, other=0)
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
         sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
@@ -401,7 +292,7 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
             xb = xa
     else:
-        wd = gl.load(w_ptr + w_offs + w_step)
+        wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
         sc = gl.load(ws_ptr + s_offs + s_step)
         if X_FP4:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
@@ -428,22 +319,18 @@ def _x_values(xa, DTYPE: gl.constexpr):
 def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
               DTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr, W_WORDS: gl.constexpr,
               X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
-              KSTEP: gl.constexpr, W_SM90: gl.constexpr):
+              KSTEP: gl.constexpr):
     """Decode one K step's operands into MMA slot order and accumulate ``W x^T``."""
-    if W_SM90:  # natural K order on both sides
-        xv = _x_values(xa, DTYPE).reshape([NT, KSTEP])
-        w = _decode_sm90(wd, sc, DTYPE, BN)
+    if X_FP4:
+        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE)
     else:
-        if X_FP4:
-            xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE)
-        else:
-            xv = _x_values(xa, DTYPE)
-            # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
-            xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
-            xv = xv.reshape([NT, KSTEP])
-        w = _decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE)
+        xv = _x_values(xa, DTYPE)
+        # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+        xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
+        xv = xv.reshape([NT, KSTEP])
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
-    return mma_v2(gl.convert_layout(w, a_l), b, acc)
+    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE), a_l)
+    return mma_v2(a, b, acc)
 
 
 @gluon.jit
@@ -490,10 +377,10 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
 def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
           DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
           W_WORDS: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
-          KSTEP: gl.constexpr, W_GROUP: gl.constexpr, W_SM90: gl.constexpr):
+          KSTEP: gl.constexpr, W_GROUP: gl.constexpr):
     if W_GROUP == 0:
         return _mma_step(acc, wd, sc, xa, xb, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
-                         X_WORDS, a_l, b_l, KSTEP, W_SM90)
+                         X_WORDS, a_l, b_l, KSTEP)
     else:
         return _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST, DTYPE, SDTYPE, BN, NT, W_GROUP,
                                  a_l, b_l)
@@ -508,7 +395,6 @@ def _fp4_gemv_sm90_kernel(
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
-    W_SM90: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -521,12 +407,7 @@ def _fp4_gemv_sm90_kernel(
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
-    one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128).
-    W_SM90 (16-bit x, KSTEP = KS, no L2 prefetch): the weights are ``fp4_gemm_sm90``'s
-    prepacked codes (int32 view, stride_wn words per row) and E4M3 scales (int16 view,
-    stride_wsn pairs per row), whose 16-row warp tiles read two 512-byte pieces per step where
-    raw rows give sixteen 64-byte pieces (5-7% faster on the H100, docs/perf-log.md); the MMA K
-    slots are then natural, for x too."""
+    one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
@@ -535,11 +416,8 @@ def _fp4_gemv_sm90_kernel(
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     GROUPED: gl.constexpr = W_GROUP > 0
     gl.static_assert(not GROUPED or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4))
-    gl.static_assert(not W_SM90 or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4
-                                    and not GROUPED))
     WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, GROUPED)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, GROUPED,
-                                        W_SM90)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, GROUPED)
     W_WORDS: gl.constexpr = WL[0]
     X_WORDS: gl.constexpr = XL[0]
     X_SCALES: gl.constexpr = XL[1]
@@ -554,17 +432,10 @@ def _fp4_gemv_sm90_kernel(
     i_end = gl.minimum(i_begin + STEPS_SPLIT, STEPS)
     # weight offsets (elements of the int32 / int16 views), physical K order; rows past N are
     # clamped to the last row (their outputs are not stored)
-    if W_SM90:  # rows are padded to 128 there: every warp tile lies inside the tensors
-        W5: gl.constexpr = _sm90_word_layout(gl.to_linear_layout(a_l, [BN, KSTEP]))
-        w_offs, s_offs = _sm90_offsets(pid_n, stride_wn, stride_wsn, W5, BN // 16)
-        pf_ptrs = w_ptr  # no L2 prefetch
-    else:
-        rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
-        cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
-        w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    if W_SM90:
-        pass
-    elif GROUPED:  # one packed scale word per row, in the accumulator's row layout
+    rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
+    cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
+    w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
+    if GROUPED:  # one packed scale word per row, in the accumulator's row layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
         pf_ptrs = w_ptr  # no L2 prefetch
@@ -600,14 +471,14 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
     wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                     xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                    X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+                                    X_FP4, MASKED, KSTEP, W_GROUP)
     if U == 3:
         wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
                                         xb_offs, gl.minimum(i_begin + 2, last),
-                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
     # the register ring.
     for i in range(i_begin, i_end, U):
@@ -618,21 +489,21 @@ def _fp4_gemv_sm90_kernel(
                     [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, W_SM90)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd0, sc0, xa0, xb0 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, W_SM90)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         wd1, sc1, xa1, xb1 = _load_step(
             w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, W_SM90)
+                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
             wd2, sc2, xa2, xb2 = _load_step(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP, W_SM90)
+                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
     if PDL:  # the K loop is done: the next kernel may launch (it waits for this one to end)
         gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
@@ -759,10 +630,9 @@ def _token_tile(M: int) -> int:
     return max(8, triton.next_power_of_2(M))
 
 
-def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor | None,
-              w_scales: torch.Tensor | None, alpha: float, order: str, out: torch.Tensor, *,
-              config: GemvSM90Config | None = None, group_size: int | None = None,
-              packed=None) -> None:
+def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
+              w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
+              config: GemvSM90Config | None = None, group_size: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights.
 
     Args:
@@ -773,26 +643,14 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor 
             or with ``group_size`` fp16/bf16 ``(N, K/group_size)`` group scales (16-bit x only).
         alpha: fp32 factor applied in the epilogue.
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
-        packed: an NVFP4 ``fp4_gemm_sm90.PackedWeightSM90`` to read instead of ``w_q`` and
-            ``w_scales`` (both None then; 16-bit x only, ``order`` ignored: the prepack stores
-            low-first codes).
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
     """
     M = x.shape[0]
-    if packed is not None:
-        if x_scales is not None or group_size is not None or packed.group_k:
-            raise ValueError("packed: the sm90 prepacked GEMV takes NVFP4 weights and 16-bit x")
-        N, K = packed.N, packed.K
-    else:
-        N, K = w_q.shape[0], w_q.shape[1] * 2
+    N, K = w_q.shape[0], w_q.shape[1] * 2
     cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
-    if packed is not None:
-        cfg = dataclasses.replace(cfg, k_step=KS, l2_ahead=0)
-        wv, ws = packed.codes.view(torch.int32), packed.scales.view(torch.int16)
-        stride_wn, sdtype = wv.stride(0), gl.float16
-    elif group_size is not None:
+    if group_size is not None:
         if x_scales is not None or not group_size_is_supported(group_size):
             raise ValueError(f"group_size: expected 32, 64 or a multiple of {KS} with 16-bit x, "
                              f"got {group_size}")
@@ -805,8 +663,6 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor 
         if w_scales.dtype == torch.float8_e4m3fn:
             w_scales = w_scales.view(torch.uint8)
         ws, sdtype = w_scales.view(torch.int16), gl.float16
-    if packed is None:
-        wv, stride_wn = w_q.view(torch.int32), K // 8
     x_fp4 = x_scales is not None
     if x_fp4:
         xa, xs = x.view(torch.int32), x_scales.view(torch.int16)
@@ -823,14 +679,13 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor 
            else out)
     grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     _fp4_gemv_sm90_kernel[grid](
-        xa, xs, wv, ws, dst,
+        xa, xs, w_q.view(torch.int32), ws, dst,
         M, N, steps, per, float(alpha),
-        xa.stride(0), xs.stride(0), stride_wn, ws.stride(0), out.stride(0) if not partial else N,
-        X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first" and packed is None,
+        xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,
+        X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, PDL=pdl, W_SM90=packed is not None, launch_pdl=pdl,
-        num_warps=cfg.num_warps)
+        SDTYPE=sdtype, PDL=pdl, launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
 
