@@ -14,6 +14,11 @@ What it holds depends on where the prefill GEMM runs for the weight's device:
 - elsewhere (other GPUs, the CPU interpreter): ``packed``, the layout of the plain-Triton GEMM
   (``fp4mm.kernels.fp4_gemm``), described below.
 
+Memory: the result keeps references to the raw tensors (the decode GEMVs read those) and adds one
+re-laid copy of the same size (codes and E4M3 scales once each; on Hopper, rows padded to a
+multiple of 128 and K to a multiple of 128). So while both are alive a prepacked weight takes
+twice the raw weight's memory.
+
 Layout of ``packed`` (uint8 ``(N, K/2)``, requires ``K % 64 == 0``): nibbles in low-first order,
 and inside every 32-byte group (64 values of K) physical byte ``8c + i`` holds logical byte
 ``4i + c`` (c in 0..3, i in 0..7). In the register-A ``wgmma`` operand layout each thread owns the
