@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -127,6 +129,25 @@ def save_rows(prefix, rows, out_dir=None):
                   f, indent=1)
     print("wrote", path)
     return path
+
+
+def patched_module(name, src, patches=()):
+    """Import the Python source ``src`` as module ``name`` after the exact-text replacements
+    ``patches`` [(old, new)], each of which must occur exactly once (the AssertionError names
+    an anchor that moved): the probe scripts' way to time a variant of a kernel module. The
+    source goes to a temporary file (Triton reads kernels' source from their file) and the
+    module into ``sys.modules`` (dataclasses look their module up there)."""
+    for old, new in patches:
+        assert src.count(old) == 1, f"anchor not found exactly once: {old[:60]!r}"
+        src = src.replace(old, new)
+    path = os.path.join(tempfile.mkdtemp(), name + ".py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def close(out, ref):

@@ -9,17 +9,15 @@ fp16 x (the GEMM alone, no x pre-pass).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemm_sm90 as NEW  # noqa: E402
-from scripts.gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, patched_module, save_rows, time_graph  # noqa: E402
 
 BEFORE = "7718a41"  # last commit with the doubled scales
 
@@ -27,7 +25,6 @@ BEFORE = "7718a41"  # last commit with the doubled scales
 def old_module():
     """fp4_gemm_sm90 and prepack_sm90 as of BEFORE, imported as private modules."""
     root = os.path.join(os.path.dirname(__file__), "..")
-    d = tempfile.mkdtemp()
 
     def load(name, path, replace=()):
         # a copy beside the script (the device's copy of the tree may have stale git metadata)
@@ -37,17 +34,7 @@ def old_module():
         else:
             src = subprocess.run(["git", "show", f"{BEFORE}:{path}"], cwd=root, check=True,
                                  capture_output=True, text=True).stdout
-        for a, b in replace:
-            assert a in src, a
-            src = src.replace(a, b)
-        f = os.path.join(d, name + ".py")
-        with open(f, "w") as fh:
-            fh.write(src)
-        spec = importlib.util.spec_from_file_location(name, f)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
+        return patched_module(name, src, replace)
 
     load("old_prepack_sm90", "fp4mm/kernels/prepack_sm90.py")
     return load("old_fp4_gemm_sm90", "fp4mm/kernels/fp4_gemm_sm90.py",

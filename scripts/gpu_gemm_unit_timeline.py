@@ -9,17 +9,16 @@ fp16 x with prepacked weights for a few shapes and configs, and prints per round
 (incl. the split-K pair sum), end. Session 12 found with it that split units' epilogues cost
 4-8 us while their steps ran at the normal rate (docs/perf-log.md)."""
 
-import importlib.util
 import os
 import statistics as st
 import sys
-import tempfile
 
 import torch
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
+from gpu_decode import patched_module  # noqa: E402
 from gpu_gluon import gen  # noqa: E402
 
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4  # noqa: E402
@@ -38,9 +37,9 @@ PATCHES = [  # (anchor, replacement): each anchor must occur exactly once
     ("            mbarrier.wait(ready.index(s0), (it // STAGES) & 1)\n            a_e =",
      "            mbarrier.wait(ready.index(s0), (it // STAGES) & 1)\n            if j == k0:\n"
      "                t1 = _now()\n            a_e ="),
-    ("        mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))\n        last = slot < 0",
+    ("        mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))\n        # one tile-store",
      "        mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))\n        t2 = _now()\n"
-     "        last = slot < 0"),
+     "        # one tile-store"),
     ("            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)\n    tma.store_wait(0)",
      "            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)\n        t3 = _now()\n"
      "        base = probe_ptr + u * 6\n        gl.store(base, t0)\n"
@@ -58,25 +57,16 @@ PATCHES = [  # (anchor, replacement): each anchor must occur exactly once
 ]
 
 
-def patched_module():
+def timeline_module():
     src = open(os.path.join(HERE, "..", "fp4mm", "kernels", "fp4_gemm_sm90.py")).read()
-    for anchor, new in PATCHES:
-        assert src.count(anchor) == 1, f"anchor not found once: {anchor[:60]!r}"
-        src = src.replace(anchor, new)
-    path = os.path.join(tempfile.mkdtemp(), "fp4_gemm_sm90_timeline.py")
-    with open(path, "w") as f:
-        f.write(src)
-    spec = importlib.util.spec_from_file_location("fp4_gemm_sm90_timeline", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return patched_module("fp4_gemm_sm90_timeline", src, PATCHES)
 
 
 def main():
-    g = patched_module()
+    g = timeline_module()
     C = g.SM90Config
-    cases = [((1024, 3072, 3072), C(256, 4)), ((1024, 3072, 3072), C(256, 4, SPLIT=2)),
+    cases = [((128, 3072, 3072), C(64, 6, SPLIT=2)), ((128, 3072, 3072), C(128, 6, SPLIT=4)),
+             ((1024, 3072, 3072), C(256, 4)), ((1024, 3072, 3072), C(256, 4, SPLIT=2)),
              ((2048, 3072, 3072), C(256, 4, SPLIT=2)), ((1024, 18432, 3072), C(256, 4, SPLIT=2))]
     for (M, N, K), cfg in cases:
         xq, xs, wq, ws = gen(M, N, K, seed=1)

@@ -14,16 +14,15 @@ Usage (sm_90): ``python scripts/gpu_gemv_layout_probe.py`` (writes $OUT or .).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, save_rows, time_graph  # noqa: E402
+from scripts.gpu_decode import (  # noqa: E402
+    Problem, patched_module, save_rows, time_graph)
 
 RAW_W = "    w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)\n"
 PROBE_W = RAW_W + """    # probe: sm90 piece structure (rows are N-aligned here; no clamp needed)
@@ -48,25 +47,13 @@ PROBE_S = RAW_S + """        gs = gl.expand_dims(rs % 8, 1)
 def probe_module(scales_too=True):
     """The patched module: sm90 code addresses, and sm90 scale addresses if ``scales_too``
     (else the raw row-major scales)."""
-    src = open(S.__file__).read()
     patches = [(RAW_W, PROBE_W), ("wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))",
                                   "wd = gl.load(w_ptr + w_offs + i * 128)")]
     if scales_too:
         patches += [(RAW_S, PROBE_S), ("        s_step = i * (KSTEP // 32)\n",
                                        "        s_step = i * 64\n")]
-    for old, new in patches:
-        assert src.count(old) == 1, old
-        src = src.replace(old, new)
-    d = tempfile.mkdtemp()
     name = "fp4_gemv_sm90_probe" + ("" if scales_too else "_codes")
-    path = os.path.join(d, name + ".py")
-    with open(path, "w") as f:
-        f.write(src)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return patched_module(name, open(S.__file__).read(), patches)
 
 
 def run(mod, p, i, out, cfg):

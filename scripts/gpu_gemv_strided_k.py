@@ -11,16 +11,14 @@ Usage (sm_90): ``python scripts/gpu_gemv_strided_k.py`` (writes $OUT or .).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-import tempfile
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, patched_module, save_rows, time_graph  # noqa: E402
 
 C = S.GemvSM90Config
 NP = "gl.num_programs(1)"
@@ -50,18 +48,7 @@ PATCHES = [
 
 
 def strided_module():
-    src = open(S.__file__).read()
-    for old, new in PATCHES:
-        assert src.count(old) == 1, old
-        src = src.replace(old, new)
-    path = os.path.join(tempfile.mkdtemp(), "fp4_gemv_sm90_strided.py")
-    with open(path, "w") as f:
-        f.write(src)
-    spec = importlib.util.spec_from_file_location("fp4_gemv_sm90_strided", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return patched_module("fp4_gemv_sm90_strided", open(S.__file__).read(), PATCHES)
 
 
 def run(mod, p, i, out, cfg):
