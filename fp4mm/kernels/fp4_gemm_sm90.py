@@ -839,22 +839,26 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
 
 
 @triton.jit
-def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles, split,
-                          BN: tl.constexpr, TB: tl.constexpr, PDL: tl.constexpr):
-    """out[tokens, rows] of split tile ``num_full + program_id(0)`` = alpha * sum of its ``split``
-    fp32 partials (workspace ``[slot, 128 rows, BN tokens]``), in slice order (deterministic).
-    PDL: launched early behind the GEMM, so wait for it before any memory access."""
+def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles,
+                          SPLIT: tl.constexpr, BN: tl.constexpr, RB: tl.constexpr,
+                          PDL: tl.constexpr):
+    """out[tokens, rows] of split tile ``num_full + program_id(0)``, rows ``RB * program_id(1)``
+    on = alpha * sum of its ``SPLIT`` fp32 partials (workspace ``[slot, 128 rows, BN tokens]``),
+    in slice order (deterministic). Each program reads SPLIT contiguous [RB, BN] blocks, all
+    issued before the first add (SPLIT is unrolled): a runtime loop over slices left each
+    program waiting on one load at a time. PDL: launched early behind the GEMM, so wait for it
+    before any memory access."""
     if PDL:
         gdc_wait()
     j = tl.program_id(0)
     t = num_full + j
     pid_m = t % num_m_tiles
     pid_n = t // num_m_tiles
-    rows = tl.arange(0, 128)
-    toks = tl.program_id(1) * TB + tl.arange(0, TB)
-    ptrs = ws_ptr + j * split * (128 * BN) + rows[:, None] * BN + toks[None, :]
+    rows = tl.program_id(1) * RB + tl.arange(0, RB)
+    toks = tl.arange(0, BN)
+    ptrs = ws_ptr + j * SPLIT * (128 * BN) + rows[:, None] * BN + toks[None, :]
     acc = tl.load(ptrs)
-    for s in range(1, split):
+    for s in tl.static_range(1, SPLIT):
         acc += tl.load(ptrs + s * (128 * BN))
     m = (pid_m * BN + toks).to(tl.int64)
     n = pid_n * 128 + rows
@@ -863,16 +867,18 @@ def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num
              (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+REDUCE_ROWS = 16  # rows per reduce program: 8 programs per split tile
+
+
 def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedule,
                   bn: int, pdl: bool = False) -> None:
     """Second pass of split-K: ``ws`` fp32 ``(split_units, 128, bn)``; writes the split tiles of
     ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride)."""
-    tb = min(bn, 64)
-    grid = (sc.num_tiles - sc.num_full, bn // tb)
+    grid = (sc.num_tiles - sc.num_full, 128 // REDUCE_ROWS)
     M, N = out.shape
     _splitk_reduce_kernel[grid](ws, out, float(alpha), M, N, out.stride(0), sc.num_full,
-                                triton.cdiv(M, bn), sc.split, BN=bn, TB=tb, PDL=pdl,
-                                launch_pdl=pdl, num_warps=4)
+                                triton.cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
+                                PDL=pdl, launch_pdl=pdl, num_warps=4)
 
 
 def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
