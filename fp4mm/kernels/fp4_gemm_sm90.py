@@ -146,9 +146,9 @@ _US_REDUCE_LAUNCH = 2.0
 # fp32 partials written + read back (mostly in L2), output written: fitted to run 4 (split 2 at
 # 2048x3072x3072 and 1024x18432x3072 beat the unsplit tiles under graph replay)
 _REDUCE_BYTES_PER_US = 6.0e6
-# Small token tiles (BN <= SMALL_BN: chosen for M <= SMALL_BN, and BN 64 for 64 < M <= 128 on a
-# short grid, see choose_config) stream the weights: a step costs about the same whatever BN is,
-# so BN 128's constants above (compute-bound) do not carry over.
+# Small token tiles (BN <= SMALL_BN: chosen for M <= SMALL_BN, see choose_config) stream the
+# weights: a step costs about the same whatever BN is, so BN 128's constants above
+# (compute-bound) do not carry over.
 # Least-squares fit (relative error) to the 78 configs of the smallest tile per M, 6 stages,
 # split 1-12, M = 1-64 at 18432x3072, 3072x3072 and 8192x8192 (session 13,
 # bench/results/2026-11-26-gemm_sm90-small-m-sweep-h100.json; median error 3%, and the split it
@@ -192,10 +192,11 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     - M > 128: 128 x 256 tiles, 4 stages, persistent. 2048x18432x3072: 1.092x (run 2: 3 stages
       1.009x, one-CTA-per-tile grid 0.94x, 128 x 128 tiles 0.81x); 4096x3072x3072 0.898x.
     - 64 < M <= 128: 128 x 128 tiles, 6 stages, persistent (run 2: BN 64 0.87x at
-      128x18432x3072), except where those tiles fill at most a quarter of the SMs: then two
-      64-token tiles (session 13, bench/results/2026-11-26-gemm_sm90-mid-m-sweep-h100.json,
-      W4A4 calls: 128x3072x3072 16.0 -> 14.9 us, 80x3072 16.3 -> 15.4, 128x4096x4096 18.4 ->
-      17.8; at 64 tiles (N = 8192) and more, BN 128 stays ahead).
+      128x18432x3072). Session 13 took two 64-token tiles (split 2) where the 128-token grid
+      fills at most a quarter of the SMs; once the reduce pass issued its slices' loads
+      together (session 14), BN 128 split 4 beat that at every such shape measured (W4A4 calls:
+      128x3072x3072 14.8 vs 15.5 us, 96x3072 14.7 vs 15.3, 128x4096x4096 17.9 vs 18.6;
+      bench/results/2026-11-27-gemm_sm90-short-grid-h100.json).
     - M <= SMALL_BN (decode sizes, session 13): the smallest token tile that holds M (16, 32,
       64), 6 stages, and the streaming constants of :func:`predict_us`. BN 128 there cost
       1.4-1.9x: 1x18432x3072 40.4 -> 23.7 us, 32x18432x3072 40.6 -> 25.6, 64x18432x3072
@@ -213,10 +214,8 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
         shapes = ((max(16, triton.next_power_of_2(M)), 6),)
     elif grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
         shapes = ((128, 4),)
-    elif M <= 128:
-        # a short grid (one 128-token tile per row block, filling at most a quarter of the SMs)
-        # streams too: two 64-token tiles per row block, streaming constants (mid-M sweep)
-        shapes = ((64, 6),) if triton.cdiv(N, BM) <= sms // 4 else ((128, 6),)
+    elif M <= 128:  # one 128-token tile; a short grid splits K (the reduce pass sums it)
+        shapes = ((128, 6),)
     else:
         shapes = ((256, 4), (128, 6))
     for bn, stages in shapes:
