@@ -5,7 +5,9 @@ depth, last-wave split-K factor. Every config is checked against the oracle firs
 CUDA-graph medians over rotating weight copies (>= 3x L2). Prints, per shape, the heuristic's
 config and time and the best few. ``--grouped G``: the 16-bit group-scale GEMM (``w4a16_mm``,
 groups of G) instead. Usage on an sm_90 machine:
-``python scripts/gpu_gemm_small_m_sweep.py [--grouped 32]`` (JSON to $OUT or .)."""
+``python scripts/gpu_gemm_small_m_sweep.py [--grouped 32 | --mid | --splits]`` (JSON to $OUT or
+.). ``--splits``: only the heuristic's tile and ring at M <= 64, every split factor 1-12 (to
+check the split the streaming model picks, e.g. after the reduce pass changed)."""
 
 from __future__ import annotations
 
@@ -108,7 +110,11 @@ def main():
     rows = []
     order = "low_first"
     mid = "--mid" in sys.argv
-    for M, N, K in (MID_SHAPES if mid else SHAPES):
+    splits_only = "--splits" in sys.argv
+    shapes = MID_SHAPES if mid else SHAPES
+    if splits_only:
+        shapes = [s for s in SHAPES if s[0] <= 64]
+    for M, N, K in shapes:
         wbytes = N * K // 2 + N * K // 16
         copies = max(2, int(3 * 50e6 // wbytes) + 1)
         xq, xs, wq0, ws0 = gen(M, N, K, seed=M + N)
@@ -128,10 +134,13 @@ def main():
                 else:
                     g.gemm_sm90_dense_x(x16, packs[i], 0.37, o, config=cfg)
 
-            rows += time_configs(f"{op} {M:4d}x{N}x{K}", configs(M, mid=mid), heur, run, ref,
+            cfgs = ([C(heur.BN, heur.STAGES, True, sp) for sp in (1, 2, 3, 4, 6, 8, 12)]
+                    if splits_only else configs(M, mid=mid))
+            rows += time_configs(f"{op} {M:4d}x{N}x{K}", cfgs, heur, run, ref,
                                  out, copies, dict(op=op, M=M, N=N, K=K),
                                  lambda cfg: g.predict_us(M, N, K, cfg, 132))
-    save_rows("gemm_mid_m_sweep" if mid else "gemm_small_m_sweep", rows)
+    save_rows("gemm_mid_m_sweep" if mid else ("gemm_split_sweep" if splits_only
+                                              else "gemm_small_m_sweep"), rows)
 
 
 if __name__ == "__main__":
