@@ -221,7 +221,12 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     for bn, stages in shapes:
         st = next((s for s in range(stages, 1, -1)
                    if config_is_valid(SM90Config(BN=bn, STAGES=s), out_dtype)), 2)
-        for split in (1, 2, 4, 6):  # the factors timed on the H100 (run 4)
+        # the factors timed on the H100 (run 4); 8 for the streaming tiles of NVFP4 weights,
+        # since the reduce issues its slices' loads together (session 14 split sweep:
+        # 1x18432x3072 23.3 -> 22.5 us, 32x18432 23.8 -> 23.1, but 64x18432 25.7 -> 26.1;
+        # group scales not measured)
+        splits = (1, 2, 4, 6, 8) if bn <= SMALL_BN and not grouped else (1, 2, 4, 6)
+        for split in splits:
             cfg = SM90Config(BN=bn, STAGES=st, SPLIT=split)
             if schedule(M, N, K, cfg, sms).split == split or split == 1:
                 cands.append((predict_us(M, N, K, cfg, sms, out_dtype), cfg))
