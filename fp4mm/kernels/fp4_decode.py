@@ -10,6 +10,8 @@ so ``e2m1_to_f16_x64(c) * e4m3_to_f16_x64(s)`` is ``e2m1(c) * e4m3(s)``, exactly
 
 import triton
 import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
 
 # PTX for one 32-bit word of packed codes (IN: 8 E2M1 codes, bytes in memory order) -> 8 fp16
 # ``e2m1 * 2^-6`` in element order, as fp16x2 pairs q0..q3: nibbles to E4M3 bytes with 32-bit masks
@@ -71,6 +73,23 @@ STORE
 }
 """
 BF16_PAIR_SELECTORS = {"low_first": ("0x5140", "0x7362"), "high_first": ("0x4051", "0x6273")}
+_MOVE_B32 = gl.constexpr("mov.b32 $0, $1;")
+
+
+@gluon.jit
+def as_16bit_pairs(p, DTYPE: gl.constexpr):
+    """int32 registers [...], each holding two 16-bit values -> DTYPE [..., 2], each pair left in
+    its register (Gluon kernels): an asm move with pack 2 hands the register over whole, where
+    a bitcast path re-packs every pair with a PRMT. DTYPE: gl.float16 or gl.bfloat16 (spelled
+    out per branch: the asm's dtype must be a literal type)."""
+    if DTYPE == gl.bfloat16:
+        return gl.inline_asm_elementwise(_MOVE_B32, "=r,r,r", [gl.join(p, p)],
+                                         dtype=gl.bfloat16, is_pure=True, pack=2)
+    else:
+        return gl.inline_asm_elementwise(_MOVE_B32, "=r,r,r", [gl.join(p, p)],
+                                         dtype=gl.float16, is_pure=True, pack=2)
+
+
 E2M1_STORE_HALVES = """mov.b32 {$0, $1}, q0;
 mov.b32 {$2, $3}, q1;
 mov.b32 {$4, $5}, q2;

@@ -58,6 +58,7 @@ from triton.language.extra.cuda import gdc_wait
 
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
+from fp4mm.kernels.fp4_decode import as_16bit_pairs
 from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
@@ -330,25 +331,15 @@ cvt.f32.f16 f, s3;
 cvt.rn.bf16x2.f32 $3, f, f;
 }
 """)
-_MOVE = gl.constexpr("mov.b32 $0, $1;")
-
-
 @gluon.jit
 def _scale_pairs(s, DTYPE: gl.constexpr):
     """uint8 E4M3 scales [R, C] -> DTYPE [R, C, 2], each scale twice, so that a scale pair lines
     up with a (k, k+1) value pair: one 16-bit multiply per pair, no repacking (the scales are
-    stored once; Triton's own conversion of a doubled byte tensor cost ~20 instructions a tile).
-    The asm move (pack 2) hands each (s, s) register over whole."""
-    if DTYPE == gl.bfloat16:
-        p = gl.inline_asm_elementwise(_SCALE_PAIRS_BF16, "=r,=r,=r,=r,r", [s], dtype=gl.int32,
-                                      is_pure=True, pack=4)
-        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(p, p)], dtype=gl.bfloat16,
-                                         is_pure=True, pack=2)
-    else:
-        p = gl.inline_asm_elementwise(_SCALE_PAIRS_F16, "=r,=r,=r,=r,r", [s], dtype=gl.int32,
-                                      is_pure=True, pack=4)
-        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(p, p)], dtype=gl.float16,
-                                         is_pure=True, pack=2)
+    stored once; Triton's own conversion of a doubled byte tensor cost ~20 instructions a
+    tile)."""
+    p = gl.inline_asm_elementwise(_SCALE_PAIRS_BF16 if DTYPE == gl.bfloat16 else _SCALE_PAIRS_F16,
+                                  "=r,=r,=r,=r,r", [s], dtype=gl.int32, is_pure=True, pack=4)
+    return as_16bit_pairs(p, DTYPE)
 
 
 @gluon.jit

@@ -57,7 +57,12 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from fp4mm.backend import is_hopper
-from fp4mm.kernels.fp4_decode import BF16_PAIR_SELECTORS, E2M1_WORD_BF16_PTX, E2M1_WORD_PTX
+from fp4mm.kernels.fp4_decode import (
+    BF16_PAIR_SELECTORS,
+    E2M1_WORD_BF16_PTX,
+    E2M1_WORD_PTX,
+    as_16bit_pairs,
+)
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
 _KS = gl.constexpr(KS)  # the same, for the jit functions
@@ -115,7 +120,6 @@ cvt.rn.bf16x2.f32 $0, a, a;
 cvt.rn.bf16x2.f32 $1, b, b;
 }
 """)
-_MOVE = gl.constexpr("mov.b32 $0, $1;")
 # Fire-and-forget prefetch of one weight chunk into L2 (no register, nothing to wait for).
 _L2_PREFETCH = gl.constexpr("prefetch.global.L2 [$1];\nmov.u32 $0, 0;")
 # Two E4M3 scale bytes ($2, b16) -> fp16x2 (s0 * 64, s0 * 64) and (s1 * 64, s1 * 64).
@@ -304,18 +308,6 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
 
 
 @gluon.jit
-def _x_values(xa, DTYPE: gl.constexpr):
-    """int32 pairs of 16-bit x [rows, n] -> DTYPE [rows, n, 2] through an asm move (pack=2), so
-    the pairs stay in their registers (a plain bitcast path re-packs every pair with a PRMT)."""
-    if DTYPE == gl.float16:
-        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
-                                         dtype=gl.float16, is_pure=True, pack=2)
-    else:
-        return gl.inline_asm_elementwise(_MOVE, "=r,r,r", [gl.join(xa, xa)],
-                                         dtype=gl.bfloat16, is_pure=True, pack=2)
-
-
-@gluon.jit
 def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
               DTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr, W_WORDS: gl.constexpr,
               X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
@@ -324,7 +316,7 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
     if X_FP4:
         xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE)
     else:
-        xv = _x_values(xa, DTYPE)
+        xv = as_16bit_pairs(xa, DTYPE)
         # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
         xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
         xv = xv.reshape([NT, KSTEP])
@@ -340,7 +332,7 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
     """One K step for 16-bit group scales (exact for any scale): the MMAs sum unscaled codes
     times x over one group at a time (exact products, fp32 sums), and each group sum is scaled
     in fp32. The grouped permutation puts 32-group q of the step in K quarter q."""
-    xv = _grouped_slot_order(_x_values(xa, DTYPE).reshape([NT, _KS]), NT)
+    xv = _grouped_slot_order(as_16bit_pairs(xa, DTYPE).reshape([NT, _KS]), NT)
     w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE)
     UNIT: gl.constexpr = 64.0 if DTYPE == gl.float16 else 1.0
     zero = gl.zeros_like(acc)
