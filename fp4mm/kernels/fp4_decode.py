@@ -6,6 +6,9 @@ Both helpers work through the E4M3 type, whose hardware conversion to fp16 is ex
 - an E4M3 scale times ``2^6`` is exact in fp16 (at most 448 * 64 = 28672),
 
 so ``e2m1_to_f16_x64(c) * e4m3_to_f16_x64(s)`` is ``e2m1(c) * e4m3(s)``, exactly, in fp16.
+
+Also here: the PTX word decoders the Gluon kernels share (``E2M1_WORD_PTX`` and its bf16 twin)
+and ``as_16bit_pairs``, their way to hand packed 16-bit pairs over without repacking.
 """
 
 import triton
