@@ -350,6 +350,7 @@ def test_split_k_pairs_summed_in_the_kernel(M, N, K, cfg, sms):
     (128, 3072, 3072, g.SM90Config(BN=128, SPLIT=4), 132),  # 24 tiles, all split in 4 x 12
     (300, 3500, 1040, g.SM90Config(BN=64, SPLIT=4), 132),  # 5 x 28 = 140 tiles: 8 split in 3
     (17, 200, 208, g.SM90Config(BN=16, SPLIT=5), 2),  # K tiles 4: slices of 2, 1 whole wave
+    (1, 300, 1024, g.SM90Config(BN=16, SPLIT=8), 2),  # 8 slices of 2 K tiles (decode sizes)
     (33, 130, 96, g.SM90Config(BN=32, SPLIT=16), 132),  # more slices than K-tile pairs
 ], ids=lambda v: str(v))
 def test_split_schedule_and_reduce_cover_every_k_tile_once(M, N, K, cfg, sms):
