@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import (  # noqa: E402
-    Problem, patched_module, save_rows, time_graph)
+from scripts.gpu_decode import Problem, patched_module, save_rows, time_graph  # noqa: E402
+from scripts.gpu_gemv_sm90 import run_new  # noqa: E402
 
 RAW_W = "    w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)\n"
 PROBE_W = RAW_W + """    # probe: sm90 piece structure (rows are N-aligned here; no clamp needed)
@@ -56,12 +56,6 @@ def probe_module(scales_too=True):
     return patched_module(name, open(S.__file__).read(), patches)
 
 
-def run(mod, p, i, out, cfg):
-    wq, ws = p.w[i]
-    xs = p.x[1] if p.op == "nvfp4_mm" else None
-    mod.gemv_sm90(p.x[0], xs, wq, ws, p.alpha, p.order, out, config=cfg)
-
-
 def main():
     P, PC = probe_module(), probe_module(scales_too=False)
     rows = []
@@ -83,7 +77,7 @@ def main():
             line = []
             for cfg in cfgs:
                 for name, mod in (("raw", S), ("sm90_pieces", P), ("sm90_codes", PC)):
-                    t = time_graph([lambda i=i, m=mod: run(m, p, i, out, cfg)
+                    t = time_graph([lambda i=i, m=mod: run_new(p, i, out, cfg, m)
                                     for i in range(copies)])
                     rows.append(dict(op=op, M=M, N=N, K=K, layout=name, config=str(cfg),
                                      heuristic=cfg == heur, median_us=t[0], min_us=t[1],

@@ -32,14 +32,16 @@ OUT = os.environ.get("OUT", ".")
 ROWS = []
 
 
-def run_new(p, i, out, cfg):
+def run_new(p, i, out, cfg, mod=S):
+    """``p``'s op on weight copy ``i`` through ``mod.gemv_sm90`` (``mod``: this module's kernel,
+    or a probe script's patched copy of it)."""
     wq, ws = p.w[i]
     if p.op == "nvfp4_mm":
-        S.gemv_sm90(p.x[0], p.x[1], wq, ws, p.alpha, p.order, out, config=cfg)
+        mod.gemv_sm90(p.x[0], p.x[1], wq, ws, p.alpha, p.order, out, config=cfg)
     elif p.op == "w4a16_mm":
-        S.gemv_sm90(p.x[0], None, wq, ws, 1.0, p.order, out, config=cfg, group_size=p.group)
+        mod.gemv_sm90(p.x[0], None, wq, ws, 1.0, p.order, out, config=cfg, group_size=p.group)
     else:
-        S.gemv_sm90(p.x[0], None, wq, ws, p.alpha, p.order, out, config=cfg)
+        mod.gemv_sm90(p.x[0], None, wq, ws, p.alpha, p.order, out, config=cfg)
 
 
 def check(p, cfg, out_dtype=torch.float32):

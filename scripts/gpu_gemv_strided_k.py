@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from scripts.gpu_decode import Problem, close, patched_module, save_rows, time_graph  # noqa: E402
+from scripts.gpu_gemv_sm90 import run_new  # noqa: E402
 
 C = S.GemvSM90Config
 NP = "gl.num_programs(1)"
@@ -51,12 +52,6 @@ def strided_module():
     return patched_module("fp4_gemv_sm90_strided", open(S.__file__).read(), PATCHES)
 
 
-def run(mod, p, i, out, cfg):
-    wq, ws = p.w[i]
-    xs = p.x[1] if p.op == "nvfp4_mm" else None
-    mod.gemv_sm90(p.x[0], xs, wq, ws, p.alpha, p.order, out, config=cfg)
-
-
 def main():
     T = strided_module()
     rows, fails = [], 0
@@ -78,7 +73,7 @@ def main():
             for cfg in cfgs:
                 for name, mod in (("contiguous", S), ("strided", T)):
                     o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
-                    run(mod, p, 0, o, cfg)
+                    run_new(p, 0, o, cfg, mod)
                     torch.cuda.synchronize()
                     ok = close(o, p.reference(0))[0]
                     if not ok:
@@ -86,7 +81,7 @@ def main():
                         print(f"FAIL {name} {op} {dt} M={M} {cfg}", flush=True)
                         continue
                     out = torch.empty((M, N), dtype=torch.float16, device="cuda")
-                    ts = [time_graph([lambda i=i, m=mod, c=cfg: run(m, p, i, out, c)
+                    ts = [time_graph([lambda i=i, m=mod, c=cfg: run_new(p, i, out, c, m)
                                       for i in range(4)])[0] for _ in range(2)]
                     rows.append(dict(op=op, dtype=str(dt), M=M, N=N, K=K, slices=name,
                                      config=str(cfg), heuristic_split=heur.split_k,

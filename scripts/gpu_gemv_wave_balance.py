@@ -17,14 +17,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from scripts.gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
+from scripts.gpu_gemv_sm90 import run_new  # noqa: E402
 
 C = S.GemvSM90Config
-
-
-def run(p, i, out, cfg):
-    wq, ws = p.w[i]
-    xs = p.x[1] if p.op == "nvfp4_mm" else None
-    S.gemv_sm90(p.x[0], xs, wq, ws, p.alpha, p.order, out, config=cfg)
 
 
 def main():
@@ -38,10 +33,10 @@ def main():
             nbytes = p.bytes_moved(torch.float16)
             ctas = -(-N // (16 * cfg.row_tiles * cfg.num_warps)) * cfg.split_k
             o = torch.full((1, N), float("nan"), dtype=torch.float32, device="cuda")
-            run(p, 0, o, cfg)
+            run_new(p, 0, o, cfg)
             ok = close(o, p.reference(0))[0]
             out = torch.empty((1, N), dtype=torch.float16, device="cuda")
-            ts = [time_graph([lambda i=i: run(p, i, out, cfg) for i in range(4)])[0]
+            ts = [time_graph([lambda i=i: run_new(p, i, out, cfg) for i in range(4)])[0]
                   for _ in range(2)] if ok else []
             rows.append(dict(op=op, dtype=str(dt), M=1, N=N, K=3072, config=str(cfg),
                              ctas=ctas, ctas_per_sm=ctas / 132, ok=ok, median_us=ts,
