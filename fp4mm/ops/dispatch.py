@@ -1,5 +1,6 @@
 """Which kernel serves a matmul: the decode GEMV (``fp4mm.kernels.fp4_gemv``, and on Hopper up to
-``GEMV_SM90_MAX_M`` the Gluon ``fp4mm.kernels.fp4_gemv_sm90``) for small M,
+``GEMV_SM90_MAX_M`` the Gluon ``fp4mm.kernels.fp4_gemv_sm90``, or from ``GEMV_SM90_TMA_MIN_M``
+tokens of 16-bit x ``fp4_gemv_tma_sm90``) for small M,
 the prefill GEMM (``fp4mm.kernels.fp4_gemm`` / ``fp4_gemm_sm90``) above it.
 
 The thresholds are measured, not guessed: ``scripts/gpu_decode.py`` times both kernels (and
@@ -72,11 +73,20 @@ GEMV_MAX_M = {
 # us, bench/results/dispatch/20261126-230516_gemv-17-32.json): bf16 x 18432 x 3072 M=17 53.2 vs
 # 39.7, M=32 64.3 vs 38.8; 8192 x 8192 M=32 75.4 vs 43.5; fp16 x M=24 57.8 vs 37.1; at M=16 they
 # tie (27.6 vs 27.8). nvfp4_mm stays at 32 (M=32: 30.7 vs 40.1). -> 16 for nvfp4_w4a16_mm.
+# Session 15: nvfp4_w4a16_mm at M >= 9 takes the TMA-fed Gluon GEMV (fp4_gemv_tma_sm90: weights
+# and x copied by TMA into a shared-memory ring). H100 80GB HBM3, CUDA-graph medians, raw weights,
+# N = 18432, K = 3072, bench/results/2026-11-27-gemv-tma-probe-h100.json (TMA vs register ring or,
+# at M = 32, the plain-Triton GEMV, us): fp16 M=16 22.2 vs 27.5, bf16 M=16 22.0 vs 27.9, bf16
+# M=32 30.1 vs 39.5 -> 32 for this op. Where the TMA GEMV does not apply (K % 256, unaligned
+# operands) M <= GEMV_SM90_RING_MAX_M_16BIT_X keeps the register ring and above it the
+# plain-Triton GEMV serves (session 13's numbers above).
 GEMV_SM90_MAX_M = {
     "nvfp4_mm": 32,
     "w4a16_mm": 16,
-    "nvfp4_w4a16_mm": 16,
+    "nvfp4_w4a16_mm": 32,
 }
+GEMV_SM90_TMA_MIN_M = 9
+GEMV_SM90_RING_MAX_M_16BIT_X = 16
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
 # width and with the weight layout (a raw weight is re-laid out on every call: 16 us at

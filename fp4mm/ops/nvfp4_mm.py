@@ -7,7 +7,12 @@ import torch
 from fp4mm import reference
 from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
 from fp4mm.backend import is_hopper, resolve_backend
-from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, select_kernel
+from fp4mm.ops.dispatch import (
+    GEMV_SM90_MAX_M,
+    GEMV_SM90_RING_MAX_M_16BIT_X,
+    GEMV_SM90_TMA_MIN_M,
+    select_kernel,
+)
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
 
@@ -36,13 +41,15 @@ def unpack_weight(w_q, w_scales, order: str):
 
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
-    """``"gemv_sm90"`` (the Gluon decode GEMV: Hopper, M <= GEMV_SM90_MAX_M[op], K % 128 == 0,
-    NVFP4 weights or group sizes 32, 64 and multiples of 128), ``"gemv"`` (the plain-Triton
+    """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= GEMV_SM90_MAX_M[op], K % 128 == 0,
+    NVFP4 weights or group sizes 32, 64 and multiples of 128; :func:`run_gemv_sm90` picks
+    which), ``"gemv"`` (the plain-Triton
     decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
     group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
     group sizes, the interpreter). The
     measured table in ``fp4mm.ops.dispatch`` places the boundaries. ``"gemv_sm90"`` also needs
-    16-byte aligned operands: see :func:`run_gemv_sm90`, which leaves them to ``"gemv"``."""
+    16-byte aligned operands (and for 16-bit x above 16 tokens K % 256 == 0): see
+    :func:`run_gemv_sm90`, which leaves the rest to ``"gemv"``."""
     nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
         if is_hopper(device) and M <= GEMV_SM90_MAX_M[op] and K % 128 == 0:
@@ -61,14 +68,23 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
 
 def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
                   group_size: int | None = None) -> bool:
-    """Run the Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
+    """Run a Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
     False (nothing run) otherwise, so the caller takes the plain-Triton GEMV. ``group_size``:
-    ``w_scales`` are 16-bit group scales (``w4a16_mm``)."""
-    from fp4mm.kernels import fp4_gemv_sm90
+    ``w_scales`` are 16-bit group scales (``w4a16_mm``). NVFP4 weights with 16-bit x at
+    ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
+    it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
+    ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does."""
+    from fp4mm.kernels import fp4_gemv_sm90, fp4_gemv_tma_sm90
 
+    M, K = x.shape[0], w_q.shape[1] * 2
+    if x_scales is None and group_size is None and M >= GEMV_SM90_TMA_MIN_M:
+        if fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales):
+            fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out)
+            return True
+        if M > GEMV_SM90_RING_MAX_M_16BIT_X:
+            return False
     tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
-    if not fp4_gemv_sm90.is_supported(out.device, x.shape[0], w_q.shape[1] * 2, *tensors,
-                                      group_size=group_size):
+    if not fp4_gemv_sm90.is_supported(out.device, M, K, *tensors, group_size=group_size):
         return False
     fp4_gemv_sm90.gemv_sm90(x, x_scales, w_q, w_scales, alpha, order, out,
                             group_size=group_size)

@@ -57,7 +57,7 @@ def nvfp4_w4a16_mm(
                                prepacked=prepacked is not None)
         if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, w_scales, 1.0 / gs, order, out):
             return out
-        if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: operands not aligned for it
+        if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: no Gluon GEMV applies
             nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
         elif kernel == "gemm_sm90":
             fp4_gemm_sm90.fp4_gemm_sm90_w4a16(x, w_q, w_scales, 1.0 / gs, order, out,

@@ -1,0 +1,227 @@
+"""Decode GEMV for NVFP4 weights and 16-bit activations at 9-32 tokens on Hopper, in Gluon, with
+the weights *and* x fed by TMA into a shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
+
+Why a second Gluon GEMV (``fp4_gemv_sm90`` serves M <= 8 and W4A4; the plain-Triton
+``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens of fp16/bf16 x, each
+K step of the register-ring GEMV loads as many x bytes per thread as weight bytes, and with one
+warp per CTA (more spill, session 9) too few loads stay in flight. Here one elected thread
+copies each 256-K chunk of a CTA's weight rows (two 128-K steps of codes, their E4M3 scales) and
+of x into a ring stage with one mbarrier; the warp reads the stage back from shared memory and
+runs the shipped kernel's decode and ``mma.sync`` steps on it (``fp4_gemv_sm90._step``: same K
+permutation, same exact ``e2m1 * e4m3`` decode). No register holds a load in flight, so the
+ring depth costs shared memory only. H100, N = 18432, K = 3072, CUDA-graph medians (perf log,
+"Session 15"): M = 16 22.0-22.2 us against 27.5-27.9 for the register ring; bf16 M = 32
+30.1 us against 39.5 for the plain-Triton GEMV. At M = 1 it is no faster than the register
+ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1), so it serves only this
+range.
+
+Design, per CTA (one warp, ROW_TILES x 16 weight rows, tokens padded to NT = 16 or 32):
+- **Boxes** (2-D TMA, no swizzle): codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA
+  box needs at least 16 inner bytes, hence two 128-K steps per stage), x ``[NT, 256]``. Rows
+  past N and tokens past M are zero-filled by TMA; their outputs are never stored.
+- **Ring:** STAGES stages. Stage ``t % STAGES`` holds chunk ``t``; once the warp has read it
+  (a ``bar.sync``, then a proxy fence: the next TMA write must follow the generic reads) it is
+  refilled with chunk ``t + STAGES``. The mbarrier phase of chunk ``t`` is ``(t // STAGES) & 1``.
+- **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)``, summed in a fixed order by
+  ``fp4_gemv``'s reduce kernel (deterministic). Both use programmatic dependent launch, as in
+  ``fp4_gemv_sm90``.
+
+Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`` otherwise):
+Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases. The ops send it
+M >= 9 only (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from fp4mm.backend import is_hopper
+from fp4mm.kernels.fp4_gemv_sm90 import _GL_DTYPE, _operand_layouts, _step, _token_tile
+
+KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
+_PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
+_PLAIN16 = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
+_PLAIN32 = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
+_X_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+
+
+@gluon.jit
+def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live):
+    """Stage ``s`` <- chunk ``chunk`` (256 K) of the CTA's weight rows, their scales and x."""
+    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                            + x_desc.block_type.nbytes)
+    mbarrier.expect(ready.index(s), nbytes, pred=live)
+    tma.async_copy_global_to_shared(w_desc, [row0, chunk * 128], ready.index(s), w_bufs.index(s),
+                                    pred=live)
+    tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s), s_bufs.index(s),
+                                    pred=live)
+    tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s), x_bufs.index(s),
+                                    pred=live)
+
+
+@gluon.jit
+def _fp4_gemv_tma_sm90_kernel(
+    w_desc, s_desc, x_desc, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, stride_om,
+    DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
+    ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
+):
+    """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
+
+    w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
+    [BN, 16]; x_desc: fp16/bf16 x (M, K), box [NT, 256]. Grid (N / BN, splits), BN = 16
+    ROW_TILES; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter). PARTIAL:
+    write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
+    gl.static_assert(gl.num_warps() == 1)
+    BN: gl.constexpr = 16 * ROW_TILES
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 1],
+                                                  instr_shape=[16, 8])
+    a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, 128]), False)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [128, NT]), True)
+    W_WORDS: gl.constexpr = WL[0]
+    W_SCALES: gl.constexpr = WL[1]
+    X_PAIRS: gl.constexpr = XL[2]
+
+    w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 128], w_desc.layout)
+    s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)
+    x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 256], x_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+    fence_async_shared()
+
+    if PDL:  # launched early behind the previous kernel: wait for it before any memory access
+        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    c_begin = pid_k * CHUNKS_SPLIT
+    n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
+    row0 = pid_n * BN
+    for t in gl.static_range(STAGES):
+        _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,
+               t < n_c)
+
+    acc = gl.zeros([BN, NT], gl.float32, mma)
+    for t in range(n_c):
+        s = t % STAGES
+        mbarrier.wait(ready.index(s), (t // STAGES) & 1)
+        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], _PLAIN32)
+        sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _PLAIN16)
+        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], _PLAIN32)
+        wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
+        sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
+        xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
+        wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
+        sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
+        xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
+        gl.thread_barrier()  # the warp has read stage s: refill it
+        fence_async_shared()
+        _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0,
+               c_begin + t + STAGES, t + STAGES < n_c)
+        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, gl.float16, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, 0)
+        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, gl.float16, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, 0)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(i))
+
+    if PDL:  # the K loop is done: the next kernel may launch (it waits for this one to end)
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
+                                  dtype=gl.int32, is_pure=False, pack=1)
+    rows = row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+    toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
+    mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(toks < M, 0)
+    offs = gl.expand_dims(toks, 0) * stride_om + gl.expand_dims(rows, 1)
+    if PARTIAL:
+        gl.store(out_ptr + pid_k * M * N + offs, acc, mask=mask)
+    else:
+        gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+MAX_M = 32  # tokens per launch: the MMA N side, padded to 8, 16 or 32
+
+
+@dataclass(frozen=True)
+class GemvTMAConfig:
+    """row_tiles: 16-row MMA tiles per CTA (one warp; 2 shares each x stage between two tiles);
+    stages: ring depth (256-K chunks); split_k: K ranges (a deterministic reduce sums them)."""
+
+    row_tiles: int = 2
+    stages: int = 3
+    split_k: int = 2
+
+
+def config_is_valid(cfg: GemvTMAConfig) -> bool:
+    return cfg.row_tiles in (1, 2) and 2 <= cfg.stages <= 4 and cfg.split_k >= 1
+
+
+def choose_config(M: int, N: int, K: int) -> GemvTMAConfig:
+    """The heuristic, from the H100 probe sweep (perf log, "Session 15"; CUDA-graph medians,
+    N = 18432, K = 3072): two row tiles per CTA always (one: 27-35 us at M = 16, 47-53 at
+    M = 32); M <= 16: 3 stages, split 2 (fp16 22.2 us, bf16 22.0); M > 16: 2 stages, no split
+    (bf16 30.1; split 2 30.4). Only tuned for M >= 9, the range the ops send here."""
+    if M <= 16:
+        return GemvTMAConfig(row_tiles=2, stages=3, split_k=2)
+    return GemvTMAConfig(row_tiles=2, stages=2, split_k=1)
+
+
+def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
+    """True where this kernel applies: Hopper, 1 <= M <= MAX_M, K % 256 == 0, every operand
+    contiguous with a 16-byte aligned base (TMA's requirement; rows are then aligned too)."""
+    return (is_hopper(device) and 1 <= M <= MAX_M and K % KCHUNK == 0
+            and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
+
+
+def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
+                  order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None) -> None:
+    """``out = alpha * x @ W^T`` (written in place) for NVFP4 weights and 16-bit x.
+
+    Args:
+        x: fp16/bf16 ``(M, K)`` activations (the MMA runs in x's dtype).
+        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``.
+        alpha: fp32 factor applied in the epilogue.
+        out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
+    The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
+    """
+    M, K = x.shape
+    N = w_q.shape[0]
+    cfg = config or choose_config(M, N, K)
+    if not config_is_valid(cfg):
+        raise ValueError(f"config: invalid {cfg}")
+    if w_scales.dtype == torch.float8_e4m3fn:
+        w_scales = w_scales.view(torch.uint8)
+    nt = _token_tile(M)
+    bn = 16 * cfg.row_tiles
+    w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128], _PLAIN8)
+    s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
+    x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
+    chunks = K // KCHUNK
+    per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
+    split = triton.cdiv(chunks, per)
+    partial = split > 1
+    dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
+           else out)
+    _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
+        w_desc, s_desc, x_desc, dst, M, N, chunks, per, float(alpha),
+        N if partial else out.stride(0),
+        DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
+        ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial, launch_pdl=partial,
+        num_warps=1)
+    if partial:
+        from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
+
+        _splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](
+            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=1024,
+            PDL=True, launch_pdl=True, num_warps=4)

@@ -1,0 +1,245 @@
+"""fp4_gemv_tma_sm90 (Gluon decode GEMV fed by TMA, sm_90a): compile-only checks on any machine,
+numerics on an sm_90 GPU.
+
+Gluon cannot run in Triton's interpreter; the interpreter-tested twin is fp4mm/kernels/fp4_gemv.py.
+CPU (CI): every config the heuristic ships compiles for sm_90a with no spills, TMA copies and
+mma.sync; the predicate and the heuristic; the ops send 16-bit x at 9-32 tokens here.
+GPU: vs the fp32 oracle on fresh random inputs (ragged N, M = 9..32, several K, fp16/bf16 x, both
+nibble orders, split K, every config knob, fp16/fp32 out), NaN scale propagation, the ops running
+it alone, unaligned operands falling back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fp4mm import reference
+from fp4mm.formats import dequantize_nvfp4_blocks
+
+T = pytest.importorskip("fp4mm.kernels.fp4_gemv_tma_sm90")
+_spec = importlib.util.spec_from_file_location(
+    "_ptxas", os.path.join(os.path.dirname(__file__), "_ptxas.py"))
+_ptxas = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_ptxas)
+
+HAS_SM90 = torch.cuda.is_available() and T.is_hopper("cuda")
+gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
+C = T.GemvTMAConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU
+# ----------------------------------------------------------------------------------------------
+def test_config_validity_and_heuristic():
+    assert T.config_is_valid(C())
+    for bad in (C(row_tiles=3), C(stages=1), C(stages=5), C(split_k=0)):
+        assert not T.config_is_valid(bad)
+    for M in range(9, T.MAX_M + 1):
+        cfg = T.choose_config(M, 18432, 3072)
+        assert T.config_is_valid(cfg)
+    assert T.choose_config(16, 18432, 3072) == C(2, 3, 2)
+    assert T.choose_config(32, 18432, 3072) == C(2, 2, 1)
+
+
+def test_is_supported_needs_hopper_m_and_k(monkeypatch):
+    monkeypatch.setattr(T, "is_hopper", lambda device: True)
+    t = torch.empty(64, dtype=torch.uint8)
+    assert T.is_supported("cpu", 16, 3072, t)
+    assert T.is_supported("cpu", T.MAX_M, 256, t)
+    assert not T.is_supported("cpu", T.MAX_M + 1, 3072, t)
+    assert not T.is_supported("cpu", 16, 3072 + 128, t)  # K % 256
+    assert not T.is_supported("cpu", 16, 3072, t[1:])  # base not 16-byte aligned
+    assert not T.is_supported("cpu", 16, 3072, torch.empty(8, 8, dtype=torch.uint8).T)
+    monkeypatch.setattr(T, "is_hopper", lambda device: False)
+    assert not T.is_supported("cpu", 16, 3072, t)
+
+
+def _ops_choose(monkeypatch, M, K):
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    monkeypatch.setattr(ops, "is_hopper", lambda device: True)
+    return ops.choose_kernel("nvfp4_w4a16_mm", M, 18432, K, torch.device("cpu"))
+
+
+def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, GEMV_SM90_TMA_MIN_M
+
+    assert GEMV_SM90_MAX_M["nvfp4_w4a16_mm"] == T.MAX_M
+    assert 1 < GEMV_SM90_TMA_MIN_M <= 16
+    for M in (1, 9, 16, 17, 32):
+        assert _ops_choose(monkeypatch, M, 3072) == "gemv_sm90"
+    assert _ops_choose(monkeypatch, 33, 3072) == "gemv"
+
+
+def _shipped() -> list[tuple]:
+    """(x dtype, NT, config, partial, high_first, out) of every specialisation the heuristic
+    returns at the decode shapes the ops send here, both nibble orders and fp32 out once."""
+    cases = set()
+    for M in range(9, T.MAX_M + 1):
+        for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
+            cfg = T.choose_config(M, N, K)
+            for x in ("fp16", "bf16"):
+                partial = cfg.split_k > 1
+                cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, partial, False,
+                           "fp16"))
+    cases.add(("fp16", 16, 2, 3, False, True, "fp32"))
+    return sorted(cases)
+
+
+SHIPPED = _shipped()
+
+
+def compile_report(x, nt, rt, stages, partial, high, out) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    bn = 16 * rt
+    xl = T._X_LAYOUT
+    sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{T._PLAIN8!r}>",
+           "s_desc": f"tensordesc<u8[{bn}, 16],{T._PLAIN8!r}>",
+           "x_desc": f"tensordesc<{x}[{nt}, 256],{xl!r}>",
+           "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
+           "CHUNKS_SPLIT": "i32", "alpha": "fp32", "stride_om": "i32"}
+    consts = dict(DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt, HIGH_FIRST=high,
+                  PARTIAL=partial, ROW_TILES=rt, STAGES=stages, PDL=partial)
+    sig |= {k: "constexpr" for k in consts}
+    src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
+                         attrs={(3,): [["tt.divisibility", 16]], (9,): [["tt.divisibility", 16]]})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 1, "launch_pdl": partial})
+    ptx = k.asm["ptx"]
+    return {"log": _ptxas.ptxas_log(ptx),
+            "mma": len(re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)),
+            "tma": len(re.findall(r"cp\.async\.bulk\.tensor\.2d", ptx)),
+            "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
+            "ld_shared_v4": len(re.findall(r"ld\.shared\.v4\.b32", ptx)),
+            "shared": k.metadata.shared}
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    """Compiled in a clean child process (TRITON_INTERPRET, set for the CPU session, leaves
+    triton's language patched, which breaks Gluon compilation in this process)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "import test_fp4_gemv_tma_sm90 as t; "
+            "print(json.dumps([t.compile_report(*c) for c in t.SHIPPED]))")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("case", SHIPPED, ids=lambda c: "-".join(map(str, c)))
+def test_shipped_configs_compile_without_spills(compile_reports, case):
+    rep = compile_reports[case]
+    x, nt, rt, stages, partial = case[:5]
+    assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
+    assert rep["mma"] > 0
+    assert rep["tma"] >= 3  # codes, scales and x by TMA
+    assert rep["ld_shared_v4"] > 0  # the warp reads each stage back with 16-byte loads
+    assert rep["gdc"] == 2 * partial  # split K: PDL wait + launch_dependents
+    ring = stages * (16 * rt * (128 + 16) + nt * 256 * 2)
+    assert ring <= rep["shared"] <= ring + 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------
+def _e4m3(rows, cols, gen):
+    from fp4mm.formats import float_to_e4m3
+
+    return float_to_e4m3(torch.rand(rows, cols, generator=gen, device="cuda") * 1.5 + 0.5)
+
+
+def _problem(M, N, K, dtype, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    ws = _e4m3(N, K // 16, gen)
+    x = (torch.randn((M, K), generator=gen, device="cuda") * 0.5).to(dtype)
+    return x, wq, ws
+
+
+def _oracle(x, wq, ws, alpha, order):
+    w = dequantize_nvfp4_blocks(wq, ws, order)
+    return (x.float() @ w.T) * alpha
+
+
+def _check(out, ref):
+    assert not torch.isnan(out).any()
+    amax = float(ref.abs().max())
+    tol = 2e-5 * amax if out.dtype == torch.float32 else 2.0**-10 * amax * 1.01
+    assert float((out.float() - ref).abs().max()) <= tol
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K", [(9, 200, 256), (13, 77, 768), (16, 130, 3072),
+                                   (17, 64, 512), (24, 33, 1280), (32, 300, 2048)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_matches_oracle(M, N, K, dtype, order):
+    x, wq, ws = _problem(M, N, K, dtype, seed=M * N + K)
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, ws, 0.37, order, out)
+    _check(out, _oracle(x, wq, ws, 0.37, order))
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [C(rt, st, sp) for rt in (1, 2) for st in (2, 3, 4)
+                                 for sp in (1, 2, 3, 5)], ids=str)
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
+def test_every_config(cfg, out_dtype):
+    M, N, K = 11, 97, 2560  # 10 chunks: uneven splits, rings longer and shorter than a split
+    x, wq, ws = _problem(M, N, K, torch.float16, seed=5)
+    out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
+    T.gemv_tma_sm90(x, wq, ws, 0.5, "low_first", out, config=cfg)
+    _check(out, _oracle(x, wq, ws, 0.5, "low_first"))
+
+
+@gpu
+def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
+    M, N, K = 12, 70, 512
+    x, wq, ws = _problem(M, N, K, torch.float16, seed=3)
+    ws = ws.clone()
+    ws.view(torch.uint8)[5, 7] = 0x7F
+    out = torch.zeros((M, N), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, ws, 1.0, "low_first", out)
+    nan = torch.isnan(out)
+    assert nan[:, 5].all() and int(nan.sum()) == M
+
+
+@gpu
+def test_ops_run_it_alone_and_fall_back_on_unaligned_operands(monkeypatch):
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+
+    x, wq, ws = _problem(16, 256, 3072, torch.bfloat16, seed=12)
+    ref = reference.nvfp4_w4a16_mm(x, wq, ws, 2.0)
+    calls = []
+    real = T.gemv_tma_sm90
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("another kernel ran")
+    for mod, name in ((fp4_gemm, "nvfp4_w4a16_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90_w4a16"),
+                      (fp4_gemv, "nvfp4_w4a16_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
+        monkeypatch.setattr(mod, name, forbidden)
+    _check(fp4mm.nvfp4_w4a16_mm(x, wq, ws, 2.0).float(), ref)
+    assert calls == [1]
+    monkeypatch.undo()
+    # a view 8 bytes into a buffer: not 16-byte aligned, so TMA cannot read it
+    buf = torch.empty((16 * 3072 + 4,), dtype=torch.bfloat16, device="cuda")
+    xu = buf[4:].view(16, 3072)
+    xu.copy_(x)
+    assert not T.is_supported(xu.device, 16, 3072, xu)
+    _check(fp4mm.nvfp4_w4a16_mm(xu, wq, ws, 2.0).float(), ref)
