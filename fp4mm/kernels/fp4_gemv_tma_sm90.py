@@ -10,10 +10,10 @@ of x into a ring stage with one mbarrier; the warp reads the stage back from sha
 runs the shipped kernel's decode and ``mma.sync`` steps on it (``fp4_gemv_sm90._step``: same K
 permutation, same exact ``e2m1 * e4m3`` decode). No register holds a load in flight, so the
 ring depth costs shared memory only. H100, N = 18432, K = 3072, CUDA-graph medians (perf log,
-"Session 15"): M = 16 22.0-22.2 us against 27.5-27.9 for the register ring; bf16 M = 32
-30.1 us against 39.5 for the plain-Triton GEMV. At M = 1 it is no faster than the register
-ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1), so it serves only this
-range.
+"Session 15"): M = 9-16 21.9-23.1 us against 26.5-28.1 for the register ring; M = 24-32
+30.3-32.0 us against 36.7-41.2 for the plain-Triton GEMV. At M = 1 it is no faster than the
+register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1), so it serves
+only this range.
 
 Design, per CTA (one warp, ROW_TILES x 16 weight rows, tokens padded to NT = 16 or 32):
 - **Boxes** (2-D TMA, no swizzle): codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA
@@ -168,13 +168,19 @@ def config_is_valid(cfg: GemvTMAConfig) -> bool:
 
 
 def choose_config(M: int, N: int, K: int) -> GemvTMAConfig:
-    """The heuristic, from the H100 probe sweep (perf log, "Session 15"; CUDA-graph medians,
-    N = 18432, K = 3072): two row tiles per CTA always (one: 27-35 us at M = 16, 47-53 at
-    M = 32); M <= 16: 3 stages, split 2 (fp16 22.2 us, bf16 22.0); M > 16: 2 stages, no split
-    (bf16 30.1; split 2 30.4). Only tuned for M >= 9, the range the ops send here."""
+    """The heuristic, from the H100 sweep (bench/results/2026-11-27-gemv-tma-sweep-run1-h100.json,
+    CUDA-graph medians, fp16 and bf16 x, two row tiles per CTA; the probe had one tile 20-70%
+    slower). By row blocks of 32 (N = 18432 / 8192 / 3072: 576 / 256 / 96), us:
+    - M <= 16: 3 stages, split 2 (18432: 21.9-22.2; 8192: 21.8-22.3); below 192 blocks split 3
+      (3072: 6.8-7.4, split 2 8.5-8.8).
+    - M > 16: split 1 from 512 blocks (18432: 30.3-32.0, flat in the split), 2 from 192 (8192:
+      29.9-38.1; 3 splits of its 32 chunks 35-49), else 3 with 3 stages (3072: 8.4-8.9); 2 stages
+      above one split (18432 M = 24: 31.1 against 35.9 with 3)."""
+    blocks = triton.cdiv(N, 32)
     if M <= 16:
-        return GemvTMAConfig(row_tiles=2, stages=3, split_k=2)
-    return GemvTMAConfig(row_tiles=2, stages=2, split_k=1)
+        return GemvTMAConfig(row_tiles=2, stages=3, split_k=2 if blocks >= 192 else 3)
+    split = 1 if blocks >= 512 else (2 if blocks >= 192 else 3)
+    return GemvTMAConfig(row_tiles=2, stages=3 if split == 3 else 2, split_k=split)
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:

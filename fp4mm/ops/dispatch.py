@@ -74,12 +74,16 @@ GEMV_MAX_M = {
 # 39.7, M=32 64.3 vs 38.8; 8192 x 8192 M=32 75.4 vs 43.5; fp16 x M=24 57.8 vs 37.1; at M=16 they
 # tie (27.6 vs 27.8). nvfp4_mm stays at 32 (M=32: 30.7 vs 40.1). -> 16 for nvfp4_w4a16_mm.
 # Session 15: nvfp4_w4a16_mm at M >= 9 takes the TMA-fed Gluon GEMV (fp4_gemv_tma_sm90: weights
-# and x copied by TMA into a shared-memory ring). H100 80GB HBM3, CUDA-graph medians, raw weights,
-# N = 18432, K = 3072, bench/results/2026-11-27-gemv-tma-probe-h100.json (TMA vs register ring or,
-# at M = 32, the plain-Triton GEMV, us): fp16 M=16 22.2 vs 27.5, bf16 M=16 22.0 vs 27.9, bf16
-# M=32 30.1 vs 39.5 -> 32 for this op. Where the TMA GEMV does not apply (K % 256, unaligned
-# operands) M <= GEMV_SM90_RING_MAX_M_16BIT_X keeps the register ring and above it the
-# plain-Triton GEMV serves (session 13's numbers above).
+# and x copied by TMA into a shared-memory ring). H100 80GB HBM3, CUDA-graph medians, raw
+# weights, bench/results/2026-11-27-gemv-tma-sweep-run1-h100.json (TMA at its best config vs the
+# register ring at M <= 16 / the plain-Triton GEMV above, us, bf16 and fp16 x):
+# - 18432 x 3072: M=9 22.0-23.1 vs 26.5-27.0, M=16 21.9-22.2 vs 27.7-28.1, M=24 31.1-31.5 vs
+#   36.7-41.2, M=32 30.3-32.0 vs 38.3-39.4;
+# - 8192 x 8192: M=16 22.0-22.2 vs 32.6-33.4, M=32 34.7-36.4 vs 41.9-43.7;
+# - 3072 x 3072: M=16 6.8-7.1 vs 8.4-9.1, M=32 8.4-8.7 vs 9.2-9.3
+# -> 32 for this op. Where the TMA GEMV does not apply (K % 256, unaligned operands)
+# M <= GEMV_SM90_RING_MAX_M_16BIT_X keeps the register ring and above it the plain-Triton GEMV
+# serves (session 13's numbers above).
 GEMV_SM90_MAX_M = {
     "nvfp4_mm": 32,
     "w4a16_mm": 16,
@@ -146,7 +150,12 @@ W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 8, (64, False): 64, (64, T
 # - 3072 x 3072 (below PREPACKED_GEMM_MIN_WEIGHT) still favours the GEMV up to 64 (W4A4 M=64
 #   13.0 vs 13.7), so the weight-size condition stays.
 PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
-PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 8}
+# Session 15, the TMA-fed GEMV against the GEMM on prepacked weights (same sweep file as
+# GEMV_SM90_MAX_M's session-15 note; TMA at its heuristic vs the public op with the GEMM forced,
+# us, bf16 / fp16 x): 18432 x 3072 M=9 23.1 / 22.0 vs 24.8 / 22.3, M=16 21.9 / 22.2 vs 23.8 /
+# 22.5, M=24 31.1 / 31.5 vs 24.4 / 22.9; 8192 x 8192 M=16 22.0 / 22.3 vs 27.8 / 25.2, M=24 29.9 /
+# 32.0 vs 27.4 / 25.3 -> 16 for nvfp4_w4a16_mm.
+PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 16}
 
 
 def _requested(override: str | None) -> str:
