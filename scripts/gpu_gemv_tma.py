@@ -344,7 +344,7 @@ def ncu_driver():
     L2-resident), fp16 x, M = 1, for Nsight Compute."""
     p = Problem("nvfp4_w4a16_mm", 1, 18432, 3072, copies=1)
     out = torch.empty((1, 18432), dtype=torch.float16, device="cuda")
-    v = dict(warps=1, row_tiles=1, stages=2, split=2, chunk=2, x_ahead=True)
+    v = dict(warps=1, row_tiles=1, stages=2, split=2, chunk=2, x_ahead="--ahead" in sys.argv)
     for _ in range(2):
         run_new(p, 0, out, None)
         run_tma(p, 0, out, dict(v, mode=0))
