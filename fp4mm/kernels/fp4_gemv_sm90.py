@@ -497,11 +497,22 @@ def _fp4_gemv_sm90_kernel(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
                 gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
-    if PDL:  # the K loop is done: the next kernel may launch (it waits for this one to end)
+    _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, stride_om, PARTIAL, PDL)
+
+
+@gluon.jit
+def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL: gl.constexpr,
+              PDL: gl.constexpr):
+    """After the K loop (both Gluon GEMVs): let the next kernel launch (PDL; it waits for this
+    one to end), then store ``acc`` [rows, tokens] transposed into ``out`` (M, N): unscaled fp32
+    partials at ``(pid_k, M, N)`` when PARTIAL, else ``alpha * acc`` in out's dtype."""
+    if PDL:
         gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
                                   dtype=gl.int32, is_pure=False, pack=1)
-    rows = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-    toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
+    BN: gl.constexpr = acc.shape[0]
+    NT: gl.constexpr = acc.shape[1]
+    rows = row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, acc.type.layout))
+    toks = gl.arange(0, NT, layout=gl.SliceLayout(0, acc.type.layout))
     mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(toks < M, 0)
     offs = gl.expand_dims(toks, 0) * stride_om + gl.expand_dims(rows, 1)
     if PARTIAL:

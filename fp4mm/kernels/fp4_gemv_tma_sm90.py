@@ -43,7 +43,13 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from fp4mm.backend import is_hopper
-from fp4mm.kernels.fp4_gemv_sm90 import _GL_DTYPE, _operand_layouts, _step, _token_tile
+from fp4mm.kernels.fp4_gemv_sm90 import (
+    _GL_DTYPE,
+    _epilogue,
+    _operand_layouts,
+    _step,
+    _token_tile,
+)
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
@@ -134,17 +140,7 @@ def _fp4_gemv_tma_sm90_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
-    if PDL:  # the K loop is done: the next kernel may launch (it waits for this one to end)
-        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
-                                  dtype=gl.int32, is_pure=False, pack=1)
-    rows = row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-    toks = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
-    mask = gl.expand_dims(rows < N, 1) & gl.expand_dims(toks < M, 0)
-    offs = gl.expand_dims(toks, 0) * stride_om + gl.expand_dims(rows, 1)
-    if PARTIAL:
-        gl.store(out_ptr + pid_k * M * N + offs, acc, mask=mask)
-    else:
-        gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
+    _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL, PDL)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,11 +16,8 @@ import dataclasses
 import importlib
 import importlib.util
 import itertools
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -177,15 +174,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
 
 @pytest.fixture(scope="module")
 def compile_reports():
-    """Compiled in a clean child process (TRITON_INTERPRET, set for the CPU session, leaves
-    triton's language patched, which breaks Gluon compilation in this process)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemv_sm90 as t; "
-            "print(json.dumps([t.compile_report(*c) for c in t.SHIPPED]))")
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
-                       capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return dict(zip(SHIPPED, json.loads(r.stdout.strip().splitlines()[-1])))
+    return dict(zip(SHIPPED, _ptxas.compile_in_child(__file__)))
 
 
 @pytest.mark.parametrize("case", SHIPPED, ids=lambda c: "-".join(map(str, c)))
