@@ -237,3 +237,19 @@ def test_ops_run_it_alone_and_fall_back_on_unaligned_operands(monkeypatch):
     xu.copy_(x)
     assert not T.is_supported(xu.device, 16, 3072, xu)
     _check(fp4mm.nvfp4_w4a16_mm(xu, wq, ws, 2.0), ref)
+
+
+@gpu
+def test_ops_keep_17_to_32_tokens_off_the_register_ring_where_tma_does_not_apply(monkeypatch):
+    """K % 256 != 0 at M = 24: no TMA GEMV, and the register ring (1.4-1.7x slower than the
+    plain-Triton GEMV at 17-32 tokens of 16-bit x, session 13) must not take it either."""
+    import fp4mm
+    from fp4mm.kernels import fp4_gemv_sm90
+
+    x, wq, ws = _problem(24, 64, 384, torch.float16, seed=21)
+    assert not T.is_supported(x.device, 24, 384, x, wq, ws)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the register-ring GEMV ran")
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", forbidden)
+    _check(fp4mm.nvfp4_w4a16_mm(x, wq, ws, 2.0), reference.nvfp4_w4a16_mm(x, wq, ws, 2.0))
