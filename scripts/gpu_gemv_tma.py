@@ -72,6 +72,12 @@ def _issue(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs, rea
 
 
 @gluon.jit
+def _now():
+    return gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64,
+                                     is_pure=False, pack=1)
+
+
+@gluon.jit
 def _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i, X_FP4: gl.constexpr):
     """x of 128-K step ``i``: NVFP4 words and scale pairs, or 16-bit pairs (twice)."""
     if X_FP4:
@@ -117,7 +123,7 @@ def _gemv_tma_kernel(
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PARTIAL: gl.constexpr, ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     CHUNK: gl.constexpr, COMPUTE: gl.constexpr, X_TMA: gl.constexpr, MODE: gl.constexpr = 0,
-    X_AHEAD: gl.constexpr = False,
+    X_AHEAD: gl.constexpr = False, tl_ptr=None, TIMELINE: gl.constexpr = 0,
 ):
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
@@ -154,6 +160,8 @@ def _gemv_tma_kernel(
                                   is_pure=False, pack=1)
     pid_n = gl.program_id(0)
     pid_k = gl.program_id(1)
+    if TIMELINE > 0:  # slot 0: the CTA's start
+        gl.store(tl_ptr + (pid_k * gl.num_programs(0) + pid_n) * TIMELINE, _now())
     p_begin = pid_k * PAIRS_SPLIT
     n_p = gl.minimum(p_begin + PAIRS_SPLIT, PAIRS) - p_begin
     row0 = pid_n * BN
@@ -199,7 +207,12 @@ def _gemv_tma_kernel(
         if COMPUTE and not X_TMA:
             # x of the chunk's first step before the wait, of step j + 1 before step j's MMAs
             xa_n, xb_n = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, CHUNK * (p_begin + t), X_FP4)
+        if TIMELINE > 0:  # probe: %globaltimer around the wait, slots 2 + 2t and 3 + 2t
+            cta = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
+            gl.store(tl_ptr + cta * TIMELINE + 2 + 2 * t, _now())
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
+        if TIMELINE > 0:
+            gl.store(tl_ptr + cta * TIMELINE + 3 + 2 * t, _now())
         if COMPUTE:
             wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 16 * CHUNK], _PLAIN32)
             sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 4 * CHUNK], _PLAIN16)
@@ -241,6 +254,9 @@ def _gemv_tma_kernel(
 
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
+    if TIMELINE > 0:  # slot 1: the K loop's end
+        cta1 = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
+        gl.store(tl_ptr + cta1 * TIMELINE + 1, _now())
     if PDL:
         gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
                                   dtype=gl.int32, is_pure=False, pack=1)
@@ -255,7 +271,8 @@ def _gemv_tma_kernel(
 
 
 def gemv_tma(x, x_scales, w_q, w_scales, alpha, order, out, *, warps, row_tiles, stages, split,
-             chunk=2, compute=True, x_tma=False, mode=0, x_ahead=False, maxnreg=None, pdl=True):
+             chunk=2, compute=True, x_tma=False, mode=0, x_ahead=False, maxnreg=None, pdl=True,
+             timeline=None):
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
     assert K % (128 * chunk) == 0
@@ -298,6 +315,7 @@ def gemv_tma(x, x_scales, w_q, w_scales, alpha, order, out, *, warps, row_tiles,
         X_FP4=x_fp4, DTYPE=dtype, NT=nt, HIGH_FIRST=order == "high_first",
         PARTIAL=partial, ROW_TILES=row_tiles, STAGES=stages, PDL=pdl, launch_pdl=pdl,
         CHUNK=chunk, COMPUTE=compute, X_TMA=x_tma, MODE=mode, X_AHEAD=x_ahead,
+        tl_ptr=timeline, TIMELINE=0 if timeline is None else timeline.shape[1],
         num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {}))
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
@@ -352,9 +370,47 @@ def ncu_driver():
     torch.cuda.synchronize()
 
 
+def timeline_probe():
+    """``--timeline``: per-CTA %globaltimer stamps (start, K-loop end, before / after each
+    mbarrier wait) of the TMA GEMV at M = 1, fp16 x, split 1 and 2, streamed and L2-resident,
+    each launch the 4th of a CUDA-graph-free warm sequence."""
+    rows = []
+    p = Problem("nvfp4_w4a16_mm", 1, 18432, 3072, copies=4)
+    out = torch.empty((1, 18432), dtype=torch.float16, device="cuda")
+    for split in (1, 2):
+        for mode in (0, 1):
+            v = dict(warps=1, row_tiles=1, stages=2, split=split, chunk=2, mode=mode)
+            n_c = 12 // split
+            ctas = 1152 * split
+            tl = torch.zeros((ctas, 2 + 2 * n_c), dtype=torch.int64, device="cuda")
+            for i in range(4):
+                run_tma(p, i, out, v)
+            run_tma(p, 0, out, dict(v, timeline=tl))
+            torch.cuda.synchronize()
+            t = tl.double() / 1000.0  # us
+            t0 = t[:, 0].min()
+            start, end = t[:, 0] - t0, t[:, 1] - t0
+            waits = t[:, 3::2] - t[:, 2::2]
+            run = end - start
+            first = waits[:, 0]
+            rest = waits[:, 1:].sum(1)
+            def q(x):
+                x = x.sort().values
+                return [round(float(x[int(f * (len(x) - 1))]), 2) for f in (0, 0.1, 0.5, 0.9, 1)]
+            r = dict(split=split, mode=mode, span_us=float(end.max()), start_q=q(start),
+                     run_q=q(run), first_wait_q=q(first), other_waits_q=q(rest),
+                     wait_share=float(waits.sum() / run.sum()),
+                     wait_by_chunk_median=[round(float(w), 2) for w in waits.median(0).values])
+            rows.append(r)
+            print(r, flush=True)
+    save_rows("gemv-tma-timeline", rows)
+
+
 def main():
     if "--ncu" in sys.argv:
         return ncu_driver()
+    if "--timeline" in sys.argv:
+        return timeline_probe()
     quick = "--quick" in sys.argv
     torch.manual_seed(0)
     # correctness first: ragged N, both orders, M = 1 and 5 and 16, fp32 out
