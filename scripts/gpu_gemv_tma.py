@@ -124,6 +124,7 @@ def _gemv_tma_kernel(
     PARTIAL: gl.constexpr, ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     CHUNK: gl.constexpr, COMPUTE: gl.constexpr, X_TMA: gl.constexpr, MODE: gl.constexpr = 0,
     X_AHEAD: gl.constexpr = False, tl_ptr=None, TIMELINE: gl.constexpr = 0,
+    LEAD: gl.constexpr = 8,
 ):
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
@@ -165,9 +166,10 @@ def _gemv_tma_kernel(
     p_begin = pid_k * PAIRS_SPLIT
     n_p = gl.minimum(p_begin + PAIRS_SPLIT, PAIRS) - p_begin
     row0 = pid_n * BN
-    for t in gl.static_range(STAGES):
-        _issue(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs, ready, t, row0,
-               p_begin + t, t < n_p, CHUNK, X_TMA, X_FP4, MODE, PAIRS, BN)
+    for t in gl.static_range(STAGES):  # LEAD < STAGES: the rest once the first chunk is in
+        if t < LEAD:
+            _issue(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs, ready, t,
+                   row0, p_begin + t, t < n_p, CHUNK, X_TMA, X_FP4, MODE, PAIRS, BN)
 
     if X_FP4:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
@@ -211,6 +213,12 @@ def _gemv_tma_kernel(
             cta = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
             gl.store(tl_ptr + cta * TIMELINE + 2 + 2 * t, _now())
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
+        if LEAD < STAGES:
+            if t == 0:  # probe: the stages the prologue left out
+                for u in gl.static_range(LEAD, STAGES):
+                    _issue(w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, x_bufs, xs_bufs,
+                           ready, u, row0, p_begin + u, u < n_p, CHUNK, X_TMA, X_FP4, MODE,
+                           PAIRS, BN)
         if TIMELINE > 0:
             gl.store(tl_ptr + cta * TIMELINE + 3 + 2 * t, _now())
         if COMPUTE:
@@ -272,7 +280,7 @@ def _gemv_tma_kernel(
 
 def gemv_tma(x, x_scales, w_q, w_scales, alpha, order, out, *, warps, row_tiles, stages, split,
              chunk=2, compute=True, x_tma=False, mode=0, x_ahead=False, maxnreg=None, pdl=True,
-             timeline=None):
+             timeline=None, lead=8):
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
     assert K % (128 * chunk) == 0
@@ -316,6 +324,7 @@ def gemv_tma(x, x_scales, w_q, w_scales, alpha, order, out, *, warps, row_tiles,
         PARTIAL=partial, ROW_TILES=row_tiles, STAGES=stages, PDL=pdl, launch_pdl=pdl,
         CHUNK=chunk, COMPUTE=compute, X_TMA=x_tma, MODE=mode, X_AHEAD=x_ahead,
         tl_ptr=timeline, TIMELINE=0 if timeline is None else timeline.shape[1],
+        LEAD=min(lead, stages),
         num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {}))
     if partial:
         from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
@@ -406,7 +415,38 @@ def timeline_probe():
     save_rows("gemv-tma-timeline", rows)
 
 
+def lead_probe():
+    """``--lead``: the prologue issues only the first chunk (lead 1) and the other stages once
+    it has arrived, so the grid's first requests are half as many: does the first wait, and
+    the call, shrink?"""
+    rows = []
+    cases = [("nvfp4_w4a16_mm", torch.float16, 1), ("nvfp4_w4a16_mm", torch.bfloat16, 1),
+             ("nvfp4_mm", torch.float16, 1), ("nvfp4_w4a16_mm", torch.bfloat16, 16)]
+    for op, dt, M in cases:
+        p = Problem(op, M, 18432, 3072, dtype=dt, copies=4)
+        out = torch.empty((M, 18432), dtype=torch.float16, device="cuda")
+        t_old = time_graph([lambda i=i: run_new(p, i, out, None) for i in range(4)])[0]
+        line = f"{op:15s} {str(dt)[6:]:8s} M={M:2d} shipped {t_old:6.2f} |"
+        for split in (1, 2, 3):
+            for stages in (2, 3):
+                for lead in (1, stages):
+                    v = dict(warps=1, row_tiles=2 if M > 8 else 1, stages=stages, split=split,
+                             chunk=2, x_tma=M > 8, lead=lead)
+                    o = torch.full((M, 18432), float("nan"), device="cuda")
+                    run_tma(p, 0, o, v)
+                    if not close(o, p.reference(0))[0]:
+                        print("WRONG", v, flush=True)
+                        continue
+                    t = time_graph([lambda i=i: run_tma(p, i, out, v) for i in range(4)])[0]
+                    rows.append(dict(op=op, dtype=str(dt), M=M, shipped=t_old, us=t, **v))
+                    line += f" s{split}/st{stages}/L{lead} {t:6.2f}"
+        print(line, flush=True)
+    save_rows("gemv-tma-lead", rows)
+
+
 def main():
+    if "--lead" in sys.argv:
+        return lead_probe()
     if "--ncu" in sys.argv:
         return ncu_driver()
     if "--timeline" in sys.argv:
