@@ -79,6 +79,19 @@ mul.rn.f16x2 q3, q3, $12;
 """).replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
 _DECODE_LOW = gl.constexpr(_DECODE_SCALED.replace("FIRST", "lo").replace("SECOND", "hi"))
 _DECODE_HIGH = gl.constexpr(_DECODE_SCALED.replace("FIRST", "hi").replace("SECOND", "lo"))
+# W4A4, where x and the weights go through the same decoder: the pairs in the order the hardware
+# conversion yields them, (c0, c2), (c4, c6), (c1, c3), (c5, c7), without the two `prmt` that
+# restore element order. Both operands are permuted alike within each word (one scale block),
+# and a dot product does not care in which order K is summed.
+_ELEMENT_ORDER = """prmt.b32 p0, FIRST, SECOND, 0x5140;
+prmt.b32 p1, FIRST, SECOND, 0x7362;
+mov.b32 {h0, h1}, p0;
+mov.b32 {h2, h3}, p1;"""
+assert _DECODE_SCALED.count(_ELEMENT_ORDER) == 1
+_UNORDERED = _DECODE_SCALED.replace(_ELEMENT_ORDER,
+                                    "mov.b32 {h0, h1}, FIRST;\nmov.b32 {h2, h3}, SECOND;")
+_DECODE_LOW_UNORDERED = gl.constexpr(_UNORDERED.replace("FIRST", "lo").replace("SECOND", "hi"))
+_DECODE_HIGH_UNORDERED = gl.constexpr(_UNORDERED.replace("FIRST", "hi").replace("SECOND", "lo"))
 # The same without a scale (16-bit group scales multiply the fp32 group sums instead): 8 codes ->
 # four fp16x2 registers of ``e2m1 * 2^-6`` (the word is $4..$11).
 _CODES = (E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", "")
@@ -197,9 +210,11 @@ def _join8(o0, o1, o2, o3, o4, o5, o6, o7):
 
 @gluon.jit
 def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L: gl.constexpr,
-            KSTEP: gl.constexpr, DTYPE: gl.constexpr):
+            KSTEP: gl.constexpr, DTYPE: gl.constexpr, UNORDERED: gl.constexpr = False):
     """int32 code words [ROWS, KS/8] and int16 scale pairs [ROWS, KS/32] (physical K order) ->
-    ``e2m1 * e4m3`` [ROWS, KS] of DTYPE (fp16 or bf16, exact either way) in MMA slot order."""
+    ``e2m1 * e4m3`` [ROWS, KS] of DTYPE (fp16 or bf16, exact either way) in MMA slot order.
+    UNORDERED (fp16, W4A4 only: both operands must take it): each word's eight values in the
+    conversion's order (codes 0, 2, 4, 6, 1, 3, 5, 7) instead of element order."""
     s0, s1 = gl.inline_asm_elementwise(
         _SCALE_PAIR_BF16 if DTYPE == gl.bfloat16 else _SCALE_PAIR, "=r,=r,h", [pairs],
         dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
@@ -214,6 +229,10 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
         v = gl.inline_asm_elementwise(_DECODE_BF16_HIGH if HIGH_FIRST else _DECODE_BF16_LOW,
                                       "=r,=r,=r,=r" + ",r" * 16, [w8, s8], dtype=gl.bfloat16,
                                       is_pure=True, pack=8)
+    elif UNORDERED:
+        v = gl.inline_asm_elementwise(_DECODE_HIGH_UNORDERED if HIGH_FIRST else
+                                      _DECODE_LOW_UNORDERED, "=r,=r,=r,=r" + ",r" * 16, [w8, s8],
+                                      dtype=gl.float16, is_pure=True, pack=8)
     else:
         v = gl.inline_asm_elementwise(_DECODE_HIGH if HIGH_FIRST else _DECODE_LOW,
                                       "=r,=r,=r,=r" + ",r" * 16, [w8, s8], dtype=gl.float16,
@@ -314,14 +333,14 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
               KSTEP: gl.constexpr):
     """Decode one K step's operands into MMA slot order and accumulate ``W x^T``."""
     if X_FP4:
-        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE)
+        xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE, True)
     else:
         xv = as_16bit_pairs(xa, DTYPE)
         # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
         xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
         xv = xv.reshape([NT, KSTEP])
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
-    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE), a_l)
+    a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE, X_FP4), a_l)
     return mma_v2(a, b, acc)
 
 
