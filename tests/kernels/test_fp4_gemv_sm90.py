@@ -84,12 +84,14 @@ def _ops_choose(monkeypatch, op, M, K, hopper=True, group_size=None):
                                       ("w4a16_mm", 32), ("w4a16_mm", 64), ("w4a16_mm", 128),
                                       ("w4a16_mm", 384)])
 def test_ops_route_hopper_decode_here(monkeypatch, op, group):
-    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, gemv_max_m
 
     top = GEMV_SM90_MAX_M[op]
     assert _ops_choose(monkeypatch, op, 1, 3072, group_size=group) == "gemv_sm90"
     assert _ops_choose(monkeypatch, op, top, 3072, group_size=group) == "gemv_sm90"
-    assert _ops_choose(monkeypatch, op, top + 1, 3072, group_size=group) == "gemv"
+    # above it: the plain-Triton GEMV, or the GEMM where the Gluon GEMV reaches the GEMV range
+    above = "gemv" if top + 1 <= gemv_max_m(op, None, group) else "gemm_sm90"
+    assert _ops_choose(monkeypatch, op, top + 1, 3072, group_size=group) == above
     assert _ops_choose(monkeypatch, op, 1, 3072 + 64, group_size=group) == "gemv"  # K % 128
     assert _ops_choose(monkeypatch, op, 1, 3072, hopper=False, group_size=group) == "gemv"
 
@@ -134,6 +136,11 @@ def _shipped() -> list[tuple]:
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
                        cfg.row_tiles, partial, False, "fp16", group))
+    for N, K in ((18432, 3072), (8192, 8192)):  # W4A4 up to GEMV_SM90_MAX_M: 64 tokens
+        cfg = S.choose_config(GEMV_SM90_MAX_M["nvfp4_mm"], N, K, True)
+        partial = S._plan(K // S.KS, cfg)[0] > 1
+        cases.add(("fp4", S._token_tile(GEMV_SM90_MAX_M["nvfp4_mm"]), cfg.num_warps, cfg.prefetch,
+                   cfg.l2_ahead, cfg.row_tiles, partial, False, "fp16", 0))
     cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0))  # high_first nibbles, fp32 out
     return sorted(cases)
 
