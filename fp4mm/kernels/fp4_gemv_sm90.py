@@ -33,7 +33,8 @@ to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm9
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
   128 per step). Both operands then skip the two ``prmt`` per word that restore element order:
   the same permutation of K on both sides (H100: 2-11% faster at M = 1-16). W4A16 moves
-  16-bit x as int32 pairs (an asm move keeps each pair in its register); with bf16 x the weights decode straight to bf16 (byte tables indexed by ``prmt``,
+  16-bit x as int32 pairs (an asm move keeps each pair in its register); with bf16 x the
+  weights decode straight to bf16 (byte tables indexed by ``prmt``,
   ``fp4_decode.E2M1_WORD_BF16_PTX``; exact, and 4-17% faster than converting fp16 to bf16).
 - **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)`` summed in a fixed order by
   ``fp4_gemv``'s reduce kernel (deterministic, no atomics). Both kernels then use programmatic
