@@ -1,10 +1,11 @@
 """Decode GEMV for NVFP4 weights and 16-bit activations at 9-32 tokens on Hopper, in Gluon, with
 the weights *and* x fed by TMA into a shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
 
-Why a second Gluon GEMV (``fp4_gemv_sm90`` serves M <= 8 and W4A4; the plain-Triton
-``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens of fp16/bf16 x, each
-K step of the register-ring GEMV loads as many x bytes per thread as weight bytes, and with one
-warp per CTA (more spill, session 9) too few loads stay in flight. Here one elected thread
+Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 8 tokens
+and W4A4; the plain-Triton ``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens
+of fp16/bf16 x, each K step of the register ring loads as many x bytes per thread as weight
+bytes, and it runs one warp per CTA without split there (its best config, session 9), so too
+few loads stay in flight. Here one elected thread
 copies each 256-K chunk of a CTA's weight rows (two 128-K steps of codes, their E4M3 scales) and
 of x into a ring stage with one mbarrier; the warp reads the stage back from shared memory and
 runs the shipped kernel's decode and ``mma.sync`` steps on it (``fp4_gemv_sm90._step``: same K
@@ -12,8 +13,8 @@ permutation, same exact ``e2m1 * e4m3`` decode). No register holds a load in fli
 ring depth costs shared memory only. H100, N = 18432, K = 3072, CUDA-graph medians (perf log,
 "Session 15"): M = 9-16 21.9-23.1 us against 26.5-28.1 for the register ring; M = 24-32
 30.3-32.0 us against 36.7-41.2 for the plain-Triton GEMV. At M = 1 it is no faster than the
-register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1), so it serves
-only this range.
+register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1; the ring has
+since dropped to 20.6), so it serves only this range.
 
 Design, per CTA (one warp, ROW_TILES x 16 weight rows, tokens padded to NT = 16 or 32):
 - **Boxes** (2-D TMA, no swizzle): codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA
