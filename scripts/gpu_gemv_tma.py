@@ -327,11 +327,9 @@ def gemv_tma(x, x_scales, w_q, w_scales, alpha, order, out, *, warps, row_tiles,
         LEAD=min(lead, stages),
         num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {}))
     if partial:
-        from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
+        from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        _splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](
-            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=1024,
-            PDL=pdl, launch_pdl=pdl, num_warps=4)
+        reduce_partials(dst, out, alpha, pdl=pdl)
 
 
 def run_tma(p, i, out, v):

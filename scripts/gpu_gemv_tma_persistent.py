@@ -25,7 +25,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel  # noqa: E402
+from fp4mm.kernels.fp4_gemv import reduce_partials  # noqa: E402
 from scripts.gpu_decode import Problem, close, save_rows, time_graph  # noqa: E402
 from scripts.gpu_gemv_sm90 import run_new  # noqa: E402
 
@@ -134,9 +134,7 @@ def gemv_persistent(x, w_q, w_scales, alpha, out, *, splits, ctas_per_sm):
     _persistent_kernel[grid](x.view(torch.int32), w_desc, s_desc, part, counter, M, N, items,
                              splits, chunks // splits, K // 2, DTYPE=S._GL_DTYPE[x.dtype],
                              NT=S._token_tile(M), HIGH_FIRST=False, num_warps=1)
-    _splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](
-        part, out, M, N, float(alpha), out.stride(0), SPLIT_K=splits, BLOCK=1024, PDL=False,
-        num_warps=4)
+    reduce_partials(part, out, alpha)
 
 
 def main():

@@ -319,6 +319,19 @@ def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, stride_om,
 
 
 # --------------------------------------------------------------------------------------- launcher
+def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha: float, *,
+                    pdl: bool = False) -> None:
+    """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
+    order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
+    with programmatic dependent launch (it waits for the previous kernel itself)."""
+    splits, M, N = part.shape
+    block = 1024
+    pdl_args = {"PDL": True, "launch_pdl": True} if pdl else {}  # the interpreter has no PDL
+    _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
+        part, out, M, N, float(alpha), out.stride(0), SPLIT_K=splits, BLOCK=block, num_warps=4,
+        **pdl_args)
+
+
 @dataclass(frozen=True)
 class GemvConfig:
     """block_m: tokens per program (FMA: 1..4; DOT: >= 16, the MMA N side); block_n: weight rows
@@ -451,10 +464,7 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:
-        block = 1024
-        _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-            dest, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
-            num_warps=4)
+        reduce_partials(dest, out, alpha)
 
 
 def nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,

@@ -711,12 +711,9 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
         SDTYPE=sdtype, PDL=pdl, launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
-        from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
+        from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        block = 1024
-        _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=block,
-            PDL=pdl, launch_pdl=pdl, num_warps=4)
+        reduce_partials(dst, out, alpha, pdl=pdl)
 
 
 def nvfp4_mm_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,

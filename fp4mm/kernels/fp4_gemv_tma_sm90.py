@@ -223,8 +223,6 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial, launch_pdl=partial,
         num_warps=1)
     if partial:
-        from fp4mm.kernels.fp4_gemv import _splitk_reduce_kernel
+        from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        _splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](
-            dst, out, M, N, float(alpha), out.stride(0), SPLIT_K=split, BLOCK=1024,
-            PDL=True, launch_pdl=True, num_warps=4)
+        reduce_partials(dst, out, alpha, pdl=True)
