@@ -7,7 +7,9 @@ from global memory straight into the registers of the ``mma.sync`` A operand, wi
 anywhere, and each warp keeps several K steps of loads in flight.
 
 Design, per warp (num_warps warps per CTA, each owning ROW_TILES x 16 weight rows; tokens padded
-to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
+to NT = 8..64: up to 64 for W4A4, 32 for 16-bit x, 16 with 16-bit group scales, the largest
+tiles each kind compiles without spills, see ``max_m``). Measurements behind each choice:
+docs/perf-log.md, "fp4_gemv_sm90".
 
 - **K permutation.** A dot product does not care in which order K is summed, so the MMA's K
   slots need not be consecutive K. Each thread (lane ``4 g + c``) loads 16 contiguous bytes (32
@@ -43,8 +45,9 @@ to NT = 8..64). Measurements behind each choice: docs/perf-log.md, "fp4_gemv_sm9
   launch once its K loop is done, hiding most of the reduce's launch latency (H100: 4-8% at
   M = 1-16; with split 1 there is no reduce, and PDL measured -3% to +4%, so it is off).
 
-Requirements (the launcher checks; the ops fall back to ``fp4_gemv`` otherwise): K % 128 == 0,
-16-byte aligned rows and base pointers, contiguous operands.
+Requirements (``is_supported``; the ops fall back to ``fp4_gemv`` otherwise): K % 128 == 0,
+16-byte aligned rows and base pointers, contiguous operands, M <= ``max_m`` (the launcher
+raises above it).
 """
 
 from __future__ import annotations
@@ -546,6 +549,13 @@ def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL: gl.con
 # Launcher
 # ----------------------------------------------------------------------------------------------
 MAX_M = 64  # tokens per launch: the MMA N side, padded to 8, 16, 32 or 64
+# The largest token tile each operand kind compiles without register spills (ptxas, sm_90a,
+# session 16): W4A4 64 (one row tile there; two spill 112-128 B), 16-bit x 32 (64 spills
+# 912-920 B), 16-bit group scales 16 (32 spills 4-48 B). The compile test covers every tile
+# up to these.
+MAX_M_W4A4 = MAX_M
+MAX_M_16BIT_X = 32
+MAX_M_GROUPED = 16
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
 
@@ -578,12 +588,21 @@ def group_size_is_supported(group_size: int) -> bool:
     return group_size in (32, 64) or (group_size > 0 and group_size % KS == 0)
 
 
+def max_m(x_fp4: bool, group_size: int | None = None) -> int:
+    """The most tokens one launch serves for this operand kind (W4A4, 16-bit x with E4M3 or
+    with 16-bit group scales): the largest token tile that compiles without spills."""
+    if group_size is not None:
+        return MAX_M_GROUPED
+    return MAX_M_W4A4 if x_fp4 else MAX_M_16BIT_X
+
+
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor,
-                 group_size: int | None = None) -> bool:
-    """True where this kernel applies: Hopper, M <= MAX_M, K % 128 == 0, every operand
-    contiguous with a 16-byte aligned base (rows are then 16-byte aligned too); for 16-bit
-    group scales (``group_size``), a group size :func:`group_size_is_supported` accepts."""
-    return (is_hopper(device) and 1 <= M <= MAX_M and K % KS == 0
+                 group_size: int | None = None, x_fp4: bool = False) -> bool:
+    """True where this kernel applies: Hopper, 1 <= M <= :func:`max_m`, K % 128 == 0, every
+    operand contiguous with a 16-byte aligned base (rows are then 16-byte aligned too); for
+    16-bit group scales (``group_size``), a group size :func:`group_size_is_supported`
+    accepts. ``x_fp4``: NVFP4 activations (W4A4)."""
+    return (is_hopper(device) and 1 <= M <= max_m(x_fp4, group_size) and K % KS == 0
             and (group_size is None or group_size_is_supported(group_size))
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
@@ -597,6 +616,9 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       hence resident warps, and won nothing.
     - W4A4, or M > 8: two 16-row tiles per warp (the x operand, decoded or loaded, serves both):
       W4A4 M=1 19.3 (one tile: 19.6), M=16 23.8, M=32 32.0; W4A16 M=16 28.4 (one tile: 36.5).
+      Not W4A4 at 33-64 tokens: two tiles spill there (112-128 B). They would be 2-18% faster
+      than one (bench/results/2026-11-27-gemv-w4a4-wide-h100.json: 18432 x 3072 M=64 51.3 vs
+      54.1 us, N = K = 8192 M=33 45.4 vs 54.8), but no shipped config spills.
     - 16-bit x with M <= 8: one tile per warp (W4A16 M=1 17.4, two tiles 19.9); with M > 16 two
       tiles spill (64 B, ptxas), so one.
     - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
@@ -618,7 +640,8 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       also shows prefetch 2 and k_step 256 no faster anywhere).
     """
     grouped = group_size is not None
-    rt = 2 if (x_fp4 or 8 < M <= 16) and not grouped else 1
+    two_tiles = (x_fp4 and _token_tile(M) <= 32) or (not x_fp4 and 8 < M <= 16)
+    rt = 2 if two_tiles and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
     wide_16bit = not x_fp4 and not grouped and 8 < M <= 16
     if grouped and group_size < KS:
@@ -667,10 +690,14 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
             or with ``group_size`` fp16/bf16 ``(N, K/group_size)`` group scales (16-bit x only).
         alpha: fp32 factor applied in the epilogue.
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
-    The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
+    The caller checks :func:`is_supported` (a token count above :func:`max_m` raises); shapes
+    and dtypes are validated by ``fp4mm.ops``.
     """
     M = x.shape[0]
     N, K = w_q.shape[0], w_q.shape[1] * 2
+    limit = max_m(x_scales is not None, group_size)
+    if not 1 <= M <= limit:
+        raise ValueError(f"x: expected 1 to {limit} rows (tokens) for this operand kind, got {M}")
     cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")

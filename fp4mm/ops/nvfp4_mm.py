@@ -84,7 +84,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
         if M > GEMV_SM90_RING_MAX_M_16BIT_X:
             return False
     tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
-    if not fp4_gemv_sm90.is_supported(out.device, M, K, *tensors, group_size=group_size):
+    if not fp4_gemv_sm90.is_supported(out.device, M, K, *tensors, group_size=group_size,
+                                      x_fp4=x_scales is not None):
         return False
     fp4_gemv_sm90.gemv_sm90(x, x_scales, w_q, w_scales, alpha, order, out,
                             group_size=group_size)

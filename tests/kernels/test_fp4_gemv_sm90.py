@@ -72,6 +72,31 @@ def test_config_validity_and_heuristic():
         assert S.choose_config(M, 18432, 3072, group_size=32) == S.GemvSM90Config(1, 1, 1, 0, 1)
     assert S.choose_config(1, 18432, 3072, group_size=128) == S.GemvSM90Config(1, 1, 2, 0, 1)
     assert S.choose_config(16, 18432, 3072, group_size=128).row_tiles == 1
+    # W4A4 at 33-64 tokens: one row tile (two spill there)
+    assert S.choose_config(64, 18432, 3072, True) == S.GemvSM90Config(2, 1, 2, 0, 1)
+    assert S.choose_config(32, 18432, 3072, True).row_tiles == 2
+
+
+def test_token_limits_cover_the_dispatch_and_are_enforced():
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
+
+    assert GEMV_SM90_MAX_M["nvfp4_mm"] <= S.max_m(True)
+    assert GEMV_SM90_MAX_M["nvfp4_w4a16_mm"] <= S.max_m(False)
+    assert GEMV_SM90_MAX_M["w4a16_mm"] <= S.max_m(False, 32)
+    assert S.max_m(True) == S.MAX_M and S.max_m(False, 128) <= S.max_m(False) <= S.MAX_M
+    # the launcher refuses a token count its kind does not compile cleanly for, before any
+    # launch (so this runs on the CPU)
+    K, N = 256, 16
+    w_q = torch.zeros((N, K // 2), dtype=torch.uint8)
+    w_s = torch.zeros((N, K // 16), dtype=torch.uint8)
+    out = torch.empty((S.max_m(False) + 1, N), dtype=torch.float16)
+    x = torch.zeros((S.max_m(False) + 1, K), dtype=torch.float16)
+    with pytest.raises(ValueError, match="x: expected 1 to 32 rows"):
+        S.gemv_sm90(x, None, w_q, w_s, 1.0, "low_first", out)
+    g = torch.zeros((N, K // 32), dtype=torch.float16)
+    with pytest.raises(ValueError, match="x: expected 1 to 16 rows"):
+        S.gemv_sm90(x[:17], None, w_q, g, 1.0, "low_first", out[:17], group_size=32)
+    assert not S.is_supported(torch.device("cpu"), 1, K, x)  # not Hopper
 
 
 def _ops_choose(monkeypatch, op, M, K, hopper=True, group_size=None):
@@ -118,29 +143,25 @@ def test_grouped_permutation_puts_each_mma_pair_in_one_group(group):
 
 def _shipped() -> list[tuple]:
     """(x kind, NT, config) of every specialisation the heuristic returns at the decode shapes,
-    for W4A4 and fp16/bf16 x, both nibble orders on one of them, fp32 output once."""
-    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
-
+    for W4A4 and fp16/bf16 x at every token tile the kernel accepts for that kind
+    (``S.max_m``), both nibble orders on one of them, fp32 output once."""
     cases = set()
-    for M, (N, K) in itertools.product((1, 4, 16, 32), ((18432, 3072), (8192, 8192),
-                                                        (3072, 3072))):
+    shapes = ((18432, 3072), (8192, 8192), (3072, 3072))
+    for M, (N, K) in itertools.product((1, 4, 16, 32, 64), shapes):
         for x in ("fp4", "fp16", "bf16"):
+            if M > S.max_m(x == "fp4"):
+                continue
             cfg = S.choose_config(M, N, K, x == "fp4")
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
                        cfg.row_tiles, partial, False, "fp16", 0))
         for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
-            if M > GEMV_SM90_MAX_M["w4a16_mm"]:
+            if M > S.max_m(False, group):
                 continue
             cfg = S.choose_config(M, N, K, False, group)
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
                        cfg.row_tiles, partial, False, "fp16", group))
-    for N, K in ((18432, 3072), (8192, 8192)):  # W4A4 up to GEMV_SM90_MAX_M: 64 tokens
-        cfg = S.choose_config(GEMV_SM90_MAX_M["nvfp4_mm"], N, K, True)
-        partial = S._plan(K // S.KS, cfg)[0] > 1
-        cases.add(("fp4", S._token_tile(GEMV_SM90_MAX_M["nvfp4_mm"]), cfg.num_warps, cfg.prefetch,
-                   cfg.l2_ahead, cfg.row_tiles, partial, False, "fp16", 0))
     cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0))  # high_first nibbles, fp32 out
     return sorted(cases)
 
@@ -236,6 +257,11 @@ def _check(out, ref):
 def test_matches_oracle(M, N, K, x_kind, order):
     x, xs, wq, ws = _problem(M, N, K, x_kind, seed=M * 31 + N)
     out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    if M > S.max_m(x_kind == "fp4"):  # 16-bit x above 32 tokens would spill: refused
+        with pytest.raises(ValueError, match="x: expected 1 to 32 rows"):
+            S.gemv_sm90(x, xs, wq, ws, 0.375, order, out)
+        assert torch.isnan(out).all()
+        return
     S.gemv_sm90(x, xs, wq, ws, 0.375, order, out)
     _check(out, _oracle(x, xs, wq, ws, 0.375, order))
 
@@ -273,15 +299,16 @@ def test_identity_probe_gives_the_dequantised_weight_bit_for_bit(x_dtype, order)
     """fp16 x decodes through E4M3 conversions, bf16 x through byte tables (fp4_decode): every
     code byte, both nibble orders, land on the dequantised weight exactly."""
     K, N = 256, 48
-    x, _, wq, ws = _problem(64, N, K, "fp16", seed=3)
+    T = S.max_m(False)  # K positions per call: one per token
+    x, _, wq, ws = _problem(T, N, K, "fp16", seed=3)
     wq[:, :128] = torch.arange(256, dtype=torch.uint8, device="cuda").view(2, 128)[
         torch.arange(N, device="cuda") % 2]  # every byte value, in both row parities
-    out = torch.full((64, N), float("nan"), dtype=torch.float32, device="cuda")
-    for k0 in (0, 64, 128, 192):  # 64 K positions per call (64 tokens)
-        eye = torch.zeros((64, K), dtype=x_dtype, device="cuda")
-        eye[torch.arange(64), k0 + torch.arange(64)] = 1.0
+    out = torch.full((T, N), float("nan"), dtype=torch.float32, device="cuda")
+    for k0 in range(0, K, T):
+        eye = torch.zeros((T, K), dtype=x_dtype, device="cuda")
+        eye[torch.arange(T), k0 + torch.arange(T)] = 1.0
         S.gemv_sm90(eye, None, wq, ws, 1.0, order, out)
-        ref = dequantize_nvfp4_blocks(wq, ws, order)[:, k0:k0 + 64].T
+        ref = dequantize_nvfp4_blocks(wq, ws, order)[:, k0:k0 + T].T
         assert torch.equal(out, ref)
 
 
