@@ -8,12 +8,16 @@ Ops (all functional; outputs never alias inputs):
   quantiser (:mod:`fp4mm.kernels.quantize_nvfp4`) where ``fp4mm.backend`` picks Triton (CUDA sm_90+,
   or ``FP4MM_BACKEND=triton`` under the interpreter), the codec otherwise. Both agree bit for bit.
 - ``fp4mm::nvfp4_mm(Tensor x_q, Tensor x_scales, Tensor w_q, Tensor w_scales, Tensor? w_packed,
-  Tensor alpha, ScalarType out_dtype, str order) -> Tensor`` ``(M, N)``: :func:`fp4mm.nvfp4_mm`.
-  ``alpha`` is a one-element float32 tensor so that a dynamic activation scale needs no host sync
-  while tracing. ``w_packed``: the ``packed`` field of a ``PrepackedNVFP4Weight`` (or None).
+  Tensor alpha, ScalarType out_dtype, str order, Tensor? w_sm90_codes=None,
+  Tensor? w_sm90_scales=None) -> Tensor`` ``(M, N)``: :func:`fp4mm.nvfp4_mm`. ``alpha`` is a
+  one-element float32 tensor so that a dynamic activation scale needs no host sync while
+  tracing. A ``PrepackedNVFP4Weight`` travels as tensors: ``w_packed`` its ``packed`` field (the
+  plain-Triton layout), or ``w_sm90_codes`` / ``w_sm90_scales`` its ``sm90`` codes and scales
+  (the Hopper layout); all None for a raw weight (see :func:`prepacked_args`).
 - ``fp4mm::nvfp4_w4a16_mm(Tensor x, Tensor w_q, Tensor w_scales, Tensor? w_packed,
-  Tensor w_global_scale, str order) -> Tensor`` ``(M, N)`` of x.dtype: fp16/bf16 activations use
-  :func:`fp4mm.ops.nvfp4_w4a16_mm`; float32 activations use an fp32 dequantise-and-matmul.
+  Tensor w_global_scale, str order, Tensor? w_sm90_codes=None, Tensor? w_sm90_scales=None)
+  -> Tensor`` ``(M, N)`` of x.dtype: fp16/bf16 activations use :func:`fp4mm.ops.nvfp4_w4a16_mm`;
+  float32 activations use an fp32 dequantise-and-matmul. Prepacked weights as above.
 - ``fp4mm::w4a16_mm(Tensor x, Tensor w_q, Tensor scales, int group_size, str order) -> Tensor``:
   :func:`fp4mm.w4a16_mm`.
 
@@ -32,13 +36,36 @@ from fp4mm.formats.nvfp4 import quantize_nvfp4 as _codec_quantize_nvfp4
 from fp4mm.reference import as_scale_bytes
 
 
-def _weight(w_q, w_scales, w_packed, order):
-    """Raw ``(w_q, w_scales)`` or a ``PrepackedNVFP4Weight`` (then scales travel inside it)."""
-    if w_packed is None:
-        return w_q, w_scales
+def prepacked_args(w) -> tuple:
+    """``(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales)``, the op arguments of a raw
+    ``(w_q, w_scales)`` pair's ``w_q`` (the rest None) or of a ``PrepackedNVFP4Weight``."""
     from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
-    return PrepackedNVFP4Weight(w_q, as_scale_bytes("w_scales", w_scales), order, w_packed), None
+    if not isinstance(w, PrepackedNVFP4Weight):
+        return w, None, None, None, None
+    sm90 = w.sm90
+    return (w.w_q, w.w_scales, w.packed, None if sm90 is None else sm90.codes,
+            None if sm90 is None else sm90.scales)
+
+
+def _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order):
+    """Raw ``(w_q, w_scales)`` or a ``PrepackedNVFP4Weight`` (then scales travel inside it)."""
+    if (w_sm90_codes is None) != (w_sm90_scales is None):
+        raise ValueError("w_sm90_codes, w_sm90_scales: expected both (a Hopper-prepacked weight) "
+                         "or neither")
+    if w_packed is None and w_sm90_codes is None:
+        return w_q, w_scales
+    if w_packed is not None and w_sm90_codes is not None:
+        raise ValueError("w_packed, w_sm90_codes: expected one prepacked layout, got both")
+    from fp4mm.ops.prepack import PrepackedNVFP4Weight
+
+    sm90 = None
+    if w_sm90_codes is not None:
+        from fp4mm.kernels.fp4_gemm_sm90 import packed_weight_sm90
+
+        sm90 = packed_weight_sm90(w_sm90_codes, w_sm90_scales, w_q.shape[0], w_q.shape[1] * 2)
+    return PrepackedNVFP4Weight(w_q, as_scale_bytes("w_scales", w_scales), order, w_packed,
+                                sm90), None
 
 
 # --- quantize_nvfp4 -------------------------------------------------------------------------
@@ -92,25 +119,35 @@ def _nvfp4_mm_op(
     alpha: torch.Tensor,
     out_dtype: torch.dtype,
     order: str,
+    w_sm90_codes: torch.Tensor | None = None,
+    w_sm90_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     from fp4mm.ops import nvfp4_mm
 
-    w, ws = _weight(w_q, w_scales, w_packed, order)
+    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
     return nvfp4_mm(x_q, x_scales, w, ws, alpha, out_dtype=out_dtype, order=order)
 
 
 @_nvfp4_mm_op.register_fake
-def _(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype, order):
+def _(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype, order, w_sm90_codes=None,
+      w_sm90_scales=None):
     return x_q.new_empty((x_q.shape[0], w_q.shape[0]), dtype=out_dtype)
 
 
 def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
-             order: str = "low_first", w_packed: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`fp4mm.nvfp4_mm` through ``fp4mm::nvfp4_mm``; ``alpha`` a float or 1-element tensor."""
+             order: str = "low_first") -> torch.Tensor:
+    """:func:`fp4mm.nvfp4_mm` through ``fp4mm::nvfp4_mm``; ``alpha`` a float or 1-element
+    tensor; ``w_q`` raw (with ``w_scales``) or a ``PrepackedNVFP4Weight`` (``w_scales=None``)."""
     if not isinstance(alpha, torch.Tensor):
         alpha = torch.tensor(float(alpha), dtype=torch.float32, device=x_q.device)
+    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
+    if packed_scales is not None:
+        if w_scales is not None:
+            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
+                             "carries its scales)")
+        w_scales = packed_scales
     return torch.ops.fp4mm.nvfp4_mm(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype,
-                                    order)
+                                    order, codes, scales)
 
 
 # --- nvfp4_w4a16_mm -------------------------------------------------------------------------
@@ -129,29 +166,40 @@ def _nvfp4_w4a16_mm_op(
     w_packed: torch.Tensor | None,
     w_global_scale: torch.Tensor,
     order: str,
+    w_sm90_codes: torch.Tensor | None = None,
+    w_sm90_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
     if x.dtype == torch.float32:
         return _nvfp4_w4a16_fp32(x, w_q, w_scales, w_global_scale, order)
     from fp4mm.ops import nvfp4_w4a16_mm
 
-    w, ws = _weight(w_q, w_scales, w_packed, order)
     return nvfp4_w4a16_mm(x, w, ws, w_global_scale, order=order)
 
 
 @_nvfp4_w4a16_mm_op.register_fake
-def _(x, w_q, w_scales, w_packed, w_global_scale, order):
+def _(x, w_q, w_scales, w_packed, w_global_scale, order, w_sm90_codes=None, w_sm90_scales=None):
     return x.new_empty((x.shape[0], w_q.shape[0]))
 
 
-def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first",
-                   w_packed: torch.Tensor | None = None) -> torch.Tensor:
+def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *,
+                   order: str = "low_first") -> torch.Tensor:
     """``x @ (e2m1(w_q) * e4m3(w_scales) / gs_w)^T`` through ``fp4mm::nvfp4_w4a16_mm``.
 
-    ``x`` fp16/bf16/fp32 ``(M, K)``; ``w_global_scale`` the encode scale gs_w (float or tensor).
+    ``x`` fp16/bf16/fp32 ``(M, K)``; ``w_q`` raw (with ``w_scales``) or a
+    ``PrepackedNVFP4Weight`` (``w_scales=None``); ``w_global_scale`` the encode scale gs_w
+    (float or tensor).
     """
     if not isinstance(w_global_scale, torch.Tensor):
         w_global_scale = torch.tensor(float(w_global_scale), dtype=torch.float32, device=x.device)
-    return torch.ops.fp4mm.nvfp4_w4a16_mm(x, w_q, w_scales, w_packed, w_global_scale, order)
+    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
+    if packed_scales is not None:
+        if w_scales is not None:
+            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
+                             "carries its scales)")
+        w_scales = packed_scales
+    return torch.ops.fp4mm.nvfp4_w4a16_mm(x, w_q, w_scales, w_packed, w_global_scale, order,
+                                          codes, scales)
 
 
 # --- w4a16_mm -------------------------------------------------------------------------------
@@ -174,5 +222,5 @@ def w4a16_mm(x, w_q, scales, group_size: int, *, order: str = "low_first") -> to
     return torch.ops.fp4mm.w4a16_mm(x, w_q, scales, group_size, order)
 
 
-__all__ = ["nvfp4_mm", "nvfp4_w4a16_mm", "quantize_nvfp4", "triton_quantizer_available",
-           "w4a16_mm"]
+__all__ = ["nvfp4_mm", "nvfp4_w4a16_mm", "prepacked_args", "quantize_nvfp4",
+           "triton_quantizer_available", "w4a16_mm"]

@@ -62,6 +62,39 @@ def test_w4a16_mm_matches_public_op():
     assert torch.equal(got, fp4mm.w4a16_mm(x, w.data.to(DEVICE), w.scales.to(DEVICE), 32))
 
 
+def test_prepacked_weights_travel_through_the_ops():
+    x = _x(5, 128)
+    xq, wq = quantize_nvfp4(x), quantize_nvfp4(_x(24, 128, seed=4))
+    ws = wq.scales.view(torch.float8_e4m3fn)
+    p = fp4mm.prepack_nvfp4_weight(wq.data, ws)
+    args = library.prepacked_args(p)
+    assert args[0] is p.w_q and (args[2] is not None) != (args[3] is not None)
+    assert library.prepacked_args(wq.data) == (wq.data, None, None, None, None)
+    assert torch.equal(library.nvfp4_mm(xq.data, xq.scales, p, None, 0.5),
+                       library.nvfp4_mm(xq.data, xq.scales, wq.data, ws, 0.5))
+    assert torch.equal(library.nvfp4_w4a16_mm(x, p, None, 2.0),
+                       library.nvfp4_w4a16_mm(x, wq.data, ws, 2.0))
+    with pytest.raises(ValueError, match="w_scales: expected None"):
+        library.nvfp4_mm(xq.data, xq.scales, p, ws, 0.5)
+
+
+def test_prepacked_op_arguments_are_checked():
+    xq, wq = quantize_nvfp4(_x(5, 128)), quantize_nvfp4(_x(24, 128, seed=4))
+    alpha = torch.tensor(0.5, device=DEVICE)
+    codes = torch.zeros((16, 512), dtype=torch.uint8, device=DEVICE)  # 24 x 128: (16, 512)
+    scales = torch.zeros((8, 128), dtype=torch.uint8, device=DEVICE)
+    op = torch.ops.fp4mm.nvfp4_mm
+    with pytest.raises(ValueError, match="expected both"):
+        op(xq.data, xq.scales, wq.data, wq.scales, None, alpha, torch.float16, "low_first", codes)
+    with pytest.raises(ValueError, match="one prepacked layout, got both"):
+        op(xq.data, xq.scales, wq.data, wq.scales, wq.data, alpha, torch.float16, "low_first",
+           codes, scales)
+    with pytest.raises(ValueError, match=r"w_sm90_codes: expected a contiguous uint8 tensor of "
+                                         r"shape \(16, 512\)"):
+        op(xq.data, xq.scales, wq.data, wq.scales, None, alpha, torch.float16, "low_first",
+           codes[:, :256], scales)
+
+
 def test_opcheck_fake_impls():
     x = _x(5, 64)
     xq, wq = quantize_nvfp4(x), quantize_nvfp4(_x(3, 64, seed=4))

@@ -750,6 +750,31 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
     N, K = w_q.shape[0], w_q.shape[1] * 2
     prepack = prepack_sm90_triton if w_q.is_cuda else prepack_sm90_torch
     codes, scales = prepack(w_q, w_scales, order)
+    return packed_weight_sm90(codes, scales, N, K)
+
+
+def packed_shapes(N: int, K: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Shapes of the NVFP4 ``(codes, scales)`` of :class:`PackedWeightSM90` for an N x K weight."""
+    nb, kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    return (nb * 16, kt * 256), (nb * 8, kt * 64)
+
+
+def packed_weight_sm90(codes: torch.Tensor, scales: torch.Tensor, N: int,
+                       K: int) -> PackedWeightSM90:
+    """The :class:`PackedWeightSM90` of NVFP4 ``codes`` and ``scales`` that
+    :func:`prepack_weight_sm90` made for an N x K weight (its TMA descriptors are made here:
+    host-side objects, cheap). Lets the prepacked layout travel as plain tensors (the
+    ``fp4mm::`` custom ops, ``NVFP4Linear``'s buffers)."""
+    want_codes, want_scales = packed_shapes(N, K)
+    for name, t, shape in (("w_sm90_codes", codes, want_codes),
+                           ("w_sm90_scales", scales, want_scales)):
+        if t.dtype != torch.uint8 or tuple(t.shape) != shape or not t.is_contiguous():
+            raise ValueError(f"{name}: expected a contiguous uint8 tensor of shape {shape} (the "
+                             f"prepacked layout of a {N} x {K} weight), got {t.dtype} "
+                             f"{tuple(t.shape)}{'' if t.is_contiguous() else ', not contiguous'}")
+    if codes.device != scales.device:
+        raise ValueError(f"expected w_sm90_codes and w_sm90_scales on one device, got "
+                         f"{codes.device} and {scales.device}")
     return PackedWeightSM90(codes, scales, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
                             TensorDescriptor.from_tensor(scales, [8, 64], _PLAIN8))

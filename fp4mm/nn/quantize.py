@@ -1,4 +1,5 @@
-"""``quantize_model``: replace a model's ``nn.Linear`` layers with :class:`NVFP4Linear`."""
+"""``quantize_model``: replace a model's ``nn.Linear`` layers with :class:`NVFP4Linear`;
+``prepack_model``: prepack their weights."""
 
 from __future__ import annotations
 
@@ -86,4 +87,19 @@ def quantize_model(model: nn.Module, mode: str = "w4a4", skip=None, *,
                                         activation_scale=_activation_scale_for(name,
                                                                                activation_scale))
         replace_module(model, name, layer)
+    return model
+
+
+def prepack_model(model: nn.Module) -> nn.Module:
+    """:meth:`NVFP4Linear.prepack` on every NVFP4 layer of ``model`` (in place; returns it):
+    prefill calls stop re-laying the weights out, for twice the NVFP4 weight memory.
+
+    Raises ``ValueError`` naming the first layer that cannot be prepacked (off Hopper, K must
+    be a multiple of 64)."""
+    for name, m in model.named_modules():
+        if isinstance(m, NVFP4Linear):
+            try:
+                m.prepack()
+            except ValueError as e:
+                raise ValueError(f"{name or 'model'}: {e}") from None
     return model

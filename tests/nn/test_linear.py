@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import fp4mm
+from fp4mm.backend import is_hopper
 from fp4mm.formats import dequantize_nvfp4, quantize_nvfp4
 from fp4mm.nn import NVFP4Linear, UnsupportedLayerWarning, quantize_model
 
@@ -184,3 +185,94 @@ def test_compile_inductor():
 
 def test_public_ops_still_importable():
     assert callable(fp4mm.nvfp4_mm) and callable(fp4mm.w4a16_mm)
+
+
+# ----------------------------------------------------------------------------------------------
+# prepack()
+# ----------------------------------------------------------------------------------------------
+def _prepack_layers(mode, K=128, N=40, seed=0):
+    lin = _linear(K=K, N=N, seed=seed)
+    return NVFP4Linear.from_linear(lin, mode=mode), NVFP4Linear.from_linear(lin, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+@pytest.mark.parametrize("tokens", [15, 300])  # decode GEMV / prefill GEMM on a GPU
+def test_prepack_gives_the_same_output_and_stays_out_of_state_dict(mode, tokens):
+    raw, packed = _prepack_layers(mode)
+    assert packed.prepack() is packed and packed.is_prepacked and not raw.is_prepacked
+    hopper = is_hopper(torch.device(DEVICE))
+    layout = packed.weight_sm90_codes if hopper else packed.weight_packed
+    assert layout is not None and layout.dtype == torch.uint8
+    assert (packed.weight_packed is None) == hopper
+    assert set(packed.state_dict()) == set(raw.state_dict())  # ModelOpt tensors only
+    x = torch.randn(tokens, 128, device=DEVICE, dtype=torch.float16)
+    y = packed(x)
+    torch.testing.assert_close(y, raw(x), rtol=2e-3, atol=2e-3 * y.abs().max().item())
+    want = _fake_quant(_linear(K=128, N=40, seed=0), x, mode)
+    torch.testing.assert_close(y.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+    packed.drop_prepacked()
+    assert not packed.is_prepacked
+    assert packed.weight_packed is None and packed.weight_sm90_codes is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU interpreter check")
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+def test_prepacked_layout_reaches_the_triton_gemm(monkeypatch, mode):
+    """Under the interpreter the op takes the prepacked plain-Triton layout: corrupting it changes
+    the output (so the layout is read), restoring it gives the raw layer's output back."""
+    monkeypatch.setenv("FP4MM_BACKEND", "triton")
+    monkeypatch.setenv("FP4MM_KERNEL", "gemm")
+    raw, packed = _prepack_layers(mode, K=256, N=24, seed=3)
+    packed.prepack()
+    x = torch.randn(5, 256, device=DEVICE, dtype=torch.float16)
+    want = raw(x)
+    assert torch.equal(packed(x), want)
+    good = packed.weight_packed.clone()
+    packed.weight_packed.zero_()
+    assert not torch.equal(packed(x), want)
+    packed.weight_packed.copy_(good)
+    assert torch.equal(packed(x), want)
+
+
+def test_prepacked_weight_follows_the_weight():
+    layer, other = _prepack_layers("w4a16")
+    other = NVFP4Linear.from_linear(_linear(K=128, seed=7), mode="w4a16")
+    x = torch.randn(4, 128, device=DEVICE)
+    layer.prepack()
+    layer.load_state_dict(other.state_dict())  # the post-hook re-lays the loaded weight
+    assert layer.is_prepacked and layer._prepacked_from == layer._weight_key()
+    torch.testing.assert_close(layer(x), other(x), rtol=1e-5, atol=1e-5)
+    before = layer._prepacked_from
+    with torch.no_grad():  # an in-place change: the next eager call re-lays it
+        layer.weight.copy_(NVFP4Linear.from_linear(_linear(K=128, seed=9)).weight)
+    assert layer._prepacked_from == before != layer._weight_key()
+    layer(x)
+    assert layer._prepacked_from == layer._weight_key()
+    layer.half()  # no move: the copy is kept as it is
+    assert layer.is_prepacked and layer._prepacked_from == layer._weight_key()
+
+
+def test_prepack_needs_k_the_layout_takes():
+    if DEVICE == "cuda":
+        pytest.skip("the Hopper layout takes any K % 16 == 0")
+    layer = NVFP4Linear.from_linear(_linear(K=48))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        layer.prepack()
+    assert not layer.is_prepacked
+    model = nn.Sequential(nn.Linear(48, 64), nn.ReLU(), nn.Linear(64, 8))
+    quantize_model(model)
+    with pytest.raises(ValueError, match=r"^0: w_q: prepacking needs K"):
+        fp4mm.nn.prepack_model(model)
+
+
+def test_prepack_model_and_compile_without_graph_break():
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 32)).to(DEVICE)
+    model = fp4mm.nn.prepack_model(quantize_model(model, mode="w4a4"))
+    assert all(m.is_prepacked for m in model.modules() if isinstance(m, NVFP4Linear))
+    x = torch.randn(3, 7, 64, device=DEVICE)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(x), model(x))
