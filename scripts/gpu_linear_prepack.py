@@ -60,13 +60,15 @@ def main():
                 if not ok:
                     print(f"WRONG {mode} {M}x{N}x{K}: max err {err}", flush=True)
                     continue
-                t_raw = time_graph([lambda i=i: raw[i](x) for i in range(COPIES)])
-                t_packed = time_graph([lambda i=i: packed[i](x) for i in range(COPIES)])
+                t_raw = time_graph([lambda i=i, L=raw, x=x: L[i](x) for i in range(COPIES)])
+                t_packed = time_graph([lambda i=i, L=packed, x=x: L[i](x)
+                                       for i in range(COPIES)])
                 print(f"{mode:5s} {M:5d}x{N}x{K}: raw {t_raw[0]:8.2f} us, prepacked "
                       f"{t_packed[0]:8.2f} us ({t_raw[0] / t_packed[0]:.2f}x)", flush=True)
                 rows.append(dict(mode=mode, M=M, N=N, K=K, x_dtype="bf16", max_err=err,
                                  raw_us=t_raw, prepacked_us=t_packed, prepack_us=prepack_us))
-            del raw, packed
+            raw.clear()
+            packed.clear()
             torch.cuda.empty_cache()
     save_rows("linear-prepack", rows)
 
