@@ -117,6 +117,28 @@ def as_alpha(alpha) -> float:
     return as_scalar("alpha", alpha)
 
 
+def kernel_scalar(name: str, value, device: torch.device, *, positive: bool = False,
+                  reciprocal: bool = False):
+    """A per-tensor factor for the kernels (``fp4mm.kernels.alpha``), without a host sync.
+
+    A Python number or a tensor on another device (the CPU) is read and checked as by
+    :func:`as_scalar` and returned as a float. A one-element floating tensor on ``device`` is
+    returned as a float32 tensor of shape (1,), its value unread: checking it would wait for the
+    GPU, which is what a tensor factor avoids (a dynamic activation scale, CUDA graphs); a NaN or
+    inf there gives NaN or inf outputs. ``reciprocal``: the factor is ``1 / value``."""
+    if isinstance(value, torch.Tensor) and value.device == torch.device(device) \
+            and value.device.type != "cpu":
+        if value.numel() != 1:
+            raise ValueError(f"{name}: expected a scalar, got a tensor of shape "
+                             f"{tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+        t = value.reshape(1).to(torch.float32)
+        return torch.reciprocal(t) if reciprocal else t
+    v = as_scalar(name, value, positive=positive)
+    return 1.0 / v if reciprocal else v
+
+
 def check_out_dtype(out_dtype) -> torch.dtype:
     allowed = (torch.float16, torch.bfloat16, torch.float32)
     if out_dtype not in allowed:

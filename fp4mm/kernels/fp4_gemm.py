@@ -49,6 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 
 # Scale paths (constexpr SCALE_PATH):
@@ -132,12 +133,12 @@ def _group_fma_tile(wb, s_ptr, offs_n, k0, N, K, stride_sn,
 @triton.jit
 def _fp4_gemm_kernel(
     x_ptr, w_ptr, s_ptr, out_ptr,
-    M, N, K, alpha,
+    M, N, K, alpha, alpha_ptr,
     stride_xm, stride_wn, stride_sn, stride_om,
     SCALE_PATH: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr, HIGH_FIRST: tl.constexpr,
     EVEN_K: tl.constexpr, SCALE_WORDS: tl.constexpr, W_PERM: tl.constexpr,
     SPLIT_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_N: tl.constexpr, NUM_STAGES: tl.constexpr,
+    GROUP_N: tl.constexpr, NUM_STAGES: tl.constexpr, ALPHA_PTR: tl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]``.
 
@@ -221,10 +222,11 @@ def _fp4_gemm_kernel(
         x_ptrs += BLOCK_K
 
     out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
-    tl.store(out_ptrs, (acc * alpha).to(out_ptr.dtype.element_ty),
+    tl.store(out_ptrs, apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty),
              mask=m_ok[None, :] & n_ok[:, None])
     if SPLIT_M:
-        tl.store(out_ptrs + HM * stride_om, (acc2 * alpha).to(out_ptr.dtype.element_ty),
+        tl.store(out_ptrs + HM * stride_om,
+                 apply_alpha(acc2, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty),
                  mask=m_ok2[None, :] & n_ok[:, None])
 
 
@@ -311,7 +313,7 @@ def _split_m(path: int, block_m: int) -> bool:
     return path == SCALE_GROUP_DOT and block_m >= 256
 
 
-def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha: float,
+def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha,
                     order: str, config: GemmConfig | None = None, w_permuted: bool = False,
                     scale_words: bool | None = None) -> None:
     """Run the kernel: ``out = alpha * x @ dequant(w_q, scales)^T``.
@@ -323,6 +325,7 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
         scales: ``(N, K/group_size)``: uint8 E4M3 bytes when ``nvfp4`` (group_size 16), else
             fp16/bf16.
         out: ``(M, N)`` contiguous fp16/bf16/fp32, written in full.
+        alpha: a float or a one-element float32 tensor on the device (``fp4mm.kernels.alpha``).
         scale_words: read NVFP4 scales as int32 words (needs K % 64 == 0, a 4-byte aligned base
             and BLOCK_K % 64 == 0). ``None`` = with the prepacked layout only: on raw weights
             ptxas serialises the wgmma (C7515) and it ran 0.47x vs 0.57x cuBLAS (H100, perf-log).
@@ -351,19 +354,21 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha:
                          f"(group_size {group_size}, BLOCK_K {cfg.block_k}) miscompiles on "
                          f"sm_90; use BLOCK_N >= 64")
     grid = (triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m),)
+    alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemm_kernel[grid](
-        x, w_q, s_arg, out, M, N, K, float(alpha),
+        x, w_q, s_arg, out, M, N, K, alpha, alpha_ptr,
         x.stride(0), w_q.stride(0), s_arg.stride(0), out.stride(0),
         SCALE_PATH=path, GROUP=group_size, SUB=_sub_k(path, group_size, cfg.block_k),
         SPLIT_M=_split_m(path, cfg.block_m),
         HIGH_FIRST=(order == "high_first") and not w_permuted,
         EVEN_K=even_k, SCALE_WORDS=words, W_PERM=w_permuted,
         BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-        GROUP_N=cfg.group_n, NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+        GROUP_N=cfg.group_n, NUM_STAGES=cfg.num_stages, ALPHA_PTR=alpha_on_device,
+        num_warps=cfg.num_warps,
     )
 
 
-def nvfp4_w4a16_mm_gemm(x, w_q, w_scales, alpha: float, order: str, out, *, prepacked=None,
+def nvfp4_w4a16_mm_gemm(x, w_q, w_scales, alpha, order: str, out, *, prepacked=None,
                         config: GemmConfig | None = None) -> None:
     """NVFP4 weights, fp16/bf16 activations: ``out = alpha * x @ (e2m1(w_q) * e4m3(w_scales))^T``.
 
@@ -386,7 +391,7 @@ def w4a16_mm_gemm(x, w_q, scales, group_size: int, order: str, out, *,
                     order=order, config=config)
 
 
-def nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+def nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha, order: str, out, *,
                   prepacked=None, config: GemmConfig | None = None) -> None:
     """W4A4: dequantise x to fp16 (exact), then the NVFP4-weight GEMM with ``alpha``."""
     from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4

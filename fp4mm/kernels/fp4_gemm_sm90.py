@@ -57,6 +57,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.language.extra.cuda import gdc_wait
 
 from fp4mm.backend import is_hopper
+from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 from fp4mm.kernels.fp4_decode import as_16bit_pairs
 from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
@@ -412,8 +413,9 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
 
 @gluon.jit
 def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-              num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):
+              alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+              ALPHA_PTR: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -451,20 +453,20 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
         elif slot >= 0:  # a K-slice for the reduce kernel
             gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, mma), acc)
         if last:
-            _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
+            _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN, ALPHA_PTR)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, slot, pid_m, pid_n, BN: gl.constexpr,
-                MMA: gl.constexpr):
+def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, alpha_ptr, slot, pid_m, pid_n,
+                BN: gl.constexpr, MMA: gl.constexpr, ALPHA_PTR: gl.constexpr):
     """A finished unit's fp32 accumulator [128 weight rows, BN tokens] (see :func:`_unit`):
     a K-slice's raw partial to workspace slot ``slot`` for the reduce kernel, or a whole tile
     (``slot`` < 0) to ``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T``."""
     if slot >= 0:
         gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, MMA), acc)
     else:
-        _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN)
+        _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN, ALPHA_PTR)
 
 
 @gluon.jit
@@ -538,8 +540,12 @@ def _slot_offsets(BN: gl.constexpr, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _store_tile(acc, y_desc, y_smem, alpha, pid_m, pid_n, BN: gl.constexpr):
-    """``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` through shared memory and TMA."""
+def _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN: gl.constexpr,
+                ALPHA_PTR: gl.constexpr):
+    """``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` through shared memory and TMA
+    (``alpha`` times ``*alpha_ptr`` when ALPHA_PTR: ``fp4mm.kernels.alpha``)."""
+    if ALPHA_PTR:
+        alpha = alpha * gl.load(alpha_ptr)
     tma.store_wait(0)  # the previous tile's store has finished reading y_smem
     gl.thread_barrier()
     y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
@@ -559,9 +565,9 @@ def _after(p, acc):
 
 @gluon.jit
 def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
-                      num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
+                      alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
                       BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
-                      GK: gl.constexpr):
+                      GK: gl.constexpr, ALPHA_PTR: gl.constexpr):
     """16-bit group scales (``w4a16_mm``), exact for any scale: each GK-wide K group is an MMA
     of the unscaled E2M1 values (exact in 16 bits) into a fresh fp32 partial, which is retired
     one group later and added to the accumulator times the group's fp32 scale of its weight row.
@@ -639,16 +645,17 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
                 acc += p_b * gl.expand_dims(s_o, 1)
                 mbarrier.arrive(empty.index(st_o))
                 it += 2
-        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, slot, pid_m, pid_n, BN, mma)
+        _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, alpha_ptr, slot, pid_m, pid_n, BN, mma,
+                    ALPHA_PTR)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, num_units,
-                          num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, alpha_ptr,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
                           BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr):
+                          PDL: gl.constexpr, ALPHA_PTR: gl.constexpr = False):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
     scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
@@ -670,8 +677,8 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     if GK == 0:
         gl.warp_specialize(
             [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
-                          alpha, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-                          fixup, BN, STAGES, DTYPE)),
+                          alpha, alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles,
+                          k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
                           STAGES, GK))],
@@ -679,8 +686,9 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     else:
         gl.warp_specialize(
             [(_consumer_grouped, (y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
-                                  empty, alpha, num_units, num_full, split, k_per_split,
-                                  num_m_tiles, k_tiles, BN, STAGES, DTYPE, GK)),
+                                  empty, alpha, alpha_ptr, num_units, num_full, split,
+                                  k_per_split, num_m_tiles, k_tiles, BN, STAGES, DTYPE, GK,
+                                  ALPHA_PTR)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
                           STAGES, GK))],
@@ -859,9 +867,9 @@ def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tenso
 
 
 @triton.jit
-def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num_m_tiles,
-                          SPLIT: tl.constexpr, BN: tl.constexpr, RB: tl.constexpr,
-                          PDL: tl.constexpr):
+def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, alpha_ptr, M, N, stride_om, num_full,
+                          num_m_tiles, SPLIT: tl.constexpr, BN: tl.constexpr, RB: tl.constexpr,
+                          PDL: tl.constexpr, ALPHA_PTR: tl.constexpr = False):
     """out[tokens, rows] of split tile ``num_full + program_id(0)``, rows ``RB * program_id(1)``
     on = alpha * sum of its ``SPLIT`` fp32 partials (workspace ``[slot, 128 rows, BN tokens]``),
     in slice order (deterministic). Each program reads SPLIT contiguous [RB, BN] blocks, all
@@ -884,21 +892,24 @@ def _splitk_reduce_kernel(ws_ptr, out_ptr, alpha, M, N, stride_om, num_full, num
     n = pid_n * 128 + rows
     mask = (m[None, :] < M) & (n[:, None] < N)
     tl.store(out_ptr + m[None, :] * stride_om + n[:, None],
-             (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
+             apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 REDUCE_ROWS = 16  # rows per reduce program: 8 programs per split tile
 
 
-def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha: float, sc: Schedule,
+def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha, sc: Schedule,
                   bn: int, pdl: bool = False) -> None:
     """Second pass of split-K: ``ws`` fp32 ``(split_units, 128, bn)``; writes the split tiles of
-    ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride)."""
+    ``out`` ``(M, N)`` (row stride ``out.stride(0)``, unit column stride). ``alpha``: a float or
+    a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
     grid = (sc.num_tiles - sc.num_full, 128 // REDUCE_ROWS)
     M, N = out.shape
-    _splitk_reduce_kernel[grid](ws, out, float(alpha), M, N, out.stride(0), sc.num_full,
+    alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
+    _splitk_reduce_kernel[grid](ws, out, alpha, alpha_ptr, M, N, out.stride(0), sc.num_full,
                                 triton.cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
-                                PDL=pdl, launch_pdl=pdl, num_warps=4)
+                                PDL=pdl, ALPHA_PTR=alpha_on_device, launch_pdl=pdl,
+                                num_warps=4)
 
 
 def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
@@ -917,7 +928,7 @@ def fixup_in_kernel(sc: Schedule) -> bool:
     return sc.split == 2
 
 
-def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, out: torch.Tensor,
+def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: torch.Tensor,
                       *, config: SM90Config | None = None,
                       flags: torch.Tensor | None = None) -> None:
     """``out[M, N] = alpha * x @ dequant(w)^T``; x fp16/bf16 ``(M, K)`` contiguous, out
@@ -942,18 +953,19 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha: float, o
         raise ValueError(f"flags: need {sc.num_tiles} counters, got {flags.numel()}")
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
     grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
+    a, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
-        float(alpha), sc.num_units, sc.num_full, sc.split, sc.k_per_split,
+        a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
         triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
-        PDL=True, launch_pdl=True, num_warps=8)
+        PDL=True, ALPHA_PTR=alpha_on_device, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 
 def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
-                  w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
+                  w_scales: torch.Tensor, alpha, order: str, out: torch.Tensor, *,
                   prepacked: PackedWeightSM90 | None = None,
                   config: SM90Config | None = None) -> None:
     """W4A4: ``out = alpha * dequant(x) @ dequant(w)^T`` (writes ``out`` in place).
@@ -961,7 +973,8 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     Args:
         x_q: uint8 ``(M, K/2)`` packed E2M1 activations; x_scales uint8 ``(M, K/16)`` E4M3.
         w_q: uint8 ``(N, K/2)``; w_scales uint8 ``(N, K/16)`` (ignored when ``prepacked`` given).
-        alpha: fp32 global factor applied in the epilogue.
+        alpha: fp32 global factor applied in the epilogue: a float or a one-element float32
+            device tensor (``fp4mm.kernels.alpha``).
         order: ``"low_first"`` or ``"high_first"`` nibble order of both packed operands.
         out: contiguous ``(M, N)`` fp16/bf16/fp32 CUDA tensor.
         prepacked: ``prepack_weight_sm90(w_q, w_scales, order)``, reused across calls.
@@ -981,7 +994,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     _gemm_dense(x, prepacked, alpha, out, config, flags)
 
 
-def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
+def fp4_gemm_sm90_w4a16(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
                         order: str, out: torch.Tensor, *,
                         prepacked: PackedWeightSM90 | None = None,
                         config: SM90Config | None = None) -> None:

@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.fp4_decode import (
     E2M1_STORE_HALVES,
     E2M1_WORD_PTX,
@@ -163,12 +164,12 @@ def _load_x(x_ptr, xs_ptr, offs_m, m_ok, k0, k_end, stride_xm, stride_xsm,
 @triton.jit
 def _fp4_gemv_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
-    M, N, K, K_SPLIT, alpha,
+    M, N, K, K_SPLIT, alpha, alpha_ptr,
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: tl.constexpr, W_NVFP4: tl.constexpr, GROUP: tl.constexpr, HIGH_FIRST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr, USE_ASM: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, ALPHA_PTR: tl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * dequant(w)[n, k]`` over this program's K range.
 
@@ -293,15 +294,17 @@ def _fp4_gemv_kernel(
     out_mask = m_ok[:, None] & n_ok[None, :]
     if not PARTIAL:
         out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-        tl.store(out_ptrs, (res * alpha).to(out_ptr.dtype.element_ty), mask=out_mask)
+        tl.store(out_ptrs, apply_alpha(res, alpha, alpha_ptr, ALPHA_PTR).to(
+            out_ptr.dtype.element_ty), mask=out_mask)
     else:
         out_ptrs = out_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :]
         tl.store(out_ptrs, res, mask=out_mask)
 
 
 @triton.jit
-def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, stride_om,
-                          SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
+                          SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
+                          ALPHA_PTR: tl.constexpr = False):
     """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
     PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
     memory access, then let the next one launch."""
@@ -315,21 +318,24 @@ def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, stride_om,
         acc += tl.load(part_ptr + s * M * N + offs, mask=ok, other=0.0)
     m = offs // N
     n = offs % N
-    tl.store(out_ptr + m * stride_om + n, (acc * alpha).to(out_ptr.dtype.element_ty), mask=ok)
+    tl.store(out_ptr + m * stride_om + n,
+             apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # --------------------------------------------------------------------------------------- launcher
-def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha: float, *,
+def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
                     pdl: bool = False) -> None:
     """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
     order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
-    with programmatic dependent launch (it waits for the previous kernel itself)."""
+    with programmatic dependent launch (it waits for the previous kernel itself). ``alpha``: a
+    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
     splits, M, N = part.shape
+    alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, part)
     block = 1024
     pdl_args = {"PDL": True, "launch_pdl": True} if pdl else {}  # the interpreter has no PDL
     _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-        part, out, M, N, float(alpha), out.stride(0), SPLIT_K=splits, BLOCK=block, num_warps=4,
-        **pdl_args)
+        part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
+        ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
 
 
 @dataclass(frozen=True)
@@ -430,7 +436,7 @@ def _pad_k(x, w_q, w_scales, group_size: int):
 
 
 def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, group_size: int,
-            alpha: float, order: str, config: GemvConfig | None) -> None:
+            alpha, order: str, config: GemvConfig | None) -> None:
     M = x.shape[0]
     N = w_q.shape[0]
     if (w_q.shape[1] * 2) % 16 != 0:
@@ -453,21 +459,23 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
         x = _words(x)
     xs = x_scales if x_fp4 else x  # unused pointer when x is 16-bit
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(N, cfg.block_n), split)
+    a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_kernel[grid](
         x, xs, w, w_scales, dest,
-        M, N, K, k_split, float(alpha),
+        M, N, K, k_split, a, alpha_ptr,
         x.stride(0), xs.stride(0), w.stride(0), w_scales.stride(0), out.stride(0),
         X_FP4=x_fp4, W_NVFP4=w_nvfp4, GROUP=group_size, HIGH_FIRST=order == "high_first",
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm and not _interpreting() else 0,
         PARTIAL=split > 1, EVEN_K=even_k, PREFETCH=cfg.prefetch,
+        ALPHA_PTR=alpha_on_device and split == 1,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:
         reduce_partials(dest, out, alpha)
 
 
-def nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+def nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha, order: str, out, *,
                   config: GemvConfig | None = None) -> None:
     """W4A4: ``out = alpha * dequant(x) @ dequant(w)^T``; x dequantised inside the kernel.
 
@@ -480,7 +488,7 @@ def nvfp4_mm_gemv(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *
             alpha=alpha, order=order, config=config)
 
 
-def nvfp4_w4a16_mm_gemv(x, w_q, w_scales, alpha: float, order: str, out, *,
+def nvfp4_w4a16_mm_gemv(x, w_q, w_scales, alpha, order: str, out, *,
                         config: GemvConfig | None = None) -> None:
     """NVFP4 weights, fp16/bf16 x: ``out = alpha * x @ (e2m1(w_q) * e4m3(w_scales))^T``.
 

@@ -62,6 +62,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from fp4mm.backend import is_hopper
+from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_decode import (
     BF16_PAIR_SELECTORS,
     E2M1_WORD_BF16_PTX,
@@ -405,12 +406,13 @@ def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
 @gluon.jit
 def _fp4_gemv_sm90_kernel(
     x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr,
-    M, N, STEPS, STEPS_SPLIT, alpha,
+    M, N, STEPS, STEPS_SPLIT, alpha, alpha_ptr,
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_om,
     X_FP4: gl.constexpr, DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr,
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
+    ALPHA_PTR: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -521,15 +523,17 @@ def _fp4_gemv_sm90_kernel(
                 w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
                 gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
 
-    _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, stride_om, PARTIAL, PDL)
+    _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
+              ALPHA_PTR)
 
 
 @gluon.jit
-def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL: gl.constexpr,
-              PDL: gl.constexpr):
+def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL: gl.constexpr,
+              PDL: gl.constexpr, ALPHA_PTR: gl.constexpr):
     """After the K loop (both Gluon GEMVs): let the next kernel launch (PDL; it waits for this
     one to end), then store ``acc`` [rows, tokens] transposed into ``out`` (M, N): unscaled fp32
-    partials at ``(pid_k, M, N)`` when PARTIAL, else ``alpha * acc`` in out's dtype."""
+    partials at ``(pid_k, M, N)`` when PARTIAL, else ``alpha * acc`` in out's dtype (times
+    ``*alpha_ptr`` when ALPHA_PTR: ``fp4mm.kernels.alpha``)."""
     if PDL:
         gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
                                   dtype=gl.int32, is_pure=False, pack=1)
@@ -542,6 +546,8 @@ def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL: gl.con
     if PARTIAL:
         gl.store(out_ptr + pid_k * M * N + offs, acc, mask=mask)
     else:
+        if ALPHA_PTR:
+            alpha = alpha * gl.load(alpha_ptr)
         gl.store(out_ptr + offs, (acc * alpha).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -678,7 +684,7 @@ def _token_tile(M: int) -> int:
 
 
 def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
-              w_scales: torch.Tensor, alpha: float, order: str, out: torch.Tensor, *,
+              w_scales: torch.Tensor, alpha, order: str, out: torch.Tensor, *,
               config: GemvSM90Config | None = None, group_size: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights.
 
@@ -688,7 +694,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         x_scales: uint8 ``(M, K/16)`` E4M3 scales of NVFP4 activations, or None.
         w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``,
             or with ``group_size`` fp16/bf16 ``(N, K/group_size)`` group scales (16-bit x only).
-        alpha: fp32 factor applied in the epilogue.
+        alpha: fp32 factor applied in the epilogue: a float or a one-element float32 device
+            tensor (``fp4mm.kernels.alpha``).
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
     The caller checks :func:`is_supported` (a token count above :func:`max_m` raises); shapes
     and dtypes are validated by ``fp4mm.ops``.
@@ -729,28 +736,30 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
+    a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_sm90_kernel[grid](
         xa, xs, w_q.view(torch.int32), ws, dst,
-        M, N, steps, per, float(alpha),
+        M, N, steps, per, a, alpha_ptr,
         xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, PDL=pdl, launch_pdl=pdl, num_warps=cfg.num_warps)
+        SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, launch_pdl=pdl,
+        num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
         reduce_partials(dst, out, alpha, pdl=pdl)
 
 
-def nvfp4_mm_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+def nvfp4_mm_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha, order: str, out, *,
                        config: GemvSM90Config | None = None) -> None:
     """W4A4 (the signature of ``fp4_gemv.nvfp4_mm_gemv``): x_q uint8 ``(M, K/2)`` and x_scales
     uint8 ``(M, K/16)`` NVFP4 activations."""
     gemv_sm90(x_q, x_scales, w_q, w_scales, alpha, order, out, config=config)
 
 
-def nvfp4_w4a16_mm_gemv_sm90(x, w_q, w_scales, alpha: float, order: str, out, *,
+def nvfp4_w4a16_mm_gemv_sm90(x, w_q, w_scales, alpha, order: str, out, *,
                              config: GemvSM90Config | None = None) -> None:
     """NVFP4 weights, fp16/bf16 activations ``x`` ``(M, K)`` (the MMA runs in x's dtype)."""
     gemv_sm90(x, None, w_q, w_scales, alpha, order, out, config=config)

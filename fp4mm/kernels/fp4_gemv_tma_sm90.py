@@ -44,6 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from fp4mm.backend import is_hopper
+from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_gemv_sm90 import (
     _GL_DTYPE,
     _epilogue,
@@ -75,9 +76,10 @@ def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk
 
 @gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
-    w_desc, s_desc, x_desc, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, stride_om,
+    w_desc, s_desc, x_desc, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr, stride_om,
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
+    ALPHA_PTR: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
 
@@ -141,7 +143,8 @@ def _fp4_gemv_tma_sm90_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
-    _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, stride_om, PARTIAL, PDL)
+    _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
+              ALPHA_PTR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,14 +190,15 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
-def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha: float,
+def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
                   order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for NVFP4 weights and 16-bit x.
 
     Args:
         x: fp16/bf16 ``(M, K)`` activations (the MMA runs in x's dtype).
         w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``.
-        alpha: fp32 factor applied in the epilogue.
+        alpha: fp32 factor applied in the epilogue: a float or a one-element float32 device
+            tensor (``fp4mm.kernels.alpha``).
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
     """
@@ -216,12 +220,13 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
+    a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
-        w_desc, s_desc, x_desc, dst, M, N, chunks, per, float(alpha),
+        w_desc, s_desc, x_desc, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
-        ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial, launch_pdl=partial,
-        num_warps=1)
+        ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
+        ALPHA_PTR=alpha_on_device and not partial, launch_pdl=partial, num_warps=1)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from fp4mm import reference
-from fp4mm._validate import as_alpha, check_order, check_out_dtype, check_same_device, check_tensor
+from fp4mm._validate import (
+    as_alpha,
+    check_order,
+    check_out_dtype,
+    check_same_device,
+    check_tensor,
+    kernel_scalar,
+)
 from fp4mm.backend import is_hopper, resolve_backend
 from fp4mm.ops.dispatch import (
     GEMV_SM90_MAX_M,
@@ -66,7 +73,7 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
     return "gemm"
 
 
-def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha: float, order: str, out, *,
+def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
                   group_size: int | None = None) -> bool:
     """Run a Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
     False (nothing run) otherwise, so the caller takes the plain-Triton GEMV. ``group_size``:
@@ -122,6 +129,8 @@ def nvfp4_mm(
             ``PrepackedNVFP4Weight`` from ``prepack_nvfp4_weight`` (then ``w_scales=None``).
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)``.
         alpha: finite float or one-element tensor; for quantised tensors ``1 / (gs_x * gs_w)``.
+            A float32 tensor on the GPU is read by the kernel itself (no host sync, so the call
+            can be captured in a CUDA graph); its value is then not checked.
         out_dtype: float16 (default), bfloat16 or float32.
         order: nibble order shared by ``x_q`` and ``w_q`` (the product does not depend on it as
             long as both use the same one).
@@ -136,10 +145,10 @@ def nvfp4_mm(
     x_q, x_scales, w_q, w_scales, M, N, K = reference.check_nvfp4_operands(
         x_q, x_scales, w_q, w_scales, contiguous=True
     )
-    alpha = as_alpha(alpha)
     check_out_dtype(out_dtype)
     out = check_out(out, M, N, out_dtype, x_q.device)
     if resolve_backend(x_q.device) == "triton":
+        alpha = kernel_scalar("alpha", alpha, x_q.device)  # a device tensor stays one: no sync
         # Imported here: triton is needed only on this path.
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm
@@ -158,5 +167,5 @@ def nvfp4_mm(
             nvfp4_mm_gemm(x_q, x_scales, w_q, w_scales, alpha, order, out,
                           prepacked=triton_layout(prepacked))
     else:
-        out.copy_(reference.nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, order=order))
+        out.copy_(reference.nvfp4_mm(x_q, x_scales, w_q, w_scales, as_alpha(alpha), order=order))
     return out

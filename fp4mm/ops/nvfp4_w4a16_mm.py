@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fp4mm import reference
-from fp4mm._validate import as_scalar, check_order
+from fp4mm._validate import as_scalar, check_order, kernel_scalar
 from fp4mm.backend import resolve_backend
 from fp4mm.ops.nvfp4_mm import (
     check_out,
@@ -36,7 +36,9 @@ def nvfp4_w4a16_mm(
             (then ``w_scales=None``).
         w_scales: uint8 or float8_e4m3fn ``(N, K/16)`` E4M3 block scales, row-major.
         w_global_scale: the FP32 *encode* scale ``gs_w = 448 * 6 / amax(|w|)`` (a float or a
-            one-element tensor; ModelOpt stores its reciprocal as ``weight_scale_2``).
+            one-element tensor; ModelOpt stores its reciprocal as ``weight_scale_2``). A float32
+            tensor on the GPU is not read on the host (no sync; CUDA-graph capturable), so its
+            value is then not checked.
         order: nibble order of ``w_q``.
         out: optional preallocated ``(M, N)`` output of ``x.dtype``, written in place.
 
@@ -46,25 +48,28 @@ def nvfp4_w4a16_mm(
     check_order(order)
     w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
     w_scales, M, N, K = reference.check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
-    gs = as_scalar("w_global_scale", w_global_scale, positive=True)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device, x.dtype) == "triton":
+        # 1 / gs_w as a float, or as a device tensor without a host sync
+        alpha = kernel_scalar("w_global_scale", w_global_scale, x.device, positive=True,
+                              reciprocal=True)
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
 
         kernel = choose_kernel("nvfp4_w4a16_mm", M, N, K, x.device,
                                prepacked=prepacked is not None)
-        if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, w_scales, 1.0 / gs, order, out):
+        if kernel == "gemv_sm90" and run_gemv_sm90(x, None, w_q, w_scales, alpha, order, out):
             return out
         if kernel in ("gemv", "gemv_sm90"):  # gemv_sm90 not run: no Gluon GEMV applies
-            nvfp4_w4a16_mm_gemv(x, w_q, w_scales, 1.0 / gs, order, out)
+            nvfp4_w4a16_mm_gemv(x, w_q, w_scales, alpha, order, out)
         elif kernel == "gemm_sm90":
-            fp4_gemm_sm90.fp4_gemm_sm90_w4a16(x, w_q, w_scales, 1.0 / gs, order, out,
+            fp4_gemm_sm90.fp4_gemm_sm90_w4a16(x, w_q, w_scales, alpha, order, out,
                                               prepacked=sm90_layout(prepacked))
         else:
-            nvfp4_w4a16_mm_gemm(x, w_q, w_scales, 1.0 / gs, order, out,
+            nvfp4_w4a16_mm_gemm(x, w_q, w_scales, alpha, order, out,
                                 prepacked=triton_layout(prepacked))
     else:
+        gs = as_scalar("w_global_scale", w_global_scale, positive=True)
         out.copy_(reference.nvfp4_w4a16_mm(x, w_q, w_scales, gs, order=order))
     return out

@@ -21,15 +21,15 @@ from triton.compiler import ASTSource
 from fp4mm.kernels import fp4_gemm as G
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-ARGS = ["x_ptr", "w_ptr", "s_ptr", "out_ptr", "M", "N", "K", "alpha",
+ARGS = ["x_ptr", "w_ptr", "s_ptr", "out_ptr", "M", "N", "K", "alpha", "alpha_ptr",
         "stride_xm", "stride_wn", "stride_sn", "stride_om"]
-DIVISIBLE = (0, 1, 2, 3, 5, 6, 8, 9, 10, 11)  # what the JIT specialises for 2048 x 18432 x 3072
+DIVISIBLE = (0, 1, 2, 3, 5, 6, 8, 9, 10, 11, 12)  # what the JIT specialises for 2048x18432x3072
 
 
 def compile_sm90(cfg, *, x="fp16", out="fp16", nvfp4=True, words=False, permuted=False,
-                 group=16, high_first=None):
+                 group=16, high_first=None, alpha_ptr=False):
     scale = ("i32" if words else "u8") if nvfp4 else x
-    types = [f"*{x}", "*u8", f"*{scale}", f"*{out}", "i32", "i32", "i32", "fp32",
+    types = [f"*{x}", "*u8", f"*{scale}", f"*{out}", "i32", "i32", "i32", "fp32", "*fp32",
              "i32", "i32", "i32", "i32"]
     path = G._scale_path(nvfp4, group)
     consts = dict(SCALE_PATH=path, GROUP=group, SUB=G._sub_k(path, group, cfg.block_k),
@@ -37,7 +37,7 @@ def compile_sm90(cfg, *, x="fp16", out="fp16", nvfp4=True, words=False, permuted
                   HIGH_FIRST=(not permuted) if high_first is None else high_first,
                   EVEN_K=True, SCALE_WORDS=words, W_PERM=permuted,
                   BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
-                  GROUP_N=cfg.group_n, NUM_STAGES=cfg.num_stages)
+                  GROUP_N=cfg.group_n, NUM_STAGES=cfg.num_stages, ALPHA_PTR=alpha_ptr)
     sig = dict(zip(ARGS, types)) | {k: "constexpr" for k in consts}
     src = ASTSource(G._fp4_gemm_kernel, sig, constexprs=consts,
                     attrs={(i,): [["tt.divisibility", 16]] for i in DIVISIBLE})
@@ -64,6 +64,7 @@ def _shipped() -> dict:
     for M in (16, 64, 128, 2048):
         nv, gw = G.choose_config(M, 18432, 3072), G.choose_config(M, 8192, 3072, 32)
         cases[f"nvfp4-raw-m{M}"] = (nv, dict())
+        cases[f"nvfp4-raw-alpha-ptr-m{M}"] = (nv, dict(alpha_ptr=True))
         cases[f"nvfp4-raw-lowfirst-bf16-m{M}"] = (nv, dict(x="bf16", out="bf16", high_first=False))
         pk = G.choose_config(M, 18432, 3072, prepacked=True)
         cases[f"nvfp4-prepacked-m{M}"] = (pk, dict(words=True, permuted=True))

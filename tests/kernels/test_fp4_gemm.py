@@ -217,3 +217,17 @@ def test_bf16_paths_on_gpu():
 
     ref = nvfp4_w4a16_mm(x, wq, ws, 2.0)
     assert (out.float() - ref).abs().max() <= ref.abs().amax() * 2**-7
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["raw", "prepacked"])
+def test_alpha_from_a_device_tensor_gives_the_same_bits(packed):
+    """alpha as a one-element float32 tensor, read in the epilogue (fp4mm.kernels.alpha)."""
+    M, N, K = 9, 40, 128
+    xq, xs, wq, ws = nvfp4_operands(M, N, K, seed=2)
+    pk = prepack_nvfp4_weight(wq, ws, layout="triton") if packed else None
+    outs = []
+    for alpha in (0.375, torch.tensor([0.375], device=DEV)):
+        out = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+        G.nvfp4_mm_gemm(xq, xs, wq, ws, alpha, "low_first", out, config=CFG64, prepacked=pk)
+        outs.append(out)
+    assert not torch.isnan(outs[0]).any() and torch.equal(outs[0], outs[1])

@@ -41,16 +41,19 @@ _spec.loader.exec_module(_ptxas)
 HAS_SM90 = torch.cuda.is_available() and g.is_supported("cuda")
 gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
 
-# (BN, STAGES, activation dtype, out dtype, special): every kernel specialisation
+# (BN, STAGES, activation dtype, out dtype, special, alpha_ptr): every kernel specialisation
 # choose_config can return (SPLIT is a runtime argument: one kernel serves every split factor),
 # plus bf16/fp32 paths, plus the int arguments Triton's launcher specialises when they are 1:
-# special True (split == 1) and "fixup" (split-K pairs summed in the kernel, fixup == 1)
-SHIPPED = sorted({(c.BN, c.STAGES, "fp16", "fp16", False) for c in g.shipped_configs()}) + [
-    (256, 4, "bf16", "bf16", False), (256, 2, "fp16", "fp32", False),
-    (128, 4, "fp16", "fp32", False), (256, 4, "fp16", "fp16", True),
-    (128, 6, "fp16", "fp16", True), (256, 4, "fp16", "fp16", "fixup"),
-    (128, 6, "fp16", "fp16", "fixup"), (128, 6, "fp16", "fp32", "fixup"),
-    (16, 6, "fp16", "fp16", "fixup"), (64, 6, "bf16", "fp32", "fixup")]
+# special True (split == 1) and "fixup" (split-K pairs summed in the kernel, fixup == 1); each
+# shipped tile also with alpha read from a device tensor (ALPHA_PTR: NVFP4Linear's calls).
+_TILES = sorted({(c.BN, c.STAGES) for c in g.shipped_configs()})
+SHIPPED = [(bn, st, "fp16", "fp16", False, ap) for bn, st in _TILES for ap in (False, True)] + [
+    (256, 4, "bf16", "bf16", False, False), (256, 2, "fp16", "fp32", False, False),
+    (128, 4, "fp16", "fp32", False, False), (256, 4, "fp16", "fp16", True, False),
+    (128, 6, "fp16", "fp16", True, False), (256, 4, "fp16", "fp16", "fixup", False),
+    (128, 6, "fp16", "fp16", "fixup", False), (128, 6, "fp16", "fp32", "fixup", False),
+    (16, 6, "fp16", "fp16", "fixup", False), (64, 6, "bf16", "fp32", "fixup", False),
+    (256, 4, "bf16", "bf16", "fixup", True)]
 _GL = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
@@ -64,7 +67,7 @@ SHIPPED_GROUPED = [(gk, bn, st, dt, dt, False) for gk in (32, 64) for bn, st in 
                    for dt in ("fp16", "bf16")] + [(32, 128, 4, "fp16", "fp16", True)]
 
 
-def _compile(bn, stages, dt, ot, split1=False, gk=0):
+def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -78,11 +81,13 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
            "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
-           "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "num_units": "i32",
-           "num_full": "i32", "split": "i32", "k_per_split": "i32", "num_m_tiles": "i32",
-           "k_tiles": "i32", "fixup": "i32", "BN": "constexpr", "STAGES": "constexpr",
-           "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr"}
-    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True}  # as launched
+           "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "alpha_ptr": "*fp32",
+           "num_units": "i32", "num_full": "i32", "split": "i32", "k_per_split": "i32",
+           "num_m_tiles": "i32", "k_tiles": "i32", "fixup": "i32", "BN": "constexpr",
+           "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr",
+           "ALPHA_PTR": "constexpr"}
+    constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
+                  "ALPHA_PTR": alpha_ptr}
     if split1 == "fixup":
         sig["fixup"] = "constexpr"
         constexprs["fixup"] = 1
@@ -96,9 +101,9 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0):
         return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 
 
-def compile_report(bn, stages, dt, ot, split1=False) -> dict:
+def compile_report(bn, stages, dt, ot, split1=False, alpha_ptr=False) -> dict:
     """Compile one config for sm_90a and collect what the test asserts on."""
-    k = _compile(bn, stages, dt, ot, split1)
+    k = _compile(bn, stages, dt, ot, split1, alpha_ptr=alpha_ptr)
     ptx, sass = k.asm["ptx"], k.asm["sass"]
     t = {"fp16": "f16", "bf16": "bf16"}[dt]
     # register-A wgmma: {4 registers} for A, a descriptor for B
@@ -173,9 +178,10 @@ def test_grouped_configs_compile_pipelined_without_hazards(compile_reports_group
     assert rep["hazards"] == 0, "an instruction overwrites A registers of an in-flight HGMMA"
 
 
-@pytest.mark.parametrize("bn,stages,dt,ot,split1", SHIPPED, ids=lambda v: str(v))
-def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot, split1):
-    rep = compile_reports[(bn, stages, dt, ot, split1)]
+@pytest.mark.parametrize("bn,stages,dt,ot,split1,alpha_ptr", SHIPPED, ids=lambda v: str(v))
+def test_compiles_for_sm90a_without_hazards(compile_reports, bn, stages, dt, ot, split1,
+                                            alpha_ptr):
+    rep = compile_reports[(bn, stages, dt, ot, split1, alpha_ptr)]
     assert rep["register_a_wgmma"]
     assert rep["warp_specialised"]
     # the thread-ordered prepack gives one 16-byte load of codes and one of scales per tile

@@ -238,8 +238,8 @@ from fp4mm.kernels import fp4_gemv as V
 
 ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 names = V._fp4_gemv_kernel.arg_names
-div = {"x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "N", "K", "K_SPLIT", "stride_xm",
-       "stride_xsm", "stride_wn", "stride_wsn", "stride_om"}
+div = {"x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "alpha_ptr", "N", "K", "K_SPLIT",
+       "stride_xm", "stride_xsm", "stride_wn", "stride_wsn", "stride_om"}
 shapes = [(M, 18432, 3072) for M in (1, 4, 16, 64)] + [(1, 8192, 8192)]
 problems = [("nvfp4_mm", 16, "fp16"), ("nvfp4_w4a16_mm", 16, "fp16"),
             ("nvfp4_w4a16_mm", 16, "bf16"), ("w4a16_mm", 32, "fp16"), ("w4a16_mm", 128, "bf16")]
@@ -248,35 +248,39 @@ for op, group, xdt in problems:
     for M, N, K in shapes:
         nv = op != "w4a16_mm"
         cfg = V.choose_config(M, N, K, group_size=group, nvfp4=nv, x_fp4=op == "nvfp4_mm")
-        key = (op, group, xdt, cfg)
-        if key in seen:
-            continue
-        seen.add(key)
-        x_fp4 = op == "nvfp4_mm"
-        types = dict(x_ptr="*i32" if x_fp4 else "*" + xdt, xs_ptr="*u8" if x_fp4 else "*" + xdt,
-                     w_ptr="*i32", ws_ptr="*u8" if nv else "*" + xdt,
-                     out_ptr="*fp32" if cfg.split_k > 1 else "*fp16",
-                     M="i32", N="i32", K="i32", K_SPLIT="i32", alpha="fp32", stride_xm="i32",
-                     stride_xsm="i32", stride_wn="i32", stride_wsn="i32", stride_om="i32")
-        const = dict(X_FP4=x_fp4, W_NVFP4=nv, GROUP=group, HIGH_FIRST=False,
-                     BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                     USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm else 0,
-                     PARTIAL=cfg.split_k > 1, EVEN_K=True, PREFETCH=cfg.prefetch)
-        sig = {n: ("constexpr" if n in const else types[n]) for n in names}
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in div}
-        k = triton.compile(ASTSource(fn=V._fp4_gemv_kernel, signature=sig, constexprs=const,
-                                     attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                           options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
-        d = tempfile.mkdtemp()
-        with open(os.path.join(d, "k.ptx"), "w") as f:
-            f.write(k.asm["ptx"])
-        r = subprocess.run([ptxas, "-arch=sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
-                            os.path.join(d, "k.cubin")], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
-        regs = re.findall(r"Used (\d+) registers", r.stderr)
-        print(op, group, xdt, cfg, "regs", regs, "spills", spills)
-        assert spills and all(a == "0" and b == "0" for a, b in spills), r.stderr
+        # alpha read from a device tensor (fp4mm.kernels.alpha) where the epilogue applies it
+        for alpha_ptr in ((False, True) if cfg.split_k == 1 else (False,)):
+            key = (op, group, xdt, cfg, alpha_ptr)
+            if key in seen:
+                continue
+            seen.add(key)
+            x_fp4 = op == "nvfp4_mm"
+            types = dict(x_ptr="*i32" if x_fp4 else "*" + xdt, xs_ptr="*u8" if x_fp4 else "*" + xdt,
+                         w_ptr="*i32", ws_ptr="*u8" if nv else "*" + xdt,
+                         out_ptr="*fp32" if cfg.split_k > 1 else "*fp16",
+                         M="i32", N="i32", K="i32", K_SPLIT="i32", alpha="fp32",
+                         alpha_ptr="*fp32", stride_xm="i32",
+                         stride_xsm="i32", stride_wn="i32", stride_wsn="i32", stride_om="i32")
+            const = dict(X_FP4=x_fp4, W_NVFP4=nv, GROUP=group, HIGH_FIRST=False,
+                         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                         USE_DOT=cfg.use_dot, USE_ASM=1 if cfg.use_asm else 0,
+                         PARTIAL=cfg.split_k > 1, EVEN_K=True, PREFETCH=cfg.prefetch,
+                         ALPHA_PTR=alpha_ptr)
+            sig = {n: ("constexpr" if n in const else types[n]) for n in names}
+            attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in div}
+            k = triton.compile(ASTSource(fn=V._fp4_gemv_kernel, signature=sig, constexprs=const,
+                                         attrs=attrs), target=GPUTarget("cuda", 90, 32),
+                               options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+            d = tempfile.mkdtemp()
+            with open(os.path.join(d, "k.ptx"), "w") as f:
+                f.write(k.asm["ptx"])
+            r = subprocess.run([ptxas, "-arch=sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
+                                os.path.join(d, "k.cubin")], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
+            regs = re.findall(r"Used (\d+) registers", r.stderr)
+            print(op, group, xdt, cfg, "regs", regs, "spills", spills)
+            assert spills and all(a == "0" and b == "0" for a, b in spills), r.stderr
 print("OK", len(seen))
 """
 
@@ -290,3 +294,17 @@ def test_shipped_configs_compile_for_sm90_without_spills():
     r = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["dot", "dot-split3", "fma"])
+def test_alpha_from_a_device_tensor_gives_the_same_bits(name):
+    """alpha as a one-element float32 tensor (read by the kernel or the split-K reduce,
+    fp4mm.kernels.alpha) gives exactly the float-alpha result."""
+    case = Case("nvfp4_mm", 5, 40, 160)
+    x, wq, ws = make(case, seed=4)
+    outs = []
+    for alpha in (0.375, torch.tensor([0.375], device=DEV)):
+        out = torch.full((case.M, case.N), float("nan"), dtype=torch.float16, device=DEV)
+        V.nvfp4_mm_gemv(*x, wq, ws, alpha, "low_first", out, config=CONFIGS[name])
+        outs.append(out)
+    assert not torch.isnan(outs[0]).any() and torch.equal(outs[0], outs[1])

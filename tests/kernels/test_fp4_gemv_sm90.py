@@ -163,30 +163,34 @@ def _shipped() -> list[tuple]:
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
                        cfg.row_tiles, partial, False, "fp16", group))
     cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0))  # high_first nibbles, fp32 out
+    # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
+    cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[6] and not c[9]}
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group) -> dict:
+def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     args = ["x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "M", "N", "STEPS", "STEPS_SPLIT",
-            "alpha", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn", "stride_om"]
+            "alpha", "alpha_ptr", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn",
+            "stride_om"]
     scales = {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16")  # packed per row and step
     pdl = S._uses_pdl(partial, group or None, nt)
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     types = ["*i32", "*i16", "*i32", scales, "*fp32" if partial else f"*{out}", "i32", "i32",
-             "i32", "i32", "fp32", "i32", "i32", "i32", "i32", "i32"]
+             "i32", "i32", "fp32", "*fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
-                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl)
+                  ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl,
+                  ALPHA_PTR=alpha_ptr)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
-    div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14)
+    div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
                          attrs={(i,): [["tt.divisibility", 16]] for i in div})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),

@@ -92,13 +92,15 @@ def _shipped() -> list[tuple]:
                            "fp16"))
     assert len({c[:5] for c in cases}) >= 6  # NT 16 / 32, 2 / 3 stages, split or not
     cases.add(("fp16", 16, 2, 3, False, True, "fp32"))
+    # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
+    cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, rt, stages, partial, high, out) -> dict:
+def compile_report(x, nt, rt, stages, partial, high, out, alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -110,12 +112,13 @@ def compile_report(x, nt, rt, stages, partial, high, out) -> dict:
            "s_desc": f"tensordesc<u8[{bn}, 16],{T._PLAIN8!r}>",
            "x_desc": f"tensordesc<{x}[{nt}, 256],{xl!r}>",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
-           "CHUNKS_SPLIT": "i32", "alpha": "fp32", "stride_om": "i32"}
+           "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32"}
     consts = dict(DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt, HIGH_FIRST=high,
-                  PARTIAL=partial, ROW_TILES=rt, STAGES=stages, PDL=partial)
+                  PARTIAL=partial, ROW_TILES=rt, STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr)
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
-                         attrs={(3,): [["tt.divisibility", 16]], (9,): [["tt.divisibility", 16]]})
+                         attrs={(3,): [["tt.divisibility", 16]], (9,): [["tt.divisibility", 16]],
+                                (10,): [["tt.divisibility", 16]]})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 1, "launch_pdl": partial})
     ptx = k.asm["ptx"]

@@ -276,3 +276,25 @@ def test_prepack_model_and_compile_without_graph_break():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(x), model(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("mode,scale", [("w4a4", "dynamic"), ("w4a4", 600.0), ("w4a16", None)])
+@pytest.mark.parametrize("prepack", [False, True])
+@pytest.mark.parametrize("tokens", [1, 16, 256])
+def test_forward_captures_in_a_cuda_graph(mode, scale, prepack, tokens):
+    """No host sync anywhere in the forward (dynamic activation scale included): the layer runs
+    inside a CUDA graph capture and replays to its eager output."""
+    lin = _linear(K=256, N=192, seed=5)
+    layer = NVFP4Linear.from_linear(lin, mode=mode, activation_scale=scale or "dynamic")
+    if prepack:
+        layer.prepack()
+    x = torch.randn(tokens, 256, device=DEVICE, dtype=torch.bfloat16)
+    want = layer(x)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = layer(x)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, want)

@@ -139,3 +139,65 @@ def test_w4a16_prepacked_argument_errors():
         fp4mm.prepack_w4a16_weight(wq, sc[:, :1], 32)
     with pytest.raises(ValueError, match="order"):
         fp4mm.prepack_w4a16_weight(wq, sc, 32, order="big")
+
+
+# ----------------------------------------------------------------------------------------------
+# alpha / w_global_scale as a device tensor: read by the kernels, no host sync
+# ----------------------------------------------------------------------------------------------
+def test_kernel_scalar_keeps_device_tensors_and_checks_the_rest():
+    from fp4mm._validate import kernel_scalar
+
+    assert kernel_scalar("alpha", 0.5, torch.device("cpu")) == 0.5
+    assert kernel_scalar("alpha", torch.tensor(4.0), torch.device("cpu"), reciprocal=True) == 0.25
+    with pytest.raises(ValueError, match="alpha: expected a finite number"):
+        kernel_scalar("alpha", float("inf"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="gs: expected a finite positive number"):
+        kernel_scalar("gs", torch.tensor(-1.0), torch.device("cpu"), positive=True)
+    if torch.cuda.is_available():
+        dev = torch.device(DEV, torch.cuda.current_device())
+        t = kernel_scalar("alpha", torch.tensor(2.0, device=dev, dtype=torch.float64), dev,
+                          reciprocal=True)
+        assert t.dtype == torch.float32 and t.shape == (1,) and t.item() == 0.5
+        with pytest.raises(ValueError, match="alpha: expected a scalar"):
+            kernel_scalar("alpha", torch.ones(2, device=dev), dev)
+        with pytest.raises(TypeError, match="alpha: expected a floating-point tensor"):
+            kernel_scalar("alpha", torch.ones(1, device=dev, dtype=torch.int32), dev)
+
+
+_GRAPH_SHAPES = [(1, 3072, 3072, False), (12, 3072, 3072, False), (64, 3072, 3072, False),
+                 (64, 3072, 3072, True), (128, 3072, 3072, True), (2048, 3072, 3072, True),
+                 (300, 200, 256, False)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("M,N,K,prepacked", _GRAPH_SHAPES, ids=lambda v: str(v))
+def test_device_scalars_capture_in_a_cuda_graph_with_the_same_bits(M, N, K, prepacked):
+    """With alpha (W4A4) and w_global_scale (W4A16) as device tensors every kernel the dispatch
+    picks (ring / TMA / Triton GEMV, split-K reduces, the GEMM and its pair sums) runs inside a
+    CUDA graph capture (a host sync would abort it) and gives the float-scalar result bit for
+    bit (the factors are powers of two: 1 / gs is exact either way)."""
+    xq, xs, wq, ws = operands(M, N, K, seed=M)
+    w = prepack_nvfp4_weight(wq, ws) if prepacked else wq
+    w_s = None if prepacked else ws
+    x16 = (torch.randn(M, K, device=DEV) * 0.5).to(torch.bfloat16)
+    alpha, gs = torch.tensor(0.375, device=DEV), torch.tensor([4.0], device=DEV)
+    want_a = nvfp4_mm(xq, xs, w, w_s, 0.375)
+    want_b = nvfp4_w4a16_mm(x16, w, w_s, 4.0)
+    out_a = torch.full_like(want_a, float("nan"))
+    out_b = torch.full_like(want_b, float("nan"))
+    nvfp4_mm(xq, xs, w, w_s, alpha, out=out_a)  # warm up (compiles) outside the capture
+    nvfp4_w4a16_mm(x16, w, w_s, gs, out=out_b)
+    torch.cuda.synchronize()
+    out_a.fill_(float("nan"))
+    out_b.fill_(float("nan"))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        nvfp4_mm(xq, xs, w, w_s, alpha, out=out_a)
+        nvfp4_w4a16_mm(x16, w, w_s, gs, out=out_b)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out_a, want_a) and torch.equal(out_b, want_b)
+    alpha.fill_(0.75)  # the graph reads the tensor at replay time
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out_a, nvfp4_mm(xq, xs, w, w_s, 0.75))
