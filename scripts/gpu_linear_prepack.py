@@ -56,7 +56,9 @@ def main():
                 x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
                 want, got = raw[0](x), packed[0](x)
                 err = (got.float() - want.float()).abs().max().item()
-                ok = bool(torch.isfinite(got).all()) and err <= 2e-3 * want.float().abs().max()
+                # different kernels may serve the two (GEMV raw, GEMM prepacked): fp32
+                # summation order plus one bf16 rounding, at most an ulp of the largest output
+                ok = bool(torch.isfinite(got).all()) and err <= 2**-7 * want.float().abs().max()
                 if not ok:
                     print(f"WRONG {mode} {M}x{N}x{K}: max err {err}", flush=True)
                     continue
