@@ -45,6 +45,9 @@ def main() -> int:
         want = reference.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, alpha)
         ok &= check(f"nvfp4_mm {M}x{N}x{K}",
                     fp4mm.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, alpha), want)
+        alpha_t = torch.reciprocal(qx.global_scale * qw.global_scale)  # read by the kernels
+        ok &= check(f"nvfp4_mm device alpha {M}x{N}x{K}",
+                    fp4mm.nvfp4_mm(qx.data, qx.scales, qw.data, qw.scales, alpha_t), want)
         if is_hopper(dev) or K % 64 == 0:  # the plain-Triton layout needs K % 64 == 0
             pk = fp4mm.prepack_nvfp4_weight(qw.data, qw.scales)
             ok &= check(f"nvfp4_mm prepacked {M}x{N}x{K}",
