@@ -42,6 +42,12 @@ MODES = ("w4a4", "w4a16")
 _FIXED_DTYPE_BUFFERS = ("weight_scale", "weight_scale_2", "input_scale")
 # The prepacked weight (prepack()): non-persistent, rebuilt from weight and weight_scale.
 _PREPACKED_BUFFERS = ("weight_packed", "weight_sm90_codes", "weight_sm90_scales")
+# Per-call scalars derived from the scale buffers (non-persistent, float32), kept so that an
+# eager forward (or a CUDA graph of one) launches no kernel for them, each a launch of its own at
+# decode sizes: gs_w = 1 / weight_scale_2; static activations: gs_x = 1 / input_scale and
+# alpha = input_scale * weight_scale_2. A traced forward (torch.compile) computes them from the
+# buffers instead: the compiler fuses that, and a cache could go stale inside a compiled graph.
+_DERIVED_BUFFERS = ("weight_global_scale", "input_global_scale", "static_alpha")
 
 
 def _check_mode(mode) -> str:
@@ -98,10 +104,12 @@ class NVFP4Linear(nn.Module):
             self.input_scale = None
         self.bias = nn.Parameter(torch.zeros(N, device=device, dtype=dtype),
                                  requires_grad=False) if bias else None
-        for name in _PREPACKED_BUFFERS:
+        for name in (*_PREPACKED_BUFFERS, *_DERIVED_BUFFERS):
             self.register_buffer(name, None, persistent=False)
         self._prepacked_from = None  # _weight_key() when prepack() last ran
-        self.register_load_state_dict_post_hook(_prepack_again)
+        self._derived_from = None  # _scales_key() when _derive() last ran
+        self._derive()
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -176,28 +184,35 @@ class NVFP4Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        if (not torch.compiler.is_compiling() and self._prepacked_from is not None
-                and self._prepacked_from != self._weight_key()):
-            self.prepack()  # the weight was changed in place since: re-lay it
+        traced = torch.compiler.is_compiling()
+        if not traced:  # buffers changed in place since: refresh what was derived from them
+            if self._derived_from != self._scales_key():
+                self._derive()
+            if self._prepacked_from is not None and self._prepacked_from != self._weight_key():
+                self.prepack()
         if self.mode == "w4a4":
-            y = self._forward_w4a4(x2)
+            y = self._forward_w4a4(x2, traced)
         else:
+            gs_w = torch.reciprocal(self.weight_scale_2) if traced else self.weight_global_scale
             y = torch.ops.fp4mm.nvfp4_w4a16_mm(x2, self.weight, self.weight_scale,
-                                               self.weight_packed,
-                                               torch.reciprocal(self.weight_scale_2), "low_first",
+                                               self.weight_packed, gs_w, "low_first",
                                                self.weight_sm90_codes, self.weight_sm90_scales)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*lead, self.out_features)
 
-    def _forward_w4a4(self, x2: torch.Tensor) -> torch.Tensor:
+    def _forward_w4a4(self, x2: torch.Tensor, traced: bool) -> torch.Tensor:
         if self.input_scale is None:
             x_q, x_s, gs_x = torch.ops.fp4mm.quantize_nvfp4(x2, None, "low_first")
-            alpha = torch.reciprocal(gs_x) * self.weight_scale_2
-        else:
-            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(
-                x2, torch.reciprocal(self.input_scale), "low_first")
+            alpha = self.weight_scale_2 / gs_x
+        elif traced:
+            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, torch.reciprocal(self.input_scale),
+                                                         "low_first")
             alpha = self.input_scale * self.weight_scale_2
+        else:
+            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, self.input_global_scale,
+                                                         "low_first")
+            alpha = self.static_alpha
         return torch.ops.fp4mm.nvfp4_mm(x_q, x_s, self.weight, self.weight_scale,
                                         self.weight_packed, alpha, x2.dtype, "low_first",
                                         self.weight_sm90_codes, self.weight_sm90_scales)
@@ -238,6 +253,20 @@ class NVFP4Linear(nn.Module):
         """Whether :meth:`prepack` holds a re-laid copy of the weight."""
         return self._prepacked_from is not None
 
+    def _scales_key(self) -> tuple:
+        """What the derived scalars were made from: storage and version of the scale buffers."""
+        return tuple((t.data_ptr(), t._version) for t in (self.weight_scale_2, self.input_scale)
+                     if t is not None)
+
+    def _derive(self) -> None:
+        """(Re)compute the ``_DERIVED_BUFFERS`` from the scale buffers."""
+        with torch.no_grad():
+            self.weight_global_scale = torch.reciprocal(self.weight_scale_2.float())
+            if self.input_scale is not None:
+                self.input_global_scale = torch.reciprocal(self.input_scale.float())
+                self.static_alpha = self.input_scale.float() * self.weight_scale_2.float()
+        self._derived_from = self._scales_key()
+
     def _weight_key(self) -> tuple:
         """What the prepacked copy was made from: storage and in-place version of both tensors."""
         return (self.weight.data_ptr(), self.weight._version, self.weight_scale.data_ptr(),
@@ -256,8 +285,9 @@ class NVFP4Linear(nn.Module):
         # Keep the format's dtypes through .half()/.to(dtype): move those buffers, don't cast.
         kept = {n: self._buffers[n] for n in _FIXED_DTYPE_BUFFERS
                 if self._buffers.get(n) is not None}
-        # The prepacked copy is not moved: its layout belongs to the device it was made for.
-        prepacked = {n: self._buffers[n] for n in _PREPACKED_BUFFERS}
+        # The prepacked copy is not moved: its layout belongs to the device it was made for; the
+        # derived scalars are recomputed from the moved scales.
+        prepacked = {n: self._buffers[n] for n in (*_PREPACKED_BUFFERS, *_DERIVED_BUFFERS)}
         for n in (*kept, *prepacked):
             self._buffers[n] = None
         try:
@@ -267,6 +297,8 @@ class NVFP4Linear(nn.Module):
             for n, t in kept.items():
                 self._buffers[n] = t.to(device)
             self._buffers.update(prepacked)
+        if self._derived_from != self._scales_key():
+            self._derive()
         if self.is_prepacked and self._prepacked_from != self._weight_key():
             try:
                 self.prepack()  # moved: re-lay it for the new device
@@ -283,8 +315,10 @@ class NVFP4Linear(nn.Module):
                 + (f", activations={act}" if self.mode == "w4a4" else ""))
 
 
-def _prepack_again(module: NVFP4Linear, incompatible_keys) -> None:
-    """load_state_dict post-hook: the loaded weight replaces the one the copy was made from."""
+def _refresh_after_load(module: NVFP4Linear, incompatible_keys) -> None:
+    """load_state_dict post-hook: the loaded tensors replace those the derived scalars and the
+    prepacked copy were made from (a compiled model does not check them per call)."""
+    module._derive()
     if module.is_prepacked:
         module.prepack()
 
