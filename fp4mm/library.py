@@ -48,6 +48,18 @@ def prepacked_args(w) -> tuple:
             None if sm90 is None else sm90.scales)
 
 
+def _weight_args(w_q, w_scales) -> tuple:
+    """The wrappers' ``(w_q, w_scales)``, raw or ``(PrepackedNVFP4Weight, None)``, as the op's
+    five weight arguments."""
+    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
+    if packed_scales is not None:
+        if w_scales is not None:
+            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
+                             "carries its scales)")
+        w_scales = packed_scales
+    return w_q, w_scales, w_packed, codes, scales
+
+
 def _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order):
     """Raw ``(w_q, w_scales)`` or a ``PrepackedNVFP4Weight`` (then scales travel inside it)."""
     if (w_sm90_codes is None) != (w_sm90_scales is None):
@@ -140,12 +152,7 @@ def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
     tensor; ``w_q`` raw (with ``w_scales``) or a ``PrepackedNVFP4Weight`` (``w_scales=None``)."""
     if not isinstance(alpha, torch.Tensor):
         alpha = torch.tensor(float(alpha), dtype=torch.float32, device=x_q.device)
-    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
-    if packed_scales is not None:
-        if w_scales is not None:
-            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
-                             "carries its scales)")
-        w_scales = packed_scales
+    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
     return torch.ops.fp4mm.nvfp4_mm(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype,
                                     order, codes, scales)
 
@@ -192,12 +199,7 @@ def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *,
     """
     if not isinstance(w_global_scale, torch.Tensor):
         w_global_scale = torch.tensor(float(w_global_scale), dtype=torch.float32, device=x.device)
-    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
-    if packed_scales is not None:
-        if w_scales is not None:
-            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
-                             "carries its scales)")
-        w_scales = packed_scales
+    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
     return torch.ops.fp4mm.nvfp4_w4a16_mm(x, w_q, w_scales, w_packed, w_global_scale, order,
                                           codes, scales)
 
