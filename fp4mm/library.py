@@ -27,6 +27,8 @@ wrappers below (same names) take the friendlier public argument types.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.library import custom_op
 
@@ -73,9 +75,12 @@ def _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order):
 
     sm90 = None
     if w_sm90_codes is not None:
-        from fp4mm.kernels.fp4_gemm_sm90 import packed_weight_sm90
+        from fp4mm.kernels.fp4_gemm_sm90 import check_packed_sm90, packed_weight_sm90
 
-        sm90 = packed_weight_sm90(w_sm90_codes, w_sm90_scales, w_q.shape[0], w_q.shape[1] * 2)
+        shape = (w_q.shape[0], w_q.shape[1] * 2)
+        check_packed_sm90(w_sm90_codes, w_sm90_scales, *shape)
+        # the descriptors only when the GEMM runs (a decode call takes the GEMV on w_q)
+        sm90 = functools.partial(packed_weight_sm90, w_sm90_codes, w_sm90_scales, *shape)
     return PrepackedNVFP4Weight(w_q, as_scale_bytes("w_scales", w_scales), order, w_packed,
                                 sm90), None
 

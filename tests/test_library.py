@@ -135,3 +135,20 @@ def test_quantize_op_runs_the_triton_kernel_when_asked(monkeypatch):
     x = _x(9, 48)
     for a, b in zip(library.quantize_nvfp4(x), quantize_nvfp4(x)):
         assert torch.equal(a, b)
+
+
+def test_hopper_layout_descriptors_are_made_only_for_the_gemm():
+    """Inside the op a Hopper-prepacked weight carries a factory, not descriptors: the decode
+    GEMV never pays for them; the GEMM branch (sm90_layout) makes them."""
+    from fp4mm.kernels import fp4_gemm_sm90
+    from fp4mm.ops.nvfp4_mm import sm90_layout
+
+    wq = torch.randint(0, 256, (24, 64), dtype=torch.uint8)
+    ws = torch.randint(0, 120, (24, 8), dtype=torch.uint8)
+    codes, scales = fp4_gemm_sm90.prepack_sm90_torch(wq, ws)
+    w, _ = library._weight(wq, ws, None, codes, scales, "low_first")
+    assert callable(w.sm90)
+    packed = sm90_layout(w)
+    assert isinstance(packed, fp4_gemm_sm90.PackedWeightSM90)
+    assert packed.codes is codes and (packed.N, packed.K) == (24, 128)
+    assert sm90_layout(None) is None

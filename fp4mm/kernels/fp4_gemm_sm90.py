@@ -767,12 +767,9 @@ def packed_shapes(N: int, K: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (nb * 16, kt * 256), (nb * 8, kt * 64)
 
 
-def packed_weight_sm90(codes: torch.Tensor, scales: torch.Tensor, N: int,
-                       K: int) -> PackedWeightSM90:
-    """The :class:`PackedWeightSM90` of NVFP4 ``codes`` and ``scales`` that
-    :func:`prepack_weight_sm90` made for an N x K weight (its TMA descriptors are made here:
-    host-side objects, cheap). Lets the prepacked layout travel as plain tensors (the
-    ``fp4mm::`` custom ops, ``NVFP4Linear``'s buffers)."""
+def check_packed_sm90(codes: torch.Tensor, scales: torch.Tensor, N: int, K: int) -> None:
+    """Raise ``ValueError`` unless ``codes`` and ``scales`` are the NVFP4 prepacked layout of an
+    N x K weight (:func:`packed_shapes`, uint8, contiguous, one device)."""
     want_codes, want_scales = packed_shapes(N, K)
     for name, t, shape in (("w_sm90_codes", codes, want_codes),
                            ("w_sm90_scales", scales, want_scales)):
@@ -783,6 +780,15 @@ def packed_weight_sm90(codes: torch.Tensor, scales: torch.Tensor, N: int,
     if codes.device != scales.device:
         raise ValueError(f"expected w_sm90_codes and w_sm90_scales on one device, got "
                          f"{codes.device} and {scales.device}")
+
+
+def packed_weight_sm90(codes: torch.Tensor, scales: torch.Tensor, N: int,
+                       K: int) -> PackedWeightSM90:
+    """The :class:`PackedWeightSM90` of NVFP4 ``codes`` and ``scales`` that
+    :func:`prepack_weight_sm90` made for an N x K weight, with its TMA descriptors (host-side
+    objects, about 14 us of Python). Lets the prepacked layout travel as plain tensors (the
+    ``fp4mm::`` custom ops, ``NVFP4Linear``'s buffers)."""
+    check_packed_sm90(codes, scales, N, K)
     return PackedWeightSM90(codes, scales, N, K,
                             TensorDescriptor.from_tensor(codes, [16, 256], _PLAIN8),
                             TensorDescriptor.from_tensor(scales, [8, 64], _PLAIN8))

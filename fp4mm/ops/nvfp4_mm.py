@@ -105,8 +105,10 @@ def triton_layout(prepacked: PrepackedNVFP4Weight | None) -> PrepackedNVFP4Weigh
 
 
 def sm90_layout(prepacked: PrepackedNVFP4Weight | None):
-    """The Gluon kernel's packed weight if ``prepacked`` holds one, else ``None`` (it packs)."""
-    return prepacked.sm90 if prepacked is not None else None
+    """The Gluon kernel's packed weight if ``prepacked`` holds one, else ``None`` (it packs);
+    a deferred one (a callable, see ``PrepackedNVFP4Weight.sm90``) is made here."""
+    sm90 = prepacked.sm90 if prepacked is not None else None
+    return sm90() if callable(sm90) else sm90
 
 
 def nvfp4_mm(

@@ -52,7 +52,9 @@ class PrepackedNVFP4Weight(NamedTuple):
         order: nibble order of ``w_q``.
         packed: uint8 ``(N, K/2)``, low-first, bytes permuted per 32-byte group (module
             docstring), or ``None`` when ``sm90`` is set.
-        sm90: the Gluon kernel's ``PackedWeightSM90`` on a Hopper GPU, else ``None``.
+        sm90: the Gluon kernel's ``PackedWeightSM90`` on a Hopper GPU, else ``None``; inside
+            the ``fp4mm::`` custom ops a zero-argument callable that makes it (its TMA
+            descriptors are made only if the GEMM runs).
     """
 
     w_q: torch.Tensor
