@@ -50,16 +50,17 @@ def prepacked_args(w) -> tuple:
             None if sm90 is None else sm90.scales)
 
 
-def _weight_args(w_q, w_scales) -> tuple:
-    """The wrappers' ``(w_q, w_scales)``, raw or ``(PrepackedNVFP4Weight, None)``, as the op's
-    five weight arguments."""
-    w_q, packed_scales, w_packed, codes, scales = prepacked_args(w_q)
+def _weight_args(w_q, w_scales, w_packed=None) -> tuple:
+    """The wrappers' ``(w_q, w_scales)``, raw (``w_packed``: optionally the plain-Triton layout,
+    the older way to pass it) or ``(PrepackedNVFP4Weight, None)``, as the op's five weight
+    arguments."""
+    w_q, packed_scales, packed, codes, scales = prepacked_args(w_q)
     if packed_scales is not None:
-        if w_scales is not None:
-            raise ValueError("w_scales: expected None when w_q is a PrepackedNVFP4Weight (it "
-                             "carries its scales)")
-        w_scales = packed_scales
-    return w_q, w_scales, w_packed, codes, scales
+        if w_scales is not None or w_packed is not None:
+            raise ValueError("w_scales, w_packed: expected None when w_q is a "
+                             "PrepackedNVFP4Weight (it carries its scales and layout)")
+        return w_q, packed_scales, packed, codes, scales
+    return w_q, w_scales, w_packed, None, None
 
 
 def _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order):
@@ -152,12 +153,12 @@ def _(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype, order, w_sm90_co
 
 
 def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
-             order: str = "low_first") -> torch.Tensor:
+             order: str = "low_first", w_packed: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`fp4mm.nvfp4_mm` through ``fp4mm::nvfp4_mm``; ``alpha`` a float or 1-element
     tensor; ``w_q`` raw (with ``w_scales``) or a ``PrepackedNVFP4Weight`` (``w_scales=None``)."""
     if not isinstance(alpha, torch.Tensor):
         alpha = torch.tensor(float(alpha), dtype=torch.float32, device=x_q.device)
-    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
+    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales, w_packed)
     return torch.ops.fp4mm.nvfp4_mm(x_q, x_scales, w_q, w_scales, w_packed, alpha, out_dtype,
                                     order, codes, scales)
 
@@ -194,8 +195,8 @@ def _(x, w_q, w_scales, w_packed, w_global_scale, order, w_sm90_codes=None, w_sm
     return x.new_empty((x.shape[0], w_q.shape[0]))
 
 
-def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *,
-                   order: str = "low_first") -> torch.Tensor:
+def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first",
+                   w_packed: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ (e2m1(w_q) * e4m3(w_scales) / gs_w)^T`` through ``fp4mm::nvfp4_w4a16_mm``.
 
     ``x`` fp16/bf16/fp32 ``(M, K)``; ``w_q`` raw (with ``w_scales``) or a
@@ -204,7 +205,7 @@ def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *,
     """
     if not isinstance(w_global_scale, torch.Tensor):
         w_global_scale = torch.tensor(float(w_global_scale), dtype=torch.float32, device=x.device)
-    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
+    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales, w_packed)
     return torch.ops.fp4mm.nvfp4_w4a16_mm(x, w_q, w_scales, w_packed, w_global_scale, order,
                                           codes, scales)
 

@@ -74,8 +74,12 @@ def test_prepacked_weights_travel_through_the_ops():
                        library.nvfp4_mm(xq.data, xq.scales, wq.data, ws, 0.5))
     assert torch.equal(library.nvfp4_w4a16_mm(x, p, None, 2.0),
                        library.nvfp4_w4a16_mm(x, wq.data, ws, 2.0))
-    with pytest.raises(ValueError, match="w_scales: expected None"):
+    with pytest.raises(ValueError, match="w_scales, w_packed: expected None"):
         library.nvfp4_mm(xq.data, xq.scales, p, ws, 0.5)
+    if p.packed is not None:  # the older keyword for the plain-Triton layout still works
+        assert torch.equal(library.nvfp4_mm(xq.data, xq.scales, wq.data, ws, 0.5,
+                                            w_packed=p.packed),
+                           library.nvfp4_mm(xq.data, xq.scales, p, None, 0.5))
 
 
 def test_prepacked_op_arguments_are_checked():
