@@ -190,29 +190,26 @@ class NVFP4Linear(nn.Module):
                 self._derive()
             if self._prepacked_from is not None and self._prepacked_from != self._weight_key():
                 self.prepack()
+        scalars = self._scalars() if traced else {n: getattr(self, n) for n in _DERIVED_BUFFERS}
         if self.mode == "w4a4":
-            y = self._forward_w4a4(x2, traced)
+            y = self._forward_w4a4(x2, scalars)
         else:
-            gs_w = torch.reciprocal(self.weight_scale_2) if traced else self.weight_global_scale
             y = torch.ops.fp4mm.nvfp4_w4a16_mm(x2, self.weight, self.weight_scale,
-                                               self.weight_packed, gs_w, "low_first",
-                                               self.weight_sm90_codes, self.weight_sm90_scales)
+                                               self.weight_packed, scalars["weight_global_scale"],
+                                               "low_first", self.weight_sm90_codes,
+                                               self.weight_sm90_scales)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*lead, self.out_features)
 
-    def _forward_w4a4(self, x2: torch.Tensor, traced: bool) -> torch.Tensor:
+    def _forward_w4a4(self, x2: torch.Tensor, scalars: dict) -> torch.Tensor:
         if self.input_scale is None:
             x_q, x_s, gs_x = torch.ops.fp4mm.quantize_nvfp4(x2, None, "low_first")
             alpha = self.weight_scale_2 / gs_x
-        elif traced:
-            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, torch.reciprocal(self.input_scale),
-                                                         "low_first")
-            alpha = self.input_scale * self.weight_scale_2
         else:
-            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, self.input_global_scale,
+            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, scalars["input_global_scale"],
                                                          "low_first")
-            alpha = self.static_alpha
+            alpha = scalars["static_alpha"]
         return torch.ops.fp4mm.nvfp4_mm(x_q, x_s, self.weight, self.weight_scale,
                                         self.weight_packed, alpha, x2.dtype, "low_first",
                                         self.weight_sm90_codes, self.weight_sm90_scales)
@@ -258,13 +255,20 @@ class NVFP4Linear(nn.Module):
         return tuple((t.data_ptr(), t._version) for t in (self.weight_scale_2, self.input_scale)
                      if t is not None)
 
+    def _scalars(self) -> dict:
+        """The ``_DERIVED_BUFFERS`` computed from the scale buffers (static-scale ones only with
+        an ``input_scale``; the others are None)."""
+        gs_w, gs_x, alpha = torch.reciprocal(self.weight_scale_2.float()), None, None
+        if self.input_scale is not None:
+            gs_x = torch.reciprocal(self.input_scale.float())
+            alpha = self.input_scale.float() * self.weight_scale_2.float()
+        return dict(zip(_DERIVED_BUFFERS, (gs_w, gs_x, alpha)))
+
     def _derive(self) -> None:
         """(Re)compute the ``_DERIVED_BUFFERS`` from the scale buffers."""
         with torch.no_grad():
-            self.weight_global_scale = torch.reciprocal(self.weight_scale_2.float())
-            if self.input_scale is not None:
-                self.input_global_scale = torch.reciprocal(self.input_scale.float())
-                self.static_alpha = self.input_scale.float() * self.weight_scale_2.float()
+            for name, t in self._scalars().items():
+                setattr(self, name, t)
         self._derived_from = self._scales_key()
 
     def _weight_key(self) -> tuple:
@@ -287,8 +291,8 @@ class NVFP4Linear(nn.Module):
                 if self._buffers.get(n) is not None}
         # The prepacked copy is not moved: its layout belongs to the device it was made for; the
         # derived scalars are recomputed from the moved scales.
-        prepacked = {n: self._buffers[n] for n in (*_PREPACKED_BUFFERS, *_DERIVED_BUFFERS)}
-        for n in (*kept, *prepacked):
+        rebuilt = {n: self._buffers[n] for n in (*_PREPACKED_BUFFERS, *_DERIVED_BUFFERS)}
+        for n in (*kept, *rebuilt):
             self._buffers[n] = None
         try:
             super()._apply(fn, recurse)
@@ -296,7 +300,7 @@ class NVFP4Linear(nn.Module):
             device = self.weight.device
             for n, t in kept.items():
                 self._buffers[n] = t.to(device)
-            self._buffers.update(prepacked)
+            self._buffers.update(rebuilt)
         if self._derived_from != self._scales_key():
             self._derive()
         if self.is_prepacked and self._prepacked_from != self._weight_key():
