@@ -27,6 +27,11 @@ docs/perf-log.md, "fp4_gemv_sm90".
 - **Register ring**, unrolled: PREFETCH + 1 slots, slot j holds step i + j and is refilled right
   after it is consumed. Never rotate slots by copying: a copy of a register whose load is still
   in flight waits for that load, and the memory latency was exposed every step (run 2).
+- **x one step ahead** (``x_ahead``, W4A4 at 33-64 tokens): x leaves the ring and is loaded
+  one step before its use into the one slot that step reads, so one step's x is live instead
+  of PREFETCH + 1 (x is L2-resident, and a 64-token step is about a thousand instructions per
+  warp). Two row tiles then fit at 64 tokens (252 registers; 255 + 112-128 B spill with x in
+  the ring): 12-24% faster there than the one-tile ring or the plain-Triton GEMV (H100).
 - **Loads without masks:** rows past N and tokens past M are clamped into the tensors (their
   outputs are never stored), and each split runs whole ring turns, so no zero-fill instructions
   (a masked path remains for step counts that are not a multiple of the ring).
@@ -295,16 +300,13 @@ def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr, UNIT: gl.constexpr):
 
 
 @gluon.jit
-def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i, live,
-               X_FP4: gl.constexpr, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-               W_GROUP: gl.constexpr):
-    """Everything K step ``i`` reads: weight words and scale pairs, and x (fp16/bf16 halves, or
-    NVFP4 words and scale pairs; the fourth value is a dummy then). Rows and tokens are clamped
-    into the tensors by the caller (their outputs are not stored), so only MASKED (steps that
-    may lie past the end: zero codes, scales and x, which add exact zeros) needs a mask; an
-    unmasked load needs no zero-fill instructions. W_GROUP > 0: ``ws_ptr`` holds one packed
-    word of the step's 16-bit group scales per row (a group of W_GROUP >= 128 spans
-    W_GROUP / 128 steps)."""
+def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP: gl.constexpr,
+            W_GROUP: gl.constexpr):
+    """The weight words and scales of K step ``i``. Rows are clamped into the tensor by the
+    caller (their outputs are not stored), so only MASKED (steps that may lie past the end: zero
+    codes and scales, which add exact zeros) needs a mask; an unmasked load needs no zero-fill
+    instructions. W_GROUP > 0: ``ws_ptr`` holds one packed word of the step's 16-bit group scales
+    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps)."""
     if W_GROUP == 0:
         s_step = i * (KSTEP // 32)
     elif W_GROUP > _KS:
@@ -314,22 +316,33 @@ def _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs, i
     if MASKED:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0)
         sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
-        if X_FP4:
-            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
-            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32), mask=live, other=0)
-        else:
-            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
-            xb = xa
     else:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8))
         sc = gl.load(ws_ptr + s_offs + s_step)
-        if X_FP4:
+    return wd, sc
+
+
+@gluon.jit
+def _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i, live, X_FP4: gl.constexpr, MASKED: gl.constexpr,
+            KSTEP: gl.constexpr):
+    """The activations of K step ``i``: fp16/bf16 halves as int32 pairs, or NVFP4 words and
+    scale pairs (the second value is a dummy for 16-bit x). Tokens are clamped by the caller;
+    masked as in :func:`_load_w` (a zero x keeps a past-the-end step exact even where the clamped
+    weights hold NaN)."""
+    if X_FP4:
+        if MASKED:
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
+            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32), mask=live, other=0)
+        else:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
             xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32))
+    else:
+        if MASKED:
+            xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
         else:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2))
-            xb = xa
-    return wd, sc, xa, xb
+        xb = xa
+    return xa, xb
 
 
 @gluon.jit
@@ -412,7 +425,7 @@ def _fp4_gemv_sm90_kernel(
     PREFETCH: gl.constexpr, PARTIAL: gl.constexpr, L2_AHEAD: gl.constexpr,
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
-    ALPHA_PTR: gl.constexpr = False,
+    ALPHA_PTR: gl.constexpr = False, X_AHEAD: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -422,7 +435,8 @@ def _fp4_gemv_sm90_kernel(
     splits); STEPS = K / KSTEP (K % KSTEP == 0); STEPS_SPLIT: steps per split (the last split may
     be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
-    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
+    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N). X_AHEAD: x held one
+    step ahead instead of in the ring (see the ring below).
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
     one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
@@ -486,17 +500,25 @@ def _fp4_gemv_sm90_kernel(
     # step (run 2). Slot j holds step i + j; right after it is consumed it is refilled with step
     # i + j + U. Steps past the end load nothing (masked: zero codes, zero scales, zero x) and
     # add exact zeros, so the K range needs no tail code.
+    # X_AHEAD: x is not in the ring but one step ahead, in the slot of the step that uses it
+    # next (slot j's refill loads step i + j + 1's x into slot j + 1), so one step's x is live
+    # instead of U: x is L2-resident and a 64-token step is about a thousand instructions per
+    # warp, enough to hide it. This is what lets two row tiles compile at 64 tokens.
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
-    wd0, sc0, xa0, xb0 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, i_begin, True, X_FP4, MASKED, KSTEP, W_GROUP)
-    wd1, sc1, xa1, xb1 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                    xb_offs, gl.minimum(i_begin + 1, last), i_begin + 1 < i_end,
-                                    X_FP4, MASKED, KSTEP, W_GROUP)
+    wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, i_begin, True, MASKED, KSTEP, W_GROUP)
+    xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
+    wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 1, last),
+                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP)
+    if not X_AHEAD:
+        xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 1, last),
+                           i_begin + 1 < i_end, X_FP4, MASKED, KSTEP)
     if U == 3:
-        wd2, sc2, xa2, xb2 = _load_step(w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs,
-                                        xb_offs, gl.minimum(i_begin + 2, last),
-                                        i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+        wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 2, last),
+                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP)
+        if not X_AHEAD:
+            xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 2, last),
+                               i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
     # the register ring.
     for i in range(i_begin, i_end, U):
@@ -508,20 +530,39 @@ def _fp4_gemv_sm90_kernel(
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                     W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-        wd0, sc0, xa0, xb0 = _load_step(
-            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + U, last), i + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+        if X_AHEAD:
+            xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1, last),
+                               i + 1 < i_end, X_FP4, MASKED, KSTEP)
+        wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + U, last), i + U < i_end,
+                           MASKED, KSTEP, W_GROUP)
+        if not X_AHEAD:
+            xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + U, last),
+                               i + U < i_end, X_FP4, MASKED, KSTEP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                     W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-        wd1, sc1, xa1, xb1 = _load_step(
-            w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-            gl.minimum(i + 1 + U, last), i + 1 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+        if X_AHEAD:
+            if U == 3:
+                xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
+                                   i + 2 < i_end, X_FP4, MASKED, KSTEP)
+            else:
+                xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
+                                   i + 2 < i_end, X_FP4, MASKED, KSTEP)
+        wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 1 + U, last),
+                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP)
+        if not X_AHEAD:
+            xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1 + U, last),
+                               i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                         W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
-            wd2, sc2, xa2, xb2 = _load_step(
-                w_ptr, ws_ptr, x_ptr, xs_ptr, w_offs, s_offs, xa_offs, xb_offs,
-                gl.minimum(i + 2 + U, last), i + 2 + U < i_end, X_FP4, MASKED, KSTEP, W_GROUP)
+            if X_AHEAD:
+                xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 3, last),
+                                   i + 3 < i_end, X_FP4, MASKED, KSTEP)
+            wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 2 + U, last),
+                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP)
+            if not X_AHEAD:
+                xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2 + U, last),
+                                   i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
 
     _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
               ALPHA_PTR)
@@ -556,9 +597,9 @@ def _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PART
 # ----------------------------------------------------------------------------------------------
 MAX_M = 64  # tokens per launch: the MMA N side, padded to 8, 16, 32 or 64
 # The largest token tile each operand kind compiles without register spills (ptxas, sm_90a,
-# session 16): W4A4 64 (one row tile there; two spill 112-128 B), 16-bit x 32 (64 spills
-# 912-920 B), 16-bit group scales 16 (32 spills 4-48 B). The compile test covers every tile
-# up to these.
+# session 16): W4A4 64 (two row tiles with x held one step ahead, 252 registers; with x in the
+# ring they spill 112-128 B), 16-bit x 32 (64 spills 912-920 B), 16-bit group scales 16 (32
+# spills 4-48 B). The compile test covers every tile up to these.
 MAX_M_W4A4 = MAX_M
 MAX_M_16BIT_X = 32
 MAX_M_GROUPED = 16
@@ -580,12 +621,14 @@ class GemvSM90Config:
     l2_ahead: int = 0
     row_tiles: int = 1
     k_step: int = KS
+    x_ahead: bool = False
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
-            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256))
+            and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256)
+            and isinstance(cfg.x_ahead, bool))
 
 
 def group_size_is_supported(group_size: int) -> bool:
@@ -622,9 +665,13 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       hence resident warps, and won nothing.
     - W4A4, or M > 8: two 16-row tiles per warp (the x operand, decoded or loaded, serves both):
       W4A4 M=1 19.3 (one tile: 19.6), M=16 23.8, M=32 32.0; W4A16 M=16 28.4 (one tile: 36.5).
-      Not W4A4 at 33-64 tokens: two tiles spill there (112-128 B). They would be 2-18% faster
-      than one (bench/results/2026-11-27-gemv-w4a4-wide-h100.json: 18432 x 3072 M=64 51.3 vs
-      54.1 us, N = K = 8192 M=33 45.4 vs 54.8), but no shipped config spills.
+      W4A4 at 33-64 tokens: two tiles with x held one step ahead (``x_ahead``; with x in the
+      ring two tiles spill 112-128 B there), session 17
+      (bench/results/2026-11-27-gemv-x-ahead-tune-h100.json, x-ahead two tiles at splits 2-8 vs
+      this kernel's old one-tile rule): 18432 x 3072 M=33 41.5 (split 3) vs 51.0, M=64 45.9-47.0
+      vs 54.0; N = K = 8192 M=33 41.7 (split 4) vs 54.9, M=64 43.9-44.5 vs 57.9. The split
+      rule below gives 3 and 4 there. (At N = 3072 it wants 6-8 splits; the ops send N < 8192
+      above 32 tokens to the Triton GEMV, ``fp4mm.ops.dispatch.GEMV_SM90_MIN_N_ABOVE_32``.)
     - 16-bit x with M <= 8: one tile per warp (W4A16 M=1 17.4, two tiles 19.9); with M > 16 two
       tiles spill (64 B, ptxas), so one.
     - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
@@ -646,7 +693,7 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       also shows prefetch 2 and k_step 256 no faster anywhere).
     """
     grouped = group_size is not None
-    two_tiles = (x_fp4 and _token_tile(M) <= 32) or (not x_fp4 and 8 < M <= 16)
+    two_tiles = x_fp4 or (not x_fp4 and 8 < M <= 16)
     rt = 2 if two_tiles and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
     wide_16bit = not x_fp4 and not grouped and 8 < M <= 16
@@ -660,7 +707,7 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
         target = 1728
     split = max(1, min(4, K // KS, round(target / warps)))
     return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
-                          row_tiles=rt)
+                          row_tiles=rt, x_ahead=x_fp4 and _token_tile(M) > 32)
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
@@ -744,8 +791,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
-        SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, launch_pdl=pdl,
-        num_warps=cfg.num_warps)
+        SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, X_AHEAD=cfg.x_ahead,
+        launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

@@ -84,11 +84,20 @@ GEMV_MAX_M = {
 # -> 32 for this op. Where the TMA GEMV does not apply (K % 256, unaligned operands)
 # M <= GEMV_SM90_RING_MAX_M_16BIT_X keeps the register ring and above it the plain-Triton GEMV
 # serves (session 13's numbers above).
+# Session 17: W4A4 at 33-64 tokens takes the register ring with x held one step ahead
+# (fp4_gemv_sm90 ``x_ahead``: two row tiles at 64 tokens without spills) on wide weights. H100
+# 80GB HBM3, CUDA-graph medians, bench/results/2026-11-27-gemv-x-ahead-tune-h100.json (ring at
+# the heuristic's split vs the plain-Triton GEMV, us): 18432 x 3072 M=33 41.5 vs 48.4, M=64 47.0
+# vs 52.0; 8192 x 8192 M=33 41.7 vs 52.7, M=64 44.5 vs 55.0. At N = 3072 the Triton GEMV keeps
+# it (3072 x 3072 M=33-64 11.5-12.5 vs the ring's best split 13.3-14.3; 3072 x 12288 a tie,
+# 31.4-32.2 vs 31.7-32.9): too few row tiles to fill the card. So above 32 tokens the ring
+# needs N >= GEMV_SM90_MIN_N_ABOVE_32 (N between 3072 and 8192 was not measured).
 GEMV_SM90_MAX_M = {
-    "nvfp4_mm": 32,
+    "nvfp4_mm": 64,
     "w4a16_mm": 16,
     "nvfp4_w4a16_mm": 32,
 }
+GEMV_SM90_MIN_N_ABOVE_32 = 8192
 GEMV_SM90_TMA_MIN_M = 9
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
@@ -156,6 +165,13 @@ PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
 # 22.5, M=24 31.1 / 31.5 vs 24.4 / 22.9; 8192 x 8192 M=16 22.0 / 22.3 vs 27.8 / 25.2, M=24 29.9 /
 # 32.0 vs 27.4 / 25.3 -> 16 for nvfp4_w4a16_mm.
 PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 16}
+
+
+def gemv_sm90_max_m(op: str, N: int) -> int:
+    """The most tokens the Gluon decode GEMVs serve for ``op`` with ``N`` weight rows
+    (``GEMV_SM90_MAX_M``, at most 32 below ``GEMV_SM90_MIN_N_ABOVE_32`` rows)."""
+    top = GEMV_SM90_MAX_M[op]
+    return top if N >= GEMV_SM90_MIN_N_ABOVE_32 else min(top, 32)
 
 
 def _requested(override: str | None) -> str:

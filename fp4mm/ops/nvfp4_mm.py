@@ -15,9 +15,9 @@ from fp4mm._validate import (
 )
 from fp4mm.backend import is_hopper, resolve_backend
 from fp4mm.ops.dispatch import (
-    GEMV_SM90_MAX_M,
     GEMV_SM90_RING_MAX_M_16BIT_X,
     GEMV_SM90_TMA_MIN_M,
+    gemv_sm90_max_m,
     select_kernel,
 )
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
@@ -48,9 +48,9 @@ def unpack_weight(w_q, w_scales, order: str):
 
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
-    """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= GEMV_SM90_MAX_M[op], K % 128 == 0,
-    NVFP4 weights or group sizes 32, 64 and multiples of 128; :func:`run_gemv_sm90` picks
-    which), ``"gemv"`` (the plain-Triton
+    """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= ``gemv_sm90_max_m(op, N)``,
+    K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128;
+    :func:`run_gemv_sm90` picks which), ``"gemv"`` (the plain-Triton
     decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
     group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
     group sizes, the interpreter). The
@@ -59,7 +59,7 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
     :func:`run_gemv_sm90`, which leaves the rest to ``"gemv"``."""
     nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
-        if is_hopper(device) and M <= GEMV_SM90_MAX_M[op] and K % 128 == 0:
+        if is_hopper(device) and M <= gemv_sm90_max_m(op, N) and K % 128 == 0:
             from fp4mm.kernels.fp4_gemv_sm90 import group_size_is_supported
 
             if nvfp4 or group_size_is_supported(group_size):

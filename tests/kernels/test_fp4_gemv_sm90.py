@@ -73,8 +73,12 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(1, 18432, 3072, group_size=128) == S.GemvSM90Config(1, 1, 2, 0, 1)
     assert S.choose_config(16, 18432, 3072, group_size=128).row_tiles == 1
     # W4A4 at 33-64 tokens: one row tile (two spill there)
-    assert S.choose_config(64, 18432, 3072, True) == S.GemvSM90Config(2, 1, 2, 0, 1)
+    # W4A4 above 32 tokens: two row tiles with x held one step ahead (no spill)
+    assert S.choose_config(64, 18432, 3072, True) == S.GemvSM90Config(2, 1, 3, 0, 2, x_ahead=True)
+    assert S.choose_config(33, 8192, 8192, True) == S.GemvSM90Config(2, 1, 4, 0, 2, x_ahead=True)
     assert S.choose_config(32, 18432, 3072, True).row_tiles == 2
+    assert not S.choose_config(32, 18432, 3072, True).x_ahead
+    assert not S.config_is_valid(S.GemvSM90Config(x_ahead=1))
 
 
 def test_token_limits_cover_the_dispatch_and_are_enforced():
@@ -121,6 +125,20 @@ def test_ops_route_hopper_decode_here(monkeypatch, op, group):
     assert _ops_choose(monkeypatch, op, 1, 3072, hopper=False, group_size=group) == "gemv"
 
 
+def test_ops_keep_narrow_w4a4_above_32_tokens_on_the_triton_gemv(monkeypatch):
+    from fp4mm.ops.dispatch import GEMV_SM90_MIN_N_ABOVE_32, gemv_sm90_max_m
+
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    monkeypatch.setattr(ops, "is_hopper", lambda device: True)
+    wide, narrow = GEMV_SM90_MIN_N_ABOVE_32, GEMV_SM90_MIN_N_ABOVE_32 - 1
+    cpu = torch.device("cpu")
+    assert gemv_sm90_max_m("nvfp4_mm", wide) == 64 and gemv_sm90_max_m("nvfp4_mm", narrow) == 32
+    assert ops.choose_kernel("nvfp4_mm", 33, wide, 3072, cpu) == "gemv_sm90"
+    assert ops.choose_kernel("nvfp4_mm", 33, narrow, 3072, cpu) == "gemv"
+    assert ops.choose_kernel("nvfp4_mm", 32, narrow, 3072, cpu) == "gemv_sm90"
+    assert gemv_sm90_max_m("nvfp4_w4a16_mm", narrow) == 32
+
+
 @pytest.mark.parametrize("group", [2, 4, 8, 16, 48, 96, 160])
 def test_ops_keep_other_groups_on_the_triton_gemv(monkeypatch, group):
     assert not S.group_size_is_supported(group)
@@ -154,15 +172,16 @@ def _shipped() -> list[tuple]:
             cfg = S.choose_config(M, N, K, x == "fp4")
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
-                       cfg.row_tiles, partial, False, "fp16", 0))
+                       cfg.row_tiles, partial, False, "fp16", 0, cfg.x_ahead))
         for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
             if M > S.max_m(False, group):
                 continue
             cfg = S.choose_config(M, N, K, False, group)
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
-                       cfg.row_tiles, partial, False, "fp16", group))
-    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0))  # high_first nibbles, fp32 out
+                       cfg.row_tiles, partial, False, "fp16", group, cfg.x_ahead))
+    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0, False))  # high_first, fp32 out
+    cases.add(("fp4", 64, 2, 1, 0, 2, False, False, "fp16", 0, True))  # x ahead, no split
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[6] and not c[9]}
     return sorted(cases)
@@ -171,7 +190,8 @@ def _shipped() -> list[tuple]:
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, alpha_ptr=False) -> dict:
+def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=False,
+                   alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -188,7 +208,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, alpha_ptr=F
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
                   ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl,
-                  ALPHA_PTR=alpha_ptr)
+                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
@@ -283,6 +303,23 @@ def test_every_config(cfg, out_dtype):
     out = torch.full((5, 300), float("nan"), dtype=out_dtype, device="cuda")
     S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=cfg)
     _check(out, _oracle(x, xs, wq, ws, 1.0, "low_first"))
+
+
+@gpu
+@pytest.mark.parametrize("M", [5, 33, 64])
+@pytest.mark.parametrize("x_kind", ["fp4", "fp16"])
+def test_x_ahead_matches_oracle(M, x_kind):
+    # x one step ahead of the ring: 5 K steps give masked ring tails (prefetch 2, and split 3
+    # with prefetch 1), a NaN-poisoned fp32 output shows any unwritten element
+    if M > S.max_m(x_kind == "fp4"):
+        pytest.skip("16-bit x serves at most 32 tokens")
+    x, xs, wq, ws = _problem(M, 300, 640, x_kind, seed=M)
+    ref = _oracle(x, xs, wq, ws, 0.5, "high_first")
+    for nw, pf, split, rt in itertools.product((1, 2), (1, 2), (1, 3), (1, 2)):
+        cfg = S.GemvSM90Config(nw, pf, split, 0, rt, x_ahead=True)
+        out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
+        S.gemv_sm90(x, xs, wq, ws, 0.5, "high_first", out, config=cfg)
+        _check(out, ref)
 
 
 @gpu
