@@ -35,9 +35,10 @@ def main() -> int:
     dev = "cuda"
     ok = True
     # (3, 4099, 384) and (17, 70, 640): the Gluon decode GEMV (Hopper, K % 128 == 0), split K;
-    # (13, 4099, 512) and (29, 70, 768): the TMA-fed GEMV for 16-bit x (K % 256 == 0)
+    # (13, 4099, 512) and (29, 70, 768): the TMA-fed GEMV for 16-bit x (K % 256 == 0);
+    # (40, 8200, 640): W4A4 above 32 tokens, x held one step ahead, split K with a masked tail
     for M, N, K in [(1, 37, 48), (5, 130, 208), (3, 4099, 384), (17, 70, 640), (70, 200, 96),
-                    (300, 259, 1040), (13, 4099, 512), (29, 70, 768)]:
+                    (300, 259, 1040), (13, 4099, 512), (29, 70, 768), (40, 8200, 640)]:
         x = torch.randn(M, K, device=dev)
         w = torch.randn(N, K, device=dev)
         qx, qw = fp4mm.quantize_nvfp4(x), fp4mm.quantize_nvfp4(w)
