@@ -1,5 +1,9 @@
 """W4A4 register ring with x held one K step ahead (one x slot) instead of in the two-slot ring.
 
+Record of session 17's first probe (bench/results/2026-11-27-gemv-x-one-ahead-h100.json): it
+patches the kernel loop of commit a6fb0a4 and no longer applies (the kernel now has this as
+``GemvSM90Config.x_ahead``; ``gpu_gemv_x_ahead_tune.py`` times that).
+
 x is the same for every CTA and lives in L2, and a step at 64 tokens is about a thousand
 instructions per warp, so one step of lead should hide its latency. A compile-only probe
 (session 16, CPU) found the saving large: two row tiles at 64 tokens 252 registers with no spill

@@ -62,7 +62,8 @@ GEMV_MAX_M = {
 # this M, where it beat the plain-Triton GEMV in the same run (H100, CUDA-graph medians, N = 18432,
 # K = 3072, bench/results/2026-11-26-gemv_sm90-h100-run4.json, us, Gluon vs Triton): W4A4 M=1
 # 19.5 vs 24.3, M=16 24.3 vs 30.6, M=32 33.7 vs 40.5, M=64 57.4 vs 51.6 (Triton); nvfp4_w4a16
-# M=1 17.7 vs 23.5, M=16 29.6 vs 29.5 (tie). So 32; M = 33..64 stays on the Triton GEMV.
+# M=1 17.7 vs 23.5, M=16 29.6 vs 29.5 (tie). So 32; M = 33..64 stays on the Triton GEMV
+# (until session 17, below).
 # w4a16_mm (16-bit group scales, groups 32, 64 and multiples of 128; same card type,
 # bench/results/2026-11-26-gemv_sm90-grouped-h100.json, us, Gluon vs Triton): group 32 M=1 21.2
 # vs 28.8, M=4 21.2 vs 36.1, M=16 25.7 vs 39.3; group 128 M=1 17.8 vs 24.8. Not measured above
