@@ -51,7 +51,8 @@ def main():
                         print("WRONG", op, M, N, K, cfg, flush=True)
                         continue
                     res[name] = time_graph(
-                        [lambda i=i, cfg=cfg: run_new(p, i, out, cfg) for i in range(4)])[0]
+                        [lambda i=i, cfg=cfg, p=p, out=out: run_new(p, i, out, cfg)
+                         for i in range(4)])[0]
                 best = min((v, k) for k, v in res.items() if k.startswith("rt4"))
                 print(f"{op} {N}x{K} M={M}: heuristic {res['heuristic']:6.2f} | best rt4 "
                       f"{best[0]:6.2f} ({best[1]}) | "

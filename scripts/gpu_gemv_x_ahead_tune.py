@@ -32,7 +32,8 @@ def main():
         for M in (33, 40, 48, 64):
             p = Problem("nvfp4_mm", M, N, K, copies=4)
             out = torch.empty((M, N), dtype=torch.float16, device="cuda")
-            res = {"triton": time_graph([lambda i=i: p.gemv(i, out, None) for i in range(4)])[0]}
+            res = {"triton": time_graph([lambda i=i, p=p, out=out: p.gemv(i, out, None)
+                                         for i in range(4)])[0]}
             heur = S.choose_config(M, N, K, True)
             cfgs = {"heuristic": heur}
             for nw in (1, 2):
@@ -45,7 +46,8 @@ def main():
                     print("WRONG", M, N, K, cfg, flush=True)
                     continue
                 res[name] = time_graph(
-                    [lambda i=i, cfg=cfg: run_new(p, i, out, cfg) for i in range(4)])[0]
+                    [lambda i=i, cfg=cfg, p=p, out=out: run_new(p, i, out, cfg)
+                     for i in range(4)])[0]
             best = min((v, k) for k, v in res.items() if k.startswith("ahead"))
             print(f"{N}x{K} M={M}: triton {res['triton']:6.2f} | heuristic {res['heuristic']:6.2f}"
                   f" ({heur}) | best ahead {best[0]:6.2f} ({best[1]}) | "
