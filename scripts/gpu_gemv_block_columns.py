@@ -8,7 +8,10 @@ so the MMAs sum bare codes per block and the scales multiply fp32 block sums: no
 per decoded pair. ptxas (CPU, two row tiles, split K): 647 SASS instructions per two-step loop
 turn instead of 722 (-10%).
 
-Usage (sm_90): ``python scripts/gpu_gemv_block_columns.py`` (writes $OUT or .): every config
+Measured no faster (session 17, bench/results/2026-11-27-gemv-block-columns-h100.json), so the
+variant was reverted: this script runs at commit 3ab98f3, which has it.
+
+Usage (sm_90, at 3ab98f3): ``python scripts/gpu_gemv_block_columns.py`` (writes $OUT or .): every config
 checked against the fp32 oracle first, CUDA-graph medians over 4 weight copies.
 """
 

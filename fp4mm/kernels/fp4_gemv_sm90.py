@@ -109,12 +109,6 @@ _CODES = (E2M1_WORD_PTX.replace("IN", "$4").replace("OUTPUT", "")
           .replace("STORE", "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"))
 _CODES_LOW = gl.constexpr(_CODES.replace("FIRST", "lo").replace("SECOND", "hi"))
 _CODES_HIGH = gl.constexpr(_CODES.replace("FIRST", "hi").replace("SECOND", "lo"))
-# ... and in the conversion's order (W4A4 with one token, ``_mma_step_block_columns``)
-_CODES_UNORDERED = _CODES.replace(_ELEMENT_ORDER,
-                                  "mov.b32 {h0, h1}, FIRST;\nmov.b32 {h2, h3}, SECOND;")
-_CODES_LOW_UNORDERED = gl.constexpr(_CODES_UNORDERED.replace("FIRST", "lo").replace("SECOND", "hi"))
-_CODES_HIGH_UNORDERED = gl.constexpr(_CODES_UNORDERED.replace("FIRST", "hi")
-                                     .replace("SECOND", "lo"))
 # bf16 operands (bf16 x): the same two decoders straight to bf16 (exact ``e2m1``, and the
 # scale as exact bf16 ``e4m3``), so no fp16 -> bf16 conversion per pair.
 _STORE4 = "mov.b32 $0, q0;\nmov.b32 $1, q1;\nmov.b32 $2, q2;\nmov.b32 $3, q3;"
@@ -260,43 +254,6 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
 
 
 @gluon.jit
-def _decode_unscaled(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, KSTEP: gl.constexpr):
-    """int32 code words [ROWS, KS/8] (physical K order) -> fp16 ``e2m1 * 2^-6`` [ROWS, KS] in
-    MMA slot order, each word's values in the conversion's order (as ``_decode`` UNORDERED)."""
-    w8 = _join8(words, words, words, words, words, words, words, words)
-    v = gl.inline_asm_elementwise(_CODES_HIGH_UNORDERED if HIGH_FIRST else _CODES_LOW_UNORDERED,
-                                  "=r,=r,=r,=r" + ",r" * 8, [w8], dtype=gl.float16,
-                                  is_pure=True, pack=8)
-    v = v.reshape([ROWS, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
-    return v.reshape([ROWS, KSTEP])
-
-
-@gluon.jit
-def _mma_step_block_columns(acc, wd, sc, xa, xb, HIGH_FIRST: gl.constexpr, BN: gl.constexpr,
-                            NT: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr,
-                            b_l: gl.constexpr, KSTEP: gl.constexpr):
-    """W4A4 with one token: MMAs on the bare codes, scales applied to fp32 block sums.
-
-    The MMA's 8 columns are not tokens (there is one) but the step's 8 scale blocks: column n
-    of B holds the token's x only in block n (the other words zeroed), so column n of the
-    product is each row's exact sum over block n (``e2m1 * e2m1 * 2^-12`` terms), which is then
-    scaled by its weight and x scales in fp32. Per 8-code word that drops the four ``mul.f16x2``
-    by the block scale. ``sc``: weight scale bytes [BN, 8] and ``xb``: the token's scale bytes
-    [8], in the accumulator's layout; ``xa``: the token's words, clamped copies in all NT rows."""
-    w_idx = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, X_WORDS))
-    n_idx = gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS))
-    own = gl.expand_dims(w_idx // 2, 0) == gl.expand_dims(n_idx, 1)  # word w is in block w / 2
-    xm = gl.where(own, xa, 0)
-    b = gl.convert_layout(_decode_unscaled(xm, HIGH_FIRST, NT, KSTEP).permute((1, 0)), b_l)
-    a = gl.convert_layout(_decode_unscaled(wd, HIGH_FIRST, BN, KSTEP), a_l)
-    d = mma_v2(a, b, gl.zeros_like(acc))
-    ws = sc.to(gl.float8e4nv, bitcast=True).to(gl.float32)
-    xs = xb.to(gl.float8e4nv, bitcast=True).to(gl.float32)
-    # 4096 = 2^12 undoes the codes' 2^-6 on both sides (exact)
-    return acc + d * (ws * gl.expand_dims(xs * 4096.0, 0))
-
-
-@gluon.jit
 def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl.constexpr):
     """int32 code words [ROWS, KS/8] (grouped permutation: thread c holds words c, c+4, c+8,
     c+12) -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA slot order."""
@@ -344,16 +301,13 @@ def _group_scale(sv, q: gl.constexpr, SDTYPE: gl.constexpr, UNIT: gl.constexpr):
 
 @gluon.jit
 def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-            W_GROUP: gl.constexpr, SCALE_BYTES: gl.constexpr = False):
+            W_GROUP: gl.constexpr):
     """The weight words and scales of K step ``i``. Rows are clamped into the tensor by the
     caller (their outputs are not stored), so only MASKED (steps that may lie past the end: zero
     codes and scales, which add exact zeros) needs a mask; an unmasked load needs no zero-fill
     instructions. W_GROUP > 0: ``ws_ptr`` holds one packed word of the step's 16-bit group scales
-    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps). SCALE_BYTES: bytes, not
-    pairs."""
-    if SCALE_BYTES:
-        s_step = i * (KSTEP // 16)
-    elif W_GROUP == 0:
+    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps)."""
+    if W_GROUP == 0:
         s_step = i * (KSTEP // 32)
     elif W_GROUP > _KS:
         s_step = i // (W_GROUP // _KS)
@@ -370,19 +324,18 @@ def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP:
 
 @gluon.jit
 def _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i, live, X_FP4: gl.constexpr, MASKED: gl.constexpr,
-            KSTEP: gl.constexpr, SCALE_BYTES: gl.constexpr = False):
+            KSTEP: gl.constexpr):
     """The activations of K step ``i``: fp16/bf16 halves as int32 pairs, or NVFP4 words and
     scale pairs (the second value is a dummy for 16-bit x). Tokens are clamped by the caller;
     masked as in :func:`_load_w` (a zero x keeps a past-the-end step exact even where the clamped
-    weights hold NaN). SCALE_BYTES: x scale bytes, not pairs."""
-    XS_STEP: gl.constexpr = KSTEP // 16 if SCALE_BYTES else KSTEP // 32
+    weights hold NaN)."""
     if X_FP4:
         if MASKED:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8), mask=live, other=0)
-            xb = gl.load(xs_ptr + xb_offs + i * XS_STEP, mask=live, other=0)
+            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32), mask=live, other=0)
         else:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 8))
-            xb = gl.load(xs_ptr + xb_offs + i * XS_STEP)
+            xb = gl.load(xs_ptr + xb_offs + i * (KSTEP // 32))
     else:
         if MASKED:
             xa = gl.load(x_ptr + xa_offs + i * (KSTEP // 2), mask=live, other=0)
@@ -454,11 +407,8 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
 def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
           DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
           W_WORDS: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
-          KSTEP: gl.constexpr, W_GROUP: gl.constexpr, BLOCK_COLS: gl.constexpr = False):
-    if BLOCK_COLS:
-        return _mma_step_block_columns(acc, wd, sc, xa, xb, HIGH_FIRST, BN, NT, X_WORDS, a_l,
-                                       b_l, KSTEP)
-    elif W_GROUP == 0:
+          KSTEP: gl.constexpr, W_GROUP: gl.constexpr):
+    if W_GROUP == 0:
         return _mma_step(acc, wd, sc, xa, xb, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                          X_WORDS, a_l, b_l, KSTEP)
     else:
@@ -476,7 +426,6 @@ def _fp4_gemv_sm90_kernel(
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
     ALPHA_PTR: gl.constexpr = False, X_AHEAD: gl.constexpr = False,
-    BLOCK_COLS: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -487,9 +436,7 @@ def _fp4_gemv_sm90_kernel(
     be shorter). MASKED: some split's step count
     is not a multiple of PREFETCH + 1, so ring slots past its end must load zeros.
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N). X_AHEAD: x held one
-    step ahead instead of in the ring (see the ring below). BLOCK_COLS (W4A4, M = 1, KSTEP = KS,
-    no L2 prefetch): the step's 16-blocks as MMA columns (``_mma_step_block_columns``); ws and
-    xs are then byte pointers (strides in bytes).
+    step ahead instead of in the ring (see the ring below).
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
     one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
@@ -501,7 +448,6 @@ def _fp4_gemv_sm90_kernel(
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     GROUPED: gl.constexpr = W_GROUP > 0
     gl.static_assert(not GROUPED or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4))
-    gl.static_assert(not BLOCK_COLS or (X_FP4 and NT == 8 and KSTEP == _KS and L2_AHEAD == 0))
     WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, GROUPED)
     XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, GROUPED)
     W_WORDS: gl.constexpr = WL[0]
@@ -521,12 +467,7 @@ def _fp4_gemv_sm90_kernel(
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    if BLOCK_COLS:  # scale bytes [BN, 8 blocks] in the accumulator's layout (columns = blocks)
-        rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
-        s_offs = gl.expand_dims(rs * stride_wsn, 1) + gl.expand_dims(
-            gl.arange(0, KSTEP // 16, layout=gl.SliceLayout(0, mma)), 0)
-        pf_ptrs = w_ptr  # no L2 prefetch
-    elif GROUPED:  # one packed scale word per row, in the accumulator's row layout
+    if GROUPED:  # one packed scale word per row, in the accumulator's row layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
         pf_ptrs = w_ptr  # no L2 prefetch
@@ -544,12 +485,9 @@ def _fp4_gemv_sm90_kernel(
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
             gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
-        if BLOCK_COLS:  # the one token's scale bytes, one per accumulator column (block)
-            xb_offs = gl.arange(0, KSTEP // 16, layout=gl.SliceLayout(0, mma))
-        else:
-            tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
-            xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
-                gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
+        tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
+        xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
+            gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
     else:
         ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
@@ -568,21 +506,19 @@ def _fp4_gemv_sm90_kernel(
     # warp, enough to hide it. This is what lets two row tiles compile at 64 tokens.
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
-    wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, i_begin, True, MASKED, KSTEP, W_GROUP,
-                       BLOCK_COLS)
-    xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i_begin, True, X_FP4, MASKED, KSTEP,
-                       BLOCK_COLS)
+    wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, i_begin, True, MASKED, KSTEP, W_GROUP)
+    xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
     wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 1, last),
-                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP, BLOCK_COLS)
+                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP)
     if not X_AHEAD:
         xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 1, last),
-                           i_begin + 1 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                           i_begin + 1 < i_end, X_FP4, MASKED, KSTEP)
     if U == 3:
         wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 2, last),
-                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP, BLOCK_COLS)
+                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP)
         if not X_AHEAD:
             xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 2, last),
-                               i_begin + 2 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                               i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
     # L2 prefetch of the weight chunk L2_AHEAD steps ahead, so DRAM latency is paid ahead of
     # the register ring.
     for i in range(i_begin, i_end, U):
@@ -593,43 +529,41 @@ def _fp4_gemv_sm90_kernel(
                     [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, BLOCK_COLS)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         if X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1, last),
-                               i + 1 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                               i + 1 < i_end, X_FP4, MASKED, KSTEP)
         wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + U, last), i + U < i_end,
-                           MASKED, KSTEP, W_GROUP, BLOCK_COLS)
+                           MASKED, KSTEP, W_GROUP)
         if not X_AHEAD:
             xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + U, last),
-                               i + U < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                               i + U < i_end, X_FP4, MASKED, KSTEP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, BLOCK_COLS)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
         if X_AHEAD:
             if U == 3:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
-                                   i + 2 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                                   i + 2 < i_end, X_FP4, MASKED, KSTEP)
             else:
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
-                                   i + 2 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                                   i + 2 < i_end, X_FP4, MASKED, KSTEP)
         wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 1 + U, last),
-                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP, BLOCK_COLS)
+                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP)
         if not X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1 + U, last),
-                               i + 1 + U < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                               i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, BLOCK_COLS)
+                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
             if X_AHEAD:
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 3, last),
-                                   i + 3 < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                                   i + 3 < i_end, X_FP4, MASKED, KSTEP)
             wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 2 + U, last),
-                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP, BLOCK_COLS)
+                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP)
             if not X_AHEAD:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2 + U, last),
-                                   i + 2 + U < i_end, X_FP4, MASKED, KSTEP, BLOCK_COLS)
+                                   i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
 
-    if BLOCK_COLS:  # the columns were blocks of the one token: their sum (in every column)
-        acc = gl.expand_dims(gl.sum(acc, axis=1), 1) + gl.zeros_like(acc)
     _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
               ALPHA_PTR)
 
@@ -681,9 +615,7 @@ class GemvSM90Config:
     weight byte: both tiles share one B operand); k_step: K per step, 128 (16 bytes per thread
     and row) or 256 (32: longer contiguous row reads; needs K % 256 == 0, else 128 is used);
     x_ahead: x loaded one step ahead of its use into a single live slot instead of riding the
-    ring (fewer registers: two row tiles fit at 64 W4A4 tokens); block_columns (W4A4 with one
-    token only): the MMA's token columns carry the step's scale blocks, so the scales multiply
-    fp32 block sums instead of every decoded pair (k_step 128, no L2 prefetch)."""
+    ring (fewer registers: two row tiles fit at 64 W4A4 tokens)."""
 
     num_warps: int = 4
     prefetch: int = 2
@@ -692,14 +624,13 @@ class GemvSM90Config:
     row_tiles: int = 1
     k_step: int = KS
     x_ahead: bool = False
-    block_columns: bool = False
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
             and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256)
-            and isinstance(cfg.x_ahead, bool) and isinstance(cfg.block_columns, bool))
+            and isinstance(cfg.x_ahead, bool))
 
 
 def group_size_is_supported(group_size: int) -> bool:
@@ -826,11 +757,6 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
-    if cfg.block_columns and (x_scales is None or M != 1):
-        raise ValueError(f"config: block_columns serves NVFP4 x with one token, got {M} "
-                         f"{'NVFP4' if x_scales is not None else '16-bit'} row(s)")
-    if cfg.block_columns:
-        cfg = dataclasses.replace(cfg, k_step=KS, l2_ahead=0)
     if group_size is not None:
         if x_scales is not None or not group_size_is_supported(group_size):
             raise ValueError(f"group_size: expected 32, 64 or a multiple of {KS} with 16-bit x, "
@@ -844,12 +770,9 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         if w_scales.dtype == torch.float8_e4m3fn:
             w_scales = w_scales.view(torch.uint8)
         ws, sdtype = w_scales.view(torch.int16), gl.float16
-    if cfg.block_columns:  # scale bytes, not pairs
-        ws = w_scales.view(torch.uint8)
     x_fp4 = x_scales is not None
     if x_fp4:
-        xa = x.view(torch.int32)
-        xs = x_scales.view(torch.uint8) if cfg.block_columns else x_scales.view(torch.int16)
+        xa, xs = x.view(torch.int32), x_scales.view(torch.int16)
         dtype = gl.float16
     else:
         xa = x.view(torch.int32)
@@ -871,7 +794,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
         SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, X_AHEAD=cfg.x_ahead,
-        BLOCK_COLS=cfg.block_columns, launch_pdl=pdl, num_warps=cfg.num_warps)
+        launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

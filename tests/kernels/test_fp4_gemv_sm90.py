@@ -191,7 +191,7 @@ SHIPPED = _shipped()
 
 
 def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=False,
-                   alpha_ptr=False, block_cols=False) -> dict:
+                   alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -201,16 +201,14 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
             "alpha", "alpha_ptr", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn",
             "stride_om"]
     scales = {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16")  # packed per row and step
-    scales = "*u8" if block_cols else scales  # block columns read scale bytes
     pdl = S._uses_pdl(partial, group or None, nt)
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
-    types = ["*i32", "*u8" if block_cols else "*i16", "*i32", scales,
-             "*fp32" if partial else f"*{out}", "i32", "i32", "i32", "i32", "fp32", "*fp32", "i32",
-             "i32", "i32", "i32", "i32"]
+    types = ["*i32", "*i16", "*i32", scales, "*fp32" if partial else f"*{out}", "i32", "i32",
+             "i32", "i32", "fp32", "*fp32", "i32", "i32", "i32", "i32", "i32"]
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
                   ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl,
-                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead, BLOCK_COLS=block_cols)
+                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
@@ -322,48 +320,6 @@ def test_x_ahead_matches_oracle(M, x_kind):
         out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
         S.gemv_sm90(x, xs, wq, ws, 0.5, "high_first", out, config=cfg)
         _check(out, ref)
-
-
-@gpu
-@pytest.mark.parametrize("N,K", [(300, 640), (4099, 1152), (40, 128)], ids=str)
-@pytest.mark.parametrize("order", ["low_first", "high_first"])
-def test_block_columns_matches_oracle(N, K, order):
-    # one W4A4 token, the step's scale blocks as MMA columns; 5 and 9 K steps give masked ring
-    # tails (prefetch 2, split 3), ragged N the clamped rows
-    x, xs, wq, ws = _problem(1, N, K, "fp4", seed=N + K)
-    ref = _oracle(x, xs, wq, ws, 0.5, order)
-    for nw, pf, split, rt in itertools.product((1, 2), (1, 2), (1, 3), (1, 2)):
-        cfg = S.GemvSM90Config(nw, pf, split, 0, rt, block_columns=True)
-        out = torch.full((1, N), float("nan"), dtype=torch.float32, device="cuda")
-        S.gemv_sm90(x, xs, wq, ws, 0.5, order, out, config=cfg)
-        _check(out, ref)
-
-
-@gpu
-def test_block_columns_nan_scales_propagate_like_the_oracle():
-    x, xs, wq, ws = _problem(1, 200, 512, "fp4", seed=3)
-    ws[17, 5] = 0x7F  # E4M3 NaN: row 17 only
-    cfg = S.GemvSM90Config(2, 1, 2, 0, 2, block_columns=True)
-    out = torch.full((1, 200), float("nan"), dtype=torch.float16, device="cuda")
-    S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=cfg)
-    nan = torch.isnan(out[0])
-    assert nan[17] and int(nan.sum()) == 1
-    xs[0, 30] = 0xFF  # an x scale NaN: every output
-    S.gemv_sm90(x, xs, wq, ws, 1.0, "low_first", out, config=cfg)
-    assert torch.isnan(out).all()
-
-
-def test_block_columns_refuse_more_than_one_token_or_16_bit_x():
-    w = torch.zeros((64, 64), dtype=torch.uint8)
-    w_s = torch.zeros((64, 8), dtype=torch.uint8)
-    cfg = S.GemvSM90Config(block_columns=True)
-    out = torch.empty((2, 64))
-    with pytest.raises(ValueError, match="block_columns serves NVFP4 x with one token"):
-        S.gemv_sm90(torch.zeros((2, 64), dtype=torch.uint8), torch.zeros((2, 8), dtype=torch.uint8),
-                    w, w_s, 1.0, "low_first", out, config=cfg)
-    with pytest.raises(ValueError, match="block_columns serves NVFP4 x with one token"):
-        S.gemv_sm90(torch.zeros((1, 128), dtype=torch.float16), None, w, w_s, 1.0, "low_first",
-                    out[:1], config=cfg)
 
 
 @gpu
