@@ -679,6 +679,18 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
       W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
 
+    - W4A4 at 9-16 tokens (session 17, bench/results/2026-11-27-gemv-split-cap-run2-h100.json,
+      splits 3-8 at six shapes): more splits than the rule above where they still fit one wave
+      (132 SMs x 16 warps at these 128 registers), at most 8, each at least 8 steps of 128.
+      The rule above was right at 18432 x 3072 (split 3) and 14336 x 4096 (4), but narrow
+      weights want more: N = K = 8192 M=16 23.1 us with split 8 vs 27.3 (split 4), 8192 x
+      28672 63.4 vs 80.2, 5120 x 5120 13.9 (split 5) vs 14.6. Fewer than 8 steps per split lost
+      (5120 x 5120 split 8, 5 steps: 14.9), and so did fewer splits than the rule (3072 x 3072
+      split 3 7.9-8.0 vs 7.4-7.7, ...-split-cap-verify-h100.json, which also has the rule at
+      M = 9, 12, 16 against the old one on seven shapes). At M <= 8 and 17-32 more splits did
+      not pay (...-split-cap-h100.json: N = K = 8192 M=1 split 8 21.9 vs 20.2, M=32 31.2 vs
+      28.1).
+
     16-bit group scales (``group_size``; bench/results/2026-11-26-gemv_sm90-grouped-h100.json,
     N = 18432, K = 3072): one tile per warp always (two: 21-30% slower).
 
@@ -708,8 +720,14 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     else:
         target = 1728
     split = max(1, min(4, K // KS, round(target / warps)))
+    if x_fp4 and _token_tile(M) == 16:  # up to one full wave, splits of at least 8 steps
+        split = max(split, min(8, K // KS // 8, _WAVE_WARPS_16 // warps))
     return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
                           row_tiles=rt, x_ahead=x_fp4 and _token_tile(M) > 32)
+
+
+# Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM.
+_WAVE_WARPS_16 = 132 * 16
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:

@@ -77,6 +77,9 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(64, 18432, 3072, True) == S.GemvSM90Config(2, 1, 3, 0, 2, x_ahead=True)
     assert S.choose_config(33, 8192, 8192, True) == S.GemvSM90Config(2, 1, 4, 0, 2, x_ahead=True)
     assert S.choose_config(32, 18432, 3072, True).row_tiles == 2
+    # W4A4 at 9-16 tokens: up to a full wave of splits of >= 8 steps, never fewer than above
+    assert [S.choose_config(16, n, k, True).split_k for n, k in
+            ((18432, 3072), (8192, 8192), (5120, 5120), (3072, 3072))] == [3, 8, 5, 4]
     assert not S.choose_config(32, 18432, 3072, True).x_ahead
     assert not S.config_is_valid(S.GemvSM90Config(x_ahead=1))
 
