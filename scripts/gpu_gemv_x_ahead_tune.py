@@ -6,7 +6,8 @@ The first probe (``gpu_gemv_x_one_ahead.py``, bench/results/2026-11-27-gemv-x-on
 only timed splits 1, 2, 4 at two shapes; the x-ahead kernel got faster with every split there
 (N = K = 8192, M = 64: 115 / 74 / 44 us), so this one goes to 8, and adds a small-N shape.
 
-Usage (sm_90): ``python scripts/gpu_gemv_x_ahead_tune.py`` (writes $OUT or .). Every config is
+Usage (sm_90): ``python scripts/gpu_gemv_x_ahead_tune.py [--verify]`` (writes $OUT or .;
+``--verify``: the shipped rule against the Triton GEMV on five more shapes). Every config is
 checked against the fp32 oracle first; CUDA-graph medians over 4 weight copies.
 """
 
@@ -26,7 +27,32 @@ C = S.GemvSM90Config
 SHAPES = ((18432, 3072), (8192, 8192), (3072, 3072), (3072, 12288))
 
 
+def verify():
+    """Run 2 (``--verify``): the shipped heuristic against the Triton GEMV on shapes the tuning
+    run did not see, N >= 8192 (where the ops dispatch 33-64 W4A4 tokens to it)."""
+    rows = []
+    for N, K in ((14336, 4096), (8192, 28672), (10240, 8192), (28672, 8192), (8192, 3072)):
+        for M in (33, 48, 64):
+            p = Problem("nvfp4_mm", M, N, K, copies=4)
+            out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+            heur = S.choose_config(M, N, K, True)
+            o = torch.full((M, N), float("nan"), device="cuda")
+            run_new(p, 0, o, heur)
+            assert close(o, p.reference(0))[0], (M, N, K, heur)
+            triton = time_graph([lambda i=i, p=p, out=out: p.gemv(i, out, None)
+                                 for i in range(4)])[0]
+            ring = time_graph([lambda i=i, p=p, out=out, c=heur: run_new(p, i, out, c)
+                               for i in range(4)])[0]
+            print(f"{N}x{K} M={M}: triton {triton:6.2f} | x-ahead ring {ring:6.2f} "
+                  f"(split {heur.split_k})", flush=True)
+            rows.append(dict(M=M, N=N, K=K, heuristic_config=str(heur), triton=triton,
+                             heuristic=ring))
+    save_rows("gemv-x-ahead-verify", rows)
+
+
 def main():
+    if "--verify" in sys.argv:
+        return verify()
     rows = []
     for N, K in SHAPES:
         for M in (33, 40, 48, 64):

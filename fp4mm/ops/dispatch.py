@@ -92,7 +92,11 @@ GEMV_MAX_M = {
 # vs 52.0; 8192 x 8192 M=33 41.7 vs 52.7, M=64 44.5 vs 55.0. At N = 3072 the Triton GEMV keeps
 # it (3072 x 3072 M=33-64 11.5-12.5 vs the ring's best split 13.3-14.3; 3072 x 12288 a tie,
 # 31.4-32.2 vs 31.7-32.9): too few row tiles to fill the card. So above 32 tokens the ring
-# needs N >= GEMV_SM90_MIN_N_ABOVE_32 (N between 3072 and 8192 was not measured).
+# needs N >= GEMV_SM90_MIN_N_ABOVE_32 (N between 3072 and 8192 was not measured). Checked on five
+# more shapes with N >= 8192 (...-gemv-x-ahead-verify-h100.json, ring vs Triton GEMV, M=33 / 64,
+# us): 14336 x 4096 43.5 / 46.6 vs 49.7 / 53.4; 8192 x 28672 131.3 / 133.6 vs 167.3 / 174.3;
+# 28672 x 8192 143.6 / 151.5 vs 153.0 / 161.3; 8192 x 3072 19.6 / 20.7 vs 23.8 / 25.7;
+# 10240 x 8192 a tie (63.5 / 67.9 vs 64.0 / 66.6, the ring 1.9% slower at M=64).
 GEMV_SM90_MAX_M = {
     "nvfp4_mm": 64,
     "w4a16_mm": 16,
