@@ -6,9 +6,10 @@ The first probe (``gpu_gemv_x_one_ahead.py``, bench/results/2026-11-27-gemv-x-on
 only timed splits 1, 2, 4 at two shapes; the x-ahead kernel got faster with every split there
 (N = K = 8192, M = 64: 115 / 74 / 44 us), so this one goes to 8, and adds a small-N shape.
 
-Usage (sm_90): ``python scripts/gpu_gemv_x_ahead_tune.py [--verify]`` (writes $OUT or .;
-``--verify``: the shipped rule against the Triton GEMV on five more shapes). Every config is
-checked against the fp32 oracle first; CUDA-graph medians over 4 weight copies.
+Usage (sm_90): ``python scripts/gpu_gemv_x_ahead_tune.py [--verify [--narrow]]`` (writes $OUT
+or .; ``--verify``: the shipped rule against the Triton GEMV on five more shapes, ``--narrow``
+five with 4096 <= N < 8192). Every config is checked against the fp32 oracle first;
+CUDA-graph medians over 4 weight copies.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ C = S.GemvSM90Config
 SHAPES = ((18432, 3072), (8192, 8192), (3072, 3072), (3072, 12288))
 
 
+VERIFY = ((14336, 4096), (8192, 28672), (10240, 8192), (28672, 8192), (8192, 3072))
+NARROW = ((4096, 4096), (5120, 5120), (6144, 4096), (4096, 14336), (7168, 2048))
+
+
 def verify():
     """Run 2 (``--verify``): the shipped heuristic against the Triton GEMV on shapes the tuning
-    run did not see, N >= 8192 (where the ops dispatch 33-64 W4A4 tokens to it)."""
+    run did not see, N >= 8192 (where the ops dispatch 33-64 W4A4 tokens to it); run 3
+    (``--verify --narrow``): 4096 <= N < 8192, where the ops keep the Triton GEMV."""
     rows = []
-    for N, K in ((14336, 4096), (8192, 28672), (10240, 8192), (28672, 8192), (8192, 3072)):
+    for N, K in NARROW if "--narrow" in sys.argv else VERIFY:
         for M in (33, 48, 64):
             p = Problem("nvfp4_mm", M, N, K, copies=4)
             out = torch.empty((M, N), dtype=torch.float16, device="cuda")
@@ -47,7 +53,7 @@ def verify():
                   f"(split {heur.split_k})", flush=True)
             rows.append(dict(M=M, N=N, K=K, heuristic_config=str(heur), triton=triton,
                              heuristic=ring))
-    save_rows("gemv-x-ahead-verify", rows)
+    save_rows("gemv-x-ahead-verify" + ("-narrow" if "--narrow" in sys.argv else ""), rows)
 
 
 def main():

@@ -92,7 +92,11 @@ GEMV_MAX_M = {
 # vs 52.0; 8192 x 8192 M=33 41.7 vs 52.7, M=64 44.5 vs 55.0. At N = 3072 the Triton GEMV keeps
 # it (3072 x 3072 M=33-64 11.5-12.5 vs the ring's best split 13.3-14.3; 3072 x 12288 a tie,
 # 31.4-32.2 vs 31.7-32.9): too few row tiles to fill the card. So above 32 tokens the ring
-# needs N >= GEMV_SM90_MIN_N_ABOVE_32 (N between 3072 and 8192 was not measured). Checked on five
+# needs N >= GEMV_SM90_MIN_N_ABOVE_32. Below it (...-gemv-x-ahead-verify-narrow-h100.json, M=33 /
+# 64, ring vs Triton GEMV, us): 4096 x 4096 21.6 / 23.2 vs 17.3 / 20.0, 4096 x 14336 63.4 / 66.7
+# vs 47.1 / 49.9, 5120 x 5120 27.1 / 28.0 vs 26.0 / 27.5, 6144 x 4096 a tie, 7168 x 2048 13.9 /
+# 15.2 vs 16.8 / 18.4: the ring wants about 800 warps in flight (N / 32 x its split of 4), so
+# the cut stays at 8192 (7168 would win on this shape; 4096 rows lose by up to 35%). Checked on five
 # more shapes with N >= 8192 (...-gemv-x-ahead-verify-h100.json, ring vs Triton GEMV, M=33 / 64,
 # us): 14336 x 4096 43.5 / 46.6 vs 49.7 / 53.4; 8192 x 28672 131.3 / 133.6 vs 167.3 / 174.3;
 # 28672 x 8192 143.6 / 151.5 vs 153.0 / 161.3; 8192 x 3072 19.6 / 20.7 vs 23.8 / 25.7;
