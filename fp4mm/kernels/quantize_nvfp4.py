@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import triton_interpreting
@@ -95,9 +96,13 @@ def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
 
 @triton.jit
 def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+                 PDL: tl.constexpr = False):
     """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over a ``[BLOCK_M, K_PER_PROGRAM]`` slab per
     program (a 2-D grid: enough programs to keep loads in flight, few atomics)."""
+    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
+        gdc_wait()
+        gdc_launch_dependents()
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
     k_begin = tl.program_id(1) * K_PER_PROGRAM
@@ -185,10 +190,14 @@ def _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m64, m_ok, kt, K, strid
 @triton.jit
 def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, stride_xm,
                      FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+                     PDL: tl.constexpr = False):
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
     predicate spills) while amortising the per-program set-up."""
+    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
+        gdc_wait()
+        gdc_launch_dependents()
     tl.static_assert(BLOCK_K % 16 == 0)
     G: tl.constexpr = BLOCK_K // 16
     pid_m = tl.program_id(0)
@@ -254,12 +263,16 @@ def _smallest16(t, y, gs, IS_BF16: tl.constexpr):
 
 @triton.jit
 def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, FROM_AMAX: tl.constexpr,
-                            IS_BF16: tl.constexpr, HIGH_FIRST: tl.constexpr):
+                            IS_BF16: tl.constexpr, HIGH_FIRST: tl.constexpr,
+                            PDL: tl.constexpr = False):
     """``table[c, i]`` (int32, 128 x 8) for every E4M3 scale code c: columns 0..6 the 16-bit
     thresholds X_i (both halves of the word, ready for packed compares) such that, in a block of
     scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
     as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
     encodes +0). Also writes gs."""
+    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
+        gdc_wait()
+        gdc_launch_dependents()
     gs = _global_scale(gs_src_ptr, FROM_AMAX)
     tl.store(gs_out_ptr, gs)
     code = tl.arange(0, 128)[:, None]
@@ -407,9 +420,12 @@ def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok,
 def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, stride_xm,
                        HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr, USE_PTX: tl.constexpr,
                        E4M3_VIA_CAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False):
     """The 16-bit twin of `_quantize_kernel` (same grid); ``x_ptr`` int32 words, ``stride_xm``
     in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`."""
+    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
+        gdc_wait()
+        gdc_launch_dependents()
     tl.static_assert(BLOCK_K % 16 == 0)
     gs = tl.load(gs_ptr)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -423,9 +439,13 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
 
 @triton.jit
 def _amax16_kernel(x_ptr, amax_ptr, M, KW, stride_xm, KW_PER_PROGRAM, IS_BF16: tl.constexpr,
-                   USE_PTX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr):
+                   USE_PTX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
+                   PDL: tl.constexpr = False):
     """`_amax_kernel` on int32 words of 16-bit elements (``KW`` words a row): the max is taken on
     the bit patterns of |x| (two lanes a word), converted to float32 once."""
+    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
+        gdc_wait()
+        gdc_launch_dependents()
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
     w_begin = tl.program_id(1) * KW_PER_PROGRAM
@@ -538,6 +558,16 @@ def _interpreted(x2: torch.Tensor) -> bool:
     return x2.device.type == "cpu" and triton_interpreting()
 
 
+def _pdl_args(x2: torch.Tensor) -> dict:
+    """Programmatic dependent launch on sm_90+ GPUs: each kernel here waits for the kernel
+    before it, then lets the next one launch, so a GEMV or GEMM pre-pass launched with PDL
+    (they wait for this one before any memory access) starts while the quantiser still runs.
+    Nothing changes in what anything reads or writes. Not in the interpreter (no PDL)."""
+    if x2.device.type == "cuda" and torch.cuda.get_device_capability(x2.device) >= (9, 0):
+        return {"PDL": True, "launch_pdl": True}
+    return {}
+
+
 def _for_f32_path(x2: torch.Tensor) -> torch.Tensor:
     if x2.dtype == torch.bfloat16 and _interpreted(x2):
         x2 = x2.float()  # exact; bf16 arithmetic is wrong in Triton's interpreter
@@ -589,13 +619,13 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
         x2 = _for_f32_path(x2)
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
                            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                           num_warps=cfg.num_warps)
+                           num_warps=cfg.num_warps, **_pdl_args(x2))
     else:
         w = _as_words(x2)
         _amax16_kernel[grid](w, amax, M, K // 2, w.stride(0), cfg.k_per_program // 2,
                              IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
                              BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
-                             num_warps=cfg.num_warps)
+                             num_warps=cfg.num_warps, **_pdl_args(x2))
     return amax
 
 
@@ -672,19 +702,19 @@ def quantize_nvfp4_triton(
             x2, src, data, scales, gs, M, K, x2.stride(0),
             FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
             BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-            num_warps=cfg.num_warps)
+            num_warps=cfg.num_warps, **_pdl_args(x2))
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
         _threshold_table_kernel[(1,)](src, gs, table, FROM_AMAX=from_amax, IS_BF16=is_bf16,
-                                      HIGH_FIRST=high_first, num_warps=4)
+                                      HIGH_FIRST=high_first, num_warps=4, **_pdl_args(x2))
         if M:
             w = _as_words(x2)
             _quantize16_kernel[cfg.grid(M, K)](
                 w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
                 IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
                 BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                num_warps=cfg.num_warps)
+                num_warps=cfg.num_warps, **_pdl_args(x2))
     lead = tuple(x.shape[:-1])
     return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
 
