@@ -603,6 +603,9 @@ MAX_M = 64  # tokens per launch: the MMA N side, padded to 8, 16, 32 or 64
 MAX_M_W4A4 = MAX_M
 MAX_M_16BIT_X = 32
 MAX_M_GROUPED = 16
+# Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM
+# (``choose_config``'s split rule for 9-16 W4A4 tokens).
+_WAVE_WARPS_16 = 132 * 16
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
 
@@ -678,7 +681,6 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       tiles spill (64 B, ptxas), so one.
     - split K until about 2304 warps are in flight (1728 for M > 8, whose warps carry more x):
       W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
-
     - W4A4 at 9-16 tokens (session 17, bench/results/2026-11-27-gemv-split-cap-run2-h100.json,
       splits 3-8 at six shapes): more splits than the rule above where they still fit one wave
       (132 SMs x 16 warps at these 128 registers), at most 8, each at least 8 steps of 128.
@@ -725,9 +727,6 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
                           row_tiles=rt, x_ahead=x_fp4 and _token_tile(M) > 32)
 
-
-# Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM.
-_WAVE_WARPS_16 = 132 * 16
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
