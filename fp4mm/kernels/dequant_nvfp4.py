@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+from fp4mm.kernels.pdl import pdl_prologue
 
 
 @triton.jit
@@ -25,9 +25,7 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     ZERO: program (0, 0) also zeroes int32 ``zero_ptr[0:n_zero]`` (the next kernel's counters,
     without a memset node between the two launches)."""
     tl.static_assert(BLOCK_K % 16 == 0)
-    if PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     if ZERO:
         if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
             for z in range(0, n_zero, 1024):

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.fp4_decode import (
@@ -52,6 +51,7 @@ from fp4mm.kernels.fp4_decode import (
     e2m1_to_f16_x64,
     e4m3_to_f16_x64,
 )
+from fp4mm.kernels.pdl import pdl_prologue
 
 # ----------------------------------------------------------------------------------------- kernel
 # One word per asm instance (pack=1), so the result does not depend on how Triton spreads the
@@ -308,9 +308,7 @@ def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
     """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
     PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
     memory access, then let the next one launch."""
-    if PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < M * N
     acc = tl.load(part_ptr + offs, mask=ok, other=0.0)

@@ -46,11 +46,11 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import triton_interpreting
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
+from fp4mm.kernels.pdl import pdl_launch_args, pdl_prologue
 
 _FLT_MAX = 3.4028234663852886e38
 
@@ -100,9 +100,7 @@ def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
                  PDL: tl.constexpr = False):
     """``amax_ptr[0] = max(amax_ptr[0], max |x|)`` over a ``[BLOCK_M, K_PER_PROGRAM]`` slab per
     program (a 2-D grid: enough programs to keep loads in flight, few atomics)."""
-    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
     k_begin = tl.program_id(1) * K_PER_PROGRAM
@@ -195,9 +193,7 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, 
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
     predicate spills) while amortising the per-program set-up."""
-    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     tl.static_assert(BLOCK_K % 16 == 0)
     G: tl.constexpr = BLOCK_K // 16
     pid_m = tl.program_id(0)
@@ -270,9 +266,7 @@ def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, FROM_AMAX: tl.con
     scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
     as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
     encodes +0). Also writes gs."""
-    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     gs = _global_scale(gs_src_ptr, FROM_AMAX)
     tl.store(gs_out_ptr, gs)
     code = tl.arange(0, 128)[:, None]
@@ -423,9 +417,7 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
                        BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False):
     """The 16-bit twin of `_quantize_kernel` (same grid); ``x_ptr`` int32 words, ``stride_xm``
     in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`."""
-    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     tl.static_assert(BLOCK_K % 16 == 0)
     gs = tl.load(gs_ptr)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -443,9 +435,7 @@ def _amax16_kernel(x_ptr, amax_ptr, M, KW, stride_xm, KW_PER_PROGRAM, IS_BF16: t
                    PDL: tl.constexpr = False):
     """`_amax_kernel` on int32 words of 16-bit elements (``KW`` words a row): the max is taken on
     the bit patterns of |x| (two lanes a word), converted to float32 once."""
-    if PDL:  # launched with launch_pdl: wait for the kernel before, then let the next launch
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_prologue(PDL)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
     w_begin = tl.program_id(1) * KW_PER_PROGRAM
@@ -559,13 +549,9 @@ def _interpreted(x2: torch.Tensor) -> bool:
 
 
 def _pdl_args(x2: torch.Tensor) -> dict:
-    """Programmatic dependent launch on sm_90+ GPUs: each kernel here waits for the kernel
-    before it, then lets the next one launch, so a GEMV or GEMM pre-pass launched with PDL
-    (they wait for this one before any memory access) starts while the quantiser still runs.
-    Nothing changes in what anything reads or writes. Not in the interpreter (no PDL)."""
-    if x2.device.type == "cuda" and torch.cuda.get_device_capability(x2.device) >= (9, 0):
-        return {"PDL": True, "launch_pdl": True}
-    return {}
+    """Programmatic dependent launch for every quantiser kernel on sm_90+ (``fp4mm.kernels.pdl``):
+    the matmul launched after it (with PDL) starts while the quantiser still runs."""
+    return pdl_launch_args(x2.device)
 
 
 def _for_f32_path(x2: torch.Tensor) -> torch.Tensor:

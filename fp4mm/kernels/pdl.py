@@ -1,0 +1,33 @@
+"""Programmatic dependent launch (PDL, sm_90+) for the plain-Triton kernels.
+
+A kernel launched with ``launch_pdl=True`` may start while the kernel before it still runs. The
+kernels that take a constexpr ``PDL`` therefore call :func:`pdl_prologue` first: it waits for
+the kernel before (whose writes are then visible) and lets the next kernel launch at once (which
+waits the same way before any memory access). Nothing changes in what anything reads or writes;
+launch latency is hidden behind the kernel before. (The Gluon kernels issue the same two
+``griddepcontrol`` instructions as inline PTX.) Triton's interpreter has no PDL: ``PDL`` stays
+False there.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+
+@triton.jit
+def pdl_prologue(PDL: tl.constexpr):
+    """At a kernel's start: with PDL, wait for the kernel before, then let the next launch."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+def pdl_launch_args(device: torch.device) -> dict:
+    """``{"PDL": True, "launch_pdl": True}`` for a CUDA device of compute capability 9.0 or
+    more (where ``griddepcontrol`` exists), else ``{}`` (the kernels' default: no PDL)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0):
+        return {"PDL": True, "launch_pdl": True}
+    return {}
