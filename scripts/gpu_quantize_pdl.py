@@ -1,5 +1,5 @@
 """NVFP4Linear (W4A4) with the activation quantiser's kernels launched with and without
-programmatic dependent launch (``quantize_nvfp4._pdl_args``), same run, same card.
+programmatic dependent launch (``quantize_nvfp4.pdl_launch_args``), same run, same card.
 
 Why: at decode the layer costs 5-6 us more than its bare matmul, mostly the quantiser's own
 launches (docs/nn.md). With PDL each quantiser kernel lets the next kernel launch at once, and
@@ -25,10 +25,10 @@ from fp4mm.nn import NVFP4Linear  # noqa: E402
 from scripts.gpu_decode import save_rows, time_graph  # noqa: E402
 
 COPIES = 4
-PDL_ON = Q._pdl_args
+PDL_ON = Q.pdl_launch_args
 
 
-def _off(x2):
+def _off(device):
     return {}
 
 
@@ -47,14 +47,14 @@ def main():
                 res = {}
                 outs = {}
                 for name, fn in (("pdl", PDL_ON), ("no_pdl", _off), ("pdl_again", PDL_ON)):
-                    Q._pdl_args = fn
+                    Q.pdl_launch_args = fn
                     outs[name] = layers[0](x)
                     res[name] = time_graph([lambda i=i, x=x, ls=layers: ls[i](x)
                                             for i in range(COPIES)])[0]
                     res[name + "_quantiser"] = time_graph(
                         [lambda x=x, gs=gs: Q.quantize_nvfp4_triton(x, gs)
                          for _ in range(COPIES)])[0]
-                Q._pdl_args = PDL_ON
+                Q.pdl_launch_args = PDL_ON
                 same = bool(torch.equal(outs["pdl"], outs["no_pdl"]))
                 print(f"{K}->{N} {'dynamic' if scale == 'dynamic' else 'static'} M={M}: "
                       f"layer PDL {res['pdl']:.2f} / {res['pdl_again']:.2f} us, without "

@@ -548,12 +548,6 @@ def _interpreted(x2: torch.Tensor) -> bool:
     return x2.device.type == "cpu" and triton_interpreting()
 
 
-def _pdl_args(x2: torch.Tensor) -> dict:
-    """Programmatic dependent launch for every quantiser kernel on sm_90+ (``fp4mm.kernels.pdl``):
-    the matmul launched after it (with PDL) starts while the quantiser still runs."""
-    return pdl_launch_args(x2.device)
-
-
 def _for_f32_path(x2: torch.Tensor) -> torch.Tensor:
     if x2.dtype == torch.bfloat16 and _interpreted(x2):
         x2 = x2.float()  # exact; bf16 arithmetic is wrong in Triton's interpreter
@@ -601,17 +595,18 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
     if not M:
         return amax
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
     if path == "f32":
         x2 = _for_f32_path(x2)
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
                            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                           num_warps=cfg.num_warps, **_pdl_args(x2))
+                           num_warps=cfg.num_warps, **pdl)
     else:
         w = _as_words(x2)
         _amax16_kernel[grid](w, amax, M, K // 2, w.stride(0), cfg.k_per_program // 2,
                              IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
                              BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
-                             num_warps=cfg.num_warps, **_pdl_args(x2))
+                             num_warps=cfg.num_warps, **pdl)
     return amax
 
 
@@ -682,25 +677,26 @@ def quantize_nvfp4_triton(
     scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
     high_first = order == "high_first"
+    pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
     if path == "f32":
         x2 = _for_f32_path(x2)
         _quantize_kernel[cfg.grid(M, K)](
             x2, src, data, scales, gs, M, K, x2.stride(0),
             FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
             BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-            num_warps=cfg.num_warps, **_pdl_args(x2))
+            num_warps=cfg.num_warps, **pdl)
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
         _threshold_table_kernel[(1,)](src, gs, table, FROM_AMAX=from_amax, IS_BF16=is_bf16,
-                                      HIGH_FIRST=high_first, num_warps=4, **_pdl_args(x2))
+                                      HIGH_FIRST=high_first, num_warps=4, **pdl)
         if M:
             w = _as_words(x2)
             _quantize16_kernel[cfg.grid(M, K)](
                 w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
                 IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
                 BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                num_warps=cfg.num_warps, **_pdl_args(x2))
+                num_warps=cfg.num_warps, **pdl)
     lead = tuple(x.shape[:-1])
     return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
 
