@@ -5,6 +5,7 @@ GEMM), prepacked weights, cuBLAS bf16 on pre-dequantised operands beside them. E
 is checked against the oracle first (output poisoned with NaN), then CUDA-graph medians over
 4 weight copies. ``--check-only``: the oracle checks alone; ``--small``: M = 17-64 (the
 heuristic's small token tiles) instead of the Table 5 and challenge shapes.
+The XDEC kernel was reverted: run at commit 348c250 (``git checkout 348c250``).
 Usage on an sm_90 machine: ``python scripts/gpu_gemm_xdec.py`` (JSON to $OUT or .)."""
 
 from __future__ import annotations

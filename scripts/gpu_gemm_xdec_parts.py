@@ -4,6 +4,7 @@ source, then with parts of the decode removed (patched copies of the module; the
 are wrong and not checked): no decode (waits, fences and arrives only), no scale work
 (codes decoded, scales not applied), and no proxy fences. CUDA-graph medians over 4 weight
 copies, the pre-pass path and cuBLAS bf16 beside them.
+The XDEC kernel was reverted: run at commit 348c250 (``git checkout 348c250``).
 Usage on an sm_90 machine: ``python scripts/gpu_gemm_xdec_parts.py`` (JSON to $OUT or .)."""
 
 from __future__ import annotations

@@ -71,12 +71,6 @@ SMEM_LIMIT = 232448  # bytes of dynamic shared memory per CTA on sm_90
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16, torch.float32: gl.float32}
 _ELEM_BYTES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4}
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-_PLAIN32 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
-# the fp16 x stage of XDEC: 64 fp16 = 128-byte rows, as TMA would lay it out
-_X_F16_LAYOUT = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
-                                                  rank=2))
-XDEC_REGS = 96  # registers per thread of the XDEC worker warpgroup (the consumers get the rest)
-_XDEC_REGS = gl.constexpr(XDEC_REGS)
 _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
 
 
@@ -417,127 +411,11 @@ def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_
             it += 1
 
 
-# XDEC (W4A4 without the x pre-pass): the worker partition is one warpgroup that issues the
-# TMA loads of a stage (weights and the raw x codes) and decodes an earlier stage's x codes
-# into the fp16 B operand. [BN, 32] code bytes, 8 contiguous per thread (one scale block).
-_XD_CODES = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[8, 4],
-                                          warps_per_cta=[4, 1], order=[1, 0]))
-_XD_SCALES = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[8, 4],
-                                           warps_per_cta=[4, 1], order=[1, 0]))
-
-
-# The x scales of a stage: TMA boxes of [BN rows, 4 int32], word j holding the 4 E4M3 bytes
-# of 64-K tile 4 q + j; every lane of a row holds the row's 4 words.
-_XD_WORDS = gl.constexpr(gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[8, 4],
-                                          warps_per_cta=[4, 1], order=[1, 0]))
-
-
 @gluon.jit
-def _decode_x(xq_smem, xs_smem, j, x_smem, R: gl.constexpr, HIGH_FIRST: gl.constexpr):
-    """R tokens of one stage: codes [R, 32 bytes] times their scales (word ``j`` of
-    ``xs_smem`` [R, 4] int32) -> fp16 [R, 64] in ``x_smem`` (the wgmma B operand), exact:
-    e2m1 * e4m3 has at most 6 significant bits."""
-    words = xs_smem.load(_XD_WORDS)
-    pick = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, _XD_WORDS)), 0) == j
-    w = gl.sum(gl.where(pick, words, 0), axis=1)  # this stage's 4 scale bytes per token
-    w = gl.convert_layout(w, gl.SliceLayout(1, _XD_SCALES), assert_trivial=True)
-    shift = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, _XD_SCALES)), 0) * 8
-    sb = ((gl.expand_dims(w, 1) >> shift) & 0xFF).to(gl.uint8)
-    p = xq_smem.load(_XD_CODES)
-    if HIGH_FIRST:
-        p = (p >> 4) | (p << 4)
-    v = gl.fp4_to_fp(p.reshape([R, 4, 8]), gl.float16, 2)
-    L3: gl.constexpr = v.type.layout
-    sc = gl.convert_layout(sb, gl.SliceLayout(2, L3), assert_trivial=True)
-    sc = sc.to(gl.float8e4nv, bitcast=True).to(gl.float16)
-    x_smem.store((v * gl.expand_dims(sc, 2)).reshape([R, _BK]))
-
-
-@gluon.jit
-def _producer_xdec(w_desc, s_desc, xq_desc, xs_desc, w_bufs, s_bufs, xq_bufs, xs_bufs, x_bufs,
-                   ready, xready, empty, num_units, num_full, split, k_per_split, num_m_tiles,
-                   k_tiles, BN: gl.constexpr, STAGES: gl.constexpr, HIGH_FIRST: gl.constexpr,
-                   LEAD: gl.constexpr):
-    """XDEC worker warpgroup. Iteration ``it`` loads stage ``it`` (weights; x's raw codes and
-    scale words into raw slot ``it % (LEAD + 1)``), then decodes stage ``it - LEAD`` into
-    ``x_bufs`` and arrives on its ``xready``: its loads have had LEAD iterations to land.
-    Everything arrives by TMA: a global load in flight would stall at the proxy fence after
-    each decode (``MEMBAR.ALL.CTA``). LEAD <= STAGES - 2: stage ``it``'s ``empty`` needs stage
-    ``it - STAGES`` released, which the consumers do once they have issued stage
-    ``it - STAGES + 1``, decoded at iteration ``it - STAGES + 1 + LEAD``."""
-    gl.static_assert(LEAD >= 1 and LEAD <= 3 and LEAD <= STAGES - 2, "LEAD: 1..3, <= STAGES - 2")
-    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                            + xq_desc.block_type.nbytes + xs_desc.block_type.nbytes)
-    it = 0
-    c1 = 0  # K tiles of the stages 1, 2, 3 iterations back (which scale word they use)
-    c2 = 0
-    c3 = 0
-    for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
-        pid_m, pid_n, k0, k1, _slot, _t = _unit(u, num_full, split, k_per_split, k_tiles,
-                                                num_m_tiles)
-        for kt in range(k0, k1):
-            s = it % STAGES
-            r = it % (LEAD + 1)
-            mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
-            fence_async_shared()  # this stage and raw slot were last read by the generic proxy
-            mbarrier.expect(ready.index(s), nbytes)
-            tma.async_copy_global_to_shared(w_desc, [pid_n * 16, kt * 256], ready.index(s),
-                                            w_bufs.index(s))
-            tma.async_copy_global_to_shared(s_desc, [pid_n * 8, kt * 64], ready.index(s),
-                                            s_bufs.index(s))
-            tma.async_copy_global_to_shared(xq_desc, [pid_m * BN, kt * (_BK // 2)],
-                                            ready.index(s), xq_bufs.index(r))
-            tma.async_copy_global_to_shared(xs_desc, [pid_m * BN, (kt // 4) * 4],
-                                            ready.index(s), xs_bufs.index(r))
-            if it >= LEAD:
-                if LEAD == 1:
-                    cd = c1
-                elif LEAD == 2:
-                    cd = c2
-                else:
-                    cd = c3
-                _decode_stage(xq_bufs, xs_bufs, x_bufs, ready, xready, it - LEAD, cd % 4, BN,
-                              STAGES, LEAD, HIGH_FIRST)
-            c3 = c2
-            c2 = c1
-            c1 = kt
-            it += 1
-    # the last LEAD stages (fewer when the CTA had fewer)
-    for j in gl.static_range(LEAD):
-        i = it - LEAD + j
-        if i >= 0:
-            if LEAD - j == 3:
-                cd = c3
-            elif LEAD - j == 2:
-                cd = c2
-            else:
-                cd = c1
-            _decode_stage(xq_bufs, xs_bufs, x_bufs, ready, xready, i, cd % 4, BN, STAGES, LEAD,
-                          HIGH_FIRST)
-
-
-@gluon.jit
-def _decode_stage(xq_bufs, xs_bufs, x_bufs, ready, xready, i, j, BN: gl.constexpr,
-                  STAGES: gl.constexpr, LEAD: gl.constexpr, HIGH_FIRST: gl.constexpr):
-    """Stage ``i``: wait for its loads, decode its x (scale word ``j``) in two halves of
-    tokens (registers), then release it to the consumers."""
-    H: gl.constexpr = BN // 2
-    s = i % STAGES
-    mbarrier.wait(ready.index(s), (i // STAGES) & 1)
-    xq = xq_bufs.index(i % (LEAD + 1))
-    xs = xs_bufs.index(i % (LEAD + 1))
-    xd = x_bufs.index(s)
-    _decode_x(xq.slice(0, H), xs.slice(0, H), j, xd.slice(0, H), H, HIGH_FIRST)
-    _decode_x(xq.slice(H, H), xs.slice(H, H), j, xd.slice(H, H), H, HIGH_FIRST)
-    fence_async_shared()  # the generic-proxy stores above, before the wgmma (async proxy) reads
-    mbarrier.arrive(xready.index(s))
-
-
-@gluon.jit
-def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, xready, empty,
-              alpha, alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-              fixup, BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
-              ALPHA_PTR: gl.constexpr, XDEC: gl.constexpr):
+def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+              alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+              ALPHA_PTR: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -552,8 +430,6 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
             # even tile: its A registers were last read by the wgmma retired two waits ago
             s0 = it % STAGES
             mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
-            if XDEC:  # x decoded into the stage by the worker partition
-                mbarrier.wait(xready.index(s0), (it // STAGES) & 1)
             a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
             acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
@@ -562,8 +438,6 @@ def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, 
             # odd tile
             s1 = it % STAGES
             mbarrier.wait(ready.index(s1), (it // STAGES) & 1)
-            if XDEC:
-                mbarrier.wait(xready.index(s1), (it // STAGES) & 1)
             a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout, l4)
             acc = warpgroup_mma(a_o, x_bufs.index(s1).permute((1, 0)), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the even tile
@@ -779,16 +653,11 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, alpha_ptr,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                          xs_desc, BN: gl.constexpr,
+                          BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr, ALPHA_PTR: gl.constexpr = False,
-                          XDEC: gl.constexpr = False, HIGH_FIRST: gl.constexpr = False,
-                          LEAD: gl.constexpr = 1):
+                          PDL: gl.constexpr, ALPHA_PTR: gl.constexpr = False):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
-    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`).
-    XDEC (GK = 0, W4A4): ``x_desc`` holds the packed E2M1 codes of x (``[BN, 32]`` byte boxes,
-    nibble order HIGH_FIRST) and ``xs_desc`` its E4M3 scales as int32 words (``[BN, 4]``
-    boxes); the worker warpgroup decodes them into the fp16 stage (:func:`_producer_xdec`)."""
+    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
     if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
@@ -797,44 +666,19 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, 16, 256], w_desc.layout)
     s_bufs = gl.allocate_shared_memory(s_desc.dtype, [STAGES] + s_desc.block_type.shape,
                                        s_desc.layout)
-    if XDEC:
-        x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], _X_F16_LAYOUT)
-        xq_bufs = gl.allocate_shared_memory(gl.uint8, [LEAD + 1, BN, _BK // 2], x_desc.layout)
-        xs_bufs = gl.allocate_shared_memory(gl.int32, [LEAD + 1, BN, 4], xs_desc.layout)
-    else:
-        x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
-        xq_bufs = x_bufs
-        xs_bufs = x_bufs
+    x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
     y_smem = gl.allocate_shared_memory(y_desc.dtype, [BN, _BM], y_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    if XDEC:  # the decoded x of a stage is ready
-        xready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    else:
-        xready = ready
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
-        if XDEC:
-            mbarrier.init(xready.index(i), count=1)
     fence_async_shared()
-    if XDEC:
-        gl.static_assert(GK == 0, "XDEC: NVFP4 weights only")
+    if GK == 0:
         gl.warp_specialize(
-            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
-                          xready, empty, alpha, alpha_ptr, num_units, num_full, split,
-                          k_per_split, num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR,
-                          XDEC)),
-             (_producer_xdec, (w_desc, s_desc, x_desc, xs_desc, w_bufs, s_bufs, xq_bufs,
-                               xs_bufs, x_bufs, ready, xready, empty, num_units, num_full, split,
-                               k_per_split, num_m_tiles, k_tiles, BN, STAGES, HIGH_FIRST, LEAD))],
-            [4], [_XDEC_REGS])
-    elif GK == 0:
-        gl.warp_specialize(
-            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready,
-                          xready, empty, alpha, alpha_ptr, num_units, num_full, split,
-                          k_per_split, num_m_tiles, k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR,
-                          XDEC)),
+            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                          alpha, alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles,
+                          k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR)),
              (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
                           STAGES, GK))],
@@ -852,8 +696,6 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
         mbarrier.invalidate(empty.index(i))
-        if XDEC:
-            mbarrier.invalidate(xready.index(i))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1121,43 +963,10 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup), s_desc,
+        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
         PDL=True, ALPHA_PTR=alpha_on_device, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
-        splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
-
-
-def gemm_sm90_xdec(x_q: torch.Tensor, x_scales: torch.Tensor, packed: PackedWeightSM90, alpha,
-                   order: str, out: torch.Tensor, *, config: SM90Config | None = None,
-                   lead: int = 2) -> None:
-    """W4A4 without the x pre-pass: the GEMM's worker warpgroup decodes x's E2M1 codes and E4M3
-    scales into the fp16 stage itself (``XDEC``). x_q uint8 ``(M, K/2)`` and x_scales uint8
-    ``(M, K/16)`` contiguous, K % 256 == 0, both 16-byte aligned (TMA); out
-    as in :func:`gemm_sm90_dense_x`. Split-K slices are summed by the reduce pass."""
-    M, N, K = x_q.shape[0], packed.N, packed.K
-    sms = _sm_count(x_q.device)
-    if config is None:
-        config = choose_config(M, N, K, out.dtype, sms)
-    xq_desc = TensorDescriptor(x_q, [M, K // 2], [K // 2, 1], [config.BN, BK // 2], _PLAIN8)
-    xs_desc = TensorDescriptor(x_scales.view(torch.int32), [M, K // 64], [K // 64, 1],
-                               [config.BN, 4], _PLAIN32)
-    y_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
-                              _nvmma_layout(config.BN, BM, out.dtype))
-    sc = _schedule(M, packed, config, sms)
-    split_units = sc.num_units - sc.num_full
-    ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32,
-                     device=x_q.device)
-    grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
-    a, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
-    _fp4_gemm_sm90_kernel[(grid,)](
-        packed.w_desc, packed.s_desc, xq_desc, y_desc, ws, _no_flags(x_q.device),
-        a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.BN), sc.k_tiles, 0, xs_desc,
-        BN=config.BN, STAGES=config.STAGES, DTYPE=gl.float16, GK=0,
-        PDL=True, ALPHA_PTR=alpha_on_device, XDEC=True, HIGH_FIRST=order == "high_first",
-        LEAD=lead, launch_pdl=True, num_warps=8)
-    if split_units:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 
 

@@ -67,7 +67,7 @@ SHIPPED_GROUPED = [(gk, bn, st, dt, dt, False) for gk in (32, 64) for bn, st in 
                    for dt in ("fp16", "bf16")] + [(32, 128, 4, "fp16", "fp16", True)]
 
 
-def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False, xdec=False, lead=1):
+def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -78,21 +78,16 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False, xdec=False
     yl = gl.NVMMASharedLayout.get_default_for([bn, 128], getattr(gl, _GL[ot]))
     s_desc = (f"tensordesc<u8[8, 64],{g._PLAIN8!r}>" if gk == 0 else
               f"tensordesc<fp32[{64 // gk * 128}],{g._GROUP_SCALE_LAYOUT!r}>")
-    x_desc = (f"tensordesc<u8[{bn}, 32],{g._PLAIN8!r}>" if xdec else
-              f"tensordesc<{dt}[{bn}, 64],{xl!r}>")
     sig = {"w_desc": f"tensordesc<u8[16, 256],{g._PLAIN8!r}>", "s_desc": s_desc,
-           "x_desc": x_desc,
+           "x_desc": f"tensordesc<{dt}[{bn}, 64],{xl!r}>",
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "alpha_ptr": "*fp32",
            "num_units": "i32", "num_full": "i32", "split": "i32", "k_per_split": "i32",
-           "num_m_tiles": "i32", "k_tiles": "i32", "fixup": "i32",
-           "xs_desc": f"tensordesc<i32[{bn}, 4],{g._PLAIN32!r}>" if xdec else s_desc,
-           "BN": "constexpr",
+           "num_m_tiles": "i32", "k_tiles": "i32", "fixup": "i32", "BN": "constexpr",
            "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr",
-           "ALPHA_PTR": "constexpr", "XDEC": "constexpr", "HIGH_FIRST": "constexpr",
-           "LEAD": "constexpr"}
+           "ALPHA_PTR": "constexpr"}
     constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "ALPHA_PTR": alpha_ptr, "XDEC": xdec, "HIGH_FIRST": False, "LEAD": lead}
+                  "ALPHA_PTR": alpha_ptr}
     if split1 == "fixup":
         sig["fixup"] = "constexpr"
         constexprs["fixup"] = 1
