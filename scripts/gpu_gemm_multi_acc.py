@@ -4,6 +4,7 @@
 prepacked weights (x pre-pass + GEMM), cuBLAS bf16 on pre-dequantised operands beside them.
 Oracle checks first (output poisoned with NaN; ragged M, N, every out dtype), then
 CUDA-graph medians over 4 weight copies. ``--check-only``: the checks alone.
+The BN2/BN3 tiles were reverted: run at the commit that added this script.
 Usage on an sm_90 machine: ``python scripts/gpu_gemm_multi_acc.py`` (JSON to $OUT or .)."""
 
 from __future__ import annotations

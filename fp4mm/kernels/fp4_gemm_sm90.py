@@ -81,27 +81,17 @@ _GROUP_SCALE_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidt
 class SM90Config:
     """BN: tokens per CTA tile (wgmma N: 16..256, power of 2); STAGES: ring depth;
     PERSISTENT: grid = min(work units, SMs) with a unit loop, else one CTA per unit;
-    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`);
-    BN2, BN3: tokens of a second and third accumulator beside the first BN (0: none), each its
-    own wgmma on the same A registers, for tiles of 192 or 208 tokens (BN 128, BN2 64, BN3 0 or
-    16; no split-K)."""
+    SPLIT: K-slices per tile of the last, partial wave (1 = no split-K; see :func:`schedule`)."""
 
     BN: int = 256
     STAGES: int = 4
     PERSISTENT: bool = True
     SPLIT: int = 1
-    BN2: int = 0
-    BN3: int = 0
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per CTA tile."""
-        return self.BN + self.BN2 + self.BN3
 
     def smem_bytes(self, out_dtype: torch.dtype = torch.float16) -> int:
         out_bytes = _ELEM_BYTES[out_dtype]
-        stage = BM * BK // 2 + BM * BK // 16 + self.tokens * BK * 2
-        return self.STAGES * stage + self.tokens * BM * out_bytes + 2 * self.STAGES * 8 + 64
+        stage = BM * BK // 2 + BM * BK // 16 + self.BN * BK * 2
+        return self.STAGES * stage + self.BN * BM * out_bytes + 2 * self.STAGES * 8 + 64
 
 
 def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
@@ -109,10 +99,6 @@ def config_is_valid(config: SM90Config, out_dtype: torch.dtype = torch.float16,
     """The one validity predicate (heuristic, tests and benchmark use it). ``grouped`` (16-bit
     group scales): BN <= 128, since the fp32 partial doubles the accumulator registers (BN 256
     spills 1176 bytes)."""
-    if config.BN2 or config.BN3:  # the 192/208-token tiles
-        return (not grouped and config.BN == 128 and config.BN2 == 64
-                and config.BN3 in (0, 16) and config.SPLIT == 1 and 2 <= config.STAGES <= 8
-                and config.smem_bytes(out_dtype) <= SMEM_LIMIT)
     return (
         config.BN in ((16, 32, 64, 128) if grouped else (16, 32, 64, 128, 256))
         and 2 <= config.STAGES <= 8
@@ -141,7 +127,7 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
     """Split-K for the last wave only: the ``(T // sms) * sms`` tiles of whole waves stay whole;
     the ``T % sms`` tiles of the last, partial wave are split (all tiles when ``T < sms``), so
     that the split costs workspace traffic only where SMs would otherwise idle."""
-    num_tiles = triton.cdiv(M, config.tokens) * triton.cdiv(N, BM)
+    num_tiles = triton.cdiv(M, config.BN) * triton.cdiv(N, BM)
     k_tiles = triton.cdiv(K, K_ALIGN) * 2
     kps = triton.cdiv(k_tiles, config.SPLIT)
     kps += kps % 2  # the even/odd schedule consumes K tiles in pairs
@@ -186,7 +172,7 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
         per_unit, launch, rate = (_STREAM_US_PER_UNIT, _STREAM_US_REDUCE_LAUNCH,
                                   _STREAM_REDUCE_BYTES_PER_US)
     else:
-        step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.tokens
+        step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
         per_unit, launch, rate = _US_PER_UNIT, _US_REDUCE_LAUNCH, _REDUCE_BYTES_PER_US
     waves = triton.cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
     extra = triton.cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
@@ -398,15 +384,11 @@ def _unit(u, num_full, split, k_per_split, k_tiles, num_m_tiles):
 
 
 @gluon.jit
-def _producer(w_desc, s_desc, x_desc, x2_desc, x3_desc, w_bufs, s_bufs, x_bufs, x2_bufs, x3_bufs,
-              ready, empty, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles,
-              BN: gl.constexpr, STAGES: gl.constexpr, GK: gl.constexpr, BN2: gl.constexpr,
-              BN3: gl.constexpr):
-    TN: gl.constexpr = BN + BN2 + BN3  # tokens per tile (x2/x3: the second and third chunk)
+def _producer(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty, num_units, num_full,
+              split, k_per_split, num_m_tiles, k_tiles, BN: gl.constexpr,
+              STAGES: gl.constexpr, GK: gl.constexpr):
     nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                            + x_desc.block_type.nbytes
-                            + (x2_desc.block_type.nbytes if BN2 > 0 else 0)
-                            + (x3_desc.block_type.nbytes if BN3 > 0 else 0))
+                            + x_desc.block_type.nbytes)
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, _slot, _t = _unit(u, num_full, split, k_per_split, k_tiles,
@@ -424,56 +406,44 @@ def _producer(w_desc, s_desc, x_desc, x2_desc, x3_desc, w_bufs, s_bufs, x_bufs, 
             else:  # fp32 group scales, [64 / GK groups][128 rows] contiguous per tile
                 s_off = (pid_n * k_tiles + kt) * (_BM * _BK // GK)
                 tma.async_copy_global_to_shared(s_desc, [s_off], ready.index(s), s_bufs.index(s))
-            tma.async_copy_global_to_shared(x_desc, [pid_m * TN, kt * _BK], ready.index(s),
+            tma.async_copy_global_to_shared(x_desc, [pid_m * BN, kt * _BK], ready.index(s),
                                             x_bufs.index(s))
-            if BN2 > 0:
-                tma.async_copy_global_to_shared(x2_desc, [pid_m * TN + BN, kt * _BK],
-                                                ready.index(s), x2_bufs.index(s))
-            if BN3 > 0:
-                tma.async_copy_global_to_shared(x3_desc, [pid_m * TN + BN + BN2, kt * _BK],
-                                                ready.index(s), x3_bufs.index(s))
             it += 1
 
 
 @gluon.jit
-def _consumer(y_desc, y2_desc, y3_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, x2_bufs,
-              x3_bufs, y_smem, y2_smem, y3_smem, ready, empty, alpha, alpha_ptr, num_units,
-              num_full, split, k_per_split, num_m_tiles, k_tiles, fixup, BN: gl.constexpr,
-              STAGES: gl.constexpr, DTYPE: gl.constexpr, ALPHA_PTR: gl.constexpr,
-              BN2: gl.constexpr, BN3: gl.constexpr):
+def _consumer(y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty, alpha,
+              alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
+              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr,
+              ALPHA_PTR: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
                                                   instr_shape=[16, BN, 16])
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=1)
     l4: gl.constexpr = _split_k_layout(gl.to_linear_layout(a_layout, [_BM, _BK]))
-    TN: gl.constexpr = BN + BN2 + BN3
     it = 0
     for u in range(gl.program_id(0), num_units, gl.num_programs(0)):
         pid_m, pid_n, k0, k1, slot, t = _unit(u, num_full, split, k_per_split, k_tiles,
                                               num_m_tiles)
         acc = gl.zeros([_BM, BN], gl.float32, mma)
-        acc2 = _zero_acc(BN2)
-        acc3 = _zero_acc(BN3)
         for j in range(k0, k1, 2):  # every unit has an even number of K tiles
             # even tile: its A registers were last read by the wgmma retired two waits ago
             s0 = it % STAGES
             mbarrier.wait(ready.index(s0), (it // STAGES) & 1)
             a_e = _dequant_tile(w_bufs.index(s0), s_bufs.index(s0), DTYPE, a_layout, p_layout, l4)
-            acc, acc2, acc3 = _mma_issue(a_e, x_bufs, x2_bufs, x3_bufs, s0, acc, acc2, acc3,
-                                         BN2, BN3)
-            acc, acc2, acc3 = _mma_wait_previous(acc, acc2, acc3, BN2, BN3)  # the odd tile
+            acc = warpgroup_mma(a_e, x_bufs.index(s0).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the odd tile
             mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES), pred=j > k0)
             it += 1
             # odd tile
             s1 = it % STAGES
             mbarrier.wait(ready.index(s1), (it // STAGES) & 1)
             a_o = _dequant_tile(w_bufs.index(s1), s_bufs.index(s1), DTYPE, a_layout, p_layout, l4)
-            acc, acc2, acc3 = _mma_issue(a_o, x_bufs, x2_bufs, x3_bufs, s1, acc, acc2, acc3,
-                                         BN2, BN3)
-            acc, acc2, acc3 = _mma_wait_previous(acc, acc2, acc3, BN2, BN3)  # the even tile
+            acc = warpgroup_mma(a_o, x_bufs.index(s1).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))  # retires the even tile
             mbarrier.arrive(empty.index(s0))
             it += 1
-        acc, acc2, acc3 = _mma_wait_all(acc, acc2, acc3, BN2, BN3)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((it + STAGES - 1) % STAGES))
         # one tile-store site (a second, as in _store_unit, spills 256 B at BN 256)
         last = slot < 0  # a whole tile
@@ -483,71 +453,8 @@ def _consumer(y_desc, y2_desc, y3_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_buf
         elif slot >= 0:  # a K-slice for the reduce kernel
             gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, mma), acc)
         if last:
-            _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m * TN, pid_n, ALPHA_PTR)
-            if BN2 > 0:  # (no split-K with these: every tile is whole)
-                _store_tile(acc2, y2_desc, y2_smem, alpha, alpha_ptr, pid_m * TN + BN, pid_n,
-                            ALPHA_PTR)
-            if BN3 > 0:
-                _store_tile(acc3, y3_desc, y3_smem, alpha, alpha_ptr, pid_m * TN + BN + BN2,
-                            pid_n, ALPHA_PTR)
+            _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN, ALPHA_PTR)
     tma.store_wait(0)
-
-
-@gluon.jit
-def _zero_acc(N: gl.constexpr):
-    """A zeroed [128, N] accumulator of the second or third token chunk, or a scalar stand-in
-    when the tile has no such chunk (N = 0)."""
-    if N > 0:
-        return gl.zeros([_BM, N], gl.float32, _acc_layout(N))
-    else:
-        return 0.0
-
-
-@gluon.constexpr_function
-def _acc_layout(N):
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1], instr_shape=[16, N, 16])
-
-
-@gluon.jit
-def _mma_issue(a, x_bufs, x2_bufs, x3_bufs, s, acc, acc2, acc3, BN2: gl.constexpr,
-               BN3: gl.constexpr):
-    """Stage ``s``'s MMAs: the tile's token chunks (BN, then BN2 and BN3 where present) times
-    the same register-A weight fragment, one commit group each."""
-    acc = warpgroup_mma(a, x_bufs.index(s).permute((1, 0)), acc, is_async=True)
-    if BN2 > 0:
-        A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_acc_layout(BN2),
-                                               k_width=2)
-        a2 = gl.convert_layout(a, A2, assert_trivial=True)
-        acc2 = warpgroup_mma(a2, x2_bufs.index(s).permute((1, 0)), acc2, is_async=True)
-    if BN3 > 0:
-        A3: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_acc_layout(BN3),
-                                               k_width=2)
-        a3 = gl.convert_layout(a, A3, assert_trivial=True)
-        acc3 = warpgroup_mma(a3, x3_bufs.index(s).permute((1, 0)), acc3, is_async=True)
-    return acc, acc2, acc3
-
-
-@gluon.jit
-def _mma_wait_previous(acc, acc2, acc3, BN2: gl.constexpr, BN3: gl.constexpr):
-    """Retire every MMA but the stage just issued (its one to three commit groups)."""
-    if BN3 > 0:
-        acc, acc2, acc3 = warpgroup_mma_wait(num_outstanding=3, deps=(acc, acc2, acc3))
-    elif BN2 > 0:
-        acc, acc2 = warpgroup_mma_wait(num_outstanding=2, deps=(acc, acc2))
-    else:
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-    return acc, acc2, acc3
-
-
-@gluon.jit
-def _mma_wait_all(acc, acc2, acc3, BN2: gl.constexpr, BN3: gl.constexpr):
-    if BN3 > 0:
-        acc, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc2, acc3))
-    elif BN2 > 0:
-        acc, acc2 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc2))
-    else:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    return acc, acc2, acc3
 
 
 @gluon.jit
@@ -559,7 +466,7 @@ def _store_unit(acc, y_desc, ws_ptr, y_smem, alpha, alpha_ptr, slot, pid_m, pid_
     if slot >= 0:
         gl.store(ws_ptr + slot * (_BM * BN) + _slot_offsets(BN, MMA), acc)
     else:
-        _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m * BN, pid_n, ALPHA_PTR)
+        _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN, ALPHA_PTR)
 
 
 @gluon.jit
@@ -633,16 +540,17 @@ def _slot_offsets(BN: gl.constexpr, MMA: gl.constexpr):
 
 
 @gluon.jit
-def _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, m0, pid_n, ALPHA_PTR: gl.constexpr):
-    """``y[m0 : m0 + BN, pid_n*BM : +BM] = (alpha*acc)^T`` (acc: [BM, BN]) through shared memory
-    and TMA (``alpha`` times ``*alpha_ptr`` when ALPHA_PTR: ``fp4mm.kernels.alpha``)."""
+def _store_tile(acc, y_desc, y_smem, alpha, alpha_ptr, pid_m, pid_n, BN: gl.constexpr,
+                ALPHA_PTR: gl.constexpr):
+    """``y[pid_m*BN : +BN, pid_n*BM : +BM] = (alpha*acc)^T`` through shared memory and TMA
+    (``alpha`` times ``*alpha_ptr`` when ALPHA_PTR: ``fp4mm.kernels.alpha``)."""
     if ALPHA_PTR:
         alpha = alpha * gl.load(alpha_ptr)
     tma.store_wait(0)  # the previous tile's store has finished reading y_smem
     gl.thread_barrier()
     y_smem.permute((1, 0)).store((acc * alpha).to(y_desc.dtype))
     fence_async_shared()
-    tma.async_copy_shared_to_global(y_desc, [m0, pid_n * _BM], y_smem)
+    tma.async_copy_shared_to_global(y_desc, [pid_m * BN, pid_n * _BM], y_smem)
 
 
 @gluon.jit
@@ -745,14 +653,11 @@ def _consumer_grouped(y_desc, ws_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, emp
 @gluon.jit
 def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alpha, alpha_ptr,
                           num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,
-                          x2_desc, x3_desc, y2_desc, y3_desc, BN: gl.constexpr,
+                          BN: gl.constexpr,
                           STAGES: gl.constexpr, DTYPE: gl.constexpr, GK: gl.constexpr,
-                          PDL: gl.constexpr, ALPHA_PTR: gl.constexpr = False,
-                          BN2: gl.constexpr = 0, BN3: gl.constexpr = 0):
+                          PDL: gl.constexpr, ALPHA_PTR: gl.constexpr = False):
     """GK = 0: NVFP4 weights (E4M3 scales per 16, thread-ordered); GK = 32 or 64: 16-bit group
-    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`).
-    BN2, BN3 > 0 (GK = 0, no split-K): the tile's second and third token chunks, loaded through
-    ``x2_desc`` / ``x3_desc`` and stored through ``y2_desc`` / ``y3_desc`` (otherwise unused)."""
+    scales, stored as fp32 ``[K / GK, rows]`` (see :func:`prepack_grouped_sm90`)."""
     gl.static_assert(gl.num_warps() == 8, "two consumer warpgroups: launch with num_warps=8")
     gl.static_assert(GK == 0 or GK == 32 or GK == _BK, "GK: 0 (NVFP4), 32 or 64")
     if PDL:  # launched early behind the previous kernel (e.g. the x dequant): wait for it first
@@ -763,17 +668,6 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
                                        s_desc.layout)
     x_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN, _BK], x_desc.layout)
     y_smem = gl.allocate_shared_memory(y_desc.dtype, [BN, _BM], y_desc.layout)
-    x2_bufs = x_bufs
-    x3_bufs = x_bufs
-    y2_smem = y_smem
-    y3_smem = y_smem
-    if BN2 > 0:
-        gl.static_assert(GK == 0, "BN2/BN3: NVFP4 weights only")
-        x2_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN2, _BK], x2_desc.layout)
-        y2_smem = gl.allocate_shared_memory(y2_desc.dtype, [BN2, _BM], y2_desc.layout)
-    if BN3 > 0:
-        x3_bufs = gl.allocate_shared_memory(DTYPE, [STAGES, BN3, _BK], x3_desc.layout)
-        y3_smem = gl.allocate_shared_memory(y3_desc.dtype, [BN3, _BM], y3_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -782,13 +676,12 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
     fence_async_shared()
     if GK == 0:
         gl.warp_specialize(
-            [(_consumer, (y_desc, y2_desc, y3_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs,
-                          x2_bufs, x3_bufs, y_smem, y2_smem, y3_smem, ready, empty, alpha,
-                          alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles,
-                          k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR, BN2, BN3)),
-             (_producer, (w_desc, s_desc, x_desc, x2_desc, x3_desc, w_bufs, s_bufs, x_bufs,
-                          x2_bufs, x3_bufs, ready, empty, num_units, num_full, split,
-                          k_per_split, num_m_tiles, k_tiles, BN, STAGES, GK, BN2, BN3))],
+            [(_consumer, (y_desc, ws_ptr, flags_ptr, w_bufs, s_bufs, x_bufs, y_smem, ready, empty,
+                          alpha, alpha_ptr, num_units, num_full, split, k_per_split, num_m_tiles,
+                          k_tiles, fixup, BN, STAGES, DTYPE, ALPHA_PTR)),
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     else:
         gl.warp_specialize(
@@ -796,9 +689,9 @@ def _fp4_gemm_sm90_kernel(w_desc, s_desc, x_desc, y_desc, ws_ptr, flags_ptr, alp
                                   empty, alpha, alpha_ptr, num_units, num_full, split,
                                   k_per_split, num_m_tiles, k_tiles, BN, STAGES, DTYPE, GK,
                                   ALPHA_PTR)),
-             (_producer, (w_desc, s_desc, x_desc, x2_desc, x3_desc, w_bufs, s_bufs, x_bufs,
-                          x2_bufs, x3_bufs, ready, empty, num_units, num_full, split,
-                          k_per_split, num_m_tiles, k_tiles, BN, STAGES, GK, BN2, BN3))],
+             (_producer, (w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, empty,
+                          num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, BN,
+                          STAGES, GK))],
             [1], [24])
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
@@ -971,19 +864,12 @@ def _nvmma_layout(rows: int, cols: int, dtype: torch.dtype):
 
 def make_descriptors(packed: PackedWeightSM90, x: torch.Tensor, out: torch.Tensor,
                      config: SM90Config):
-    """TMA descriptors: weights (made once, at prepack), x and y for each token chunk of the
-    tile (BN, BN2, BN3; an absent chunk repeats the first's)."""
-    xs, ys = [], []
-    for bn in (config.BN, config.BN2, config.BN3):
-        if bn == 0:
-            xs.append(xs[0])
-            ys.append(ys[0])
-            continue
-        xs.append(TensorDescriptor(x, list(x.shape), list(x.stride()), [bn, BK],
-                                   _nvmma_layout(bn, BK, x.dtype)))
-        ys.append(TensorDescriptor(out, list(out.shape), list(out.stride()), [bn, BM],
-                                   _nvmma_layout(bn, BM, out.dtype)))
-    return packed.w_desc, packed.s_desc, xs, ys
+    """TMA descriptors for the four operands (the weights' are made once, at prepack)."""
+    x_desc = TensorDescriptor(x, list(x.shape), list(x.stride()), [config.BN, BK],
+                              _nvmma_layout(config.BN, BK, x.dtype))
+    y_desc = TensorDescriptor(out, list(out.shape), list(out.stride()), [config.BN, BM],
+                              _nvmma_layout(config.BN, BM, out.dtype))
+    return packed.w_desc, packed.s_desc, x_desc, y_desc
 
 
 @triton.jit
@@ -1065,8 +951,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
         config = choose_config(M, N, K, out.dtype, sms, grouped=packed.group_k > 0)
     elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
         raise ValueError(f"config: {config} is not valid for out dtype {out.dtype}")
-    w_desc, s_desc, (x_desc, x2_desc, x3_desc), (y_desc, y2_desc, y3_desc) = \
-        make_descriptors(packed, x, out, config)
+    w_desc, s_desc, x_desc, y_desc = make_descriptors(packed, x, out, config)
     sc = _schedule(M, packed, config, sms)
     split_units = sc.num_units - sc.num_full
     fixup = flags is not None and fixup_in_kernel(sc)
@@ -1078,10 +963,9 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.tokens), sc.k_tiles, int(fixup), x2_desc, x3_desc, y2_desc,
-        y3_desc, BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype],
-        GK=packed.group_k, PDL=True, ALPHA_PTR=alpha_on_device, BN2=config.BN2,
-        BN3=config.BN3, launch_pdl=True, num_warps=8)
+        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
+        BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
+        PDL=True, ALPHA_PTR=alpha_on_device, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
         splitk_reduce(ws, out, alpha, sc, config.BN, pdl=True)
 

@@ -67,15 +67,7 @@ SHIPPED_GROUPED = [(gk, bn, st, dt, dt, False) for gk in (32, 64) for bn, st in 
                    for dt in ("fp16", "bf16")] + [(32, 128, 4, "fp16", "fp16", True)]
 
 
-def _chunk_desc(dt, rows, cols):
-    """The signature of a [rows, cols] TMA descriptor of a token chunk (x or y)."""
-    from triton.experimental.gluon import language as gl
-
-    lay = gl.NVMMASharedLayout.get_default_for([rows, cols], getattr(gl, _GL[dt]))
-    return f"tensordesc<{dt}[{rows}, {cols}],{lay!r}>"
-
-
-def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False, bn2=0, bn3=0):
+def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -91,13 +83,11 @@ def _compile(bn, stages, dt, ot, split1=False, gk=0, alpha_ptr=False, bn2=0, bn3
            "y_desc": f"tensordesc<{ot}[{bn}, 128],{yl!r}>",
            "ws_ptr": "*fp32", "flags_ptr": "*i32", "alpha": "fp32", "alpha_ptr": "*fp32",
            "num_units": "i32", "num_full": "i32", "split": "i32", "k_per_split": "i32",
-           "num_m_tiles": "i32", "k_tiles": "i32", "fixup": "i32",
-           "x2_desc": _chunk_desc(dt, bn2 or bn, 64), "x3_desc": _chunk_desc(dt, bn3 or bn, 64),
-           "y2_desc": _chunk_desc(ot, bn2 or bn, 128), "y3_desc": _chunk_desc(ot, bn3 or bn, 128),
-           "BN": "constexpr", "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr",
-           "PDL": "constexpr", "ALPHA_PTR": "constexpr", "BN2": "constexpr", "BN3": "constexpr"}
+           "num_m_tiles": "i32", "k_tiles": "i32", "fixup": "i32", "BN": "constexpr",
+           "STAGES": "constexpr", "DTYPE": "constexpr", "GK": "constexpr", "PDL": "constexpr",
+           "ALPHA_PTR": "constexpr"}
     constexprs = {"BN": bn, "STAGES": stages, "DTYPE": gdt, "GK": gk, "PDL": True,  # as launched
-                  "ALPHA_PTR": alpha_ptr, "BN2": bn2, "BN3": bn3}
+                  "ALPHA_PTR": alpha_ptr}
     if split1 == "fixup":
         sig["fixup"] = "constexpr"
         constexprs["fixup"] = 1
