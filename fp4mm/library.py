@@ -18,6 +18,9 @@ Ops (all functional; outputs never alias inputs):
   Tensor w_global_scale, str order, Tensor? w_sm90_codes=None, Tensor? w_sm90_scales=None)
   -> Tensor`` ``(M, N)`` of x.dtype: fp16/bf16 activations use :func:`fp4mm.ops.nvfp4_w4a16_mm`;
   float32 activations use an fp32 dequantise-and-matmul. Prepacked weights as above.
+- ``fp4mm::nvfp4_w4a16_mm_alpha(...)``: the same arguments with ``Tensor alpha`` (the output
+  factor ``1 / gs_w``, ModelOpt's ``weight_scale_2``) in place of ``w_global_scale``:
+  :func:`fp4mm.ops.nvfp4_w4a16_mm_alpha`, no reciprocal launched per call (``NVFP4Linear``).
 - ``fp4mm::w4a16_mm(Tensor x, Tensor w_q, Tensor scales, int group_size, str order) -> Tensor``:
   :func:`fp4mm.w4a16_mm`.
 
@@ -165,10 +168,10 @@ def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
 
 # --- nvfp4_w4a16_mm -------------------------------------------------------------------------
 
-def _nvfp4_w4a16_fp32(x, w_q, w_scales, w_global_scale, order):
-    """fp32 activations: ``(x @ (e2m1 * e4m3)^T) * (1 / gs_w)`` in float32 (no fp32 kernel)."""
+def _nvfp4_w4a16_fp32(x, w_q, w_scales, alpha, order):
+    """fp32 activations: ``(x @ (e2m1 * e4m3)^T) * alpha`` in float32 (no fp32 kernel)."""
     w = dequantize_nvfp4_blocks(w_q, as_scale_bytes("w_scales", w_scales), order)
-    return (x @ w.T) * torch.reciprocal(w_global_scale.reshape(()).float())
+    return (x @ w.T) * alpha.reshape(()).float()
 
 
 @custom_op("fp4mm::nvfp4_w4a16_mm", mutates_args=())
@@ -184,7 +187,8 @@ def _nvfp4_w4a16_mm_op(
 ) -> torch.Tensor:
     w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
     if x.dtype == torch.float32:
-        return _nvfp4_w4a16_fp32(x, w_q, w_scales, w_global_scale, order)
+        return _nvfp4_w4a16_fp32(x, w_q, w_scales,
+                                 torch.reciprocal(w_global_scale.reshape(()).float()), order)
     from fp4mm.ops import nvfp4_w4a16_mm
 
     return nvfp4_w4a16_mm(x, w, ws, w_global_scale, order=order)
@@ -192,6 +196,30 @@ def _nvfp4_w4a16_mm_op(
 
 @_nvfp4_w4a16_mm_op.register_fake
 def _(x, w_q, w_scales, w_packed, w_global_scale, order, w_sm90_codes=None, w_sm90_scales=None):
+    return x.new_empty((x.shape[0], w_q.shape[0]))
+
+
+@custom_op("fp4mm::nvfp4_w4a16_mm_alpha", mutates_args=())
+def _nvfp4_w4a16_mm_alpha_op(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scales: torch.Tensor,
+    w_packed: torch.Tensor | None,
+    alpha: torch.Tensor,
+    order: str,
+    w_sm90_codes: torch.Tensor | None = None,
+    w_sm90_scales: torch.Tensor | None = None,
+) -> torch.Tensor:
+    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
+    if x.dtype == torch.float32:
+        return _nvfp4_w4a16_fp32(x, w_q, w_scales, alpha, order)
+    from fp4mm.ops import nvfp4_w4a16_mm_alpha
+
+    return nvfp4_w4a16_mm_alpha(x, w, ws, alpha, order=order)
+
+
+@_nvfp4_w4a16_mm_alpha_op.register_fake
+def _(x, w_q, w_scales, w_packed, alpha, order, w_sm90_codes=None, w_sm90_scales=None):
     return x.new_empty((x.shape[0], w_q.shape[0]))
 
 
@@ -208,6 +236,16 @@ def nvfp4_w4a16_mm(x, w_q, w_scales, w_global_scale, *, order: str = "low_first"
     w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales, w_packed)
     return torch.ops.fp4mm.nvfp4_w4a16_mm(x, w_q, w_scales, w_packed, w_global_scale, order,
                                           codes, scales)
+
+
+def nvfp4_w4a16_mm_alpha(x, w_q, w_scales, alpha, *, order: str = "low_first") -> torch.Tensor:
+    """``x @ (e2m1(w_q) * e4m3(w_scales))^T * alpha`` through ``fp4mm::nvfp4_w4a16_mm_alpha``;
+    ``alpha = 1 / gs_w`` a float or tensor, ``w_q`` as in :func:`nvfp4_w4a16_mm`."""
+    if not isinstance(alpha, torch.Tensor):
+        alpha = torch.tensor(float(alpha), dtype=torch.float32, device=x.device)
+    w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
+    return torch.ops.fp4mm.nvfp4_w4a16_mm_alpha(x, w_q, w_scales, w_packed, alpha, order, codes,
+                                                scales)
 
 
 # --- w4a16_mm -------------------------------------------------------------------------------
@@ -230,5 +268,5 @@ def w4a16_mm(x, w_q, scales, group_size: int, *, order: str = "low_first") -> to
     return torch.ops.fp4mm.w4a16_mm(x, w_q, scales, group_size, order)
 
 
-__all__ = ["nvfp4_mm", "nvfp4_w4a16_mm", "prepacked_args", "quantize_nvfp4",
-           "triton_quantizer_available", "w4a16_mm"]
+__all__ = ["nvfp4_mm", "nvfp4_w4a16_mm", "nvfp4_w4a16_mm_alpha", "prepacked_args",
+           "quantize_nvfp4", "triton_quantizer_available", "w4a16_mm"]

@@ -55,6 +55,20 @@ def test_nvfp4_w4a16_mm(dtype):
     torch.testing.assert_close(got.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_nvfp4_w4a16_mm_alpha_takes_the_decode_factor(dtype):
+    """The alpha op multiplies by alpha = 1 / gs_w (a device tensor as NVFP4Linear passes it,
+    or a float) and agrees with the encode-scale op."""
+    x, wq = _x(4, 48, dtype), quantize_nvfp4(_x(6, 48, seed=2))
+    gs = float(wq.global_scale)
+    alpha = torch.tensor(1.0 / gs, dtype=torch.float32, device=DEVICE)
+    got = library.nvfp4_w4a16_mm_alpha(x, wq.data, wq.scales, alpha)
+    want = library.nvfp4_w4a16_mm(x, wq.data, wq.scales, gs)
+    assert got.dtype == dtype and got.shape == (4, 6)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    assert torch.equal(library.nvfp4_w4a16_mm_alpha(x, wq.data, wq.scales, 1.0 / gs), got)
+
+
 def test_w4a16_mm_matches_public_op():
     x = _x(3, 64)
     w = quantize_fp4_groupwise(_x(5, 64, torch.float32, seed=3).cpu(), 32)
@@ -110,6 +124,8 @@ def test_opcheck_fake_impls():
                                                torch.float16, "low_first"))
     opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm.default, (x, wq.data, wq.scales, None,
                                                      wq.global_scale, "low_first"))
+    opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm_alpha.default,
+            (x, wq.data, wq.scales, None, torch.reciprocal(wq.global_scale), "low_first"))
 
 
 def _w4a4_then_w4a16(x, wq, ws, wgs):

@@ -15,8 +15,8 @@ Modes:
 - ``"w4a4"``: activations quantised to NVFP4 per call (dynamic: ``gs_x = 2688 / amax(x)`` of the
   whole input; static: ``gs_x = 1 / input_scale``), then ``fp4mm::nvfp4_mm`` with
   ``alpha = (1 / gs_x) * weight_scale_2`` (= ``input_scale * weight_scale_2`` when static).
-- ``"w4a16"``: activations stay fp16/bf16 (``fp4mm::nvfp4_w4a16_mm``); float32 activations use an
-  fp32 dequantise-and-matmul.
+- ``"w4a16"``: activations stay fp16/bf16 (``fp4mm::nvfp4_w4a16_mm_alpha`` with ``alpha =
+  weight_scale_2``); float32 activations use an fp32 dequantise-and-matmul.
 
 ``.half()``, ``.to(dtype)`` etc. convert the bias only: the scale buffers keep their dtypes.
 
@@ -44,10 +44,11 @@ _FIXED_DTYPE_BUFFERS = ("weight_scale", "weight_scale_2", "input_scale")
 _PREPACKED_BUFFERS = ("weight_packed", "weight_sm90_codes", "weight_sm90_scales")
 # Per-call scalars derived from the scale buffers (non-persistent, float32), kept so that an
 # eager forward (or a CUDA graph of one) launches no kernel for them, each a launch of its own at
-# decode sizes: gs_w = 1 / weight_scale_2; static activations: gs_x = 1 / input_scale and
-# alpha = input_scale * weight_scale_2. A traced forward (torch.compile) computes them from the
-# buffers instead: the compiler fuses that, and a cache could go stale inside a compiled graph.
-_DERIVED_BUFFERS = ("weight_global_scale", "input_global_scale", "static_alpha")
+# decode sizes: static activations' gs_x = 1 / input_scale and alpha = input_scale *
+# weight_scale_2 (w4a16 needs none: its matmul takes weight_scale_2 as it is). A traced forward
+# (torch.compile) computes them from the buffers instead: the compiler fuses that, and a cache
+# could go stale inside a compiled graph.
+_DERIVED_BUFFERS = ("input_global_scale", "static_alpha")
 
 
 def _check_mode(mode) -> str:
@@ -194,10 +195,10 @@ class NVFP4Linear(nn.Module):
         if self.mode == "w4a4":
             y = self._forward_w4a4(x2, scalars)
         else:
-            y = torch.ops.fp4mm.nvfp4_w4a16_mm(x2, self.weight, self.weight_scale,
-                                               self.weight_packed, scalars["weight_global_scale"],
-                                               "low_first", self.weight_sm90_codes,
-                                               self.weight_sm90_scales)
+            y = torch.ops.fp4mm.nvfp4_w4a16_mm_alpha(x2, self.weight, self.weight_scale,
+                                                     self.weight_packed, self.weight_scale_2,
+                                                     "low_first", self.weight_sm90_codes,
+                                                     self.weight_sm90_scales)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*lead, self.out_features)
@@ -258,11 +259,11 @@ class NVFP4Linear(nn.Module):
     def _scalars(self) -> dict:
         """The ``_DERIVED_BUFFERS`` computed from the scale buffers (static-scale ones only with
         an ``input_scale``; the others are None)."""
-        gs_w, gs_x, alpha = torch.reciprocal(self.weight_scale_2.float()), None, None
+        gs_x, alpha = None, None
         if self.input_scale is not None:
             gs_x = torch.reciprocal(self.input_scale.float())
             alpha = self.input_scale.float() * self.weight_scale_2.float()
-        return dict(zip(_DERIVED_BUFFERS, (gs_w, gs_x, alpha)))
+        return dict(zip(_DERIVED_BUFFERS, (gs_x, alpha)))
 
     def _derive(self) -> None:
         """(Re)compute the ``_DERIVED_BUFFERS`` from the scale buffers."""

@@ -45,14 +45,36 @@ def nvfp4_w4a16_mm(
     The dequantised weights ``e2m1 * e4m3`` are exact in fp16 and bf16; ``1/gs_w`` is applied to
     the fp32 accumulator.
     """
+    return _nvfp4_w4a16_mm(x, w_q, w_scales, "w_global_scale", w_global_scale, True, order, out)
+
+
+def nvfp4_w4a16_mm_alpha(
+    x: torch.Tensor,
+    w_q: torch.Tensor | PrepackedNVFP4Weight,
+    w_scales: torch.Tensor | None,
+    alpha,
+    *,
+    order: str = "low_first",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`nvfp4_w4a16_mm` with the output factor given instead of the encode scale:
+    ``alpha = 1 / gs_w`` (what ModelOpt stores as ``weight_scale_2``), a positive float or a
+    one-element floating tensor. A float32 tensor on x's device goes to the kernels as it is,
+    so a call launches no reciprocal (``NVFP4Linear`` passes its ``weight_scale_2``); its value
+    is then not checked. Other arguments as in :func:`nvfp4_w4a16_mm`."""
+    return _nvfp4_w4a16_mm(x, w_q, w_scales, "alpha", alpha, False, order, out)
+
+
+def _nvfp4_w4a16_mm(x, w_q, w_scales, name, factor, reciprocal, order, out):
+    """The product with the output factor ``1 / factor`` (``reciprocal``: ``factor`` is gs_w)
+    or ``factor`` (it is alpha itself); ``name`` names it in errors."""
     check_order(order)
     w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
     w_scales, M, N, K = reference.check_nvfp4_w4a16_operands(x, w_q, w_scales, contiguous=True)
     out = check_out(out, M, N, x.dtype, x.device)
     if resolve_backend(x.device, x.dtype) == "triton":
-        # 1 / gs_w as a float, or as a device tensor without a host sync
-        alpha = kernel_scalar("w_global_scale", w_global_scale, x.device, positive=True,
-                              reciprocal=True)
+        # the output factor as a float, or as a device tensor without a host sync
+        alpha = kernel_scalar(name, factor, x.device, positive=True, reciprocal=reciprocal)
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv
@@ -70,6 +92,7 @@ def nvfp4_w4a16_mm(
             nvfp4_w4a16_mm_gemm(x, w_q, w_scales, alpha, order, out,
                                 prepacked=triton_layout(prepacked))
     else:
-        gs = as_scalar("w_global_scale", w_global_scale, positive=True)
-        out.copy_(reference.nvfp4_w4a16_mm(x, w_q, w_scales, gs, order=order))
+        f = as_scalar(name, factor, positive=True)
+        out.copy_(reference.nvfp4_w4a16_mm(x, w_q, w_scales, f if reciprocal else 1.0 / f,
+                                           order=order))
     return out

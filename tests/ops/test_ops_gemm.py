@@ -8,7 +8,13 @@ import fp4mm
 from fp4mm import reference
 from fp4mm.backend import is_hopper
 from fp4mm.formats import float_to_e4m3, quantize_nvfp4
-from fp4mm.ops import nvfp4_mm, nvfp4_w4a16_mm, prepack_nvfp4_weight, w4a16_mm
+from fp4mm.ops import (
+    nvfp4_mm,
+    nvfp4_w4a16_mm,
+    nvfp4_w4a16_mm_alpha,
+    prepack_nvfp4_weight,
+    w4a16_mm,
+)
 from fp4mm.ops.prepack import permute_weight_bytes, unpermute_weight_bytes
 from fp4mm.reference import nvfp4_w4a16_mm as nvfp4_w4a16_ref
 
@@ -92,6 +98,24 @@ def test_nvfp4_w4a16_mm_validates():
         nvfp4_w4a16_mm(x.float(), wq, ws, 1.0)
     with pytest.raises(ValueError, match="w_scales"):
         nvfp4_w4a16_mm(x, wq, ws[:, :1], 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        nvfp4_w4a16_mm_alpha(x, wq, ws, -1.0)
+
+
+@pytest.mark.parametrize("prepacked", [False, True])
+def test_nvfp4_w4a16_mm_alpha_is_the_op_with_the_decode_factor(prepacked):
+    """alpha = 1 / gs_w given directly (float or device tensor) gives the encode-scale op's
+    output bit for bit: both reach the kernels as the same float32 factor."""
+    M, N, K = 5, 40, 128
+    _, _, wq, ws = operands(M, N, K, seed=3)
+    w = prepack_nvfp4_weight(wq, ws) if prepacked else wq
+    w_s = None if prepacked else ws
+    x = (torch.randn(M, K, generator=torch.Generator().manual_seed(3)) * 0.5).half().to(DEV)
+    gs = 3.0  # 1 / 3 is inexact: both paths round it to float32 once
+    want = nvfp4_w4a16_mm(x, w, w_s, gs)
+    alpha = torch.tensor([1.0 / gs], dtype=torch.float32, device=DEV)
+    assert torch.equal(nvfp4_w4a16_mm_alpha(x, w, w_s, alpha), want)
+    assert torch.equal(nvfp4_w4a16_mm_alpha(x, w, w_s, 1.0 / gs), want)
 
 
 def test_w4a16_mm_challenge_example():
@@ -185,18 +209,24 @@ def test_device_scalars_capture_in_a_cuda_graph_with_the_same_bits(M, N, K, prep
     want_b = nvfp4_w4a16_mm(x16, w, w_s, 4.0)
     out_a = torch.full_like(want_a, float("nan"))
     out_b = torch.full_like(want_b, float("nan"))
+    inv_gs = torch.tensor([0.25], device=DEV)
+    out_c = torch.full_like(want_b, float("nan"))
     nvfp4_mm(xq, xs, w, w_s, alpha, out=out_a)  # warm up (compiles) outside the capture
     nvfp4_w4a16_mm(x16, w, w_s, gs, out=out_b)
+    nvfp4_w4a16_mm_alpha(x16, w, w_s, inv_gs, out=out_c)
     torch.cuda.synchronize()
     out_a.fill_(float("nan"))
     out_b.fill_(float("nan"))
+    out_c.fill_(float("nan"))
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         nvfp4_mm(xq, xs, w, w_s, alpha, out=out_a)
         nvfp4_w4a16_mm(x16, w, w_s, gs, out=out_b)
+        nvfp4_w4a16_mm_alpha(x16, w, w_s, inv_gs, out=out_c)
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(out_a, want_a) and torch.equal(out_b, want_b)
+    assert torch.equal(out_c, want_b)
     alpha.fill_(0.75)  # the graph reads the tensor at replay time
     g.replay()
     torch.cuda.synchronize()
