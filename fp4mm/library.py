@@ -7,6 +7,11 @@ Ops (all functional; outputs never alias inputs):
   ``(data uint8 (..., K/2), scales uint8 (..., K/16), global_scale float32 0-d)``. Runs the Triton
   quantiser (:mod:`fp4mm.kernels.quantize_nvfp4`) where ``fp4mm.backend`` picks Triton (CUDA sm_90+,
   or ``FP4MM_BACKEND=triton`` under the interpreter), the codec otherwise. Both agree bit for bit.
+- ``fp4mm::quantize_nvfp4_alpha(Tensor x, Tensor? global_scale, Tensor alpha_numerator, str order)
+  -> (Tensor, Tensor, Tensor)``: the same, with ``alpha_numerator / global_scale`` (float32 0-d,
+  IEEE division) as the third output instead of the global scale: the output factor of the W4A4
+  matmul after it (``NVFP4Linear``'s dynamic scale: ``weight_scale_2 / gs_x``), written by the
+  quantiser's own kernel rather than by a division kernel between the two.
 - ``fp4mm::nvfp4_mm(Tensor x_q, Tensor x_scales, Tensor w_q, Tensor w_scales, Tensor? w_packed,
   Tensor alpha, ScalarType out_dtype, str order, Tensor? w_sm90_codes=None,
   Tensor? w_sm90_scales=None) -> Tensor`` ``(M, N)``: :func:`fp4mm.nvfp4_mm`. ``alpha`` is a
@@ -111,6 +116,31 @@ def _quantize_nvfp4_op(
 
 @_quantize_nvfp4_op.register_fake
 def _(x, global_scale, order):
+    K = x.shape[-1]
+    lead = tuple(x.shape[:-1])
+    return (x.new_empty((*lead, K // 2), dtype=torch.uint8),
+            x.new_empty((*lead, K // 16), dtype=torch.uint8),
+            x.new_empty((), dtype=torch.float32))
+
+
+@custom_op("fp4mm::quantize_nvfp4_alpha", mutates_args=())
+def _quantize_nvfp4_alpha_op(
+    x: torch.Tensor, global_scale: torch.Tensor | None, alpha_numerator: torch.Tensor, order: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if triton_quantizer_available(x.device):
+        from fp4mm.kernels.quantize_nvfp4 import quantize_nvfp4_triton
+
+        alpha = torch.empty((), dtype=torch.float32, device=x.device)
+        q = quantize_nvfp4_triton(x, global_scale, order,
+                                  alpha_numerator=alpha_numerator.reshape(()).float(),
+                                  alpha_out=alpha)
+        return q.data, q.scales, alpha
+    q = _codec_quantize_nvfp4(x, global_scale, order)
+    return q.data, q.scales, alpha_numerator.reshape(()).float() / q.global_scale.reshape(())
+
+
+@_quantize_nvfp4_alpha_op.register_fake
+def _(x, global_scale, alpha_numerator, order):
     K = x.shape[-1]
     lead = tuple(x.shape[:-1])
     return (x.new_empty((*lead, K // 2), dtype=torch.uint8),

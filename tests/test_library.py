@@ -69,6 +69,18 @@ def test_nvfp4_w4a16_mm_alpha_takes_the_decode_factor(dtype):
     assert torch.equal(library.nvfp4_w4a16_mm_alpha(x, wq.data, wq.scales, 1.0 / gs), got)
 
 
+@pytest.mark.parametrize("gs", [None, 0.731], ids=["dynamic", "static"])
+def test_quantize_nvfp4_alpha_is_the_quantiser_and_a_division(gs):
+    """Its outputs are quantize_nvfp4's data and scales and alpha_numerator / gs, bit for bit."""
+    x = _x(5, 64)
+    g = None if gs is None else torch.tensor(gs, dtype=torch.float32, device=DEVICE)
+    num = torch.tensor(0.0123, dtype=torch.float32, device=DEVICE)
+    q, s, alpha = torch.ops.fp4mm.quantize_nvfp4_alpha(x, g, num, "low_first")
+    q0, s0, gs0 = torch.ops.fp4mm.quantize_nvfp4(x, g, "low_first")
+    assert torch.equal(q, q0) and torch.equal(s, s0)
+    assert alpha.shape == () and torch.equal(alpha, num / gs0)
+
+
 def test_w4a16_mm_matches_public_op():
     x = _x(3, 64)
     w = quantize_fp4_groupwise(_x(5, 64, torch.float32, seed=3).cpu(), 32)
@@ -124,6 +136,8 @@ def test_opcheck_fake_impls():
                                                torch.float16, "low_first"))
     opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm.default, (x, wq.data, wq.scales, None,
                                                      wq.global_scale, "low_first"))
+    opcheck(torch.ops.fp4mm.quantize_nvfp4_alpha.default,
+            (x, None, torch.tensor(0.5, device=DEVICE), "low_first"))
     opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm_alpha.default,
             (x, wq.data, wq.scales, None, torch.reciprocal(wq.global_scale), "low_first"))
 

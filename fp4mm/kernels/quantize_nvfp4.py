@@ -95,6 +95,15 @@ def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
 
 
 @triton.jit
+def _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA: tl.constexpr):
+    """Writes gs and, with ALPHA, ``alpha = *alpha_num_ptr / gs`` (IEEE division, as torch's):
+    the matmul's output factor, so that no division kernel runs between quantiser and matmul."""
+    tl.store(gs_out_ptr, gs)
+    if ALPHA:
+        tl.store(alpha_out_ptr, tl.div_rn(tl.load(alpha_num_ptr).to(tl.float32), gs))
+
+
+@triton.jit
 def _amax_kernel(x_ptr, amax_ptr, M, K, stride_xm, K_PER_PROGRAM,
                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
                  PDL: tl.constexpr = False):
@@ -186,10 +195,11 @@ def _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m64, m_ok, kt, K, strid
 
 
 @triton.jit
-def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, stride_xm,
+def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, alpha_num_ptr,
+                     alpha_out_ptr, M, K, stride_xm,
                      FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-                     PDL: tl.constexpr = False):
+                     PDL: tl.constexpr = False, ALPHA: tl.constexpr = False):
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
     predicate spills) while amortising the per-program set-up."""
@@ -200,7 +210,7 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, M, K, 
     pid_k = tl.program_id(1)
     gs = _global_scale(gs_src_ptr, FROM_AMAX)
     if (pid_m == 0) & (pid_k == 0):
-        tl.store(gs_out_ptr, gs)
+        _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m[:, None] < M
     for kt in tl.range(pid_k, tl.cdiv(K, BLOCK_K), tl.num_programs(1), num_stages=NUM_STAGES):
@@ -258,17 +268,18 @@ def _smallest16(t, y, gs, IS_BF16: tl.constexpr):
 
 
 @triton.jit
-def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, FROM_AMAX: tl.constexpr,
-                            IS_BF16: tl.constexpr, HIGH_FIRST: tl.constexpr,
-                            PDL: tl.constexpr = False):
+def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, alpha_num_ptr, alpha_out_ptr,
+                            FROM_AMAX: tl.constexpr, IS_BF16: tl.constexpr,
+                            HIGH_FIRST: tl.constexpr, PDL: tl.constexpr = False,
+                            ALPHA: tl.constexpr = False):
     """``table[c, i]`` (int32, 128 x 8) for every E4M3 scale code c: columns 0..6 the 16-bit
     thresholds X_i (both halves of the word, ready for packed compares) such that, in a block of
     scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
     as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
-    encodes +0). Also writes gs."""
+    encodes +0). Also writes gs (and alpha: :func:`_store_gs`)."""
     pdl_prologue(PDL)
     gs = _global_scale(gs_src_ptr, FROM_AMAX)
-    tl.store(gs_out_ptr, gs)
+    _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA)
     code = tl.arange(0, 128)[:, None]
     col = tl.arange(0, 8)[None, :]
     s = _e4m3_value(tl.minimum(code, 0x7E), False)
@@ -610,6 +621,16 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
     return amax
 
 
+def _alpha_tensor(name: str, t, device) -> torch.Tensor:
+    """A one-element float32 tensor on ``device``, as the alpha arguments must be."""
+    if not isinstance(t, torch.Tensor) or t.numel() != 1 or t.dtype != torch.float32 \
+            or t.device != torch.device(device):
+        raise ValueError(f"{name}: expected a one-element float32 tensor on {device}, got "
+                         f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__} "
+                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}".rstrip())
+    return t
+
+
 def _global_scale_source(global_scale, device) -> torch.Tensor:
     if isinstance(global_scale, torch.Tensor):
         if global_scale.numel() != 1:
@@ -636,6 +657,8 @@ def quantize_nvfp4_triton(
     amax_config: AmaxConfig | None = None,
     e4m3_via_cast: bool | None = None,
     path: str | None = None,
+    alpha_numerator: torch.Tensor | None = None,
+    alpha_out: torch.Tensor | None = None,
 ) -> NVFP4Tensor:
     """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
     :func:`fp4mm.formats.quantize_nvfp4`.
@@ -657,6 +680,10 @@ def quantize_nvfp4_triton(
             per-scale threshold table; portable, runs in the interpreter) or ``"ptx"`` (the same
             with packed HSET2 compares, two elements an instruction; CUDA only). ``None``:
             ``"ptx"`` for 16-bit input on CUDA, ``"int16"`` in the interpreter, else ``"f32"``.
+        alpha_numerator, alpha_out: one-element float32 tensors on x's device, both or neither:
+            the kernel that writes gs also writes ``alpha_out = alpha_numerator / gs`` (IEEE
+            division, bit for bit torch's), the output factor of the matmul after the quantiser
+            (``NVFP4Linear``: ``weight_scale_2 / gs_x``) without a division kernel between them.
 
     Returns:
         ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
@@ -676,20 +703,29 @@ def quantize_nvfp4_triton(
     data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
     scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
+    if (alpha_numerator is None) != (alpha_out is None):
+        raise ValueError("alpha_numerator, alpha_out: expected both or neither")
+    alpha = alpha_numerator is not None
+    if alpha:  # unused pointers otherwise
+        alpha_numerator = _alpha_tensor("alpha_numerator", alpha_numerator, x2.device)
+        alpha_out = _alpha_tensor("alpha_out", alpha_out, x2.device)
+    else:
+        alpha_numerator = alpha_out = gs
     high_first = order == "high_first"
     pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
     if path == "f32":
         x2 = _for_f32_path(x2)
         _quantize_kernel[cfg.grid(M, K)](
-            x2, src, data, scales, gs, M, K, x2.stride(0),
+            x2, src, data, scales, gs, alpha_numerator, alpha_out, M, K, x2.stride(0),
             FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
             BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-            num_warps=cfg.num_warps, **pdl)
+            num_warps=cfg.num_warps, ALPHA=alpha, **pdl)
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
-        _threshold_table_kernel[(1,)](src, gs, table, FROM_AMAX=from_amax, IS_BF16=is_bf16,
-                                      HIGH_FIRST=high_first, num_warps=4, **pdl)
+        _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out,
+                                      FROM_AMAX=from_amax, IS_BF16=is_bf16,
+                                      HIGH_FIRST=high_first, ALPHA=alpha, num_warps=4, **pdl)
         if M:
             w = _as_words(x2)
             _quantize16_kernel[cfg.grid(M, K)](

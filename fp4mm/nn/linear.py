@@ -204,9 +204,9 @@ class NVFP4Linear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
     def _forward_w4a4(self, x2: torch.Tensor, scalars: dict) -> torch.Tensor:
-        if self.input_scale is None:
-            x_q, x_s, gs_x = torch.ops.fp4mm.quantize_nvfp4(x2, None, "low_first")
-            alpha = self.weight_scale_2 / gs_x
+        if self.input_scale is None:  # alpha = weight_scale_2 / gs_x, written by the quantiser
+            x_q, x_s, alpha = torch.ops.fp4mm.quantize_nvfp4_alpha(x2, None, self.weight_scale_2,
+                                                                   "low_first")
         else:
             x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, scalars["input_global_scale"],
                                                          "low_first")

@@ -337,8 +337,9 @@ def test_threshold_table_is_the_smallest_reaching_value(dtype, gs):
     # Pins the table: X is the smallest 16-bit |x| with fl(|x| * gs) >= T for every scale code.
     table = torch.empty((128, 8), dtype=torch.int32, device=DEVICE)
     gs_out = torch.empty((), dtype=torch.float32, device=DEVICE)
-    _threshold_table_kernel[(1,)](torch.tensor(gs, device=DEVICE), gs_out, table, FROM_AMAX=False,
-                                  IS_BF16=dtype == torch.bfloat16, HIGH_FIRST=False)
+    _threshold_table_kernel[(1,)](torch.tensor(gs, device=DEVICE), gs_out, table, gs_out, gs_out,
+                                  FROM_AMAX=False, IS_BF16=dtype == torch.bfloat16,
+                                  HIGH_FIRST=False)
     table = table.cpu()
     s = e4m3_table()[:0x7F]
     t = torch.tensor(THRESHOLDS)
@@ -393,3 +394,28 @@ def test_path_errors():
     if not CUDA:
         with pytest.raises(ValueError, match="path: 'ptx'"):
             quantize_nvfp4_triton(x.half(), path="ptx")
+
+
+@pytest.mark.parametrize("path", ["f32", *PATHS16])
+@pytest.mark.parametrize("gs", [None, 0.731], ids=["dynamic", "static"])
+def test_alpha_out_is_torchs_division(path, gs):
+    """The kernel that writes gs also writes alpha_numerator / gs, bit for bit torch's division
+    (what NVFP4Linear's dynamic scale used to launch as a kernel of its own); nothing else
+    changes."""
+    x = _activations((7, 96), torch.float16, seed=9).to(DEVICE)
+    num = torch.tensor([0.0123], dtype=torch.float32, device=DEVICE)
+    alpha = torch.full((1,), float("nan"), dtype=torch.float32, device=DEVICE)
+    q = quantize_nvfp4_triton(x, gs, path=path, alpha_numerator=num, alpha_out=alpha)
+    plain = quantize_nvfp4_triton(x, gs, path=path)
+    assert torch.equal(alpha, num / q.global_scale)
+    assert torch.equal(q.data, plain.data) and torch.equal(q.scales, plain.scales)
+    assert torch.equal(q.global_scale, plain.global_scale)
+
+
+def test_alpha_arguments_are_checked():
+    x = torch.zeros(2, 32, dtype=torch.float16, device=DEVICE)
+    one = torch.ones(1, dtype=torch.float32, device=DEVICE)
+    with pytest.raises(ValueError, match="alpha_numerator, alpha_out: expected both"):
+        quantize_nvfp4_triton(x, alpha_numerator=one)
+    with pytest.raises(ValueError, match="alpha_out: expected a one-element float32 tensor"):
+        quantize_nvfp4_triton(x, alpha_numerator=one, alpha_out=one.half())
