@@ -89,9 +89,24 @@ def _global_scale(src_ptr, FROM_AMAX: tl.constexpr):
     """The encode scale: ``2688 / amax`` (IEEE division, as the codec), or a given one."""
     v = tl.load(src_ptr).to(tl.float32)
     if FROM_AMAX:
-        gs = tl.div_rn(tl.full([], 2688.0, tl.float32), v)
-        v = tl.where(v == 0.0, 1.0, tl.minimum(gs, 3.4028234663852886e38))
+        v = _gs_from_amax(v)
     return v
+
+
+@triton.jit
+def _gs_from_amax(amax):
+    gs = tl.div_rn(tl.full([], 2688.0, tl.float32), amax)
+    return tl.where(amax == 0.0, 1.0, tl.minimum(gs, 3.4028234663852886e38))
+
+
+@triton.jit
+def _max_of_partials(ptr, n):
+    """``max(ptr[0:n])`` of non-negative float32 partial maxima (0 for n = 0)."""
+    acc = tl.zeros([1024], dtype=tl.float32)
+    for i in range(0, n, 1024):
+        offs = i + tl.arange(0, 1024)
+        acc = tl.maximum(acc, tl.load(ptr + offs, mask=offs < n, other=0.0))
+    return tl.max(acc, axis=0)
 
 
 @triton.jit
@@ -269,16 +284,20 @@ def _smallest16(t, y, gs, IS_BF16: tl.constexpr):
 
 @triton.jit
 def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, alpha_num_ptr, alpha_out_ptr,
-                            FROM_AMAX: tl.constexpr, IS_BF16: tl.constexpr,
+                            n_partials, FROM_AMAX: tl.constexpr, IS_BF16: tl.constexpr,
                             HIGH_FIRST: tl.constexpr, PDL: tl.constexpr = False,
                             ALPHA: tl.constexpr = False):
     """``table[c, i]`` (int32, 128 x 8) for every E4M3 scale code c: columns 0..6 the 16-bit
     thresholds X_i (both halves of the word, ready for packed compares) such that, in a block of
     scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
     as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
-    encodes +0). Also writes gs (and alpha: :func:`_store_gs`)."""
+    encodes +0). Also writes gs (and alpha: :func:`_store_gs`). FROM_AMAX: ``gs_src_ptr`` holds
+    ``n_partials`` partial maxima of |x| (``_amax16_kernel`` with PARTIAL)."""
     pdl_prologue(PDL)
-    gs = _global_scale(gs_src_ptr, FROM_AMAX)
+    if FROM_AMAX:
+        gs = _gs_from_amax(_max_of_partials(gs_src_ptr, n_partials))
+    else:
+        gs = _global_scale(gs_src_ptr, False)
     _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA)
     code = tl.arange(0, 128)[:, None]
     col = tl.arange(0, 8)[None, :]
@@ -443,9 +462,11 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
 @triton.jit
 def _amax16_kernel(x_ptr, amax_ptr, M, KW, stride_xm, KW_PER_PROGRAM, IS_BF16: tl.constexpr,
                    USE_PTX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_W: tl.constexpr,
-                   PDL: tl.constexpr = False):
+                   PDL: tl.constexpr = False, PARTIAL: tl.constexpr = False):
     """`_amax_kernel` on int32 words of 16-bit elements (``KW`` words a row): the max is taken on
-    the bit patterns of |x| (two lanes a word), converted to float32 once."""
+    the bit patterns of |x| (two lanes a word), converted to float32 once. PARTIAL: each program
+    stores its own maximum at ``amax_ptr[program]`` (row-major over the grid) instead, so the
+    buffer needs no zeroing (the threshold-table kernel takes the max of the partials)."""
     pdl_prologue(PDL)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
@@ -462,7 +483,11 @@ def _amax16_kernel(x_ptr, amax_ptr, M, KW, stride_xm, KW_PER_PROGRAM, IS_BF16: t
             acc = _max_u16x2(acc, a)
     pair = tl.max(tl.max(acc & 0xFFFF, axis=1), axis=0)
     pair = tl.maximum(pair, tl.max(tl.max(acc >> 16, axis=1), axis=0))
-    tl.atomic_max(amax_ptr, _from16(pair, IS_BF16))
+    if PARTIAL:
+        tl.store(amax_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
+                 _from16(pair, IS_BF16))
+    else:
+        tl.atomic_max(amax_ptr, _from16(pair, IS_BF16))
 
 
 @dataclass(frozen=True)
@@ -631,6 +656,23 @@ def _alpha_tensor(name: str, t, device) -> torch.Tensor:
     return t
 
 
+def _amax16_partials(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tensor:
+    """Each amax program's maximum of |x| (16-bit input), float32 ``(programs,)``; empty for
+    M = 0."""
+    M, K = x2.shape
+    cfg = config or pick_amax_config(M, K)
+    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    partials = torch.empty(grid[0] * grid[1] if M else 0, dtype=torch.float32, device=x2.device)
+    if M:
+        w = _as_words(x2)
+        _amax16_kernel[grid](w, partials, M, K // 2, w.stride(0), cfg.k_per_program // 2,
+                             IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
+                             BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
+                             num_warps=cfg.num_warps, PARTIAL=True,
+                             **pdl_launch_args(x2.device))
+    return partials
+
+
 def _global_scale_source(global_scale, device) -> torch.Tensor:
     if isinstance(global_scale, torch.Tensor):
         if global_scale.numel() != 1:
@@ -696,8 +738,12 @@ def quantize_nvfp4_triton(
     cfg = config or pick_config(M, K, path)
     if e4m3_via_cast is None:
         e4m3_via_cast = not _interpreted(x2)
-    if global_scale is None:
+    n_partials = 0
+    if global_scale is None and path == "f32":
         src, from_amax = _amax(x2, amax_config, path), True
+    elif global_scale is None:  # partial maxima: no zeroed buffer, so no fill kernel
+        src, from_amax = _amax16_partials(x2, amax_config, path), True
+        n_partials = src.numel()
     else:
         src, from_amax = _global_scale_source(global_scale, x2.device), False
     data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
@@ -723,7 +769,7 @@ def quantize_nvfp4_triton(
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
-        _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out,
+        _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out, n_partials,
                                       FROM_AMAX=from_amax, IS_BF16=is_bf16,
                                       HIGH_FIRST=high_first, ALPHA=alpha, num_warps=4, **pdl)
         if M:

@@ -195,6 +195,14 @@ def test_amax_forced_configs(config):
     _check(x, None, "low_first", amax_config=config)
 
 
+def test_dynamic_scale_from_more_than_1024_partial_maxima():
+    """16-bit input: each amax program stores its own maximum and the threshold-table kernel
+    reduces them, 1024 at a time (here 80 x 16 = 1280 programs, the amax in the last chunk)."""
+    x = _activations((80, 256), torch.float16, seed=11)
+    x[79, 250] = -3e4
+    _check(x, None, "low_first", amax_config=AmaxConfig(1, 16, 16, 1))
+
+
 def test_non_contiguous_rows():
     x = _activations((20, 128), torch.float16, seed=1)[::3, 32:96]
     assert not x.is_contiguous()
@@ -338,7 +346,7 @@ def test_threshold_table_is_the_smallest_reaching_value(dtype, gs):
     table = torch.empty((128, 8), dtype=torch.int32, device=DEVICE)
     gs_out = torch.empty((), dtype=torch.float32, device=DEVICE)
     _threshold_table_kernel[(1,)](torch.tensor(gs, device=DEVICE), gs_out, table, gs_out, gs_out,
-                                  FROM_AMAX=False, IS_BF16=dtype == torch.bfloat16,
+                                  0, FROM_AMAX=False, IS_BF16=dtype == torch.bfloat16,
                                   HIGH_FIRST=False)
     table = table.cpu()
     s = e4m3_table()[:0x7F]
