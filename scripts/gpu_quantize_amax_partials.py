@@ -4,7 +4,8 @@ fill kernel) against the same module before that change (its source given as a f
 the W4A4 chain quantise -> matmul with each. bf16 x, CUDA-graph medians, A and B alternating
 twice (one layer, so small weights may stay in L2 on both sides); outputs compared bit for
 bit first.
-Usage on an sm_90 machine: ``python scripts/gpu_quantize_amax_partials.py OLD_SOURCE.py``
+Usage on an sm_90 machine: ``git show 285f0e5~1:fp4mm/kernels/quantize_nvfp4.py > old.py``, then
+``python scripts/gpu_quantize_amax_partials.py old.py``
 (JSON to $OUT or .)."""
 
 from __future__ import annotations
