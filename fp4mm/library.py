@@ -114,13 +114,18 @@ def _quantize_nvfp4_op(
     return q.data, q.scales, q.global_scale.reshape(())
 
 
-@_quantize_nvfp4_op.register_fake
-def _(x, global_scale, order):
+def _fake_quantized(x):
+    """The quantise ops' outputs as fakes: data, scales, a float32 0-d scalar."""
     K = x.shape[-1]
     lead = tuple(x.shape[:-1])
     return (x.new_empty((*lead, K // 2), dtype=torch.uint8),
             x.new_empty((*lead, K // 16), dtype=torch.uint8),
             x.new_empty((), dtype=torch.float32))
+
+
+@_quantize_nvfp4_op.register_fake
+def _(x, global_scale, order):
+    return _fake_quantized(x)
 
 
 @custom_op("fp4mm::quantize_nvfp4_alpha", mutates_args=())
@@ -141,11 +146,7 @@ def _quantize_nvfp4_alpha_op(
 
 @_quantize_nvfp4_alpha_op.register_fake
 def _(x, global_scale, alpha_numerator, order):
-    K = x.shape[-1]
-    lead = tuple(x.shape[:-1])
-    return (x.new_empty((*lead, K // 2), dtype=torch.uint8),
-            x.new_empty((*lead, K // 16), dtype=torch.uint8),
-            x.new_empty((), dtype=torch.float32))
+    return _fake_quantized(x)
 
 
 def quantize_nvfp4(x: torch.Tensor, global_scale=None, order: str = "low_first") -> NVFP4Tensor:

@@ -734,6 +734,12 @@ def quantize_nvfp4_triton(
     check_order(order)
     x2 = _as_2d(x)
     path = _pick_path(x2, path)
+    if (alpha_numerator is None) != (alpha_out is None):
+        raise ValueError("alpha_numerator, alpha_out: expected both or neither")
+    alpha = alpha_numerator is not None
+    if alpha:
+        alpha_numerator = _alpha_tensor("alpha_numerator", alpha_numerator, x2.device)
+        alpha_out = _alpha_tensor("alpha_out", alpha_out, x2.device)
     M, K = x2.shape
     cfg = config or pick_config(M, K, path)
     if e4m3_via_cast is None:
@@ -749,13 +755,7 @@ def quantize_nvfp4_triton(
     data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
     scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
-    if (alpha_numerator is None) != (alpha_out is None):
-        raise ValueError("alpha_numerator, alpha_out: expected both or neither")
-    alpha = alpha_numerator is not None
-    if alpha:  # unused pointers otherwise
-        alpha_numerator = _alpha_tensor("alpha_numerator", alpha_numerator, x2.device)
-        alpha_out = _alpha_tensor("alpha_out", alpha_out, x2.device)
-    else:
+    if not alpha:  # the kernels' unused alpha pointers
         alpha_numerator = alpha_out = gs
     high_first = order == "high_first"
     pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
