@@ -199,10 +199,20 @@ def nvfp4_mm(x_q, x_scales, w_q, w_scales, alpha, *, out_dtype=torch.float16,
 
 # --- nvfp4_w4a16_mm -------------------------------------------------------------------------
 
-def _nvfp4_w4a16_fp32(x, w_q, w_scales, alpha, order):
-    """fp32 activations: ``(x @ (e2m1 * e4m3)^T) * alpha`` in float32 (no fp32 kernel)."""
-    w = dequantize_nvfp4_blocks(w_q, as_scale_bytes("w_scales", w_scales), order)
-    return (x @ w.T) * alpha.reshape(()).float()
+def _nvfp4_w4a16(x, w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order, factor,
+                 is_alpha: bool):
+    """Both W4A16 ops: ``factor`` is gs_w (``is_alpha`` False: the output factor is its
+    reciprocal) or the output factor itself. fp32 activations: ``(x @ (e2m1 * e4m3)^T) * alpha``
+    in float32 (no fp32 kernel)."""
+    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
+    if x.dtype == torch.float32:
+        wd = dequantize_nvfp4_blocks(w_q, as_scale_bytes("w_scales", w_scales), order)
+        f = factor.reshape(()).float()
+        return (x @ wd.T) * (f if is_alpha else torch.reciprocal(f))
+    from fp4mm.ops import nvfp4_w4a16_mm, nvfp4_w4a16_mm_alpha
+
+    op = nvfp4_w4a16_mm_alpha if is_alpha else nvfp4_w4a16_mm
+    return op(x, w, ws, factor, order=order)
 
 
 @custom_op("fp4mm::nvfp4_w4a16_mm", mutates_args=())
@@ -216,13 +226,8 @@ def _nvfp4_w4a16_mm_op(
     w_sm90_codes: torch.Tensor | None = None,
     w_sm90_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
-    if x.dtype == torch.float32:
-        return _nvfp4_w4a16_fp32(x, w_q, w_scales,
-                                 torch.reciprocal(w_global_scale.reshape(()).float()), order)
-    from fp4mm.ops import nvfp4_w4a16_mm
-
-    return nvfp4_w4a16_mm(x, w, ws, w_global_scale, order=order)
+    return _nvfp4_w4a16(x, w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order,
+                        w_global_scale, False)
 
 
 @_nvfp4_w4a16_mm_op.register_fake
@@ -241,12 +246,8 @@ def _nvfp4_w4a16_mm_alpha_op(
     w_sm90_codes: torch.Tensor | None = None,
     w_sm90_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    w, ws = _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order)
-    if x.dtype == torch.float32:
-        return _nvfp4_w4a16_fp32(x, w_q, w_scales, alpha, order)
-    from fp4mm.ops import nvfp4_w4a16_mm_alpha
-
-    return nvfp4_w4a16_mm_alpha(x, w, ws, alpha, order=order)
+    return _nvfp4_w4a16(x, w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order, alpha,
+                        True)
 
 
 @_nvfp4_w4a16_mm_alpha_op.register_fake
