@@ -648,11 +648,12 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
 
 def _alpha_tensor(name: str, t, device) -> torch.Tensor:
     """A one-element float32 tensor on ``device``, as the alpha arguments must be."""
-    if not isinstance(t, torch.Tensor) or t.numel() != 1 or t.dtype != torch.float32 \
-            or t.device != torch.device(device):
+    if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name}: expected a one-element float32 tensor on {device}, got "
-                         f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__} "
-                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}".rstrip())
+                         f"{type(t).__name__}")
+    if t.numel() != 1 or t.dtype != torch.float32 or t.device != torch.device(device):
+        raise ValueError(f"{name}: expected a one-element float32 tensor on {device}, got a "
+                         f"{t.dtype} tensor of shape {tuple(t.shape)} on {t.device}")
     return t
 
 

@@ -425,5 +425,8 @@ def test_alpha_arguments_are_checked():
     one = torch.ones(1, dtype=torch.float32, device=DEVICE)
     with pytest.raises(ValueError, match="alpha_numerator, alpha_out: expected both"):
         quantize_nvfp4_triton(x, alpha_numerator=one)
-    with pytest.raises(ValueError, match="alpha_out: expected a one-element float32 tensor"):
+    with pytest.raises(ValueError, match=r"alpha_out: expected a one-element float32 tensor on "
+                                         r".*, got a torch.float16 tensor of shape \(1,\) on"):
         quantize_nvfp4_triton(x, alpha_numerator=one, alpha_out=one.half())
+    with pytest.raises(ValueError, match="alpha_numerator: .* got float"):
+        quantize_nvfp4_triton(x, alpha_numerator=0.5, alpha_out=one)
