@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ptx_patch  # noqa: E402
+
 if os.environ.get("WG3_PATCH", "1") == "1":
     ptx_patch.install()
 from gpu_gluon import check, gen  # noqa: E402

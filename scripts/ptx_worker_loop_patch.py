@@ -4,8 +4,9 @@ Triton 3.6 lowers a warp_specialize worker partition as a loop (workers wait at 
 for the next region, run it, loop back). In that kernel, with a wgmma inside the loop, ptxas
 12.8/13.0 report C7512 and serialise every wgmma of the function (other kernels with a wgmma in
 a worker partition compile pipelined as emitted: docs/perf-log.md, session 19). A kernel
-that calls warp_specialize once never needs the loop-back: after the region's closing barrier the worker can join the exit barrier and
-return. This rewrites that edge in the PTX before ptxas runs."""
+that calls warp_specialize once never needs the loop-back: after the region's closing barrier
+the worker can join the exit barrier and return. This rewrites that edge in the PTX before
+ptxas runs."""
 import re
 
 from triton import knobs
