@@ -71,6 +71,15 @@ def main() -> int:
             print(f"{'ok  ' if same else 'FAIL'} quantize_nvfp4_triton {dtype} {M}x{K}",
                   flush=True)
             ok &= same
+            # the dynamic scale's alpha written by the quantiser's own kernel (NVFP4Linear)
+            num = torch.tensor([0.75], device=dev)
+            a_out = torch.full((1,), float("nan"), device=dev)
+            qa = quantize_nvfp4_triton(x.to(dtype), alpha_numerator=num, alpha_out=a_out)
+            same = (torch.equal(qa.data, q.data) and torch.equal(qa.scales, q.scales)
+                    and torch.equal(a_out, num / qa.global_scale.reshape(1)))
+            print(f"{'ok  ' if same else 'FAIL'} quantize_nvfp4_triton alpha_out {dtype} {M}x{K}",
+                  flush=True)
+            ok &= same
     # w4a16_mm prefill: on Hopper the Gluon GEMM with group scales (GK 32 and 64, raw weights and
     # prepack_w4a16_weight; ragged M and N, K not a multiple of 128)
     for M, N, K in [(130, 264, 1088), (77, 100, 192)]:
