@@ -631,19 +631,27 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
     if not M:
         return amax
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
-    pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
     if path == "f32":
         x2 = _for_f32_path(x2)
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
                            BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                           num_warps=cfg.num_warps, **pdl)
+                           num_warps=cfg.num_warps, **pdl_launch_args(x2.device))
     else:
-        w = _as_words(x2)
-        _amax16_kernel[grid](w, amax, M, K // 2, w.stride(0), cfg.k_per_program // 2,
-                             IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
-                             BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
-                             num_warps=cfg.num_warps, **pdl)
+        _launch_amax16(x2, amax, cfg, grid, path, partial=False)
     return amax
+
+
+def _launch_amax16(x2: torch.Tensor, out: torch.Tensor, cfg: AmaxConfig, grid: tuple,
+                   path: str, partial: bool) -> None:
+    """``_amax16_kernel`` over 16-bit ``x2`` (M > 0): one atomic max into ``out[0]``, or with
+    ``partial`` each program's maximum at ``out[program]``."""
+    M, K = x2.shape
+    w = _as_words(x2)
+    _amax16_kernel[grid](w, out, M, K // 2, w.stride(0), cfg.k_per_program // 2,
+                         IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
+                         BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
+                         num_warps=cfg.num_warps, PARTIAL=partial,
+                         **pdl_launch_args(x2.device))
 
 
 def _alpha_tensor(name: str, t, device) -> torch.Tensor:
@@ -665,12 +673,7 @@ def _amax16_partials(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> 
     grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
     partials = torch.empty(grid[0] * grid[1] if M else 0, dtype=torch.float32, device=x2.device)
     if M:
-        w = _as_words(x2)
-        _amax16_kernel[grid](w, partials, M, K // 2, w.stride(0), cfg.k_per_program // 2,
-                             IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
-                             BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
-                             num_warps=cfg.num_warps, PARTIAL=True,
-                             **pdl_launch_args(x2.device))
+        _launch_amax16(x2, partials, cfg, grid, path, partial=True)
     return partials
 
 
