@@ -1,0 +1,72 @@
+# ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
+"""Follow-up A/B to ``gpu_linear_static_tables.py`` (session 20; needs the layer of commit
+``NVFP4Linear (static w4a4) keeps the quantiser's compare tables``): at M = 1, the host time to
+enqueue one eager forward (the GPU held busy by ``torch.cuda._sleep``, so the loop measures
+Python and the launches only), and CUDA-graph medians over 4 layer copies and over 1 (the
+weights L2-resident, as in session 19's probe), kept tables vs the per-call table kernel,
+three alternating runs. Usage on an sm_90 machine (JSON to $OUT or .)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import save_rows, time_graph  # noqa: E402
+
+from fp4mm.nn import NVFP4Linear  # noqa: E402
+
+
+def host_us(layers, x, calls=60):
+    """Median/min/max microseconds to enqueue one eager forward, over 9 rounds."""
+    ts = []
+    for _ in range(9):
+        torch.cuda.synchronize()
+        torch.cuda._sleep(200_000_000)  # keep the GPU busy: the loop measures enqueue only
+        t0 = time.perf_counter()
+        for j in range(calls):
+            layers[j % len(layers)](x)
+        ts.append((time.perf_counter() - t0) * 1e6 / calls)
+        torch.cuda.synchronize()
+    ts.sort()
+    return ts[4], ts[0], ts[-1]
+
+
+def main():
+    rows = []
+    for K, N in ((3072, 18432), (3072, 3072)):
+        kept, plain = [], []
+        for i in range(4):
+            lin = torch.nn.Linear(K, N, bias=False, dtype=torch.bfloat16, device="cuda")
+            torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
+                device="cuda").manual_seed(i))
+            kept.append(NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4))
+            p = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4)
+            p.input_encode_tables = None
+            plain.append(p)
+        for dtype in (torch.float16, torch.bfloat16):
+            x = (torch.randn(1, K, device="cuda") * 0.5).to(dtype)
+            res = {}
+            for run in range(3):
+                for name, layers in (("table_per_call", plain), ("tables_kept", kept)):
+                    timers = (
+                        ("host", lambda: host_us(layers, x)),
+                        ("graph4", lambda: time_graph([lambda la=la: la(x) for la in layers])),
+                        ("graph1", lambda: time_graph([lambda: layers[0](x)])))
+                    for timer, fn in timers:
+                        t = fn()
+                        res.setdefault(f"{name}/{timer}", []).append(t[0])
+                        rows.append(dict(K=K, N=N, M=1, dtype=str(dtype), variant=name,
+                                         timer=timer, run=run, median_us=t[0], min_us=t[1],
+                                         max_us=t[2]))
+            for k, v in res.items():
+                print(f"{K}->{N} {dtype} {k}: " + "/".join(f"{a:.2f}" for a in v), flush=True)
+    save_rows("linear-static-tables-host", rows)
+
+
+if __name__ == "__main__":
+    main()
