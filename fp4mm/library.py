@@ -12,13 +12,6 @@ Ops (all functional; outputs never alias inputs):
   IEEE division) as the third output instead of the global scale: the output factor of the W4A4
   matmul after it (``NVFP4Linear``'s dynamic scale: ``weight_scale_2 / gs_x``), written by the
   quantiser's own kernel rather than by a division kernel between the two.
-- ``fp4mm::quantize_nvfp4_static(Tensor x, Tensor global_scale, Tensor encode_tables, str order)
-  -> (Tensor, Tensor)`` ``(data, scales)``: the same with a static encode scale (float32
-  one-element) and its compare tables from
-  :func:`fp4mm.kernels.quantize_nvfp4.nvfp4_encode_tables_triton`, which the Triton quantiser
-  would otherwise make in a kernel of its own on every call (``NVFP4Linear`` with
-  ``input_scale`` keeps them); the codec ignores them. The tables must come from
-  ``global_scale``'s current value (not checked: that would need a host sync).
 - ``fp4mm::nvfp4_mm(Tensor x_q, Tensor x_scales, Tensor w_q, Tensor w_scales, Tensor? w_packed,
   Tensor alpha, ScalarType out_dtype, str order, Tensor? w_sm90_codes=None,
   Tensor? w_sm90_scales=None) -> Tensor`` ``(M, N)``: :func:`fp4mm.nvfp4_mm`. ``alpha`` is a
@@ -154,24 +147,6 @@ def _quantize_nvfp4_alpha_op(
 @_quantize_nvfp4_alpha_op.register_fake
 def _(x, global_scale, alpha_numerator, order):
     return _fake_quantized(x)
-
-
-@custom_op("fp4mm::quantize_nvfp4_static", mutates_args=())
-def _quantize_nvfp4_static_op(
-    x: torch.Tensor, global_scale: torch.Tensor, encode_tables: torch.Tensor, order: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if triton_quantizer_available(x.device):
-        from fp4mm.kernels.quantize_nvfp4 import quantize_nvfp4_triton
-
-        q = quantize_nvfp4_triton(x, global_scale, order, encode_tables=encode_tables)
-    else:
-        q = _codec_quantize_nvfp4(x, global_scale, order)
-    return q.data, q.scales
-
-
-@_quantize_nvfp4_static_op.register_fake
-def _(x, global_scale, encode_tables, order):
-    return _fake_quantized(x)[:2]
 
 
 def quantize_nvfp4(x: torch.Tensor, global_scale=None, order: str = "low_first") -> NVFP4Tensor:

@@ -81,22 +81,6 @@ def test_quantize_nvfp4_alpha_is_the_quantiser_and_a_division(gs):
     assert alpha.shape == () and torch.equal(alpha, num / gs0)
 
 
-@pytest.mark.parametrize("order", ["low_first", "high_first"])
-@pytest.mark.parametrize("triton_backend", [False, True], ids=["auto", "triton"])
-def test_quantize_nvfp4_static_is_the_quantiser(order, triton_backend, monkeypatch):
-    """With the tables made beforehand the outputs are quantize_nvfp4's data and scales, bit for
-    bit, whichever implementation runs (the codec ignores the tables)."""
-    from fp4mm.kernels.quantize_nvfp4 import nvfp4_encode_tables_triton
-
-    if triton_backend:
-        monkeypatch.setenv("FP4MM_BACKEND", "triton")
-    x = _x(5, 64)
-    g = torch.tensor(0.731, dtype=torch.float32, device=DEVICE)
-    q, s = torch.ops.fp4mm.quantize_nvfp4_static(x, g, nvfp4_encode_tables_triton(g), order)
-    q0, s0, _ = torch.ops.fp4mm.quantize_nvfp4(x, g, order)
-    assert torch.equal(q, q0) and torch.equal(s, s0)
-
-
 def test_w4a16_mm_matches_public_op():
     x = _x(3, 64)
     w = quantize_fp4_groupwise(_x(5, 64, torch.float32, seed=3).cpu(), 32)
@@ -156,11 +140,6 @@ def test_opcheck_fake_impls():
             (x, None, torch.tensor(0.5, device=DEVICE), "low_first"))
     opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm_alpha.default,
             (x, wq.data, wq.scales, None, torch.reciprocal(wq.global_scale), "low_first"))
-    from fp4mm.kernels.quantize_nvfp4 import nvfp4_encode_tables_triton
-
-    g = torch.tensor(3.0, device=DEVICE)
-    opcheck(torch.ops.fp4mm.quantize_nvfp4_static.default,
-            (x, g, nvfp4_encode_tables_triton(g), "low_first"))
 
 
 def _w4a4_then_w4a16(x, wq, ws, wgs):

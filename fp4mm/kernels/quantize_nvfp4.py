@@ -283,12 +283,22 @@ def _smallest16(t, y, gs, IS_BF16: tl.constexpr):
 
 
 @triton.jit
-def _write_threshold_table(gs, table_ptr, IS_BF16: tl.constexpr, HIGH_FIRST: tl.constexpr):
+def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, alpha_num_ptr, alpha_out_ptr,
+                            n_partials, FROM_AMAX: tl.constexpr, IS_BF16: tl.constexpr,
+                            HIGH_FIRST: tl.constexpr, PDL: tl.constexpr = False,
+                            ALPHA: tl.constexpr = False):
     """``table[c, i]`` (int32, 128 x 8) for every E4M3 scale code c: columns 0..6 the 16-bit
     thresholds X_i (both halves of the word, ready for packed compares) such that, in a block of
     scale s, ``|x| >= X_i`` iff ``fl(|x| * gs) / s`` rounds above E2M1 threshold i (ties to even
     as in `_quantize_tile`); column 7 the sign bits to keep (0 for a zero scale, whose block
-    encodes +0)."""
+    encodes +0). Also writes gs (and alpha: :func:`_store_gs`). FROM_AMAX: ``gs_src_ptr`` holds
+    ``n_partials`` partial maxima of |x| (``_amax16_kernel`` with PARTIAL)."""
+    pdl_prologue(PDL)
+    if FROM_AMAX:
+        gs = _gs_from_amax(_max_of_partials(gs_src_ptr, n_partials))
+    else:
+        gs = _global_scale(gs_src_ptr, False)
+    _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA)
     code = tl.arange(0, 128)[:, None]
     col = tl.arange(0, 8)[None, :]
     s = _e4m3_value(tl.minimum(code, 0x7E), False)
@@ -306,34 +316,6 @@ def _write_threshold_table(gs, table_ptr, IS_BF16: tl.constexpr, HIGH_FIRST: tl.
         sign = 0x00800008
     entry = tl.where(col == 7, tl.where(s == 0.0, 0, sign), x16 | (x16 << 16))
     tl.store(table_ptr + code * 8 + col, entry)
-
-
-@triton.jit
-def _threshold_table_kernel(gs_src_ptr, gs_out_ptr, table_ptr, alpha_num_ptr, alpha_out_ptr,
-                            n_partials, FROM_AMAX: tl.constexpr, IS_BF16: tl.constexpr,
-                            HIGH_FIRST: tl.constexpr, PDL: tl.constexpr = False,
-                            ALPHA: tl.constexpr = False):
-    """One program: gs (and alpha: :func:`_store_gs`) and `_write_threshold_table` for it.
-    FROM_AMAX: ``gs_src_ptr`` holds ``n_partials`` partial maxima of |x| (``_amax16_kernel``
-    with PARTIAL)."""
-    pdl_prologue(PDL)
-    if FROM_AMAX:
-        gs = _gs_from_amax(_max_of_partials(gs_src_ptr, n_partials))
-    else:
-        gs = _global_scale(gs_src_ptr, False)
-    _store_gs(gs, gs_out_ptr, alpha_num_ptr, alpha_out_ptr, ALPHA)
-    _write_threshold_table(gs, table_ptr, IS_BF16, HIGH_FIRST)
-
-
-@triton.jit
-def _encode_tables_kernel(gs_ptr, tables_ptr):
-    """The four tables of a static gs, ``tables[high_first, is_bf16]`` (int32 2 x 2 x 128 x 8),
-    in one program: a layer makes them once per scale instead of one per call."""
-    gs = _global_scale(gs_ptr, False)
-    _write_threshold_table(gs, tables_ptr, False, False)
-    _write_threshold_table(gs, tables_ptr + 1024, True, False)
-    _write_threshold_table(gs, tables_ptr + 2048, False, True)
-    _write_threshold_table(gs, tables_ptr + 3072, True, True)
 
 
 @triton.jit
@@ -712,44 +694,6 @@ def _global_scale_source(global_scale, device) -> torch.Tensor:
     return torch.tensor(float(global_scale), dtype=torch.float32, device=device)
 
 
-ENCODE_TABLES_SHAPE = (2, 2, 128, 8)  # [high_first, is_bf16, scale code, column]
-
-
-def nvfp4_encode_tables_triton(global_scale: torch.Tensor) -> torch.Tensor:
-    """The 16-bit quantiser's compare tables for a static encode scale, for both input dtypes and
-    both nibble orders: int32 ``ENCODE_TABLES_SHAPE`` on the scale's device, one launch.
-
-    Without them every static-scale call of :func:`quantize_nvfp4_triton` on fp16/bf16 input
-    first launches a one-program kernel that makes its table (about 0.6 us of a 2.8 us M = 1
-    call on an H100); with ``encode_tables=`` it launches only the quantise kernel. The tables
-    depend on gs alone, so a layer with a static scale makes them once (``NVFP4Linear``).
-
-    Args:
-        global_scale: one-element float32 tensor, the encode scale gs (read by the kernel, no
-            host sync; its value is not checked).
-    """
-    check_tensor("global_scale", global_scale, dtype=torch.float32, contiguous=False)
-    if global_scale.numel() != 1:
-        raise ValueError(f"global_scale: expected one element, got shape "
-                         f"{tuple(global_scale.shape)}")
-    tables = torch.empty(ENCODE_TABLES_SHAPE, dtype=torch.int32, device=global_scale.device)
-    _encode_tables_kernel[(1,)](global_scale.reshape(()), tables, num_warps=4)
-    return tables
-
-
-def _check_encode_tables(tables, global_scale, alpha: bool, device) -> None:
-    if alpha:
-        raise ValueError("encode_tables: not with alpha_numerator / alpha_out (a static scale's "
-                         "alpha is static too: compute it once)")
-    if not isinstance(global_scale, torch.Tensor):
-        raise ValueError(f"encode_tables: expected global_scale to be the float32 tensor they "
-                         f"were made from, got {type(global_scale).__name__}")
-    check_tensor("encode_tables", tables, dtype=torch.int32, shape=ENCODE_TABLES_SHAPE)
-    if tables.device != device:
-        raise ValueError(f"encode_tables: expected a tensor on {device}, got one on "
-                         f"{tables.device}")
-
-
 def quantize_nvfp4_triton(
     x: torch.Tensor,
     global_scale=None,
@@ -761,7 +705,6 @@ def quantize_nvfp4_triton(
     path: str | None = None,
     alpha_numerator: torch.Tensor | None = None,
     alpha_out: torch.Tensor | None = None,
-    encode_tables: torch.Tensor | None = None,
 ) -> NVFP4Tensor:
     """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
     :func:`fp4mm.formats.quantize_nvfp4`.
@@ -787,10 +730,6 @@ def quantize_nvfp4_triton(
             the kernel that writes gs also writes ``alpha_out = alpha_numerator / gs`` (IEEE
             division, bit for bit torch's), the output factor of the matmul after the quantiser
             (``NVFP4Linear``: ``weight_scale_2 / gs_x``) without a division kernel between them.
-        encode_tables: :func:`nvfp4_encode_tables_triton` of ``global_scale`` (a float32 tensor;
-            the tables must come from its current value, which is not checked): fp16/bf16 input
-            then launches the quantise kernel alone, and the returned global scale is
-            ``global_scale`` itself. Not with ``alpha_out``; fp32 input does not use them.
 
     Returns:
         ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
@@ -805,8 +744,6 @@ def quantize_nvfp4_triton(
     if alpha:
         alpha_numerator = _alpha_tensor("alpha_numerator", alpha_numerator, x2.device)
         alpha_out = _alpha_tensor("alpha_out", alpha_out, x2.device)
-    if encode_tables is not None:
-        _check_encode_tables(encode_tables, global_scale, alpha, x2.device)
     M, K = x2.shape
     cfg = config or pick_config(M, K, path)
     if e4m3_via_cast is None:
@@ -835,13 +772,10 @@ def quantize_nvfp4_triton(
             num_warps=cfg.num_warps, ALPHA=alpha, **pdl)
     else:
         is_bf16 = x2.dtype == torch.bfloat16
-        if encode_tables is None:
-            table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
-            _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out, n_partials,
-                                          FROM_AMAX=from_amax, IS_BF16=is_bf16,
-                                          HIGH_FIRST=high_first, ALPHA=alpha, num_warps=4, **pdl)
-        else:
-            table, gs = encode_tables[int(high_first), int(is_bf16)], src
+        table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
+        _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out, n_partials,
+                                      FROM_AMAX=from_amax, IS_BF16=is_bf16,
+                                      HIGH_FIRST=high_first, ALPHA=alpha, num_warps=4, **pdl)
         if M:
             w = _as_words(x2)
             _quantize16_kernel[cfg.grid(M, K)](

@@ -35,7 +35,6 @@ from torch import nn
 
 from fp4mm import library  # registers the fp4mm:: ops
 from fp4mm._validate import as_scalar, check_tensor
-from fp4mm.backend import triton_interpreting
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, quantize_nvfp4
 
 MODES = ("w4a4", "w4a16")
@@ -43,15 +42,13 @@ MODES = ("w4a4", "w4a16")
 _FIXED_DTYPE_BUFFERS = ("weight_scale", "weight_scale_2", "input_scale")
 # The prepacked weight (prepack()): non-persistent, rebuilt from weight and weight_scale.
 _PREPACKED_BUFFERS = ("weight_packed", "weight_sm90_codes", "weight_sm90_scales")
-# Per-call values derived from the scale buffers (non-persistent), kept so that an eager forward
-# (or a CUDA graph of one) launches no kernel for them, each a launch of its own at decode sizes:
-# static activations' gs_x = 1 / input_scale and alpha = input_scale * weight_scale_2 (float32),
-# and the Triton quantiser's compare tables for gs_x (int32, w4a4 on a device where the Triton
-# quantiser runs; `nvfp4_encode_tables_triton`). w4a16 needs none: its matmul takes
-# weight_scale_2 as it is. A traced forward (torch.compile) computes the scalars from the buffers
-# instead (the compiler fuses that, and a cache could go stale inside a compiled graph) and lets
-# the quantiser make its table.
-_DERIVED_BUFFERS = ("input_global_scale", "static_alpha", "input_encode_tables")
+# Per-call scalars derived from the scale buffers (non-persistent, float32), kept so that an
+# eager forward (or a CUDA graph of one) launches no kernel for them, each a launch of its own at
+# decode sizes: static activations' gs_x = 1 / input_scale and alpha = input_scale *
+# weight_scale_2 (w4a16 needs none: its matmul takes weight_scale_2 as it is). A traced forward
+# (torch.compile) computes them from the buffers instead: the compiler fuses that, and a cache
+# could go stale inside a compiled graph.
+_DERIVED_BUFFERS = ("input_global_scale", "static_alpha")
 
 
 def _check_mode(mode) -> str:
@@ -194,8 +191,7 @@ class NVFP4Linear(nn.Module):
                 self._derive()
             if self._prepacked_from is not None and self._prepacked_from != self._weight_key():
                 self.prepack()
-        scalars = self._scalars(tables=False) if traced else \
-            {n: getattr(self, n) for n in _DERIVED_BUFFERS}
+        scalars = self._scalars() if traced else {n: getattr(self, n) for n in _DERIVED_BUFFERS}
         if self.mode == "w4a4":
             y = self._forward_w4a4(x2, scalars)
         else:
@@ -212,11 +208,8 @@ class NVFP4Linear(nn.Module):
             x_q, x_s, alpha = torch.ops.fp4mm.quantize_nvfp4_alpha(x2, None, self.weight_scale_2,
                                                                    "low_first")
         else:
-            gs_x, tables = scalars["input_global_scale"], scalars["input_encode_tables"]
-            if tables is None:
-                x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, gs_x, "low_first")
-            else:
-                x_q, x_s = torch.ops.fp4mm.quantize_nvfp4_static(x2, gs_x, tables, "low_first")
+            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, scalars["input_global_scale"],
+                                                         "low_first")
             alpha = scalars["static_alpha"]
         return torch.ops.fp4mm.nvfp4_mm(x_q, x_s, self.weight, self.weight_scale,
                                         self.weight_packed, alpha, x2.dtype, "low_first",
@@ -263,22 +256,19 @@ class NVFP4Linear(nn.Module):
         return tuple((t.data_ptr(), t._version) for t in (self.weight_scale_2, self.input_scale)
                      if t is not None)
 
-    def _scalars(self, tables: bool) -> dict:
+    def _scalars(self) -> dict:
         """The ``_DERIVED_BUFFERS`` computed from the scale buffers (static-scale ones only with
-        an ``input_scale``, the encode tables only with ``tables`` where they are used; the
-        others are None)."""
-        gs_x = alpha = encode_tables = None
+        an ``input_scale``; the others are None)."""
+        gs_x, alpha = None, None
         if self.input_scale is not None:
             gs_x = torch.reciprocal(self.input_scale.float())
             alpha = self.input_scale.float() * self.weight_scale_2.float()
-            if tables and self.mode == "w4a4":
-                encode_tables = _encode_tables(gs_x)
-        return dict(zip(_DERIVED_BUFFERS, (gs_x, alpha, encode_tables)))
+        return dict(zip(_DERIVED_BUFFERS, (gs_x, alpha)))
 
     def _derive(self) -> None:
         """(Re)compute the ``_DERIVED_BUFFERS`` from the scale buffers."""
         with torch.no_grad():
-            for name, t in self._scalars(tables=True).items():
+            for name, t in self._scalars().items():
                 setattr(self, name, t)
         self._derived_from = self._scales_key()
 
@@ -328,21 +318,6 @@ class NVFP4Linear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, mode={self.mode}"
                 + (f", activations={act}" if self.mode == "w4a4" else ""))
-
-
-def _encode_tables(gs_x: torch.Tensor) -> torch.Tensor | None:
-    """The Triton quantiser's compare tables for a static gs_x, where that quantiser runs."""
-    device = gs_x.device
-    if device.type != "cuda" and not triton_interpreting():
-        return None
-    try:
-        if not library.triton_quantizer_available(device):
-            return None
-    except RuntimeError:  # FP4MM_BACKEND=triton on a device it cannot run: the forward says so
-        return None
-    from fp4mm.kernels.quantize_nvfp4 import nvfp4_encode_tables_triton
-
-    return nvfp4_encode_tables_triton(gs_x)
 
 
 def _refresh_after_load(module: NVFP4Linear, incompatible_keys) -> None:

@@ -14,14 +14,12 @@ import triton.language as tl
 
 from fp4mm.formats import E2M1_VALUES, e4m3_table, float_to_e4m3, nvfp4_global_scale, quantize_nvfp4
 from fp4mm.kernels.quantize_nvfp4 import (
-    ENCODE_TABLES_SHAPE,
     AmaxConfig,
     QuantizeConfig,
     _e4m3_rne,
     _e4m3_value,
     _threshold_table_kernel,
     nvfp4_amax_triton,
-    nvfp4_encode_tables_triton,
     nvfp4_global_scale_triton,
     pick_amax_config,
     pick_config,
@@ -432,71 +430,3 @@ def test_alpha_arguments_are_checked():
         quantize_nvfp4_triton(x, alpha_numerator=one, alpha_out=one.half())
     with pytest.raises(ValueError, match="alpha_numerator: .* got float"):
         quantize_nvfp4_triton(x, alpha_numerator=0.5, alpha_out=one)
-
-
-@pytest.mark.parametrize("gs", GS16, ids=[f"gs{g:g}" for g in GS16])
-def test_encode_tables_are_the_per_call_tables(gs):
-    """The four tables made once for a static gs (one launch) are, bit for bit, the table the
-    per-call kernel makes for each input dtype and nibble order."""
-    gs_t = torch.tensor([gs], dtype=torch.float32, device=DEVICE)
-    tables = nvfp4_encode_tables_triton(gs_t)
-    assert tables.shape == ENCODE_TABLES_SHAPE and tables.dtype == torch.int32
-    for high_first in (False, True):
-        for is_bf16 in (False, True):
-            table = torch.empty((128, 8), dtype=torch.int32, device=DEVICE)
-            gs_out = torch.empty((), dtype=torch.float32, device=DEVICE)
-            _threshold_table_kernel[(1,)](gs_t, gs_out, table, gs_out, gs_out, 0,
-                                          FROM_AMAX=False, IS_BF16=is_bf16,
-                                          HIGH_FIRST=high_first)
-            assert torch.equal(tables[int(high_first), int(is_bf16)], table)
-
-
-@pytest.mark.parametrize("path", PATHS16)
-@pytest.mark.parametrize("dtype", [torch.float16, pytest.param(torch.bfloat16, marks=needs_cuda)],
-                         ids=["fp16", "bf16"])
-@pytest.mark.parametrize("gs", [0.731, 3e7, 2.0**-70], ids=["gs0.731", "gs3e7", "gs2^-70"])
-def test_quantize_with_encode_tables_matches_codec(path, dtype, gs):
-    """Static scale with tables made beforehand: the quantise kernel alone, still the codec bit
-    for bit (threshold cases and ordinary activations, both orders, ragged rows, M = 0)."""
-    gs_t = torch.tensor(gs, dtype=torch.float32, device=DEVICE)
-    tables = nvfp4_encode_tables_triton(gs_t)
-    adversarial = _adversarial16(dtype, gs)
-    empty = torch.zeros(0, 32, dtype=dtype)
-    for x in (adversarial, _activations((37, 272), dtype, seed=10), empty):
-        for order in ("low_first", "high_first"):
-            got = quantize_nvfp4_triton(x.to(DEVICE), gs_t, order, path=path,
-                                        encode_tables=tables)
-            want = quantize_nvfp4(x, gs, order)
-            assert torch.equal(got.data.cpu(), want.data) and torch.equal(got.scales.cpu(),
-                                                                          want.scales)
-            assert torch.equal(got.global_scale.cpu(), want.global_scale)
-
-
-def test_fp32_input_ignores_encode_tables():
-    gs_t = torch.tensor(0.731, device=DEVICE)
-    x = _activations((9, 80), torch.float32, seed=11)
-    got = quantize_nvfp4_triton(x.to(DEVICE), gs_t, encode_tables=nvfp4_encode_tables_triton(gs_t))
-    want = quantize_nvfp4(x, 0.731)
-    assert torch.equal(got.data.cpu(), want.data) and torch.equal(got.scales.cpu(), want.scales)
-
-
-def test_encode_tables_errors_name_the_argument():
-    x = torch.zeros(2, 32, dtype=torch.float16, device=DEVICE)
-    gs = torch.tensor(1.0, device=DEVICE)
-    tables = nvfp4_encode_tables_triton(gs)
-    with pytest.raises(TypeError, match="global_scale: expected dtype torch.float32"):
-        nvfp4_encode_tables_triton(gs.double())
-    with pytest.raises(ValueError, match=r"global_scale: expected one element, got shape \(2,\)"):
-        nvfp4_encode_tables_triton(torch.ones(2, device=DEVICE))
-    with pytest.raises(ValueError, match="encode_tables: expected global_scale to be the float32 "
-                                         "tensor they were made from, got float"):
-        quantize_nvfp4_triton(x, 1.0, encode_tables=tables)
-    with pytest.raises(ValueError, match="encode_tables: expected global_scale .* got NoneType"):
-        quantize_nvfp4_triton(x, encode_tables=tables)
-    with pytest.raises(ValueError, match=r"encode_tables: expected shape \(2, 2, 128, 8\), got"):
-        quantize_nvfp4_triton(x, gs, encode_tables=tables[0])
-    with pytest.raises(TypeError, match="encode_tables: expected dtype torch.int32"):
-        quantize_nvfp4_triton(x, gs, encode_tables=tables.float())
-    one = torch.ones(1, dtype=torch.float32, device=DEVICE)
-    with pytest.raises(ValueError, match="encode_tables: not with alpha_numerator / alpha_out"):
-        quantize_nvfp4_triton(x, gs, encode_tables=tables, alpha_numerator=one, alpha_out=one)

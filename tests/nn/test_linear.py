@@ -322,39 +322,3 @@ def test_derived_scalars_follow_the_scale_buffers(mode, scale):
         assert layer.static_alpha.dtype == torch.float32
         assert layer.static_alpha.item() == pytest.approx(
             layer.input_scale.item() * layer.weight_scale_2.item())
-
-
-def test_static_scale_keeps_the_quantisers_tables(monkeypatch):
-    """A static-scale w4a4 layer makes the Triton quantiser's compare tables once (in _derive):
-    its forward never launches the per-call table kernel, gives the output of a layer without
-    the tables bit for bit, and the tables follow an in-place change of input_scale. Layers
-    that do not quantise with a static scale keep none."""
-    from fp4mm.kernels import quantize_nvfp4 as q
-
-    if not torch.cuda.is_available():
-        monkeypatch.setenv("FP4MM_BACKEND", "triton")  # the kernels, in the interpreter
-    lin = _linear(K=128, N=24, seed=9)
-    layer = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=600.0)
-    plain = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=600.0)
-    plain.input_encode_tables = None  # the quantiser makes its table per call
-    assert layer.input_encode_tables.shape == q.ENCODE_TABLES_SHAPE
-    for other in (NVFP4Linear.from_linear(lin, mode="w4a4"),
-                  NVFP4Linear.from_linear(lin, mode="w4a16", activation_scale=600.0)):
-        assert other.input_encode_tables is None
-    x = torch.randn(5, 128, device=DEVICE, dtype=torch.float16)
-    want = plain(x)
-
-    class NoLaunch:
-        def __getitem__(self, grid):
-            raise AssertionError("the per-call threshold-table kernel was launched")
-
-    with monkeypatch.context() as m:
-        m.setattr(q, "_threshold_table_kernel", NoLaunch())
-        assert torch.equal(layer(x), want)
-        with torch.no_grad():
-            layer.input_scale.mul_(3.0)  # not a power of two: new codes
-            plain.input_scale.mul_(3.0)
-        plain._derive()
-        plain.input_encode_tables = None
-        y = layer(x)
-    assert torch.equal(y, plain(x)) and not torch.equal(y, want)
