@@ -163,6 +163,23 @@ def close(out, ref):
     return nan_ok and err <= tol, err / (amax + 1e-30)
 
 
+def enqueue_us(fn, calls=50, rounds=9, sleep_cycles=300_000_000):
+    """Median/min/max microseconds to enqueue one call of ``fn``, over ``rounds`` rounds of
+    ``calls`` calls, each round behind a ``torch.cuda._sleep`` that keeps the GPU busy: only
+    Python and the launches count (an eager call's host cost)."""
+    ts = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        torch.cuda._sleep(sleep_cycles)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        ts.append((time.perf_counter() - t0) * 1e6 / calls)
+        torch.cuda.synchronize()
+    ts.sort()
+    return ts[len(ts) // 2], ts[0], ts[-1]
+
+
 def time_graph(fns, reps=20):
     """Median/min/max microseconds per call, from a CUDA graph of len(fns) * k calls."""
     per = max(len(fns), 8)

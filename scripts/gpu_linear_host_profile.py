@@ -11,27 +11,14 @@ import json
 import os
 import pstats
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import enqueue_us  # noqa: E402
+
 from fp4mm.nn import NVFP4Linear  # noqa: E402
-
-
-def enqueue_us(fn, calls=50, rounds=9):
-    """Median/min/max microseconds to enqueue one call while the GPU is busy."""
-    ts = []
-    for _ in range(rounds):
-        torch.cuda.synchronize()
-        torch.cuda._sleep(300_000_000)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        ts.append((time.perf_counter() - t0) * 1e6 / calls)
-        torch.cuda.synchronize()
-    ts.sort()
-    return ts[len(ts) // 2], ts[0], ts[-1]
 
 
 def main():

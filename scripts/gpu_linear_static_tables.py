@@ -2,8 +2,9 @@
 """A/B: NVFP4Linear's W4A4 forward with a static activation scale, with the quantiser's compare
 tables kept by the layer (``input_encode_tables``, made once in ``_derive``) and without them
 (the same layers with the buffer set to None: the quantiser makes its table in a kernel of its
-own on every call, as before session 20). bf16 and fp16 activations, CUDA-graph medians over 4
-layer copies, A and B alternating twice; also eager wall-clock per call (launch cost
+own on every call, as before session 20; the layer of commit ``314fbf1``, reverted after this
+run, so on later code both variants are the same). bf16 and fp16 activations, CUDA-graph
+medians over 4 layer copies, A and B alternating twice; also eager wall-clock per call (launch cost
 included: decode without CUDA graphs is host-bound); outputs compared bit for bit first.
 Usage on an sm_90 machine: ``python scripts/gpu_linear_static_tables.py`` (JSON to $OUT or .)."""
 

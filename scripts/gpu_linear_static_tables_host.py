@@ -8,32 +8,23 @@ three alternating runs. Usage on an sm_90 machine (JSON to $OUT or .)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import save_rows, time_graph  # noqa: E402
+from gpu_decode import enqueue_us, save_rows, time_graph  # noqa: E402
 
 from fp4mm.nn import NVFP4Linear  # noqa: E402
 
 
 def host_us(layers, x, calls=60):
     """Median/min/max microseconds to enqueue one eager forward, over 9 rounds."""
-    ts = []
-    for _ in range(9):
-        torch.cuda.synchronize()
-        torch.cuda._sleep(200_000_000)  # keep the GPU busy: the loop measures enqueue only
-        t0 = time.perf_counter()
-        for j in range(calls):
-            layers[j % len(layers)](x)
-        ts.append((time.perf_counter() - t0) * 1e6 / calls)
-        torch.cuda.synchronize()
-    ts.sort()
-    return ts[4], ts[0], ts[-1]
+    turn = itertools.cycle(layers)
+    return enqueue_us(lambda: next(turn)(x), calls=calls, rounds=9, sleep_cycles=200_000_000)
 
 
 def main():

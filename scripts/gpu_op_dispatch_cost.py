@@ -9,26 +9,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import enqueue_us  # noqa: E402
+
 import fp4mm.library as library  # noqa: E402
 from fp4mm.nn import NVFP4Linear  # noqa: E402
-
-
-def enqueue_us(fn, calls=50, rounds=7):
-    ts = []
-    for _ in range(rounds):
-        torch.cuda.synchronize()
-        torch.cuda._sleep(300_000_000)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        ts.append((time.perf_counter() - t0) * 1e6 / calls)
-        torch.cuda.synchronize()
-    return sorted(ts)[len(ts) // 2]
 
 
 def main():
@@ -49,7 +38,7 @@ def main():
                 for name, fn in (("empty torch op", lambda: empty.add_(1)),
                                  ("op", lambda: op(*args)), ("impl", lambda: impl(*args)),
                                  ("layer", lambda: layer(x))):
-                    res.setdefault(f"{mode}/{name}", []).append(enqueue_us(fn))
+                    res.setdefault(f"{mode}/{name}", []).append(enqueue_us(fn, rounds=7)[0])
     for k, v in res.items():
         print(f"{k:28s} " + " / ".join(f"{t:7.1f}" for t in v), flush=True)
     path = os.path.join(os.environ.get("OUT", "."), "op_dispatch_cost.json")
