@@ -163,6 +163,15 @@ def close(out, ref):
     return nan_ok and err <= tol, err / (amax + 1e-30)
 
 
+def seeded_linear(K, N, seed, dtype=torch.bfloat16):
+    """The layer probes' weights: ``nn.Linear(K, N)`` without bias on the GPU, its weight drawn
+    N(0, 0.02) from ``seed`` (copy ``seed`` of a layer)."""
+    lin = torch.nn.Linear(K, N, bias=False, dtype=dtype, device=DEV)
+    torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
+        device=DEV).manual_seed(seed))
+    return lin
+
+
 def enqueue_us(fn, calls=50, rounds=9, sleep_cycles=300_000_000):
     """Median/min/max microseconds to enqueue one call of ``fn``, over ``rounds`` rounds of
     ``calls`` calls, each round behind a ``torch.cuda._sleep`` that keeps the GPU busy: only

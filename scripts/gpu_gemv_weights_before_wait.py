@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import patched_module, save_rows, time_graph  # noqa: E402
+from gpu_decode import patched_module, save_rows, seeded_linear, time_graph  # noqa: E402
 
 import fp4mm  # noqa: E402
 from fp4mm.formats import float_to_e4m3  # noqa: E402
@@ -129,9 +129,7 @@ def main():
     # the layer: quantiser (PDL) -> GEMV -> reduce, static scale, bf16 x
     layers = []
     for i in range(4):
-        lin = torch.nn.Linear(3072, 18432, bias=False, dtype=torch.bfloat16, device="cuda")
-        torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
-            device="cuda").manual_seed(i))
+        lin = seeded_linear(3072, 18432, i)
         layers.append(NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=672.0))
     for M in (1, 4):
         x = (torch.randn(M, 3072, device="cuda") * 0.5).bfloat16()

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import save_rows, time_graph  # noqa: E402
+from gpu_decode import save_rows, seeded_linear, time_graph  # noqa: E402
 
 from fp4mm.nn import NVFP4Linear  # noqa: E402
 
@@ -37,18 +37,22 @@ def time_eager(layers, x, calls=400):
     return ts[2], ts[0], ts[-1]
 
 
+def kept_and_plain(K, N, copies=4):
+    """``copies`` static-scale w4a4 layers keeping their tables, and the same layers without."""
+    kept, plain = [], []
+    for i in range(copies):
+        lin = seeded_linear(K, N, i)
+        kept.append(NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4))
+        p = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4)
+        p.input_encode_tables = None
+        plain.append(p)
+    return kept, plain
+
+
 def main():
     rows = []
     for K, N in ((3072, 18432), (3072, 3072), (8192, 8192)):
-        kept, plain = [], []
-        for i in range(4):
-            lin = torch.nn.Linear(K, N, bias=False, dtype=torch.bfloat16, device="cuda")
-            torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
-                device="cuda").manual_seed(i))
-            kept.append(NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4))
-            p = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4)
-            p.input_encode_tables = None
-            plain.append(p)
+        kept, plain = kept_and_plain(K, N)
         assert kept[0].input_encode_tables is not None
         for dtype in (torch.bfloat16, torch.float16):
             for M in (1, 16, 2048):

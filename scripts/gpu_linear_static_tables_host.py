@@ -17,8 +17,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_decode import enqueue_us, save_rows, time_graph  # noqa: E402
-
-from fp4mm.nn import NVFP4Linear  # noqa: E402
+from gpu_linear_static_tables import kept_and_plain  # noqa: E402
 
 
 def host_us(layers, x, calls=60):
@@ -30,15 +29,7 @@ def host_us(layers, x, calls=60):
 def main():
     rows = []
     for K, N in ((3072, 18432), (3072, 3072)):
-        kept, plain = [], []
-        for i in range(4):
-            lin = torch.nn.Linear(K, N, bias=False, dtype=torch.bfloat16, device="cuda")
-            torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
-                device="cuda").manual_seed(i))
-            kept.append(NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4))
-            p = NVFP4Linear.from_linear(lin, mode="w4a4", activation_scale=2688.0 / 4)
-            p.input_encode_tables = None
-            plain.append(p)
+        kept, plain = kept_and_plain(K, N)
         for dtype in (torch.float16, torch.bfloat16):
             x = (torch.randn(1, K, device="cuda") * 0.5).to(dtype)
             res = {}

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import save_rows, time_graph  # noqa: E402
+from gpu_decode import save_rows, seeded_linear, time_graph  # noqa: E402
 
 import fp4mm.library  # noqa: E402,F401  (registers the fp4mm:: ops)
 from fp4mm.nn import NVFP4Linear  # noqa: E402
@@ -28,9 +28,7 @@ def main():
     for K, N in ((3072, 18432), (3072, 3072)):
         layers = []
         for i in range(4):
-            lin = torch.nn.Linear(K, N, bias=False, dtype=torch.bfloat16, device="cuda")
-            torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
-                device="cuda").manual_seed(i))
+            lin = seeded_linear(K, N, i)
             layers.append(NVFP4Linear.from_linear(lin, mode="w4a4"))
         for M in (1, 16, 64):
             x = (torch.randn(M, K, device="cuda") * 0.5).to(torch.bfloat16)
