@@ -33,8 +33,9 @@ SWEEP_MS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 SWEEP_NK = (18432, 3072)
 QUANT_SHAPE = (8192, 8192)
 # Only these run at M-sweep points that no other selected suite asks for (keeps the sweep short).
-SWEEP_IMPLS = frozenset({"fp4mm", "fp4mm_gemm", "fp4mm_gemv", "fp4mm_gemv_sm90", "cublas_bf16",
-                         "quack_w4a16", "quack_w4a16_plus_xdequant"})
+SWEEP_IMPLS = frozenset({"fp4mm", "fp4mm_gemm", "fp4mm_gemv", "fp4mm_gemv_sm90",
+                         "fp4mm_gemv_fp8_sm90", "cublas_bf16", "quack_w4a16",
+                         "quack_w4a16_plus_xdequant"})
 # The baseline each op's ratio is taken against (same shape, same run).
 RATIO_BASELINE = {"nvfp4_mm": "cublas_bf16", "w4a16_mm": "cublas_fp16",
                   "nvfp4_w4a16_mm": "cublas_bf16", "quantize_nvfp4": None}
@@ -181,9 +182,9 @@ def impl_label(row: dict) -> str:
 
 # Display order of implementation labels in tables and plots (others follow, sorted).
 IMPL_ORDER = ("fp4mm", "fp4mm (prepacked)", "fp4mm_solve", "fp4mm_gemm", "fp4mm_gemv",
-              "fp4mm_gemv_sm90", "fp4mm_dynamic", "quack_w4a16", "quack_w4a16_plus_xdequant",
-              "cublas_bf16", "cublas_fp16", "torch_dequant_mm", "triton_dot_scaled_mxfp4",
-              "torch_quantize_nvfp4")
+              "fp4mm_gemv_sm90", "fp4mm_gemv_fp8_sm90", "fp4mm_dynamic", "quack_w4a16",
+              "quack_w4a16_plus_xdequant", "cublas_bf16", "cublas_fp16", "torch_dequant_mm",
+              "triton_dot_scaled_mxfp4", "torch_quantize_nvfp4")
 
 
 def ordered_labels(rows) -> list[str]:

@@ -192,8 +192,9 @@ def _build_quantize(static: bool):
 
 
 def _build_single_kernel(kind: str):
-    """One kernel forced (``fp4mm_gemm`` / ``fp4mm_gemv`` / ``fp4mm_gemv_sm90``), M-sweep cases
-    only: the dispatched ``fp4mm`` must be within 5% of the best of them at every M (issue 4)."""
+    """One kernel forced (``fp4mm_gemm`` / ``fp4mm_gemv`` / ``fp4mm_gemv_sm90`` /
+    ``fp4mm_gemv_fp8_sm90``), M-sweep cases only: the dispatched ``fp4mm`` must be within 5% of
+    the best of them at every M (issue 4)."""
     def build(case, problem: Problem, ctx):
         if "sweep" not in case.suites or (kind == "gemv" and case.M > GEMV_SWEEP_MAX_M):
             return None
@@ -204,6 +205,11 @@ def _build_single_kernel(kind: str):
             from fp4mm.kernels import fp4_gemv_sm90
 
             if case.M > fp4_gemv_sm90.MAX_M or not fp4_gemv_sm90.is_hopper(problem.device):
+                return None
+        if kind == "gemv_fp8_sm90":  # one token, K % 256 == 0, Hopper
+            from fp4mm.kernels import fp4_gemv_fp8_sm90
+
+            if not fp4_gemv_fp8_sm90.is_supported(problem.device, case.M, case.K):
                 return None
         d = problem.data
         ws = _copies(problem, d["w_q"], d["w_scales"])
@@ -232,6 +238,8 @@ OURS = (
     Impl("fp4mm_gemm", frozenset({"nvfp4_mm"}), _build_single_kernel("gemm"), kind="ours"),
     Impl("fp4mm_gemv", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv"), kind="ours"),
     Impl("fp4mm_gemv_sm90", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv_sm90"),
+         kind="ours"),
+    Impl("fp4mm_gemv_fp8_sm90", frozenset({"nvfp4_mm"}), _build_single_kernel("gemv_fp8_sm90"),
          kind="ours"),
 )
 

@@ -20,6 +20,7 @@ from fp4mm.bench.cases import impl_label as label
 
 COLORS = {"fp4mm": "#d62728", "fp4mm (prepacked)": "#ff7f0e", "fp4mm_solve": "#8c564b",
           "fp4mm_gemm": "#e377c2", "fp4mm_gemv": "#bcbd22", "fp4mm_gemv_sm90": "#aec7e8",
+          "fp4mm_gemv_fp8_sm90": "#c5b0d5",
           "cublas_bf16": "#1f77b4", "cublas_fp16": "#17becf", "torch_dequant_mm": "#7f7f7f",
           "triton_dot_scaled_mxfp4": "#9467bd", "quack_w4a16": "#2ca02c",
           "quack_w4a16_plus_xdequant": "#98df8a"}

@@ -16,24 +16,30 @@ import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-# PTX for one 32-bit word of packed codes (IN: 8 E2M1 codes, bytes in memory order) -> 8 fp16
-# ``e2m1 * 2^-6`` in element order, as fp16x2 pairs q0..q3: nibbles to E4M3 bytes with 32-bit masks
-# and shifts (4 codes per instruction), one ``prmt`` per 4 codes to put each pair in element
-# order, one hardware ``cvt.rn.f16x2.e4m3x2`` per pair. Placeholders: IN = the input operand;
-# FIRST/SECOND = lo/hi (low nibble first) or hi/lo; OUTPUT = instructions on q0..q3 before they
-# are written out (empty, or a multiply by a scale); STORE = how q0..q3 reach the outputs
-# (E2M1_STORE_HALVES: eight 16-bit outputs $0..$7).
-E2M1_WORD_PTX = """
-{
-.reg .b32 lo, hi, v4, p0, p1, q0, q1, q2, q3;
-.reg .b16 h0, h1, h2, h3;
+# PTX, the first step of every word decoder: one 32-bit word of packed codes (IN: 8 E2M1 codes,
+# bytes in memory order) -> two words of E4M3 bytes (b32 registers lo, hi, v4 declared by the
+# caller): byte j of ``lo`` is the low nibble of byte j, of ``hi`` the high one. Each nibble keeps
+# its sign bit and its other 3 bits move left by 2, so the E4M3 byte is exactly ``e2m1 * 2^-6``
+# (E2M1's exponent bias is 1, E4M3's 7; E2M1's subnormal 0.5 lands on E4M3's subnormals).
+# 32-bit masks and shifts: 4 codes per instruction.
+E2M1_E4M3_BYTES_PTX = """
 and.b32 hi, IN, 0x70707070;
 shr.b32 hi, hi, 2;
 lop3.b32 hi, hi, IN, 0x80808080, 0xF8;
 shl.b32 v4, IN, 4;
 and.b32 lo, v4, 0x70707070;
 shr.b32 lo, lo, 2;
-lop3.b32 lo, lo, v4, 0x80808080, 0xF8;
+lop3.b32 lo, lo, v4, 0x80808080, 0xF8;"""
+# PTX for one 32-bit word of packed codes (IN) -> 8 fp16 ``e2m1 * 2^-6`` in element order, as
+# fp16x2 pairs q0..q3: the E4M3 bytes above, one ``prmt`` per 4 codes to put each pair in
+# element order, one hardware ``cvt.rn.f16x2.e4m3x2`` per pair. Placeholders: IN = the input
+# operand; FIRST/SECOND = lo/hi (low nibble first) or hi/lo; OUTPUT = instructions on q0..q3
+# before they are written out (empty, or a multiply by a scale); STORE = how q0..q3 reach the
+# outputs (E2M1_STORE_HALVES: eight 16-bit outputs $0..$7).
+E2M1_WORD_PTX = """
+{
+.reg .b32 lo, hi, v4, p0, p1, q0, q1, q2, q3;
+.reg .b16 h0, h1, h2, h3;""" + E2M1_E4M3_BYTES_PTX + """
 prmt.b32 p0, FIRST, SECOND, 0x5140;
 prmt.b32 p1, FIRST, SECOND, 0x7362;
 mov.b32 {h0, h1}, p0;

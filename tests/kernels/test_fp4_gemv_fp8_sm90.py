@@ -1,0 +1,250 @@
+"""fp4_gemv_fp8_sm90 (W4A4 decode on E4M3 wgmma, Gluon, sm_90a): compile-only checks on any
+machine, numerics on an sm_90 GPU.
+
+Gluon cannot run in Triton's interpreter; the interpreter-tested twin of every decode GEMV is
+fp4mm/kernels/fp4_gemv.py. CPU (CI): the split rule and the launcher's refusals; the ops send one
+W4A4 token here and nothing else; every specialisation the rule ships at the decode shapes
+compiles for sm_90a without spills, with its 8 E4M3 wgmmas a window pipelined (one wait), 16-byte
+weight loads and the PDL pair. GPU: vs the fp32 oracle on fresh random inputs with the output
+poisoned (ragged N, window counts that are not powers of two, every split, both nibble orders,
+three output dtypes, alpha from a device tensor), block sums of the widest dynamic range, NaN
+scale propagation, and the ops running it alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import os
+import re
+
+import pytest
+import torch
+
+from fp4mm import reference
+
+F = pytest.importorskip("fp4mm.kernels.fp4_gemv_fp8_sm90")
+_spec = importlib.util.spec_from_file_location(
+    "_ptxas", os.path.join(os.path.dirname(__file__), "_ptxas.py"))
+_ptxas = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_ptxas)
+
+HAS_SM90 = torch.cuda.is_available() and F.is_hopper("cuda")
+gpu = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 CUDA device")
+DECODE_SHAPES = ((18432, 3072), (8192, 8192), (3072, 3072), (14336, 4096), (4096, 14336),
+                 (28672, 4096), (4096, 4096))
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU
+# ----------------------------------------------------------------------------------------------
+def test_split_rule():
+    for N, K in DECODE_SHAPES + ((64, 256), (100, 1280), (5000, 256 * 7)):
+        s = F.choose_split(N, K)
+        assert (K // F.WINDOW) % s == 0, (N, K, s)
+    # the measured picks (H100, docs/perf-log.md)
+    assert F.choose_split(18432, 3072) == 2
+    assert F.choose_split(8192, 8192) == 4
+    assert F.choose_split(3072, 3072) == 4
+    assert F.choose_split(64, 256) == 1  # one window: nothing to split
+
+
+def test_is_supported_and_the_launcher_refuses_before_launching():
+    t = torch.zeros(16, dtype=torch.uint8)
+    assert not F.is_supported(torch.device("cpu"), 1, 256, t)  # not Hopper
+    K, N = 512, 64
+    w_q = torch.zeros((N, K // 2), dtype=torch.uint8)
+    w_s = torch.zeros((N, K // 16), dtype=torch.uint8)
+    out = torch.empty((1, N), dtype=torch.float16)
+    with pytest.raises(ValueError, match="x_q: expected 1 row"):
+        F.gemv_fp8_sm90(torch.zeros((2, K // 2), dtype=torch.uint8),
+                        torch.zeros((2, K // 16), dtype=torch.uint8), w_q, w_s, 1.0, out)
+    x_q = torch.zeros((1, K // 2), dtype=torch.uint8)
+    x_s = torch.zeros((1, K // 16), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="split: expected a divisor of K / 256 = 2, got 3"):
+        F.gemv_fp8_sm90(x_q, x_s, w_q, w_s, 1.0, out, split=3)
+    with pytest.raises(ValueError, match="a multiple of 256, got 384"):
+        F.gemv_fp8_sm90(x_q[:, :192], x_s[:, :24], w_q[:, :192], w_s[:, :24], 1.0, out)
+
+
+def test_ops_send_one_w4a4_token_here(monkeypatch):
+    from fp4mm.kernels import fp4_gemv_sm90
+
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")  # the package re-exports the function
+    ran = []
+    monkeypatch.setattr(F, "is_hopper", lambda device: True)
+    monkeypatch.setattr(fp4_gemv_sm90, "is_hopper", lambda device: True)
+    monkeypatch.setattr(F, "gemv_fp8_sm90", lambda *a, **k: ran.append("fp8"))
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append("ring"))
+    K, N = 3072, 256
+
+    def call(M, k=K, fp4=True):
+        x = (torch.zeros((M, k // 2), dtype=torch.uint8) if fp4
+             else torch.zeros((M, k), dtype=torch.float16))
+        xs = torch.zeros((M, k // 16), dtype=torch.uint8) if fp4 else None
+        w = torch.zeros((N, k // 2), dtype=torch.uint8)
+        s = torch.zeros((N, k // 16), dtype=torch.uint8)
+        ran.clear()
+        assert ops.run_gemv_sm90(x, xs, w, s, 1.0, "low_first", torch.empty((M, N)))
+        return ran[0]
+    assert call(1) == "fp8"
+    assert call(2) == "ring"  # one token only
+    assert call(1, k=K + 128) == "ring"  # K % 256
+    assert call(1, fp4=False) == "ring"  # 16-bit x
+
+
+def _shipped() -> list[tuple]:
+    """(windows per CTA, partial, alpha from a device tensor, out dtype) of every
+    specialisation the split rule gives at the decode shapes, plus the direct-store path with
+    alpha from a device tensor."""
+    cases = set()
+    for N, K in DECODE_SHAPES:
+        s = F.choose_split(N, K)
+        cases.add((K // F.WINDOW // s, s > 1, False, "fp16"))
+    cases.add((12, False, True, "bf16"))  # split 1: the GEMV applies alpha itself
+    return sorted(cases)
+
+
+SHIPPED = _shipped()
+
+
+def compile_report(wins, partial, alpha_ptr, out) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    args = ["w_ptr", "ws_ptr", "xw_ptr", "xs_ptr", "out_ptr", "N", "KB", "KW", "alpha",
+            "alpha_ptr"]
+    types = ["*i32", "*u8", "*i32", "*u8", "*fp32" if partial else f"*{out}", "i32", "i32",
+             "i32", "fp32", "*fp32"]
+    consts = dict(WINS=wins, TP=triton.next_power_of_2(8 * wins), PARTIAL=partial,
+                  ALPHA_PTR=alpha_ptr)
+    sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
+    src = GluonASTSource(F._fp4_gemv_fp8_sm90_kernel, sig, constexprs=consts,
+                         attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7)})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4, "launch_pdl": True})
+    ptx, sass = k.asm["ptx"], k.asm["sass"]
+    return {"log": _ptxas.ptxas_log(ptx),
+            "wgmma": len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n16k32\.f32\.e4m3\.e4m3 "
+                                    r"\{[^}]+\}, \{%r\d+,%r\d+,%r\d+,%r\d+\}", ptx)),
+            "waits": re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d)", sass),
+            "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
+            "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx))}
+
+
+@pytest.fixture(scope="module")
+def compile_reports():
+    return dict(zip(SHIPPED, _ptxas.compile_in_child(__file__)))
+
+
+@pytest.mark.parametrize("case", SHIPPED, ids=lambda c: "-".join(map(str, c)))
+def test_shipped_specialisations_compile_pipelined_without_spills(compile_reports, case):
+    rep = compile_reports[case]
+    assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
+    assert "C75" not in rep["log"], rep["log"]  # no wgmma serialisation warnings
+    assert rep["wgmma"] == 8  # register-A E4M3 m64n16k32: one window's eight
+    assert rep["waits"] == ["0x0"]  # one wait a window: the eight run back to back
+    assert rep["gdc"] == 2  # PDL: wait + launch_dependents
+    assert rep["ld_v4"] >= 2  # 16-byte weight loads (the first window and the next)
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------
+def _problem(N, K, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def e4m3(rows, cols):
+        return (torch.rand((rows, cols), device="cuda", generator=gen) * 1.5 + 0.5).to(
+            torch.float8_e4m3fn).view(torch.uint8)
+    bytes_ = lambda r, c: torch.randint(0, 256, (r, c), dtype=torch.uint8, device="cuda",  # noqa: E731
+                                        generator=gen)
+    return bytes_(1, K // 2), e4m3(1, K // 16), bytes_(N, K // 2), e4m3(N, K // 16)
+
+
+def _check(out, ref):
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN outputs"
+    u = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 0.0}[out.dtype]
+    tol = ref.abs() * u * 1.01 + ref.abs().amax() * 2.0**-19
+    err = (out.float() - ref).abs()
+    assert bool((err <= tol).all()), f"max excess {float((err - tol).max())}"
+
+
+def _splits(K):
+    w = K // F.WINDOW
+    return [s for s in range(1, w + 1) if w % s == 0][:4]
+
+
+@gpu
+@pytest.mark.parametrize("N,K,split", [(N, K, s) for N, K in ((64, 256), (200, 512), (77, 1280),
+                                                              (4099, 3072), (130, 8192))
+                                       for s in _splits(K)], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_matches_oracle(N, K, split, order):
+    x, xs, wq, ws = _problem(N, K, seed=N + K + split)
+    ref = reference.nvfp4_mm(x, xs, wq, ws, 0.375, order=order)
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        out = torch.full((1, N), float("nan"), dtype=dt, device="cuda")
+        F.gemv_fp8_sm90(x, xs, wq, ws, 0.375, out, split=split)
+        _check(out, ref)
+
+
+@gpu
+@pytest.mark.parametrize("split", [1, 3])
+def test_alpha_from_a_device_tensor(split):
+    x, xs, wq, ws = _problem(300, 768, seed=5)
+    alpha = torch.tensor([0.3], device="cuda")
+    out = torch.full((1, 300), float("nan"), dtype=torch.float16, device="cuda")
+    F.gemv_fp8_sm90(x, xs, wq, ws, alpha, out, split=split)
+    _check(out, reference.nvfp4_mm(x, xs, wq, ws, 0.3))
+
+
+@gpu
+def test_block_sums_of_the_widest_range_are_exact():
+    """Each 16-block sums 15 products of 6 x 6 and one of 0.5 x 0.5 (or its negative): 12
+    significant bits per block sum, which the FP8 MMA must keep whole. Scales 1 and fp32 out, so
+    the only rounding left is the fp32 sum of the block sums."""
+    N, K = 128, 1024
+    one = int(torch.tensor(1.0).to(torch.float8_e4m3fn).view(torch.uint8))
+    xs = torch.full((1, K // 16), one, dtype=torch.uint8, device="cuda")
+    ws = torch.full((N, K // 16), one, dtype=torch.uint8, device="cuda")
+    x = torch.full((1, K // 2), 0x77, dtype=torch.uint8, device="cuda")  # 6.0 everywhere
+    x[0, ::8] = 0x71  # one 0.5 a block
+    wq = torch.full((N, K // 2), 0x77, dtype=torch.uint8, device="cuda")
+    wq[:, ::8] = 0x71
+    wq[1::2] |= 0x88  # odd rows negative
+    wq[2::4, 1::8] ^= 0x08  # a sign flip within a block
+    out = torch.full((1, N), float("nan"), dtype=torch.float32, device="cuda")
+    F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=2)
+    ref = reference.nvfp4_mm(x, xs, wq, ws, 1.0)
+    assert torch.equal(out, ref)  # the sums are integers times 2^-2: exact in any order
+
+
+@gpu
+def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
+    x, xs, wq, ws = _problem(70, 512, seed=9)
+    ws[3, 2] = 0x7F  # weight row 3
+    out = torch.empty((1, 70), dtype=torch.float32, device="cuda")
+    F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=2)
+    assert torch.isnan(out).nonzero().flatten().tolist() == [3]
+    xs[0, 5] = 0xFF  # the token's scale: every output
+    F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=1)
+    assert torch.isnan(out).all()
+
+
+@gpu
+def test_ops_run_it_alone_for_one_token(monkeypatch):
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("another kernel ran")
+    for mod, name in ((fp4_gemm, "nvfp4_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90"),
+                      (fp4_gemv, "nvfp4_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
+        monkeypatch.setattr(mod, name, forbidden)
+    for N, K in itertools.product((256, 1000), (3072, 1280)):
+        x, xs, wq, ws = _problem(N, K, seed=N * K)
+        _check(fp4mm.nvfp4_mm(x, xs, wq, ws, 0.5, out_dtype=torch.float32),
+               reference.nvfp4_mm(x, xs, wq, ws, 0.5))
