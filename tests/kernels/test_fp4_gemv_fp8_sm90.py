@@ -228,7 +228,7 @@ def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
     ws[3, 2] = 0x7F  # weight row 3
     out = torch.empty((1, 70), dtype=torch.float32, device="cuda")
     F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=2)
-    assert torch.isnan(out).nonzero().flatten().tolist() == [3]
+    assert torch.isnan(out[0]).nonzero().flatten().tolist() == [3]
     xs[0, 5] = 0xFF  # the token's scale: every output
     F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=1)
     assert torch.isnan(out).all()
