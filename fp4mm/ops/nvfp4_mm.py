@@ -15,6 +15,7 @@ from fp4mm._validate import (
 )
 from fp4mm.backend import is_hopper, resolve_backend
 from fp4mm.ops.dispatch import (
+    GEMV_FP8_SM90_MAX_M,
     GEMV_SM90_RING_MAX_M_16BIT_X,
     GEMV_SM90_TMA_MIN_M,
     gemv_sm90_max_m,
@@ -77,8 +78,9 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
                   group_size: int | None = None) -> bool:
     """Run a Gluon decode GEMV if every operand suits it (contiguous, 16-byte aligned); return
     False (nothing run) otherwise, so the caller takes the plain-Triton GEMV. ``group_size``:
-    ``w_scales`` are 16-bit group scales (``w4a16_mm``). One NVFP4 token (W4A4) with K % 256 ==
-    0 takes the E4M3-wgmma GEMV (``fp4_gemv_fp8_sm90``). NVFP4 weights with 16-bit x at
+    ``w_scales`` are 16-bit group scales (``w4a16_mm``). NVFP4 activations (W4A4) of up to
+    ``GEMV_FP8_SM90_MAX_M`` tokens with K % 256 == 0 take the E4M3-wgmma GEMV
+    (``fp4_gemv_fp8_sm90``). NVFP4 weights with 16-bit x at
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
     ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. Everything else that
@@ -86,8 +88,9 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90
 
     M, K = x.shape[0], w_q.shape[1] * 2
-    if x_scales is not None and fp4_gemv_fp8_sm90.is_supported(out.device, M, K, x, x_scales,
-                                                                 w_q, w_scales, out):
+    if (x_scales is not None and M <= GEMV_FP8_SM90_MAX_M
+            and fp4_gemv_fp8_sm90.is_supported(out.device, M, K, x, x_scales, w_q, w_scales,
+                                               out)):
         fp4_gemv_fp8_sm90.gemv_fp8_sm90(x, x_scales, w_q, w_scales, alpha, out)
         return True
     if x_scales is None and group_size is None and M >= GEMV_SM90_TMA_MIN_M:
