@@ -113,10 +113,11 @@ GEMV_SM90_RING_MAX_M_16BIT_X = 16
 # above. H100, session 21, CUDA-graph medians over weight copies that fill 3x the L2, the best
 # split of each against the ring's heuristic (bench/results/2026-11-27-gemv-fp8-split*-h100.json,
 # us): M=1 18432 x 3072 15.7 vs 18.0, 8192 x 8192 17.8 vs 20.2, 14336 x 4096 15.6 vs 19.6,
-# 28672 x 4096 28.7 vs 32.1, 3072 x 3072 5.4 vs 7.2 (faster at all eight shapes, 10-27%); M=2
-# 18432 x 3072 19.2 vs 17.7, 8192 x 8192 22.2 vs 20.0, 28672 x 4096 34.9 vs 31.3 (the block
-# columns double with the tokens: B's build, the MMA's N side, the scale tile), faster only on
-# narrow weights (4096 x 4096 7.8 vs 9.3); M=4 slower everywhere (18432 x 3072 26.7 vs 17.7).
+# 28672 x 4096 28.7 vs 32.1, 3072 x 3072 5.4 vs 7.2 (faster at all eight shapes, 10-27%). A
+# version with 16 block columns per token (commit b230709, not kept) at M=2: 18432 x 3072 19.2
+# vs 17.7, 8192 x 8192 22.2 vs 20.0, 28672 x 4096 34.9 vs 31.3 (the columns double with the
+# tokens: B's build, the MMA's N side, the scale tile), faster only on narrow weights (4096 x
+# 4096 7.8 vs 9.3); M=4 slower everywhere (18432 x 3072 26.7 vs 17.7). So one token.
 GEMV_FP8_SM90_MAX_M = 1
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
