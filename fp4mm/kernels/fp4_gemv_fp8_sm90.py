@@ -140,6 +140,15 @@ def _build_b(xw_ptr, win0, WINS: gl.constexpr, TP: gl.constexpr):
 
 
 @gluon.jit
+def _mma(a, b_smem, tile, acc, use_acc: gl.constexpr, a_l: gl.constexpr):
+    """One async ``m64n16k32`` E4M3 wgmma: A tile ``a`` (its layout converts to ``a_l`` without
+    moving data) times B tile ``tile`` of ``b_smem``."""
+    return warpgroup_mma(gl.convert_layout(a, a_l, assert_trivial=True),
+                         b_smem.index(tile).permute((1, 0)), acc, use_acc=use_acc,
+                         is_async=True)
+
+
+@gluon.jit
 def _window(acc, words, i, ws_ptr, s_offs, xs_ptr, win0, cols, b_smem, a_l: gl.constexpr):
     """Window ``i``: the [64, 32] weight ``words`` -> 8 E4M3 A tiles, 8 wgmmas into fresh block
     sums, scaled into ``acc`` [64, 16]."""
@@ -153,22 +162,14 @@ def _window(acc, words, i, ws_ptr, s_offs, xs_ptr, win0, cols, b_smem, a_l: gl.c
     v = v.reshape([R, 2, 4, 4, 2, 4]).permute((0, 4, 2, 5, 1, 3)).reshape([R, 32, 8])
     s0, s1, s2, s3, s4, s5, s6, s7 = _split8(v.to(gl.float8e4nv, bitcast=True))
     base = i * 8
-    d = warpgroup_mma(gl.convert_layout(s0, a_l, assert_trivial=True),
-                      b_smem.index(base).permute((1, 0)), acc, use_acc=False, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s1, a_l, assert_trivial=True),
-                      b_smem.index(base + 1).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s2, a_l, assert_trivial=True),
-                      b_smem.index(base + 2).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s3, a_l, assert_trivial=True),
-                      b_smem.index(base + 3).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s4, a_l, assert_trivial=True),
-                      b_smem.index(base + 4).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s5, a_l, assert_trivial=True),
-                      b_smem.index(base + 5).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s6, a_l, assert_trivial=True),
-                      b_smem.index(base + 6).permute((1, 0)), d, is_async=True)
-    d = warpgroup_mma(gl.convert_layout(s7, a_l, assert_trivial=True),
-                      b_smem.index(base + 7).permute((1, 0)), d, is_async=True)
+    d = _mma(s0, b_smem, base, acc, False, a_l)
+    d = _mma(s1, b_smem, base + 1, d, True, a_l)
+    d = _mma(s2, b_smem, base + 2, d, True, a_l)
+    d = _mma(s3, b_smem, base + 3, d, True, a_l)
+    d = _mma(s4, b_smem, base + 4, d, True, a_l)
+    d = _mma(s5, b_smem, base + 5, d, True, a_l)
+    d = _mma(s6, b_smem, base + 6, d, True, a_l)
+    d = _mma(s7, b_smem, base + 7, d, True, a_l)
     # (the 8-bit A tiles cannot be deps of the wait in Triton 3.6; nothing writes their
     # registers before it, and the compile test checks ptxas kept the wgmmas pipelined)
     d = warpgroup_mma_wait(0, deps=[d])
