@@ -68,6 +68,9 @@ MAX_M = 1  # tokens (the ops' limit is fp4mm.ops.dispatch.GEMV_FP8_SM90_MAX_M)
 WINDOW = 256  # K per window: 8 wgmmas of K 32, 16 scale blocks
 ROWS = 64  # weight rows per CTA: one warpgroup, wgmma M
 _ROWS = gl.constexpr(ROWS)  # the same, for the jit functions
+# most windows a CTA may take: B holds 8 tiles of 512 bytes a window, the tile count rounded up
+# to a power of two (32 windows: 128 KB of the 227 KB a CTA may use)
+MAX_WINDOWS = 32
 
 # word ($2) -> $0: E4M3 bytes of its low nibbles, $1: of its high nibbles (the asm sees the
 # word as many times as it has output bytes to pack, and reads the first)
@@ -261,7 +264,8 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
         alpha: fp32 factor: a float or a one-element float32 device tensor
             (``fp4mm.kernels.alpha``).
         out: contiguous ``(1, N)`` fp16/bf16/fp32.
-        split: K slices, a divisor of K / 256 (default :func:`choose_split`).
+        split: K slices, a divisor of K / 256 leaving at most MAX_WINDOWS windows a slice
+            (default :func:`choose_split`, which leaves at most 8).
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
     """
     N, K = w_q.shape[0], w_q.shape[1] * 2
@@ -273,6 +277,9 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     split = choose_split(N, K) if split is None else split
     if split < 1 or windows % split:
         raise ValueError(f"split: expected a divisor of K / {WINDOW} = {windows}, got {split}")
+    if windows // split > MAX_WINDOWS:
+        raise ValueError(f"split: {split} leaves {windows // split} windows of {WINDOW} K a CTA, "
+                         f"more than its shared memory holds ({MAX_WINDOWS}); use a larger split")
     wins = windows // split
     dst = (torch.empty((split, 1, N), dtype=torch.float32, device=out.device) if split > 1
            else out)

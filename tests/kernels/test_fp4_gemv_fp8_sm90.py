@@ -48,6 +48,9 @@ def test_split_rule():
     assert F.choose_split(8192, 8192) == 4
     assert F.choose_split(3072, 3072) == 4
     assert F.choose_split(64, 256) == 1  # one window: nothing to split
+    for K in (256 * 127, 28672, 256 * 64):  # a prime window count, long K
+        w = K // F.WINDOW
+        assert w // F.choose_split(4096, K) <= min(8, F.MAX_WINDOWS)
 
 
 def test_is_supported_and_the_launcher_refuses_before_launching():
@@ -64,6 +67,12 @@ def test_is_supported_and_the_launcher_refuses_before_launching():
     x_s = torch.zeros((1, K // 16), dtype=torch.uint8)
     with pytest.raises(ValueError, match="split: expected a divisor of K / 256 = 2, got 3"):
         F.gemv_fp8_sm90(x_q, x_s, w_q, w_s, 1.0, out, split=3)
+    big_k = 256 * 2 * (F.MAX_WINDOWS + 1)  # split 2 leaves MAX_WINDOWS + 1 windows a CTA
+    with pytest.raises(ValueError, match="windows of 256 K a CTA, more than its shared memory"):
+        F.gemv_fp8_sm90(torch.zeros((1, big_k // 2), dtype=torch.uint8),
+                        torch.zeros((1, big_k // 16), dtype=torch.uint8),
+                        torch.zeros((N, big_k // 2), dtype=torch.uint8),
+                        torch.zeros((N, big_k // 16), dtype=torch.uint8), 1.0, out, split=2)
     with pytest.raises(ValueError, match="a multiple of 256, got 384"):
         F.gemv_fp8_sm90(x_q[:, :192], x_s[:, :24], w_q[:, :192], w_s[:, :24], 1.0, out)
 
@@ -94,6 +103,10 @@ def test_ops_send_one_w4a4_token_here(monkeypatch):
     assert call(2) == "ring"  # one token only
     assert call(1, k=K + 128) == "ring"  # K % 256
     assert call(1, fp4=False) == "ring"  # 16-bit x
+    # an operand off 16-byte alignment: neither Gluon GEMV takes it (the Triton GEMV will)
+    buf = torch.zeros(K // 2 + 8, dtype=torch.uint8)
+    assert not F.is_supported(torch.device("cuda"), 1, K, buf[8:].view(1, K // 2))
+    assert F.is_supported(torch.device("cuda"), 1, K, buf[:K // 2].view(1, K // 2))
 
 
 def _shipped() -> list[tuple]:
