@@ -28,13 +28,12 @@ for fp16 ``mma.sync``, about 3 instructions a code, and held W4A4 at 17.5-17.9 u
   A operand layout is free (checked at compile time). The nibble order does not matter: both
   operands use the same one, and each product pairs the same nibble of the same byte.
 - **Pipeline.** Each CTA builds its slice of B (``x`` words -> zero-padded E4M3 columns, one
-  tensor and one store: built per window or per tile it cost 0.5-2 us a call) after requesting
-  its first weight window, then runs the windows with the next window's weights in flight (one
-  ahead: deeper rings measured slower). Split K over
-  grid axis 1: fp32 partials ``(splits, 1, N)`` summed in a fixed order by ``fp4_gemv``'s
-  reduce kernel. Both launch with programmatic dependent launch, as the register-ring GEMV does:
-  the GEMV waits for the kernel before it before touching memory and lets the reduce launch
-  once its windows are done.
+  tensor and one store: built per window or per tile it cost 0.5-2.3 us a call) after
+  requesting its first weight window, then runs the windows with the next window's weights in
+  flight (one ahead: deeper rings measured slower). Split K over grid axis 1: fp32 partials
+  ``(splits, 1, N)`` summed in a fixed order by ``fp4_gemv``'s reduce kernel. Both launch with
+  programmatic dependent launch, as the register-ring GEMV does: the GEMV waits for the kernel
+  before it before touching memory and lets the reduce launch once its windows are done.
 
 H100, CUDA-graph medians, same runs as the register-ring GEMV (perf-log, ``fp4_gemv_fp8_sm90``;
 three runs): 18432 x 3072 15.1-15.7 us against 17.8-18.5, 8192 x 8192 17.5-17.9 against
