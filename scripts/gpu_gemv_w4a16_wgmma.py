@@ -26,7 +26,6 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
-    warpgroup_mma,
     warpgroup_mma_wait,
 )
 
@@ -39,7 +38,7 @@ from fp4mm.kernels.fp4_decode import (  # noqa: E402
     E2M1_WORD_PTX,
 )
 from fp4mm.kernels.fp4_gemv import reduce_partials  # noqa: E402
-from fp4mm.kernels.fp4_gemv_fp8_sm90 import _split8  # noqa: E402
+from fp4mm.kernels.fp4_gemv_fp8_sm90 import _mma, _split8  # noqa: E402
 
 _ORDER = """prmt.b32 p0, FIRST, SECOND, 0x5140;
 prmt.b32 p1, FIRST, SECOND, 0x7362;
@@ -66,13 +65,6 @@ def _split16(v):
     e0, e1, e2, e3, e4, e5, e6, e7 = _split8(ev)
     o0, o1, o2, o3, o4, o5, o6, o7 = _split8(od)
     return e0, o0, e1, o1, e2, o2, e3, o3, e4, o4, e5, o5, e6, o6, e7, o7
-
-
-@gluon.jit
-def _mma(a, b_smem, tile, acc, use_acc: gl.constexpr, a_l: gl.constexpr):
-    return warpgroup_mma(gl.convert_layout(a, a_l, assert_trivial=True),
-                         b_smem.index(tile).permute((1, 0)), acc, use_acc=use_acc,
-                         is_async=True)
 
 
 @gluon.jit
