@@ -206,7 +206,7 @@ def _build_single_kernel(kind: str):
 
             if case.M > fp4_gemv_sm90.MAX_M or not fp4_gemv_sm90.is_hopper(problem.device):
                 return None
-        if kind == "gemv_fp8_sm90":  # one token, K % 256 == 0, Hopper
+        if kind == "gemv_fp8_sm90":  # 1-4 tokens, K % 256 == 0, Hopper
             from fp4mm.kernels import fp4_gemv_fp8_sm90
 
             if not fp4_gemv_fp8_sm90.is_supported(problem.device, case.M, case.K):

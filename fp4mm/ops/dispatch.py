@@ -110,15 +110,16 @@ GEMV_SM90_MIN_N_ABOVE_32 = 8192
 GEMV_SM90_TMA_MIN_M = 9
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
-# above. H100, session 21, CUDA-graph medians over weight copies that fill 3x the L2, the best
-# split of each against the ring's heuristic (bench/results/2026-11-27-gemv-fp8-split*-h100.json,
-# us): M=1 18432 x 3072 15.7 vs 18.0, 8192 x 8192 17.8 vs 20.2, 14336 x 4096 15.6 vs 19.6,
-# 28672 x 4096 28.7 vs 32.1, 3072 x 3072 5.4 vs 7.2 (faster at all eight shapes, 10-27%). A
-# version with 16 block columns per token (commit b230709, not kept) at M=2: 18432 x 3072 19.2
-# vs 17.7, 8192 x 8192 22.2 vs 20.0, 28672 x 4096 34.9 vs 31.3 (the columns double with the
-# tokens: B's build, the MMA's N side, the scale tile), faster only on narrow weights (4096 x
-# 4096 7.8 vs 9.3); M=4 slower everywhere (18432 x 3072 26.7 vs 17.7). So one token.
-GEMV_FP8_SM90_MAX_M = 1
+# above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
+# against the ring's heuristic in the same run, us. Session 21, one token
+# (bench/results/2026-11-27-gemv-fp8-split-h100.json): 18432 x 3072 15.7 vs 18.0, 8192 x 8192
+# 17.8 vs 20.2, 14336 x 4096 15.6 vs 19.6, 28672 x 4096 28.7 vs 32.1, 3072 x 3072 5.4 vs 7.2
+# (faster at all eight shapes, 10-27%). Session 22, 2-4 tokens as 2 or 4 accumulators of 16
+# columns a window (...-gemv-fp8-tokens-h100.json; a session-21 version with 16 block columns per
+# token, b230709, was slower than the ring from two tokens): M=2 18432 x 3072 16.6 vs 17.8,
+# 8192 x 8192 17.9 vs 20.3; M=4 17.5 vs 18.0, 18.5 vs 20.7, 14336 x 4096 16.5 vs 18.4, 28672 x
+# 4096 30.3 vs 32.0, 3072 x 3072 5.6 vs 7.2 (faster at all six shapes for M = 2, 3 and 4).
+GEMV_FP8_SM90_MAX_M = 4
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
 # width and with the weight layout (a raw weight is re-laid out on every call: 16 us at

@@ -2,13 +2,13 @@
 machine, numerics on an sm_90 GPU.
 
 Gluon cannot run in Triton's interpreter; the interpreter-tested twin of every decode GEMV is
-fp4mm/kernels/fp4_gemv.py. CPU (CI): the split rule and the launcher's refusals; the ops send one
-W4A4 token here and nothing else; every specialisation the rule ships at the decode shapes
-compiles for sm_90a without spills, with its 8 E4M3 wgmmas a window pipelined (one wait), 16-byte
-weight loads and the PDL pair. GPU: vs the fp32 oracle on fresh random inputs with the output
-poisoned (ragged N, window counts that are not powers of two, every split, both nibble orders,
-three output dtypes, alpha from a device tensor), block sums of the widest dynamic range, NaN
-scale propagation, and the ops running it alone.
+fp4mm/kernels/fp4_gemv.py. CPU (CI): the split rule and the launcher's refusals; the ops send
+1-4 W4A4 tokens here and nothing else; every specialisation the rule ships at the decode shapes
+(1, 2 and 4 token columns) compiles for sm_90a without spills, with its 8 E4M3 wgmmas a window
+pipelined (one wait), 16-byte weight loads and the PDL pair. GPU: vs the fp32 oracle on fresh
+random inputs with the output poisoned (1-4 tokens, ragged N, window counts that are not powers
+of two, every split, both nibble orders, three output dtypes, alpha from a device tensor), block
+sums of the widest dynamic range, NaN scale propagation, and the ops running it alone.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def test_split_rule():
     assert F.choose_split(8192, 8192) == 4
     assert F.choose_split(3072, 3072) == 4
     assert F.choose_split(64, 256) == 1  # one window: nothing to split
+    # 2-4 tokens: split 2 would leave 48 of 576 CTAs for a second wave of 528
+    assert [F.choose_split(18432, 3072, m) for m in (2, 3, 4)] == [3, 3, 3]
+    assert [F.choose_split(8192, 8192, m) for m in (2, 4)] == [4, 4]
+    assert F.choose_split(28672, 4096, 4) == 2  # 896 CTAs: the second wave is 70% full
     for K in (256 * 127, 28672, 256 * 64):  # a prime window count, long K
         w = K // F.WINDOW
         assert w // F.choose_split(4096, K) <= min(8, F.MAX_WINDOWS)
@@ -60,9 +64,10 @@ def test_is_supported_and_the_launcher_refuses_before_launching():
     w_q = torch.zeros((N, K // 2), dtype=torch.uint8)
     w_s = torch.zeros((N, K // 16), dtype=torch.uint8)
     out = torch.empty((1, N), dtype=torch.float16)
-    with pytest.raises(ValueError, match="x_q: expected 1 row"):
-        F.gemv_fp8_sm90(torch.zeros((2, K // 2), dtype=torch.uint8),
-                        torch.zeros((2, K // 16), dtype=torch.uint8), w_q, w_s, 1.0, out)
+    with pytest.raises(ValueError, match="x_q: expected 1 to 4 rows"):
+        F.gemv_fp8_sm90(torch.zeros((5, K // 2), dtype=torch.uint8),
+                        torch.zeros((5, K // 16), dtype=torch.uint8), w_q, w_s, 1.0, out)
+    assert [F.tokens_per_cta(m) for m in (1, 2, 3, 4)] == [1, 2, 4, 4]
     x_q = torch.zeros((1, K // 2), dtype=torch.uint8)
     x_s = torch.zeros((1, K // 16), dtype=torch.uint8)
     with pytest.raises(ValueError, match="split: expected a divisor of K / 256 = 2, got 3"):
@@ -77,12 +82,12 @@ def test_is_supported_and_the_launcher_refuses_before_launching():
         F.gemv_fp8_sm90(x_q[:, :192], x_s[:, :24], w_q[:, :192], w_s[:, :24], 1.0, out)
 
 
-def test_ops_send_one_w4a4_token_here(monkeypatch):
+def test_ops_send_one_to_four_w4a4_tokens_here(monkeypatch):
     from fp4mm.kernels import fp4_gemv_sm90
     from fp4mm.ops.dispatch import GEMV_FP8_SM90_MAX_M
 
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")  # the package re-exports the function
-    assert GEMV_FP8_SM90_MAX_M == F.MAX_M == 1
+    assert GEMV_FP8_SM90_MAX_M == F.MAX_M == 4
     ran = []
     monkeypatch.setattr(F, "is_hopper", lambda device: True)
     monkeypatch.setattr(fp4_gemv_sm90, "is_hopper", lambda device: True)
@@ -99,9 +104,10 @@ def test_ops_send_one_w4a4_token_here(monkeypatch):
         ran.clear()
         assert ops.run_gemv_sm90(x, xs, w, s, 1.0, "low_first", torch.empty((M, N)))
         return ran[0]
-    assert call(1) == "fp8"
-    assert call(2) == "ring"  # one token only
+    assert [call(m) for m in (1, 2, 3, 4)] == ["fp8"] * 4
+    assert call(5) == "ring"
     assert call(1, k=K + 128) == "ring"  # K % 256
+    assert call(4, k=K + 128) == "ring"
     assert call(1, fp4=False) == "ring"  # 16-bit x
     # an operand off 16-byte alignment: neither Gluon GEMV takes it (the Triton GEMV will)
     buf = torch.zeros(K // 2 + 8, dtype=torch.uint8)
@@ -110,34 +116,38 @@ def test_ops_send_one_w4a4_token_here(monkeypatch):
 
 
 def _shipped() -> list[tuple]:
-    """(windows per CTA, partial, alpha from a device tensor, out dtype) of every
-    specialisation the split rule gives at the decode shapes, plus the direct-store path with
-    alpha from a device tensor."""
+    """(token columns T, windows per CTA, partial, alpha from a device tensor, out dtype) of
+    every specialisation the split rule gives at the decode shapes, plus the direct-store path
+    with alpha from a device tensor."""
     cases = set()
-    for N, K in DECODE_SHAPES:
-        s = F.choose_split(N, K)
-        cases.add((K // F.WINDOW // s, s > 1, False, "fp16"))
-    cases.add((12, False, True, "bf16"))  # split 1: the GEMV applies alpha itself
+    for (N, K), M in itertools.product(DECODE_SHAPES, (1, 2, 4)):
+        s = F.choose_split(N, K, M)
+        cases.add((F.tokens_per_cta(M), K // F.WINDOW // s, s > 1, False, "fp16"))
+    for T in (1, 2, 4):
+        cases.add((T, 12, False, True, "bf16"))  # split 1: the GEMV applies alpha itself
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(wins, partial, alpha_ptr, out) -> dict:
+def compile_report(T, wins, partial, alpha_ptr, out) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    args = ["w_ptr", "ws_ptr", "xw_ptr", "xs_ptr", "out_ptr", "N", "KB", "KW", "alpha",
+    args = ["w_ptr", "ws_ptr", "xw_ptr", "xs_ptr", "out_ptr", "M", "N", "KB", "KW", "alpha",
             "alpha_ptr"]
     types = ["*i32", "*u8", "*i32", "*u8", "*fp32" if partial else f"*{out}", "i32", "i32",
-             "i32", "fp32", "*fp32"]
-    consts = dict(WINS=wins, TP=triton.next_power_of_2(8 * wins), PARTIAL=partial,
+             "i32", "i32", "fp32", "*fp32"]
+    consts = dict(WINS=wins, TP=triton.next_power_of_2(8 * wins), T=T, PARTIAL=partial,
                   ALPHA_PTR=alpha_ptr)
-    sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
+    if T == 1:
+        consts["M"] = 1  # what the launcher's specialisation of an int equal to 1 gives
+    sig = {a: "constexpr" if a in consts else t for a, t in zip(args, types)}
+    sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(F._fp4_gemv_fp8_sm90_kernel, sig, constexprs=consts,
-                         attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7)})
+                         attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7, 8)})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": 4, "launch_pdl": True})
     ptx, sass = k.asm["ptx"], k.asm["sass"]
@@ -168,7 +178,7 @@ def test_shipped_specialisations_compile_pipelined_without_spills(compile_report
 # ----------------------------------------------------------------------------------------------
 # GPU
 # ----------------------------------------------------------------------------------------------
-def _problem(N, K, seed):
+def _problem(N, K, seed, M=1):
     gen = torch.Generator(device="cuda").manual_seed(seed)
 
     def e4m3(rows, cols):
@@ -176,7 +186,7 @@ def _problem(N, K, seed):
             torch.float8_e4m3fn).view(torch.uint8)
     bytes_ = lambda r, c: torch.randint(0, 256, (r, c), dtype=torch.uint8, device="cuda",  # noqa: E731
                                         generator=gen)
-    return bytes_(1, K // 2), e4m3(1, K // 16), bytes_(N, K // 2), e4m3(N, K // 16)
+    return bytes_(M, K // 2), e4m3(M, K // 16), bytes_(N, K // 2), e4m3(N, K // 16)
 
 
 def _check(out, ref):
@@ -197,60 +207,67 @@ def _splits(K):
                                                               (4099, 3072), (130, 8192))
                                        for s in _splits(K)], ids=str)
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
-def test_matches_oracle(N, K, split, order):
-    x, xs, wq, ws = _problem(N, K, seed=N + K + split)
+@pytest.mark.parametrize("M", [1, 2, 3, 4])
+def test_matches_oracle(N, K, split, order, M):
+    x, xs, wq, ws = _problem(N, K, seed=N + K + split + 100 * M, M=M)
     ref = reference.nvfp4_mm(x, xs, wq, ws, 0.375, order=order)
     for dt in (torch.float32, torch.float16, torch.bfloat16):
-        out = torch.full((1, N), float("nan"), dtype=dt, device="cuda")
+        out = torch.full((M, N), float("nan"), dtype=dt, device="cuda")
         F.gemv_fp8_sm90(x, xs, wq, ws, 0.375, out, split=split)
         _check(out, ref)
 
 
 @gpu
 @pytest.mark.parametrize("split", [1, 3])
-def test_alpha_from_a_device_tensor(split):
-    x, xs, wq, ws = _problem(300, 768, seed=5)
+@pytest.mark.parametrize("M", [1, 2, 4])
+def test_alpha_from_a_device_tensor(split, M):
+    x, xs, wq, ws = _problem(300, 768, seed=5, M=M)
     alpha = torch.tensor([0.3], device="cuda")
-    out = torch.full((1, 300), float("nan"), dtype=torch.float16, device="cuda")
+    out = torch.full((M, 300), float("nan"), dtype=torch.float16, device="cuda")
     F.gemv_fp8_sm90(x, xs, wq, ws, alpha, out, split=split)
     _check(out, reference.nvfp4_mm(x, xs, wq, ws, 0.3))
 
 
 @gpu
-def test_block_sums_of_the_widest_range_are_exact():
+@pytest.mark.parametrize("M", [1, 2, 4])
+def test_block_sums_of_the_widest_range_are_exact(M):
     """Each 16-block sums 15 products of 6 x 6 and one of 0.5 x 0.5 (or its negative): 12
     significant bits per block sum, which the FP8 MMA must keep whole. Scales 1 and fp32 out, so
     the only rounding left is the fp32 sum of the block sums."""
     N, K = 128, 1024
     one = int(torch.tensor(1.0).to(torch.float8_e4m3fn).view(torch.uint8))
-    xs = torch.full((1, K // 16), one, dtype=torch.uint8, device="cuda")
+    xs = torch.full((M, K // 16), one, dtype=torch.uint8, device="cuda")
     ws = torch.full((N, K // 16), one, dtype=torch.uint8, device="cuda")
-    x = torch.full((1, K // 2), 0x77, dtype=torch.uint8, device="cuda")  # 6.0 everywhere
-    x[0, ::8] = 0x71  # one 0.5 a block
+    x = torch.full((M, K // 2), 0x77, dtype=torch.uint8, device="cuda")  # 6.0 everywhere
+    x[:, ::8] = 0x71  # one 0.5 a block
+    x[1::2] ^= 0x88  # odd tokens negative
     wq = torch.full((N, K // 2), 0x77, dtype=torch.uint8, device="cuda")
     wq[:, ::8] = 0x71
     wq[1::2] |= 0x88  # odd rows negative
     wq[2::4, 1::8] ^= 0x08  # a sign flip within a block
-    out = torch.full((1, N), float("nan"), dtype=torch.float32, device="cuda")
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
     F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=2)
     ref = reference.nvfp4_mm(x, xs, wq, ws, 1.0)
     assert torch.equal(out, ref)  # the sums are integers times 2^-2: exact in any order
 
 
 @gpu
-def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
-    x, xs, wq, ws = _problem(70, 512, seed=9)
-    ws[3, 2] = 0x7F  # weight row 3
-    out = torch.empty((1, 70), dtype=torch.float32, device="cuda")
+@pytest.mark.parametrize("M", [1, 3, 4])
+def test_nan_scale_bytes_propagate_to_exactly_their_outputs(M):
+    x, xs, wq, ws = _problem(70, 512, seed=9, M=M)
+    ws[3, 2] = 0x7F  # weight row 3: that column of every token
+    out = torch.empty((M, 70), dtype=torch.float32, device="cuda")
     F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=2)
-    assert torch.isnan(out[0]).nonzero().flatten().tolist() == [3]
-    xs[0, 5] = 0xFF  # the token's scale: every output
+    assert torch.isnan(out).nonzero().tolist() == [[m, 3] for m in range(M)]
+    xs[M - 1, 5] = 0xFF  # the last token's scale: every output of that token, no other
     F.gemv_fp8_sm90(x, xs, wq, ws, 1.0, out, split=1)
-    assert torch.isnan(out).all()
+    assert torch.isnan(out[M - 1]).all()
+    assert torch.isnan(out[:M - 1]).nonzero().tolist() == [[m, 3] for m in range(M - 1)]
 
 
 @gpu
-def test_ops_run_it_alone_for_one_token(monkeypatch):
+@pytest.mark.parametrize("M", [1, 2, 3, 4])
+def test_ops_run_it_alone_for_one_to_four_tokens(monkeypatch, M):
     import fp4mm
     from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
 
@@ -260,6 +277,6 @@ def test_ops_run_it_alone_for_one_token(monkeypatch):
                       (fp4_gemv, "nvfp4_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
         monkeypatch.setattr(mod, name, forbidden)
     for N, K in itertools.product((256, 1000), (3072, 1280)):
-        x, xs, wq, ws = _problem(N, K, seed=N * K)
+        x, xs, wq, ws = _problem(N, K, seed=N * K + M, M=M)
         _check(fp4mm.nvfp4_mm(x, xs, wq, ws, 0.5, out_dtype=torch.float32),
                reference.nvfp4_mm(x, xs, wq, ws, 0.5))
