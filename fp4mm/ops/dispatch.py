@@ -116,9 +116,9 @@ GEMV_SM90_RING_MAX_M_16BIT_X = 16
 # 17.8 vs 20.2, 14336 x 4096 15.6 vs 19.6, 28672 x 4096 28.7 vs 32.1, 3072 x 3072 5.4 vs 7.2
 # (faster at all eight shapes, 10-27%). Session 22, 2-4 tokens as 2 or 4 accumulators of 16
 # columns a window (...-gemv-fp8-tokens-h100.json; a session-21 version with 16 block columns per
-# token, b230709, was slower than the ring from two tokens): M=2 18432 x 3072 16.6 vs 17.8,
-# 8192 x 8192 17.9 vs 20.3; M=4 17.5 vs 18.0, 18.5 vs 20.7, 14336 x 4096 16.5 vs 18.4, 28672 x
-# 4096 30.3 vs 32.0, 3072 x 3072 5.6 vs 7.2 (faster at all six shapes for M = 2, 3 and 4).
+# token, b230709, was slower than the ring from two tokens): M=2 18432 x 3072 16.5 vs 17.8,
+# 8192 x 8192 17.9 vs 20.2; M=4 17.4 vs 18.0, 18.4 vs 20.5, 14336 x 4096 16.5 vs 18.3, 28672 x
+# 4096 30.2 vs 31.8, 3072 x 3072 5.6 vs 7.1 (faster at all six shapes for M = 2, 3 and 4).
 GEMV_FP8_SM90_MAX_M = 4
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
