@@ -47,8 +47,8 @@ for fp16 ``mma.sync``, about 3 instructions a code, and held W4A4 at 17.5-17.9 u
 H100, CUDA-graph medians, same runs as the register-ring GEMV (perf-log, ``fp4_gemv_fp8_sm90``;
 three runs): 18432 x 3072 15.1-15.7 us against 17.8-18.5, 8192 x 8192 17.5-17.9 against
 19.9-20.2, 14336 x 4096 15.5-16.0 against 19.6-20.2, 3072 x 3072 5.1-5.6 against 7.0-7.3.
-2-4 tokens (session 22, same runs as the ring, best split, us): 18432 x 3072 M = 2 16.6
-against 17.8, M = 4 17.5 against 18.0; 8192 x 8192 M = 4 18.5 against 20.7; faster than the
+2-4 tokens (session 22, same runs as the ring, best split, us): 18432 x 3072 M = 2 16.5
+against 17.8, M = 4 17.4 against 18.0; 8192 x 8192 M = 4 18.4 against 20.5; faster than the
 ring at all six shapes measured (``fp4mm.ops.dispatch.GEMV_FP8_SM90_MAX_M``). A session-21
 version with 16 block columns per token (``b230709``: B, the MMA's N side and the scale tile
 grew with the tokens) was slower than the ring from two tokens on wide weights.
