@@ -40,7 +40,7 @@ for fp16 ``mma.sync``, about 3 instructions a code, and held W4A4 at 17.5-17.9 u
   tensor and one store: built per window or per tile it cost 0.5-2.3 us a call) after
   requesting its first weight window, then runs the windows with the next window's weights in
   flight (one ahead: deeper rings measured slower). Split K over grid axis 1: fp32 partials
-  ``(splits, 1, N)`` summed in a fixed order by ``fp4_gemv``'s reduce kernel. Both launch with
+  ``(splits, M, N)`` summed in a fixed order by ``fp4_gemv``'s reduce kernel. Both launch with
   programmatic dependent launch, as the register-ring GEMV does: the GEMV waits for the kernel
   before it before touching memory and lets the reduce launch once its windows are done.
 
@@ -128,7 +128,7 @@ def _col_token(col, T: gl.constexpr):
 
 
 @gluon.jit
-def _block(col, a: gl.constexpr, T: gl.constexpr):
+def _block(col, a, T: gl.constexpr):
     """Window block (0-15) of column ``col`` of accumulator ``a`` (T accumulators a window).
     Lane ``c`` of a quad holds columns with ``(col % 8) // 2 == c``, so it only ever needs the
     weight scales of blocks ``8 h + 2 c + t'`` (h, t' in 0/1), whatever T is."""
@@ -211,12 +211,7 @@ def _x_scales(xs_ptr, M, KB, win0, WINS: gl.constexpr, T: gl.constexpr):
     t_l: gl.constexpr = gl.BlockedLayout([1, 1], [2, 16], [NW, 1], [1, 0])
     row = gl.expand_dims(gl.arange(0, R, layout=gl.SliceLayout(1, t_l)), 1)  # [R, 1]
     col = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, t_l)), 0)  # [1, 16]
-    a = row % T
-    c = (col % 8) // 2
-    if T == 2:
-        blk = 8 * a + 2 * c + col % 2
-    else:
-        blk = 8 * (a // 2) + 2 * c + a % 2
+    blk = _block(col, row % T, T)
     tok = _col_token(col, T)
     sx = gl.load(xs_ptr + tok * KB + (win0 + row // T) * 16 + blk,
                  mask=(row < WINS * T) & (tok < M), other=0)
