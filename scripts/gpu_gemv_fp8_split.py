@@ -40,7 +40,7 @@ def main():
         windows = K // F.WINDOW
         pick = F.choose_split(N, K, M)
         cands = [("ring", None)] + [(f"fp8/split{s}", s) for s in range(1, windows + 1)
-                                    if F.split_is_valid(s, M, K) and windows // s <= 16]
+                                    if windows % s == 0 and windows // s <= min(16, F.MAX_WINDOWS)]
         res = {}
         for name, split in cands:
             def run(i, o):

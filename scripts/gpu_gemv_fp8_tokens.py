@@ -27,7 +27,9 @@ from fp4mm.bench.cases import n_copies  # noqa: E402
 from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as V  # noqa: E402
 
-try:  # the one-token kernel before this change (a copy of HEAD's, not committed)
+# the one-token kernel before session 22 (its 'head' rows), when copied in first:
+# git show 1ca556a:fp4mm/kernels/fp4_gemv_fp8_sm90.py > scripts/_gemv_fp8_head.py
+try:
     import _gemv_fp8_head as F0
 except ImportError:
     F0 = None
