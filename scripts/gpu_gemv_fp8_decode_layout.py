@@ -12,7 +12,9 @@ and its magnitude on bits 6, 1, 0. Then ``hi = w & 0x9C9C9C9C`` and
 2. CUDA-graph medians over weight copies that fill 3x the L2, three rounds: raw at the rule's
    split, the decode layout at every split leaving <= 8 windows, and (T = 4, where the layout
    compiles to 137 registers) capped at 128 registers.
-Usage on an sm_90 machine: ``python scripts/gpu_gemv_fp8_decode_layout.py`` (JSON to $OUT)."""
+Usage on an sm_90 machine, with the kernel of commit 25eafbf (its DECODE_LAYOUT switch was removed
+after this probe): ``git show 25eafbf:fp4mm/kernels/fp4_gemv_fp8_sm90.py > fp4mm/kernels/fp4_gemv_fp8_sm90.py``,
+then ``python scripts/gpu_gemv_fp8_decode_layout.py`` (JSON to $OUT)."""
 
 from __future__ import annotations
 

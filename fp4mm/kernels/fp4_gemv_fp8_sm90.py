@@ -88,17 +88,6 @@ _WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (128 regi
 _E4M3_BYTES = gl.constexpr(
     "{\n.reg .b32 lo, hi, v4;" + E2M1_E4M3_BYTES_PTX.replace("IN", "$2")
     + "\nmov.b32 $0, lo;\nmov.b32 $1, hi;\n}")
-# The same for a word in the decode layout (``fp4mm.formats.layouts``): per byte, the high
-# nibble's code already at its E4M3 bits (sign 7, magnitude 4-2), the low one's sign at bit 5,
-# magnitude bits at 6, 1, 0 -> 5 bit ops a word instead of 7
-_E4M3_BYTES_DECODE_LAYOUT = gl.constexpr("""{
-.reg .b32 t, u;
-and.b32 $1, $2, 0x9C9C9C9C;
-shl.b32 t, $2, 2;
-shr.b32 u, $2, 2;
-and.b32 u, u, 0x10101010;
-lop3.b32 $0, t, u, 0x8C8C8C8C, 0xEC;
-}""")
 
 
 @gluon.jit
@@ -269,7 +258,7 @@ def _scale(sw, a: gl.constexpr, i, sx_smem, T: gl.constexpr):
 
 @gluon.jit
 def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
-            a_l: gl.constexpr, T: gl.constexpr, DECODE_LAYOUT: gl.constexpr):
+            a_l: gl.constexpr, T: gl.constexpr):
     """Window ``i``: the [64, 32] weight ``words`` -> 8 E4M3 A tiles, 8 wgmmas into T fresh
     accumulators of block sums, scaled into ``acc`` [64, 16]."""
     R: gl.constexpr = words.shape[0]
@@ -281,12 +270,8 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
         sc0 = sw * gl.expand_dims(sx.to(gl.float32) * 4096.0, 0)  # 2^12: codes are * 2^-6
     else:
         sc0 = _scale(sw, 0, i, sx_smem, T)
-    if DECODE_LAYOUT:
-        v = gl.inline_asm_elementwise(_E4M3_BYTES_DECODE_LAYOUT, "=r,=r" + ",r" * 8,
-                                      [_copies(words, 8)], dtype=gl.int8, is_pure=True, pack=8)
-    else:
-        v = gl.inline_asm_elementwise(_E4M3_BYTES, "=r,=r" + ",r" * 8, [_copies(words, 8)],
-                                      dtype=gl.int8, is_pure=True, pack=8)
+    v = gl.inline_asm_elementwise(_E4M3_BYTES, "=r,=r" + ",r" * 8, [_copies(words, 8)],
+                                  dtype=gl.int8, is_pure=True, pack=8)
     # [R, word 16 h + 4 c + t, lohi j] -> 8 tiles (h, t) of [R, K slot 16 lohi + 4 c + j]
     v = v.reshape([R, 2, 4, 4, 2, 4]).permute((0, 4, 2, 5, 1, 3)).reshape([R, 32, 8])
     s0, s1, s2, s3, s4, s5, s6, s7 = _split8(v.to(gl.float8e4nv, bitcast=True))
@@ -336,8 +321,7 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
 @gluon.jit
 def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, KW, alpha,
                               alpha_ptr, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
-                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr,
-                              DECODE_LAYOUT: gl.constexpr = False):
+                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr):
     """64 weight rows x WINS windows of 256 K x M <= T tokens per CTA (grid: row blocks x
     splits). w_ptr int32 ``[N, K/8]`` code words; ws_ptr uint8 ``[N, K/16]``; xw_ptr int32
     ``[M, K/8]``; xs_ptr uint8 ``[M, K/16]``; KB = K/16, KW = K/8. PARTIAL: fp32 partials
@@ -376,7 +360,7 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         more = w_offs * 0 + i + 1 < WINS
         words_next = gl.load(w_ptr + w_offs + (i + 1) * 32, mask=more)
         acc = _window(acc, words, i, ws_ptr, s_rows, xs_ptr, win0 * 16, sx_smem, cols, b_smem,
-                      a_l, T, DECODE_LAYOUT)
+                      a_l, T)
         words = words_next
     gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
                               dtype=gl.int32, is_pure=False, pack=1)
