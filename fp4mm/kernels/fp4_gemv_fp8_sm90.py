@@ -142,16 +142,14 @@ def _block(col, a, T: gl.constexpr):
 
 
 @gluon.jit
-def _build_b(xw_ptr, M, KW, win0, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
-             STREAM: gl.constexpr = False, nwin=0, wpr=1):
+def _build_b(xw_ptr, M, KW, win0, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr):
     """This CTA's B in shared memory: tile ``8 w + 4 h + t`` ([16 columns, 32 K slots] E4M3)
     feeds wgmma ``4 h + t`` of window ``w``, which adds into accumulator ``a(h, t)`` (0 for one
     token, h for two, ``2 h + t // 2`` for four). Its slots ``16 lohi + 4 c + j`` of column col
     hold byte j of the low / high nibble bytes of word ``16 h + 4 c + t`` of the window of token
     ``_col_token(col)``, where c = (col % 8) // 2 and that word's block ``8 h + 2 c + t // 2`` is
     the column's (``_block``); every other byte is zero, and so are tokens past M. TP >= 8 WINS
-    (a power of two) tiles are built; those past 8 WINS are zero and unused. STREAM: the CTA's
-    ``nwin`` windows are ``(win0 + w) % wpr`` (a range that wraps into the next row block)."""
+    (a power of two) tiles are built; those past 8 WINS are zero and unused."""
     NW: gl.constexpr = gl.num_warps()
     NT: gl.constexpr = WINS * 8
     bw_l: gl.constexpr = gl.BlockedLayout([1, 1, 8], [2, 16, 1], [NW, 1, 1], [2, 1, 0])
@@ -160,28 +158,21 @@ def _build_b(xw_ptr, M, KW, win0, WINS: gl.constexpr, TP: gl.constexpr, T: gl.co
     col = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, row_l)), 0)  # [1, 16]
     h = (tile // 4) % 2
     t = tile % 4
-    if STREAM:
-        live = tile < 8 * nwin
-        win = win0 + tile // 8
-        win = gl.where(win >= wpr, win - wpr, win)  # (win0 + tile // 8) % wpr, as win0 < wpr
-    else:
-        live = tile < NT
-        win = win0 + tile // 8
     if T == 1:
         # (the same columns as T > 1 would give, in the form that compiles to the fastest
         # one-token kernel measured: session 22, perf-log)
         off = col - 8 * h - t // 2  # 2 c for the one c whose block is this column
-        has = (off >= 0) & (off < 8) & (off % 2 == 0) & live
+        has = (off >= 0) & (off < 8) & (off % 2 == 0) & (tile < NT)
         c = off // 2
-        word = gl.load(xw_ptr + win * 32 + 16 * h + 4 * c + t, mask=has, other=0)
+        word = gl.load(xw_ptr + (win0 + tile // 8) * 32 + 16 * h + 4 * c + t, mask=has, other=0)
     else:
         c = (col % 8) // 2
         tok = _col_token(col, T)
         if T == 2:
-            has = (col % 2 == t // 2) & live & (tok < M)
+            has = (col % 2 == t // 2) & (tile < NT) & (tok < M)
         else:
-            has = live & (tok < M)
-        word = gl.load(xw_ptr + tok * KW + win * 32 + 16 * h + 4 * c + t,
+            has = (tile < NT) & (tok < M)
+        word = gl.load(xw_ptr + tok * KW + (win0 + tile // 8) * 32 + 16 * h + 4 * c + t,
                        mask=has, other=0)
     lo, hi = gl.inline_asm_elementwise(_E4M3_BYTES, "=r,=r,r", [word],
                                        dtype=(gl.int32, gl.int32), is_pure=True, pack=1)
@@ -211,8 +202,7 @@ def _mma(a, b_smem, tile, acc, use_acc: gl.constexpr, a_l: gl.constexpr):
 
 
 @gluon.jit
-def _x_scales(xs_ptr, M, KB, win0, WINS: gl.constexpr, T: gl.constexpr,
-              STREAM: gl.constexpr = False, nwin=0, wpr=1):
+def _x_scales(xs_ptr, M, KB, win0, WINS: gl.constexpr, T: gl.constexpr):
     """Shared [>= WINS T, 16] fp32 table of x's scales for T > 1 tokens: row ``T w + a``, column
     col holds ``e4m3(x_scale) * 2^12`` (2^12 undoes the two 2^-6 of the codes) of token
     ``_col_token(col)`` and block ``_block(col, a)`` of window w, zero for tokens past M."""
@@ -223,14 +213,8 @@ def _x_scales(xs_ptr, M, KB, win0, WINS: gl.constexpr, T: gl.constexpr,
     col = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, t_l)), 0)  # [1, 16]
     blk = _block(col, row % T, T)
     tok = _col_token(col, T)
-    if STREAM:  # windows as in _build_b
-        win = win0 + row // T
-        win = gl.where(win >= wpr, win - wpr, win)
-        live = row < nwin * T
-    else:
-        win = win0 + row // T
-        live = row < WINS * T
-    sx = gl.load(xs_ptr + tok * KB + win * 16 + blk, mask=live & (tok < M), other=0)
+    sx = gl.load(xs_ptr + tok * KB + (win0 + row // T) * 16 + blk,
+                 mask=(row < WINS * T) & (tok < M), other=0)
     sx = sx.to(gl.float8e4nv, bitcast=True).to(gl.float32) * 4096.0
     layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     flat = gl.allocate_shared_memory(gl.float32, [R, 16], layout, sx)
@@ -335,69 +319,20 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
 
 
 @gluon.jit
-def _row_offs(rows_l, rb, N, KW):
-    """int64 offsets of row block ``rb``'s rows in the int32 weight view (rows past N clamped
-    to the last row, never stored), one per row held by the thread."""
-    return gl.minimum(rb * _ROWS + rows_l, N - 1).to(gl.int64) * KW
-
-
-@gluon.jit
-def _store(acc, out_ptr, row0, slot, M, N, alpha, PARTIAL: gl.constexpr, T: gl.constexpr,
-           ZERO_SLOTS: gl.constexpr = 0, zero_from=0):
-    """The row sums of ``acc`` per token: fp32 partials in slice ``slot`` of ``[slots, M, N]``,
-    else ``alpha * y`` in out's dtype. ZERO_SLOTS > 0 (stream mode, the last contributor of a
-    row block): also zeros in slices ``zero_from .. ZERO_SLOTS - 1``, which no CTA writes."""
-    R: gl.constexpr = acc.shape[0]
-    if T == 1:
-        y = gl.sum(acc, axis=1)
-        rows = row0 + gl.arange(0, R, layout=y.type.layout)
-        if PARTIAL:
-            gl.store(out_ptr + slot * N + rows, y, mask=rows < N)
-            for z in range(zero_from, ZERO_SLOTS):
-                gl.store(out_ptr + z * N + rows, y * 0.0, mask=rows < N)
-        else:
-            gl.store(out_ptr + rows, (y * alpha).to(out_ptr.dtype.element_ty), mask=rows < N)
-    else:
-        # column col of acc belongs to token _col_token(col): T = 2 col // 8, T = 4 col % 2 +
-        # 2 (col // 8); the sum over its blocks (c = (col % 8) // 2) leaves [64 rows, T tokens]
-        if T == 2:
-            y = gl.sum(acc.reshape([R, 2, 8]), axis=2)
-        else:
-            y = gl.sum(acc.reshape([R, 2, 4, 2]), axis=2).reshape([R, 4])
-        y_rows = row0 + gl.arange(0, R, layout=gl.SliceLayout(1, y.type.layout))
-        y_toks = gl.arange(0, T, layout=gl.SliceLayout(0, y.type.layout))
-        live = gl.expand_dims(y_rows < N, 1) & gl.expand_dims(y_toks < M, 0)
-        offs = gl.expand_dims(y_toks, 0) * N + gl.expand_dims(y_rows, 1)
-        if PARTIAL:
-            gl.store(out_ptr + slot * M * N + offs, y, mask=live)
-            for z in range(zero_from, ZERO_SLOTS):
-                gl.store(out_ptr + z * M * N + offs, y * 0.0, mask=live)
-        else:
-            gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
-
-
-@gluon.jit
 def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, KW, alpha,
                               alpha_ptr, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
-                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr,
-                              STREAM: gl.constexpr = False, WPR=1, WTOT=1,
-                              SLOTS: gl.constexpr = 1):
+                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr):
     """64 weight rows x WINS windows of 256 K x M <= T tokens per CTA (grid: row blocks x
     splits). w_ptr int32 ``[N, K/8]`` code words; ws_ptr uint8 ``[N, K/16]``; xw_ptr int32
     ``[M, K/8]``; xs_ptr uint8 ``[M, K/16]``; KB = K/16, KW = K/8. PARTIAL: fp32 partials
-    ``[splits, M, N]``, else ``alpha * y`` in out's dtype (contiguous ``[M, N]``).
-    STREAM (grid: G CTAs, PARTIAL): the WTOT = row blocks x WPR windows, flattened row block
-    by row block, are cut into G contiguous runs of at most WINS <= WPR windows, one a CTA, so
-    every CTA has the same work; a run covers the end of one row block and the start of the
-    next at most. Each part it covers goes to its own slice of the ``[SLOTS, M, N]`` partials
-    (slot: the CTA's rank among the row block's contributors), and the row block's last
-    contributor zeros the slices no CTA writes."""
+    ``[splits, M, N]``, else ``alpha * y`` in out's dtype (contiguous ``[M, N]``)."""
     gl.static_assert(gl.num_warps() == 4, "one warpgroup: launch with num_warps=4")
     gl.static_assert((T == 1) | (T == 2) | (T == 4), "T: 1, 2 or 4 tokens")
-    gl.static_assert(PARTIAL or not STREAM, "stream mode writes partials")
     # PDL: x (and alpha) may come from the kernel before; wait for it before any memory access
     gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                               is_pure=False, pack=1)
+    row0 = gl.program_id(0) * _ROWS
+    win0 = gl.program_id(1) * WINS
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, 16, 32])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
@@ -407,87 +342,51 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         reg_bases=[[0, 1], [0, 2], [0, 16], [8, 0]],
         lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]],
         warp_bases=[[16, 0], [32, 0]], block_bases=[], shape=[_ROWS, 32])
-    if STREAM:
-        cols = gl.arange(0, 16, layout=gl.SliceLayout(0, mma))
-        rows_a = gl.arange(0, _ROWS, layout=gl.SliceLayout(1, mma))
-        j = gl.program_id(0)
-        G = gl.num_programs(0)
-        f0 = j * WTOT // G
-        nwin = (j + 1) * WTOT // G - f0
-        rb0 = f0 // WPR
-        w0 = f0 - rb0 * WPR
-        n1 = gl.minimum(nwin, WPR - w0)  # windows in row block rb0; the rest are rb0 + 1's
-        # rank of this CTA among rb0's contributors: the first is the CTA holding its window 0
-        slot0 = j - (((rb0 * WPR + 1) * G + WTOT - 1) // WTOT - 1)
-        rows_l = gl.arange(0, _ROWS, layout=gl.SliceLayout(1, w_l))
-        cols_w = gl.arange(0, 32, layout=gl.SliceLayout(0, w_l))
-        ro0 = _row_offs(rows_l, rb0, N, KW)
-        ro1 = _row_offs(rows_l, rb0 + 1, N, KW)
-        cw = gl.expand_dims(cols_w, 0)
-        words = gl.load(w_ptr + gl.expand_dims(ro0, 1) + cw + w0 * 32)
-        b_smem = _build_b(xw_ptr, M, KW, w0, WINS, TP, T, True, nwin, WPR)
-        if T == 1:
-            sx_smem = b_smem  # (unused: one token reads its scales from x_scales)
-        else:
-            sx_smem = _x_scales(xs_ptr, M, KB, w0, WINS, T, True, nwin, WPR)
-        # window i of the run is window w0 + i of rb0 (i < n1), then i - n1 of rb0 + 1: the
-        # scale offsets below fold in that w - i (_window adds 16 i)
-        s_rows = gl.expand_dims(gl.minimum(rb0 * _ROWS + rows_a, N - 1), 1).to(gl.int64) * KB
-        acc = gl.zeros([_ROWS, 16], gl.float32, mma)
-        for i in range(n1):
-            # the next window: w0 + i + 1 of rb0, or window 0 of rb0 + 1 after rb0's last
-            nxt = i + 1 < n1
-            ro = gl.where(nxt, ro0, ro1)
-            offs_next = gl.expand_dims(ro, 1) + cw + gl.where(nxt, w0 + i + 1, 0) * 32
-            words_next = gl.load(w_ptr + offs_next, mask=offs_next * 0 + i + 1 < nwin)
-            acc = _window(acc, words, i, ws_ptr, s_rows + w0 * 16, xs_ptr, w0 * 16, sx_smem,
-                          cols, b_smem, a_l, T)
-            words = words_next
-        last = (n1 == WPR - w0).to(gl.int32)  # this run holds rb0's last window
-        _store(acc, out_ptr, rb0 * _ROWS, slot0, M, N, alpha, True, T, SLOTS,
-               SLOTS - last * (SLOTS - 1 - slot0))
-        s_rows = gl.expand_dims(gl.minimum((rb0 + 1) * _ROWS + rows_a, N - 1),
-                                1).to(gl.int64) * KB
-        acc = gl.zeros([_ROWS, 16], gl.float32, mma)
-        for i in range(n1, nwin):
-            offs_next = gl.expand_dims(ro1, 1) + cw + (i + 1 - n1) * 32
-            words_next = gl.load(w_ptr + offs_next, mask=offs_next * 0 + i + 1 < nwin)
-            acc = _window(acc, words, i, ws_ptr, s_rows - n1 * 16, xs_ptr, -n1 * 16, sx_smem,
-                          cols, b_smem, a_l, T)
-            words = words_next
-        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
-                                  dtype=gl.int32, is_pure=False, pack=1)
-        if nwin > n1:  # rb0 + 1 starts in this run: rank 0, never its last contributor
-            _store(acc, out_ptr, (rb0 + 1) * _ROWS, 0, M, N, alpha, True, T)
+    rows_w = gl.minimum(row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, w_l)), N - 1)
+    w_offs = (gl.expand_dims(rows_w, 1).to(gl.int64) * KW
+              + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, w_l)), 0) + win0 * 32)
+    words = gl.load(w_ptr + w_offs)  # requested before B is built: the build hides its latency
+    b_smem = _build_b(xw_ptr, M, KW, win0, WINS, TP, T)
+    if T == 1:
+        sx_smem = b_smem  # (unused: one token reads its scales from x_scales)
     else:
-        row0 = gl.program_id(0) * _ROWS
-        win0 = gl.program_id(1) * WINS
-        rows_w = gl.minimum(row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, w_l)), N - 1)
-        w_offs = (gl.expand_dims(rows_w, 1).to(gl.int64) * KW
-                  + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, w_l)), 0)
-                  + win0 * 32)
-        words = gl.load(w_ptr + w_offs)  # requested before B is built: it hides the latency
-        b_smem = _build_b(xw_ptr, M, KW, win0, WINS, TP, T)
-        if T == 1:
-            sx_smem = b_smem  # (unused: one token reads its scales from x_scales)
-        else:
-            sx_smem = _x_scales(xs_ptr, M, KB, win0, WINS, T)
+        sx_smem = _x_scales(xs_ptr, M, KB, win0, WINS, T)
 
-        rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, mma))
-        cols = gl.arange(0, 16, layout=gl.SliceLayout(0, mma))
-        s_rows = gl.expand_dims(gl.minimum(rows, N - 1), 1).to(gl.int64) * KB + win0 * 16
-        acc = gl.zeros([_ROWS, 16], gl.float32, mma)
-        for i in range(WINS):
-            more = w_offs * 0 + i + 1 < WINS
-            words_next = gl.load(w_ptr + w_offs + (i + 1) * 32, mask=more)
-            acc = _window(acc, words, i, ws_ptr, s_rows, xs_ptr, win0 * 16, sx_smem, cols,
-                          b_smem, a_l, T)
-            words = words_next
-        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
-                                  dtype=gl.int32, is_pure=False, pack=1)
-        if ALPHA_PTR:
-            alpha = alpha * gl.load(alpha_ptr)
-        _store(acc, out_ptr, row0, gl.program_id(1), M, N, alpha, PARTIAL, T)
+    rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, mma))
+    cols = gl.arange(0, 16, layout=gl.SliceLayout(0, mma))
+    s_rows = gl.expand_dims(gl.minimum(rows, N - 1), 1).to(gl.int64) * KB + win0 * 16
+    acc = gl.zeros([_ROWS, 16], gl.float32, mma)
+    for i in range(WINS):
+        more = w_offs * 0 + i + 1 < WINS
+        words_next = gl.load(w_ptr + w_offs + (i + 1) * 32, mask=more)
+        acc = _window(acc, words, i, ws_ptr, s_rows, xs_ptr, win0 * 16, sx_smem, cols, b_smem,
+                      a_l, T)
+        words = words_next
+    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
+                              dtype=gl.int32, is_pure=False, pack=1)
+    if ALPHA_PTR:
+        alpha = alpha * gl.load(alpha_ptr)
+    if T == 1:
+        y = gl.sum(acc, axis=1)
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * N + rows, y, mask=rows < N)
+        else:
+            gl.store(out_ptr + rows, (y * alpha).to(out_ptr.dtype.element_ty), mask=rows < N)
+    else:
+        # column col of acc belongs to token _col_token(col): T = 2 col // 8, T = 4 col % 2 +
+        # 2 (col // 8); the sum over its blocks (c = (col % 8) // 2) leaves [64 rows, T tokens]
+        if T == 2:
+            y = gl.sum(acc.reshape([_ROWS, 2, 8]), axis=2)
+        else:
+            y = gl.sum(acc.reshape([_ROWS, 2, 4, 2]), axis=2).reshape([_ROWS, 4])
+        y_rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, y.type.layout))
+        y_toks = gl.arange(0, T, layout=gl.SliceLayout(0, y.type.layout))
+        live = gl.expand_dims(y_rows < N, 1) & gl.expand_dims(y_toks < M, 0)
+        offs = gl.expand_dims(y_toks, 0) * N + gl.expand_dims(y_rows, 1)
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * M * N + offs, y, mask=live)
+        else:
+            gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,34 +427,9 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
                 divisors[-1])
 
 
-def _first_cta(f: int, wtot: int, ctas: int) -> int:
-    """The stream-mode CTA whose run holds flattened window ``f`` (runs start at j wtot // ctas;
-    the kernel computes the same)."""
-    return ((f + 1) * ctas + wtot - 1) // wtot - 1
-
-
-def stream_plan(N: int, K: int, ctas: int) -> tuple[int, int]:
-    """Stream mode with ``ctas`` CTAs: ``(windows per CTA at most, partial slices)``, the slices
-    being the most CTAs any row block's windows are spread over. Raises ValueError where the
-    runs would not fit (more CTAs than windows, or runs longer than a row block or than
-    MAX_WINDOWS)."""
-    wpr = K // WINDOW
-    wtot = triton.cdiv(N, ROWS) * wpr
-    if not 1 <= ctas <= wtot:
-        raise ValueError(f"ctas: expected 1 to {wtot} (the windows of 256 K), got {ctas}")
-    wins = triton.cdiv(wtot, ctas)
-    if wins > min(wpr, MAX_WINDOWS):
-        raise ValueError(f"ctas: {ctas} leaves runs of {wins} windows, more than a row block's "
-                         f"{wpr} or {MAX_WINDOWS}; use more CTAs")
-    slots = max(_first_cta((rb + 1) * wpr - 1, wtot, ctas) - _first_cta(rb * wpr, wtot, ctas)
-                + 1 for rb in range(wtot // wpr))
-    return wins, slots
-
-
 def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
                   w_scales: torch.Tensor, alpha, out: torch.Tensor, *,
-                  split: int | None = None, ctas: int | None = None,
-                  maxnreg: int | None = None) -> None:
+                  split: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for 1 to 4 NVFP4 tokens and NVFP4 weights.
 
     Args:
@@ -578,21 +452,6 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     windows = K // WINDOW
     if K % WINDOW:
         raise ValueError(f"w_q: expected K (2 * columns) a multiple of {WINDOW}, got {K}")
-    if ctas is not None:  # stream mode
-        wins, slots = stream_plan(N, K, ctas)
-        dst = torch.empty((slots, M, N), dtype=torch.float32, device=out.device)
-        a, alpha_ptr, _ = alpha_args(alpha, out)
-        _fp4_gemv_fp8_sm90_kernel[(ctas, 1)](
-            w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
-            x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
-            WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=True,
-            ALPHA_PTR=False, STREAM=True, WPR=windows, WTOT=triton.cdiv(N, ROWS) * windows,
-            SLOTS=slots, num_warps=4, launch_pdl=True,
-            **({} if maxnreg is None else {"maxnreg": maxnreg}))
-        from fp4mm.kernels.fp4_gemv import reduce_partials
-
-        reduce_partials(dst, out, alpha, pdl=True)
-        return
     split = choose_split(N, K, M) if split is None else split
     if split < 1 or windows % split:
         raise ValueError(f"split: expected a divisor of K / {WINDOW} = {windows}, got {split}")
