@@ -11,10 +11,11 @@ the resident CTAs have no tail.
    with alpha from a device tensor. A failing case stops the script before any timing.
 2. CUDA-graph medians over weight copies that fill 3x the L2, three rounds, at the decode
    shapes for M = 1, 2, 4: the split rule, every split leaving <= 8 windows, and stream mode at
-   several CTA counts. Usage on an sm_90 machine, with the kernel of commit f4f0cfe (run 2; run 1: 782af20) (stream mode
-   was removed after this probe): ``git show f4f0cfe:fp4mm/kernels/fp4_gemv_fp8_sm90.py >
-   fp4mm/kernels/fp4_gemv_fp8_sm90.py``, then ``python scripts/gpu_gemv_fp8_stream.py`` (JSON
-   to $OUT or .)."""
+   several CTA counts (run 2: the four wide shapes, splits 2, 3 and the rule's, and four
+   tokens also capped at 128 registers). Usage on an sm_90 machine, with the kernel of commit
+   f4f0cfe (run 2; run 1 had 782af20's; stream mode was removed after this probe): ``git show
+   f4f0cfe:fp4mm/kernels/fp4_gemv_fp8_sm90.py > fp4mm/kernels/fp4_gemv_fp8_sm90.py``, then
+   ``python scripts/gpu_gemv_fp8_stream.py`` (JSON to $OUT or .)."""
 
 from __future__ import annotations
 
