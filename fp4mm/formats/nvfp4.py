@@ -51,11 +51,12 @@ def _check_quant_input(x: torch.Tensor) -> torch.Tensor:
 def nvfp4_global_scale(x: torch.Tensor) -> torch.Tensor:
     """The encode scale ``448 * 6 / amax(|x|)`` as a float32 0-d tensor.
 
-    ``amax == 0`` gives 1.0 (every block is zero anyway); an amax so small that the quotient
-    overflows float32 gives float32's largest finite value.
+    ``amax == 0`` gives 1.0 (every block is zero anyway), and so does an empty ``x`` (no
+    element: amax 0); an amax so small that the quotient overflows float32 gives float32's
+    largest finite value.
     """
     x = _check_quant_input(x)
-    amax = x.abs().amax().float()
+    amax = x.abs().amax().float() if x.numel() else x.new_zeros((), dtype=torch.float32)
     # Tensor / tensor: torch computes ``2688 / t`` as ``t.reciprocal() * 2688`` and, on CUDA,
     # ``t / 6`` as ``t * (1 / 6)``; both round differently from IEEE division and from each other.
     gs = torch.full_like(amax, E4M3_MAX * E2M1_MAX) / amax

@@ -149,7 +149,8 @@ def nvfp4_mm(
 
     Exact up to float32 summation order against ``fp4mm.reference.nvfp4_mm`` (the activations
     are dequantised to fp16 exactly, products accumulate in fp32). A NaN scale byte gives NaN in
-    every output that reads it.
+    every output that reads it. M = 0 (an empty batch) or N = 0 gives an empty ``(M, N)``
+    output, as ``torch.mm`` does; no kernel runs.
     """
     check_order(order)
     w_q, w_scales, prepacked = unpack_weight(w_q, w_scales, order)
@@ -160,6 +161,8 @@ def nvfp4_mm(
     out = check_out(out, M, N, out_dtype, x_q.device)
     if resolve_backend(x_q.device) == "triton":
         alpha = kernel_scalar("alpha", alpha, x_q.device)  # a device tensor stays one: no sync
+        if M == 0 or N == 0:  # an empty batch or weight: an empty product, as torch.mm gives
+            return out
         # Imported here: triton is needed only on this path.
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_mm_gemm

@@ -43,7 +43,8 @@ def nvfp4_w4a16_mm(
         out: optional preallocated ``(M, N)`` output of ``x.dtype``, written in place.
 
     The dequantised weights ``e2m1 * e4m3`` are exact in fp16 and bf16; ``1/gs_w`` is applied to
-    the fp32 accumulator.
+    the fp32 accumulator. M = 0 (an empty batch) or N = 0 gives an empty ``(M, N)`` output, as
+    ``torch.mm`` does; no kernel runs.
     """
     return _nvfp4_w4a16_mm(x, w_q, w_scales, "w_global_scale", w_global_scale, True, order, out)
 
@@ -75,6 +76,8 @@ def _nvfp4_w4a16_mm(x, w_q, w_scales, name, factor, reciprocal, order, out):
     if resolve_backend(x.device, x.dtype) == "triton":
         # the output factor as a float, or as a device tensor without a host sync
         alpha = kernel_scalar(name, factor, x.device, positive=True, reciprocal=reciprocal)
+        if M == 0 or N == 0:  # an empty batch or weight: an empty product, as torch.mm gives
+            return out
         from fp4mm.kernels import fp4_gemm_sm90
         from fp4mm.kernels.fp4_gemm import nvfp4_w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import nvfp4_w4a16_mm_gemv

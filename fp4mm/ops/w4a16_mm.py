@@ -54,12 +54,15 @@ def w4a16_mm(
     the unscaled E2M1 values (exact in 16 bits) over one group and apply the 16-bit scale to the
     float32 partial sum (groups below 16 form ``e2m1 * scale`` in float32 instead). On Hopper,
     prefill-size M with group sizes 32 or multiples of 64 runs the Gluon GEMM, which re-lays the
-    weight out on every call unless it is given a ``PrepackedW4A16Weight``.
+    weight out on every call unless it is given a ``PrepackedW4A16Weight``. M = 0 (an empty
+    batch) or N = 0 gives an empty ``(M, N)`` output, as ``torch.mm`` does; no kernel runs.
     """
     check_order(order)
     w_q, scales, prepacked = unpack_w4a16_weight(w_q, scales, group_size, order)
     M, N, K = reference.check_w4a16_operands(x, w_q, scales, group_size, contiguous=True)
     out = check_out(out, M, N, x.dtype, x.device)
+    if M == 0 or N == 0:  # an empty batch or weight: an empty product, as torch.mm gives
+        return out
     if resolve_backend(x.device, x.dtype) == "triton":
         from fp4mm.kernels.fp4_gemm import w4a16_mm_gemm
         from fp4mm.kernels.fp4_gemv import w4a16_mm_gemv

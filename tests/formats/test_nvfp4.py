@@ -78,6 +78,18 @@ def test_zero_tensor_and_zero_blocks():
     assert q.scales[0, 1] == 0 and not q.data[0, 8:].any()  # +0 codes, not -0
 
 
+def test_empty_tensor():
+    """No element: amax 0, so gs 1.0 (as the Triton quantiser gives), and empty codes."""
+    for shape in ((0, 32), (2, 0, 16)):
+        x = torch.empty(shape)
+        assert nvfp4_global_scale(x).item() == 1.0
+        q = quantize_nvfp4(x)
+        assert q.data.shape == (*shape[:-1], shape[-1] // 2)
+        assert q.scales.shape == (*shape[:-1], shape[-1] // 16)
+        assert q.global_scale.item() == 1.0
+        assert dequantize_nvfp4(q.data, q.scales, q.global_scale).shape == shape
+
+
 def test_tiny_amax_does_not_overflow_the_global_scale():
     x = torch.full((1, 16), 1e-40)  # float32 subnormal: 2688 / amax overflows
     gs = nvfp4_global_scale(x)

@@ -49,6 +49,17 @@ def test_matches_fake_quantisation(mode, bias, shape):
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+@pytest.mark.parametrize("mode,scale", [("w4a4", "dynamic"), ("w4a4", 600.0), ("w4a16", None)])
+def test_an_empty_batch_gives_an_empty_output(monkeypatch, backend, mode, scale):
+    monkeypatch.setenv("FP4MM_BACKEND", backend)
+    kw = {} if scale in (None, "dynamic") else {"activation_scale": scale}
+    layer = NVFP4Linear.from_linear(_linear(), mode=mode, **kw)
+    for shape in ((0, 64), (3, 0, 64)):
+        y = layer(torch.randn(shape, device=DEVICE))
+        assert y.shape == (*shape[:-1], 40) and y.dtype == torch.float32
+
+
 def test_static_activation_scale():
     lin = _linear()
     x = torch.randn(7, 64, device=DEVICE)

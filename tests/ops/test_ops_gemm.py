@@ -118,6 +118,40 @@ def test_nvfp4_w4a16_mm_alpha_is_the_op_with_the_decode_factor(prepacked):
     assert torch.equal(nvfp4_w4a16_mm_alpha(x, w, w_s, 1.0 / gs), want)
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_an_empty_batch_or_weight_gives_an_empty_product(monkeypatch, backend):
+    """M = 0 (an empty batch: a MoE expert no token was routed to) or N = 0 returns an empty
+    (M, N) output, as torch.mm does, on every backend and weight kind; arguments are still
+    checked."""
+    monkeypatch.setenv("FP4MM_BACKEND", backend)
+    K = 64
+    xq, xs, wq, ws = operands(3, 8, K)
+    pk = prepack_nvfp4_weight(wq, ws)
+    x16 = torch.randn(3, K, device=DEV).half()
+    gq = torch.randint(0, 256, (8, K // 2), dtype=torch.uint8, device=DEV)
+    gs = torch.rand(8, K // 32, device=DEV).half()
+    for M, N in ((0, 8), (3, 0), (0, 0)):
+        w, s = wq[:N], ws[:N]
+        cases = [
+            (nvfp4_mm(xq[:M], xs[:M], w, s, 0.5, out_dtype=torch.float32), torch.float32),
+            (nvfp4_w4a16_mm(x16[:M], w, s, 2.0), torch.float16),
+            (nvfp4_w4a16_mm_alpha(x16[:M], w, s, 0.5), torch.float16),
+            (w4a16_mm(x16[:M], gq[:N], gs[:N], 32), torch.float16),
+        ]
+        if N:
+            cases.append((nvfp4_mm(xq[:M], xs[:M], pk, None, 0.5), torch.float16))
+        for y, dtype in cases:
+            assert y.shape == (M, N) and y.dtype == dtype and y.device.type == DEV
+    out = torch.empty((0, 8), dtype=torch.float16, device=DEV)
+    assert nvfp4_mm(xq[:0], xs[:0], wq, ws, 0.5, out=out) is out
+    with pytest.raises(ValueError, match="alpha"):
+        nvfp4_mm(xq[:0], xs[:0], wq, ws, float("nan"))
+    with pytest.raises(ValueError, match="w_global_scale"):
+        nvfp4_w4a16_mm(x16[:0], wq, ws, -1.0)
+    with pytest.raises(ValueError, match="x_scales"):
+        nvfp4_mm(xq[:0], xs[:1], wq, ws, 0.5)
+
+
 def test_w4a16_mm_challenge_example():
     """Revision 1's example: y = [[1, 2, -1, 0], [1, 2, -1, 0]]."""
     x = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.float16, device=DEV)
