@@ -177,8 +177,9 @@ def _fp4_gemm_kernel(
     n_ok = offs_n < N
     m_ok = offs_m < M
     m_ok2 = offs_m + HM < M  # the second half (SPLIT_M)
-    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + offs_kb[None, :]
-    x_ptrs = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]  # x^T tile [KD, HM]
+    # 64-bit row offsets: x (M x K) and out (M x N) pass 2^31 elements at long prefills
+    w_ptrs = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn + offs_kb[None, :]
+    x_ptrs = x_ptr + offs_m.to(tl.int64)[None, :] * stride_xm + offs_k[:, None]  # x^T [KD, HM]
 
     acc = tl.zeros((BLOCK_N, HM), dtype=tl.float32)
     acc2 = tl.zeros((BLOCK_N, HM), dtype=tl.float32)  # second token half (SPLIT_M only)
@@ -221,7 +222,7 @@ def _fp4_gemm_kernel(
         w_ptrs += BLOCK_K // 2
         x_ptrs += BLOCK_K
 
-    out_ptrs = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
+    out_ptrs = out_ptr + offs_m.to(tl.int64)[None, :] * stride_om + offs_n[:, None]
     tl.store(out_ptrs, apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty),
              mask=m_ok[None, :] & n_ok[:, None])
     if SPLIT_M:

@@ -35,7 +35,7 @@ def _prepack_sm90_kernel(q_ptr, s_ptr, codes_ptr, scales_ptr, N, KB, KS,
     """q (N, KB = K/2) uint8, s (N, KS = K/16) uint8; codes (Np/8, Kp*4) and scales (Np/16, Kp)
     uint8, row strides stride_c / stride_o. One program: 128 rows x KT_PER 64-K tiles.
     WITH_SCALES False: codes only (16-bit group scales have their own layout)."""
-    nb = tl.program_id(0)
+    nb = tl.program_id(0).to(tl.int64)  # 64-bit rows: a weight may pass 2^31 bytes
     rows = nb * 128 + tl.arange(0, 128)
     row_ok = rows[:, None] < N
     out_c_rows = nb * 16 + tl.arange(0, 16)

@@ -9,20 +9,39 @@ from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.mark.parametrize("row64", [None, True], ids=["auto", "row64"])
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
 @pytest.mark.parametrize("R,K", [(1, 32), (33, 144), (5, 256)], ids=["r1", "ragged", "k256"])
-def test_dequant_bit_exact(R, K, order):
+def test_dequant_bit_exact(R, K, order, row64):
     g = torch.Generator().manual_seed(R * K)
     q = torch.randint(0, 256, (R, K // 2), dtype=torch.uint8, generator=g).to(DEV)
     s = torch.randint(0, 256, (R, K // 16), dtype=torch.uint8, generator=g)
     s.view(-1)[:2] = torch.tensor([0x7F, 0xFF], dtype=torch.uint8)  # both NaN bytes, always
     s = s.to(DEV)
     out = torch.full((R, K), 7.0, dtype=torch.float16, device=DEV)
-    dequant_nvfp4(q, s, order=order, out=out)
+    dequant_nvfp4(q, s, order=order, out=out, row64=row64)
     ref = dequantize_nvfp4_blocks(q, s, order)
     assert torch.equal(torch.isnan(out), torch.isnan(ref))  # 0x7F / 0xFF scale bytes -> NaN
     ok = ~torch.isnan(ref)
     assert torch.equal(out.float()[ok], ref[ok])  # exact in fp16, subnormal scales included
+
+
+def _gpu_bytes_free() -> int:
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+
+
+@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+def test_offsets_past_2_to_the_31():
+    """The last rows start 2^31 elements into the output: int32 offsets would wrap and write
+    before it."""
+    R, K = 2**17 + 1, 2**14
+    g = torch.Generator(device=DEV).manual_seed(0)
+    q = torch.randint(0, 256, (R, K // 2), dtype=torch.uint8, device=DEV, generator=g)
+    s = float_to_e4m3(torch.rand(R, K // 16, device=DEV, generator=g) + 0.5)
+    out = torch.full((R, K), float("nan"), dtype=torch.float16, device=DEV)
+    dequant_nvfp4(q, s, out=out)
+    for rows in (slice(0, 2), slice(R - 3, R)):
+        assert torch.equal(out[rows].float(), dequantize_nvfp4_blocks(q[rows], s[rows]))
 
 
 def test_dequant_scale_range_extremes():

@@ -185,6 +185,27 @@ def test_several_group_chunks_per_k_tile(group_size, K):
     assert_close_exact_products(out, ref)
 
 
+def _gpu_bytes_free() -> int:
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+
+
+@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+@pytest.mark.parametrize("M,N,K", [(2**17 + 1, 16, 2**14), (2**17 + 1, 2**14 + 16, 16)],
+                         ids=["x-offsets", "out-offsets"])
+def test_offsets_past_2_to_the_31(M, N, K):
+    """The last token rows start 2^31 elements into x (or into out): int32 offsets would wrap
+    and read or write outside them."""
+    g = torch.Generator(device=DEV).manual_seed(1)
+    x = torch.randn((M, K), dtype=torch.float16, device=DEV, generator=g)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device=DEV, generator=g)
+    ws = float_to_e4m3(torch.rand(N, K // 16, device=DEV, generator=g) + 0.5)
+    out = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+    G.nvfp4_w4a16_mm_gemm(x, wq, ws, 1.0, "low_first", out)
+    rows = [0, 1, M - 2, M - 1]
+    ref = reference.nvfp4_w4a16_mm(x[rows], wq, ws, 1.0)
+    torch.testing.assert_close(out[rows].float(), ref, rtol=2**-9, atol=2**-9 * ref.abs().max())
+
+
 def test_config_validity_and_scale_paths():
     assert G.is_valid_config(G.choose_config(2048, 18432, 3072))
     assert not G.is_valid_config(G.GemmConfig(block_k=48))

@@ -152,6 +152,24 @@ def test_an_empty_batch_or_weight_gives_an_empty_product(monkeypatch, backend):
         nvfp4_mm(xq[:0], xs[:1], wq, ws, 0.5)
 
 
+def _gpu_bytes_free() -> int:
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+
+
+@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+@pytest.mark.parametrize("M,N,K", [(2**17 + 1, 64, 2**14), (2**17 + 1, 2**14 + 64, 64)],
+                         ids=["x-offsets", "out-offsets"])
+def test_w4a4_offsets_past_2_to_the_31(M, N, K):
+    """W4A4 prefill where the activations' fp16 pre-pass (or the output) holds more than 2^31
+    elements: every kernel on the way must use 64-bit offsets."""
+    xq, xs, wq, ws = operands(M, N, K, seed=3)
+    out = torch.full((M, N), float("nan"), dtype=torch.float16, device=DEV)
+    nvfp4_mm(xq, xs, wq, ws, 0.25, out=out)
+    rows = [0, 1, M - 2, M - 1]
+    ref = reference.nvfp4_mm(xq[rows], xs[rows], wq, ws, 0.25)
+    torch.testing.assert_close(out[rows].float(), ref, rtol=2**-9, atol=2**-9 * ref.abs().max())
+
+
 def test_w4a16_mm_challenge_example():
     """Revision 1's example: y = [[1, 2, -1, 0], [1, 2, -1, 0]]."""
     x = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.float16, device=DEV)
