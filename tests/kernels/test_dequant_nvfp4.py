@@ -26,11 +26,7 @@ def test_dequant_bit_exact(R, K, order, row64):
     assert torch.equal(out.float()[ok], ref[ok])  # exact in fp16, subnormal scales included
 
 
-def _gpu_bytes_free() -> int:
-    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
-
-
-@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+@pytest.mark.needs_gpu_memory(8)
 def test_offsets_past_2_to_the_31():
     """The last rows start 2^31 elements into the output: int32 offsets would wrap and write
     before it."""

@@ -185,11 +185,7 @@ def test_several_group_chunks_per_k_tile(group_size, K):
     assert_close_exact_products(out, ref)
 
 
-def _gpu_bytes_free() -> int:
-    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
-
-
-@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+@pytest.mark.needs_gpu_memory(8)
 @pytest.mark.parametrize("M,N,K", [(2**17 + 1, 16, 2**14), (2**17 + 1, 2**14 + 16, 16)],
                          ids=["x-offsets", "out-offsets"])
 def test_offsets_past_2_to_the_31(M, N, K):

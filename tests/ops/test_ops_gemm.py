@@ -152,11 +152,7 @@ def test_an_empty_batch_or_weight_gives_an_empty_product(monkeypatch, backend):
         nvfp4_mm(xq[:0], xs[:1], wq, ws, 0.5)
 
 
-def _gpu_bytes_free() -> int:
-    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
-
-
-@pytest.mark.skipif(_gpu_bytes_free() < 8 * 2**30, reason="needs a GPU with 8 GiB free")
+@pytest.mark.needs_gpu_memory(8)
 @pytest.mark.parametrize("M,N,K", [(2**17 + 1, 64, 2**14), (2**17 + 1, 2**14 + 64, 64)],
                          ids=["x-offsets", "out-offsets"])
 def test_w4a4_offsets_past_2_to_the_31(M, N, K):
