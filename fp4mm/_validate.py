@@ -7,6 +7,7 @@ device or layout) with a message that names the argument, what was expected and 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -94,14 +95,15 @@ def check_group_size(group_size, K: int) -> int:
 
 
 def as_scalar(name: str, value, *, positive: bool = False) -> float:
-    """A finite float (positive if asked) from a Python number or a one-element tensor."""
+    """A finite float (positive if asked) from a real number (Python's or NumPy's; not a bool) or
+    a one-element tensor."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
                 f"{name}: expected a scalar, got a tensor of shape {tuple(value.shape)}"
             )
         value = value.item()
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{name}: expected a float or a one-element tensor, got {type(value).__name__}"
         )

@@ -122,6 +122,13 @@ def test_bad_input_names_the_argument():
         reference.nvfp4_mm(xq, xs, wq, ws, float("nan"))
     with pytest.raises(TypeError, match="alpha: expected a float"):
         reference.nvfp4_mm(xq, xs, wq, ws, "1.0")
+    with pytest.raises(TypeError, match="alpha: expected a float"):
+        reference.nvfp4_mm(xq, xs, wq, ws, True)
+    # NumPy scalars are real numbers too (a calibration computed in NumPy)
+    np = pytest.importorskip("numpy")
+    want = reference.nvfp4_mm(xq, xs, wq, ws, 0.5)
+    for a in (np.float32(0.5), np.float64(0.5), np.float16(0.5)):
+        assert torch.equal(reference.nvfp4_mm(xq, xs, wq, ws, a), want)
     with pytest.raises(ValueError, match="group_size: expected an even divisor"):
         reference.w4a16_mm(torch.zeros(1, 8, dtype=torch.float16), xq[:, :4].contiguous(),
                            torch.zeros(2, 3, dtype=torch.float16), 3)

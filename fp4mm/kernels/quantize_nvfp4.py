@@ -41,6 +41,7 @@ path 1.75 (bf16) and 0.77 (fp16); dynamic (amax pass + quantise, [8, 256] tile) 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -686,7 +687,7 @@ def _global_scale_source(global_scale, device) -> torch.Tensor:
             raise ValueError(f"global_scale: expected a tensor on {device}, got one on "
                              f"{global_scale.device}")
         return global_scale.reshape(()).to(torch.float32)
-    if isinstance(global_scale, bool) or not isinstance(global_scale, (int, float)):
+    if isinstance(global_scale, bool) or not isinstance(global_scale, numbers.Real):
         raise TypeError(f"global_scale: expected a float or a one-element tensor, got "
                         f"{type(global_scale).__name__}")
     if not (math.isfinite(global_scale) and global_scale > 0):

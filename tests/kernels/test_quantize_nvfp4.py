@@ -234,6 +234,10 @@ def test_errors_name_the_argument():
         quantize_nvfp4_triton(x, -1.0)
     with pytest.raises(ValueError, match="global_scale: expected a scalar"):
         quantize_nvfp4_triton(x, torch.ones(2, device=DEVICE))
+    with pytest.raises(TypeError, match="global_scale: expected a float"):
+        quantize_nvfp4_triton(x, True)
+    np = pytest.importorskip("numpy")  # NumPy scalars are real numbers too
+    assert quantize_nvfp4_triton(x, np.float32(3.0)).global_scale.item() == 3.0
     with pytest.raises(ValueError, match="QuantizeConfig.block_k"):
         QuantizeConfig(4, 8)
     with pytest.raises(ValueError, match="QuantizeConfig.k_programs"):
