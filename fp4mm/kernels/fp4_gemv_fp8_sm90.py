@@ -24,7 +24,13 @@ for fp16 ``mma.sync``, about 3 instructions a code, and held W4A4 at 17.5-17.9 u
   [64, 16] load a window and reach every accumulator by register moves, and B keeps one token's
   size (8 tiles of [16, 32] a window). The x scales (times 2^12) come from a small shared table
   built with B. A window then costs 8 FMUL + 8 FFMA more a thread per extra accumulator (the
-  loop: 272 SASS instructions for one token, 278 for two, 313 for four).
+  loop: 272 SASS instructions for one token, 278 for two, 317 for four).
+- **Four tokens, registers.** Their scales are formed after the wgmma wait, not before (112
+  registers instead of 128; 3-4% faster at 18432 x 3072 split 3). Where 4 CTAs an SM would
+  leave the split grid a second wave and 5 would not (:func:`uses_halves`: 18432 x 3072, 576
+  CTAs), the window runs as two halves of 4 wgmmas, each waited for and scaled before the next
+  is issued (``HALVES``, capped at 96 registers without spills: 5 CTAs an SM). Session 23,
+  H100: four tokens at 18432 x 3072 16.60 us (split 2, halves) against 17.48 (split 3) before.
 - **Exact.** A column sums 16 products of two coded E2M1 values (each a multiple of 2^-14
   below 2^-6), so a block sum is a multiple of 2^-14 below 2^-2: at most 12 significant bits,
   which the FP8 MMA's reduced-width accumulation holds exactly (a GPU test checks the widest
@@ -81,7 +87,10 @@ _ROWS = gl.constexpr(ROWS)  # the same, for the jit functions
 # most windows a CTA may take: B holds 8 tiles of 512 bytes a window, the tile count rounded up
 # to a power of two (32 windows: 128 KB of the 227 KB a CTA may use)
 MAX_WINDOWS = 32
-_WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (128 registers) x 132
+_WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (109-112 registers) x 132
+# four tokens with the window run in halves, capped at HALVES_MAXNREG registers: 5 an SM x 132
+_WAVE_HALVES = 660
+HALVES_MAXNREG = 96
 
 # word ($2) -> $0: E4M3 bytes of its low nibbles, $1: of its high nibbles (the asm sees the
 # word as many times as it has output bytes to pack, and reads the first)
@@ -258,17 +267,20 @@ def _scale(sw, a: gl.constexpr, i, sx_smem, T: gl.constexpr):
 
 @gluon.jit
 def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
-            a_l: gl.constexpr, T: gl.constexpr):
+            a_l: gl.constexpr, T: gl.constexpr, HALVES: gl.constexpr = False):
     """Window ``i``: the [64, 32] weight ``words`` -> 8 E4M3 A tiles, 8 wgmmas into T fresh
-    accumulators of block sums, scaled into ``acc`` [64, 16]."""
+    accumulators of block sums, scaled into ``acc`` [64, 16]. HALVES (T = 4): the first 4
+    wgmmas are waited for and scaled before the last 4 are issued (half the A tiles and
+    accumulators live at a time)."""
     R: gl.constexpr = words.shape[0]
     sw = gl.load(ws_ptr + s_rows + gl.expand_dims(cols, 0) + i * 16).to(gl.float8e4nv,
                                                                        bitcast=True)
-    sw = sw.to(gl.float32)
+    if T < 4:
+        sw = sw.to(gl.float32)
     if T == 1:
         sx = gl.load(xs_ptr + xs0 + i * 16 + cols).to(gl.float8e4nv, bitcast=True)
         sc0 = sw * gl.expand_dims(sx.to(gl.float32) * 4096.0, 0)  # 2^12: codes are * 2^-6
-    else:
+    elif T == 2:
         sc0 = _scale(sw, 0, i, sx_smem, T)
     v = gl.inline_asm_elementwise(_E4M3_BYTES, "=r,=r" + ",r" * 8, [_copies(words, 8)],
                                   dtype=gl.int8, is_pure=True, pack=8)
@@ -301,10 +313,21 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
         d1 = _mma(s7, b_smem, base + 7, d1, True, a_l)
         d0, d1 = warpgroup_mma_wait(0, deps=[d0, d1])
         acc = acc + d0 * sc0 + d1 * sc1
+    elif HALVES:
+        d0 = _mma(s0, b_smem, base, acc, False, a_l)
+        d0 = _mma(s1, b_smem, base + 1, d0, True, a_l)
+        d1 = _mma(s2, b_smem, base + 2, acc, False, a_l)
+        d1 = _mma(s3, b_smem, base + 3, d1, True, a_l)
+        d0, d1 = warpgroup_mma_wait(0, deps=[d0, d1])
+        swf = sw.to(gl.float32)
+        acc = acc + d0 * _scale(swf, 0, i, sx_smem, T) + d1 * _scale(swf, 1, i, sx_smem, T)
+        d2 = _mma(s4, b_smem, base + 4, acc, False, a_l)
+        d2 = _mma(s5, b_smem, base + 5, d2, True, a_l)
+        d3 = _mma(s6, b_smem, base + 6, acc, False, a_l)
+        d3 = _mma(s7, b_smem, base + 7, d3, True, a_l)
+        d2, d3 = warpgroup_mma_wait(0, deps=[d2, d3])
+        acc = acc + d2 * _scale(swf, 2, i, sx_smem, T) + d3 * _scale(swf, 3, i, sx_smem, T)
     else:
-        sc1 = _scale(sw, 1, i, sx_smem, T)
-        sc2 = _scale(sw, 2, i, sx_smem, T)
-        sc3 = _scale(sw, 3, i, sx_smem, T)
         d0 = _mma(s0, b_smem, base, acc, False, a_l)
         d0 = _mma(s1, b_smem, base + 1, d0, True, a_l)
         d1 = _mma(s2, b_smem, base + 2, acc, False, a_l)
@@ -314,14 +337,18 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
         d3 = _mma(s6, b_smem, base + 6, acc, False, a_l)
         d3 = _mma(s7, b_smem, base + 7, d3, True, a_l)
         d0, d1, d2, d3 = warpgroup_mma_wait(0, deps=[d0, d1, d2, d3])
-        acc = acc + d0 * sc0 + d1 * sc1 + d2 * sc2 + d3 * sc3
+        # the scales after the wait: 32 fewer registers live across it
+        sw = sw.to(gl.float32)
+        acc = acc + d0 * _scale(sw, 0, i, sx_smem, T) + d1 * _scale(sw, 1, i, sx_smem, T)
+        acc = acc + d2 * _scale(sw, 2, i, sx_smem, T) + d3 * _scale(sw, 3, i, sx_smem, T)
     return acc
 
 
 @gluon.jit
 def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, KW, alpha,
                               alpha_ptr, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
-                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr):
+                              PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr,
+                              HALVES: gl.constexpr = False):
     """64 weight rows x WINS windows of 256 K x M <= T tokens per CTA (grid: row blocks x
     splits). w_ptr int32 ``[N, K/8]`` code words; ws_ptr uint8 ``[N, K/16]``; xw_ptr int32
     ``[M, K/8]``; xs_ptr uint8 ``[M, K/16]``; KB = K/16, KW = K/8. PARTIAL: fp32 partials
@@ -360,7 +387,7 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         more = w_offs * 0 + i + 1 < WINS
         words_next = gl.load(w_ptr + w_offs + (i + 1) * 32, mask=more)
         acc = _window(acc, words, i, ws_ptr, s_rows, xs_ptr, win0 * 16, sx_smem, cols, b_smem,
-                      a_l, T)
+                      a_l, T, HALVES)
         words = words_next
     gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
                               dtype=gl.int32, is_pure=False, pack=1)
@@ -404,10 +431,22 @@ def tokens_per_cta(M: int) -> int:
     return 1 if M == 1 else 2 if M == 2 else 4
 
 
+def uses_halves(N: int, M: int, split: int) -> bool:
+    """Whether four-token CTAs run their windows in halves (``HALVES``: each half's 4 wgmmas
+    waited for and scaled before the next is issued; 96 registers instead of 112, so 5 CTAs an
+    SM): where that puts the split grid in one wave and 4 CTAs an SM would not. H100
+    (bench/results/2026-11-27-gemv-fp8-halves-h100.json, four tokens, us): 18432 x 3072 split 2
+    (576 CTAs) 16.60 against 17.48 for the best split before (3); where 4 CTAs an SM already
+    hold the grid, or neither count does, halves are slower (8192 x 8192 split 4 18.78 vs
+    18.08, 28672 x 4096 split 2 32.75 vs 29.80)."""
+    ctas = triton.cdiv(N, ROWS) * split
+    return tokens_per_cta(M) == 4 and _WAVE < ctas <= _WAVE_HALVES
+
+
 def choose_split(N: int, K: int, M: int = 1) -> int:
     """K slices (grid axis 1): the smallest divisor of the window count that leaves at most 8
     windows a CTA and at least 176 CTAs (4/3 per SM of an H100), else the largest divisor. For
-    2-4 tokens (128 registers, 4 CTAs an SM) also: one wave of 528 CTAs at most, or a last wave
+    2-4 tokens (109-112 registers, 4 CTAs an SM) also: one wave of 528 CTAs at most, or a last wave
     at least half full.
     Measured on an H100 (graph medians, every split). One token, eight decode shapes
     (bench/results/2026-11-27-gemv-fp8-split-h100.json): the best split at 18432 x 3072 (2: 6
@@ -415,10 +454,14 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     (4); within 2-6% of it at 3072 x 3072, 5120 x 5120 and 4096 x 14336. 2-4 tokens, six shapes
     (...-gemv-fp8-tokens-h100.json): 18432 x 3072 split 2 leaves 48 CTAs for a second wave and
     takes 7-8% longer than split 3; with the wave term the rule picks the best split at five of
-    six shapes and is within 3% at 3072 x 3072."""
+    six shapes and is within 3% at 3072 x 3072. Four tokens take the smallest split first where
+    it fits one wave of CTAs in halves (:func:`uses_halves`): 18432 x 3072 split 2."""
     windows = K // WINDOW
     blocks = triton.cdiv(N, ROWS)
     divisors = [s for s in range(1, windows + 1) if windows % s == 0]
+    first = next((s for s in divisors if windows // s <= 8 and blocks * s >= 176), None)
+    if first is not None and uses_halves(N, M, first):
+        return first
 
     def fills(s: int) -> bool:
         ctas = blocks * s
@@ -462,11 +505,13 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if split > 1
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
+    halves = uses_halves(N, M, split)
     _fp4_gemv_fp8_sm90_kernel[(triton.cdiv(N, ROWS), split)](
         w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
         x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
         WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,
-        ALPHA_PTR=alpha_on_device and split == 1, num_warps=4, launch_pdl=True)
+        ALPHA_PTR=alpha_on_device and split == 1, HALVES=halves, num_warps=4, launch_pdl=True,
+        **({"maxnreg": HALVES_MAXNREG} if halves else {}))
     if split > 1:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

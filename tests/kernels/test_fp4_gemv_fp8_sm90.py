@@ -48,8 +48,12 @@ def test_split_rule():
     assert F.choose_split(8192, 8192) == 4
     assert F.choose_split(3072, 3072) == 4
     assert F.choose_split(64, 256) == 1  # one window: nothing to split
-    # 2-4 tokens: split 2 would leave 48 of 576 CTAs for a second wave of 528
-    assert [F.choose_split(18432, 3072, m) for m in (2, 3, 4)] == [3, 3, 3]
+    # 2 tokens: split 2 would leave 48 of 576 CTAs for a second wave of 528; 3-4 tokens run
+    # those 576 in halves, 5 CTAs an SM: one wave of 660
+    assert [F.choose_split(18432, 3072, m) for m in (2, 3, 4)] == [3, 2, 2]
+    assert [F.uses_halves(18432, m, 2) for m in (1, 2, 3, 4)] == [False, False, True, True]
+    assert not F.uses_halves(18432, 4, 3)  # 864 CTAs: not one wave either way
+    assert not F.uses_halves(8192, 4, 4)  # 512 CTAs: 4 an SM hold them
     assert [F.choose_split(8192, 8192, m) for m in (2, 4)] == [4, 4]
     assert F.choose_split(28672, 4096, 4) == 2  # 896 CTAs: the second wave is 70% full
     for K in (256 * 127, 28672, 256 * 64):  # a prime window count, long K
@@ -80,6 +84,34 @@ def test_is_supported_and_the_launcher_refuses_before_launching():
                         torch.zeros((N, big_k // 16), dtype=torch.uint8), 1.0, out, split=2)
     with pytest.raises(ValueError, match="a multiple of 256, got 384"):
         F.gemv_fp8_sm90(x_q[:, :192], x_s[:, :24], w_q[:, :192], w_s[:, :24], 1.0, out)
+
+
+def test_the_launcher_runs_four_tokens_in_halves_where_one_wave_needs_them(monkeypatch):
+    """The launch arguments (the kernel itself is replaced: no GPU here)."""
+    from fp4mm.kernels import fp4_gemv
+
+    launches = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((grid, kwargs))
+
+    monkeypatch.setattr(F, "_fp4_gemv_fp8_sm90_kernel", Recorder())
+    monkeypatch.setattr(fp4_gemv, "reduce_partials", lambda *a, **k: None)
+    N, K = 18432, 3072
+    w_q = torch.zeros((N, K // 2), dtype=torch.uint8)
+    w_s = torch.zeros((N, K // 16), dtype=torch.uint8)
+    for M, halves in ((1, False), (2, False), (3, True), (4, True)):
+        x_q = torch.zeros((M, K // 2), dtype=torch.uint8)
+        x_s = torch.zeros((M, K // 16), dtype=torch.uint8)
+        launches.clear()
+        F.gemv_fp8_sm90(x_q, x_s, w_q, w_s, 1.0, torch.empty((M, N), dtype=torch.float16))
+        (grid, kw), = launches
+        assert kw["HALVES"] is halves and kw.get("maxnreg") == (96 if halves else None), M
+        assert grid == (288, 2 if halves or M == 1 else 3)
+    launches.clear()  # a split of 864 CTAs: one wave in neither mode, so no halves
+    F.gemv_fp8_sm90(x_q, x_s, w_q, w_s, 1.0, torch.empty((4, N), dtype=torch.float16), split=3)
+    assert launches[0][1]["HALVES"] is False and "maxnreg" not in launches[0][1]
 
 
 def test_ops_send_one_to_four_w4a4_tokens_here(monkeypatch):
@@ -116,22 +148,23 @@ def test_ops_send_one_to_four_w4a4_tokens_here(monkeypatch):
 
 
 def _shipped() -> list[tuple]:
-    """(token columns T, windows per CTA, partial, alpha from a device tensor, out dtype) of
-    every specialisation the split rule gives at the decode shapes, plus the direct-store path
-    with alpha from a device tensor."""
+    """(token columns T, windows per CTA, partial, alpha from a device tensor, out dtype,
+    halves) of every specialisation the split rule gives at the decode shapes, plus the
+    direct-store path with alpha from a device tensor."""
     cases = set()
     for (N, K), M in itertools.product(DECODE_SHAPES, (1, 2, 4)):
         s = F.choose_split(N, K, M)
-        cases.add((F.tokens_per_cta(M), K // F.WINDOW // s, s > 1, False, "fp16"))
+        cases.add((F.tokens_per_cta(M), K // F.WINDOW // s, s > 1, False, "fp16",
+                   F.uses_halves(N, M, s)))
     for T in (1, 2, 4):
-        cases.add((T, 12, False, True, "bf16"))  # split 1: the GEMV applies alpha itself
+        cases.add((T, 12, False, True, "bf16", False))  # split 1: the GEMV applies alpha
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(T, wins, partial, alpha_ptr, out) -> dict:
+def compile_report(T, wins, partial, alpha_ptr, out, halves) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -141,7 +174,7 @@ def compile_report(T, wins, partial, alpha_ptr, out) -> dict:
     types = ["*i32", "*u8", "*i32", "*u8", "*fp32" if partial else f"*{out}", "i32", "i32",
              "i32", "i32", "fp32", "*fp32"]
     consts = dict(WINS=wins, TP=triton.next_power_of_2(8 * wins), T=T, PARTIAL=partial,
-                  ALPHA_PTR=alpha_ptr)
+                  ALPHA_PTR=alpha_ptr, HALVES=halves)
     if T == 1:
         consts["M"] = 1  # what the launcher's specialisation of an int equal to 1 gives
     sig = {a: "constexpr" if a in consts else t for a, t in zip(args, types)}
@@ -149,7 +182,8 @@ def compile_report(T, wins, partial, alpha_ptr, out) -> dict:
     src = GluonASTSource(F._fp4_gemv_fp8_sm90_kernel, sig, constexprs=consts,
                          attrs={(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7, 8)})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 4, "launch_pdl": True})
+                       options={"num_warps": 4, "launch_pdl": True,
+                                **({"maxnreg": F.HALVES_MAXNREG} if halves else {})})
     ptx, sass = k.asm["ptx"], k.asm["sass"]
     return {"log": _ptxas.ptxas_log(ptx),
             "wgmma": len(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n16k32\.f32\.e4m3\.e4m3 "
@@ -170,7 +204,11 @@ def test_shipped_specialisations_compile_pipelined_without_spills(compile_report
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
     assert "C75" not in rep["log"], rep["log"]  # no wgmma serialisation warnings
     assert rep["wgmma"] == 8  # register-A E4M3 m64n16k32: one window's eight
-    assert rep["waits"] == ["0x0"]  # one wait a window: the eight run back to back
+    halves = case[-1]
+    # one wait a window (the eight run back to back), or one a half (four each)
+    assert rep["waits"] == ["0x0"] * (2 if halves else 1)
+    if halves:  # what makes 5 CTAs an SM: the reason for halves
+        assert int(re.search(r"Used (\d+) registers", rep["log"])[1]) <= F.HALVES_MAXNREG
     assert rep["gdc"] == 2  # PDL: wait + launch_dependents
     assert rep["ld_v4"] >= 2  # 16-byte weight loads (the first window and the next)
 
@@ -212,6 +250,22 @@ def test_matches_oracle(N, K, split, order, M):
     x, xs, wq, ws = _problem(N, K, seed=N + K + split + 100 * M, M=M)
     ref = reference.nvfp4_mm(x, xs, wq, ws, 0.375, order=order)
     for dt in (torch.float32, torch.float16, torch.bfloat16):
+        out = torch.full((M, N), float("nan"), dtype=dt, device="cuda")
+        F.gemv_fp8_sm90(x, xs, wq, ws, 0.375, out, split=split)
+        _check(out, ref)
+
+
+@gpu
+@pytest.mark.parametrize("N,K", [(19195, 512), (19200, 2048)], ids=str)
+@pytest.mark.parametrize("M", [3, 4])
+def test_halves_match_the_oracle(N, K, M):
+    """Four-token CTAs in halves (96 registers): 300 row blocks x split 2 = 600 CTAs, one wave
+    of 5 an SM."""
+    split = 2
+    assert F.uses_halves(N, M, split)
+    x, xs, wq, ws = _problem(N, K, seed=N + K + M, M=M)
+    ref = reference.nvfp4_mm(x, xs, wq, ws, 0.375)
+    for dt in (torch.float32, torch.float16):
         out = torch.full((M, N), float("nan"), dtype=dt, device="cuda")
         F.gemv_fp8_sm90(x, xs, wq, ws, 0.375, out, split=split)
         _check(out, ref)
