@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 
@@ -68,3 +70,23 @@ def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> s
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
         raise RuntimeError(f"{ENV_VAR}=triton: the kernels need sm_90 or newer, got {device}")
     return "triton"
+
+
+def device_guard(device: torch.device):
+    """A context in which kernels launch on ``device``. Triton launches on the *current* CUDA
+    device, not on its tensors' one, so a call with tensors on another GPU (a model spread over
+    GPUs in one process, as ``device_map="auto"`` does) must switch to theirs first, as torch's
+    own ops do. A no-op for CPU tensors and when ``device`` is already current."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def on_device_of_first_argument(fn):
+    """Run ``fn`` under :func:`device_guard` of its first argument (a tensor, or anything else:
+    then nothing changes)."""
+    @functools.wraps(fn)
+    def wrapper(first, *args, **kwargs):
+        if isinstance(first, torch.Tensor) and first.is_cuda:
+            with torch.cuda.device(first.device):
+                return fn(first, *args, **kwargs)
+        return fn(first, *args, **kwargs)
+    return wrapper

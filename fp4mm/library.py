@@ -40,7 +40,7 @@ import functools
 import torch
 from torch.library import custom_op
 
-from fp4mm.backend import resolve_backend
+from fp4mm.backend import device_guard, resolve_backend
 from fp4mm.formats.nvfp4 import NVFP4Tensor, dequantize_nvfp4_blocks
 from fp4mm.formats.nvfp4 import quantize_nvfp4 as _codec_quantize_nvfp4
 from fp4mm.reference import as_scale_bytes
@@ -108,7 +108,8 @@ def _quantize_nvfp4_op(
     if triton_quantizer_available(x.device):
         from fp4mm.kernels.quantize_nvfp4 import quantize_nvfp4_triton
 
-        q = quantize_nvfp4_triton(x, global_scale, order)
+        with device_guard(x.device):  # Triton launches on the current device
+            q = quantize_nvfp4_triton(x, global_scale, order)
     else:
         q = _codec_quantize_nvfp4(x, global_scale, order)  # returns a new global-scale tensor
     return q.data, q.scales, q.global_scale.reshape(())
@@ -136,9 +137,10 @@ def _quantize_nvfp4_alpha_op(
         from fp4mm.kernels.quantize_nvfp4 import quantize_nvfp4_triton
 
         alpha = torch.empty((), dtype=torch.float32, device=x.device)
-        q = quantize_nvfp4_triton(x, global_scale, order,
-                                  alpha_numerator=alpha_numerator.reshape(()).float(),
-                                  alpha_out=alpha)
+        with device_guard(x.device):  # Triton launches on the current device
+            q = quantize_nvfp4_triton(x, global_scale, order,
+                                      alpha_numerator=alpha_numerator.reshape(()).float(),
+                                      alpha_out=alpha)
         return q.data, q.scales, alpha
     q = _codec_quantize_nvfp4(x, global_scale, order)
     return q.data, q.scales, alpha_numerator.reshape(()).float() / q.global_scale.reshape(())

@@ -13,7 +13,7 @@ from fp4mm._validate import (
     check_tensor,
     kernel_scalar,
 )
-from fp4mm.backend import is_hopper, resolve_backend
+from fp4mm.backend import is_hopper, on_device_of_first_argument, resolve_backend
 from fp4mm.ops.dispatch import (
     GEMV_FP8_SM90_MAX_M,
     GEMV_SM90_RING_MAX_M_16BIT_X,
@@ -120,6 +120,7 @@ def sm90_layout(prepacked: PrepackedNVFP4Weight | None):
     return sm90() if callable(sm90) else sm90
 
 
+@on_device_of_first_argument
 def nvfp4_mm(
     x_q: torch.Tensor,
     x_scales: torch.Tensor,

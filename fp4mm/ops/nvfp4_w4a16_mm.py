@@ -7,7 +7,7 @@ import torch
 
 from fp4mm import reference
 from fp4mm._validate import as_scalar, check_order, kernel_scalar
-from fp4mm.backend import resolve_backend
+from fp4mm.backend import on_device_of_first_argument, resolve_backend
 from fp4mm.ops.nvfp4_mm import (
     check_out,
     choose_kernel,
@@ -66,6 +66,7 @@ def nvfp4_w4a16_mm_alpha(
     return _nvfp4_w4a16_mm(x, w_q, w_scales, "alpha", alpha, False, order, out)
 
 
+@on_device_of_first_argument
 def _nvfp4_w4a16_mm(x, w_q, w_scales, name, factor, reciprocal, order, out):
     """The product with the output factor ``1 / factor`` (``reciprocal``: ``factor`` is gs_w)
     or ``factor`` (it is alpha itself); ``name`` names it in errors."""

@@ -36,7 +36,7 @@ import torch
 
 from fp4mm import reference
 from fp4mm._validate import check_order, check_tensor
-from fp4mm.backend import is_hopper
+from fp4mm.backend import is_hopper, on_device_of_first_argument
 from fp4mm.formats.e2m1 import swap_nibbles
 from fp4mm.reference import as_scale_bytes
 
@@ -107,6 +107,7 @@ class PrepackedW4A16Weight(NamedTuple):
         return (self.w_q.shape[0], self.w_q.shape[1] * 2)
 
 
+@on_device_of_first_argument
 def prepack_w4a16_weight(w_q: torch.Tensor, scales: torch.Tensor, group_size: int, *,
                          order: str = "low_first") -> PrepackedW4A16Weight:
     """Re-lay-out an FP4 weight with 16-bit group scales for the Hopper prefill GEMM, once per
@@ -137,6 +138,7 @@ def prepack_w4a16_weight(w_q: torch.Tensor, scales: torch.Tensor, group_size: in
 LAYOUTS = ("auto", "sm90", "triton")
 
 
+@on_device_of_first_argument
 def prepack_nvfp4_weight(w_q: torch.Tensor, w_scales: torch.Tensor, *,
                          order: str = "low_first", layout: str = "auto") -> PrepackedNVFP4Weight:
     """Re-lay-out an NVFP4 weight for the prefill GEMM.

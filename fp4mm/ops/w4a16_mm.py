@@ -6,7 +6,7 @@ import torch
 
 from fp4mm import reference
 from fp4mm._validate import check_order
-from fp4mm.backend import resolve_backend
+from fp4mm.backend import on_device_of_first_argument, resolve_backend
 from fp4mm.ops.nvfp4_mm import check_out, choose_kernel, run_gemv_sm90
 from fp4mm.ops.prepack import PrepackedW4A16Weight
 
@@ -29,6 +29,7 @@ def unpack_w4a16_weight(w_q, scales, group_size: int, order: str):
     return w_q.w_q, w_q.scales, w_q
 
 
+@on_device_of_first_argument
 def w4a16_mm(
     x: torch.Tensor,
     w_q: torch.Tensor | PrepackedW4A16Weight,
