@@ -459,15 +459,14 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     windows = K // WINDOW
     blocks = triton.cdiv(N, ROWS)
     divisors = [s for s in range(1, windows + 1) if windows % s == 0]
-    first = next((s for s in divisors if windows // s <= 8 and blocks * s >= 176), None)
-    if first is not None and uses_halves(N, M, first):
-        return first
+    fit = [s for s in divisors if windows // s <= 8 and blocks * s >= 176]
+    if fit and uses_halves(N, M, fit[0]):
+        return fit[0]
 
     def fills(s: int) -> bool:
         ctas = blocks * s
         return M == 1 or ctas <= _WAVE or ctas % _WAVE == 0 or ctas % _WAVE >= _WAVE // 2
-    return next((s for s in divisors if windows // s <= 8 and blocks * s >= 176 and fills(s)),
-                divisors[-1])
+    return next((s for s in fit if fills(s)), divisors[-1])
 
 
 def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
