@@ -85,8 +85,7 @@ def on_device_of_first_argument(fn):
     then nothing changes)."""
     @functools.wraps(fn)
     def wrapper(first, *args, **kwargs):
-        if isinstance(first, torch.Tensor) and first.is_cuda:
-            with torch.cuda.device(first.device):
-                return fn(first, *args, **kwargs)
-        return fn(first, *args, **kwargs)
+        device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+        with device_guard(device):
+            return fn(first, *args, **kwargs)
     return wrapper
