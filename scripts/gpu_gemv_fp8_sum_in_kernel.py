@@ -6,7 +6,8 @@ the other slices' stores, 2 = the ticket after the CTA's partial is stored. Each
 checked first: against the oracle (NaN-poisoned output), bit for bit against the reduce kernel,
 over 50 calls in a row on one buffer and over counters pre-filled with garbage, and in a graph
 replayed 3 times. Then CUDA-graph medians over weight copies that fill 3x the L2, three rounds.
-Usage on an sm_90 machine: ``python scripts/gpu_gemv_fp8_sum_in_kernel.py`` (JSON to $OUT or .).
+Usage on an sm_90 machine: ``python scripts/gpu_gemv_fp8_sum_in_kernel.py`` (JSON to $OUT or .),
+with the kernel of commit ``ac87e3e`` (reverted: slower everywhere; perf-log, session 24).
 """
 
 from __future__ import annotations

@@ -66,8 +66,6 @@ clamped for loads and not stored).
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import triton
 from triton.experimental import gluon
@@ -347,29 +345,10 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
 
 
 @gluon.jit
-def _take_ticket(count_ptr, base, SPLIT: gl.constexpr, sem: gl.constexpr):
-    """This CTA's ticket (1 to SPLIT) on its row block's 64-bit counter, which may hold anything
-    when the call starts (a per-call buffer): bits 32+ are the call's tag (``base`` = tag << 32),
-    bits 0-15 the tickets taken, bits 16-31 the slices stored (``_slice_stored``). A word without
-    this call's tag, or with all SPLIT tickets taken, is stale and restarts at ticket 1. Returns
-    whether this is the last ticket."""
-    old = base - base  # first guess: a counter reset by the last call (0)
-    new = base + 1
-    seen = gl.atomic_cas(count_ptr, old, new, sem=sem, scope="gpu")
-    while seen != old:
-        old = seen
-        live = ((old >> 32) == (base >> 32)) & ((old & 0xFFFF) < SPLIT)
-        new = gl.where(live, old + 1, base + 1)
-        seen = gl.atomic_cas(count_ptr, old, new, sem=sem, scope="gpu")
-    return (new & 0xFFFF) == SPLIT
-
-
-@gluon.jit
 def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, KW, alpha,
                               alpha_ptr, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
                               PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr,
-                              HALVES: gl.constexpr = False, y_ptr=None, count_ptr=None,
-                              ticket_base=0, SUM: gl.constexpr = 0, SPLIT: gl.constexpr = 1):
+                              HALVES: gl.constexpr = False):
     """64 weight rows x WINS windows of 256 K x M <= T tokens per CTA (grid: row blocks x
     splits). w_ptr int32 ``[N, K/8]`` code words; ws_ptr uint8 ``[N, K/16]``; xw_ptr int32
     ``[M, K/8]``; xs_ptr uint8 ``[M, K/16]``; KB = K/16, KW = K/8. PARTIAL: fp32 partials
@@ -400,8 +379,6 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
     else:
         sx_smem = _x_scales(xs_ptr, M, KB, win0, WINS, T)
 
-    if SUM == 1:  # the ticket while the first window's weights are in flight
-        last = _take_ticket(count_ptr + gl.program_id(0), ticket_base, SPLIT, "relaxed")
     rows = row0 + gl.arange(0, _ROWS, layout=gl.SliceLayout(1, mma))
     cols = gl.arange(0, 16, layout=gl.SliceLayout(0, mma))
     s_rows = gl.expand_dims(gl.minimum(rows, N - 1), 1).to(gl.int64) * KB + win0 * 16
@@ -418,8 +395,10 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         alpha = alpha * gl.load(alpha_ptr)
     if T == 1:
         y = gl.sum(acc, axis=1)
-        offs = rows
-        live = rows < N
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * N + rows, y, mask=rows < N)
+        else:
+            gl.store(out_ptr + rows, (y * alpha).to(out_ptr.dtype.element_ty), mask=rows < N)
     else:
         # column col of acc belongs to token _col_token(col): T = 2 col // 8, T = 4 col % 2 +
         # 2 (col // 8); the sum over its blocks (c = (col % 8) // 2) leaves [64 rows, T tokens]
@@ -431,38 +410,10 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         y_toks = gl.arange(0, T, layout=gl.SliceLayout(0, y.type.layout))
         live = gl.expand_dims(y_rows < N, 1) & gl.expand_dims(y_toks < M, 0)
         offs = gl.expand_dims(y_toks, 0) * N + gl.expand_dims(y_rows, 1)
-    if not PARTIAL:
-        gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
-    elif SUM == 0:
-        gl.store(out_ptr + gl.program_id(1) * M * N + offs, y, mask=live)
-    else:
-        mine = gl.program_id(1)
-        cnt = count_ptr + gl.program_id(0)
-        if SUM == 2:  # the ticket after the partial is stored
-            gl.store(out_ptr + mine * M * N + offs, y, mask=live)
-            gl.thread_barrier()  # every thread's partial is stored (the release is cumulative)
-            last = _take_ticket(cnt, ticket_base, SPLIT, "acq_rel")
-        if last:
-            if SUM == 1:  # wait until the other slices are stored
-                while ((gl.atomic_add(cnt, 0, sem="acquire", scope="gpu") >> 16) & 0xFFFF
-                       < SPLIT - 1):
-                    pass
-            gl.thread_barrier()  # the acquire above orders every thread's loads below
-            tot = y
-            for s in gl.static_range(SPLIT):  # in slice order, as the reduce kernel sums
-                p = gl.where(mine == s, y,
-                             gl.load(out_ptr + s * M * N + offs, mask=live & (mine != s),
-                                     other=0.0, cache_modifier=".cg"))
-                if s == 0:
-                    tot = p
-                else:
-                    tot = tot + p
-            gl.store(y_ptr + offs, (tot * alpha).to(y_ptr.dtype.element_ty), mask=live)
-            gl.atomic_xchg(cnt, ticket_base - ticket_base, sem="relaxed", scope="gpu")
-        elif SUM == 1:
-            gl.store(out_ptr + mine * M * N + offs, y, mask=live)
-            gl.thread_barrier()  # every thread's partial is stored (the release is cumulative)
-            gl.atomic_add(cnt, 1 << 16, sem="release", scope="gpu")
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * M * N + offs, y, mask=live)
+        else:
+            gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -520,7 +471,7 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
 
 def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
                   w_scales: torch.Tensor, alpha, out: torch.Tensor, *,
-                  split: int | None = None, sum_in_kernel: int = 0) -> None:
+                  split: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for 1 to 4 NVFP4 tokens and NVFP4 weights.
 
     Args:
@@ -550,40 +501,20 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
         raise ValueError(f"split: {split} leaves {windows // split} windows of {WINDOW} K a CTA, "
                          f"more than its shared memory holds ({MAX_WINDOWS}); use a larger split")
     wins = windows // split
-    blocks = triton.cdiv(N, ROWS)
+    dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if split > 1
+           else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     halves = uses_halves(N, M, split)
-    sums = split > 1 and sum_in_kernel
-    extra = {}
-    if split > 1:
-        # partials, then (summed in the kernel) one 64-bit counter per row block
-        n_part = (split * M * N + 1) // 2 * 2
-        work = torch.empty(n_part + (2 * blocks if sums else 0), dtype=torch.float32,
-                           device=out.device)
-        dst = work[:split * M * N].view(split, M, N)
-        if sums:
-            extra = dict(y_ptr=out, count_ptr=work[n_part:].view(torch.int64),
-                         ticket_base=_next_tag() << 32, SUM=sum_in_kernel, SPLIT=split)
-    else:
-        dst = out
-    _fp4_gemv_fp8_sm90_kernel[(blocks, split)](
+    _fp4_gemv_fp8_sm90_kernel[(triton.cdiv(N, ROWS), split)](
         w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
         x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
         WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,
-        ALPHA_PTR=alpha_on_device and (split == 1 or bool(sums)), HALVES=halves, num_warps=4,
-        launch_pdl=True, **extra, **({"maxnreg": HALVES_MAXNREG} if halves else {}))
-    if split > 1 and not sums:
+        ALPHA_PTR=alpha_on_device and split == 1, HALVES=halves, num_warps=4, launch_pdl=True,
+        **({"maxnreg": HALVES_MAXNREG} if halves else {}))
+    if split > 1:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
         reduce_partials(dst, out, alpha, pdl=True)
-
-
-_tags = itertools.count()
-
-
-def _next_tag() -> int:
-    """A call's counter tag: 1 to 2^31 - 1, different for 2^31 - 1 calls in a row."""
-    return next(_tags) % (2**31 - 1) + 1
 
 
 def nvfp4_mm_gemv_fp8_sm90(x_q, x_scales, w_q, w_scales, alpha, order: str, out) -> None:
