@@ -5,7 +5,8 @@ against the shipped call (GEMV + reduce kernel), same run. Each variant is check
 against the oracle (NaN-poisoned output), bit for bit against the reduce kernel, over 50 calls
 in a row, and in a graph replayed 3 times. Then CUDA-graph medians over weight copies that fill
 3x the L2, three rounds. Usage on an sm_90 machine:
-``python scripts/gpu_gemv_fp8_cluster_sum.py`` (JSON to $OUT or .).
+``python scripts/gpu_gemv_fp8_cluster_sum.py`` (JSON to $OUT or .), with the kernel of commit
+``2b96231`` (reverted: no gain where it ties, slower elsewhere; perf-log, session 24).
 """
 
 from __future__ import annotations

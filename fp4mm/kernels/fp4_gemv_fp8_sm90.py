@@ -344,42 +344,11 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
     return acc
 
 
-# Thread-block clusters (the slices of a row block summed through distributed shared memory):
-# a full cluster barrier; a store of $1 (fp32) at byte $2 of the cluster leader's dynamic shared
-# memory; a load of byte $1 of this CTA's. ``global_smem`` is the symbol Triton gives a
-# kernel's dynamic shared memory; once every CTA of the cluster is past its windows (the first
-# barrier) none of it is live, so the partials go at its start.
-_CLUSTER_SYNC = gl.constexpr(
-    "barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n"
-    "mov.u32 $0, 0;")
-_STORE_TO_LEADER = gl.constexpr("""{
-.reg .u32 la, ra;
-mov.u32 la, global_smem;
-add.u32 la, la, $2;
-mapa.shared::cluster.u32 ra, la, 0;
-st.shared::cluster.f32 [ra], $1;
-mov.u32 $0, 0;
-}""")
-_LOAD_LOCAL = gl.constexpr("""{
-.reg .u32 la;
-mov.u32 la, global_smem;
-add.u32 la, la, $1;
-ld.shared.f32 $0, [la];
-}""")
-
-
-@gluon.jit
-def _cluster_sync(dep):
-    """A cluster-wide barrier (release / acquire), ordered after ``dep`` (a scalar int32)."""
-    return gl.inline_asm_elementwise(_CLUSTER_SYNC, "=r,r", [dep], dtype=gl.int32,
-                                     is_pure=False, pack=1)
-
-
 @gluon.jit
 def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, KW, alpha,
                               alpha_ptr, WINS: gl.constexpr, TP: gl.constexpr, T: gl.constexpr,
                               PARTIAL: gl.constexpr, ALPHA_PTR: gl.constexpr,
-                              HALVES: gl.constexpr = False, CLUSTER: gl.constexpr = 0):
+                              HALVES: gl.constexpr = False):
     """64 weight rows x WINS windows of 256 K x M <= T tokens per CTA (grid: row blocks x
     splits). w_ptr int32 ``[N, K/8]`` code words; ws_ptr uint8 ``[N, K/16]``; xw_ptr int32
     ``[M, K/8]``; xs_ptr uint8 ``[M, K/16]``; KB = K/16, KW = K/8. PARTIAL: fp32 partials
@@ -389,13 +358,8 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
     # PDL: x (and alpha) may come from the kernel before; wait for it before any memory access
     gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                               is_pure=False, pack=1)
-    if CLUSTER > 0:  # CLUSTER consecutive CTAs (one cluster) are one row block's slices
-        rank = gl.program_id(0) % CLUSTER
-        row0 = gl.program_id(0) // CLUSTER * _ROWS
-        win0 = rank * WINS
-    else:
-        row0 = gl.program_id(0) * _ROWS
-        win0 = gl.program_id(1) * WINS
+    row0 = gl.program_id(0) * _ROWS
+    win0 = gl.program_id(1) * WINS
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, 16, 32])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
@@ -431,9 +395,10 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         alpha = alpha * gl.load(alpha_ptr)
     if T == 1:
         y = gl.sum(acc, axis=1)
-        offs = rows
-        live = rows < N
-        slot = rows - row0  # the value's index in a CTA's [T, 64] partial
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * N + rows, y, mask=rows < N)
+        else:
+            gl.store(out_ptr + rows, (y * alpha).to(out_ptr.dtype.element_ty), mask=rows < N)
     else:
         # column col of acc belongs to token _col_token(col): T = 2 col // 8, T = 4 col % 2 +
         # 2 (col // 8); the sum over its blocks (c = (col % 8) // 2) leaves [64 rows, T tokens]
@@ -445,27 +410,10 @@ def _fp4_gemv_fp8_sm90_kernel(w_ptr, ws_ptr, xw_ptr, xs_ptr, out_ptr, M, N, KB, 
         y_toks = gl.arange(0, T, layout=gl.SliceLayout(0, y.type.layout))
         live = gl.expand_dims(y_rows < N, 1) & gl.expand_dims(y_toks < M, 0)
         offs = gl.expand_dims(y_toks, 0) * N + gl.expand_dims(y_rows, 1)
-        slot = gl.expand_dims(y_toks, 0) * _ROWS + gl.expand_dims(y_rows - row0, 1)
-    if CLUSTER > 0:
-        # every CTA of the cluster past its windows: no shared memory is live any more
-        done = _cluster_sync(row0)
-        if rank > 0:  # slice rank -> the leader's shared memory, [CLUSTER - 1, T, 64] fp32
-            gl.inline_asm_elementwise(_STORE_TO_LEADER, "=r,r,r", [y, (rank - 1) * (T * 256)
-                                                                 + slot * 4 + done * 0],
-                                      dtype=gl.int32, is_pure=False, pack=1)
-        done = _cluster_sync(done)
-        if rank == 0:
-            tot = y
-            for s in gl.static_range(1, CLUSTER):  # in slice order, as the reduce kernel sums
-                p = gl.inline_asm_elementwise(_LOAD_LOCAL, "=f,r",
-                                              [(s - 1) * (T * 256) + slot * 4 + done * 0],
-                                              dtype=gl.float32, is_pure=False, pack=1)
-                tot = tot + p
-            gl.store(out_ptr + offs, (tot * alpha).to(out_ptr.dtype.element_ty), mask=live)
-    elif PARTIAL:
-        gl.store(out_ptr + gl.program_id(1) * M * N + offs, y, mask=live)
-    else:
-        gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
+        if PARTIAL:
+            gl.store(out_ptr + gl.program_id(1) * M * N + offs, y, mask=live)
+        else:
+            gl.store(out_ptr + offs, (y * alpha).to(out_ptr.dtype.element_ty), mask=live)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,7 +471,7 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
 
 def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
                   w_scales: torch.Tensor, alpha, out: torch.Tensor, *,
-                  split: int | None = None, cluster: bool = False) -> None:
+                  split: int | None = None) -> None:
     """``out = alpha * x @ W^T`` (written in place) for 1 to 4 NVFP4 tokens and NVFP4 weights.
 
     Args:
@@ -553,39 +501,20 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
         raise ValueError(f"split: {split} leaves {windows // split} windows of {WINDOW} K a CTA, "
                          f"more than its shared memory holds ({MAX_WINDOWS}); use a larger split")
     wins = windows // split
-    a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    halves = uses_halves(N, M, split)
-    blocks = triton.cdiv(N, ROWS)
-    args = (w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
-            x_scales.view(torch.uint8))
-    consts = dict(WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M),
-                  HALVES=halves, num_warps=4, launch_pdl=True,
-                  **({"maxnreg": HALVES_MAXNREG} if halves else {}))
-    if cluster and split > 1:
-        rest = (out, M, N, K // 16, K // 8, a, alpha_ptr)
-        kw = dict(consts, PARTIAL=False, ALPHA_PTR=alpha_on_device, CLUSTER=split)
-        _launch_in_clusters(_fp4_gemv_fp8_sm90_kernel, blocks, split, *args, *rest, **kw)
-        return
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if split > 1
            else out)
-    _fp4_gemv_fp8_sm90_kernel[(blocks, split)](
-        *args, dst, M, N, K // 16, K // 8, a, alpha_ptr, PARTIAL=split > 1,
-        ALPHA_PTR=alpha_on_device and split == 1, **consts)
+    a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
+    halves = uses_halves(N, M, split)
+    _fp4_gemv_fp8_sm90_kernel[(triton.cdiv(N, ROWS), split)](
+        w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
+        x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
+        WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,
+        ALPHA_PTR=alpha_on_device and split == 1, HALVES=halves, num_warps=4, launch_pdl=True,
+        **({"maxnreg": HALVES_MAXNREG} if halves else {}))
     if split > 1:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
         reduce_partials(dst, out, alpha, pdl=True)
-
-
-def _launch_in_clusters(kernel, blocks: int, size: int, *args, **kwargs) -> None:
-    """``kernel`` over ``blocks * size`` CTAs in clusters of ``size`` consecutive ones. Triton
-    3.6 launches clusters only for ``num_ctas`` > 1, which also changes how Gluon lays tensors
-    out, so the kernel is compiled for one CTA and its launch metadata's CTA count set to
-    ``size`` (the launcher then multiplies grid x by it and sets the cluster dimension)."""
-    compiled = kernel.warmup(*args, grid=(blocks,), **kwargs)
-    nw, _, shared = compiled.packed_metadata
-    compiled.packed_metadata = (nw, size, shared)
-    kernel[(blocks,)](*args, **kwargs)
 
 
 def nvfp4_mm_gemv_fp8_sm90(x_q, x_scales, w_q, w_scales, alpha, order: str, out) -> None:
