@@ -20,6 +20,7 @@ import datetime as _dt
 import fnmatch
 import itertools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -251,14 +252,16 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def run_impl(case: Case, problem, impl: Impl, expected, ctx: Context) -> dict | None:
-    """Build, check, and (only if correct) time one implementation; None if it does not apply."""
+def check_impl(case: Case, problem, impl: Impl, expected,
+               ctx: Context) -> tuple[dict, Runner | None] | None:
+    """Build and check one implementation: (its row, the runner to time, or None where it is
+    wrong or broken); None if it does not apply."""
     try:
         runner = impl.build(case, problem, ctx)
     except Exception as exc:  # noqa: BLE001 - a broken implementation is a row, not a crash
         row = _row(case, impl, False)
         row["error"] = f"build: {type(exc).__name__}: {exc}"
-        return row
+        return row, None
     if runner is None:
         return None
     row = _row(case, impl, runner.prepacked)
@@ -271,29 +274,57 @@ def run_impl(case: Case, problem, impl: Impl, expected, ctx: Context) -> dict | 
         del got
     except Exception as exc:  # noqa: BLE001
         row["error"] = f"run: {type(exc).__name__}: {exc}"
-        return row
-    if not row["correct"]:
-        return row
+        return row, None
+    return row, (runner if row["correct"] else None)
+
+
+def time_round(row: dict, runner: Runner, ctx: Context) -> bool:
+    """One timing round of a checked implementation, appended to ``row["round_medians_us"]``
+    (min and max kept over rounds); False (and the row marked wrong) if timing raised."""
     counter = itertools.count()
     try:
         med, lo, hi = ctx.time(lambda: runner.run(next(counter) % runner.copies))
     except Exception as exc:  # noqa: BLE001
         row.update(correct=False, error=f"timing: {type(exc).__name__}: {exc}")
-        return row
-    row.update(median_us=med * 1e3, min_us=lo * 1e3, max_us=hi * 1e3)
+        return False
+    row.setdefault("round_medians_us", []).append(med * 1e3)
+    row["min_us"] = min(lo * 1e3, row.get("min_us") or math.inf)
+    row["max_us"] = max(hi * 1e3, row.get("max_us") or 0.0)
+    return True
+
+
+def finish_row(row: dict, case: Case) -> None:
+    """The row's median (over its rounds' medians), TF/s and GB/s."""
+    med = _summary(row["round_medians_us"])[0] * 1e-3  # ms
+    row["median_us"] = med * 1e3
     if case.flops:
         row["tflops"] = case.flops / (med * 1e-3) / 1e12
     row["gbps"] = case.bytes / (med * 1e-3) / 1e9
-    return row
+
+
+ROUNDS = 3  # timing rounds per case
+
+
+def _rotated(items: list, r: int) -> list:
+    """``items`` starting at index r (mod its length)."""
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer,
               quick: bool = False, l2_bytes: int = DEFAULT_L2_BYTES,
               on_step: Callable[[str, bool], None] | None = None,
-              on_case: Callable[[list[dict]], None] | None = None) -> list[dict]:
+              on_case: Callable[[list[dict]], None] | None = None,
+              rounds: int = ROUNDS) -> list[dict]:
     """Check and time every applicable (case, implementation); returns the rows, ratios added.
-    ``on_step(description, done)`` is called before (done False) and after each one,
-    ``on_case(rows_so_far)`` after each case (to save partial results)."""
+    A case's implementations are all checked first, then timed in ``rounds`` rounds, round r
+    starting at the r-th implementation, so that none is always timed first (on an H100 the
+    first kernel timed after a pause measured up to 4% faster than the same kernel timed later in
+    the same process: docs/perf-log.md, "Bench: timing rounds"). The reported median
+    is the median of the rounds' medians. ``on_step(description, done)`` is called before each
+    check and timing round (done False; the description ends with the implementation's name)
+    and once an implementation is finished (done True); ``on_case(rows_so_far)`` after each
+    case (to save partial results)."""
     device = torch.device(device)
     ctx = Context(timer, quick)
     rows = []
@@ -303,15 +334,36 @@ def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer
             continue
         problem = make_problem(case, device, l2_bytes)
         expected = oracle(problem)
+        timed = []  # (what, row, runner)
         for impl in todo:
+            what = f"{case.op} {case.shape} {impl.name}"
             if on_step is not None:
-                on_step(f"{case.op} {case.shape} {impl.name}", False)
-            row = run_impl(case, problem, impl, expected, ctx)
-            if on_step is not None:
-                on_step("", True)
-            if row is not None:
-                rows.append(row)
-        del problem, expected
+                on_step(what, False)
+            checked = check_impl(case, problem, impl, expected, ctx)
+            if checked is None:
+                if on_step is not None:
+                    on_step("", True)
+                continue
+            row, runner = checked
+            rows.append(row)
+            if runner is None:
+                if on_step is not None:
+                    on_step("", True)
+            else:
+                timed.append((what, row, runner))
+        for r in range(rounds):
+            for what, row, runner in _rotated(timed, r):
+                if not row["correct"]:
+                    continue
+                if on_step is not None:
+                    on_step(what, False)
+                ok = time_round(row, runner, ctx)
+                if on_step is not None and (not ok or r == rounds - 1):
+                    on_step("", True)
+        for _, row, _ in timed:
+            if row["correct"]:
+                finish_row(row, case)
+        del problem, expected, timed
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if on_case is not None:
@@ -420,8 +472,10 @@ def build_result(rows: list[dict], device: torch.device, suites: Sequence[str], 
         "backend": resolve_backend(device), "suites": list(suites), "quick": quick,
         "complete": complete,
         "argv": list(argv or []),
-        "timing": {"method": TIMER_METHODS[timer] + "; rotating weight copies >= 3x L2",
-                   "timer": timer, "warmup_ms": warmup, "rep_ms": rep},
+        "timing": {"method": TIMER_METHODS[timer] + "; rotating weight copies >= 3x L2; "
+                   f"{ROUNDS} rounds per case, each starting at the next implementation, the "
+                   "median over the rounds' medians", "timer": timer, "warmup_ms": warmup,
+                   "rep_ms": rep, "rounds": ROUNDS},
         "roofline": {"copy_gbps": copy_gbps,
                      "method": "device-to-device copy of 512 MiB, bytes read + written"},
         "rows": rows,

@@ -136,6 +136,53 @@ def test_a_crashing_implementation_becomes_an_error_row():
     assert row["correct"] is False and "boom" in row["error"]
 
 
+def _oracle_impl(name):
+    def build(case, problem, ctx):
+        return Runner(run=lambda i: harness.oracle(problem))
+    return Impl(name, frozenset({"nvfp4_mm"}), build, kind="ours")
+
+
+def test_a_case_is_timed_in_rounds_that_rotate_which_implementation_goes_first():
+    times = {"a": [1.0, 5.0, 2.0], "b": [3.0, 3.0, 3.0], "c": [4.0, 1.0, 9.0]}
+    calls = []
+
+    class RoundTimer:
+        def __call__(self, fn, quick):
+            fn()
+            t = times[self.current][sum(1 for c in calls if c == self.current)]
+            calls.append(self.current)
+            return t, 0.5 * t, 2.0 * t
+
+    timer = RoundTimer()
+    rows = _run(select_cases(["table5"], [(4, 16, 32)]),
+                [_oracle_impl("a"), _oracle_impl("b"), _oracle_impl("c")], timer)
+    assert harness.ROUNDS == 3
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    by = {r["impl"]: r for r in rows}
+    assert [by[n]["round_medians_us"] for n in "abc"] == [[1e3, 5e3, 2e3], [3e3] * 3,
+                                                            [4e3, 1e3, 9e3]]  # round order
+    # the median of the rounds' medians; min and max over every round
+    assert [by[n]["median_us"] for n in "abc"] == [2e3, 3e3, 4e3]
+    assert by["a"]["min_us"] == 0.5e3 and by["a"]["max_us"] == 10e3
+    assert by["c"]["gbps"] == pytest.approx(by["c"]["bytes"] / 4e-3 / 1e9)
+
+
+def test_a_wrong_implementation_does_not_shift_the_others_rounds():
+    calls = []
+
+    class Timer:
+        def __call__(self, fn, quick):
+            fn()
+            calls.append(self.current)
+            return 1.0, 1.0, 1.0
+
+    rows = _run(select_cases(["table5"], [(4, 16, 32)]),
+                [_oracle_impl("a"), _wrong_impl("w"), _oracle_impl("b")], Timer())
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert [r["impl"] for r in rows] == ["a", "w", "b"]  # rows keep the implementations' order
+    assert rows[1]["median_us"] is None
+
+
 def test_rotation_uses_enough_weight_copies():
     case = select_cases(["decode"], [(1, 18432, 3072)])[0]
     problem = make_problem(case, "cpu", l2_bytes=50 * 2**20)
