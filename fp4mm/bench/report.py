@@ -121,8 +121,10 @@ def provenance(path: Path, run: dict) -> str:
     copy = (run.get("roofline") or {}).get("copy_gbps")
     copy = f" device copy {copy:.0f} GB/s;" if copy else ""
     timer = (run.get("timing") or {}).get("timer", "do_bench")
+    rounds = (run.get("timing") or {}).get("rounds")
+    timer += f"`, {rounds} rounds" if rounds else "`"
     return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "
-            f"{run['date']}; commit `{commit}`{dirty};{copy} timer `{timer}`;{quick} "
+            f"{run['date']}; commit `{commit}`{dirty};{copy} timer `{timer};{quick} "
             f"`{path.as_posix()}`")
 
 
@@ -156,7 +158,9 @@ def render_section(chosen: dict[str, tuple[Path, dict]], plot_path: str | None) 
            "L2 by writing 256 MB, whose dirty lines slow the next memory-bound kernel); "
            "`read_flush`: the same procedure with the L2 flushed by a read; `graph`: CUDA-graph "
            "replay, the GPU time without Python's launch cost (the rotating weight copies keep "
-           "the L2 cold). Each table names its timer._", ""]
+           "the L2 cold). Each table names its timer; where it also names rounds, every "
+           "implementation of a shape was timed that many times, each round starting at the "
+           "next implementation, and the cell gives the median of the rounds' medians._", ""]
     if not chosen:
         out += ["No GPU benchmark results yet: run `fp4mm bench` on an H100, commit the JSON, "
                 "then `python -m fp4mm.bench.report`.", ""]
