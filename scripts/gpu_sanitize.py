@@ -40,11 +40,13 @@ def main() -> int:
     # (1, 4099, 768), (1, 70, 1280), (1, 100, 256): the E4M3-wgmma GEMV (one W4A4 token,
     # K % 256 == 0; ragged N, 3 and 5 windows split, 1 window unsplit with alpha in the GEMV);
     # (2, 4099, 768), (3, 70, 1280), (4, 100, 256): the same with 2 and 4 token columns (3
-    # tokens: the fourth column masked)
+    # tokens: the fourth column masked); (3, 16963, 2560) and (4, 16963, 2560): four token
+    # columns with the window in halves (266 row blocks x split 2 = 532 CTAs: one wave of 5 an
+    # SM, not of 4; ragged N)
     for M, N, K in [(1, 37, 48), (5, 130, 208), (3, 4099, 384), (17, 70, 640), (70, 200, 96),
                     (300, 259, 1040), (13, 4099, 512), (29, 70, 768), (40, 8200, 640),
                     (1, 4099, 768), (1, 70, 1280), (1, 100, 256), (2, 4099, 768),
-                    (3, 70, 1280), (4, 100, 256)]:
+                    (3, 70, 1280), (4, 100, 256), (3, 16963, 2560), (4, 16963, 2560)]:
         x = torch.randn(M, K, device=dev)
         w = torch.randn(N, K, device=dev)
         qx, qw = fp4mm.quantize_nvfp4(x), fp4mm.quantize_nvfp4(w)
