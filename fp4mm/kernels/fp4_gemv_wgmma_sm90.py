@@ -134,7 +134,7 @@ def choose_split(N: int, K: int, M: int) -> int:
     best = 1
     for s in range(1, steps + 1):
         per = triton.cdiv(steps, s)
-        if per % 2 or per * s < steps:
+        if per % 2 or per * s != steps:
             continue
         best = s
         if blocks * s >= 528:
