@@ -45,7 +45,9 @@ def main():
         wl = [(wq0, ws0)] + [gen(1, N, K, seed=300 + i)[2:] for i in range(copies - 1)]
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         steps = K // 128
-        splits = [s for s in range(1, 9) if steps % s == 0 and (steps // s) % 2 == 0]
+        nt = W._token_tile(M)
+        splits = [s for s in range(1, 9) if steps % s == 0 and (steps // s) % 2 == 0
+                  and (steps // s) * nt * 256 <= 100 * 1024][:3]  # B: at most 100 KB
         variants = {"dispatched": lambda i: fp4mm.nvfp4_mm(xq, xs, wl[i][0], wl[i][1], alpha,
                                                            out=out)}
         for s in splits:
