@@ -23,9 +23,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_gemv_sm90 import (
+    _DECODE_HIGH_UNORDERED,
+    _DECODE_LOW_UNORDERED,
     KS,
     _decode,
     _epilogue,
+    _join8,
     _load_w,
     _operand_layouts,
 )
@@ -34,6 +37,57 @@ ROWS = 64
 MAX_M = 64
 _ROWS = gl.constexpr(ROWS)
 _KSTEP = gl.constexpr(KS)
+
+
+@gluon.constexpr_function
+def _x_words_layout(NT: int, P: int):
+    """[NT tokens, 16 P words] (P steps of 128 K; word 16 p + 4 c + w' of a step): a thread
+    holds the four words c = 0..3 of one (token, p, w'), so its decoded pairs fill four 16-byte
+    runs of B's K slots (32 w' + [0, 32)); lanes: w', p, then tokens; warps and any registers
+    left: tokens."""
+    nt_bits, p_bits = NT.bit_length() - 1, P.bit_length() - 1
+    lane_tok = 5 - 2 - p_bits
+    tok = [[1 << b, 0] for b in range(nt_bits)]
+    lanes = [[0, 1], [0, 2]] + [[0, 16 << b] for b in range(p_bits)] + tok[:lane_tok]
+    return gl.DistributedLinearLayout(reg_bases=[[0, 4], [0, 8]] + tok[lane_tok + 2:],
+                                      lane_bases=lanes, warp_bases=tok[lane_tok:lane_tok + 2],
+                                      block_bases=[], shape=[NT, 16 * P])
+
+
+@gluon.jit
+def _build_b_steps(x_ptr, xs_ptr, M, STEPS, i0, KW, KB, NT: gl.constexpr, P: gl.constexpr,
+                   HIGH_FIRST: gl.constexpr, WL: gl.constexpr):
+    """x (int32 words, K/8 a row = KW; int16 scale pairs, K/32 = KB) of steps i0 .. i0 + P - 1
+    as B rows [P NT, 128 K slots] fp16 (row p NT + t): each
+    value ``e2m1 * e4m3`` of its word's block, in the slot order of ``_decode`` (UNORDERED):
+    word 4 c + w' of a step, output e of its decode, goes to slot
+    32 w' + 16 (e // 4) + 8 ((e // 2) % 2) + 2 c + e % 2. Tokens past M and steps past STEPS
+    are zero."""
+    t = gl.expand_dims(gl.arange(0, NT, layout=gl.SliceLayout(1, WL)), 1)  # [NT, 1]
+    q = gl.expand_dims(gl.arange(0, 16 * P, layout=gl.SliceLayout(0, WL)), 0)  # [1, 16 P]
+    step = i0 + q // 16
+    c = (q % 16) // 4
+    w = q % 4
+    live = (t < M) & (step < STEPS)
+    words = gl.load(x_ptr + t * KW + step * 16 + 4 * c + w, mask=live, other=0)
+    # the pair of scale bytes of blocks 2 c, 2 c + 1 (int16 view), then block 2 c + w' // 2's
+    sp = gl.load(xs_ptr + t * KB + step * 4 + c, mask=live, other=0).to(gl.int32)
+    sb = ((sp >> (8 * (w // 2))) & 0xFF).to(gl.uint8)
+    # E4M3 scale * 2^6 in fp16 (exact), as an fp16x2 pair (s, s) in one int32
+    sh = (sb.to(gl.float8e4nv, bitcast=True).to(gl.float16) * 64.0).to(gl.int16, bitcast=True)
+    s32 = sh.to(gl.int32) & 0xFFFF
+    s2 = s32 | (s32 << 16)
+    w8 = _join8(words, words, words, words, words, words, words, words)
+    s8 = _join8(s2, s2, s2, s2, s2, s2, s2, s2)
+    if HIGH_FIRST:
+        v = gl.inline_asm_elementwise(_DECODE_HIGH_UNORDERED, "=r,=r,=r,=r" + ",r" * 16,
+                                      [w8, s8], dtype=gl.float16, is_pure=True, pack=8)
+    else:
+        v = gl.inline_asm_elementwise(_DECODE_LOW_UNORDERED, "=r,=r,=r,=r" + ",r" * 16,
+                                      [w8, s8], dtype=gl.float16, is_pure=True, pack=8)
+    # [t, p, c, w', e2, e1, e0] -> [p, t, w', e2, e1, c, e0]
+    v = v.reshape([NT, P, 4, 4, 2, 2, 2]).permute((1, 0, 3, 4, 5, 2, 6))
+    return v.reshape([P * NT, 128])
 
 
 @gluon.jit
@@ -54,15 +108,6 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [ROWS, KSTEP]), False)
     W_WORDS: gl.constexpr = WL[0]
     W_SCALES: gl.constexpr = WL[1]
-    # x is decoded by the same helper in a register layout of the ring's B operand (only which
-    # thread decodes what; the store to shared memory places it)
-    mma2: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1],
-                                                   instr_shape=[16, 8])
-    b2: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma2, k_width=2)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b2, [KSTEP, NT]), True)
-    X_WORDS: gl.constexpr = XL[0]
-    X_SCALES: gl.constexpr = XL[1]
-
     gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                               is_pure=False, pack=1)
     pid_n = gl.program_id(0)
@@ -79,27 +124,19 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 1, last), True,
                        False, KSTEP, 0)
 
-    # B: this CTA's x, decoded once, [S steps][NT tokens][128 K slots] fp16
-    ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS)), M - 1)
-    xa_offs = gl.expand_dims(ta, 1) * (STEPS * 16) + gl.expand_dims(
-        gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, X_WORDS)), 0)
-    tl_ = gl.arange(0, NT, layout=gl.SliceLayout(1, X_WORDS))
-    tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
-    xb_offs = gl.expand_dims(tb, 1) * (STEPS * 4) + gl.expand_dims(
-        gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
-    tbl = gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES))
+    # B: this CTA's x, decoded once, [S steps][NT tokens][128 K slots] fp16, P steps at a
+    # time (a thread decodes 4 words and stores 4 runs of 16 bytes)
+    P: gl.constexpr = max(1, 128 // (4 * NT))
+    gl.static_assert(S % P == 0, "S: a multiple of the steps built at once")
+    XW: gl.constexpr = _x_words_layout(NT, P)
     b_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
                                                   rank=2)
     flat = gl.allocate_shared_memory(gl.float16, [S * NT, KSTEP], b_layout)
     b_smem = flat._reinterpret(gl.float16, [S, NT, KSTEP], b_layout)
-    for s in range(S):
-        i = i_begin + s
-        live_a = gl.expand_dims(tl_ < M, 1) & (xa_offs * 0 + i < STEPS)
-        live_b = gl.expand_dims(tbl < M, 1) & (xb_offs * 0 + i < STEPS)
-        xa = gl.load(x_ptr + xa_offs + gl.minimum(i, last) * (KSTEP // 8), mask=live_a, other=0)
-        xb = gl.load(xs_ptr + xb_offs + gl.minimum(i, last) * (KSTEP // 32), mask=live_b,
-                     other=0)
-        b_smem.index(s).store(_decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, gl.float16, True))
+    b_build = flat._reinterpret(gl.float16, [S // P, P * NT, KSTEP], b_layout)
+    for s in range(0, S, P):
+        b_build.index(s // P).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
+                                                   STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST, XW))
     fence_async_shared()
     gl.thread_barrier()
 
