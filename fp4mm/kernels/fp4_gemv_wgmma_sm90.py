@@ -127,14 +127,14 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     # B: this CTA's x, decoded once, [S steps][NT tokens][128 K slots] fp16, P steps at a
     # time (a thread decodes 4 words and stores 4 runs of 16 bytes)
     P: gl.constexpr = max(1, 128 // (4 * NT))
-    gl.static_assert(S % P == 0, "S: a multiple of the steps built at once")
+    SB: gl.constexpr = (S + P - 1) // P * P  # steps built (those past S are unused)
     XW: gl.constexpr = _x_words_layout(NT, P)
     b_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
                                                   rank=2)
-    flat = gl.allocate_shared_memory(gl.float16, [S * NT, KSTEP], b_layout)
-    b_smem = flat._reinterpret(gl.float16, [S, NT, KSTEP], b_layout)
-    b_build = flat._reinterpret(gl.float16, [S // P, P * NT, KSTEP], b_layout)
-    for s in range(0, S, P):
+    flat = gl.allocate_shared_memory(gl.float16, [SB * NT, KSTEP], b_layout)
+    b_smem = flat._reinterpret(gl.float16, [SB, NT, KSTEP], b_layout)
+    b_build = flat._reinterpret(gl.float16, [SB // P, P * NT, KSTEP], b_layout)
+    for s in range(0, SB, P):
         b_build.index(s // P).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
                                                    STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST, XW))
     fence_async_shared()
