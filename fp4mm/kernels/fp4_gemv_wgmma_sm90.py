@@ -58,7 +58,7 @@ def _x_words_layout(NT: int, P: int):
 def _build_b_steps(x_ptr, xs_ptr, M, STEPS, i0, KW, KB, NT: gl.constexpr, P: gl.constexpr,
                    HIGH_FIRST: gl.constexpr, WL: gl.constexpr):
     """x (int32 words, K/8 a row = KW; int16 scale pairs, K/32 = KB) of steps i0 .. i0 + P - 1
-    as B rows [P NT, 128 K slots] fp16 (row p NT + t): each
+    as B tiles [P, NT, 128 K slots] fp16: each
     value ``e2m1 * e4m3`` of its word's block, in the slot order of ``_decode`` (UNORDERED):
     word 4 c + w' of a step, output e of its decode, goes to slot
     32 w' + 16 (e // 4) + 8 ((e // 2) % 2) + 2 c + e % 2. Tokens past M and steps past STEPS
@@ -87,7 +87,7 @@ def _build_b_steps(x_ptr, xs_ptr, M, STEPS, i0, KW, KB, NT: gl.constexpr, P: gl.
                                       [w8, s8], dtype=gl.float16, is_pure=True, pack=8)
     # [t, p, c, w', e2, e1, e0] -> [p, t, w', e2, e1, c, e0]
     v = v.reshape([NT, P, 4, 4, 2, 2, 2]).permute((1, 0, 3, 4, 5, 2, 6))
-    return v.reshape([P * NT, 128])
+    return v.reshape([P, NT, 128])
 
 
 @gluon.jit
@@ -129,11 +129,14 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     P: gl.constexpr = max(1, 128 // (4 * NT))
     SB: gl.constexpr = (S + P - 1) // P * P  # steps built (those past S are unused)
     XW: gl.constexpr = _x_words_layout(NT, P)
-    b_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
-                                                  rank=2)
-    flat = gl.allocate_shared_memory(gl.float16, [SB * NT, KSTEP], b_layout)
-    b_smem = flat._reinterpret(gl.float16, [SB, NT, KSTEP], b_layout)
-    b_build = flat._reinterpret(gl.float16, [SB // P, P * NT, KSTEP], b_layout)
+    # batched [NT, 128] tiles (a 128-byte swizzled tile of 256-byte rows is laid out in two
+    # 64-column halves, so a step's tile is only contiguous as a batch entry of its own)
+    b_smem = gl.allocate_shared_memory(
+        gl.float16, [SB, NT, KSTEP],
+        gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
+    b_build = b_smem._reinterpret(
+        gl.float16, [SB // P, P, NT, KSTEP],
+        gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3))
     for s in range(0, SB, P):
         b_build.index(s // P).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
                                                    STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST, XW))
