@@ -134,12 +134,10 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     b_smem = gl.allocate_shared_memory(
         gl.float16, [SB, NT, KSTEP],
         gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
-    b_build = b_smem._reinterpret(
-        gl.float16, [SB // P, P, NT, KSTEP],
-        gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3))
-    for s in range(0, SB, P):
-        b_build.index(s // P).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
-                                                   STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST, XW))
+    for s in gl.static_range(0, SB, P):  # unrolled: a constant slice of P tiles
+        b_smem.slice(s, P, dim=0).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
+                                                       STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST,
+                                                       XW))
     fence_async_shared()
     gl.thread_barrier()
 
