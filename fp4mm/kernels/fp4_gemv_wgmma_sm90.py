@@ -58,7 +58,7 @@ def _x_words_layout(NT: int, P: int):
 def _build_b_steps(x_ptr, xs_ptr, M, STEPS, i0, KW, KB, NT: gl.constexpr, P: gl.constexpr,
                    HIGH_FIRST: gl.constexpr, WL: gl.constexpr):
     """x (int32 words, K/8 a row = KW; int16 scale pairs, K/32 = KB) of steps i0 .. i0 + P - 1
-    as B tiles [P, NT, 128 K slots] fp16: each
+    as B rows [(p, slot // 64, token), slot % 64] fp16: each
     value ``e2m1 * e4m3`` of its word's block, in the slot order of ``_decode`` (UNORDERED):
     word 4 c + w' of a step, output e of its decode, goes to slot
     32 w' + 16 (e // 4) + 8 ((e // 2) % 2) + 2 c + e % 2. Tokens past M and steps past STEPS
@@ -87,7 +87,23 @@ def _build_b_steps(x_ptr, xs_ptr, M, STEPS, i0, KW, KB, NT: gl.constexpr, P: gl.
                                       [w8, s8], dtype=gl.float16, is_pure=True, pack=8)
     # [t, p, c, w', e2, e1, e0] -> [p, t, w', e2, e1, c, e0]
     v = v.reshape([NT, P, 4, 4, 2, 2, 2]).permute((1, 0, 3, 4, 5, 2, 6))
-    return v.reshape([P, NT, 128])
+    # [p, t, slot] -> rows (p, slot // 64, t) of 64 slots
+    v = v.reshape([P, NT, 2, 64]).permute((0, 2, 1, 3))
+    return v.reshape([P * 2 * NT, 64])
+
+
+@gluon.jit
+def _step_mma(acc, wd, sc, b_smem, tile, HIGH_FIRST: gl.constexpr, W_WORDS: gl.constexpr,
+              a_l: gl.constexpr):
+    """One 128-K step: the weights decoded into A [64, 128 slots], as two K halves against B
+    tiles ``tile`` and ``tile + 1``; the previous step's MMAs retire under this one."""
+    a = _decode(wd, sc, HIGH_FIRST, 64, W_WORDS, 128, gl.float16, True)
+    lo, hi = gl.split(a.reshape([64, 2, 64]).permute((0, 2, 1)))
+    acc = warpgroup_mma(gl.convert_layout(lo, a_l), b_smem.index(tile).permute((1, 0)), acc,
+                        is_async=True)
+    acc = warpgroup_mma(gl.convert_layout(hi, a_l), b_smem.index(tile + 1).permute((1, 0)),
+                        acc, is_async=True)
+    return warpgroup_mma_wait(num_outstanding=2, deps=(acc,))
 
 
 @gluon.jit
@@ -129,31 +145,26 @@ def _fp4_gemv_wgmma_sm90_kernel(x_ptr, xs_ptr, w_ptr, ws_ptr, out_ptr, M, N, STE
     P: gl.constexpr = max(1, 128 // (4 * NT))
     SB: gl.constexpr = (S + P - 1) // P * P  # steps built (those past S are unused)
     XW: gl.constexpr = _x_words_layout(NT, P)
-    # batched [NT, 128] tiles (a 128-byte swizzled tile of 256-byte rows is laid out in two
-    # 64-column halves, so a step's tile is only contiguous as a batch entry of its own)
-    b_smem = gl.allocate_shared_memory(
-        gl.float16, [SB, NT, KSTEP],
+    # B in tiles of [NT tokens, 64 K slots] (128-byte rows: with the 128-byte swizzle any run of
+    # whole tiles is one row-major block), tile 2 s + h = slots 64 h .. 64 h + 63 of step s
+    b_flat = gl.allocate_shared_memory(
+        gl.float16, [SB * 2 * NT, 64],
         gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
-    for s in gl.static_range(0, SB, P):  # unrolled: a constant slice of P tiles
-        b_smem.slice(s, P, dim=0).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
-                                                       STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST,
-                                                       XW))
+    b_smem = b_flat._reinterpret(gl.float16, [SB * 2, NT, 64], b_flat.type.layout)
+    b_build = b_flat._reinterpret(gl.float16, [SB // P, P * 2 * NT, 64], b_flat.type.layout)
+    for s in range(0, SB, P):
+        b_build.index(s // P).store(_build_b_steps(x_ptr, xs_ptr, M, STEPS, i_begin + s,
+                                                   STEPS * 16, STEPS * 4, NT, P, HIGH_FIRST, XW))
     fence_async_shared()
     gl.thread_barrier()
 
     acc = gl.zeros([ROWS, NT], gl.float32, wg)
     for s in range(0, S, 2):
         i = i_begin + s
-        a0 = gl.convert_layout(_decode(wd0, sc0, HIGH_FIRST, ROWS, W_WORDS, KSTEP, gl.float16,
-                                       True), a_l)
-        acc = warpgroup_mma(a0, b_smem.index(s).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        acc = _step_mma(acc, wd0, sc0, b_smem, 2 * s, HIGH_FIRST, W_WORDS, a_l)
         wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 2, last), True, False,
                            KSTEP, 0)
-        a1 = gl.convert_layout(_decode(wd1, sc1, HIGH_FIRST, ROWS, W_WORDS, KSTEP, gl.float16,
-                                       True), a_l)
-        acc = warpgroup_mma(a1, b_smem.index(s + 1).permute((1, 0)), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        acc = _step_mma(acc, wd1, sc1, b_smem, 2 * s + 2, HIGH_FIRST, W_WORDS, a_l)
         wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 3, last), True, False,
                            KSTEP, 0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
