@@ -3,7 +3,9 @@
 (``fp4mm/kernels/fp4_gemv_wgmma_sm90.py``, a probe) against the dispatched ``nvfp4_mm`` (the
 register ring there), same run. Oracle checks first (NaN-poisoned output, ragged N, both
 orders), then CUDA-graph medians over weight copies that fill 3x the L2, rotating rounds.
-Usage on an sm_90 machine: ``python scripts/gpu_gemv_wgmma_probe.py`` (JSON to $OUT or .).
+Usage on an sm_90 machine: ``python scripts/gpu_gemv_wgmma_probe.py`` (JSON to $OUT or .), with
+``fp4mm/kernels/fp4_gemv_wgmma_sm90.py`` of commit ``48599b2`` (removed: 15-20% slower than the
+ring at 8-32 tokens; perf-log, ``fp4_gemv_sm90``, session 24).
 """
 
 from __future__ import annotations
