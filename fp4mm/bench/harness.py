@@ -20,7 +20,6 @@ import datetime as _dt
 import fnmatch
 import itertools
 import json
-import math
 import os
 import platform
 import subprocess
@@ -288,18 +287,18 @@ def time_round(row: dict, runner: Runner, ctx: Context) -> bool:
         row.update(correct=False, error=f"timing: {type(exc).__name__}: {exc}")
         return False
     row.setdefault("round_medians_us", []).append(med * 1e3)
-    row["min_us"] = min(lo * 1e3, row.get("min_us") or math.inf)
-    row["max_us"] = max(hi * 1e3, row.get("max_us") or 0.0)
+    row["min_us"] = lo * 1e3 if row["min_us"] is None else min(row["min_us"], lo * 1e3)
+    row["max_us"] = hi * 1e3 if row["max_us"] is None else max(row["max_us"], hi * 1e3)
     return True
 
 
 def finish_row(row: dict, case: Case) -> None:
     """The row's median (over its rounds' medians), TF/s and GB/s."""
-    med = _summary(row["round_medians_us"])[0] * 1e-3  # ms
-    row["median_us"] = med * 1e3
+    seconds = _summary(row["round_medians_us"])[0] * 1e-6
+    row["median_us"] = seconds * 1e6
     if case.flops:
-        row["tflops"] = case.flops / (med * 1e-3) / 1e12
-    row["gbps"] = case.bytes / (med * 1e-3) / 1e9
+        row["tflops"] = case.flops / seconds / 1e12
+    row["gbps"] = case.bytes / seconds / 1e9
 
 
 ROUNDS = 3  # timing rounds per case
@@ -327,6 +326,7 @@ def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer
     case (to save partial results)."""
     device = torch.device(device)
     ctx = Context(timer, quick)
+    step = on_step or (lambda what, done: None)
     rows = []
     for case in cases:
         todo = [i for i in impls if case.op in i.ops and case.allows(i.name)]
@@ -337,29 +337,21 @@ def run_cases(cases: Sequence[Case], impls: Sequence[Impl], device, timer: Timer
         timed = []  # (what, row, runner)
         for impl in todo:
             what = f"{case.op} {case.shape} {impl.name}"
-            if on_step is not None:
-                on_step(what, False)
+            step(what, False)
             checked = check_impl(case, problem, impl, expected, ctx)
-            if checked is None:
-                if on_step is not None:
-                    on_step("", True)
-                continue
-            row, runner = checked
-            rows.append(row)
-            if runner is None:
-                if on_step is not None:
-                    on_step("", True)
+            if checked is not None:
+                rows.append(checked[0])
+            if checked is None or checked[1] is None:  # not applicable, or never timed
+                step("", True)
             else:
-                timed.append((what, row, runner))
+                timed.append((what, *checked))
         for r in range(rounds):
             for what, row, runner in _rotated(timed, r):
-                if not row["correct"]:
+                if not row["correct"]:  # its timing raised in an earlier round
                     continue
-                if on_step is not None:
-                    on_step(what, False)
-                ok = time_round(row, runner, ctx)
-                if on_step is not None and (not ok or r == rounds - 1):
-                    on_step("", True)
+                step(what, False)
+                if not time_round(row, runner, ctx) or r == rounds - 1:
+                    step("", True)
         for _, row, _ in timed:
             if row["correct"]:
                 finish_row(row, case)

@@ -122,9 +122,9 @@ def provenance(path: Path, run: dict) -> str:
     copy = f" device copy {copy:.0f} GB/s;" if copy else ""
     timer = (run.get("timing") or {}).get("timer", "do_bench")
     rounds = (run.get("timing") or {}).get("rounds")
-    timer += f"`, {rounds} rounds" if rounds else "`"
+    rounds = f", {rounds} rounds" if rounds else ""
     return (f"{run['device']}; torch {run.get('torch')}, triton {run.get('triton')}; "
-            f"{run['date']}; commit `{commit}`{dirty};{copy} timer `{timer};{quick} "
+            f"{run['date']}; commit `{commit}`{dirty};{copy} timer `{timer}`{rounds};{quick} "
             f"`{path.as_posix()}`")
 
 
