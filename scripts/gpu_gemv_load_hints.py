@@ -12,6 +12,12 @@ read once. Variants (patched copies of the kernel modules, the same SASS but for
   windows of a row in the E4M3 GEMV, two K steps in the ring;
 - ``l2_128B``: ``.L2::128B`` only.
 
+Runs 1-2 patch the kernels of commit ``ae75f2f`` (before any hint); run 3 (``HINTS_RUN=3``)
+patches the kernels as shipped after them (evict-first weights) with the weight scales
+evict-first too and the ring's x (re-read by every warp) evict-last.
+Run 2 (``HINTS_RUN=2``) separates the two halves of ``evict_first``: ``l2_evict_first`` (the L2
+policy alone), ``l1_evict_first`` (the L1 hint alone), ``no_alloc_l2_evict_first``.
+
 (The group-scale ring loads its words in 8-byte runs, so it gets ``evict_first`` only.)
 
 Kernels: the E4M3 GEMV (``fp4_gemv_fp8_sm90``, W4A4 1-4 tokens) and the register ring
@@ -43,18 +49,29 @@ ROUNDS = 4
 
 def _asm_load(qualifiers, ptr):
     """A 16-byte load of 4 int32 words with PTX ``qualifiers``; pack=4 hands the asm one
-    thread's 4 contiguous words (their pointers; the first addresses all four)."""
-    return ('gl.inline_asm_elementwise("ld.global' + qualifiers + '.v4.u32 {$0, $1, $2, $3}, '
-            '[$4]; // $5 $6 $7", "=r,=r,=r,=r,l,l,l,l", [' + ptr + '], dtype=gl.int32, '
-            'is_pure=True, pack=4)')
+    thread's 4 contiguous words (their pointers; the first addresses all four). A qualifier
+    with ``L2::cache_hint`` gets an evict-first policy made by ``createpolicy``."""
+    policy = ""
+    if "cache_hint" in qualifiers:
+        policy = ", pol"
+    body = "ld.global" + qualifiers + ".v4.u32 {$0, $1, $2, $3}, [$4]" + policy + ";"
+    if policy:
+        body = ("{ .reg .b64 pol; createpolicy.fractional.L2::evict_first.b64 pol, 1.0; "
+                + body + " }")
+    body += " // $5 $6 $7"
+    return ('gl.inline_asm_elementwise("' + body + '", "=r,=r,=r,=r,l,l,l,l", [' + ptr
+            + '], dtype=gl.int32, is_pure=True, pack=4)')
 
 
-HINTS = {
-    "evict_first": None,
-    "no_alloc": ".L1::no_allocate",
-    "no_alloc_256B": ".L1::no_allocate.L2::256B",
-    "l2_128B": ".L2::128B",
-}
+# name -> PTX qualifiers of the asm load (None: gl.load's eviction_policy="evict_first", which
+# is L1::evict_first with an L2 evict-first cache policy)
+HINTS = dict(
+    [("evict_first", None), ("no_alloc", ".L1::no_allocate"),
+     ("no_alloc_256B", ".L1::no_allocate.L2::256B"), ("l2_128B", ".L2::128B")]
+    if os.environ.get("HINTS_RUN", "1") == "1" else
+    [("evict_first", None), ("l2_evict_first", ".L2::cache_hint"),
+     ("l1_evict_first", ".L1::evict_first"),
+     ("no_alloc_l2_evict_first", ".L1::no_allocate.L2::cache_hint")])
 
 
 def fp8_patches(hint):
@@ -78,9 +95,32 @@ def ring_patches(hint):
     return [(old, new)]
 
 
+# run 3 (``HINTS_RUN=3``, on the kernels as shipped after runs 1-2, the commit after ``c1400d8``):
+# the weight scales evict-first too, and the ring's x (re-read by every warp) evict-last
+_RING_SCALES = ("is_pure=True, pack=4)\n        sc = gl.load(ws_ptr + s_offs + s_step)",
+                "is_pure=True, pack=4)\n        sc = gl.load(ws_ptr + s_offs + s_step, "
+                "eviction_policy=\"evict_first\")")
+_RING_X = [(f"{v} = gl.load({p})", f"{v} = gl.load({p}, eviction_policy=\"evict_last\")")
+           for v, p in (("xa", "x_ptr + xa_offs + i * (KSTEP // 8)"),
+                        ("xb", "xs_ptr + xb_offs + i * (KSTEP // 32)"),
+                        ("xa", "x_ptr + xa_offs + i * (KSTEP // 2)"))]
+_FP8_SCALES = ("sw = gl.load(ws_ptr + s_rows + gl.expand_dims(cols, 0) + i * 16)",
+               "sw = gl.load(ws_ptr + s_rows + gl.expand_dims(cols, 0) + i * 16, "
+               "eviction_policy=\"evict_first\")")
+RUN3 = {"scales_evict_first": ([_FP8_SCALES], [_RING_SCALES]),
+        "x_evict_last": (None, _RING_X),
+        "both": (None, [_RING_SCALES] + _RING_X)}
+
+
 def modules():
     fp8 = {"shipped": F0}
     ring = {"shipped": S0}
+    if os.environ.get("HINTS_RUN", "1") == "3":
+        for name, (fp, rp) in RUN3.items():
+            if fp:
+                fp8[name] = patched_module(f"fp8_{name}", open(F0.__file__).read(), fp)
+            ring[name] = patched_module(f"ring_{name}", open(S0.__file__).read(), rp)
+        return fp8, ring
     for h in HINTS:
         fp8[h] = patched_module(f"fp8_{h}", open(F0.__file__).read(), fp8_patches(h))
         ring[h] = patched_module(f"ring_{h}", open(S0.__file__).read(), ring_patches(h))
@@ -122,6 +162,8 @@ def problem(kind, M, N, K, seed):
 def usable(kind, mods):
     """The group-scale ring's words are not 16-byte runs a thread: the asm loads would trap
     (misaligned), so it gets the evict-first variant only."""
+    if os.environ.get("HINTS_RUN", "1") == "3":
+        return mods
     return {k: m for k, m in mods.items() if kind != "ring g32" or k in ("shipped", "evict_first")}
 
 
@@ -161,6 +203,11 @@ def main():
              ("fp8 w4a4", fp8, 1, 8192, 8192), ("ring bf16", ring, 1, 18432, 3072),
              ("ring bf16", ring, 4, 18432, 3072), ("ring w4a4", ring, 16, 18432, 3072),
              ("ring g32", ring, 1, 18432, 3072)]
+    if os.environ.get("HINTS_RUN", "1") == "3":
+        cases += [("ring w4a4", ring, 8, 18432, 3072), ("ring bf16", ring, 1, 8192, 8192)]
+    elif os.environ.get("HINTS_RUN", "1") != "1":
+        cases += [("ring w4a4", ring, 8, 18432, 3072), ("ring bf16", ring, 1, 8192, 8192),
+                  ("ring g32", ring, 4, 18432, 3072)]
     rows = []
     for kind, mods, M, N, K in cases:
         verify(kind, mods, M, N, K)
@@ -181,7 +228,7 @@ def main():
         print(f"{kind} M={M} {N}x{K}: " + " | ".join(
             f"{k} {sorted(v)[len(v) // 2]:.2f} ({min(v):.2f}-{max(v):.2f})"
             for k, v in res.items()), flush=True)
-    save_rows("gemv-load-hints", rows)
+    save_rows("gemv-load-hints-run" + os.environ.get("HINTS_RUN", "1"), rows)
 
 
 if __name__ == "__main__":
