@@ -190,7 +190,8 @@ def compile_report(T, wins, partial, alpha_ptr, out, halves) -> dict:
                                     r"\{[^}]+\}, \{%r\d+,%r\d+,%r\d+,%r\d+\}", ptx)),
             "waits": re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d)", sass),
             "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
-            "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx))}
+            "ld_v4_evict_first": len(re.findall(
+                r"ld\.global\.L1::evict_first\.L2::cache_hint\.v4\.b32", ptx))}
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,8 @@ def test_shipped_specialisations_compile_pipelined_without_spills(compile_report
     if halves:  # what makes 5 CTAs an SM: the reason for halves
         assert int(re.search(r"Used (\d+) registers", rep["log"])[1]) <= F.HALVES_MAXNREG
     assert rep["gdc"] == 2  # PDL: wait + launch_dependents
-    assert rep["ld_v4"] >= 2  # 16-byte weight loads (the first window and the next)
+    # 16-byte weight loads, evict-first (the first window and the next)
+    assert rep["ld_v4_evict_first"] >= 2
 
 
 # ----------------------------------------------------------------------------------------------

@@ -223,7 +223,9 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
     mma = re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)
     return {"log": log, "mma": len(mma), "pdl": pdl,
             "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
-            "ld_v4": len(re.findall(r"ld\.global(\.\w+)*\.v4\.b32", ptx)),
+            "ld_v4": len(re.findall(r"ld\.global(\.[\w:]+)*\.v4\.[bu]32", ptx)),
+            "w_evict_first": len(re.findall(
+                r"ld\.global\.L1::evict_first(\.v4\.u32|\.L2::cache_hint)", ptx)),
             "shared_ops": len(re.findall(r"(ld|st)\.shared", ptx)), "shared": k.metadata.shared}
 
 
@@ -240,6 +242,9 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert rep["mma"] > 0
     assert rep["gdc"] == 2 * rep["pdl"]  # split K: PDL wait + launch_dependents
     assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
+    # the weight words load evict-first: NVFP4 by asm, L1 only (16-byte runs); grouped by
+    # Triton's hint
+    assert rep["w_evict_first"] > 0
 
 
 # ----------------------------------------------------------------------------------------------
