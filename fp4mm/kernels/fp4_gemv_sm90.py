@@ -32,6 +32,10 @@ docs/perf-log.md, "fp4_gemv_sm90".
   of PREFETCH + 1 (x is L2-resident, and a 64-token step is about a thousand instructions per
   warp). Two row tiles then fit at 64 tokens (252 registers; 255 + 112-128 B spill with x in
   the ring): 12-24% faster there than the one-tile ring or the plain-Triton GEMV (H100).
+- **Evict-first weight words.** Each word is read once, while a row's scale line serves 16
+  steps and x is re-read by every warp: ``L1::evict_first`` on the words (by asm, where a
+  thread's words are 16-byte runs; Triton's ``evict_first`` elsewhere) keeps those cached, 3-7%
+  faster at M = 1-8 (H100, perf-log session 25; the scales evict-first instead: 4-9% slower).
 - **Loads without masks:** rows past N and tokens past M are clamped into the tensors (their
   outputs are never stored), and each split runs whole ring turns, so no zero-fill instructions
   (a masked path remains for step counts that are not a multiple of the ring).
