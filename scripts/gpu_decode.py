@@ -94,14 +94,15 @@ class Problem:
         w = dequantize_nvfp4_blocks(wq, ws, self.order)
         return (self.x[0].float() @ w.T) * self.alpha
 
-    def gemv(self, i, out, cfg):
+    def gemv(self, i, out, cfg, mod=V):
+        """Weight copy ``i`` through ``mod``'s GEMV (``fp4_gemv``, or a patched copy of it)."""
         wq, ws = self.w[i]
         if self.op == "nvfp4_mm":
-            V.nvfp4_mm_gemv(*self.x, wq, ws, self.alpha, self.order, out, config=cfg)
+            mod.nvfp4_mm_gemv(*self.x, wq, ws, self.alpha, self.order, out, config=cfg)
         elif self.op == "w4a16_mm":
-            V.w4a16_mm_gemv(self.x[0], wq, ws, self.group, self.order, out, config=cfg)
+            mod.w4a16_mm_gemv(self.x[0], wq, ws, self.group, self.order, out, config=cfg)
         else:
-            V.nvfp4_w4a16_mm_gemv(self.x[0], wq, ws, self.alpha, self.order, out, config=cfg)
+            mod.nvfp4_w4a16_mm_gemv(self.x[0], wq, ws, self.alpha, self.order, out, config=cfg)
 
     def gemm(self, i, out, G):
         wq, ws = self.w[i]

@@ -33,13 +33,7 @@ CASES = [("nvfp4_mm", torch.float16, 1), ("nvfp4_mm", torch.float16, 4),
 
 
 def call(mod, p, i, out):
-    wq, ws = p.w[i]
-    if p.op == "nvfp4_mm":
-        mod.nvfp4_mm_gemv(*p.x, wq, ws, p.alpha, p.order, out)
-    elif p.op == "w4a16_mm":
-        mod.w4a16_mm_gemv(p.x[0], wq, ws, p.group, p.order, out)
-    else:
-        mod.nvfp4_w4a16_mm_gemv(p.x[0], wq, ws, p.alpha, p.order, out)
+    p.gemv(i, out, None, mod)
 
 
 def main():
