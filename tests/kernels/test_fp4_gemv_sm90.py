@@ -224,8 +224,9 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
     return {"log": log, "mma": len(mma), "pdl": pdl,
             "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
             "ld_v4": len(re.findall(r"ld\.global(\.[\w:]+)*\.v4\.[bu]32", ptx)),
-            "w_evict_first": len(re.findall(
-                r"ld\.global\.L1::evict_first(\.v4\.u32|\.L2::cache_hint)", ptx)),
+            "w_evict_first_asm": len(re.findall(r"ld\.global\.L1::evict_first\.v4\.u32", ptx)),
+            "w_evict_first_triton": len(re.findall(
+                r"ld\.global\.L1::evict_first\.L2::cache_hint", ptx)),
             "shared_ops": len(re.findall(r"(ld|st)\.shared", ptx)), "shared": k.metadata.shared}
 
 
@@ -242,9 +243,13 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert rep["mma"] > 0
     assert rep["gdc"] == 2 * rep["pdl"]  # split K: PDL wait + launch_dependents
     assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
-    # the weight words load evict-first: NVFP4 by asm, L1 only (16-byte runs); grouped by
-    # Triton's hint
-    assert rep["w_evict_first"] > 0
+    # the weight words load evict-first: NVFP4 by asm, L1 only (16-byte runs), one load per
+    # ring slot; group scales (8-byte runs) by Triton's hint
+    group = case[9]
+    if group:
+        assert rep["w_evict_first_asm"] == 0 and rep["w_evict_first_triton"] > 0
+    else:
+        assert rep["w_evict_first_asm"] > 0 and rep["w_evict_first_triton"] == 0
 
 
 # ----------------------------------------------------------------------------------------------
