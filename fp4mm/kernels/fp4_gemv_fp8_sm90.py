@@ -213,6 +213,14 @@ def _mma(a, b_smem, tile, acc, use_acc: gl.constexpr, a_l: gl.constexpr):
 
 
 @gluon.jit
+def _mma2(a0, a1, b_smem, tile, acc, use_acc: gl.constexpr, a_l: gl.constexpr):
+    """Two chained wgmmas: ``a0`` x B tile ``tile``, then ``a1`` x tile ``tile + 1`` added on
+    (``use_acc``: the first adds onto ``acc`` too, else it starts a fresh sum)."""
+    d = _mma(a0, b_smem, tile, acc, use_acc, a_l)
+    return _mma(a1, b_smem, tile + 1, d, True, a_l)
+
+
+@gluon.jit
 def _x_scales(xs_ptr, M, KB, win0, WINS: gl.constexpr, T: gl.constexpr):
     """Shared [>= WINS T, 16] fp32 table of x's scales for T > 1 tokens: row ``T w + a``, column
     col holds ``e4m3(x_scale) * 2^12`` (2^12 undoes the two 2^-6 of the codes) of token
@@ -293,51 +301,35 @@ def _window(acc, words, i, ws_ptr, s_rows, xs_ptr, xs0, sx_smem, cols, b_smem,
     # (the 8-bit A tiles cannot be deps of the wait in Triton 3.6; nothing writes their
     # registers before it, and the compile test checks ptxas kept the wgmmas pipelined)
     if T == 1:
-        d = _mma(s0, b_smem, base, acc, False, a_l)
-        d = _mma(s1, b_smem, base + 1, d, True, a_l)
-        d = _mma(s2, b_smem, base + 2, d, True, a_l)
-        d = _mma(s3, b_smem, base + 3, d, True, a_l)
-        d = _mma(s4, b_smem, base + 4, d, True, a_l)
-        d = _mma(s5, b_smem, base + 5, d, True, a_l)
-        d = _mma(s6, b_smem, base + 6, d, True, a_l)
-        d = _mma(s7, b_smem, base + 7, d, True, a_l)
+        d = _mma2(s0, s1, b_smem, base, acc, False, a_l)
+        d = _mma2(s2, s3, b_smem, base + 2, d, True, a_l)
+        d = _mma2(s4, s5, b_smem, base + 4, d, True, a_l)
+        d = _mma2(s6, s7, b_smem, base + 6, d, True, a_l)
         d = warpgroup_mma_wait(0, deps=[d])
         acc = acc + d * sc0
     elif T == 2:
         sc1 = _scale(sw, 1, i, sx_smem, T)
-        d0 = _mma(s0, b_smem, base, acc, False, a_l)
-        d0 = _mma(s1, b_smem, base + 1, d0, True, a_l)
-        d0 = _mma(s2, b_smem, base + 2, d0, True, a_l)
-        d0 = _mma(s3, b_smem, base + 3, d0, True, a_l)
-        d1 = _mma(s4, b_smem, base + 4, acc, False, a_l)
-        d1 = _mma(s5, b_smem, base + 5, d1, True, a_l)
-        d1 = _mma(s6, b_smem, base + 6, d1, True, a_l)
-        d1 = _mma(s7, b_smem, base + 7, d1, True, a_l)
+        d0 = _mma2(s0, s1, b_smem, base, acc, False, a_l)
+        d0 = _mma2(s2, s3, b_smem, base + 2, d0, True, a_l)
+        d1 = _mma2(s4, s5, b_smem, base + 4, acc, False, a_l)
+        d1 = _mma2(s6, s7, b_smem, base + 6, d1, True, a_l)
         d0, d1 = warpgroup_mma_wait(0, deps=[d0, d1])
         acc = acc + d0 * sc0 + d1 * sc1
     elif HALVES:
-        d0 = _mma(s0, b_smem, base, acc, False, a_l)
-        d0 = _mma(s1, b_smem, base + 1, d0, True, a_l)
-        d1 = _mma(s2, b_smem, base + 2, acc, False, a_l)
-        d1 = _mma(s3, b_smem, base + 3, d1, True, a_l)
+        d0 = _mma2(s0, s1, b_smem, base, acc, False, a_l)
+        d1 = _mma2(s2, s3, b_smem, base + 2, acc, False, a_l)
         d0, d1 = warpgroup_mma_wait(0, deps=[d0, d1])
         swf = sw.to(gl.float32)
         acc = acc + d0 * _scale(swf, 0, i, sx_smem, T) + d1 * _scale(swf, 1, i, sx_smem, T)
-        d2 = _mma(s4, b_smem, base + 4, acc, False, a_l)
-        d2 = _mma(s5, b_smem, base + 5, d2, True, a_l)
-        d3 = _mma(s6, b_smem, base + 6, acc, False, a_l)
-        d3 = _mma(s7, b_smem, base + 7, d3, True, a_l)
+        d2 = _mma2(s4, s5, b_smem, base + 4, acc, False, a_l)
+        d3 = _mma2(s6, s7, b_smem, base + 6, acc, False, a_l)
         d2, d3 = warpgroup_mma_wait(0, deps=[d2, d3])
         acc = acc + d2 * _scale(swf, 2, i, sx_smem, T) + d3 * _scale(swf, 3, i, sx_smem, T)
     else:
-        d0 = _mma(s0, b_smem, base, acc, False, a_l)
-        d0 = _mma(s1, b_smem, base + 1, d0, True, a_l)
-        d1 = _mma(s2, b_smem, base + 2, acc, False, a_l)
-        d1 = _mma(s3, b_smem, base + 3, d1, True, a_l)
-        d2 = _mma(s4, b_smem, base + 4, acc, False, a_l)
-        d2 = _mma(s5, b_smem, base + 5, d2, True, a_l)
-        d3 = _mma(s6, b_smem, base + 6, acc, False, a_l)
-        d3 = _mma(s7, b_smem, base + 7, d3, True, a_l)
+        d0 = _mma2(s0, s1, b_smem, base, acc, False, a_l)
+        d1 = _mma2(s2, s3, b_smem, base + 2, acc, False, a_l)
+        d2 = _mma2(s4, s5, b_smem, base + 4, acc, False, a_l)
+        d3 = _mma2(s6, s7, b_smem, base + 6, acc, False, a_l)
         d0, d1, d2, d3 = warpgroup_mma_wait(0, deps=[d0, d1, d2, d3])
         # the scales after the wait: 32 fewer registers live across it
         sw = sw.to(gl.float32)
