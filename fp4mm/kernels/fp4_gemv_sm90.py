@@ -8,8 +8,8 @@ anywhere, and each warp keeps several K steps of loads in flight.
 
 Design, per warp (num_warps warps per CTA, each owning ROW_TILES x 16 weight rows; tokens padded
 to NT = 8..64: up to 64 for W4A4, 32 for 16-bit x, 16 with 16-bit group scales, the largest
-tiles each kind compiles without spills, see ``max_m``). Measurements behind each choice:
-docs/perf-log.md, "fp4_gemv_sm90".
+tiles each kind compiles without spills, see ``max_m``; groups of 16 up to 2). Measurements
+behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
 
 - **K permutation.** A dot product does not care in which order K is summed, so the MMA's K
   slots need not be consecutive K. Each thread (lane ``4 g + c``) loads 16 contiguous bytes (32
@@ -41,6 +41,18 @@ docs/perf-log.md, "fp4_gemv_sm90".
   (a masked path remains for step counts that are not a multiple of the ring).
 - **Row tiles:** with ROW_TILES = 2 a warp's two 16-row MMA tiles share one x operand (half the
   x traffic and, for W4A4, half the x decode per weight byte).
+- **16-bit group scales** (``w4a16_mm``) must scale exact fp32 group sums (``e2m1 * scale``
+  can need 13 bits). Two forms:
+  - *groups as MMA columns* (``group_cols``; groups of 16, 32 and 64 where tokens x groups per
+    step fit 8 columns, 16 for groups of 16): the plain K permutation above, and B column ``n``
+    is token ``n // G`` with x zeroed outside group ``n % G`` (G groups a step). Each
+    accumulator column then sums one group, one FMA a column scales it, and the epilogue adds a
+    token's G columns. Same loads and one MMA chain a step as NVFP4, no scale multiply in the
+    decode: g32 M = 1 at 18432 x 3072 15.9 us against 19.4 for the chains (H100, session 26).
+  - *one MMA chain per group*: a second K permutation (``_slot_to_phys(grouped=True)``) puts
+    each 32-group in one K quarter, so a thread holds one 4-byte word of every group (four
+    loads a row and step) and each quarter's MMAs are scaled on their own. It serves more
+    tokens (up to 16) in 8 columns, where a second column tile would cost more.
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
   128 per step). Both operands then skip the two ``prmt`` per word that restore element order:
   the same permutation of K on both sides (H100: 2-11% faster at M = 1-16). W4A16 moves
@@ -252,15 +264,23 @@ def _decode(words, pairs, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, WORDS_L:
         v = gl.inline_asm_elementwise(_DECODE_HIGH if HIGH_FIRST else _DECODE_LOW,
                                       "=r,=r,=r,=r" + ",r" * 16, [w8, s8], dtype=gl.float16,
                                       is_pure=True, pack=8)
-    # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
+    return _slot_order(v, ROWS, KSTEP)
+
+
+@gluon.jit
+def _slot_order(v, ROWS: gl.constexpr, KSTEP: gl.constexpr):
+    """[ROWS, KSTEP] in physical K order -> MMA slot order: physical (KSTEP / 4) c + 4 j + 2 h + l
+    -> slot 16 j + 8 h + 2 c + l."""
     v = v.reshape([ROWS, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
     return v.reshape([ROWS, KSTEP])
 
 
 @gluon.jit
-def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl.constexpr):
-    """int32 code words [ROWS, KS/8] (grouped permutation: thread c holds words c, c+4, c+8,
-    c+12) -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA slot order."""
+def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl.constexpr,
+                  GROUP_COLS: gl.constexpr = False):
+    """int32 code words [ROWS, KS/8] -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA
+    slot order: of the grouped permutation (thread c holds words c, c+4, c+8, c+12), or with
+    GROUP_COLS of the plain one (thread c holds words 4c..4c+3)."""
     w8 = _join8(words, words, words, words, words, words, words, words)
     if DTYPE == gl.bfloat16:
         v = gl.inline_asm_elementwise(_CODES_BF16_HIGH if HIGH_FIRST else _CODES_BF16_LOW,
@@ -270,7 +290,11 @@ def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl
         v = gl.inline_asm_elementwise(_CODES_HIGH if HIGH_FIRST else _CODES_LOW,
                                       "=r,=r,=r,=r" + ",r" * 8, [w8], dtype=gl.float16,
                                       is_pure=True, pack=8)
-    return _grouped_slot_order(v, ROWS)
+    if GROUP_COLS:
+        v = _slot_order(v, ROWS, _KS)
+    else:
+        v = _grouped_slot_order(v, ROWS)
+    return v
 
 
 @gluon.jit
@@ -313,17 +337,20 @@ def _in_16_byte_runs(words_layout):
 
 @gluon.jit
 def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-            W_GROUP: gl.constexpr, RUNS16: gl.constexpr):
+            W_GROUP: gl.constexpr, RUNS16: gl.constexpr, GROUP_COLS: gl.constexpr = False):
     """The weight words and scales of K step ``i``. Rows are clamped into the tensor by the
     caller (their outputs are not stored), so only MASKED (steps that may lie past the end: zero
     codes and scales, which add exact zeros) needs a mask; an unmasked load needs no zero-fill
     instructions. W_GROUP > 0: ``ws_ptr`` holds one packed word of the step's 16-bit group scales
-    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps).
+    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps); with GROUP_COLS the 16-bit
+    scales themselves, KS / W_GROUP per row and step (``s_offs`` picks each column's).
     The words are read once, so they load evict-first: ``L1::evict_first`` alone where they come
     in 16-byte runs (RUNS16, by asm: Triton's hint adds an L2 policy, 1-3% slower here), else
     Triton's ``evict_first``. H100 (perf-log, session 25): 3-7% faster at M = 1-8."""
     if W_GROUP == 0:
         s_step = i * (KSTEP // 32)
+    elif GROUP_COLS:
+        s_step = i * (_KS // W_GROUP)
     elif W_GROUP > _KS:
         s_step = i // (W_GROUP // _KS)
     else:
@@ -378,10 +405,7 @@ def _mma_step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr
     if X_FP4:
         xv = _decode(xa, xb, HIGH_FIRST, NT, X_WORDS, KSTEP, DTYPE, True)
     else:
-        xv = as_16bit_pairs(xa, DTYPE)
-        # physical (KSTEP / 4) c + 4 j + 2 h + l  ->  slot 16 j + 8 h + 2 c + l
-        xv = xv.reshape([NT, 4, KSTEP // 16, 2, 2]).permute((0, 2, 3, 1, 4))
-        xv = xv.reshape([NT, KSTEP])
+        xv = _slot_order(as_16bit_pairs(xa, DTYPE), NT, KSTEP)
     b = gl.convert_layout(xv.permute((1, 0)).to(DTYPE), b_l)
     a = gl.convert_layout(_decode(wd, sc, HIGH_FIRST, BN, W_WORDS, KSTEP, DTYPE, X_FP4), a_l)
     return mma_v2(a, b, acc)
@@ -428,13 +452,34 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
 
 
 @gluon.jit
+def _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST: gl.constexpr, DTYPE: gl.constexpr,
+                         BN: gl.constexpr, NT: gl.constexpr, a_l: gl.constexpr,
+                         b_l: gl.constexpr):
+    """One K step for 16-bit group scales below 128 with the groups as MMA columns: column
+    ``n`` of the B operand is token ``n // G`` masked to the K of group ``n % G`` (``xmask``;
+    G = KS / W_GROUP groups per step), so with the plain K permutation (one 16-byte load per
+    thread and row) each column of the step's MMA sums is one group's exact fp32 sum. They are
+    scaled per column (``sc``: the scale of each column's group) and the epilogue adds a
+    token's G columns."""
+    xv = _slot_order(as_16bit_pairs(gl.where(xmask, xa, 0), DTYPE), NT, _KS)
+    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE, True)
+    d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l),
+               gl.zeros_like(acc))
+    UNIT: gl.constexpr = 64.0 if DTYPE == gl.float16 else 1.0
+    return acc + d * (sc.to(gl.float32) * UNIT)
+
+
+@gluon.jit
 def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
           DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
           W_WORDS: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
-          KSTEP: gl.constexpr, W_GROUP: gl.constexpr):
+          KSTEP: gl.constexpr, W_GROUP: gl.constexpr, GROUP_COLS: gl.constexpr = False,
+          xmask=None):
     if W_GROUP == 0:
         return _mma_step(acc, wd, sc, xa, xb, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                          X_WORDS, a_l, b_l, KSTEP)
+    elif GROUP_COLS:
+        return _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST, DTYPE, BN, NT, a_l, b_l)
     else:
         return _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST, DTYPE, SDTYPE, BN, NT, W_GROUP,
                                  a_l, b_l)
@@ -450,6 +495,7 @@ def _fp4_gemv_sm90_kernel(
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
     ALPHA_PTR: gl.constexpr = False, X_AHEAD: gl.constexpr = False,
+    GROUP_COLS: gl.constexpr = False,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -463,7 +509,9 @@ def _fp4_gemv_sm90_kernel(
     step ahead instead of in the ring (see the ring below).
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
-    one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128)."""
+    one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128).
+    GROUP_COLS (W_GROUP 16, 32 or 64): the groups as MMA columns (``_mma_step_group_cols``), NT
+    columns of tokens x groups per step; ws is then the 16-bit scale matrix itself."""
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
@@ -472,8 +520,11 @@ def _fp4_gemv_sm90_kernel(
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     GROUPED: gl.constexpr = W_GROUP > 0
     gl.static_assert(not GROUPED or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4))
-    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, GROUPED)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, GROUPED)
+    gl.static_assert(not GROUP_COLS or ((W_GROUP == 16 or W_GROUP == 32 or W_GROUP == 64)
+                                        and NT >= _KS // W_GROUP))
+    PERMUTED: gl.constexpr = GROUPED and not GROUP_COLS  # the grouped K permutation
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, PERMUTED)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, PERMUTED)
     W_WORDS: gl.constexpr = WL[0]
     X_WORDS: gl.constexpr = XL[0]
     X_SCALES: gl.constexpr = XL[1]
@@ -492,7 +543,12 @@ def _fp4_gemv_sm90_kernel(
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    if GROUPED:  # one packed scale word per row, in the accumulator's row layout
+    if GROUP_COLS:  # each accumulator column's group scale, in the accumulator's layout
+        rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
+        cols = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
+        s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cols % (_KS // W_GROUP), 0)
+        pf_ptrs = w_ptr  # no L2 prefetch
+    elif GROUPED:  # one packed scale word per row, in the accumulator's row layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
         pf_ptrs = w_ptr  # no L2 prefetch
@@ -513,8 +569,17 @@ def _fp4_gemv_sm90_kernel(
         tb = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_SCALES)), M - 1)
         xb_offs = gl.expand_dims(tb, 1) * stride_xsm + gl.expand_dims(
             gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
+        xmask = None
     else:
-        ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
+        if GROUP_COLS:  # B column n: token n // G, masked to the K of group n % G
+            G: gl.constexpr = _KS // W_GROUP
+            cx = gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS))
+            px = gl.arange(0, KSTEP // 2, layout=gl.SliceLayout(0, X_PAIRS))  # physical K / 2
+            ta = gl.minimum(cx // G, M - 1)
+            xmask = gl.expand_dims(cx % G, 1) == gl.expand_dims(px // (W_GROUP // 2), 0)
+        else:
+            ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
+            xmask = None
         xa_offs = gl.expand_dims(ta, 1) * stride_xm + gl.expand_dims(
             gl.arange(0, KSTEP // 2, layout=gl.SliceLayout(0, X_PAIRS)), 0)
         xb_offs = xa_offs
@@ -532,16 +597,16 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, i_begin, True, MASKED, KSTEP, W_GROUP,
-                       W_RUNS16)
+                       W_RUNS16, GROUP_COLS)
     xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
     wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 1, last),
-                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16)
+                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
     if not X_AHEAD:
         xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 1, last),
                            i_begin + 1 < i_end, X_FP4, MASKED, KSTEP)
     if U == 3:
         wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 2, last),
-                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16)
+                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
         if not X_AHEAD:
             xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 2, last),
                                i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
@@ -555,17 +620,17 @@ def _fp4_gemv_sm90_kernel(
                     [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
         if X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1, last),
                                i + 1 < i_end, X_FP4, MASKED, KSTEP)
         wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + U, last), i + U < i_end,
-                           MASKED, KSTEP, W_GROUP, W_RUNS16)
+                           MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
         if not X_AHEAD:
             xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + U, last),
                                i + U < i_end, X_FP4, MASKED, KSTEP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
         if X_AHEAD:
             if U == 3:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
@@ -574,22 +639,24 @@ def _fp4_gemv_sm90_kernel(
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
                                    i + 2 < i_end, X_FP4, MASKED, KSTEP)
         wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 1 + U, last),
-                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16)
+                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
         if not X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1 + U, last),
                                i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP)
+                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
             if X_AHEAD:
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 3, last),
                                    i + 3 < i_end, X_FP4, MASKED, KSTEP)
             wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 2 + U, last),
-                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16)
+                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
             if not X_AHEAD:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2 + U, last),
                                    i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
 
+    if GROUP_COLS:  # a token's G group columns -> one
+        acc = gl.sum(acc.reshape([BN, NT // (_KS // W_GROUP), _KS // W_GROUP]), axis=2)
     _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
               ALPHA_PTR)
 
@@ -629,6 +696,11 @@ MAX_M = 64  # tokens per launch: the MMA N side, padded to 8, 16, 32 or 64
 MAX_M_W4A4 = MAX_M
 MAX_M_16BIT_X = 32
 MAX_M_GROUPED = 16
+# The most MMA columns (tokens x groups per 128-K step) of the group-column form (two 8-column
+# MMA tiles). ``choose_config`` takes the form up to GROUP_COLS_FAST columns, and for groups of
+# 16 (which the one-chain-per-group form cannot serve) up to GROUP_COLS_MAX.
+GROUP_COLS_MAX = 16
+GROUP_COLS_FAST = 8
 # Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM
 # (``choose_config``'s split rule for 9-16 W4A4 tokens).
 _WAVE_WARPS_16 = 132 * 16
@@ -644,7 +716,9 @@ class GemvSM90Config:
     weight byte: both tiles share one B operand); k_step: K per step, 128 (16 bytes per thread
     and row) or 256 (32: longer contiguous row reads; needs K % 256 == 0, else 128 is used);
     x_ahead: x loaded one step ahead of its use into a single live slot instead of riding the
-    ring (fewer registers: two row tiles fit at 64 W4A4 tokens)."""
+    ring (fewer registers: two row tiles fit at 64 W4A4 tokens); group_cols: 16-bit group
+    scales below 128 with the groups as MMA columns (``_mma_step_group_cols``; M times
+    128 / group_size columns, at most ``GROUP_COLS_MAX``) instead of one MMA chain per group."""
 
     num_warps: int = 4
     prefetch: int = 2
@@ -653,24 +727,29 @@ class GemvSM90Config:
     row_tiles: int = 1
     k_step: int = KS
     x_ahead: bool = False
+    group_cols: bool = False
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
             and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256)
-            and isinstance(cfg.x_ahead, bool))
+            and isinstance(cfg.x_ahead, bool) and isinstance(cfg.group_cols, bool))
 
 
 def group_size_is_supported(group_size: int) -> bool:
-    """16-bit group scales this kernel serves: 32, 64 or a multiple of 128 (each MMA's K slots
-    must lie in one group; 16 and below, or 96, go to the Triton GEMV)."""
-    return group_size in (32, 64) or (group_size > 0 and group_size % KS == 0)
+    """16-bit group scales this kernel serves: 16 (as MMA columns only, so at most
+    ``max_m(False, 16)`` tokens), 32, 64 or a multiple of 128 (below 16, or 96, they go to the
+    Triton GEMV: an MMA's K slots must cover whole groups)."""
+    return group_size in (16, 32, 64) or (group_size > 0 and group_size % KS == 0)
 
 
 def max_m(x_fp4: bool, group_size: int | None = None) -> int:
     """The most tokens one launch serves for this operand kind (W4A4, 16-bit x with E4M3 or
-    with 16-bit group scales): the largest token tile that compiles without spills."""
+    with 16-bit group scales): the largest token tile that compiles without spills; groups of
+    16 only as MMA columns (``GROUP_COLS_MAX`` of them, 8 a token)."""
+    if group_size == 16:
+        return GROUP_COLS_MAX // (KS // 16)
     if group_size is not None:
         return MAX_M_GROUPED
     return MAX_M_W4A4 if x_fp4 else MAX_M_16BIT_X
@@ -688,7 +767,7 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor,
 
 
 def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
-                  group_size: int | None = None) -> GemvSM90Config:
+                  group_size: int | None = None, bf16_x: bool = False) -> GemvSM90Config:
     """The heuristic, from the H100 sweep of run 5 (bench/results/2026-11-26-gemv_sm90-h100-run5.
     json, CUDA-graph medians over 4 weight copies; best config / this rule, in us):
 
@@ -733,8 +812,30 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     - 16-bit x with 8 < M <= 16: one warp per CTA, no split (about 576 warps): fp16 27.4 /
       28.2, bf16 27.5 / 28.9 (bench/results/2026-11-26-gemv_sm90-probes-h100.txt, part 5, which
       also shows prefetch 2 and k_step 256 no faster anywhere).
+
+    Session 26: groups of 16, 32 and 64 as MMA columns (``group_cols``) where M times
+    128 / group_size is at most ``GROUP_COLS_FAST`` (and always for groups of 16), two warps a
+    CTA, split to about 2304 warps with fp16 x and 4608 with bf16 x (``bf16_x``: its decode
+    takes 18 instructions a word against 13). H100, CUDA-graph medians, 3 rotating rounds, us:
+    - the sweep (bench/results/2026-11-27-gemv-group-cols-h100.json, 18432 x 3072 unless
+      named; one chain per group at its rule / columns): g32 fp16 M=1 19.42 / 15.90-15.96, M=2
+      20.20 / 16.56-16.96, 8192 x 8192 M=1 19.95 / 17.67-17.79; g64 M=4 20.46 / 16.36-16.46;
+      g16 M=1 16.20 (the chains cannot serve it). With 16 columns the second MMA tile costs
+      more than it saves: g32 M=4 20.16 / 21.26-21.56 (the best columns configs).
+    - this rule against the old one at six shapes (...-group-cols-verify-h100.json): g32 fp16
+      and bf16, M = 1 and 2, 3-31% faster at 23 of 24 (the exception: fp16 M=2 3072 x 3072,
+      6.87 / 6.75); g16 against the plain-Triton GEMV: 16.3 / 29.0 at 18432 x 3072 M=1, 25.2 /
+      58.5 at M=2.
+    - splits 1-4 (...-group-cols-splits-h100.json, 28672 x 4096, 18432 x 3072, 14336 x 4096,
+      M = 1 and 2): fp16 at the 2304 rule is the best or within 1.5%; bf16 gains from more
+      splits (28672 x 4096 M=1: split 4 30.71, 3 30.97, 1 (the 2304 rule) 32.60).
     """
     grouped = group_size is not None
+    if grouped and group_size < KS and (group_columns(M, group_size) <= GROUP_COLS_FAST
+                                        or group_size == 16):
+        warps = triton.cdiv(N, 16)
+        split = max(1, min(4, K // KS, round((4608 if bf16_x else 2304) / warps)))
+        return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=True)
     two_tiles = x_fp4 or (not x_fp4 and 8 < M <= 16)
     rt = 2 if two_tiles and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
@@ -775,6 +876,12 @@ def _token_tile(M: int) -> int:
     return max(8, triton.next_power_of_2(M))
 
 
+def group_columns(M: int, group_size: int) -> int:
+    """The MMA columns of the group-column form: M tokens times the 128 / group_size groups of
+    a K step, padded like a token tile."""
+    return _token_tile(M * (KS // group_size))
+
+
 def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
               w_scales: torch.Tensor, alpha, order: str, out: torch.Tensor, *,
               config: GemvSM90Config | None = None, group_size: int | None = None) -> None:
@@ -797,18 +904,26 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     limit = max_m(x_scales is not None, group_size)
     if not 1 <= M <= limit:
         raise ValueError(f"x: expected 1 to {limit} rows (tokens) for this operand kind, got {M}")
-    cfg = config or choose_config(M, N, K, x_scales is not None, group_size)
+    cfg = config or choose_config(M, N, K, x_scales is not None, group_size,
+                                  bf16_x=x_scales is None and x.dtype == torch.bfloat16)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
     if group_size is not None:
-        if x_scales is not None or not group_size_is_supported(group_size):
-            raise ValueError(f"group_size: expected 32, 64 or a multiple of {KS} with 16-bit x, "
-                             f"got {group_size}")
-        # one packed word of the step's scales per row (a group >= 128 spans several steps)
-        word = {32: torch.int64, 64: torch.int32}.get(group_size, torch.int16)
-        ws = w_scales.view(word)
+        if (x_scales is not None or not group_size_is_supported(group_size)
+                or (group_size == 16 and not cfg.group_cols)):
+            raise ValueError(f"group_size: expected 16 (with config.group_cols), 32, 64 or a "
+                             f"multiple of {KS} with 16-bit x, got {group_size}")
         sdtype = _GL_DTYPE[w_scales.dtype]
         cfg = dataclasses.replace(cfg, k_step=KS, l2_ahead=0)
+        if cfg.group_cols:
+            if group_size not in (16, 32, 64) or group_columns(M, group_size) > GROUP_COLS_MAX:
+                raise ValueError(f"config: group_cols needs a group of 16, 32 or 64 and at most "
+                                 f"{GROUP_COLS_MAX} columns, got group_size={group_size}, M={M}")
+            ws = w_scales  # each column's scale, loaded as it is
+        else:
+            # one packed word of the step's scales per row (a group >= 128 spans several steps)
+            word = {32: torch.int64, 64: torch.int32}.get(group_size, torch.int16)
+            ws = w_scales.view(word)
     else:
         if w_scales.dtype == torch.float8_e4m3fn:
             w_scales = w_scales.view(torch.uint8)
@@ -824,7 +939,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     steps = K // ks
     split, per, masked = _plan(steps, cfg)
     partial = split > 1
-    pdl = _uses_pdl(partial, group_size, _token_tile(M))
+    nt = group_columns(M, group_size) if cfg.group_cols else _token_tile(M)
+    pdl = _uses_pdl(partial, group_size, nt)
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
@@ -833,11 +949,11 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         xa, xs, w_q.view(torch.int32), ws, dst,
         M, N, steps, per, a, alpha_ptr,
         xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,
-        X_FP4=x_fp4, DTYPE=dtype, NT=_token_tile(M), HIGH_FIRST=order == "high_first",
+        X_FP4=x_fp4, DTYPE=dtype, NT=nt, HIGH_FIRST=order == "high_first",
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
         SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, X_AHEAD=cfg.x_ahead,
-        launch_pdl=pdl, num_warps=cfg.num_warps)
+        GROUP_COLS=cfg.group_cols, launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

@@ -50,7 +50,8 @@ def unpack_weight(w_q, w_scales, order: str):
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
     """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= ``gemv_sm90_max_m(op, N)``,
-    K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128;
+    K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128, or 16 at up to two
+    tokens;
     :func:`run_gemv_sm90` picks which), ``"gemv"`` (the plain-Triton
     decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
     group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
@@ -61,9 +62,10 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
     nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
         if is_hopper(device) and M <= gemv_sm90_max_m(op, N) and K % 128 == 0:
-            from fp4mm.kernels.fp4_gemv_sm90 import group_size_is_supported
+            from fp4mm.kernels.fp4_gemv_sm90 import group_size_is_supported, max_m
 
-            if nvfp4 or group_size_is_supported(group_size):
+            if nvfp4 or (group_size_is_supported(group_size)
+                         and M <= max_m(False, group_size)):
                 return "gemv_sm90"
         return "gemv"
     if is_hopper(device):

@@ -66,9 +66,19 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(1, 8192, 8192).split_k == 4
     assert S.choose_config(4, 18432, 3072, True).split_k == 3
     assert S.choose_config(16, 18432, 3072) == S.GemvSM90Config(1, 1, 1, 0, 2)
-    assert S.choose_config(1, 18432, 3072, group_size=32) == S.GemvSM90Config(1, 1, 3, 0, 1)
+    # 16-bit group scales: as MMA columns up to 8 columns (tokens x groups of a 128-K step;
+    # groups of 16 up to 16), else one MMA chain per group (session 26)
+    gc = S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=True)
+    assert S.choose_config(1, 18432, 3072, group_size=32) == gc
+    assert S.choose_config(2, 18432, 3072, group_size=32) == gc
+    assert S.choose_config(4, 18432, 3072, group_size=64) == gc
+    assert [S.choose_config(M, 18432, 3072, group_size=16) for M in (1, 2)] == [gc, gc]
     assert S.choose_config(1, 8192, 8192, group_size=32).split_k == 4
-    for M in (4, 16):
+    # bf16 x (a longer decode) splits to twice the warps
+    assert [S.choose_config(1, n, k, group_size=32, bf16_x=bf).split_k
+            for n, k in ((28672, 4096), (18432, 3072)) for bf in (False, True)] == [1, 3, 2, 4]
+    assert not S.choose_config(5, 18432, 3072, group_size=64).group_cols
+    for M in (3, 4, 16):
         assert S.choose_config(M, 18432, 3072, group_size=32) == S.GemvSM90Config(1, 1, 1, 0, 1)
     assert S.choose_config(1, 18432, 3072, group_size=128) == S.GemvSM90Config(1, 1, 2, 0, 1)
     assert S.choose_config(16, 18432, 3072, group_size=128).row_tiles == 1
@@ -82,6 +92,18 @@ def test_config_validity_and_heuristic():
             ((18432, 3072), (8192, 8192), (5120, 5120), (3072, 3072))] == [3, 8, 5, 4]
     assert not S.choose_config(32, 18432, 3072, True).x_ahead
     assert not S.config_is_valid(S.GemvSM90Config(x_ahead=1))
+    assert not S.config_is_valid(S.GemvSM90Config(group_cols=1))
+
+
+def test_group_columns_are_tokens_times_groups_per_step_padded_like_token_tiles():
+    assert [S.group_columns(M, 32) for M in (1, 2, 3, 4)] == [8, 8, 16, 16]
+    assert [S.group_columns(M, 16) for M in (1, 2)] == [8, 16]
+    assert [S.group_columns(M, 64) for M in (1, 4, 5, 8)] == [8, 8, 16, 16]
+    # every group size the column form serves fits GROUP_COLS_MAX at its token limit
+    for group in (16, 32, 64):
+        top = S.GROUP_COLS_MAX // (S.KS // group)
+        assert S.group_columns(top, group) == S.GROUP_COLS_MAX
+    assert S.max_m(False, 16) == 2
 
 
 def test_token_limits_cover_the_dispatch_and_are_enforced():
@@ -103,6 +125,18 @@ def test_token_limits_cover_the_dispatch_and_are_enforced():
     g = torch.zeros((N, K // 32), dtype=torch.float16)
     with pytest.raises(ValueError, match="x: expected 1 to 16 rows"):
         S.gemv_sm90(x[:17], None, w_q, g, 1.0, "low_first", out[:17], group_size=32)
+    g16 = torch.zeros((N, K // 16), dtype=torch.float16)
+    with pytest.raises(ValueError, match="x: expected 1 to 2 rows"):
+        S.gemv_sm90(x[:3], None, w_q, g16, 1.0, "low_first", out[:3], group_size=16)
+    # the column form only where it applies: groups of 16-64, at most GROUP_COLS_MAX columns
+    for group, M in ((128, 1), (32, 5)):
+        gs = torch.zeros((N, K // group), dtype=torch.float16)
+        with pytest.raises(ValueError, match="config: group_cols needs"):
+            S.gemv_sm90(x[:M], None, w_q, gs, 1.0, "low_first", out[:M], group_size=group,
+                        config=S.GemvSM90Config(group_cols=True))
+    with pytest.raises(ValueError, match="group_size: expected"):  # 16 needs the column form
+        S.gemv_sm90(x[:1], None, w_q, g16, 1.0, "low_first", out[:1], group_size=16,
+                    config=S.GemvSM90Config())
     assert not S.is_supported(torch.device("cpu"), 1, K, x)  # not Hopper
 
 
@@ -142,10 +176,17 @@ def test_ops_keep_narrow_w4a4_above_32_tokens_on_the_triton_gemv(monkeypatch):
     assert gemv_sm90_max_m("nvfp4_w4a16_mm", narrow) == 32
 
 
-@pytest.mark.parametrize("group", [2, 4, 8, 16, 48, 96, 160])
+@pytest.mark.parametrize("group", [2, 4, 8, 48, 96, 160])
 def test_ops_keep_other_groups_on_the_triton_gemv(monkeypatch, group):
     assert not S.group_size_is_supported(group)
     assert _ops_choose(monkeypatch, "w4a16_mm", 1, 3840, group_size=group) == "gemv"
+
+
+def test_ops_route_groups_of_16_here_up_to_two_tokens(monkeypatch):
+    assert S.group_size_is_supported(16)
+    assert _ops_choose(monkeypatch, "w4a16_mm", 1, 3072, group_size=16) == "gemv_sm90"
+    assert _ops_choose(monkeypatch, "w4a16_mm", 2, 3072, group_size=16) == "gemv_sm90"
+    assert _ops_choose(monkeypatch, "w4a16_mm", 3, 3072, group_size=16) == "gemv"
 
 
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
@@ -175,16 +216,18 @@ def _shipped() -> list[tuple]:
             cfg = S.choose_config(M, N, K, x == "fp4")
             partial = S._plan(K // S.KS, cfg)[0] > 1
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
-                       cfg.row_tiles, partial, False, "fp16", 0, cfg.x_ahead))
-        for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
-            if M > S.max_m(False, group):
-                continue
-            cfg = S.choose_config(M, N, K, False, group)
-            partial = S._plan(K // S.KS, cfg)[0] > 1
-            cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
-                       cfg.row_tiles, partial, False, "fp16", group, cfg.x_ahead))
-    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0, False))  # high_first, fp32 out
-    cases.add(("fp4", 64, 2, 1, 0, 2, False, False, "fp16", 0, True))  # x ahead, no split
+                       cfg.row_tiles, partial, False, "fp16", 0, cfg.x_ahead, False))
+        for x, group in itertools.product(("fp16", "bf16"), (16, 32, 64, 128, 256)):
+            for m in sorted({M, 2, 4}):  # the column form's limits for groups of 16 and 32
+                if m > S.max_m(False, group):
+                    continue
+                cfg = S.choose_config(m, N, K, False, group, bf16_x=x == "bf16")
+                partial = S._plan(K // S.KS, cfg)[0] > 1
+                nt = S.group_columns(m, group) if cfg.group_cols else S._token_tile(m)
+                cases.add((x, nt, cfg.num_warps, cfg.prefetch, cfg.l2_ahead, cfg.row_tiles,
+                           partial, False, "fp16", group, cfg.x_ahead, cfg.group_cols))
+    cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0, False, False))  # high_first, fp32
+    cases.add(("fp4", 64, 2, 1, 0, 2, False, False, "fp16", 0, True, False))  # x ahead, no split
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[6] and not c[9]}
     return sorted(cases)
@@ -194,7 +237,7 @@ SHIPPED = _shipped()
 
 
 def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=False,
-                   alpha_ptr=False) -> dict:
+                   group_cols=False, alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -203,7 +246,10 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
     args = ["x_ptr", "xs_ptr", "w_ptr", "ws_ptr", "out_ptr", "M", "N", "STEPS", "STEPS_SPLIT",
             "alpha", "alpha_ptr", "stride_xm", "stride_xsm", "stride_wn", "stride_wsn",
             "stride_om"]
-    scales = {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16")  # packed per row and step
+    # E4M3 pairs, or per row and step one packed word of group scales, or (group_cols) the
+    # 16-bit scales themselves
+    scales = ({"fp16": "*fp16", "bf16": "*bf16"}[x] if group_cols
+              else {0: "*i16", 32: "*i64", 64: "*i32"}.get(group, "*i16"))
     pdl = S._uses_pdl(partial, group or None, nt)
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     types = ["*i32", "*i16", "*i32", scales, "*fp32" if partial else f"*{out}", "i32", "i32",
@@ -211,7 +257,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
                   ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl,
-                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead)
+                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead, GROUP_COLS=group_cols)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
@@ -243,10 +289,10 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert rep["mma"] > 0
     assert rep["gdc"] == 2 * rep["pdl"]  # split K: PDL wait + launch_dependents
     assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
-    # the weight words load evict-first: NVFP4 by asm, L1 only (16-byte runs), one load per
-    # ring slot; group scales (8-byte runs) by Triton's hint
-    group = case[9]
-    if group:
+    # the weight words load evict-first: NVFP4 and group columns by asm, L1 only (16-byte
+    # runs), one load per ring slot; one chain per group (4-byte words) by Triton's hint
+    group, group_cols = case[9], case[11]
+    if group and not group_cols:
         assert rep["w_evict_first_asm"] == 0 and rep["w_evict_first_triton"] > 0
     else:
         assert rep["w_evict_first_asm"] > 0 and rep["w_evict_first_triton"] == 0
@@ -465,23 +511,65 @@ def test_grouped_every_config(cfg, group):
     _check(out, reference.w4a16_mm(x, wq, sc, group))
 
 
+def _group_cols_top(group):
+    """The most tokens the column form serves for ``group`` (GROUP_COLS_MAX columns)."""
+    return S.GROUP_COLS_MAX // (S.KS // group)
+
+
+@gpu
+@pytest.mark.parametrize("group", [16, 32, 64])
+@pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_group_cols_match_oracle(group, dt, order):
+    """The groups as MMA columns, at 1 token up to the column limit, on shapes with a partial
+    row tile, one K step, K not a multiple of the ring and a split K."""
+    top = _group_cols_top(group)
+    for M, N, K in ((1, 1, 128), (1, 130, 640), (top, 77, 384), (max(1, top - 1), 4099, 3072)):
+        x, wq, sc = _grouped(M, N, K, group, dt, seed=M * 5 + N + group)
+        ref = reference.w4a16_mm(x, wq, sc, group, order=order)
+        for cfg in (S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=True),
+                    S.GemvSM90Config(1, 2, 3, 0, 2, group_cols=True)):
+            for out_dtype in (torch.float32, dt):
+                out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
+                S.w4a16_mm_gemv_sm90(x, wq, sc, group, order, out, config=cfg)
+                _check(out, ref)
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [S.GemvSM90Config(nw, pf, sp, 0, rt, group_cols=True)
+                                 for nw, pf, sp, rt in itertools.product(
+                                     (1, 2, 4, 8), (1, 2), (1, 3), (1, 2))],
+                         ids=lambda c: f"w{c.num_warps}p{c.prefetch}s{c.split_k}r{c.row_tiles}")
+@pytest.mark.parametrize("group", [16, 32, 64])
+def test_group_cols_every_config(cfg, group):
+    M = _group_cols_top(group)
+    x, wq, sc = _grouped(M, 300, 768, group, torch.float16, seed=cfg.num_warps)  # 6 K steps
+    out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
+    S.w4a16_mm_gemv_sm90(x, wq, sc, group, "low_first", out, config=cfg)
+    _check(out, reference.w4a16_mm(x, wq, sc, group))
+
+
 @gpu
 @pytest.mark.parametrize("lo,hi", [(3e4, 6e4), (1e-7, 1e-6)])
-def test_grouped_is_exact_for_scales_no_16_bit_product_holds(lo, hi):
+@pytest.mark.parametrize("group_cols", [False, True])
+def test_grouped_is_exact_for_scales_no_16_bit_product_holds(lo, hi, group_cols):
     """``code * scale`` would overflow (6 * 6e4) or lose bits (subnormal) in 16 bits; the kernel
     scales fp32 group sums, so it stays exact up to summation order."""
     x, wq, sc = _grouped(4, 96, 512, 32, torch.float16, seed=1, lo=lo, hi=hi)
     out = torch.full((4, 96), float("nan"), dtype=torch.float32, device="cuda")
-    S.w4a16_mm_gemv_sm90(x, wq, sc, 32, "low_first", out)
+    S.w4a16_mm_gemv_sm90(x, wq, sc, 32, "low_first", out,
+                         config=S.GemvSM90Config(1, 1, 1, 0, 1, group_cols=group_cols))
     _check(out, reference.w4a16_mm(x, wq, sc, 32))
 
 
 @gpu
-def test_grouped_nan_scale_propagates_to_exactly_its_row():
+@pytest.mark.parametrize("group_cols", [False, True])
+def test_grouped_nan_scale_propagates_to_exactly_its_row(group_cols):
     x, wq, sc = _grouped(5, 70, 256, 64, torch.float16, seed=2)
     sc[3, 2] = float("nan")
     out = torch.empty((5, 70), dtype=torch.float32, device="cuda")
-    S.w4a16_mm_gemv_sm90(x, wq, sc, 64, "low_first", out, config=S.GemvSM90Config(split_k=2))
+    S.w4a16_mm_gemv_sm90(x, wq, sc, 64, "low_first", out,
+                         config=S.GemvSM90Config(split_k=2, group_cols=group_cols))
     nan = torch.isnan(out)
     assert nan[:, 3].all() and int(nan.sum()) == 5
 
