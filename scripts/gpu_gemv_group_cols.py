@@ -18,8 +18,10 @@ fp32 FMA per accumulator element scales a step.
    at six shapes, fp16 and bf16 x, group 32 at one and two tokens; groups of 16 at one and two
    tokens against the plain-Triton GEMV that served them before; bf16 split 2 against 4.
 4. ``--splits``: group 32 as columns at splits 1-4, fp16 and bf16 x, one and two tokens.
+5. ``--halves``: the groups of each half step as columns (``group_cols=64``: 3-4 tokens of
+   group 32, 5-8 of group 64 in 8 columns) against the chains, after its own oracle checks.
 Usage on an sm_90 machine: ``python scripts/gpu_gemv_group_cols.py [--quick | --verify |
---splits]``
+--splits | --halves]``
 (JSON to $OUT).
 """
 
@@ -49,15 +51,18 @@ def save(name, rows):
                   f, indent=1)
 
 
-def check_all():
+def check_all(blocks=(128, 64)):
     gen = torch.Generator(device="cuda").manual_seed(26)
     n = 0
-    every = [C(nw, pf, sp, 0, rt, group_cols=True) for nw in (1, 2, 4) for pf in (1, 2)
-             for sp in (1, 2, 3) for rt in (1, 2)]
-    few = [C(1, 1, 1, 0, 1, group_cols=True), C(2, 1, 3, 0, 2, group_cols=True),
-           C(4, 2, 2, 0, 1, group_cols=True)]
-    for group, dt in itertools.product((16, 32, 64), (torch.float16, torch.bfloat16)):
-        top = S.GROUP_COLS_MAX // (S.KS // group)
+    for block, group, dt in itertools.product(blocks, (16, 32, 64),
+                                              (torch.float16, torch.bfloat16)):
+        if block < group or (block, group) == (64, 16):
+            continue
+        every = [C(nw, pf, sp, 0, rt, group_cols=block) for nw in (1, 2, 4) for pf in (1, 2)
+                 for sp in (1, 2, 3) for rt in (1, 2)]
+        few = [C(1, 1, 1, 0, 1, group_cols=block), C(2, 1, 3, 0, 2, group_cols=block),
+               C(4, 2, 2, 0, 1, group_cols=block)]
+        top = S.GROUP_COLS_MAX // (block // group)
         for M, N, K in [(1, 1, 128), (1, 17, 384), (top, 200, 1152), (max(1, top - 1), 77, 640),
                         (1, 4099, 3072), (top, 130, 256)]:
             x = (torch.randn((M, K), device="cuda", generator=gen) * 0.5).to(dt)
@@ -84,8 +89,8 @@ def check_all():
         sc = (torch.rand((N, K // group), device="cuda", generator=gen) * 0.1 + 0.01).to(dt)
         sc[5, 3] = float("nan")
         o = torch.zeros((M, N), dtype=torch.float32, device="cuda")
-        S.gemv_sm90(x, None, wq, sc, 1.0, "low_first", o, config=C(2, 1, 2, 0, 1, group_cols=True),
-                    group_size=group)
+        S.gemv_sm90(x, None, wq, sc, 1.0, "low_first", o,
+                    config=C(2, 1, 2, 0, 1, group_cols=block), group_size=group)
         bad = torch.isnan(o).any(0).nonzero().flatten().tolist()
         assert bad == [5] and torch.isnan(o[:, 5]).all(), bad
         n += 1
@@ -93,8 +98,8 @@ def check_all():
 
 
 def short(c):
-    return (f"{'gc' if c.group_cols else 'q'}w{c.num_warps}s{c.split_k}r{c.row_tiles}"
-            f"p{c.prefetch}")
+    form = {0: "q", 128: "gc", 64: "gh"}[c.group_cols]  # chains, columns, columns per half
+    return f"{form}w{c.num_warps}s{c.split_k}r{c.row_tiles}p{c.prefetch}"
 
 
 def rounds(fns, n=3):
@@ -137,7 +142,7 @@ def verify():
             lambda i, o: S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o, config=new,
                                      group_size=group))
         if dt == torch.bfloat16 and M == 1:
-            alt = C(2, 1, 4 if new.split_k != 4 else 2, 0, 1, group_cols=True)
+            alt = C(2, 1, 4 if new.split_k != 4 else 2, 0, 1, group_cols=128)
             fns["alt " + short(alt)] = (
                 lambda i, o: S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o,
                                          config=alt, group_size=group))
@@ -166,7 +171,7 @@ def splits():
         out = torch.empty((M, N), dtype=dt, device="cuda")
         fns = {}
         for sp in (1, 2, 3, 4):
-            cfg = C(2, 1, sp, 0, 1, group_cols=True)
+            cfg = C(2, 1, sp, 0, 1, group_cols=128)
             f = (lambda i, o, c=cfg: S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o,
                                                  config=c, group_size=32))
             o = torch.full_like(out, float("nan"))
@@ -186,8 +191,58 @@ def splits():
         save("gemv-group-cols-splits", rows)
 
 
+def halves():
+    """Groups as columns per half step (group_cols=64) against the chains (the rule's form) and
+    columns per step with 16 columns, where 8 columns a step no longer hold the tokens."""
+    check_all(blocks=(64,))
+    rows = []
+    cases = [(32, torch.float16, M, N, K) for M in (3, 4)
+             for N, K in ((18432, 3072), (8192, 8192), (28672, 4096), (3072, 3072))]
+    cases += [(32, torch.bfloat16, 4, 18432, 3072), (64, torch.float16, 8, 18432, 3072),
+              (64, torch.float16, 6, 8192, 8192)]
+    for group, dt, M, N, K in cases:
+        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        heur = S.choose_config(M, N, K, False, group, bf16_x=dt == torch.bfloat16)
+
+        def run(cfg, i, o):
+            S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o, config=cfg, group_size=group)
+
+        def timed(cfg):
+            return time_graph([lambda i=i: run(cfg, i, out) for i in range(4)])[0]
+
+        res = []
+        sweep = [C(nw, 1, sp, 0, rt, group_cols=64) for nw in (1, 2, 4) for sp in (1, 2, 3, 4)
+                 for rt in (1, 2)]
+        for cfg in sweep:
+            o = torch.full_like(out, float("nan"))
+            run(cfg, 0, o)
+            if not close(o, p.reference(0))[0]:
+                raise SystemExit(f"FAIL halves g{group} M={M} {cfg}")
+            res.append((timed(cfg), cfg))
+        res.sort(key=lambda r: r[0])
+        chains = C(1, 1, heur.split_k if not heur.group_cols else 1, 0, 1)
+        finals = list(dict.fromkeys([heur, chains] + [c for _, c in res[:2]]))
+        got = rounds({short(c): (lambda c=c: timed(c)) for c in finals})
+        med = {k: sorted(v)[1] for k, v in got.items()}
+        for c in finals:
+            rows.append(dict(op="w4a16_mm", x=str(dt), group=group, M=M, N=N, K=K,
+                             config=str(c), heuristic=c == heur, median_us=med[short(c)],
+                             rounds_us=got[short(c)]))
+        for t, c in res:
+            rows.append(dict(op="w4a16_mm", x=str(dt), group=group, M=M, N=N, K=K,
+                             config=str(c), heuristic=False, median_us=t, sweep=True))
+        print(f"g{group} {str(dt):14s} M={M} {N:5d}x{K:4d} (rule {short(heur)}): rounds "
+              + "  ".join(f"{k} {t:.2f}" for k, t in med.items())
+              + " | sweep top 4: " + "  ".join(f"{short(c)} {t:.2f}" for t, c in res[:4]),
+              flush=True)
+        save("gemv-group-cols-halves", rows)
+
+
 def main():
     quick = "--quick" in sys.argv
+    if "--halves" in sys.argv:
+        return halves()
     if "--splits" in sys.argv:
         return splits()
     check_all()
@@ -212,7 +267,7 @@ def main():
             return time_graph([lambda i=i: run(cfg, i, out) for i in range(4)])[0]
 
         res = []
-        sweep = [C(nw, 1, sp, 0, rt, group_cols=True) for nw in (1, 2, 4) for sp in (1, 2, 3, 4, 6)
+        sweep = [C(nw, 1, sp, 0, rt, group_cols=128) for nw in (1, 2, 4) for sp in (1, 2, 3, 4, 6)
                  for rt in (1, 2)]
         for cfg in sweep:
             o = torch.full_like(out, float("nan"))

@@ -43,12 +43,17 @@ behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
   x traffic and, for W4A4, half the x decode per weight byte).
 - **16-bit group scales** (``w4a16_mm``) must scale exact fp32 group sums (``e2m1 * scale``
   can need 13 bits). Two forms:
-  - *groups as MMA columns* (``group_cols``; groups of 16, 32 and 64 where tokens x groups per
-    step fit 8 columns, 16 for groups of 16): the plain K permutation above, and B column ``n``
-    is token ``n // G`` with x zeroed outside group ``n % G`` (G groups a step). Each
-    accumulator column then sums one group, one FMA a column scales it, and the epilogue adds a
-    token's G columns. Same loads and one MMA chain a step as NVFP4, no scale multiply in the
-    decode: g32 M = 1 at 18432 x 3072 15.9 us against 19.4 for the chains (H100, session 26).
+  - *groups as MMA columns* (``group_cols=128``; groups of 16, 32 and 64 where tokens x
+    groups per step fit 8 columns, 16 for groups of 16): the plain K permutation above, and B
+    column ``n`` is token ``n // G`` with x zeroed outside group ``n % G`` (G groups a step).
+    Each accumulator column then sums one group, one FMA a column scales it, and the epilogue
+    adds a token's G columns. Same loads and one MMA chain a step as NVFP4, no scale multiply
+    in the decode: g32 M = 1 at 18432 x 3072 15.9 us against 19.4 for the chains (H100,
+    session 26).
+  - *the same per half step* (``group_cols=64``; groups of 32 at 3-4 tokens, 64 at 5-8): a
+    permutation whose MMAs 0-3 hold the first 64 K and 4-7 the second (thread c: 8 contiguous
+    bytes of each half), so a half holds half the groups and needs half the columns; two MMA
+    chains a step, two 8-byte loads a row. g32 M = 4: 17.4 us against 20.3 for the chains.
   - *one MMA chain per group*: a second K permutation (``_slot_to_phys(grouped=True)``) puts
     each 32-group in one K quarter, so a thread holds one 4-byte word of every group (four
     loads a row and step) and each quarter's MMAs are scaled on their own. It serves more
@@ -179,14 +184,17 @@ prmt.b32 $1, f, f, 0x3232;
 # Layouts (compile time)
 # ----------------------------------------------------------------------------------------------
 @gluon.constexpr_function
-def _slot_to_phys(k: int, ks: int = KS, grouped: bool = False) -> int:
+def _slot_to_phys(k: int, ks: int = KS, span: int = 0) -> int:
     """MMA K slot -> physical K within a step of ``ks`` (a bit permutation, so linear over
-    GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l``.
-    ``grouped`` (ks = 128 only): physical ``32 (j >> 1) + 8 c + 4 (j & 1) + 2 h + l``, so the two
-    MMAs ``2 q, 2 q + 1`` hold exactly the 32-group ``q`` of the step (thread c: its word c)."""
+    GF(2)): slot ``16 j + 8 h + 2 c + l`` holds physical ``(ks / 4) c + 4 j + 2 h + l`` (each
+    thread c one contiguous run of the step). ``span`` (ks = 128 only; 0: the plain form):
+    the MMAs ``j`` of one block of ``span`` (2 or 4) hold exactly the block's ``16 span``
+    physical K, thread c its contiguous quarter: physical ``16 span (j // span) + 4 span c +
+    4 (j % span) + 2 h + l``. Span 2 puts each 32-group in one MMA pair (thread c: word c of
+    it), span 4 each 64-K half in four MMAs (thread c: words 2c, 2c + 1 of it)."""
     lo, c, h, j = k & 1, (k >> 1) & 3, (k >> 3) & 1, k >> 4
-    if grouped:
-        return lo | h << 1 | (j & 1) << 2 | c << 3 | (j >> 1) << 5
+    if span:
+        return lo | h << 1 | (j % span) << 2 | c * 4 * span | (j // span) * 16 * span
     return lo | h << 1 | j << 2 | c * (ks // 4)
 
 
@@ -206,21 +214,22 @@ def _packed(regs, lanes, warps, shape, shift):
 
 
 @gluon.constexpr_function
-def _operand_layouts(ll, transposed, grouped=False):
+def _operand_layouts(ll, transposed, span=0):
     """For a slot-ordered fp16 operand (``ll``: [rows, KS], or [KS, rows] when ``transposed``):
     the layouts of its int32 code words [rows, KS / 8], int16 scale pairs [rows, KS / 32] and
-    int32 pairs of 16-bit values [rows, KS / 2], all in physical K order. ``grouped``: the
-    permutation of 16-bit group scales (no E4M3 scale pairs: their layout is None)."""
+    int32 pairs of 16-bit values [rows, KS / 2], all in physical K order. ``span``: a blocked
+    permutation for 16-bit group scales (``_slot_to_phys``; no E4M3 scale pairs: their layout
+    is None)."""
     if transposed:
         swap = lambda bs: [[b[1], b[0]] for b in bs]  # noqa: E731
         regs, lanes, warps = swap(ll.reg_bases), swap(ll.lane_bases), swap(ll.warp_bases)
         shape = [ll.shape[1], ll.shape[0]]
     else:
         regs, lanes, warps, shape = ll.reg_bases, ll.lane_bases, ll.warp_bases, list(ll.shape)
-    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1], grouped)] for b in bs]  # noqa: E731
+    phys = lambda bs: [[b[0], _slot_to_phys(b[1], shape[1], span)] for b in bs]  # noqa: E731
     regs, lanes, warps = phys(regs), phys(lanes), phys(warps)
     words = _packed(regs, lanes, warps, shape, 3)
-    scales = None if grouped else _packed(regs, lanes, warps, shape, 5)
+    scales = None if span else _packed(regs, lanes, warps, shape, 5)
     pairs = _packed(regs, lanes, warps, shape, 1)
     return words, scales, pairs
 
@@ -277,10 +286,9 @@ def _slot_order(v, ROWS: gl.constexpr, KSTEP: gl.constexpr):
 
 @gluon.jit
 def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl.constexpr,
-                  GROUP_COLS: gl.constexpr = False):
+                  SPAN: gl.constexpr = 2):
     """int32 code words [ROWS, KS/8] -> fp16 ``e2m1 * 2^-6`` or bf16 ``e2m1`` [ROWS, KS] in MMA
-    slot order: of the grouped permutation (thread c holds words c, c+4, c+8, c+12), or with
-    GROUP_COLS of the plain one (thread c holds words 4c..4c+3)."""
+    slot order of the permutation with this ``SPAN`` (``_slot_to_phys``; 0: the plain one)."""
     w8 = _join8(words, words, words, words, words, words, words, words)
     if DTYPE == gl.bfloat16:
         v = gl.inline_asm_elementwise(_CODES_BF16_HIGH if HIGH_FIRST else _CODES_BF16_LOW,
@@ -290,19 +298,20 @@ def _decode_codes(words, HIGH_FIRST: gl.constexpr, ROWS: gl.constexpr, DTYPE: gl
         v = gl.inline_asm_elementwise(_CODES_HIGH if HIGH_FIRST else _CODES_LOW,
                                       "=r,=r,=r,=r" + ",r" * 8, [w8], dtype=gl.float16,
                                       is_pure=True, pack=8)
-    if GROUP_COLS:
-        v = _slot_order(v, ROWS, _KS)
-    else:
-        v = _grouped_slot_order(v, ROWS)
-    return v
+    return _span_slot_order(v, ROWS, SPAN)
 
 
 @gluon.jit
-def _grouped_slot_order(v, ROWS: gl.constexpr):
-    """[ROWS, KS] in physical K order -> MMA slot order of the grouped permutation: physical
-    32 q + 8 c + 4 jj + 2 h + l -> slot 32 q + 16 jj + 8 h + 2 c + l."""
-    v = v.reshape([ROWS, 4, 4, 2, 2, 2]).permute((0, 1, 3, 4, 2, 5))
-    return v.reshape([ROWS, _KS])
+def _span_slot_order(v, ROWS: gl.constexpr, SPAN: gl.constexpr):
+    """[ROWS, KS] in physical K order -> MMA slot order of the permutation with this ``SPAN``:
+    physical 16 SPAN q + 4 SPAN c + 4 jj + 2 h + l -> slot 16 SPAN q + 16 jj + 8 h + 2 c + l
+    (0: the plain one, ``_slot_order``)."""
+    if SPAN == 0:
+        v = _slot_order(v, ROWS, _KS)
+    else:
+        v = v.reshape([ROWS, 8 // SPAN, 4, SPAN, 2, 2]).permute((0, 1, 3, 4, 2, 5))
+        v = v.reshape([ROWS, _KS])
+    return v
 
 
 @gluon.jit
@@ -336,20 +345,39 @@ def _in_16_byte_runs(words_layout):
 
 
 @gluon.jit
+def _load_scales(ptrs, live, MASKED: gl.constexpr, W_GROUP: gl.constexpr, COLS_K: gl.constexpr):
+    """A step's weight scales at ``ptrs``; with the groups as MMA columns per half step
+    (COLS_K 64) both halves' (the second half's groups follow the first's), joined on a last
+    axis of 2."""
+    if COLS_K > 0 and COLS_K < _KS:
+        if MASKED:
+            sc = gl.join(gl.load(ptrs, mask=live, other=0),
+                         gl.load(ptrs + COLS_K // W_GROUP, mask=live, other=0))
+        else:
+            sc = gl.join(gl.load(ptrs), gl.load(ptrs + COLS_K // W_GROUP))
+    elif MASKED:
+        sc = gl.load(ptrs, mask=live, other=0)
+    else:
+        sc = gl.load(ptrs)
+    return sc
+
+
+@gluon.jit
 def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP: gl.constexpr,
-            W_GROUP: gl.constexpr, RUNS16: gl.constexpr, GROUP_COLS: gl.constexpr = False):
+            W_GROUP: gl.constexpr, RUNS16: gl.constexpr, COLS_K: gl.constexpr = 0):
     """The weight words and scales of K step ``i``. Rows are clamped into the tensor by the
     caller (their outputs are not stored), so only MASKED (steps that may lie past the end: zero
     codes and scales, which add exact zeros) needs a mask; an unmasked load needs no zero-fill
     instructions. W_GROUP > 0: ``ws_ptr`` holds one packed word of the step's 16-bit group scales
-    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps); with GROUP_COLS the 16-bit
-    scales themselves, KS / W_GROUP per row and step (``s_offs`` picks each column's).
+    per row (a group of W_GROUP >= 128 spans W_GROUP / 128 steps); with COLS_K (the groups as
+    MMA columns) the 16-bit scales themselves, KS / W_GROUP per row and step (``s_offs`` picks
+    each column's).
     The words are read once, so they load evict-first: ``L1::evict_first`` alone where they come
     in 16-byte runs (RUNS16, by asm: Triton's hint adds an L2 policy, 1-3% slower here), else
     Triton's ``evict_first``. H100 (perf-log, session 25): 3-7% faster at M = 1-8."""
     if W_GROUP == 0:
         s_step = i * (KSTEP // 32)
-    elif GROUP_COLS:
+    elif COLS_K > 0:
         s_step = i * (_KS // W_GROUP)
     elif W_GROUP > _KS:
         s_step = i // (W_GROUP // _KS)
@@ -358,7 +386,7 @@ def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP:
     if MASKED:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0,
                      eviction_policy="evict_first")
-        sc = gl.load(ws_ptr + s_offs + s_step, mask=live, other=0)
+        sc = _load_scales(ws_ptr + s_offs + s_step, live, True, W_GROUP, COLS_K)
     elif RUNS16:
         # pack=4: the asm gets a thread's 4 contiguous words (their pointers; the first
         # addresses all four)
@@ -366,10 +394,10 @@ def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP:
             "ld.global.L1::evict_first.v4.u32 {$0, $1, $2, $3}, [$4]; // $5 $6 $7",
             "=r,=r,=r,=r,l,l,l,l", [w_ptr + w_offs + i * (KSTEP // 8)], dtype=gl.int32,
             is_pure=True, pack=4)
-        sc = gl.load(ws_ptr + s_offs + s_step)
+        sc = _load_scales(ws_ptr + s_offs + s_step, live, False, W_GROUP, COLS_K)
     else:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), eviction_policy="evict_first")
-        sc = gl.load(ws_ptr + s_offs + s_step)
+        sc = _load_scales(ws_ptr + s_offs + s_step, live, False, W_GROUP, COLS_K)
     return wd, sc
 
 
@@ -418,8 +446,8 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
     """One K step for 16-bit group scales (exact for any scale): the MMAs sum unscaled codes
     times x over one group at a time (exact products, fp32 sums), and each group sum is scaled
     in fp32. The grouped permutation puts 32-group q of the step in K quarter q."""
-    xv = _grouped_slot_order(as_16bit_pairs(xa, DTYPE).reshape([NT, _KS]), NT)
-    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE)
+    xv = _span_slot_order(as_16bit_pairs(xa, DTYPE).reshape([NT, _KS]), NT, 2)
+    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE, 2)
     UNIT: gl.constexpr = 64.0 if DTYPE == gl.float16 else 1.0
     zero = gl.zeros_like(acc)
     if W_GROUP >= _KS:  # one group (or part of one) per step
@@ -454,32 +482,46 @@ def _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST: gl.constexpr, DTYPE: gl.const
 @gluon.jit
 def _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST: gl.constexpr, DTYPE: gl.constexpr,
                          BN: gl.constexpr, NT: gl.constexpr, a_l: gl.constexpr,
-                         b_l: gl.constexpr):
-    """One K step for 16-bit group scales below 128 with the groups as MMA columns: column
-    ``n`` of the B operand is token ``n // G`` masked to the K of group ``n % G`` (``xmask``;
-    G = KS / W_GROUP groups per step), so with the plain K permutation (one 16-byte load per
-    thread and row) each column of the step's MMA sums is one group's exact fp32 sum. They are
-    scaled per column (``sc``: the scale of each column's group) and the epilogue adds a
-    token's G columns."""
-    xv = _slot_order(as_16bit_pairs(gl.where(xmask, xa, 0), DTYPE), NT, _KS)
-    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE, True)
-    d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l),
-               gl.zeros_like(acc))
+                         b_l: gl.constexpr, COLS_K: gl.constexpr):
+    """One K step for 16-bit group scales below 128 with the groups as MMA columns, per block of
+    COLS_K (128: the step, in the plain K permutation; 64: each half, in the permutation of span
+    4). Column ``n`` of the B operand is token ``n // G`` masked to the K of the block's group
+    ``n % G`` (``xmask``; G = COLS_K / W_GROUP groups a block), so each column of a block's MMA
+    sums is one group's exact fp32 sum. They are scaled per column (``sc``: each column's group
+    scale, [BN, NT] or, for halves, [BN, NT, 2]) and the epilogue adds a token's G columns."""
     UNIT: gl.constexpr = 64.0 if DTYPE == gl.float16 else 1.0
-    return acc + d * (sc.to(gl.float32) * UNIT)
+    SPAN: gl.constexpr = 0 if COLS_K == _KS else 4
+    xv = _span_slot_order(as_16bit_pairs(gl.where(xmask, xa, 0), DTYPE), NT, SPAN)
+    w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE, SPAN)
+    if COLS_K == _KS:
+        d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l),
+                   gl.zeros_like(acc))
+        acc = acc + d * (sc.to(gl.float32) * UNIT)
+    else:  # the two halves of the step (slots 0-63, 64-127), each its own MMA chain
+        w0, w1 = gl.split(w.reshape([BN, 2, _KS // 2]).permute((0, 2, 1)))
+        x0, x1 = gl.split(xv.reshape([NT, 2, _KS // 2]).permute((0, 2, 1)))
+        s0, s1 = gl.split(sc)
+        d = mma_v2(gl.convert_layout(w0, a_l), gl.convert_layout(x0.permute((1, 0)), b_l),
+                   gl.zeros_like(acc))
+        acc = acc + d * (gl.convert_layout(s0, acc.type.layout).to(gl.float32) * UNIT)
+        d = mma_v2(gl.convert_layout(w1, a_l), gl.convert_layout(x1.permute((1, 0)), b_l),
+                   gl.zeros_like(acc))
+        acc = acc + d * (gl.convert_layout(s1, acc.type.layout).to(gl.float32) * UNIT)
+    return acc
 
 
 @gluon.jit
 def _step(acc, wd, sc, xa, xb, X_FP4: gl.constexpr, HIGH_FIRST: gl.constexpr,
           DTYPE: gl.constexpr, SDTYPE: gl.constexpr, BN: gl.constexpr, NT: gl.constexpr,
           W_WORDS: gl.constexpr, X_WORDS: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr,
-          KSTEP: gl.constexpr, W_GROUP: gl.constexpr, GROUP_COLS: gl.constexpr = False,
+          KSTEP: gl.constexpr, W_GROUP: gl.constexpr, COLS_K: gl.constexpr = 0,
           xmask=None):
     if W_GROUP == 0:
         return _mma_step(acc, wd, sc, xa, xb, X_FP4, HIGH_FIRST, DTYPE, BN, NT, W_WORDS,
                          X_WORDS, a_l, b_l, KSTEP)
-    elif GROUP_COLS:
-        return _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST, DTYPE, BN, NT, a_l, b_l)
+    elif COLS_K > 0:
+        return _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST, DTYPE, BN, NT, a_l, b_l,
+                                    COLS_K)
     else:
         return _mma_step_grouped(acc, wd, sc, xa, HIGH_FIRST, DTYPE, SDTYPE, BN, NT, W_GROUP,
                                  a_l, b_l)
@@ -495,7 +537,7 @@ def _fp4_gemv_sm90_kernel(
     MASKED: gl.constexpr, ROW_TILES: gl.constexpr, KSTEP: gl.constexpr,
     W_GROUP: gl.constexpr = 0, SDTYPE: gl.constexpr = gl.float16, PDL: gl.constexpr = False,
     ALPHA_PTR: gl.constexpr = False, X_AHEAD: gl.constexpr = False,
-    GROUP_COLS: gl.constexpr = False,
+    COLS_K: gl.constexpr = 0,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K range.
 
@@ -510,8 +552,9 @@ def _fp4_gemv_sm90_kernel(
     W_GROUP > 0 (16-bit x only, KSTEP = KS, no L2 prefetch): groupwise weights with SDTYPE
     scales per W_GROUP (32, 64 or a multiple of 128) along K; ws is the scale matrix viewed as
     one int16/32/64 word per row and step (int16 per W_GROUP / 128 steps for groups >= 128).
-    GROUP_COLS (W_GROUP 16, 32 or 64): the groups as MMA columns (``_mma_step_group_cols``), NT
-    columns of tokens x groups per step; ws is then the 16-bit scale matrix itself."""
+    COLS_K 128 or 64 (W_GROUP 16, 32 or 64; 64: W_GROUP 32 or 64): the groups of each COLS_K
+    block as MMA columns (``_mma_step_group_cols``), NT columns of tokens x groups a block; ws
+    is then the 16-bit scale matrix itself."""
     NW: gl.constexpr = gl.num_warps()
     BN: gl.constexpr = 16 * ROW_TILES * NW
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1],
@@ -520,11 +563,15 @@ def _fp4_gemv_sm90_kernel(
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     GROUPED: gl.constexpr = W_GROUP > 0
     gl.static_assert(not GROUPED or (KSTEP == _KS and L2_AHEAD == 0 and not X_FP4))
-    gl.static_assert(not GROUP_COLS or ((W_GROUP == 16 or W_GROUP == 32 or W_GROUP == 64)
-                                        and NT >= _KS // W_GROUP))
-    PERMUTED: gl.constexpr = GROUPED and not GROUP_COLS  # the grouped K permutation
-    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, PERMUTED)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, PERMUTED)
+    gl.static_assert(COLS_K == 0 or ((W_GROUP == 32 or W_GROUP == 64
+                                      or (W_GROUP == 16 and COLS_K == _KS))
+                                     and NT >= COLS_K // W_GROUP))
+    gl.static_assert(COLS_K == 0 or COLS_K == _KS or COLS_K == _KS // 2)
+    # the K permutation: plain (span 0), or blocks of 2 or 4 MMAs (``_slot_to_phys``)
+    SPAN: gl.constexpr = (0 if not GROUPED or COLS_K == _KS else (4 if COLS_K == _KS // 2
+                                                                  else 2))
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, KSTEP]), False, SPAN)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [KSTEP, NT]), True, SPAN)
     W_WORDS: gl.constexpr = WL[0]
     X_WORDS: gl.constexpr = XL[0]
     X_SCALES: gl.constexpr = XL[1]
@@ -543,10 +590,11 @@ def _fp4_gemv_sm90_kernel(
     rw = pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, W_WORDS))
     cw = gl.arange(0, KSTEP // 8, layout=gl.SliceLayout(0, W_WORDS))
     w_offs = gl.expand_dims(gl.minimum(rw, N - 1), 1) * stride_wn + gl.expand_dims(cw, 0)
-    if GROUP_COLS:  # each accumulator column's group scale, in the accumulator's layout
+    if COLS_K > 0:  # each accumulator column's group scale, in the accumulator's layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         cols = gl.arange(0, NT, layout=gl.SliceLayout(0, mma))
-        s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cols % (_KS // W_GROUP), 0)
+        s_offs = gl.expand_dims(rs, 1) * stride_wsn + gl.expand_dims(cols % (COLS_K // W_GROUP),
+                                                                     0)
         pf_ptrs = w_ptr  # no L2 prefetch
     elif GROUPED:  # one packed scale word per row, in the accumulator's row layout
         rs = gl.minimum(pid_n * BN + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
@@ -571,12 +619,13 @@ def _fp4_gemv_sm90_kernel(
             gl.arange(0, KSTEP // 32, layout=gl.SliceLayout(0, X_SCALES)), 0)
         xmask = None
     else:
-        if GROUP_COLS:  # B column n: token n // G, masked to the K of group n % G
-            G: gl.constexpr = _KS // W_GROUP
+        if COLS_K > 0:  # B column n: token n // G, masked to the K of its block's group n % G
+            G: gl.constexpr = COLS_K // W_GROUP
             cx = gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS))
             px = gl.arange(0, KSTEP // 2, layout=gl.SliceLayout(0, X_PAIRS))  # physical K / 2
             ta = gl.minimum(cx // G, M - 1)
-            xmask = gl.expand_dims(cx % G, 1) == gl.expand_dims(px // (W_GROUP // 2), 0)
+            xmask = (gl.expand_dims(cx % G, 1)
+                     == gl.expand_dims((px % (COLS_K // 2)) // (W_GROUP // 2), 0))
         else:
             ta = gl.minimum(gl.arange(0, NT, layout=gl.SliceLayout(1, X_PAIRS)), M - 1)
             xmask = None
@@ -597,16 +646,16 @@ def _fp4_gemv_sm90_kernel(
     U: gl.constexpr = PREFETCH + 1
     last = STEPS - 1
     wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, i_begin, True, MASKED, KSTEP, W_GROUP,
-                       W_RUNS16, GROUP_COLS)
+                       W_RUNS16, COLS_K)
     xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, i_begin, True, X_FP4, MASKED, KSTEP)
     wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 1, last),
-                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
+                       i_begin + 1 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, COLS_K)
     if not X_AHEAD:
         xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 1, last),
                            i_begin + 1 < i_end, X_FP4, MASKED, KSTEP)
     if U == 3:
         wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i_begin + 2, last),
-                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
+                           i_begin + 2 < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, COLS_K)
         if not X_AHEAD:
             xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i_begin + 2, last),
                                i_begin + 2 < i_end, X_FP4, MASKED, KSTEP)
@@ -620,17 +669,17 @@ def _fp4_gemv_sm90_kernel(
                     [pf_ptrs + gl.minimum(i + u + L2_AHEAD, STEPS - 1) * (KSTEP // 8)],
                     dtype=gl.int32, is_pure=False, pack=1)
         acc = _step(acc, wd0, sc0, xa0, xb0, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, COLS_K, xmask)
         if X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1, last),
                                i + 1 < i_end, X_FP4, MASKED, KSTEP)
         wd0, sc0 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + U, last), i + U < i_end,
-                           MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
+                           MASKED, KSTEP, W_GROUP, W_RUNS16, COLS_K)
         if not X_AHEAD:
             xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + U, last),
                                i + U < i_end, X_FP4, MASKED, KSTEP)
         acc = _step(acc, wd1, sc1, xa1, xb1, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
+                    W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, COLS_K, xmask)
         if X_AHEAD:
             if U == 3:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
@@ -639,24 +688,26 @@ def _fp4_gemv_sm90_kernel(
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2, last),
                                    i + 2 < i_end, X_FP4, MASKED, KSTEP)
         wd1, sc1 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 1 + U, last),
-                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
+                           i + 1 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, COLS_K)
         if not X_AHEAD:
             xa1, xb1 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 1 + U, last),
                                i + 1 + U < i_end, X_FP4, MASKED, KSTEP)
         if U == 3:
             acc = _step(acc, wd2, sc2, xa2, xb2, X_FP4, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, GROUP_COLS, xmask)
+                        W_WORDS, X_WORDS, a_l, b_l, KSTEP, W_GROUP, COLS_K, xmask)
             if X_AHEAD:
                 xa0, xb0 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 3, last),
                                    i + 3 < i_end, X_FP4, MASKED, KSTEP)
             wd2, sc2 = _load_w(w_ptr, ws_ptr, w_offs, s_offs, gl.minimum(i + 2 + U, last),
-                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, GROUP_COLS)
+                               i + 2 + U < i_end, MASKED, KSTEP, W_GROUP, W_RUNS16, COLS_K)
             if not X_AHEAD:
                 xa2, xb2 = _load_x(x_ptr, xs_ptr, xa_offs, xb_offs, gl.minimum(i + 2 + U, last),
                                    i + 2 + U < i_end, X_FP4, MASKED, KSTEP)
 
-    if GROUP_COLS:  # a token's G group columns -> one
-        acc = gl.sum(acc.reshape([BN, NT // (_KS // W_GROUP), _KS // W_GROUP]), axis=2)
+    if COLS_K > 0:
+        if COLS_K // W_GROUP > 1:  # a token's group columns -> one
+            acc = gl.sum(acc.reshape([BN, NT // (COLS_K // W_GROUP), COLS_K // W_GROUP]),
+                         axis=2)
     _epilogue(acc, out_ptr, pid_n * BN, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
               ALPHA_PTR)
 
@@ -717,8 +768,9 @@ class GemvSM90Config:
     and row) or 256 (32: longer contiguous row reads; needs K % 256 == 0, else 128 is used);
     x_ahead: x loaded one step ahead of its use into a single live slot instead of riding the
     ring (fewer registers: two row tiles fit at 64 W4A4 tokens); group_cols: 16-bit group
-    scales below 128 with the groups as MMA columns (``_mma_step_group_cols``; M times
-    128 / group_size columns, at most ``GROUP_COLS_MAX``) instead of one MMA chain per group."""
+    scales below 128 with the groups of each block of ``group_cols`` K (128: the step; 64: each
+    half) as MMA columns (``_mma_step_group_cols``; M times group_cols / group_size columns, at
+    most ``GROUP_COLS_MAX``) instead of one MMA chain per group (0)."""
 
     num_warps: int = 4
     prefetch: int = 2
@@ -727,14 +779,15 @@ class GemvSM90Config:
     row_tiles: int = 1
     k_step: int = KS
     x_ahead: bool = False
-    group_cols: bool = False
+    group_cols: int = 0
 
 
 def config_is_valid(cfg: GemvSM90Config) -> bool:
     """The one validity predicate (heuristic, tests and benchmarks use it)."""
     return (cfg.num_warps in (1, 2, 4, 8) and cfg.prefetch in (1, 2) and cfg.split_k >= 1
             and cfg.row_tiles in (1, 2) and cfg.l2_ahead >= 0 and cfg.k_step in (128, 256)
-            and isinstance(cfg.x_ahead, bool) and isinstance(cfg.group_cols, bool))
+            and isinstance(cfg.x_ahead, bool) and cfg.group_cols in (0, 64, 128)
+            and not isinstance(cfg.group_cols, bool))
 
 
 def group_size_is_supported(group_size: int) -> bool:
@@ -829,13 +882,23 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     - splits 1-4 (...-group-cols-splits-h100.json, 28672 x 4096, 18432 x 3072, 14336 x 4096,
       M = 1 and 2): fp16 at the 2304 rule is the best or within 1.5%; bf16 gains from more
       splits (28672 x 4096 M=1: split 4 30.71, 3 30.97, 1 (the 2304 rule) 32.60).
+    - where 8 columns a step do not hold the tokens, the groups of each half step as columns
+      (``group_cols=64``: groups 32 at 3-4 tokens, 64 at 5-8), two warps, split to about 4608
+      warps (...-group-cols-halves-h100.json; chains at their rule / the best halves config):
+      g32 fp16 M=4 20.27 / 17.42 (this rule's split 4), M=3 20.45 / 17.77; 8192 x 8192 M=4
+      23.14 / 19.29-19.52; 28672 x 4096 44.32 / 32.12-32.28; 3072 x 3072 a tie (7.30 /
+      7.22-7.24); bf16 M=4 21.89 / 18.26; g64 M=8 21.03 / 18.19. The best split was 3-4 at
+      every shape but 28672 x 4096 (1-3, within 2%).
     """
     grouped = group_size is not None
-    if grouped and group_size < KS and (group_columns(M, group_size) <= GROUP_COLS_FAST
-                                        or group_size == 16):
+    if grouped and group_size < KS:
         warps = triton.cdiv(N, 16)
-        split = max(1, min(4, K // KS, round((4608 if bf16_x else 2304) / warps)))
-        return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=True)
+        if group_columns(M, group_size) <= GROUP_COLS_FAST or group_size == 16:
+            split = max(1, min(4, K // KS, round((4608 if bf16_x else 2304) / warps)))
+            return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS)
+        if group_columns(M, group_size, KS // 2) <= GROUP_COLS_FAST:
+            split = max(1, min(4, K // KS, round(4608 / warps)))
+            return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS // 2)
     two_tiles = x_fp4 or (not x_fp4 and 8 < M <= 16)
     rt = 2 if two_tiles and not grouped else 1
     warps = triton.cdiv(N, 16 * rt)
@@ -876,10 +939,10 @@ def _token_tile(M: int) -> int:
     return max(8, triton.next_power_of_2(M))
 
 
-def group_columns(M: int, group_size: int) -> int:
-    """The MMA columns of the group-column form: M tokens times the 128 / group_size groups of
-    a K step, padded like a token tile."""
-    return _token_tile(M * (KS // group_size))
+def group_columns(M: int, group_size: int, block: int = KS) -> int:
+    """The MMA columns of the group-column form: M tokens times the block / group_size groups of
+    a block of K (128: the step; 64: each half of it), padded like a token tile."""
+    return _token_tile(M * (block // group_size))
 
 
 def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
@@ -916,9 +979,12 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         sdtype = _GL_DTYPE[w_scales.dtype]
         cfg = dataclasses.replace(cfg, k_step=KS, l2_ahead=0)
         if cfg.group_cols:
-            if group_size not in (16, 32, 64) or group_columns(M, group_size) > GROUP_COLS_MAX:
-                raise ValueError(f"config: group_cols needs a group of 16, 32 or 64 and at most "
-                                 f"{GROUP_COLS_MAX} columns, got group_size={group_size}, M={M}")
+            sizes = (16, 32, 64) if cfg.group_cols == KS else (32, 64)
+            if (group_size not in sizes
+                    or group_columns(M, group_size, cfg.group_cols) > GROUP_COLS_MAX):
+                raise ValueError(f"config: group_cols={cfg.group_cols} needs a group of "
+                                 f"{', '.join(map(str, sizes))} and at most {GROUP_COLS_MAX} "
+                                 f"columns, got group_size={group_size}, M={M}")
             ws = w_scales  # each column's scale, loaded as it is
         else:
             # one packed word of the step's scales per row (a group >= 128 spans several steps)
@@ -939,7 +1005,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     steps = K // ks
     split, per, masked = _plan(steps, cfg)
     partial = split > 1
-    nt = group_columns(M, group_size) if cfg.group_cols else _token_tile(M)
+    nt = group_columns(M, group_size, cfg.group_cols) if cfg.group_cols else _token_tile(M)
     pdl = _uses_pdl(partial, group_size, nt)
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
@@ -953,7 +1019,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
         PREFETCH=cfg.prefetch, PARTIAL=partial, L2_AHEAD=cfg.l2_ahead,
         MASKED=masked, ROW_TILES=cfg.row_tiles, KSTEP=ks, W_GROUP=group_size or 0,
         SDTYPE=sdtype, PDL=pdl, ALPHA_PTR=alpha_on_device and not partial, X_AHEAD=cfg.x_ahead,
-        GROUP_COLS=cfg.group_cols, launch_pdl=pdl, num_warps=cfg.num_warps)
+        COLS_K=cfg.group_cols, launch_pdl=pdl, num_warps=cfg.num_warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

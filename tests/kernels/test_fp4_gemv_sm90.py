@@ -67,8 +67,9 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(4, 18432, 3072, True).split_k == 3
     assert S.choose_config(16, 18432, 3072) == S.GemvSM90Config(1, 1, 1, 0, 2)
     # 16-bit group scales: as MMA columns up to 8 columns (tokens x groups of a 128-K step;
-    # groups of 16 up to 16), else one MMA chain per group (session 26)
-    gc = S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=True)
+    # groups of 16 up to 16), then per half step up to 8, else one MMA chain per group
+    # (session 26)
+    gc = S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=128)
     assert S.choose_config(1, 18432, 3072, group_size=32) == gc
     assert S.choose_config(2, 18432, 3072, group_size=32) == gc
     assert S.choose_config(4, 18432, 3072, group_size=64) == gc
@@ -77,9 +78,13 @@ def test_config_validity_and_heuristic():
     # bf16 x (a longer decode) splits to twice the warps
     assert [S.choose_config(1, n, k, group_size=32, bf16_x=bf).split_k
             for n, k in ((28672, 4096), (18432, 3072)) for bf in (False, True)] == [1, 3, 2, 4]
-    assert not S.choose_config(5, 18432, 3072, group_size=64).group_cols
-    for M in (3, 4, 16):
-        assert S.choose_config(M, 18432, 3072, group_size=32) == S.GemvSM90Config(1, 1, 1, 0, 1)
+    half = S.GemvSM90Config(2, 1, 4, 0, 1, group_cols=64)
+    assert [S.choose_config(M, 18432, 3072, group_size=32) for M in (3, 4)] == [half, half]
+    assert [S.choose_config(M, 18432, 3072, group_size=64) for M in (5, 8)] == [half, half]
+    assert S.choose_config(4, 28672, 4096, group_size=32).split_k == 3
+    for M, group in ((5, 32), (16, 32), (9, 64)):
+        assert S.choose_config(M, 18432, 3072, group_size=group) == S.GemvSM90Config(1, 1, 1, 0,
+                                                                                     1)
     assert S.choose_config(1, 18432, 3072, group_size=128) == S.GemvSM90Config(1, 1, 2, 0, 1)
     assert S.choose_config(16, 18432, 3072, group_size=128).row_tiles == 1
     # W4A4 at 33-64 tokens: one row tile (two spill there)
@@ -92,13 +97,16 @@ def test_config_validity_and_heuristic():
             ((18432, 3072), (8192, 8192), (5120, 5120), (3072, 3072))] == [3, 8, 5, 4]
     assert not S.choose_config(32, 18432, 3072, True).x_ahead
     assert not S.config_is_valid(S.GemvSM90Config(x_ahead=1))
-    assert not S.config_is_valid(S.GemvSM90Config(group_cols=1))
+    for bad in (1, True, 32, 256):
+        assert not S.config_is_valid(S.GemvSM90Config(group_cols=bad))
 
 
 def test_group_columns_are_tokens_times_groups_per_step_padded_like_token_tiles():
     assert [S.group_columns(M, 32) for M in (1, 2, 3, 4)] == [8, 8, 16, 16]
     assert [S.group_columns(M, 16) for M in (1, 2)] == [8, 16]
     assert [S.group_columns(M, 64) for M in (1, 4, 5, 8)] == [8, 8, 16, 16]
+    assert [S.group_columns(M, 32, 64) for M in (1, 4, 5)] == [8, 8, 16]
+    assert [S.group_columns(M, 64, 64) for M in (1, 8, 9)] == [8, 8, 16]
     # every group size the column form serves fits GROUP_COLS_MAX at its token limit
     for group in (16, 32, 64):
         top = S.GROUP_COLS_MAX // (S.KS // group)
@@ -129,11 +137,11 @@ def test_token_limits_cover_the_dispatch_and_are_enforced():
     with pytest.raises(ValueError, match="x: expected 1 to 2 rows"):
         S.gemv_sm90(x[:3], None, w_q, g16, 1.0, "low_first", out[:3], group_size=16)
     # the column form only where it applies: groups of 16-64, at most GROUP_COLS_MAX columns
-    for group, M in ((128, 1), (32, 5)):
+    for block, group, M in ((128, 128, 1), (128, 32, 5), (64, 16, 1), (64, 32, 9)):
         gs = torch.zeros((N, K // group), dtype=torch.float16)
-        with pytest.raises(ValueError, match="config: group_cols needs"):
+        with pytest.raises(ValueError, match=f"config: group_cols={block} needs"):
             S.gemv_sm90(x[:M], None, w_q, gs, 1.0, "low_first", out[:M], group_size=group,
-                        config=S.GemvSM90Config(group_cols=True))
+                        config=S.GemvSM90Config(group_cols=block))
     with pytest.raises(ValueError, match="group_size: expected"):  # 16 needs the column form
         S.gemv_sm90(x[:1], None, w_q, g16, 1.0, "low_first", out[:1], group_size=16,
                     config=S.GemvSM90Config())
@@ -189,18 +197,22 @@ def test_ops_route_groups_of_16_here_up_to_two_tokens(monkeypatch):
     assert _ops_choose(monkeypatch, "w4a16_mm", 3, 3072, group_size=16) == "gemv"
 
 
-@pytest.mark.parametrize("group", [32, 64, 128, 256])
-def test_grouped_permutation_puts_each_mma_pair_in_one_group(group):
-    phys = [S._slot_to_phys(k, S.KS, True) for k in range(S.KS)]
+@pytest.mark.parametrize("span", [0, 2, 4])
+def test_blocked_permutations_put_each_block_of_mmas_on_one_run_of_k(span):
+    """Span s (2: the chains' 32-groups, 4: the halves of the per-half column form; 0: the
+    plain form, one block of 8): MMAs ``s b .. s b + s - 1`` hold exactly physical K
+    ``16 s b .. 16 s (b + 1)``, and thread c 4 s contiguous values of each block (one load)."""
+    s = span or 8
+    phys = [S._slot_to_phys(k, S.KS, span) for k in range(S.KS)]
     assert sorted(phys) == list(range(S.KS))
-    assert all(S._slot_to_phys(k ^ 1, S.KS, True) == S._slot_to_phys(k, S.KS, True) ^ 1
-               for k in range(S.KS))
-    for q in range(4):  # K quarter q (MMAs 2q, 2q+1) holds physical 32-group q
-        assert sorted(phys[32 * q:32 * q + 32]) == list(range(32 * q, 32 * q + 32))
-    # each thread (lane c) holds 8 contiguous values (one 4-byte word) of every 32-group
-    for c, q in itertools.product(range(4), range(4)):
-        mine = sorted(p for k, p in enumerate(phys[32 * q:32 * q + 32]) if (k >> 1) & 3 == c)
-        assert mine == list(range(32 * q + 8 * c, 32 * q + 8 * c + 8))
+    assert all(S._slot_to_phys(k ^ 1, S.KS, span) == phys[k] ^ 1 for k in range(S.KS))
+    for b in range(8 // s):
+        block = phys[16 * s * b:16 * s * (b + 1)]
+        assert sorted(block) == list(range(16 * s * b, 16 * s * (b + 1)))
+        for c in range(4):
+            mine = sorted(p for k, p in enumerate(block) if (k >> 1) & 3 == c)
+            start = 16 * s * b + 4 * s * c
+            assert mine == list(range(start, start + 4 * s))
 
 
 def _shipped() -> list[tuple]:
@@ -218,12 +230,13 @@ def _shipped() -> list[tuple]:
             cases.add((x, S._token_tile(M), cfg.num_warps, cfg.prefetch, cfg.l2_ahead,
                        cfg.row_tiles, partial, False, "fp16", 0, cfg.x_ahead, False))
         for x, group in itertools.product(("fp16", "bf16"), (16, 32, 64, 128, 256)):
-            for m in sorted({M, 2, 4}):  # the column form's limits for groups of 16 and 32
+            for m in sorted({M, 2, 4, 8}):  # the column forms' limits
                 if m > S.max_m(False, group):
                     continue
                 cfg = S.choose_config(m, N, K, False, group, bf16_x=x == "bf16")
                 partial = S._plan(K // S.KS, cfg)[0] > 1
-                nt = S.group_columns(m, group) if cfg.group_cols else S._token_tile(m)
+                nt = (S.group_columns(m, group, cfg.group_cols) if cfg.group_cols
+                      else S._token_tile(m))
                 cases.add((x, nt, cfg.num_warps, cfg.prefetch, cfg.l2_ahead, cfg.row_tiles,
                            partial, False, "fp16", group, cfg.x_ahead, cfg.group_cols))
     cases.add(("fp4", 8, 2, 1, 0, 2, False, True, "fp32", 0, False, False))  # high_first, fp32
@@ -237,7 +250,7 @@ SHIPPED = _shipped()
 
 
 def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=False,
-                   group_cols=False, alpha_ptr=False) -> dict:
+                   group_cols=0, alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -257,7 +270,7 @@ def compile_report(x, nt, nw, pf, l2, rt, partial, high, out, group, x_ahead=Fal
     consts = dict(X_FP4=x == "fp4", DTYPE=dtype, NT=nt,
                   HIGH_FIRST=high, PREFETCH=pf, PARTIAL=partial, L2_AHEAD=l2, MASKED=False,
                   ROW_TILES=rt, KSTEP=S.KS, W_GROUP=group, SDTYPE=dtype, PDL=pdl,
-                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead, GROUP_COLS=group_cols)
+                  ALPHA_PTR=alpha_ptr, X_AHEAD=x_ahead, COLS_K=group_cols)
     sig = dict(zip(args, types)) | {k: "constexpr" for k in consts}
     div = (0, 1, 2, 3, 4, 6, 7, 8, 10, 11, 12, 13, 14, 15)
     src = GluonASTSource(S._fp4_gemv_sm90_kernel, sig, constexprs=consts,
@@ -289,10 +302,11 @@ def test_shipped_configs_compile_without_spills_or_shared_memory(compile_reports
     assert rep["mma"] > 0
     assert rep["gdc"] == 2 * rep["pdl"]  # split K: PDL wait + launch_dependents
     assert rep["ld_v4"] > 0  # NVFP4: one 16-byte load per thread, row and step; grouped: x
-    # the weight words load evict-first: NVFP4 and group columns by asm, L1 only (16-byte
-    # runs), one load per ring slot; one chain per group (4-byte words) by Triton's hint
+    # the weight words load evict-first: NVFP4 and the columns per step by asm, L1 only
+    # (16-byte runs), one load per ring slot; the chains (4-byte words) and the columns per
+    # half step (8-byte runs) by Triton's hint
     group, group_cols = case[9], case[11]
-    if group and not group_cols:
+    if group and group_cols != 128:
         assert rep["w_evict_first_asm"] == 0 and rep["w_evict_first_triton"] > 0
     else:
         assert rep["w_evict_first_asm"] > 0 and rep["w_evict_first_triton"] == 0
@@ -511,24 +525,28 @@ def test_grouped_every_config(cfg, group):
     _check(out, reference.w4a16_mm(x, wq, sc, group))
 
 
-def _group_cols_top(group):
+def _group_cols_top(group, block=S.KS):
     """The most tokens the column form serves for ``group`` (GROUP_COLS_MAX columns)."""
-    return S.GROUP_COLS_MAX // (S.KS // group)
+    return S.GROUP_COLS_MAX // (block // group)
+
+
+# (block, group): the groups of each 128-K step or 64-K half as MMA columns
+_COL_FORMS = [(128, 16), (128, 32), (128, 64), (64, 32), (64, 64)]
 
 
 @gpu
-@pytest.mark.parametrize("group", [16, 32, 64])
+@pytest.mark.parametrize("block,group", _COL_FORMS, ids=lambda v: str(v))
 @pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
-def test_group_cols_match_oracle(group, dt, order):
+def test_group_cols_match_oracle(block, group, dt, order):
     """The groups as MMA columns, at 1 token up to the column limit, on shapes with a partial
     row tile, one K step, K not a multiple of the ring and a split K."""
-    top = _group_cols_top(group)
+    top = _group_cols_top(group, block)
     for M, N, K in ((1, 1, 128), (1, 130, 640), (top, 77, 384), (max(1, top - 1), 4099, 3072)):
         x, wq, sc = _grouped(M, N, K, group, dt, seed=M * 5 + N + group)
         ref = reference.w4a16_mm(x, wq, sc, group, order=order)
-        for cfg in (S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=True),
-                    S.GemvSM90Config(1, 2, 3, 0, 2, group_cols=True)):
+        for cfg in (S.GemvSM90Config(2, 1, 2, 0, 1, group_cols=block),
+                    S.GemvSM90Config(1, 2, 3, 0, 2, group_cols=block)):
             for out_dtype in (torch.float32, dt):
                 out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
                 S.w4a16_mm_gemv_sm90(x, wq, sc, group, order, out, config=cfg)
@@ -536,13 +554,15 @@ def test_group_cols_match_oracle(group, dt, order):
 
 
 @gpu
-@pytest.mark.parametrize("cfg", [S.GemvSM90Config(nw, pf, sp, 0, rt, group_cols=True)
+@pytest.mark.parametrize("cfg", [S.GemvSM90Config(nw, pf, sp, 0, rt)
                                  for nw, pf, sp, rt in itertools.product(
                                      (1, 2, 4, 8), (1, 2), (1, 3), (1, 2))],
                          ids=lambda c: f"w{c.num_warps}p{c.prefetch}s{c.split_k}r{c.row_tiles}")
-@pytest.mark.parametrize("group", [16, 32, 64])
-def test_group_cols_every_config(cfg, group):
-    M = _group_cols_top(group)
+@pytest.mark.parametrize("block,group", [(128, 16), (128, 32), (64, 32), (64, 64)],
+                         ids=lambda v: str(v))
+def test_group_cols_every_config(cfg, block, group):
+    cfg = dataclasses.replace(cfg, group_cols=block)
+    M = _group_cols_top(group, block)
     x, wq, sc = _grouped(M, 300, 768, group, torch.float16, seed=cfg.num_warps)  # 6 K steps
     out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
     S.w4a16_mm_gemv_sm90(x, wq, sc, group, "low_first", out, config=cfg)
@@ -551,7 +571,7 @@ def test_group_cols_every_config(cfg, group):
 
 @gpu
 @pytest.mark.parametrize("lo,hi", [(3e4, 6e4), (1e-7, 1e-6)])
-@pytest.mark.parametrize("group_cols", [False, True])
+@pytest.mark.parametrize("group_cols", [0, 128, 64])
 def test_grouped_is_exact_for_scales_no_16_bit_product_holds(lo, hi, group_cols):
     """``code * scale`` would overflow (6 * 6e4) or lose bits (subnormal) in 16 bits; the kernel
     scales fp32 group sums, so it stays exact up to summation order."""
@@ -563,7 +583,7 @@ def test_grouped_is_exact_for_scales_no_16_bit_product_holds(lo, hi, group_cols)
 
 
 @gpu
-@pytest.mark.parametrize("group_cols", [False, True])
+@pytest.mark.parametrize("group_cols", [0, 128, 64])
 def test_grouped_nan_scale_propagates_to_exactly_its_row(group_cols):
     x, wq, sc = _grouped(5, 70, 256, 64, torch.float16, seed=2)
     sc[3, 2] = float("nan")
