@@ -42,7 +42,7 @@ behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
 - **Row tiles:** with ROW_TILES = 2 a warp's two 16-row MMA tiles share one x operand (half the
   x traffic and, for W4A4, half the x decode per weight byte).
 - **16-bit group scales** (``w4a16_mm``) must scale exact fp32 group sums (``e2m1 * scale``
-  can need 13 bits). Two forms:
+  can need 13 bits). Three forms, by how many tokens x groups must fit 8 MMA columns:
   - *groups as MMA columns* (``group_cols=128``; groups of 16, 32 and 64 where tokens x
     groups per step fit 8 columns, 16 for groups of 16): the plain K permutation above, and B
     column ``n`` is token ``n // G`` with x zeroed outside group ``n % G`` (G groups a step).
@@ -54,10 +54,10 @@ behind each choice: docs/perf-log.md, "fp4_gemv_sm90".
     permutation whose MMAs 0-3 hold the first 64 K and 4-7 the second (thread c: 8 contiguous
     bytes of each half), so a half holds half the groups and needs half the columns; two MMA
     chains a step, two 8-byte loads a row. g32 M = 4: 17.4 us against 20.3 for the chains.
-  - *one MMA chain per group*: a second K permutation (``_slot_to_phys(grouped=True)``) puts
-    each 32-group in one K quarter, so a thread holds one 4-byte word of every group (four
-    loads a row and step) and each quarter's MMAs are scaled on their own. It serves more
-    tokens (up to 16) in 8 columns, where a second column tile would cost more.
+  - *one MMA chain per group* (``group_cols=0``): the permutation of span 2
+    (``_slot_to_phys``) puts each 32-group in one K quarter, so a thread holds one 4-byte word
+    of every group (four loads a row and step) and each quarter's MMAs are scaled on their own.
+    It serves the most tokens (up to 16) in a column tile, where a second tile would cost more.
 - **W4A4:** x is NVFP4 too and is decoded in the kernel with the same PTX (it is tiny: tokens x
   128 per step). Both operands then skip the two ``prmt`` per word that restore element order:
   the same permutation of K on both sides (H100: 2-11% faster at M = 1-16). W4A16 moves
