@@ -217,6 +217,18 @@ def time_graph(fns, reps=20):
     return ts[len(ts) // 2], ts[0], ts[-1]
 
 
+def rounds(fns, n=3):
+    """{name: [us per round]}: each of ``fns`` (name -> a function returning microseconds)
+    called once a round for ``n`` rounds, rotating which goes first (the probes' rotating
+    rounds; the median of a name's rounds is its time)."""
+    names = list(fns)
+    got = {k: [] for k in names}
+    for r in range(n):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            got[k].append(fns[k]())
+    return got
+
+
 PLAIN = [True]  # do_bench without a graph too (costs ~0.1 s per row)
 
 

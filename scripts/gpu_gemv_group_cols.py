@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm import reference  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, rounds, time_graph  # noqa: E402
 
 C = S.GemvSM90Config
 
@@ -102,14 +102,21 @@ def short(c):
     return f"{form}w{c.num_warps}s{c.split_k}r{c.row_tiles}p{c.prefetch}"
 
 
-def rounds(fns, n=3):
-    """{name: [us per round]}: each of ``fns`` timed once a round, rotating who goes first."""
-    names = list(fns)
-    got = {k: [] for k in names}
-    for r in range(n):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            got[k].append(fns[k]())
-    return got
+def sweep(p, out, run, cfgs, label):
+    """[(us, cfg)] fastest first: each config checked against the oracle (NaN-poisoned output),
+    then timed once (CUDA-graph median over the problem's weight copies)."""
+    res = []
+    for cfg in cfgs:
+        o = torch.full_like(out, float("nan"))
+        run(cfg, 0, o)
+        if not close(o, p.reference(0))[0]:
+            raise SystemExit(f"FAIL {label} {cfg}")
+        res.append((timed(run, out, cfg), cfg))
+    return sorted(res, key=lambda r: r[0])
+
+
+def timed(run, out, cfg):
+    return time_graph([lambda i=i: run(cfg, i, out) for i in range(4)])[0]
 
 
 def verify():
@@ -208,22 +215,12 @@ def halves():
         def run(cfg, i, o):
             S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o, config=cfg, group_size=group)
 
-        def timed(cfg):
-            return time_graph([lambda i=i: run(cfg, i, out) for i in range(4)])[0]
-
-        res = []
-        sweep = [C(nw, 1, sp, 0, rt, group_cols=64) for nw in (1, 2, 4) for sp in (1, 2, 3, 4)
-                 for rt in (1, 2)]
-        for cfg in sweep:
-            o = torch.full_like(out, float("nan"))
-            run(cfg, 0, o)
-            if not close(o, p.reference(0))[0]:
-                raise SystemExit(f"FAIL halves g{group} M={M} {cfg}")
-            res.append((timed(cfg), cfg))
-        res.sort(key=lambda r: r[0])
+        res = sweep(p, out, run, [C(nw, 1, sp, 0, rt, group_cols=64) for nw in (1, 2, 4)
+                                  for sp in (1, 2, 3, 4) for rt in (1, 2)],
+                    f"halves g{group} M={M}")
         chains = C(1, 1, heur.split_k if not heur.group_cols else 1, 0, 1)
         finals = list(dict.fromkeys([heur, chains] + [c for _, c in res[:2]]))
-        got = rounds({short(c): (lambda c=c: timed(c)) for c in finals})
+        got = rounds({short(c): (lambda c=c: timed(run, out, c)) for c in finals})
         med = {k: sorted(v)[1] for k, v in got.items()}
         for c in finals:
             rows.append(dict(op="w4a16_mm", x=str(dt), group=group, M=M, N=N, K=K,
@@ -263,24 +260,11 @@ def main():
         def run(cfg, i, o):
             S.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first", o, config=cfg, group_size=group)
 
-        def timed(cfg):
-            return time_graph([lambda i=i: run(cfg, i, out) for i in range(4)])[0]
-
-        res = []
-        sweep = [C(nw, 1, sp, 0, rt, group_cols=128) for nw in (1, 2, 4) for sp in (1, 2, 3, 4, 6)
-                 for rt in (1, 2)]
-        for cfg in sweep:
-            o = torch.full_like(out, float("nan"))
-            run(cfg, 0, o)
-            if not close(o, p.reference(0))[0]:
-                raise SystemExit(f"FAIL timing case g{group} M={M} {cfg}")
-            res.append((timed(cfg), cfg))
-        res.sort(key=lambda r: r[0])
+        res = sweep(p, out, run, [C(nw, 1, sp, 0, rt, group_cols=128) for nw in (1, 2, 4)
+                                  for sp in (1, 2, 3, 4, 6) for rt in (1, 2)],
+                    f"timing case g{group} M={M}")
         finals = ([heur] if heur else []) + [c for _, c in res[:3]]
-        again = {short(c): [] for c in finals}
-        for r in range(3):
-            for c in finals[r % len(finals):] + finals[:r % len(finals)]:
-                again[short(c)].append(timed(c))
+        again = rounds({short(c): (lambda c=c: timed(run, out, c)) for c in finals})
         for c in finals:
             if c not in [c2 for _, c2 in res]:
                 res.append((sorted(again[short(c)])[1], c))

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, close, patched_module, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, patched_module, rounds, time_graph  # noqa: E402,E501
 
 RUN_WORDS = '''@gluon.constexpr_function
 def _run_words(words_layout):
@@ -90,10 +90,8 @@ def main():
             if not close(o, p.reference(0))[0]:
                 raise SystemExit(f"FAIL {k} g{group} M={M}")
         assert torch.equal(outs["triton hint"], outs["asm L1"])
-        got = {k: [] for k in fns}
-        for r in range(3):
-            for k in list(fns)[r % 2:] + list(fns)[:r % 2]:
-                got[k].append(time_graph([lambda i=i: fns[k](i, out) for i in range(4)])[0])
+        got = rounds({k: (lambda f=f: time_graph([lambda i=i: f(i, out) for i in range(4)])[0])
+                      for k, f in fns.items()})
         med = {k: sorted(v)[1] for k, v in got.items()}
         for k, v in got.items():
             rows.append(dict(op="w4a16_mm", x=str(dt), group=group, M=M, N=N, K=K, config=str(cfg),

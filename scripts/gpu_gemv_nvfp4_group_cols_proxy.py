@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.formats import e4m3_to_float  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, close, rounds, time_graph  # noqa: E402
 
 
 def main():
@@ -44,10 +44,9 @@ def main():
                 ok, err = close(o, p.reference(0))
                 if not ok:
                     raise SystemExit(f"FAIL {k} {dt} M={M}: {err}")
-            got = {k: [] for k in fns}
-            for r in range(3):
-                for k in list(fns)[r % 2:] + list(fns)[:r % 2]:
-                    got[k].append(time_graph([lambda i=i: fns[k](i, out) for i in range(4)])[0])
+            got = rounds({k: (lambda f=f: time_graph([lambda i=i: f(i, out)
+                                                      for i in range(4)])[0])
+                          for k, f in fns.items()})
             med = {k: sorted(v)[1] for k, v in got.items()}
             for k, v in got.items():
                 rows.append(dict(x=str(dt), M=M, N=N, K=K, impl=k, median_us=med[k], rounds_us=v))
