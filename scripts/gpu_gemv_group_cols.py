@@ -19,9 +19,11 @@ fp32 FMA per accumulator element scales a step.
    tokens against the plain-Triton GEMV that served them before; bf16 split 2 against 4.
 4. ``--splits``: group 32 as columns at splits 1-4, fp16 and bf16 x, one and two tokens.
 5. ``--halves``: the groups of each half step as columns (``group_cols=64``: 3-4 tokens of
-   group 32, 5-8 of group 64 in 8 columns) against the chains, after its own oracle checks.
+   group 32, 5-8 of group 64 in 8 columns) against the chains, after its own oracle checks;
+   ``--halves-wide``: the same with 16 columns (group 32 at 5-8 tokens, 64 at 9-16; the GPU
+   tests check that form against the oracle).
 Usage on an sm_90 machine: ``python scripts/gpu_gemv_group_cols.py [--quick | --verify |
---splits | --halves]``
+--splits | --halves | --halves-wide]``
 (JSON to $OUT).
 """
 
@@ -198,15 +200,21 @@ def splits():
         save("gemv-group-cols-splits", rows)
 
 
-def halves():
-    """Groups as columns per half step (group_cols=64) against the chains (the rule's form) and
-    columns per step with 16 columns, where 8 columns a step no longer hold the tokens."""
-    check_all(blocks=(64,))
+def halves(wide=False):
+    """Groups as columns per half step (group_cols=64) against the chains (the rule's form),
+    where 8 columns a step no longer hold the tokens; ``wide``: with 16 columns a half (group
+    32 at 5-8 tokens, 64 at 9-16), where the rule keeps the chains."""
     rows = []
-    cases = [(32, torch.float16, M, N, K) for M in (3, 4)
-             for N, K in ((18432, 3072), (8192, 8192), (28672, 4096), (3072, 3072))]
-    cases += [(32, torch.bfloat16, 4, 18432, 3072), (64, torch.float16, 8, 18432, 3072),
-              (64, torch.float16, 6, 8192, 8192)]
+    if wide:
+        cases = [(32, torch.float16, M, 18432, 3072) for M in (5, 8)]
+        cases += [(32, torch.float16, 8, 8192, 8192), (32, torch.bfloat16, 8, 18432, 3072),
+                  (64, torch.float16, 16, 18432, 3072)]
+    else:
+        check_all(blocks=(64,))
+        cases = [(32, torch.float16, M, N, K) for M in (3, 4)
+                 for N, K in ((18432, 3072), (8192, 8192), (28672, 4096), (3072, 3072))]
+        cases += [(32, torch.bfloat16, 4, 18432, 3072), (64, torch.float16, 8, 18432, 3072),
+                  (64, torch.float16, 6, 8192, 8192)]
     for group, dt, M, N, K in cases:
         p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
         out = torch.empty((M, N), dtype=dt, device="cuda")
@@ -233,13 +241,13 @@ def halves():
               + "  ".join(f"{k} {t:.2f}" for k, t in med.items())
               + " | sweep top 4: " + "  ".join(f"{short(c)} {t:.2f}" for t, c in res[:4]),
               flush=True)
-        save("gemv-group-cols-halves", rows)
+        save("gemv-group-cols-halves" + ("-wide" if wide else ""), rows)
 
 
 def main():
     quick = "--quick" in sys.argv
-    if "--halves" in sys.argv:
-        return halves()
+    if "--halves" in sys.argv or "--halves-wide" in sys.argv:
+        return halves(wide="--halves-wide" in sys.argv)
     if "--splits" in sys.argv:
         return splits()
     check_all()
