@@ -67,7 +67,11 @@ GEMV_MAX_M = {
 # w4a16_mm (16-bit group scales, groups 32, 64 and multiples of 128; same card type,
 # bench/results/2026-11-26-gemv_sm90-grouped-h100.json, us, Gluon vs Triton): group 32 M=1 21.2
 # vs 28.8, M=4 21.2 vs 36.1, M=16 25.7 vs 39.3; group 128 M=1 17.8 vs 24.8. Not measured above
-# 16, where 32 tokens spill registers (ptxas): 16.
+# 16, where 32 tokens spill registers (ptxas): 16. Session 26: groups of 16 join, at up to 2
+# tokens (``fp4_gemv_sm90.max_m``: each group an MMA column, 8 a token), against the plain-Triton
+# GEMV that served them (bench/results/2026-11-27-gemv-group-cols-verify-h100.json, fp16, us):
+# 18432 x 3072 M=1 16.33 vs 28.96, M=2 25.20 vs 58.48; 8192 x 8192 M=1 18.94 vs 34.89, M=2
+# 29.10 vs 67.55. From 3 tokens they stay on the Triton GEMV (``choose_kernel`` checks max_m).
 # Session 13 measured nvfp4_w4a16_mm at M = 17-32, which had taken the W4A4 limit untested: the
 # Gluon GEMV's 32-token tile with 16-bit x is 1.4-1.7x slower than the plain-Triton GEMV there
 # (H100, raw weights, CUDA-graph medians through the op with the choice forced, Gluon vs Triton,
