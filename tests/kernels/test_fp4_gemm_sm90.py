@@ -16,11 +16,8 @@ import dataclasses
 import importlib.util
 import io
 import itertools
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -135,16 +132,8 @@ def compile_report_grouped(gk, bn, stages, dt, ot, split1=False) -> dict:
 
 def _reports_in_child(report: str, configs: str) -> dict:
     """``{config: report(*config)}`` for every config in the module list ``configs``, compiled
-    in a clean child process: with TRITON_INTERPRET=1 (set for the CPU test session) earlier
-    interpreted kernels leave triton's language patched, which breaks Gluon compilation in this
-    process."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_fp4_gemm_sm90 as t; "
-            f"print(json.dumps([t.{report}(*c) for c in t.{configs}]))")
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return dict(zip(globals()[configs], json.loads(r.stdout.strip().splitlines()[-1])))
+    in clean child processes (``_ptxas.compile_in_child``)."""
+    return dict(zip(globals()[configs], _ptxas.compile_in_child(__file__, report, configs)))
 
 
 @pytest.fixture(scope="module")
