@@ -64,7 +64,7 @@ def check_all(blocks=(128, 64)):
                  for sp in (1, 2, 3) for rt in (1, 2)]
         few = [C(1, 1, 1, 0, 1, group_cols=block), C(2, 1, 3, 0, 2, group_cols=block),
                C(4, 2, 2, 0, 1, group_cols=block)]
-        top = S.GROUP_COLS_MAX // (block // group)
+        top = S.group_cols_max_m(group, block)
         for M, N, K in [(1, 1, 128), (1, 17, 384), (top, 200, 1152), (max(1, top - 1), 77, 640),
                         (1, 4099, 3072), (top, 130, 256)]:
             x = (torch.randn((M, K), device="cuda", generator=gen) * 0.5).to(dt)

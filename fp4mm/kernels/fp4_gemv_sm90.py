@@ -386,7 +386,6 @@ def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP:
     if MASKED:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), mask=live, other=0,
                      eviction_policy="evict_first")
-        sc = _load_scales(ws_ptr + s_offs + s_step, live, True, W_GROUP, COLS_K)
     elif RUNS16:
         # pack=4: the asm gets a thread's 4 contiguous words (their pointers; the first
         # addresses all four)
@@ -394,11 +393,9 @@ def _load_w(w_ptr, ws_ptr, w_offs, s_offs, i, live, MASKED: gl.constexpr, KSTEP:
             "ld.global.L1::evict_first.v4.u32 {$0, $1, $2, $3}, [$4]; // $5 $6 $7",
             "=r,=r,=r,=r,l,l,l,l", [w_ptr + w_offs + i * (KSTEP // 8)], dtype=gl.int32,
             is_pure=True, pack=4)
-        sc = _load_scales(ws_ptr + s_offs + s_step, live, False, W_GROUP, COLS_K)
     else:
         wd = gl.load(w_ptr + w_offs + i * (KSTEP // 8), eviction_policy="evict_first")
-        sc = _load_scales(ws_ptr + s_offs + s_step, live, False, W_GROUP, COLS_K)
-    return wd, sc
+    return wd, _load_scales(ws_ptr + s_offs + s_step, live, MASKED, W_GROUP, COLS_K)
 
 
 @gluon.jit
@@ -494,20 +491,23 @@ def _mma_step_group_cols(acc, wd, sc, xa, xmask, HIGH_FIRST: gl.constexpr, DTYPE
     xv = _span_slot_order(as_16bit_pairs(gl.where(xmask, xa, 0), DTYPE), NT, SPAN)
     w = _decode_codes(wd, HIGH_FIRST, BN, DTYPE, SPAN)
     if COLS_K == _KS:
-        d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l),
-                   gl.zeros_like(acc))
-        acc = acc + d * (sc.to(gl.float32) * UNIT)
+        acc = _scaled_mma(acc, w, xv, sc, UNIT, a_l, b_l)
     else:  # the two halves of the step (slots 0-63, 64-127), each its own MMA chain
         w0, w1 = gl.split(w.reshape([BN, 2, _KS // 2]).permute((0, 2, 1)))
         x0, x1 = gl.split(xv.reshape([NT, 2, _KS // 2]).permute((0, 2, 1)))
         s0, s1 = gl.split(sc)
-        d = mma_v2(gl.convert_layout(w0, a_l), gl.convert_layout(x0.permute((1, 0)), b_l),
-                   gl.zeros_like(acc))
-        acc = acc + d * (gl.convert_layout(s0, acc.type.layout).to(gl.float32) * UNIT)
-        d = mma_v2(gl.convert_layout(w1, a_l), gl.convert_layout(x1.permute((1, 0)), b_l),
-                   gl.zeros_like(acc))
-        acc = acc + d * (gl.convert_layout(s1, acc.type.layout).to(gl.float32) * UNIT)
+        acc = _scaled_mma(acc, w0, x0, s0, UNIT, a_l, b_l)
+        acc = _scaled_mma(acc, w1, x1, s1, UNIT, a_l, b_l)
     return acc
+
+
+@gluon.jit
+def _scaled_mma(acc, w, xv, sc, UNIT: gl.constexpr, a_l: gl.constexpr, b_l: gl.constexpr):
+    """``acc + (w xv^T) * sc * UNIT``: one MMA chain from zero over the K of ``w`` [rows, K] and
+    ``xv`` [columns, K] (slot order), each column's exact fp32 sum times its scale."""
+    d = mma_v2(gl.convert_layout(w, a_l), gl.convert_layout(xv.permute((1, 0)), b_l),
+               gl.zeros_like(acc))
+    return acc + d * (gl.convert_layout(sc, acc.type.layout).to(gl.float32) * UNIT)
 
 
 @gluon.jit
@@ -802,7 +802,7 @@ def max_m(x_fp4: bool, group_size: int | None = None) -> int:
     with 16-bit group scales): the largest token tile that compiles without spills; groups of
     16 only as MMA columns (``GROUP_COLS_MAX`` of them, 8 a token)."""
     if group_size == 16:
-        return GROUP_COLS_MAX // (KS // 16)
+        return group_cols_max_m(16)
     if group_size is not None:
         return MAX_M_GROUPED
     return MAX_M_W4A4 if x_fp4 else MAX_M_16BIT_X
@@ -937,6 +937,12 @@ def _uses_pdl(partial: bool, group_size: int | None, token_tile: int) -> bool:
 
 def _token_tile(M: int) -> int:
     return max(8, triton.next_power_of_2(M))
+
+
+def group_cols_max_m(group_size: int, block: int = KS) -> int:
+    """The most tokens the group-column form serves (``GROUP_COLS_MAX`` columns) with groups of
+    ``group_size`` as the columns of each ``block`` of K."""
+    return GROUP_COLS_MAX // (block // group_size)
 
 
 def group_columns(M: int, group_size: int, block: int = KS) -> int:

@@ -107,10 +107,11 @@ def test_group_columns_are_tokens_times_groups_per_step_padded_like_token_tiles(
     assert [S.group_columns(M, 64) for M in (1, 4, 5, 8)] == [8, 8, 16, 16]
     assert [S.group_columns(M, 32, 64) for M in (1, 4, 5)] == [8, 8, 16]
     assert [S.group_columns(M, 64, 64) for M in (1, 8, 9)] == [8, 8, 16]
-    # every group size the column form serves fits GROUP_COLS_MAX at its token limit
-    for group in (16, 32, 64):
-        top = S.GROUP_COLS_MAX // (S.KS // group)
-        assert S.group_columns(top, group) == S.GROUP_COLS_MAX
+    # every group size the column forms serve fits GROUP_COLS_MAX at its token limit, not above
+    for block, group in ((128, 16), (128, 32), (128, 64), (64, 32), (64, 64)):
+        top = S.group_cols_max_m(group, block)
+        assert S.group_columns(top, group, block) == S.GROUP_COLS_MAX
+        assert S.group_columns(top + 1, group, block) > S.GROUP_COLS_MAX
     assert S.max_m(False, 16) == 2
 
 
@@ -525,11 +526,6 @@ def test_grouped_every_config(cfg, group):
     _check(out, reference.w4a16_mm(x, wq, sc, group))
 
 
-def _group_cols_top(group, block=S.KS):
-    """The most tokens the column form serves for ``group`` (GROUP_COLS_MAX columns)."""
-    return S.GROUP_COLS_MAX // (block // group)
-
-
 # (block, group): the groups of each 128-K step or 64-K half as MMA columns
 _COL_FORMS = [(128, 16), (128, 32), (128, 64), (64, 32), (64, 64)]
 
@@ -541,7 +537,7 @@ _COL_FORMS = [(128, 16), (128, 32), (128, 64), (64, 32), (64, 64)]
 def test_group_cols_match_oracle(block, group, dt, order):
     """The groups as MMA columns, at 1 token up to the column limit, on shapes with a partial
     row tile, one K step, K not a multiple of the ring and a split K."""
-    top = _group_cols_top(group, block)
+    top = S.group_cols_max_m(group, block)
     for M, N, K in ((1, 1, 128), (1, 130, 640), (top, 77, 384), (max(1, top - 1), 4099, 3072)):
         x, wq, sc = _grouped(M, N, K, group, dt, seed=M * 5 + N + group)
         ref = reference.w4a16_mm(x, wq, sc, group, order=order)
@@ -562,7 +558,7 @@ def test_group_cols_match_oracle(block, group, dt, order):
                          ids=lambda v: str(v))
 def test_group_cols_every_config(cfg, block, group):
     cfg = dataclasses.replace(cfg, group_cols=block)
-    M = _group_cols_top(group, block)
+    M = S.group_cols_max_m(group, block)
     x, wq, sc = _grouped(M, 300, 768, group, torch.float16, seed=cfg.num_warps)  # 6 K steps
     out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
     S.w4a16_mm_gemv_sm90(x, wq, sc, group, "low_first", out, config=cfg)
