@@ -1,26 +1,28 @@
 """Decode GEMV for NVFP4 weights and 16-bit activations at 9-32 tokens on Hopper, in Gluon, with
 the weights *and* x fed by TMA into a shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
 
-Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 8 tokens
-and W4A4; the plain-Triton ``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens
-of fp16/bf16 x, each K step of the register ring loads as many x bytes per thread as weight
-bytes, and it runs one warp per CTA without split there (its best config, session 9), so too
-few loads stay in flight. Here one elected thread
-copies each 256-K chunk of a CTA's weight rows (two 128-K steps of codes, their E4M3 scales) and
-of x into a ring stage with one mbarrier; the warp reads the stage back from shared memory and
-runs the shipped kernel's decode and ``mma.sync`` steps on it (``fp4_gemv_sm90._step``: same K
-permutation, same exact ``e2m1 * e4m3`` decode). No register holds a load in flight, so the
-ring depth costs shared memory only. H100, N = 18432, K = 3072, CUDA-graph medians (perf log,
-"Session 15"): M = 9-16 21.9-23.1 us against 26.5-28.1 for the register ring; M = 24-32
-30.3-32.0 us against 36.7-41.2 for the plain-Triton GEMV. At M = 1 it is no faster than the
-register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1; the ring has
-since dropped to 20.6), so it serves only this range.
+Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 8 tokens and
+W4A4; the plain-Triton ``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens of
+fp16/bf16 x, each K step of the register ring loads as many x bytes per thread as weight bytes, and
+it runs one warp per CTA without split there (its best config, session 9), so too few loads stay in
+flight. Here one elected thread copies each 256-K chunk of a CTA's weight rows (two 128-K steps of
+codes, their E4M3 scales) and of x into a ring stage with one mbarrier; each warp reads its rows and
+the shared x back from shared memory and runs the shipped kernel's decode and ``mma.sync`` steps on
+it (``fp4_gemv_sm90._step``: same K permutation, same exact ``e2m1 * e4m3`` decode). No register
+holds a load in flight, so the ring depth costs shared memory only. H100, N = 18432, K = 3072,
+CUDA-graph medians (perf log, "Session 15"): M = 9-16 21.9-23.1 us against 26.5-28.1 for the
+register ring; M = 24-32 30.3-32.0 us against 36.7-41.2 for the plain-Triton GEMV. At M = 1 it is no
+faster than the register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1; the
+ring has since dropped to 20.6), so it serves only this range. Session 27: at 9-16 tokens on wide
+weights four warps per CTA share each x stage (a quarter of the x traffic from L2), 2-15% faster
+than one warp.
 
-Design, per CTA (one warp, ROW_TILES x 16 weight rows, tokens padded to NT = 16 or 32):
+Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens padded to NT = 16
+or 32):
 - **Boxes** (2-D TMA, no swizzle): codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA
   box needs at least 16 inner bytes, hence two 128-K steps per stage), x ``[NT, 256]``. Rows
   past N and tokens past M are zero-filled by TMA; their outputs are never stored.
-- **Ring:** STAGES stages. Stage ``t % STAGES`` holds chunk ``t``; once the warp has read it
+- **Ring:** STAGES stages. Stage ``t % STAGES`` holds chunk ``t``; once every warp has read it
   (a ``bar.sync``, then a proxy fence: the next TMA write must follow the generic reads) it is
   refilled with chunk ``t + STAGES``. The mbarrier phase of chunk ``t`` is ``(t // STAGES) & 1``.
 - **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)``, summed in a fixed order by
@@ -87,9 +89,9 @@ def _fp4_gemv_tma_sm90_kernel(
     [BN, 16]; x_desc: fp16/bf16 x (M, K), box [NT, 256]. Grid (N / BN, splits), BN = 16
     ROW_TILES; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter). PARTIAL:
     write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
-    gl.static_assert(gl.num_warps() == 1)
-    BN: gl.constexpr = 16 * ROW_TILES
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 1],
+    BN: gl.constexpr = 16 * ROW_TILES * gl.num_warps()
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0],
+                                                  warps_per_cta=[gl.num_warps(), 1],
                                                   instr_shape=[16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
@@ -132,7 +134,7 @@ def _fp4_gemv_tma_sm90_kernel(
         wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
         sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
         xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
-        gl.thread_barrier()  # the warp has read stage s: refill it
+        gl.thread_barrier()  # every warp has read stage s: refill it
         fence_async_shared()
         _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0,
                c_begin + t + STAGES, t + STAGES < n_c)
@@ -155,27 +157,47 @@ MAX_M = 32  # tokens per launch: the MMA N side, padded to 8, 16 or 32
 
 @dataclass(frozen=True)
 class GemvTMAConfig:
-    """row_tiles: 16-row MMA tiles per CTA (one warp; 2 shares each x stage between two tiles);
-    stages: ring depth (256-K chunks); split_k: K ranges (a deterministic reduce sums them)."""
+    """row_tiles: 16-row MMA tiles per warp (2 shares each x stage between two tiles); stages:
+    ring depth (256-K chunks); split_k: K ranges (a deterministic reduce sums them); warps:
+    warps per CTA, each with its own rows, all reading the CTA's one x stage."""
 
     row_tiles: int = 2
     stages: int = 3
     split_k: int = 2
+    warps: int = 1
 
 
 def config_is_valid(cfg: GemvTMAConfig) -> bool:
-    return cfg.row_tiles in (1, 2) and 2 <= cfg.stages <= 4 and cfg.split_k >= 1
+    return (cfg.row_tiles in (1, 2) and 2 <= cfg.stages <= 4 and cfg.split_k >= 1
+            and cfg.warps in (1, 2, 4))
 
 
 def choose_config(M: int, N: int, K: int) -> GemvTMAConfig:
-    """The heuristic, from the H100 sweep (bench/results/2026-11-27-gemv-tma-sweep-run1-h100.json,
-    CUDA-graph medians, fp16 and bf16 x, two row tiles per CTA; the probe had one tile 20-70%
-    slower). By row blocks of 32 (N = 18432 / 8192 / 3072: 576 / 256 / 96), us:
-    - M <= 16: 3 stages, split 2 (18432: 21.9-22.2; 8192: 21.8-22.3); below 192 blocks split 3
-      (3072: 6.8-7.4, split 2 8.5-8.8).
-    - M > 16: split 1 from 512 blocks (18432: 30.3-32.0, flat in the split), 2 from 192 (8192:
-      29.9-38.1; 3 splits of its 32 chunks 35-49), else 3 with 3 stages (3072: 8.4-8.9); 2 stages
-      above one split (18432 M = 24: 31.1 against 35.9 with 3)."""
+    """The heuristic, from the H100 sweeps (CUDA-graph medians, fp16 and bf16 x, two row tiles per
+    CTA; one tile was 20-70% slower).
+    - M <= 16: four warps (128 weight rows) per CTA sharing each x stage, K split so that a CTA runs
+      about 4 chunks (at most 4 splits), 2 stages, 3 where a CTA runs more chunks; but only where
+      that grid has at least 256 CTAs (about two an SM), else one warp as below. Session 27
+      (bench/results/2026-11-27-gemv-tma-warps-verify-h100.json, bf16 x at 9 / 12 / 16 tokens, fp16
+      at 16, 3 rotating rounds; four warps / one, us): 18432 x 3072 (432 CTAs) 20.55-21.34 /
+      21.93-23.07, 28672 x 4096 35.3-36.2 / 39.3-40.3, 14336 x 4096 20.2-21.1 / 23.4-23.7, 8192 x
+      8192 (256 CTAs) 21.05-21.90 / 21.77-22.31; but 4096 x 4096 (128 CTAs) 10.2-11.1 / 9.7-10.0,
+      8192 x 3072 (192) 12.5-12.6 / 11.4-11.8, 3072 x 3072 (72) 7.0-7.3 / 7.1-7.5. One warp per CTA
+      copies the CTA's whole x slice for 32 rows (at 16 tokens of 18432 x 3072, 57 MB from L2
+      against 28 MB of weights); four share it.
+    - Otherwise one warp per CTA (bench/results/2026-11-27-gemv-tma-sweep-run1-h100.json; at 32
+      tokens of 18432 x 3072 four warps were no faster, 31.1 vs 30.5 us in the session-27 sweep,
+      ...-gemv-tma-warps-h100.json): by row blocks of 32
+      (N = 18432 / 8192 / 3072: 576 / 256 / 96): M <= 16 3 stages, split 2 from 192 blocks,
+      else 3; M > 16 split 1 from 512 blocks (18432: 30.3-32.0, flat in the split), 2 from 192
+      (8192: 29.9-38.1; 3 splits of its 32 chunks 35-49), else 3 with 3 stages (3072: 8.4-8.9);
+      2 stages above one split (18432 M = 24: 31.1 against 35.9 with 3)."""
+    chunks = max(1, K // KCHUNK)
+    if M <= 16:
+        split = max(1, min(4, triton.cdiv(chunks, 4)))
+        if triton.cdiv(N, 128) * split >= 256:
+            return GemvTMAConfig(row_tiles=2, stages=2 if chunks <= 4 * split else 3,
+                                 split_k=split, warps=4)
     blocks = triton.cdiv(N, 32)
     if M <= 16:
         return GemvTMAConfig(row_tiles=2, stages=3, split_k=2 if blocks >= 192 else 3)
@@ -210,7 +232,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     if w_scales.dtype == torch.float8_e4m3fn:
         w_scales = w_scales.view(torch.uint8)
     nt = _token_tile(M)
-    bn = 16 * cfg.row_tiles
+    bn = 16 * cfg.row_tiles * cfg.warps
     w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128], _PLAIN8)
     s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
     x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
@@ -226,7 +248,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         N if partial else out.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
-        ALPHA_PTR=alpha_on_device and not partial, launch_pdl=partial, num_warps=1)
+        ALPHA_PTR=alpha_on_device and not partial, launch_pdl=partial, num_warps=cfg.warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

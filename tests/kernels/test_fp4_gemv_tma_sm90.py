@@ -38,13 +38,20 @@ C = T.GemvTMAConfig
 # ----------------------------------------------------------------------------------------------
 def test_config_validity_and_heuristic():
     assert T.config_is_valid(C())
-    for bad in (C(row_tiles=3), C(stages=1), C(stages=5), C(split_k=0)):
+    for bad in (C(row_tiles=3), C(stages=1), C(stages=5), C(split_k=0), C(warps=3),
+                C(warps=8)):
         assert not T.config_is_valid(bad)
     for M in range(9, T.MAX_M + 1):
-        cfg = T.choose_config(M, 18432, 3072)
-        assert T.config_is_valid(cfg)
-    assert T.choose_config(16, 18432, 3072) == C(2, 3, 2)
-    assert T.choose_config(16, 3072, 3072) == C(2, 3, 3)
+        for N, K in ((18432, 3072), (8192, 8192), (3072, 3072), (4096, 256)):
+            assert T.config_is_valid(T.choose_config(M, N, K))
+    # up to 16 tokens: four warps share an x stage where that grid has >= 256 CTAs; each CTA
+    # runs about 4 chunks
+    assert T.choose_config(16, 18432, 3072) == C(2, 2, 3, 4)
+    assert T.choose_config(9, 28672, 4096) == C(2, 2, 4, 4)
+    assert T.choose_config(16, 8192, 8192) == C(2, 3, 4, 4)
+    assert T.choose_config(16, 32768, 256) == C(2, 2, 1, 4)
+    assert T.choose_config(16, 8192, 3072) == C(2, 3, 2, 1)  # 192 CTAs at four warps
+    assert T.choose_config(16, 3072, 3072) == C(2, 3, 3, 1)
     assert T.choose_config(32, 18432, 3072) == C(2, 2, 1)
     assert T.choose_config(32, 8192, 8192) == C(2, 2, 2)
     assert T.choose_config(32, 3072, 3072) == C(2, 3, 3)
@@ -88,10 +95,10 @@ def _shipped() -> list[tuple]:
             cfg = T.choose_config(M, N, K)
             for x in ("fp16", "bf16"):
                 partial = cfg.split_k > 1
-                cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, partial, False,
-                           "fp16"))
-    assert len({c[:5] for c in cases}) >= 6  # NT 16 / 32, 2 / 3 stages, split or not
-    cases.add(("fp16", 16, 2, 3, False, True, "fp32"))
+                cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, partial, cfg.warps,
+                           False, "fp16"))
+    assert len({c[:6] for c in cases}) >= 8  # NT 16 / 32, 2 / 3 stages, split or not, warps
+    cases.add(("fp16", 16, 2, 3, False, 4, True, "fp32"))
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     return sorted(cases)
@@ -100,13 +107,13 @@ def _shipped() -> list[tuple]:
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, rt, stages, partial, high, out, alpha_ptr=False) -> dict:
+def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    bn = 16 * rt
+    bn = 16 * rt * warps
     xl = T._X_LAYOUT
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{T._PLAIN8!r}>",
            "s_desc": f"tensordesc<u8[{bn}, 16],{T._PLAIN8!r}>",
@@ -120,7 +127,7 @@ def compile_report(x, nt, rt, stages, partial, high, out, alpha_ptr=False) -> di
                          attrs={(3,): [["tt.divisibility", 16]], (9,): [["tt.divisibility", 16]],
                                 (10,): [["tt.divisibility", 16]]})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 1, "launch_pdl": partial})
+                       options={"num_warps": warps, "launch_pdl": partial})
     ptx = k.asm["ptx"]
     return {"log": _ptxas.ptxas_log(ptx),
             "mma": len(re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)),
@@ -138,13 +145,13 @@ def compile_reports():
 @pytest.mark.parametrize("case", SHIPPED, ids=lambda c: "-".join(map(str, c)))
 def test_shipped_configs_compile_without_spills(compile_reports, case):
     rep = compile_reports[case]
-    x, nt, rt, stages, partial = case[:5]
+    x, nt, rt, stages, partial, warps = case[:6]
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
     assert rep["mma"] > 0
     assert rep["tma"] >= 3  # codes, scales and x by TMA
     assert rep["ld_shared_v4"] > 0  # the warp reads each stage back with 16-byte loads
     assert rep["gdc"] == 2 * partial  # split K: PDL wait + launch_dependents
-    ring = stages * (16 * rt * (128 + 16) + nt * 256 * 2)
+    ring = stages * (16 * rt * warps * (128 + 16) + nt * 256 * 2)
     assert ring <= rep["shared"] <= ring + 1024
 
 
@@ -192,8 +199,8 @@ def test_matches_oracle(M, N, K, dtype, order):
 
 
 @gpu
-@pytest.mark.parametrize("cfg", [C(rt, st, sp) for rt in (1, 2) for st in (2, 3, 4)
-                                 for sp in (1, 2, 3, 5)], ids=str)
+@pytest.mark.parametrize("cfg", [C(rt, st, sp, w) for w in (1, 2, 4) for rt in (1, 2)
+                                 for st in (2, 3, 4) for sp in (1, 2, 3, 5)], ids=str)
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
 def test_every_config(cfg, out_dtype):
     M, N, K = 11, 97, 2560  # 10 chunks: uneven splits, rings longer and shorter than a split
