@@ -63,46 +63,77 @@ _X_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank
 
 
 @gluon.jit
-def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live):
-    """Stage ``s`` <- chunk ``chunk`` (256 K) of the CTA's weight rows, their scales and x."""
-    nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                            + x_desc.block_type.nbytes)
+def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live,
+           GROUPED: gl.constexpr):
+    """Stage ``s`` <- chunk ``chunk`` (256 K) of the CTA's weight rows, their E4M3 scales (not
+    for 16-bit group scales: the consumer loads those) and x."""
+    if GROUPED:
+        nbytes: gl.constexpr = w_desc.block_type.nbytes + x_desc.block_type.nbytes
+    else:
+        nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                                + x_desc.block_type.nbytes)
     mbarrier.expect(ready.index(s), nbytes, pred=live)
     tma.async_copy_global_to_shared(w_desc, [row0, chunk * 128], ready.index(s), w_bufs.index(s),
                                     pred=live)
-    tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s), s_bufs.index(s),
-                                    pred=live)
+    if not GROUPED:
+        tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),
+                                        s_bufs.index(s), pred=live)
     tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s), x_bufs.index(s),
                                     pred=live)
 
 
 @gluon.jit
+def _group_scales(ws_ptr, s_offs, chunk, W_GROUP: gl.constexpr):
+    """The packed 16-bit group scales of chunk ``chunk``'s two 128-K steps (one int16/32/64
+    word per row and step; a group >= 256 spans both)."""
+    if W_GROUP >= 256:
+        first = chunk * 2 // (W_GROUP // 128)
+        second = first
+    else:
+        first = chunk * 2
+        second = first + 1
+    return gl.load(ws_ptr + s_offs + first), gl.load(ws_ptr + s_offs + second)
+
+
+@gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
-    w_desc, s_desc, x_desc, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr, stride_om,
+    w_desc, s_desc, x_desc, ws_ptr, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr,
+    stride_om, stride_wsn,
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
-    ALPHA_PTR: gl.constexpr = False,
+    ALPHA_PTR: gl.constexpr = False, W_GROUP: gl.constexpr = 0,
+    SDTYPE: gl.constexpr = gl.float16,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
 
     w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
     [BN, 16]; x_desc: fp16/bf16 x (M, K), box [NT, 256]. Grid (N / BN, splits), BN = 16
-    ROW_TILES; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter). PARTIAL:
-    write unscaled fp32 partials to ``out_ptr`` as (splits, M, N)."""
+    ROW_TILES num_warps; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter).
+    PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
+    W_GROUP > 0: 16-bit SDTYPE group scales per W_GROUP (32, 64 or a multiple of 128) instead of
+    E4M3 ones; ``ws_ptr`` (row stride ``stride_wsn``) holds them as one int16/32/64 word per row
+    and 128-K step (``fp4_gemv_sm90``'s grouped form, one MMA chain per group), loaded a chunk
+    ahead by the consumers; ``s_desc`` is not read."""
+    GROUPED: gl.constexpr = W_GROUP > 0
     BN: gl.constexpr = 16 * ROW_TILES * gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0],
                                                   warps_per_cta=[gl.num_warps(), 1],
                                                   instr_shape=[16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_l: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, 128]), False)
-    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [128, NT]), True)
+    # group scales: each 32-group in one MMA pair (``_slot_to_phys`` span 2)
+    SPAN: gl.constexpr = 2 if GROUPED else 0
+    WL: gl.constexpr = _operand_layouts(gl.to_linear_layout(a_l, [BN, 128]), False, SPAN)
+    XL: gl.constexpr = _operand_layouts(gl.to_linear_layout(b_l, [128, NT]), True, SPAN)
     W_WORDS: gl.constexpr = WL[0]
     W_SCALES: gl.constexpr = WL[1]
     X_PAIRS: gl.constexpr = XL[2]
 
     w_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 128], w_desc.layout)
-    s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)
+    if GROUPED:
+        s_bufs = w_bufs  # unused
+    else:
+        s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)
     x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 256], x_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -119,29 +150,38 @@ def _fp4_gemv_tma_sm90_kernel(
     row0 = pid_n * BN
     for t in gl.static_range(STAGES):
         _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,
-               t < n_c)
+               t < n_c, GROUPED)
+    if GROUPED:  # rows past N clamped to the last row (their outputs are not stored)
+        rs = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
+        s_offs = rs * stride_wsn
+        gs0, gs1 = _group_scales(ws_ptr, s_offs, c_begin, W_GROUP)
 
     acc = gl.zeros([BN, NT], gl.float32, mma)
     for t in range(n_c):
         s = t % STAGES
+        if GROUPED:  # this chunk's scales; the next chunk's load now (clamped into the matrix)
+            sc0, sc1 = gs0, gs1
+            gs0, gs1 = _group_scales(ws_ptr, s_offs, gl.minimum(c_begin + t + 1, CHUNKS - 1),
+                                     W_GROUP)
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
         wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], _PLAIN32)
-        sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _PLAIN16)
         xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], _PLAIN32)
         wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
-        sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
         xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
         wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
-        sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
         xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
+        if not GROUPED:
+            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _PLAIN16)
+            sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
+            sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
         gl.thread_barrier()  # every warp has read stage s: refill it
         fence_async_shared()
         _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0,
-               c_begin + t + STAGES, t + STAGES < n_c)
-        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, gl.float16, BN, NT,
-                    W_WORDS, W_WORDS, a_l, b_l, 128, 0)
-        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, gl.float16, BN, NT,
-                    W_WORDS, W_WORDS, a_l, b_l, 128, 0)
+               c_begin + t + STAGES, t + STAGES < n_c, GROUPED)
+        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
+        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
@@ -172,9 +212,16 @@ def config_is_valid(cfg: GemvTMAConfig) -> bool:
             and cfg.warps in (1, 2, 4))
 
 
-def choose_config(M: int, N: int, K: int) -> GemvTMAConfig:
+def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
     """The heuristic, from the H100 sweeps (CUDA-graph medians, fp16 and bf16 x, two row tiles per
     CTA; one tile was 20-70% slower).
+    - 16-bit group scales (``group_size``): two row tiles, 2 stages, the split below (each CTA
+      about 4 chunks, at most 4), two warps above 16 tokens, else one (session 27,
+      bench/results/2026-11-27-gemv-tma-grouped-h100.json, group 32, fp16 x, best swept, us):
+      32 tokens of 18432 x 3072 w2/r2/s2 split 3 33.6 (split 2-4 within 1%), 24 of 8192 x 8192
+      split 4 31.4 (split 2 33.6), against the plain-Triton GEMV's 47.2 / 50.0; at 16 tokens one
+      warp (18432 x 3072 25.5, 8192 x 8192 25.9, 28672 x 4096 43.1), which ``w4a16_mm`` does
+      not send here (the register ring: 24.1 us at 18432 x 3072).
     - M <= 16: four warps (128 weight rows) per CTA sharing each x stage, K split so that a CTA runs
       about 4 chunks (at most 4 splits), 2 stages, 3 where a CTA runs more chunks; but only where
       that grid has at least 256 CTAs (about two an SM), else one warp as below. Session 27
@@ -193,8 +240,10 @@ def choose_config(M: int, N: int, K: int) -> GemvTMAConfig:
       (8192: 29.9-38.1; 3 splits of its 32 chunks 35-49), else 3 with 3 stages (3072: 8.4-8.9);
       2 stages above one split (18432 M = 24: 31.1 against 35.9 with 3)."""
     chunks = max(1, K // KCHUNK)
+    split = max(1, min(4, triton.cdiv(chunks, 4)))
+    if group_size is not None:
+        return GemvTMAConfig(row_tiles=2, stages=2, split_k=split, warps=2 if M > 16 else 1)
     if M <= 16:
-        split = max(1, min(4, triton.cdiv(chunks, 4)))
         if triton.cdiv(N, 128) * split >= 256:
             return GemvTMAConfig(row_tiles=2, stages=2 if chunks <= 4 * split else 3,
                                  split_k=split, warps=4)
@@ -212,13 +261,23 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
+def group_size_is_supported(group_size: int) -> bool:
+    """16-bit group scales this kernel takes: one MMA chain per group of 32 or 64, or groups of
+    a multiple of 128 (a step's or several steps')."""
+    return group_size in (32, 64) or (group_size > 0 and group_size % 128 == 0)
+
+
 def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
-                  order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None) -> None:
-    """``out = alpha * x @ W^T`` (written in place) for NVFP4 weights and 16-bit x.
+                  order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None,
+                  group_size: int | None = None) -> None:
+    """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights and 16-bit
+    x.
 
     Args:
         x: fp16/bf16 ``(M, K)`` activations (the MMA runs in x's dtype).
-        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``.
+        w_q: uint8 ``(N, K/2)`` codes in ``order``; w_scales: uint8 / float8_e4m3fn ``(N, K/16)``,
+            or with ``group_size`` (:func:`group_size_is_supported`) fp16/bf16
+            ``(N, K/group_size)`` group scales.
         alpha: fp32 factor applied in the epilogue: a float or a one-element float32 device
             tensor (``fp4mm.kernels.alpha``).
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
@@ -226,15 +285,24 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     """
     M, K = x.shape
     N = w_q.shape[0]
-    cfg = config or choose_config(M, N, K)
+    cfg = config or choose_config(M, N, K, group_size)
     if not config_is_valid(cfg):
         raise ValueError(f"config: invalid {cfg}")
-    if w_scales.dtype == torch.float8_e4m3fn:
-        w_scales = w_scales.view(torch.uint8)
     nt = _token_tile(M)
     bn = 16 * cfg.row_tiles * cfg.warps
     w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128], _PLAIN8)
-    s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
+    if group_size is not None:
+        if not group_size_is_supported(group_size):
+            raise ValueError(f"group_size: expected 32, 64 or a multiple of 128, got "
+                             f"{group_size}")
+        # one packed word of a step's scales per row (a group >= 256 spans several steps)
+        ws = w_scales.view({32: torch.int64, 64: torch.int32}.get(group_size, torch.int16))
+        s_desc, sdtype = w_desc, _GL_DTYPE[w_scales.dtype]  # s_desc: not read
+    else:
+        if w_scales.dtype == torch.float8_e4m3fn:
+            w_scales = w_scales.view(torch.uint8)
+        ws, sdtype = w_scales, gl.float16
+        s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
     x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
     chunks = K // KCHUNK
     per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
@@ -244,11 +312,12 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
-        w_desc, s_desc, x_desc, dst, M, N, chunks, per, a, alpha_ptr,
-        N if partial else out.stride(0),
+        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
+        N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
-        ALPHA_PTR=alpha_on_device and not partial, launch_pdl=partial, num_warps=cfg.warps)
+        ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,
+        launch_pdl=partial, num_warps=cfg.warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 

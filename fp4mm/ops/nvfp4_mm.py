@@ -17,6 +17,7 @@ from fp4mm.backend import is_hopper, on_device_of_first_argument, resolve_backen
 from fp4mm.ops.dispatch import (
     GEMV_FP8_SM90_MAX_M,
     GEMV_SM90_RING_MAX_M_16BIT_X,
+    GEMV_SM90_RING_MAX_M_GROUPED,
     GEMV_SM90_TMA_MIN_M,
     gemv_sm90_max_m,
     select_kernel,
@@ -62,11 +63,14 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
     nvfp4 = op != "w4a16_mm"
     if select_kernel(op, M, N, K, device, group_size=group_size, prepacked=prepacked) == "gemv":
         if is_hopper(device) and M <= gemv_sm90_max_m(op, N) and K % 128 == 0:
-            from fp4mm.kernels.fp4_gemv_sm90 import group_size_is_supported, max_m
+            from fp4mm.kernels import fp4_gemv_sm90, fp4_gemv_tma_sm90
 
-            if nvfp4 or (group_size_is_supported(group_size)
-                         and M <= max_m(False, group_size)):
+            if nvfp4 or (fp4_gemv_sm90.group_size_is_supported(group_size)
+                         and M <= fp4_gemv_sm90.max_m(False, group_size)):
                 return "gemv_sm90"
+            if (M > GEMV_SM90_RING_MAX_M_GROUPED and K % fp4_gemv_tma_sm90.KCHUNK == 0
+                    and fp4_gemv_tma_sm90.group_size_is_supported(group_size)):
+                return "gemv_sm90"  # the TMA-fed GEMV with group scales
         return "gemv"
     if is_hopper(device):
         from fp4mm.kernels.fp4_gemm_sm90 import group_k
@@ -85,8 +89,9 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     (``fp4_gemv_fp8_sm90``). NVFP4 weights with 16-bit x at
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
-    ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. Everything else that
-    fits goes to the register-ring GEMV."""
+    ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. 16-bit group scales
+    above ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens take the TMA-fed GEMV too, where it applies.
+    Everything else that fits goes to the register-ring GEMV."""
     from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90
 
     M, K = x.shape[0], w_q.shape[1] * 2
@@ -101,6 +106,13 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
             return True
         if M > GEMV_SM90_RING_MAX_M_16BIT_X:
             return False
+    if group_size is not None and M > GEMV_SM90_RING_MAX_M_GROUPED:
+        if (fp4_gemv_tma_sm90.group_size_is_supported(group_size)
+                and fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales)):
+            fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out,
+                                            group_size=group_size)
+            return True
+        return False
     tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
     if not fp4_gemv_sm90.is_supported(out.device, M, K, *tensors, group_size=group_size,
                                       x_fp4=x_scales is not None):

@@ -116,11 +116,14 @@ def test_group_columns_are_tokens_times_groups_per_step_padded_like_token_tiles(
 
 
 def test_token_limits_cover_the_dispatch_and_are_enforced():
-    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M
+    from fp4mm.kernels import fp4_gemv_tma_sm90
+    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, GEMV_SM90_RING_MAX_M_GROUPED
 
     assert GEMV_SM90_MAX_M["nvfp4_mm"] <= S.max_m(True)
     assert GEMV_SM90_MAX_M["nvfp4_w4a16_mm"] <= S.max_m(False)
-    assert GEMV_SM90_MAX_M["w4a16_mm"] <= S.max_m(False, 32)
+    # group scales: the ring up to its limit, the TMA-fed GEMV above it
+    assert GEMV_SM90_RING_MAX_M_GROUPED <= S.max_m(False, 32)
+    assert GEMV_SM90_MAX_M["w4a16_mm"] <= fp4_gemv_tma_sm90.MAX_M
     assert S.max_m(True) == S.MAX_M and S.max_m(False, 128) <= S.max_m(False) <= S.MAX_M
     # the launcher refuses a token count its kind does not compile cleanly for, before any
     # launch (so this runs on the CPU)

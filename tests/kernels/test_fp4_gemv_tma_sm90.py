@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import re
 
@@ -86,6 +87,28 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
     assert _ops_choose(monkeypatch, 33, 3072) == "gemv"
 
 
+def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
+    """w4a16_mm above the register ring's 16 grouped tokens: the TMA GEMV where it applies
+    (K % 256 == 0, groups 32, 64, multiples of 128), else the plain-Triton GEMV."""
+    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED
+
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    monkeypatch.setattr(ops, "is_hopper", lambda device: True)
+
+    def choose(M, K, group):
+        return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
+    top = GEMV_SM90_RING_MAX_M_GROUPED
+    for group in (32, 64, 128, 256):
+        assert T.group_size_is_supported(group)
+        assert choose(top + 1, 3072, group) == "gemv_sm90"
+        assert choose(32, 3072, group) == "gemv_sm90"
+        assert choose(24, 3072 + 128, group) == "gemv"  # K % 256
+    assert choose(33, 3072, 64) == "gemv"
+    assert not T.group_size_is_supported(16) and choose(24, 3072, 16) == "gemv"
+    for bad in (0, 16, 48, 96):
+        assert not T.group_size_is_supported(bad)
+
+
 def _shipped() -> list[tuple]:
     """(x dtype, NT, config, partial, high_first, out) of every specialisation the heuristic
     returns at the decode shapes the ops send here, both nibble orders and fp32 out once."""
@@ -101,13 +124,22 @@ def _shipped() -> list[tuple]:
     cases.add(("fp16", 16, 2, 3, False, 4, True, "fp32"))
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
+    cases = {c + (0,) for c in cases}
+    # 16-bit group scales at the tokens the ops send here (17-32), every group form
+    for M in range(17, T.MAX_M + 1):
+        for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
+            cfg = T.choose_config(M, N, K, group_size=32)
+            for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
+                cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, cfg.split_k > 1,
+                           cfg.warps, False, "fp16", False, group))
     return sorted(cases)
 
 
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False) -> dict:
+def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
+                   group=0) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -115,17 +147,21 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
 
     bn = 16 * rt * warps
     xl = T._X_LAYOUT
+    dtype = gl.bfloat16 if x == "bf16" else gl.float16
+    word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{T._PLAIN8!r}>",
-           "s_desc": f"tensordesc<u8[{bn}, 16],{T._PLAIN8!r}>",
+           "s_desc": f"tensordesc<u8[{bn}, {128 if group else 16}],{T._PLAIN8!r}>",
            "x_desc": f"tensordesc<{x}[{nt}, 256],{xl!r}>",
+           "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
-           "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32"}
-    consts = dict(DTYPE=gl.bfloat16 if x == "bf16" else gl.float16, NT=nt, HIGH_FIRST=high,
-                  PARTIAL=partial, ROW_TILES=rt, STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr)
+           "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
+           "stride_wsn": "i32"}
+    consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
+                  STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype)
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
-                         attrs={(3,): [["tt.divisibility", 16]], (9,): [["tt.divisibility", 16]],
-                                (10,): [["tt.divisibility", 16]]})
+                         attrs={(3,): [["tt.divisibility", 16]], (4,): [["tt.divisibility", 16]],
+                                (10,): [["tt.divisibility", 16]], (11,): [["tt.divisibility", 16]]})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": warps, "launch_pdl": partial})
     ptx = k.asm["ptx"]
@@ -147,11 +183,13 @@ def test_shipped_configs_compile_without_spills(compile_reports, case):
     rep = compile_reports[case]
     x, nt, rt, stages, partial, warps = case[:6]
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
+    group = case[-1]
     assert rep["mma"] > 0
-    assert rep["tma"] >= 3  # codes, scales and x by TMA
-    assert rep["ld_shared_v4"] > 0  # the warp reads each stage back with 16-byte loads
+    # codes, (E4M3 scales,) x by TMA; 16-bit group scales are loaded by the consumers
+    assert rep["tma"] >= (2 if group else 3)
+    assert rep["ld_shared_v4"] > 0  # 16-byte reads of each stage
     assert rep["gdc"] == 2 * partial  # split K: PDL wait + launch_dependents
-    ring = stages * (16 * rt * warps * (128 + 16) + nt * 256 * 2)
+    ring = stages * (16 * rt * warps * (128 + (0 if group else 16)) + nt * 256 * 2)
     assert ring <= rep["shared"] <= ring + 1024
 
 
@@ -263,3 +301,86 @@ def test_ops_keep_17_to_32_tokens_off_the_register_ring_where_tma_does_not_apply
         raise AssertionError("the register-ring GEMV ran")
     monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", forbidden)
     _check(fp4mm.nvfp4_w4a16_mm(x, wq, ws, 2.0), reference.nvfp4_w4a16_mm(x, wq, ws, 2.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU: 16-bit group scales (w4a16_mm at 17-32 tokens)
+# ----------------------------------------------------------------------------------------------
+def _grouped_problem(M, N, K, group, dtype, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    sc = (torch.rand((N, K // group), generator=gen, device="cuda") * 0.1 + 0.01).to(dtype)
+    x = (torch.randn((M, K), generator=gen, device="cuda") * 0.5).to(dtype)
+    return x, wq, sc
+
+
+@gpu
+@pytest.mark.parametrize("M,N,K", [(17, 200, 512), (24, 77, 1280), (32, 130, 3072),
+                                   (9, 33, 2048), (1, 64, 256)])
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_grouped_matches_oracle(M, N, K, group, dtype, order):
+    if K % group:
+        pytest.skip("group does not divide K")
+    x, wq, sc = _grouped_problem(M, N, K, group, dtype, seed=M * N + K + group)
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, sc, 1.0, order, out, group_size=group)
+    _check(out, reference.w4a16_mm(x, wq, sc, group, order=order))
+
+
+@gpu
+@pytest.mark.parametrize("cfg", [C(rt, st, sp, w) for w in (1, 2, 4) for rt in (1, 2)
+                                 for st in (2, 4) for sp in (1, 3, 5)], ids=str)
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
+def test_grouped_every_config(cfg, out_dtype):
+    M, N, K = 27, 97, 2560  # 10 chunks: uneven splits, rings longer and shorter than a split
+    x, wq, sc = _grouped_problem(M, N, K, 32, torch.float16, seed=6)
+    out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
+    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, config=cfg, group_size=32)
+    _check(out, reference.w4a16_mm(x, wq, sc, 32))
+
+
+@gpu
+def test_grouped_nan_scale_reaches_exactly_its_row():
+    M, N, K = 20, 70, 512
+    x, wq, sc = _grouped_problem(M, N, K, 32, torch.float16, seed=4)
+    sc[5, 3] = float("nan")
+    out = torch.zeros((M, N), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=32)
+    nan = torch.isnan(out)
+    assert nan[:, 5].all() and int(nan.sum()) == M
+
+
+@gpu
+def test_grouped_rejects_group_sizes_it_cannot_serve():
+    x, wq, sc = _grouped_problem(20, 64, 512, 16, torch.float16, seed=1)
+    out = torch.empty((20, 64), dtype=torch.float16, device="cuda")
+    with pytest.raises(ValueError, match="group_size"):
+        T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=16)
+
+
+@gpu
+def test_w4a16_ops_run_it_alone_above_the_ring_and_fall_back_where_it_cannot(monkeypatch):
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+
+    x, wq, sc = _grouped_problem(24, 256, 3072, 32, torch.float16, seed=13)
+    ref = reference.w4a16_mm(x, wq, sc, 32)
+    calls = []
+    real = T.gemv_tma_sm90
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(k) or real(*a, **k))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("another kernel ran")
+    for mod, name in ((fp4_gemm, "w4a16_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90_grouped"),
+                      (fp4_gemv, "w4a16_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
+        monkeypatch.setattr(mod, name, forbidden)
+    _check(fp4mm.w4a16_mm(x, wq, sc, 32), ref)
+    assert calls == [{"group_size": 32}]
+    monkeypatch.undo()
+    # K % 256 != 0: the plain-Triton GEMV, never the register ring at 24 tokens
+    x, wq, sc = _grouped_problem(24, 64, 384, 32, torch.float16, seed=14)
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", forbidden)
+    monkeypatch.setattr(T, "gemv_tma_sm90", forbidden)
+    _check(fp4mm.w4a16_mm(x, wq, sc, 32), reference.w4a16_mm(x, wq, sc, 32))
