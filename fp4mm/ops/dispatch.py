@@ -105,14 +105,20 @@ GEMV_MAX_M = {
 # us): 14336 x 4096 43.5 / 46.6 vs 49.7 / 53.4; 8192 x 28672 131.3 / 133.6 vs 167.3 / 174.3;
 # 28672 x 8192 143.6 / 151.5 vs 153.0 / 161.3; 8192 x 3072 19.6 / 20.7 vs 23.8 / 25.7;
 # 10240 x 8192 a tie (63.5 / 67.9 vs 64.0 / 66.6, the ring 1.9% slower at M=64).
-# Session 27: w4a16_mm at 17-32 tokens takes the TMA-fed GEMV with group scales (one MMA chain
-# per group, as the register ring's grouped form; several warps share each x stage), where it
-# applies (K % 256 == 0, groups 32, 64 or multiples of 128, aligned operands); else the
-# plain-Triton GEMV, as before. H100, raw weights, group 32, fp16 x, CUDA-graph medians, 3
-# rotating rounds (bench/results/2026-11-27-gemv-tma-grouped-h100.json; TMA vs the plain-Triton
-# GEMV, us): 18432 x 3072 M=32 33.9 vs 47.2; 8192 x 8192 M=24 31.9 vs 50.0. Up to 16 tokens the
-# register ring stays (18432 x 3072 M=16 24.1 vs TMA 25.9, M=9 22.8 vs 25.2; it loses at
-# 8192 x 8192, 26.2 vs 29.3, and 28672 x 4096, 43.1 vs 56.6, where its config is not tuned).
+# Session 27: w4a16_mm with groups of 32 at 17-32 tokens takes the TMA-fed GEMV with group
+# scales (one MMA chain per group, as the register ring's grouped form; two warps share each x
+# stage), where it applies (K % 256 == 0, aligned operands); else the plain-Triton GEMV, as
+# before. H100, raw weights, fp16 x, CUDA-graph medians, 3 rotating rounds (TMA vs the
+# plain-Triton GEMV, us; bench/results/2026-11-27-gemv-tma-grouped-rule-h100.json):
+# - group 32, M = 17 / 24 / 32: 18432 x 3072 33.3 / 33.4 / 34.6 vs 43.8 / 45.2 / 47.4; 8192 x
+#   8192 31.7 / 32.0 / 32.1 vs 48.6 / 49.6 / 51.0; 4096 x 4096 15.5 / 16.3 / 17.2 vs 17.4 /
+#   17.9 / 18.3 (faster at all nine);
+# - groups of 64 and 128 (the Triton GEMV is quicker on them): 18432 x 3072 g64 30.4-32.1 vs
+#   29.3-31.4 (slower), g128 29.7-30.7 vs 31.2-32.3; 8192 x 8192 30.1-31.5 vs 33.1-35.9; 4096 x
+#   4096 13.5-16.3 vs 11.9-13.4 (slower): mixed, so they stay on the Triton GEMV.
+# Up to 16 tokens the register ring stays (...-gemv-tma-grouped-h100.json, group 32: 18432 x
+# 3072 M=16 24.1 vs TMA 25.9, M=9 22.8 vs 25.2; it loses at 8192 x 8192, 26.2 vs 29.3, and
+# 28672 x 4096, 43.1 vs 56.6, where its config is not tuned).
 GEMV_SM90_MAX_M = {
     "nvfp4_mm": 64,
     "w4a16_mm": 32,
@@ -122,6 +128,7 @@ GEMV_SM90_MIN_N_ABOVE_32 = 8192
 GEMV_SM90_TMA_MIN_M = 9
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 GEMV_SM90_RING_MAX_M_GROUPED = 16
+GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves above the ring's tokens
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token

@@ -18,6 +18,7 @@ from fp4mm.ops.dispatch import (
     GEMV_FP8_SM90_MAX_M,
     GEMV_SM90_RING_MAX_M_16BIT_X,
     GEMV_SM90_RING_MAX_M_GROUPED,
+    GEMV_SM90_TMA_GROUPS,
     GEMV_SM90_TMA_MIN_M,
     gemv_sm90_max_m,
     select_kernel,
@@ -69,7 +70,7 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                          and M <= fp4_gemv_sm90.max_m(False, group_size)):
                 return "gemv_sm90"
             if (M > GEMV_SM90_RING_MAX_M_GROUPED and K % fp4_gemv_tma_sm90.KCHUNK == 0
-                    and fp4_gemv_tma_sm90.group_size_is_supported(group_size)):
+                    and group_size in GEMV_SM90_TMA_GROUPS):
                 return "gemv_sm90"  # the TMA-fed GEMV with group scales
         return "gemv"
     if is_hopper(device):
@@ -90,7 +91,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
     ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. 16-bit group scales
-    above ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens take the TMA-fed GEMV too, where it applies.
+    of ``GEMV_SM90_TMA_GROUPS`` above ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens take the TMA-fed
+    GEMV too, where it applies.
     Everything else that fits goes to the register-ring GEMV."""
     from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90
 
@@ -107,7 +109,7 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
         if M > GEMV_SM90_RING_MAX_M_16BIT_X:
             return False
     if group_size is not None and M > GEMV_SM90_RING_MAX_M_GROUPED:
-        if (fp4_gemv_tma_sm90.group_size_is_supported(group_size)
+        if (group_size in GEMV_SM90_TMA_GROUPS
                 and fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales)):
             fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out,
                                             group_size=group_size)

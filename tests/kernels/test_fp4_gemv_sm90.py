@@ -162,9 +162,16 @@ def _ops_choose(monkeypatch, op, M, K, hopper=True, group_size=None):
                                       ("w4a16_mm", 32), ("w4a16_mm", 64), ("w4a16_mm", 128),
                                       ("w4a16_mm", 384)])
 def test_ops_route_hopper_decode_here(monkeypatch, op, group):
-    from fp4mm.ops.dispatch import GEMV_SM90_MAX_M, gemv_max_m
+    from fp4mm.ops.dispatch import (
+        GEMV_SM90_MAX_M,
+        GEMV_SM90_RING_MAX_M_GROUPED,
+        GEMV_SM90_TMA_GROUPS,
+        gemv_max_m,
+    )
 
     top = GEMV_SM90_MAX_M[op]
+    if op == "w4a16_mm" and group not in GEMV_SM90_TMA_GROUPS:  # the ring only
+        top = GEMV_SM90_RING_MAX_M_GROUPED
     assert _ops_choose(monkeypatch, op, 1, 3072, group_size=group) == "gemv_sm90"
     assert _ops_choose(monkeypatch, op, top, 3072, group_size=group) == "gemv_sm90"
     # above it: the plain-Triton GEMV, or the GEMM where the Gluon GEMV reaches the GEMV range

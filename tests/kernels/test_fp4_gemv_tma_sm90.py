@@ -88,9 +88,10 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
 
 
 def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
-    """w4a16_mm above the register ring's 16 grouped tokens: the TMA GEMV where it applies
-    (K % 256 == 0, groups 32, 64, multiples of 128), else the plain-Triton GEMV."""
-    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED
+    """w4a16_mm above the register ring's 16 grouped tokens: the TMA GEMV for groups of 32 where
+    it applies (K % 256 == 0), else the plain-Triton GEMV (groups of 64 and 128: mixed against
+    it, session 27)."""
+    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_GROUPS
 
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
     monkeypatch.setattr(ops, "is_hopper", lambda device: True)
@@ -98,12 +99,14 @@ def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
     def choose(M, K, group):
         return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
     top = GEMV_SM90_RING_MAX_M_GROUPED
-    for group in (32, 64, 128, 256):
-        assert T.group_size_is_supported(group)
-        assert choose(top + 1, 3072, group) == "gemv_sm90"
-        assert choose(32, 3072, group) == "gemv_sm90"
-        assert choose(24, 3072 + 128, group) == "gemv"  # K % 256
-    assert choose(33, 3072, 64) == "gemv"
+    assert GEMV_SM90_TMA_GROUPS == (32,)
+    assert choose(top + 1, 3072, 32) == "gemv_sm90"
+    assert choose(32, 3072, 32) == "gemv_sm90"
+    assert choose(24, 3072 + 128, 32) == "gemv"  # K % 256
+    assert choose(33, 3072, 32) in ("gemv", "gemm_sm90")
+    for group in (64, 128, 256):
+        assert T.group_size_is_supported(group)  # the kernel takes them; the ops do not
+        assert choose(24, 3072, group) == "gemv"
     assert not T.group_size_is_supported(16) and choose(24, 3072, 16) == "gemv"
     for bad in (0, 16, 48, 96):
         assert not T.group_size_is_supported(bad)
