@@ -305,42 +305,38 @@ def _fp4_gemv_kernel(
 
 
 @triton.jit
-def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om, FULL_COLS,
+def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
                           SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
                           ALPHA_PTR: tl.constexpr = False):
-    """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... . The last
-    split holds columns ``n < FULL_COLS`` only (the others have one split fewer; pass N where
-    every column has SPLIT_K). PDL (GPU only, launched with ``launch_pdl``): wait for the
-    previous kernel before any memory access, then let the next one launch."""
+    """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
+    PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
+    memory access, then let the next one launch."""
     pdl_prologue(PDL)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < M * N
-    m = offs // N
-    n = offs % N
     acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
     for s in tl.static_range(1, SPLIT_K):
-        live = ok & (n < FULL_COLS) if s == SPLIT_K - 1 else ok
-        acc += tl.load(part_ptr + s * M * N + offs, mask=live, other=0.0)
+        acc += tl.load(part_ptr + s * M * N + offs, mask=ok, other=0.0)
+    m = offs // N
+    n = offs % N
     tl.store(out_ptr + m * stride_om + n,
              apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # --------------------------------------------------------------------------------------- launcher
 def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
-                    pdl: bool = False, full_cols: int | None = None) -> None:
+                    pdl: bool = False) -> None:
     """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
-    order (deterministic); the reduce of this GEMV and of the Gluon GEMVs. ``pdl``: launched
+    order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
     with programmatic dependent launch (it waits for the previous kernel itself). ``alpha``: a
-    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``). ``full_cols``:
-    only columns below it have the last split (the rest one split fewer: their last slot is
-    never read); None: every column has all."""
+    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
     splits, M, N = part.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, part)
     block = 1024
     pdl_args = {"PDL": True, "launch_pdl": True} if pdl else {}  # the interpreter has no PDL
     _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
-        part, out, M, N, alpha, alpha_ptr, out.stride(0), N if full_cols is None else full_cols,
-        SPLIT_K=splits, BLOCK=block, ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
+        part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
+        ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ M >= 9 only (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +98,7 @@ def _group_scales(ws_ptr, s_offs, chunk, W_GROUP: gl.constexpr):
 @gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
     w_desc, s_desc, x_desc, ws_ptr, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr,
-    stride_om, stride_wsn, BLOCKS_HI, CHUNKS_SPLIT_LO, SPLITS_LO,
+    stride_om, stride_wsn,
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     ALPHA_PTR: gl.constexpr = False, W_GROUP: gl.constexpr = 0,
@@ -110,8 +109,6 @@ def _fp4_gemv_tma_sm90_kernel(
     w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
     [BN, 16]; x_desc: fp16/bf16 x (M, K), box [NT, 256]. Grid (N / BN, splits), BN = 16
     ROW_TILES num_warps; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter).
-    Row blocks from BLOCKS_HI on have SPLITS_LO splits of CHUNKS_SPLIT_LO chunks instead (one
-    fewer: the balanced split); their programs with ``pid_k >= SPLITS_LO`` do nothing.
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
     W_GROUP > 0: 16-bit SDTYPE group scales per W_GROUP (32, 64 or a multiple of 128) instead of
     E4M3 ones; ``ws_ptr`` (row stride ``stride_wsn``) holds them as one int16/32/64 word per row
@@ -148,12 +145,8 @@ def _fp4_gemv_tma_sm90_kernel(
                                   is_pure=False, pack=1)
     pid_n = gl.program_id(0)
     pid_k = gl.program_id(1)
-    hi = (pid_n < BLOCKS_HI).to(gl.int32)
-    live = hi | (pid_k < SPLITS_LO).to(gl.int32)  # 0: an idle program of a low-split block
-    per = CHUNKS_SPLIT_LO + (CHUNKS_SPLIT - CHUNKS_SPLIT_LO) * hi
-    c_start = pid_k * per
-    n_c = gl.maximum(gl.minimum(c_start + per, CHUNKS) - c_start, 0) * live
-    c_begin = gl.minimum(c_start, CHUNKS - 1)  # in the matrix even where n_c is 0
+    c_begin = pid_k * CHUNKS_SPLIT
+    n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
     row0 = pid_n * BN
     for t in gl.static_range(STAGES):
         _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,
@@ -192,9 +185,8 @@ def _fp4_gemv_tma_sm90_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
 
-    # an idle program stores nothing: its rows start at N (masked out)
-    _epilogue(acc, out_ptr, row0 + (N - row0) * (1 - live), pid_k, M, N, alpha, alpha_ptr,
-              stride_om, PARTIAL, PDL, ALPHA_PTR)
+    _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
+              ALPHA_PTR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,52 +205,11 @@ class GemvTMAConfig:
     stages: int = 3
     split_k: int = 2
     warps: int = 1
-    balanced: bool = False
 
 
 def config_is_valid(cfg: GemvTMAConfig) -> bool:
     return (cfg.row_tiles in (1, 2) and 2 <= cfg.stages <= 4 and cfg.split_k >= 1
-            and cfg.warps in (1, 2, 4) and isinstance(cfg.balanced, bool))
-
-
-def shared_bytes(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
-    """A CTA's shared memory: the ring stages (codes, E4M3 scales unless ``grouped``, x) and
-    their mbarriers."""
-    bn = 16 * cfg.row_tiles * cfg.warps
-    return cfg.stages * (bn * (128 + (0 if grouped else 16)) + nt * KCHUNK * 2 + 8)
-
-
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def split_plan(cfg: GemvTMAConfig, rows: int, chunks: int, nt: int, sm_count: int,
-               grouped: bool = False) -> tuple[int, int, int]:
-    """``(splits, blocks_hi, splits_lo)``: the row blocks below ``blocks_hi`` run ``splits`` K
-    ranges, the others ``splits_lo`` (the same, or one fewer).
-
-    Uniform (``cfg.balanced`` off): ``cfg.split_k`` everywhere. Balanced: as many programs as
-    the SMs hold at once (``sm_count`` times the CTAs an SM fits by shared memory), each row
-    block split ``s`` or ``s + 1`` ways, so that every SM gets about the same number of chunks
-    in one wave (session 27: a grid of 528 CTAs on 132 SMs measured 605-645 ns per MB of
-    weights against 664 for 432, where 36 SMs run four CTAs and 96 three). At most ``chunks //
-    3`` ways."""
-    blocks = triton.cdiv(rows, 16 * cfg.row_tiles * cfg.warps)
-    if not cfg.balanced:
-        split = min(cfg.split_k, chunks)
-        split = triton.cdiv(chunks, triton.cdiv(chunks, split))  # no empty split
-        return split, blocks, split
-    per_sm = max(1, min(32 // cfg.warps, (227 * 1024) // (shared_bytes(cfg, nt, grouped) + 1024)))
-    slots = per_sm * sm_count
-    most = max(1, chunks // 3)  # at least 3 chunks a program: the partials cost traffic
-    lo = max(1, min(most, slots // blocks))
-    hi_blocks = min(blocks, slots - lo * blocks) if lo < most else 0
-    per_hi = triton.cdiv(chunks, lo + 1)
-    if hi_blocks <= 0 or per_hi == triton.cdiv(chunks, lo) or lo * per_hi >= chunks:
-        lo = triton.cdiv(chunks, triton.cdiv(chunks, lo))
-        return lo, blocks, lo
-    return lo + 1, hi_blocks, lo
+            and cfg.warps in (1, 2, 4))
 
 
 def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
@@ -354,16 +305,15 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
     x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
     chunks = K // KCHUNK
-    split, blocks_hi, split_lo = split_plan(cfg, N, chunks, nt, _sm_count(out.device.index or 0)
-                                            if out.is_cuda else 132, group_size is not None)
+    per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
+    split = triton.cdiv(chunks, per)
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
-        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, triton.cdiv(chunks, split), a, alpha_ptr,
-        N if partial else out.stride(0), ws.stride(0), blocks_hi, triton.cdiv(chunks, split_lo),
-        split_lo,
+        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
+        N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
         ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,
@@ -371,5 +321,4 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        reduce_partials(dst, out, alpha, pdl=True,
-                        full_cols=None if blocks_hi * bn >= N else blocks_hi * bn)
+        reduce_partials(dst, out, alpha, pdl=True)

@@ -308,20 +308,3 @@ def test_alpha_from_a_device_tensor_gives_the_same_bits(name):
         V.nvfp4_mm_gemv(*x, wq, ws, alpha, "low_first", out, config=CONFIGS[name])
         outs.append(out)
     assert not torch.isnan(outs[0]).any() and torch.equal(outs[0], outs[1])
-
-
-@pytest.mark.parametrize("full_cols", [None, 0, 37, 64])
-def test_reduce_sums_the_last_split_only_below_full_cols(full_cols):
-    """The split-K reduce (shared by every GEMV): partials summed in split order; with
-    ``full_cols`` the last split's slot is read only for columns below it (the balanced split
-    of the TMA GEMV leaves it unwritten for the other columns: NaN here must not leak)."""
-    g = torch.Generator().manual_seed(9)
-    splits, M, N = 3, 5, 64
-    part = torch.randn((splits, M, N), generator=g).to(DEV)
-    if full_cols is not None:
-        part[-1, :, full_cols:] = float("nan")
-    out = torch.full((M, N), float("nan"), dtype=torch.float32, device=DEV)
-    V.reduce_partials(part, out, 0.5, full_cols=full_cols)
-    cut = N if full_cols is None else full_cols
-    want = torch.cat([(part[0] + part[1] + part[2])[:, :cut], (part[0] + part[1])[:, cut:]], 1)
-    assert torch.equal(out, want * 0.5)

@@ -58,28 +58,6 @@ def test_config_validity_and_heuristic():
     assert T.choose_config(32, 3072, 3072) == C(2, 3, 3)
 
 
-def test_balanced_split_plan_fills_one_wave_with_nonempty_splits():
-    """The balanced plan: row blocks split ``s + 1`` or ``s`` ways, as many programs as the SMs
-    hold at once where that many fit, every split non-empty, at least 3 chunks a program."""
-    for cfg, nt, grouped in ((C(2, 2, 3, 4, balanced=True), 16, False),
-                             (C(2, 2, 3, 2, balanced=True), 32, True),
-                             (C(1, 2, 3, 1, balanced=True), 16, False)):
-        per_sm = (227 * 1024) // (T.shared_bytes(cfg, nt, grouped) + 1024)
-        for rows, chunks, sms in ((18432, 12, 132), (8192, 32, 132), (28672, 16, 132),
-                                  (97, 10, 1), (300, 4, 1), (4096, 1, 132)):
-            split, hi, lo = T.split_plan(cfg, rows, chunks, nt, sms, grouped)
-            blocks = -(-rows // (16 * cfg.row_tiles * cfg.warps))
-            assert 1 <= lo <= split <= lo + 1 and 0 < hi <= blocks
-            assert split <= max(1, chunks // 3)
-            for s in {split, lo}:  # no split of a block is empty
-                assert (s - 1) * -(-chunks // s) < chunks
-            programs = hi * split + (blocks - hi) * lo
-            if split > lo:
-                assert programs == min(32 // cfg.warps, per_sm) * sms
-    assert T.split_plan(C(2, 2, 3, 4, balanced=True), 18432, 12, 16, 132) == (4, 96, 3)
-    assert T.split_plan(C(2, 2, 3, 4), 18432, 12, 16, 132) == (3, 144, 3)  # uniform
-
-
 def test_is_supported_needs_hopper_m_and_k(monkeypatch):
     monkeypatch.setattr(T, "is_hopper", lambda device: True)
     t = torch.empty(64, dtype=torch.uint8)
@@ -150,14 +128,11 @@ def _shipped() -> list[tuple]:
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     cases = {c + (0,) for c in cases}
-    # 16-bit group scales where the ops send them here (17-32 tokens, GEMV_SM90_TMA_GROUPS; the
-    # kernel compiles the others too, fp16 groups of 256 with a 24-byte spill at 32 tokens)
-    from fp4mm.ops.dispatch import GEMV_SM90_TMA_GROUPS
-
+    # 16-bit group scales at the tokens the ops send here (17-32), every group form
     for M in range(17, T.MAX_M + 1):
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K, group_size=32)
-            for x, group in itertools.product(("fp16", "bf16"), GEMV_SM90_TMA_GROUPS):
+            for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
                 cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, cfg.split_k > 1,
                            cfg.warps, False, "fp16", False, group))
     return sorted(cases)
@@ -183,7 +158,7 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
            "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
-           "stride_wsn": "i32", "BLOCKS_HI": "i32", "CHUNKS_SPLIT_LO": "i32", "SPLITS_LO": "i32"}
+           "stride_wsn": "i32"}
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
                   STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype)
     sig |= {k: "constexpr" for k in consts}
@@ -266,11 +241,9 @@ def test_matches_oracle(M, N, K, dtype, order):
 
 @gpu
 @pytest.mark.parametrize("cfg", [C(rt, st, sp, w) for w in (1, 2, 4) for rt in (1, 2)
-                                 for st in (2, 3, 4) for sp in (1, 2, 3, 5)]
-                         + [C(1, 2, 3, 1, True), C(2, 3, 2, 2, True)], ids=str)
+                                 for st in (2, 3, 4) for sp in (1, 2, 3, 5)], ids=str)
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
-def test_every_config(cfg, out_dtype, monkeypatch):
-    monkeypatch.setattr(T, "_sm_count", lambda index: 1)  # a small "GPU": mixed splits
+def test_every_config(cfg, out_dtype):
     M, N, K = 11, 97, 2560  # 10 chunks: uneven splits, rings longer and shorter than a split
     x, wq, ws = _problem(M, N, K, torch.float16, seed=5)
     out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
@@ -361,11 +334,9 @@ def test_grouped_matches_oracle(M, N, K, group, dtype, order):
 
 @gpu
 @pytest.mark.parametrize("cfg", [C(rt, st, sp, w) for w in (1, 2, 4) for rt in (1, 2)
-                                 for st in (2, 4) for sp in (1, 3, 5)]
-                         + [C(1, 2, 3, 1, True), C(2, 2, 3, 2, True)], ids=str)
+                                 for st in (2, 4) for sp in (1, 3, 5)], ids=str)
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32], ids=str)
-def test_grouped_every_config(cfg, out_dtype, monkeypatch):
-    monkeypatch.setattr(T, "_sm_count", lambda index: 1)  # a small "GPU": mixed splits
+def test_grouped_every_config(cfg, out_dtype):
     M, N, K = 27, 97, 2560  # 10 chunks: uneven splits, rings longer and shorter than a split
     x, wq, sc = _grouped_problem(M, N, K, 32, torch.float16, seed=6)
     out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
