@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from scripts.gpu_decode import Problem, close, rounds, time_graph  # noqa: E402
+from scripts.gpu_gemv_group_cols import sweep  # noqa: E402  (check, then time, each config)
 
 C = T.GemvTMAConfig
 ALL = [C(rt, st, sp, w) for w in (1, 2, 4) for rt in (1, 2) for st in (2, 3, 4)
@@ -192,15 +193,8 @@ def grouped(rule_only=False):
         now(0, o)
         if not close(o, p.reference(0))[0]:
             raise SystemExit(f"FAIL now {dt} M={M} {N}x{K}")
-        res = []
-        for cfg in [T.choose_config(M, N, K, group)] if rule_only else GROUPED:
-            o = torch.full_like(out, float("nan"))
-            run(cfg, 0, o)
-            if not close(o, p.reference(0))[0]:
-                raise SystemExit(f"FAIL grouped timing case {dt} M={M} {N}x{K} {cfg}")
-            res.append((time_graph([lambda i=i, c=cfg: run(c, i, out) for i in range(4)])[0],
-                        cfg))
-        res.sort(key=lambda r: r[0])
+        res = sweep(p, out, run, [T.choose_config(M, N, K, group)] if rule_only else GROUPED,
+                    f"grouped timing case {dt} M={M} {N}x{K}")
         fns = {"now": lambda: time_graph([lambda i=i: now(i, out) for i in range(4)])[0]}
         for _, c in res[:3]:
             fns[short(c)] = (lambda c=c: time_graph(
@@ -243,15 +237,7 @@ def main():
         def run(cfg, i, o):
             T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", o, config=cfg)
 
-        res = []
-        for cfg in ALL:
-            o = torch.full_like(out, float("nan"))
-            run(cfg, 0, o)
-            if not close(o, p.reference(0))[0]:
-                raise SystemExit(f"FAIL timing case {dt} M={M} {N}x{K} {cfg}")
-            res.append((time_graph([lambda i=i, c=cfg: run(c, i, out) for i in range(4)])[0],
-                        cfg))
-        res.sort(key=lambda r: r[0])
+        res = sweep(p, out, run, ALL, f"timing case {dt} M={M} {N}x{K}")
         heur = T.choose_config(M, N, K)
         pick = [heur] + [c for _, c in res if c != heur][:3]
         got = rounds({short(c): (lambda c=c: time_graph(
