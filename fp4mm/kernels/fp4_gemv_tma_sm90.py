@@ -64,26 +64,22 @@ _X_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank
 
 @gluon.jit
 def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live,
-           GROUPED: gl.constexpr, WEIGHTS: gl.constexpr = True, X: gl.constexpr = True):
+           GROUPED: gl.constexpr):
     """Stage ``s`` <- chunk ``chunk`` (256 K) of the CTA's weight rows, their E4M3 scales (not
-    for 16-bit group scales: the consumer loads those) and x. WEIGHTS: arm the stage's barrier
-    for all of it and copy the weights; X: copy x (the prologue copies the weights before the
-    PDL wait and x after it)."""
-    if WEIGHTS:
-        if GROUPED:
-            nbytes: gl.constexpr = w_desc.block_type.nbytes + x_desc.block_type.nbytes
-        else:
-            nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
-                                    + x_desc.block_type.nbytes)
-        mbarrier.expect(ready.index(s), nbytes, pred=live)
-        tma.async_copy_global_to_shared(w_desc, [row0, chunk * 128], ready.index(s),
-                                        w_bufs.index(s), pred=live)
-        if not GROUPED:
-            tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),
-                                            s_bufs.index(s), pred=live)
-    if X:
-        tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s),
-                                        x_bufs.index(s), pred=live)
+    for 16-bit group scales: the consumer loads those) and x."""
+    if GROUPED:
+        nbytes: gl.constexpr = w_desc.block_type.nbytes + x_desc.block_type.nbytes
+    else:
+        nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                                + x_desc.block_type.nbytes)
+    mbarrier.expect(ready.index(s), nbytes, pred=live)
+    tma.async_copy_global_to_shared(w_desc, [row0, chunk * 128], ready.index(s), w_bufs.index(s),
+                                    pred=live)
+    if not GROUPED:
+        tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),
+                                        s_bufs.index(s), pred=live)
+    tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s), x_bufs.index(s),
+                                    pred=live)
 
 
 @gluon.jit
@@ -144,27 +140,21 @@ def _fp4_gemv_tma_sm90_kernel(
         mbarrier.init(ready.index(i), count=1)
     fence_async_shared()
 
+    if PDL:  # launched early behind the previous kernel: wait for it before any memory access
+        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
     pid_n = gl.program_id(0)
     pid_k = gl.program_id(1)
     c_begin = pid_k * CHUNKS_SPLIT
     n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
     row0 = pid_n * BN
-    # The weights and their scales are no previous kernel's output: their first chunks are
-    # copied before the PDL wait (under the previous kernel's tail); x, the out and the partials
-    # only after it.
     for t in gl.static_range(STAGES):
         _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,
-               t < n_c, GROUPED, X=False)
+               t < n_c, GROUPED)
     if GROUPED:  # rows past N clamped to the last row (their outputs are not stored)
         rs = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
         gs0, gs1 = _group_scales(ws_ptr, s_offs, c_begin, W_GROUP)
-    if PDL:  # launched early behind the previous kernel: wait for it before touching x or out
-        gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
-                                  is_pure=False, pack=1)
-    for t in gl.static_range(STAGES):
-        _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,
-               t < n_c, GROUPED, WEIGHTS=False)
 
     acc = gl.zeros([BN, NT], gl.float32, mma)
     for t in range(n_c):
