@@ -1,6 +1,7 @@
 """Drive the decode kernels for Nsight Compute (one op per argument, a few launches each):
 ``ncu --clock-control none -k regex:gemv ... python scripts/gpu_ncu_gemv.py nvfp4_w4a16 w4a4``.
-Shapes: M = 1, N = 18432, K = 3072, the heuristic config (split-K reduce kernels run too)."""
+Shapes: M = 1 (or ``NCU_M`` tokens), N = 18432, K = 3072, the heuristic config (split-K reduce
+kernels run too)."""
 
 import os
 import sys
@@ -13,7 +14,7 @@ import fp4mm  # noqa: E402
 N, K = 18432, 3072
 torch.manual_seed(0)
 w = fp4mm.quantize_nvfp4(torch.randn(N, K, device="cuda"))
-x = torch.randn(1, K, device="cuda")
+x = torch.randn(int(os.environ.get("NCU_M", "1")), K, device="cuda")
 for op in sys.argv[1:]:
     for _ in range(3):
         if op == "w4a4":
