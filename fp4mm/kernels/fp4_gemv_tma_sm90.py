@@ -1,5 +1,6 @@
-"""Decode GEMV for NVFP4 weights and 16-bit activations at 9-32 tokens on Hopper, in Gluon, with
-the weights *and* x fed by TMA into a shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
+"""Decode GEMV for NVFP4 weights (or FP4 weights with 16-bit group scales) and 16-bit
+activations at 9-32 tokens on Hopper, in Gluon, with the weights *and* x fed by TMA into a
+shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
 
 Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 8 tokens and
 W4A4; the plain-Triton ``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens of
@@ -28,10 +29,15 @@ or 32):
 - **Split-K** (grid axis 1): fp32 partials ``(splits, M, N)``, summed in a fixed order by
   ``fp4_gemv``'s reduce kernel (deterministic). Both use programmatic dependent launch, as in
   ``fp4_gemv_sm90``.
+- **16-bit group scales** (``group_size``, session 27): the codes and x ride the ring as above;
+  each warp runs the register ring's grouped step (each 32-group one MMA chain, its exact fp32
+  sum times the scale), and loads its rows' packed scales from global memory a chunk ahead.
 
 Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`` otherwise):
-Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases. The ops send it
-M >= 9 only (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``).
+Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
+32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
+M >= 9 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 above the register ring's
+16 tokens (``GEMV_SM90_TMA_GROUPS``).
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ def unpack_weight(w_q, w_scales, order: str):
 def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
     """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= ``gemv_sm90_max_m(op, N)``,
-    K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128, or 16 at up to two
-    tokens;
+    K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128 up to
+    ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens, or 16 at up to two tokens; groups of
+    ``GEMV_SM90_TMA_GROUPS`` above that with K % 256 == 0;
     :func:`run_gemv_sm90` picks which), ``"gemv"`` (the plain-Triton
     decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
     group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
