@@ -790,6 +790,13 @@ def config_is_valid(cfg: GemvSM90Config) -> bool:
             and not isinstance(cfg.group_cols, bool))
 
 
+def packed_group_scales(w_scales: torch.Tensor, group_size: int) -> torch.Tensor:
+    """16-bit group scales ``(N, K/group_size)`` viewed as one packed word of a 128-K step's
+    scales per row and step (int64 for groups of 32, int32 for 64; int16, one group spanning
+    ``group_size / 128`` steps, from 128 on): what the one-chain-per-group form loads."""
+    return w_scales.view({32: torch.int64, 64: torch.int32}.get(group_size, torch.int16))
+
+
 def group_size_is_supported(group_size: int) -> bool:
     """16-bit group scales this kernel serves: 16 (as MMA columns only, so at most
     ``max_m(False, 16)`` tokens), 32, 64 or a multiple of 128 (below 16, or 96, they go to the
@@ -993,9 +1000,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
                                  f"columns, got group_size={group_size}, M={M}")
             ws = w_scales  # each column's scale, loaded as it is
         else:
-            # one packed word of the step's scales per row (a group >= 128 spans several steps)
-            word = {32: torch.int64, 64: torch.int32}.get(group_size, torch.int16)
-            ws = w_scales.view(word)
+            ws = packed_group_scales(w_scales, group_size)
     else:
         if w_scales.dtype == torch.float8_e4m3fn:
             w_scales = w_scales.view(torch.uint8)

@@ -52,6 +52,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from fp4mm.backend import is_hopper
+from fp4mm.kernels import fp4_gemv_sm90
 from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_gemv_sm90 import (
     _GL_DTYPE,
@@ -249,12 +250,11 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     split = max(1, min(4, triton.cdiv(chunks, 4)))
     if group_size is not None:
         return GemvTMAConfig(row_tiles=2, stages=2, split_k=split, warps=2 if M > 16 else 1)
+    blocks = triton.cdiv(N, 32)
     if M <= 16:
         if triton.cdiv(N, 128) * split >= 256:
             return GemvTMAConfig(row_tiles=2, stages=2 if chunks <= 4 * split else 3,
                                  split_k=split, warps=4)
-    blocks = triton.cdiv(N, 32)
-    if M <= 16:
         return GemvTMAConfig(row_tiles=2, stages=3, split_k=2 if blocks >= 192 else 3)
     split = 1 if blocks >= 512 else (2 if blocks >= 192 else 3)
     return GemvTMAConfig(row_tiles=2, stages=3 if split == 3 else 2, split_k=split)
@@ -268,9 +268,9 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
 
 
 def group_size_is_supported(group_size: int) -> bool:
-    """16-bit group scales this kernel takes: one MMA chain per group of 32 or 64, or groups of
-    a multiple of 128 (a step's or several steps')."""
-    return group_size in (32, 64) or (group_size > 0 and group_size % 128 == 0)
+    """16-bit group scales this kernel takes: the register ring's one-chain-per-group sizes (32,
+    64, multiples of 128), not 16 (which the ring serves only as MMA columns)."""
+    return group_size != 16 and fp4_gemv_sm90.group_size_is_supported(group_size)
 
 
 def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
@@ -301,8 +301,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         if not group_size_is_supported(group_size):
             raise ValueError(f"group_size: expected 32, 64 or a multiple of 128, got "
                              f"{group_size}")
-        # one packed word of a step's scales per row (a group >= 256 spans several steps)
-        ws = w_scales.view({32: torch.int64, 64: torch.int32}.get(group_size, torch.int16))
+        ws = fp4_gemv_sm90.packed_group_scales(w_scales, group_size)
         s_desc, sdtype = w_desc, _GL_DTYPE[w_scales.dtype]  # s_desc: not read
     else:
         if w_scales.dtype == torch.float8_e4m3fn:
