@@ -64,9 +64,46 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-_PLAIN16 = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2))
 _PLAIN32 = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
 _X_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+# NVFP4 weights: codes and x land 128-byte swizzled (x as [tokens, 4, 64] boxes: 128-byte rows
+# of one token) and are read back through the bank-conflict-free views below
+_W_SWIZZLED = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+_X_SWIZZLED = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
+
+
+@gluon.constexpr_function
+def _row_bases(rows, first):
+    return [[1 << r, 0] for r in range(first, rows.bit_length() - 1)]
+
+
+# The three views map a shared-memory offset (bit by bit, XOR-linear) to the [rows, K] index the
+# register layouts read, where K is the 256-K chunk in *step order*: step s, quad lane c, in-lane
+# index j at 16 s + 4 c + j words (codes) or 64 s + 16 c + j pairs (x). Step s of quad lane c
+# holds the chunk's 32-K unit 2 c + s (the same K permutation on both operands and the scales;
+# the plain views hold unit 4 s + c). With the 128-byte swizzle (16-byte unit u of a 128-byte
+# row r lands at u ^ (r % 8)) the eight lanes of each 16-byte load phase (two rows or tokens,
+# four quad lanes) then read eight different bank groups: the plain layouts had 10 wavefronts
+# per load instead of 4 (ncu, session 28).
+@gluon.constexpr_function
+def _codes_view(rows):
+    """int32 code words [rows, 32] of a [rows, 128 B] codes box, 128-byte swizzled."""
+    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 16], [0, 4], [0, 8], [1, 16], [2, 4],
+                                  [4, 8]] + _row_bases(rows, 3))
+
+
+@gluon.constexpr_function
+def _scales_view(rows):
+    """int16 E4M3 scale pairs [rows, 8] of a [rows, 16 B] scales box (not swizzled)."""
+    return gl.SharedLinearLayout([[0, 4], [0, 1], [0, 2]] + _row_bases(rows, 0))
+
+
+@gluon.constexpr_function
+def _x_view(tokens):
+    """int32 pairs of 16-bit x [tokens, 128] of a [tokens, 4, 64] x box, 128-byte swizzled (a
+    128-byte row is 64 K of one token: the swizzle row is 4 token + K block)."""
+    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 4], [0, 8], [0, 64], [0, 20], [0, 40],
+                                  [1, 64]] + _row_bases(tokens, 1))
 
 
 @gluon.jit
@@ -85,8 +122,12 @@ def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk
     if not GROUPED:
         tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),
                                         s_bufs.index(s), pred=live)
-    tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s), x_bufs.index(s),
-                                    pred=live)
+    if GROUPED:
+        tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s),
+                                        x_bufs.index(s), pred=live)
+    else:  # x viewed as (M, K / 64, 64)
+        tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s),
+                                        x_bufs.index(s), pred=live)
 
 
 @gluon.jit
@@ -141,7 +182,14 @@ def _fp4_gemv_tma_sm90_kernel(
         s_bufs = w_bufs  # unused
     else:
         s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)
-    x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 256], x_desc.layout)
+    if GROUPED:
+        x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 256], x_desc.layout)
+        W_VIEW: gl.constexpr = _PLAIN32
+        X_VIEW: gl.constexpr = _PLAIN32
+    else:
+        x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 4, 64], x_desc.layout)
+        W_VIEW: gl.constexpr = _codes_view(BN)
+        X_VIEW: gl.constexpr = _x_view(NT)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
@@ -171,14 +219,14 @@ def _fp4_gemv_tma_sm90_kernel(
             gs0, gs1 = _group_scales(ws_ptr, s_offs, gl.minimum(c_begin + t + 1, CHUNKS - 1),
                                      W_GROUP)
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
-        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], _PLAIN32)
-        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], _PLAIN32)
+        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], W_VIEW)
+        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], X_VIEW)
         wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
         xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
         wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
         xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
         if not GROUPED:
-            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _PLAIN16)
+            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))
             sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
             sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
         gl.thread_barrier()  # every warp has read stage s: refill it
@@ -296,7 +344,8 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         raise ValueError(f"config: invalid {cfg}")
     nt = _token_tile(M)
     bn = 16 * cfg.row_tiles * cfg.warps
-    w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128], _PLAIN8)
+    w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128],
+                                          _PLAIN8 if group_size is not None else _W_SWIZZLED)
     if group_size is not None:
         if not group_size_is_supported(group_size):
             raise ValueError(f"group_size: expected 32, 64 or a multiple of 128, got "
@@ -308,7 +357,10 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
             w_scales = w_scales.view(torch.uint8)
         ws, sdtype = w_scales, gl.float16
         s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
-    x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
+    if group_size is not None:
+        x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
+    else:
+        x_desc = TensorDescriptor.from_tensor(x.view(M, K // 64, 64), [nt, 4, 64], _X_SWIZZLED)
     chunks = K // KCHUNK
     per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
     split = triton.cdiv(chunks, per)

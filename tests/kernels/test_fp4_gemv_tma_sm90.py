@@ -149,12 +149,16 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     from triton.experimental.gluon._runtime import GluonASTSource
 
     bn = 16 * rt * warps
-    xl = T._X_LAYOUT
+    # NVFP4: swizzled codes and x as [tokens, 4, 64] boxes; group scales: the plain layouts
+    if group:
+        xd, wl = f"tensordesc<{x}[{nt}, 256],{T._X_LAYOUT!r}>", T._PLAIN8
+    else:
+        xd, wl = f"tensordesc<{x}[{nt}, 4, 64],{T._X_SWIZZLED!r}>", T._W_SWIZZLED
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
-    sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{T._PLAIN8!r}>",
+    sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
            "s_desc": f"tensordesc<u8[{bn}, {128 if group else 16}],{T._PLAIN8!r}>",
-           "x_desc": f"tensordesc<{x}[{nt}, 256],{xl!r}>",
+           "x_desc": xd,
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
            "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
