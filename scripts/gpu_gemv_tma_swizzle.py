@@ -13,8 +13,13 @@ module as a file, e.g. ``git show REV:fp4mm/kernels/fp4_gemv_tma_sm90.py``; JSON
 1. Both modules' heuristic configs and seven configs (warps 1/2/4, row tiles 1/2, stages 2-4,
    split 1-4) checked against the oracle with NaN-poisoned outputs (fp32 and 16-bit) at ragged
    shapes, both nibble orders, fp16 and bf16 x; any failure stops the run.
-2. Each decode shape timed old / new with each module's heuristic config, 3 rotating rounds of
-   CUDA-graph medians over 4 weight copies.
+2. Each decode shape timed old / new with each module's heuristic config (and the new module
+   at the old config where the rules differ), 3 rotating rounds of CUDA-graph medians over 4
+   weight copies.
+``--sweep``: the new module alone, every config (warps 1/2/4 x row tiles 1/2 x stages 2/3 x split
+1-4) oracle-checked, then timed once, at four decode rows; prints the best five and the rule.
+``--sweep-rt1``: one row tile (warps 1/2/4 x stages 2/3 x split 1-4) and the rule, at 9 / 16 /
+24 / 32 tokens on seven weight shapes (the data for the one-row-tile rule).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ C = NEW.GemvTMAConfig
 CHECKED = [C(2, 2, 3, 4), C(2, 3, 1, 4), C(1, 2, 3, 4), C(2, 3, 2, 1), C(2, 2, 2, 2),
            C(1, 3, 1, 1), C(2, 4, 4, 2)]
 SHAPES = [(M, 18432, 3072, torch.bfloat16) for M in (9, 12, 16, 24, 32)] + [
+    (24, 8192, 8192, torch.bfloat16), (32, 8192, 3072, torch.bfloat16),
+    (32, 14336, 4096, torch.bfloat16), (32, 28672, 4096, torch.bfloat16),
     (16, 18432, 3072, torch.float16), (16, 8192, 8192, torch.bfloat16),
     (32, 8192, 8192, torch.bfloat16), (16, 28672, 4096, torch.bfloat16),
     (16, 14336, 4096, torch.bfloat16), (16, 4096, 4096, torch.bfloat16),
@@ -65,7 +72,39 @@ def check(mods):
     print(f"correctness: {n} checks passed", flush=True)
 
 
+def config_sweep(rt1=False):
+    from scripts.gpu_gemv_group_cols import sweep  # check, then time, each config
+
+    cfgs = [C(rt, st_, sp, w) for w in (1, 2, 4) for rt in ((1,) if rt1 else (1, 2))
+            for st_ in (2, 3) for sp in (1, 2, 3, 4)]
+    cases = [(16, 18432, 3072, torch.bfloat16), (9, 18432, 3072, torch.bfloat16),
+             (16, 8192, 8192, torch.bfloat16), (32, 18432, 3072, torch.bfloat16)]
+    if rt1:
+        cases = [(M, N, K, torch.bfloat16) for N, K in (
+            (18432, 3072), (8192, 8192), (28672, 4096), (14336, 4096), (4096, 4096),
+            (3072, 3072), (8192, 3072)) for M in (9, 16, 24, 32)]
+    rows = []
+    for M, N, K, dt in cases:
+        p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+
+        def run(cfg, i, o):
+            NEW.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", o, config=cfg)
+
+        rule = NEW.choose_config(M, N, K)
+        res = sweep(p, out, run, cfgs + ([rule] if rule not in cfgs else []), f"M={M} {N}x{K}")
+        t_rule = next(t for t, c in res if c == rule)
+        print(f"M={M} {N}x{K} {str(dt)[6:]}: rule {rule} {t_rule:.2f}; best "
+              + "; ".join(f"w{c.warps}r{c.row_tiles}s{c.stages}k{c.split_k} {t:.2f}"
+                          for t, c in res[:5]), flush=True)
+        rows += [dict(M=M, N=N, K=K, dtype=str(dt), config=str(c), us=t, rule=c == rule)
+                 for t, c in res]
+    save_rows("gemv-tma-swizzle-sweep" + ("-rt1" if rt1 else ""), rows)
+
+
 def main():
+    if "--sweep" in sys.argv or "--sweep-rt1" in sys.argv:
+        return config_sweep("--sweep-rt1" in sys.argv)
     old = patched_module("old_fp4_gemv_tma_sm90", open(sys.argv[1]).read())
     mods = {"old": old, "new": NEW}
     check(mods)
@@ -73,17 +112,24 @@ def main():
     for M, N, K, dt in SHAPES:
         p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
         out = torch.empty((M, N), dtype=dt, device="cuda")
-        fns = {name: (lambda mod=mod: time_graph(
-            [lambda i=i: mod.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", out)
-             for i in range(4)])[0]) for name, mod in mods.items()}
+        # "new_old_rule": the new module at the old module's config (when the rules differ)
+        o = old.choose_config(M, N, K)
+        runs = {"old": (old, None), "new": (NEW, None),
+                "new_old_rule": (NEW, C(o.row_tiles, o.stages, o.split_k, o.warps))}
+        if runs["new_old_rule"][1] == NEW.choose_config(M, N, K):
+            del runs["new_old_rule"]
+        fns = {name: (lambda mod=mod, cfg=cfg: time_graph(
+            [lambda i=i: mod.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", out,
+                                           config=cfg)
+             for i in range(4)])[0]) for name, (mod, cfg) in runs.items()}
         got = rounds(fns, 3)
         med = {k: st.median(v) for k, v in got.items()}
         cfg = NEW.choose_config(M, N, K)
-        print(f"{str(dt)[6:]:8s} M={M:2d} {N}x{K}  old {med['old']:6.2f}  new {med['new']:6.2f} "
-              f" ({100 * (med['new'] / med['old'] - 1):+.1f}%)  {cfg}  rounds {got}",
-              flush=True)
-        rows.append(dict(M=M, N=N, K=K, dtype=str(dt), config=str(cfg), old_us=got["old"],
-                         new_us=got["new"], old_med=med["old"], new_med=med["new"]))
+        print(f"{str(dt)[6:]:8s} M={M:2d} {N}x{K}  "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items())
+              + f"  ({100 * (med['new'] / med['old'] - 1):+.1f}%)  {cfg}", flush=True)
+        rows.append(dict(M=M, N=N, K=K, dtype=str(dt), config=str(cfg), old_config=str(o),
+                         rounds=got, medians=med))
     save_rows("gemv-tma-swizzle", rows)
 
 

@@ -267,45 +267,41 @@ def config_is_valid(cfg: GemvTMAConfig) -> bool:
             and cfg.warps in (1, 2, 4))
 
 
+# One wave of CTAs for the NVFP4 rule: the SMs of an H100 SXM / H200 (132) times the CTAs that
+# fit an SM's 228 KB of shared memory (each CTA also reserves 1 KB).
+_SMS = 132
+_SMEM_PER_SM = 228 * 1024
+
+
 def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
-    """The heuristic, from the H100 sweeps (CUDA-graph medians, fp16 and bf16 x, two row tiles per
-    CTA; one tile was 20-70% slower).
+    """The heuristic, from the H100 sweeps (CUDA-graph medians).
+    - NVFP4 weights (session 28, after the swizzled reads; bench/results/2026-11-28-gemv-tma-
+      swizzle-sweep-rt1-h100.json: 9 / 16 / 24 / 32 tokens on seven weight shapes, bf16 x, warps
+      1/2/4 x stages 2/3 x split 1-4 with one row tile): four warps of one row tile (64 rows a
+      CTA), 2 stages, K split 2 ways, or not split where two splits would not fit one wave. Within
+      6% of the best swept config at 27 of the 28 points (8192 x 3072 at 32 tokens: 13.3 against
+      11.6 us, single timings); 18432 x 3072 at 16 tokens 19.1 us (the session-27 rule 20.3).
+      With the bank conflicts gone, one row tile (the x fragments read once per 16 rows instead
+      of 32) beats two: shared-memory reads are cheap now, and the smaller CTAs fill the SMs.
     - 16-bit group scales (``group_size``): two row tiles, 2 stages, the split below (each CTA
       about 4 chunks, at most 4), two warps above 16 tokens, else one (session 27,
       bench/results/2026-11-27-gemv-tma-grouped-h100.json, group 32, fp16 x, best swept, us):
       32 tokens of 18432 x 3072 w2/r2/s2 split 3 33.6 (split 2-4 within 1%), 24 of 8192 x 8192
       split 4 31.4 (split 2 33.6), against the plain-Triton GEMV's 47.2 / 50.0; at 16 tokens one
       warp (18432 x 3072 25.5, 8192 x 8192 25.9, 28672 x 4096 43.1), which ``w4a16_mm`` does
-      not send here (the register ring: 24.1 us at 18432 x 3072).
-    - M <= 16: four warps (128 weight rows) per CTA sharing each x stage, K split so that a CTA runs
-      about 4 chunks (at most 4 splits), 2 stages, 3 where a CTA runs more chunks; but only where
-      that grid has at least 256 CTAs (about two an SM), else one warp as below. Session 27
-      (bench/results/2026-11-27-gemv-tma-warps-verify-h100.json, bf16 x at 9 / 12 / 16 tokens, fp16
-      at 16, 3 rotating rounds; four warps / one, us): 18432 x 3072 (432 CTAs) 20.55-21.34 /
-      21.93-23.07, 28672 x 4096 35.3-36.2 / 39.3-40.3, 14336 x 4096 20.2-21.1 / 23.4-23.7, 8192 x
-      8192 (256 CTAs) 21.05-21.90 / 21.77-22.31; but 4096 x 4096 (128 CTAs) 10.2-11.1 / 9.7-10.0,
-      8192 x 3072 (192) 12.5-12.6 / 11.4-11.8, 3072 x 3072 (72) 7.0-7.3 / 7.1-7.5. One warp per CTA
-      copies the CTA's whole x slice for 32 rows (at 16 tokens of 18432 x 3072, 57 MB from L2
-      against 28 MB of weights); four share it.
-    - Otherwise one warp per CTA (bench/results/2026-11-27-gemv-tma-sweep-run1-h100.json; at 32
-      tokens of 18432 x 3072 four warps were no faster, 31.1 vs 30.5 us in the session-27 sweep,
-      ...-gemv-tma-warps-h100.json): by row blocks of 32
-      (N = 18432 / 8192 / 3072: 576 / 256 / 96): M <= 16 3 stages, split 2 from 192 blocks,
-      else 3; M > 16 split 1 from 512 blocks (18432: 30.3-32.0, flat in the split), 2 from 192
-      (8192: 29.9-38.1; 3 splits of its 32 chunks 35-49), else 3 with 3 stages (3072: 8.4-8.9);
-      2 stages above one split (18432 M = 24: 31.1 against 35.9 with 3)."""
+      not send here (the register ring: 24.1 us at 18432 x 3072). These read the plain (not
+      swizzled) stages."""
     chunks = max(1, K // KCHUNK)
-    split = max(1, min(4, triton.cdiv(chunks, 4)))
     if group_size is not None:
+        split = max(1, min(4, triton.cdiv(chunks, 4)))
         return GemvTMAConfig(row_tiles=2, stages=2, split_k=split, warps=2 if M > 16 else 1)
-    blocks = triton.cdiv(N, 32)
-    if M <= 16:
-        if triton.cdiv(N, 128) * split >= 256:
-            return GemvTMAConfig(row_tiles=2, stages=2 if chunks <= 4 * split else 3,
-                                 split_k=split, warps=4)
-        return GemvTMAConfig(row_tiles=2, stages=3, split_k=2 if blocks >= 192 else 3)
-    split = 1 if blocks >= 512 else (2 if blocks >= 192 else 3)
-    return GemvTMAConfig(row_tiles=2, stages=3 if split == 3 else 2, split_k=split)
+    cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
+    rows = 16 * cfg.row_tiles * cfg.warps
+    stage = rows * (128 + 16) + _token_tile(min(max(M, 1), MAX_M)) * KCHUNK * 2
+    wave = _SMS * (_SMEM_PER_SM // (cfg.stages * stage + 1024))
+    if chunks < 2 or triton.cdiv(N, rows) * 2 > wave:
+        cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
+    return cfg
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:

@@ -45,17 +45,18 @@ def test_config_validity_and_heuristic():
     for M in range(9, T.MAX_M + 1):
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072), (4096, 256)):
             assert T.config_is_valid(T.choose_config(M, N, K))
-    # up to 16 tokens: four warps share an x stage where that grid has >= 256 CTAs; each CTA
-    # runs about 4 chunks
-    assert T.choose_config(16, 18432, 3072) == C(2, 2, 3, 4)
-    assert T.choose_config(9, 28672, 4096) == C(2, 2, 4, 4)
-    assert T.choose_config(16, 8192, 8192) == C(2, 3, 4, 4)
-    assert T.choose_config(16, 32768, 256) == C(2, 2, 1, 4)
-    assert T.choose_config(16, 8192, 3072) == C(2, 3, 2, 1)  # 192 CTAs at four warps
-    assert T.choose_config(16, 3072, 3072) == C(2, 3, 3, 1)
-    assert T.choose_config(32, 18432, 3072) == C(2, 2, 1)
-    assert T.choose_config(32, 8192, 8192) == C(2, 2, 2)
-    assert T.choose_config(32, 3072, 3072) == C(2, 3, 3)
+    # NVFP4: four warps of one row tile, 2 stages, split 2 unless two splits of the row blocks
+    # pass one wave (132 SMs x 6 CTAs at 16 tokens, x 4 at 32)
+    assert T.choose_config(16, 18432, 3072) == C(1, 2, 2, 4)  # 576 CTAs <= 792
+    assert T.choose_config(9, 28672, 4096) == C(1, 2, 1, 4)  # 896 > 792
+    assert T.choose_config(32, 18432, 3072) == C(1, 2, 1, 4)  # 576 > 528
+    assert T.choose_config(32, 14336, 4096) == C(1, 2, 2, 4)  # 448 <= 528
+    for M, N in ((16, 8192), (32, 8192), (16, 3072), (32, 3072)):
+        assert T.choose_config(M, N, 8192) == C(1, 2, 2, 4)
+    assert T.choose_config(16, 32768, 256) == C(1, 2, 1, 4)  # one chunk
+    # 16-bit group scales: two row tiles, each CTA about 4 chunks; two warps above 16 tokens
+    assert T.choose_config(32, 18432, 3072, group_size=32) == C(2, 2, 3, 2)
+    assert T.choose_config(16, 8192, 8192, group_size=32) == C(2, 2, 4, 1)
 
 
 def test_is_supported_needs_hopper_m_and_k(monkeypatch):
@@ -117,14 +118,14 @@ def _shipped() -> list[tuple]:
     returns at the decode shapes the ops send here, both nibble orders and fp32 out once."""
     cases = set()
     for M in range(9, T.MAX_M + 1):
-        for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
+        for N, K in ((18432, 3072), (28672, 4096), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K)
             for x in ("fp16", "bf16"):
                 partial = cfg.split_k > 1
                 cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, partial, cfg.warps,
                            False, "fp16"))
-    assert len({c[:6] for c in cases}) >= 8  # NT 16 / 32, 2 / 3 stages, split or not, warps
-    cases.add(("fp16", 16, 2, 3, False, 4, True, "fp32"))
+    assert len({c[:6] for c in cases}) >= 8  # x dtype, NT 16 / 32, split or not
+    cases.add(("fp16", 16, 1, 2, False, 4, True, "fp32"))
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     cases = {c + (0,) for c in cases}
