@@ -125,7 +125,14 @@ GEMV_SM90_MAX_M = {
     "nvfp4_w4a16_mm": 32,
 }
 GEMV_SM90_MIN_N_ABOVE_32 = 8192
-GEMV_SM90_TMA_MIN_M = 9
+# Session 28: the TMA GEMV reads its stages without bank conflicts and runs one row tile per
+# warp (fp4_gemv_tma_sm90.choose_config), and now takes nvfp4_w4a16_mm from 4 tokens. H100,
+# raw weights, bf16 x, 3 rotating rounds (TMA vs the register ring, us;
+# bench/results/2026-11-28-tma-dispatch-h100.json): 18432 x 3072 M=1 17.56 vs 16.48, M=2 18.01
+# vs 17.28, M=4 17.77 vs 17.69, M=8 17.55 vs 18.66; 8192 x 8192 M=1 19.12 vs 18.34, M=2 19.04
+# vs 19.42, M=4 19.32 vs 20.58, M=8 19.52 vs 23.90; 4096 x 4096 M=1-8 7.04-7.79 vs 8.10-9.75.
+# So 4 (at M = 1-2 the ring is 4-7% faster on the wide shapes).
+GEMV_SM90_TMA_MIN_M = 4
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 GEMV_SM90_RING_MAX_M_GROUPED = 16
 GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves above the ring's tokens
@@ -204,7 +211,12 @@ PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
 # us, bf16 / fp16 x): 18432 x 3072 M=9 23.1 / 22.0 vs 24.8 / 22.3, M=16 21.9 / 22.2 vs 23.8 /
 # 22.5, M=24 31.1 / 31.5 vs 24.4 / 22.9; 8192 x 8192 M=16 22.0 / 22.3 vs 27.8 / 25.2, M=24 29.9 /
 # 32.0 vs 27.4 / 25.3 -> 16 for nvfp4_w4a16_mm.
-PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 16}
+# Session 28 (the swizzled TMA GEMV; same file as GEMV_SM90_TMA_MIN_M's note, bf16 x, TMA vs the
+# GEMM on the prepacked layout, us): 18432 x 3072 M=16 19.32 vs 24.43, M=24 23.75 vs 24.69, M=32
+# 23.16 vs 24.10; 8192 x 8192 M=16 20.36 vs 27.94, M=24 23.62 vs 27.47, M=32 28.43 vs 27.76;
+# 4096 x 4096 M=16 9.24 vs 10.88, M=24 11.31 vs 10.97, M=32 9.06 vs 11.16 -> 32 for
+# nvfp4_w4a16_mm (the GEMM ahead by 2-3% at two of the nine points).
+PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 32}
 
 
 def gemv_sm90_max_m(op: str, N: int) -> int:

@@ -1,0 +1,64 @@
+# ruff: noqa: B023  (the closures are used inside their loop iteration)
+"""Where the TMA decode GEMV (``fp4_gemv_tma_sm90``, session 28's swizzled reads and one-row-tile
+rule) should serve ``nvfp4_w4a16_mm``, against the kernels beside it (session 28):
+
+1. 1-8 tokens (raw weights): the register ring (``fp4_gemv_sm90``, what the ops run there)
+   against the TMA GEMV.
+2. 9-32 tokens with prepacked weights: the Gluon GEMM on the prepacked layout (what the ops run
+   above ``PREPACKED_SM90_GEMV_MAX_M``) against the TMA GEMV on the raw tensors.
+
+Each kernel is checked against the oracle with a NaN-poisoned output first, then timed in 3
+rotating rounds of CUDA-graph medians over 4 weight copies (bf16 x). Usage on an sm_90 machine:
+``python scripts/gpu_tma_dispatch.py`` (JSON to $OUT).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics as st
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import fp4mm  # noqa: E402
+from fp4mm.kernels import fp4_gemm_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90  # noqa: E402
+from fp4mm.ops.nvfp4_mm import sm90_layout  # noqa: E402
+from scripts.gpu_decode import Problem, close, rounds, save_rows, time_graph  # noqa: E402
+
+
+def main():
+    rows = []
+    shapes = [(18432, 3072), (8192, 8192), (4096, 4096)]
+    cases = [(M, N, K, False) for N, K in shapes for M in (1, 2, 4, 8)]
+    cases += [(M, N, K, True) for N, K in shapes for M in (16, 24, 32)]
+    for M, N, K, prepacked in cases:
+        p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+        out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+        x = p.x[0]
+        runs = {"tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], p.alpha,
+                                                                    "low_first", o)}
+        if prepacked:
+            packs = [fp4mm.prepack_nvfp4_weight(*w) for w in p.w]
+            runs["gemm_prepacked"] = lambda i, o: fp4_gemm_sm90.fp4_gemm_sm90_w4a16(
+                x, *p.w[i], p.alpha, "low_first", o, prepacked=sm90_layout(packs[i]))
+        else:
+            runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], p.alpha,
+                                                                "low_first", o)
+        ref = p.reference(0)
+        for name, run in runs.items():
+            o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+            run(0, o)
+            ok, err = close(o, ref)
+            assert ok, f"{name} wrong at {M}x{N}x{K}: rel err {err}"
+        got = rounds({name: (lambda run=run: time_graph(
+            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s} "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(M=M, N=N, K=K, prepacked=prepacked, rounds=got, medians=med))
+    save_rows("tma-dispatch", rows)
+
+
+if __name__ == "__main__":
+    main()
