@@ -1,8 +1,8 @@
 """Decode GEMV for NVFP4 weights (or FP4 weights with 16-bit group scales) and 16-bit
-activations at 9-32 tokens on Hopper, in Gluon, with the weights *and* x fed by TMA into a
+activations at 4-32 tokens on Hopper, in Gluon, with the weights *and* x fed by TMA into a
 shared-memory ring: ``out[M, N] = alpha * x @ W^T``.
 
-Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 8 tokens and
+Why a second Gluon GEMV (the register-ring ``fp4_gemv_sm90`` serves 16-bit x up to 3 tokens and
 W4A4; the plain-Triton ``fp4_gemv`` is the interpreter-tested twin of both): at 9-32 tokens of
 fp16/bf16 x, each K step of the register ring loads as many x bytes per thread as weight bytes, and
 it runs one warp per CTA without split there (its best config, session 9), so too few loads stay in
@@ -16,13 +16,24 @@ register ring; M = 24-32 30.3-32.0 us against 36.7-41.2 for the plain-Triton GEM
 faster than the register ring (17.0 vs 16.9 us), and for W4A4 at M = 16 slower (24.1 vs 23.1; the
 ring has since dropped to 20.6), so it serves only this range. Session 27: at 9-16 tokens on wide
 weights four warps per CTA share each x stage (a quarter of the x traffic from L2), 2-15% faster
-than one warp.
+than one warp. Session 28: the NVFP4 stages are read without shared-memory bank conflicts (below),
+and one row tile per warp then wins: 16 x 18432 x 3072 (bf16 x) 19.75 us against 21.38, 32
+tokens 23.17 against 30.38, and from 4 tokens it beats the register ring on most shapes.
 
-Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens padded to NT = 16
-or 32):
-- **Boxes** (2-D TMA, no swizzle): codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA
-  box needs at least 16 inner bytes, hence two 128-K steps per stage), x ``[NT, 256]``. Rows
-  past N and tokens past M are zero-filled by TMA; their outputs are never stored.
+Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens padded to NT = 8,
+16 or 32):
+- **Boxes**: codes ``[rows, 128 B]``, scales ``[rows, 16 B]`` (a TMA box needs at least 16
+  inner bytes, hence two 128-K steps per stage), x ``[NT, 4, 64]`` (x viewed as (M, K / 64, 64):
+  each 128-byte row one token's 64 K). Rows past N and tokens past M are zero-filled by TMA;
+  their outputs are never stored.
+- **Bank-conflict-free reads** (NVFP4 weights, session 28). Codes and x land 128-byte swizzled
+  (16-byte unit u of 128-byte row r at u ^ (r % 8)), and step s of quad lane c reads the
+  chunk's 32-K unit 2 c + s (the same K permutation on both operands and the scales; the
+  shared-memory views ``_codes_view``, ``_x_view``, ``_scales_view`` encode it). Then the eight
+  lanes of each 16-byte load phase (two rows or tokens, four quad lanes) hit eight different
+  bank groups. With plain layouts and unit 4 s + c, ncu counted 10.3 wavefronts per load
+  instead of 4 (68% bank conflicts) at 16 tokens; the 16-bit group-scale form still reads
+  plain stages (its packed scales follow the plain K order).
 - **Ring:** STAGES stages. Stage ``t % STAGES`` holds chunk ``t``; once every warp has read it
   (a ``bar.sync``, then a proxy fence: the next TMA write must follow the generic reads) it is
   refilled with chunk ``t + STAGES``. The mbarrier phase of chunk ``t`` is ``(t // STAGES) & 1``.
