@@ -286,7 +286,7 @@ _SMEM_PER_SM = 228 * 1024
 
 def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
     """The heuristic, from the H100 sweeps (CUDA-graph medians).
-    - NVFP4 weights (session 28, after the swizzled reads; bench/results/2026-11-28-gemv-tma-
+    - NVFP4 weights (session 28, after the swizzled reads; bench/results/2026-11-27-gemv-tma-
       swizzle-sweep-rt1-h100.json: 9 / 16 / 24 / 32 tokens on seven weight shapes, bf16 x, warps
       1/2/4 x stages 2/3 x split 1-4 with one row tile): four warps of one row tile (64 rows a
       CTA), 2 stages, K split 2 ways, or not split where two splits would not fit one wave. Within

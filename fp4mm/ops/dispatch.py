@@ -128,7 +128,7 @@ GEMV_SM90_MIN_N_ABOVE_32 = 8192
 # Session 28: the TMA GEMV reads its stages without bank conflicts and runs one row tile per
 # warp (fp4_gemv_tma_sm90.choose_config), and now takes nvfp4_w4a16_mm from 4 tokens. H100,
 # raw weights, bf16 x, 3 rotating rounds (TMA vs the register ring, us;
-# bench/results/2026-11-28-tma-dispatch-h100.json): 18432 x 3072 M=1 17.56 vs 16.48, M=2 18.01
+# bench/results/2026-11-27-tma-dispatch-h100.json): 18432 x 3072 M=1 17.56 vs 16.48, M=2 18.01
 # vs 17.28, M=4 17.77 vs 17.69, M=8 17.55 vs 18.66; 8192 x 8192 M=1 19.12 vs 18.34, M=2 19.04
 # vs 19.42, M=4 19.32 vs 20.58, M=8 19.52 vs 23.90; 4096 x 4096 M=1-8 7.04-7.79 vs 8.10-9.75.
 # So 4 (at M = 1-2 the ring is 4-7% faster on the wide shapes).
