@@ -18,6 +18,12 @@ module as a file, e.g. ``git show REV:fp4mm/kernels/fp4_gemv_tma_sm90.py``; JSON
    weight copies.
 ``--sweep``: the new module alone, every config (warps 1/2/4 x row tiles 1/2 x stages 2/3 x split
 1-4) oracle-checked, then timed once, at four decode rows; prints the best five and the rule.
+``--grouped OLD_SOURCE.py``: 16-bit group scales (the same swizzled stages read in the natural
+K order): oracle checks at groups 32 / 64 / 128 / 256, then group 32 at 9-32 tokens, old / new
+at the rule and the register ring (``fp4_gemv_sm90``, what ``w4a16_mm`` runs up to 16 tokens),
+3 rounds; then a config sweep of the new kernel at 16 and 32 tokens. ``--grouped-rule
+OLD_SOURCE.py``: the shipped group-scale rule against the ring and the old module, group 32,
+fp16 and bf16 x, 9-32 tokens on four shapes, 3 rounds (each oracle-checked first).
 ``--sweep-rt1``: one row tile (warps 1/2/4 x stages 2/3 x split 1-4) and the rule, at 9 / 16 /
 24 / 32 tokens on seven weight shapes (the data for the one-row-tile rule).
 """
@@ -102,7 +108,105 @@ def config_sweep(rt1=False):
     save_rows("gemv-tma-swizzle-sweep" + ("-rt1" if rt1 else ""), rows)
 
 
+def grouped_rule(old):
+    """The group-scale rule in 3 rounds: new / the ring (up to 16 tokens) / old, group 32."""
+    from fp4mm.kernels import fp4_gemv_sm90 as RING
+
+    rows = []
+    for (M, N, K), dt in itertools.product(
+            [(9, 18432, 3072), (12, 18432, 3072), (16, 18432, 3072), (24, 18432, 3072),
+             (32, 18432, 3072), (16, 8192, 8192), (32, 8192, 8192), (16, 4096, 4096),
+             (16, 28672, 4096)], (torch.float16, torch.bfloat16)):
+        p = Problem("w4a16_mm", M, N, K, group=32, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        runs = {name: (lambda i, o, mod=mod: mod.gemv_tma_sm90(p.x[0], *p.w[i], 1.0,
+                                                                "low_first", o, group_size=32))
+                for name, mod in (("new", NEW), ("old", old))}
+        if M <= 16:
+            runs["ring"] = lambda i, o: RING.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first",
+                                                       o, group_size=32)
+        ref = p.reference(0)
+        for name, run in runs.items():
+            o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+            run(0, o)
+            assert close(o, ref)[0], f"{name} wrong at g32 {dt} {M}x{N}x{K}"
+        got = rounds({k: (lambda run=run: time_graph([lambda i=i: run(i, out)
+                                                      for i in range(4)])[0])
+                      for k, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"g32 {str(dt)[6:]:8s} M={M:2d} {N}x{K}  "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(M=M, N=N, K=K, dtype=str(dt), config=str(NEW.choose_config(
+            M, N, K, group_size=32)), rounds=got, medians=med))
+    save_rows("gemv-tma-swizzle-grouped-rule", rows)
+
+
+def grouped(old):
+    from fp4mm.kernels import fp4_gemv_sm90 as RING
+    from scripts.gpu_gemv_group_cols import sweep  # check, then time, each config
+
+    mods = {"old": old, "new": NEW}
+    n = 0
+    for (M, N, K), dt, g in itertools.product([(9, 200, 512), (16, 77, 1280), (32, 130, 768),
+                                               (25, 1000, 2048)],
+                                              (torch.float16, torch.bfloat16), (32, 64, 128, 256)):
+        if K % g:
+            continue
+        p = Problem("w4a16_mm", M, N, K, group=g, dtype=dt)
+        for order in ("low_first", "high_first"):
+            p.order = order
+            ref = p.reference(0)
+            for name, mod in mods.items():
+                for cfg in (None, C(1, 2, 3, 4), C(2, 3, 1, 2)):
+                    c = None if cfg is None else mod.GemvTMAConfig(
+                        cfg.row_tiles, cfg.stages, cfg.split_k, cfg.warps)
+                    o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+                    mod.gemv_tma_sm90(p.x[0], *p.w[0], 1.0, order, o, config=c, group_size=g)
+                    ok, err = close(o, ref)
+                    n += 1
+                    if not ok:
+                        raise SystemExit(f"FAIL {name} g{g} {dt} M={M} N={N} K={K} {order} {c}: "
+                                         f"rel err {err}")
+    print(f"correctness: {n} checks passed", flush=True)
+    rows = []
+    for M, N, K in [(9, 18432, 3072), (16, 18432, 3072), (24, 18432, 3072), (32, 18432, 3072),
+                    (16, 8192, 8192), (32, 8192, 8192)]:
+        p = Problem("w4a16_mm", M, N, K, group=32, dtype=torch.float16, copies=4)
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+        runs = {name: (lambda i, o, mod=mod: mod.gemv_tma_sm90(p.x[0], *p.w[i], 1.0,
+                                                                "low_first", o, group_size=32))
+                for name, mod in mods.items()}
+        if M <= 16:
+            runs["ring"] = lambda i, o: RING.gemv_sm90(p.x[0], None, *p.w[i], 1.0, "low_first",
+                                                       o, group_size=32)
+        got = rounds({k: (lambda run=run: time_graph([lambda i=i: run(i, out)
+                                                      for i in range(4)])[0])
+                      for k, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"g32 fp16 M={M:2d} {N}x{K}  " + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()),
+              flush=True)
+        rows.append(dict(phase="rule", M=M, N=N, K=K, rounds=got, medians=med))
+    cfgs = [C(rt, 2, sp, w) for w in (1, 2, 4) for rt in (1, 2) for sp in (1, 2, 3, 4)]
+    for M, N, K in [(16, 18432, 3072), (32, 18432, 3072), (16, 8192, 8192)]:
+        p = Problem("w4a16_mm", M, N, K, group=32, dtype=torch.float16, copies=4)
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+
+        def run(cfg, i, o):
+            NEW.gemv_tma_sm90(p.x[0], *p.w[i], 1.0, "low_first", o, config=cfg, group_size=32)
+
+        res = sweep(p, out, run, cfgs, f"g32 M={M}")
+        print(f"g32 sweep M={M} {N}x{K}: " + "; ".join(
+            f"w{c.warps}r{c.row_tiles}s{c.stages}k{c.split_k} {t:.2f}" for t, c in res[:6]),
+            flush=True)
+        rows += [dict(phase="sweep", M=M, N=N, K=K, config=str(c), us=t) for t, c in res]
+    save_rows("gemv-tma-swizzle-grouped", rows)
+
+
 def main():
+    if "--grouped-rule" in sys.argv:
+        return grouped_rule(patched_module("old_fp4_gemv_tma_sm90", open(sys.argv[-1]).read()))
+    if "--grouped" in sys.argv:
+        return grouped(patched_module("old_fp4_gemv_tma_sm90", open(sys.argv[-1]).read()))
     if "--sweep" in sys.argv or "--sweep-rt1" in sys.argv:
         return config_sweep("--sweep-rt1" in sys.argv)
     old = patched_module("old_fp4_gemv_tma_sm90", open(sys.argv[1]).read())

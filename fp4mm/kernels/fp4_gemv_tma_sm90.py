@@ -32,8 +32,9 @@ Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens pa
   shared-memory views ``_codes_view``, ``_x_view``, ``_scales_view`` encode it). Then the eight
   lanes of each 16-byte load phase (two rows or tokens, four quad lanes) hit eight different
   bank groups. With plain layouts and unit 4 s + c, ncu counted 10.3 wavefronts per load
-  instead of 4 (68% bank conflicts) at 16 tokens; the 16-bit group-scale form still reads
-  plain stages (its packed scales follow the plain K order).
+  instead of 4 (68% bank conflicts) at 16 tokens. The 16-bit group-scale form reads the same
+  swizzled stages in the natural K order (its packed scales follow it): the swizzle alone
+  spreads each 4-byte word load's eight rows over eight bank groups.
 - **Ring:** STAGES stages. Stage ``t % STAGES`` holds chunk ``t``; once every warp has read it
   (a ``bar.sync``, then a proxy fence: the next TMA write must follow the generic reads) it is
   refilled with chunk ``t + STAGES``. The mbarrier phase of chunk ``t`` is ``(t // STAGES) & 1``.
@@ -75,8 +76,6 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-_PLAIN32 = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2))
-_X_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
 # NVFP4 weights: codes and x land 128-byte swizzled (x as [tokens, 4, 64] boxes: 128-byte rows
 # of one token) and are read back through the bank-conflict-free views below
 _W_SWIZZLED = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
@@ -88,19 +87,24 @@ def _row_bases(rows, first):
     return [[1 << r, 0] for r in range(first, rows.bit_length() - 1)]
 
 
-# The three views map a shared-memory offset (bit by bit, XOR-linear) to the [rows, K] index the
-# register layouts read, where K is the 256-K chunk in *step order*: step s, quad lane c, in-lane
-# index j at 16 s + 4 c + j words (codes) or 64 s + 16 c + j pairs (x). Step s of quad lane c
-# holds the chunk's 32-K unit 2 c + s (the same K permutation on both operands and the scales;
-# the plain views hold unit 4 s + c). With the 128-byte swizzle (16-byte unit u of a 128-byte
-# row r lands at u ^ (r % 8)) the eight lanes of each 16-byte load phase (two rows or tokens,
-# four quad lanes) then read eight different bank groups: the plain layouts had 10 wavefronts
-# per load instead of 4 (ncu, session 28).
+# The views map a shared-memory offset (bit by bit, XOR-linear) to the [rows, K] index the
+# register layouts read. Codes and x land 128-byte swizzled (16-byte unit u of a 128-byte row r
+# at u ^ (r % 8)). NVFP4 weights (``interleaved``) read the 256-K chunk in *step order*: step s,
+# quad lane c, in-lane index j at 16 s + 4 c + j words (codes) or 64 s + 16 c + j pairs (x), and
+# step s of quad lane c holds the chunk's 32-K unit 2 c + s (the same K permutation on both
+# operands and the scales; the plain layouts held unit 4 s + c). Then the eight lanes of each
+# 16-byte load phase (two rows or tokens, four quad lanes) read eight different bank groups: the
+# plain layouts had 10 wavefronts per load instead of 4 (ncu, session 28). The group-scale form
+# keeps the natural K order (its packed scales follow it; each lane reads one 4-byte word of
+# each 32-group): the swizzle alone spreads a word load's eight rows over eight bank groups.
 @gluon.constexpr_function
-def _codes_view(rows):
+def _codes_view(rows, interleaved=True):
     """int32 code words [rows, 32] of a [rows, 128 B] codes box, 128-byte swizzled."""
-    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 16], [0, 4], [0, 8], [1, 16], [2, 4],
-                                  [4, 8]] + _row_bases(rows, 3))
+    if interleaved:
+        return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 16], [0, 4], [0, 8], [1, 16], [2, 4],
+                                      [4, 8]] + _row_bases(rows, 3))
+    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 4], [0, 8], [0, 16], [1, 4], [2, 8],
+                                  [4, 16]] + _row_bases(rows, 3))
 
 
 @gluon.constexpr_function
@@ -110,11 +114,24 @@ def _scales_view(rows):
 
 
 @gluon.constexpr_function
-def _x_view(tokens):
+def _x_view(tokens, interleaved=True):
     """int32 pairs of 16-bit x [tokens, 128] of a [tokens, 4, 64] x box, 128-byte swizzled (a
     128-byte row is 64 K of one token: the swizzle row is 4 token + K block)."""
-    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 4], [0, 8], [0, 64], [0, 20], [0, 40],
-                                  [1, 64]] + _row_bases(tokens, 1))
+    if interleaved:
+        return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 4], [0, 8], [0, 64], [0, 20], [0, 40],
+                                      [1, 64]] + _row_bases(tokens, 1))
+    return gl.SharedLinearLayout([[0, 1], [0, 2], [0, 4], [0, 8], [0, 16], [0, 36], [0, 72],
+                                  [1, 16]] + _row_bases(tokens, 1))
+
+
+@gluon.constexpr_function
+def _both_steps(ll):
+    """A [rows, n] register layout -> [rows, 2 n], the step (column bit n) a register bit: the
+    group-scale form loads a chunk's two steps of x at once (its swizzled view cannot be sliced
+    by step: the step bit is XOR-ed into the 16-byte unit)."""
+    return gl.DistributedLinearLayout(ll.reg_bases + [[0, ll.shape[1]]], ll.lane_bases,
+                                      ll.warp_bases, ll.block_bases,
+                                      [ll.shape[0], 2 * ll.shape[1]])
 
 
 @gluon.jit
@@ -133,12 +150,8 @@ def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk
     if not GROUPED:
         tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),
                                         s_bufs.index(s), pred=live)
-    if GROUPED:
-        tma.async_copy_global_to_shared(x_desc, [0, chunk * 256], ready.index(s),
-                                        x_bufs.index(s), pred=live)
-    else:  # x viewed as (M, K / 64, 64)
-        tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s),
-                                        x_bufs.index(s), pred=live)
+    tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s), x_bufs.index(s),
+                                    pred=live)  # x viewed as (M, K / 64, 64)
 
 
 @gluon.jit
@@ -193,14 +206,9 @@ def _fp4_gemv_tma_sm90_kernel(
         s_bufs = w_bufs  # unused
     else:
         s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)
-    if GROUPED:
-        x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 256], x_desc.layout)
-        W_VIEW: gl.constexpr = _PLAIN32
-        X_VIEW: gl.constexpr = _PLAIN32
-    else:
-        x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 4, 64], x_desc.layout)
-        W_VIEW: gl.constexpr = _codes_view(BN)
-        X_VIEW: gl.constexpr = _x_view(NT)
+    x_bufs = gl.allocate_shared_memory(x_desc.dtype, [STAGES, NT, 4, 64], x_desc.layout)
+    W_VIEW: gl.constexpr = _codes_view(BN, not GROUPED)
+    X_VIEW: gl.constexpr = _x_view(NT, not GROUPED)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
@@ -233,9 +241,14 @@ def _fp4_gemv_tma_sm90_kernel(
         wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], W_VIEW)
         xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], X_VIEW)
         wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
-        xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
         wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
-        xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
+        if GROUPED:
+            xa0, xa1 = xv.load(_both_steps(X_PAIRS)).reshape([NT, 2, 64]).permute((0, 2, 1)).split()
+            xa0 = gl.convert_layout(xa0, X_PAIRS, assert_trivial=True)
+            xa1 = gl.convert_layout(xa1, X_PAIRS, assert_trivial=True)
+        else:
+            xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
+            xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
         if not GROUPED:
             sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))
             sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
@@ -294,18 +307,17 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       11.6 us, single timings); 18432 x 3072 at 16 tokens 19.1 us (the session-27 rule 20.3).
       With the bank conflicts gone, one row tile (the x fragments read once per 16 rows instead
       of 32) beats two: shared-memory reads are cheap now, and the smaller CTAs fill the SMs.
-    - 16-bit group scales (``group_size``): two row tiles, 2 stages, the split below (each CTA
-      about 4 chunks, at most 4), two warps above 16 tokens, else one (session 27,
-      bench/results/2026-11-27-gemv-tma-grouped-h100.json, group 32, fp16 x, best swept, us):
-      32 tokens of 18432 x 3072 w2/r2/s2 split 3 33.6 (split 2-4 within 1%), 24 of 8192 x 8192
-      split 4 31.4 (split 2 33.6), against the plain-Triton GEMV's 47.2 / 50.0; at 16 tokens one
-      warp (18432 x 3072 25.5, 8192 x 8192 25.9, 28672 x 4096 43.1), which ``w4a16_mm`` does
-      not send here (the register ring: 24.1 us at 18432 x 3072). These read the plain (not
-      swizzled) stages."""
+    - 16-bit group scales (``group_size``, session 28, after the swizzled reads;
+      bench/results/2026-11-27-gemv-tma-swizzle-grouped-h100.json, group 32, fp16 x, warps
+      1/2/4 x row tiles 1/2 x split 1-4, single timings, us): one row tile, 2 stages, split 2,
+      one warp up to 16 tokens and two above. Swept: 16 x 18432 x 3072 w1/r1/k2 21.12 (best
+      w2/r1/k2 20.29; two warps spill 12 B with bf16 x at 16 tokens), 16 x 8192 x 8192 w1/r1/k2
+      21.13 (the best), 32 x 18432 x 3072 w2/r1/k2 25.12 (the best; one warp 34.1); the
+      session-27 rule (two row tiles, split 3-4) took 29.3 / 32.0 / 34.1 before the swizzle."""
     chunks = max(1, K // KCHUNK)
     if group_size is not None:
-        split = max(1, min(4, triton.cdiv(chunks, 4)))
-        return GemvTMAConfig(row_tiles=2, stages=2, split_k=split, warps=2 if M > 16 else 1)
+        return GemvTMAConfig(row_tiles=1, stages=2, split_k=min(2, chunks),
+                             warps=2 if M > 16 else 1)
     cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
     rows = 16 * cfg.row_tiles * cfg.warps
     stage = rows * (128 + 16) + _token_tile(min(max(M, 1), MAX_M)) * KCHUNK * 2
@@ -351,8 +363,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         raise ValueError(f"config: invalid {cfg}")
     nt = _token_tile(M)
     bn = 16 * cfg.row_tiles * cfg.warps
-    w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128],
-                                          _PLAIN8 if group_size is not None else _W_SWIZZLED)
+    w_desc = TensorDescriptor.from_tensor(w_q, [bn, 128], _W_SWIZZLED)
     if group_size is not None:
         if not group_size_is_supported(group_size):
             raise ValueError(f"group_size: expected 32, 64 or a multiple of 128, got "
@@ -364,10 +375,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
             w_scales = w_scales.view(torch.uint8)
         ws, sdtype = w_scales, gl.float16
         s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)
-    if group_size is not None:
-        x_desc = TensorDescriptor.from_tensor(x, [nt, 256], _X_LAYOUT)
-    else:
-        x_desc = TensorDescriptor.from_tensor(x.view(M, K // 64, 64), [nt, 4, 64], _X_SWIZZLED)
+    x_desc = TensorDescriptor.from_tensor(x.view(M, K // 64, 64), [nt, 4, 64], _X_SWIZZLED)
     chunks = K // KCHUNK
     per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
     split = triton.cdiv(chunks, per)

@@ -135,7 +135,19 @@ GEMV_SM90_MIN_N_ABOVE_32 = 8192
 GEMV_SM90_TMA_MIN_M = 4
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 GEMV_SM90_RING_MAX_M_GROUPED = 16
-GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves above the ring's tokens
+GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves from GEMV_SM90_TMA_MIN_M_GROUPED
+# Session 28: the group-scale form reads the swizzled stages too (without bank conflicts), and
+# with one row tile (one warp per CTA up to 16 tokens, two above) it beats the register ring at
+# 16 tokens. H100, group 32, 3 rotating rounds (TMA at the session-28 rule / the ring / the
+# session-27 TMA kernel, fp16 x then bf16 x, us; bench/results/2026-11-27-gemv-tma-swizzle-
+# grouped-rule-h100.json): 18432 x 3072 M=16 20.64 / 24.14 / 29.26, 21.65 / 24.94 / 28.49;
+# 8192 x 8192 M=16 21.43 / 29.98, 22.38 / 29.85; 4096 x 4096 M=16 10.10 / 12.75, 9.71 / 11.97;
+# 28672 x 4096 M=16 34.79 / 56.02, 37.11 / 57.95; M=24-32 25.3-33.0 against 33.1-35.8 before.
+# But at 9 and 12 tokens of 18432 x 3072 the ring is as fast or faster (M=9 22.72 vs 27.42 fp16,
+# 24.05 vs 27.86 bf16; M=12 23.46 vs 23.65, 24.06 vs 25.84; not understood: the same tile at 16
+# tokens takes 20.64), so the TMA GEMV takes groups of 32 from 16 tokens. Groups of 64 and 128
+# keep the ring up to 16 tokens.
+GEMV_SM90_TMA_MIN_M_GROUPED = 16
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token

@@ -20,6 +20,7 @@ from fp4mm.ops.dispatch import (
     GEMV_SM90_RING_MAX_M_GROUPED,
     GEMV_SM90_TMA_GROUPS,
     GEMV_SM90_TMA_MIN_M,
+    GEMV_SM90_TMA_MIN_M_GROUPED,
     gemv_sm90_max_m,
     select_kernel,
 )
@@ -92,8 +93,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
     ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. 16-bit group scales
-    of ``GEMV_SM90_TMA_GROUPS`` above ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens take the TMA-fed
-    GEMV too, where it applies.
+    of ``GEMV_SM90_TMA_GROUPS`` from ``GEMV_SM90_TMA_MIN_M_GROUPED`` tokens take the TMA-fed
+    GEMV too, where it applies (else the ring up to ``GEMV_SM90_RING_MAX_M_GROUPED``).
     Everything else that fits goes to the register-ring GEMV."""
     from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90
 
@@ -109,12 +110,12 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
             return True
         if M > GEMV_SM90_RING_MAX_M_16BIT_X:
             return False
+    if (group_size in GEMV_SM90_TMA_GROUPS and M >= GEMV_SM90_TMA_MIN_M_GROUPED
+            and fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales)):
+        fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out,
+                                        group_size=group_size)
+        return True
     if group_size is not None and M > GEMV_SM90_RING_MAX_M_GROUPED:
-        if (group_size in GEMV_SM90_TMA_GROUPS
-                and fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales)):
-            fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out,
-                                            group_size=group_size)
-            return True
         return False
     tensors = (x, w_q, w_scales, out) if x_scales is None else (x, x_scales, w_q, w_scales, out)
     if not fp4_gemv_sm90.is_supported(out.device, M, K, *tensors, group_size=group_size,

@@ -54,9 +54,10 @@ def test_config_validity_and_heuristic():
     for M, N in ((16, 8192), (32, 8192), (16, 3072), (32, 3072)):
         assert T.choose_config(M, N, 8192) == C(1, 2, 2, 4)
     assert T.choose_config(16, 32768, 256) == C(1, 2, 1, 4)  # one chunk
-    # 16-bit group scales: two row tiles, each CTA about 4 chunks; two warps above 16 tokens
-    assert T.choose_config(32, 18432, 3072, group_size=32) == C(2, 2, 3, 2)
-    assert T.choose_config(16, 8192, 8192, group_size=32) == C(2, 2, 4, 1)
+    # 16-bit group scales: one row tile, split 2, two warps above 16 tokens
+    assert T.choose_config(32, 18432, 3072, group_size=32) == C(1, 2, 2, 2)
+    assert T.choose_config(16, 8192, 8192, group_size=32) == C(1, 2, 2, 1)
+    assert T.choose_config(16, 8192, 256, group_size=32) == C(1, 2, 1, 1)
 
 
 def test_is_supported_needs_hopper_m_and_k(monkeypatch):
@@ -92,8 +93,13 @@ def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
     """w4a16_mm above the register ring's 16 grouped tokens: the TMA GEMV for groups of 32 where
     it applies (K % 256 == 0), else the plain-Triton GEMV (groups of 64 and 128: mixed against
     it, session 27)."""
-    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_GROUPS
+    from fp4mm.ops.dispatch import (
+        GEMV_SM90_RING_MAX_M_GROUPED,
+        GEMV_SM90_TMA_GROUPS,
+        GEMV_SM90_TMA_MIN_M_GROUPED,
+    )
 
+    assert GEMV_SM90_TMA_MIN_M_GROUPED <= GEMV_SM90_RING_MAX_M_GROUPED + 1
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
     monkeypatch.setattr(ops, "is_hopper", lambda device: True)
 
@@ -131,8 +137,10 @@ def _shipped() -> list[tuple]:
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     cases = {c + (0,) for c in cases}
-    # 16-bit group scales at the tokens the ops send here (17-32), every group form
-    for M in range(17, T.MAX_M + 1):
+    # 16-bit group scales at the tokens the ops send here (9-32), every group form
+    from fp4mm.ops.dispatch import GEMV_SM90_TMA_MIN_M_GROUPED
+
+    for M in range(GEMV_SM90_TMA_MIN_M_GROUPED, T.MAX_M + 1):
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K, group_size=32)
             for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
@@ -152,11 +160,8 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     from triton.experimental.gluon._runtime import GluonASTSource
 
     bn = 16 * rt * warps
-    # NVFP4: swizzled codes and x as [tokens, 4, 64] boxes; group scales: the plain layouts
-    if group:
-        xd, wl = f"tensordesc<{x}[{nt}, 256],{T._X_LAYOUT!r}>", T._PLAIN8
-    else:
-        xd, wl = f"tensordesc<{x}[{nt}, 4, 64],{T._X_SWIZZLED!r}>", T._W_SWIZZLED
+    # swizzled codes and x as [tokens, 4, 64] boxes
+    xd, wl = f"tensordesc<{x}[{nt}, 4, 64],{T._X_SWIZZLED!r}>", T._W_SWIZZLED
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
