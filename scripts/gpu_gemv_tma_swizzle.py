@@ -53,6 +53,16 @@ SHAPES = [(M, 18432, 3072, torch.bfloat16) for M in (9, 12, 16, 24, 32)] + [
     (16, 3072, 3072, torch.bfloat16)]
 
 
+def check_poisoned(run, ref, odt, label):
+    """``run(out)`` into a NaN-poisoned output of ``odt``, compared with the oracle ``ref``; any
+    failure stops the run."""
+    o = torch.full(tuple(ref.shape), float("nan"), dtype=odt, device="cuda")
+    run(o)
+    ok, err = close(o, ref)
+    if not ok:
+        raise SystemExit(f"FAIL {label} {odt}: rel err {err}")
+
+
 def check(mods):
     n = 0
     for (M, N, K), dt in itertools.product([(9, 200, 512), (16, 77, 1280), (13, 300, 3072),
@@ -68,13 +78,10 @@ def check(mods):
                     c = None if cfg is None else mod.GemvTMAConfig(
                         cfg.row_tiles, cfg.stages, cfg.split_k, cfg.warps)
                     for odt in (torch.float32, dt) if j % 3 == 0 else (torch.float32,):
-                        o = torch.full((M, N), float("nan"), dtype=odt, device="cuda")
-                        mod.gemv_tma_sm90(p.x[0], *p.w[0], p.alpha, order, o, config=c)
-                        ok, err = close(o, ref)
+                        check_poisoned(lambda o: mod.gemv_tma_sm90(p.x[0], *p.w[0], p.alpha,
+                                                                   order, o, config=c),
+                                       ref, odt, f"{name} {dt} M={M} N={N} K={K} {order} {c}")
                         n += 1
-                        if not ok:
-                            raise SystemExit(f"FAIL {name} {dt} M={M} N={N} K={K} {order} {c} "
-                                             f"{odt}: rel err {err}")
     print(f"correctness: {n} checks passed", flush=True)
 
 
@@ -127,9 +134,7 @@ def grouped_rule(old):
                                                        o, group_size=32)
         ref = p.reference(0)
         for name, run in runs.items():
-            o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
-            run(0, o)
-            assert close(o, ref)[0], f"{name} wrong at g32 {dt} {M}x{N}x{K}"
+            check_poisoned(lambda o: run(0, o), ref, torch.float32, f"{name} g32 {dt} {M}x{N}x{K}")
         got = rounds({k: (lambda run=run: time_graph([lambda i=i: run(i, out)
                                                       for i in range(4)])[0])
                       for k, run in runs.items()}, 3)
@@ -160,13 +165,11 @@ def grouped(old):
                 for cfg in (None, C(1, 2, 3, 4), C(2, 3, 1, 2)):
                     c = None if cfg is None else mod.GemvTMAConfig(
                         cfg.row_tiles, cfg.stages, cfg.split_k, cfg.warps)
-                    o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
-                    mod.gemv_tma_sm90(p.x[0], *p.w[0], 1.0, order, o, config=c, group_size=g)
-                    ok, err = close(o, ref)
+                    check_poisoned(lambda o: mod.gemv_tma_sm90(p.x[0], *p.w[0], 1.0, order, o,
+                                                               config=c, group_size=g),
+                                   ref, torch.float32, f"{name} g{g} {dt} M={M} N={N} K={K} "
+                                   f"{order} {c}")
                     n += 1
-                    if not ok:
-                        raise SystemExit(f"FAIL {name} g{g} {dt} M={M} N={N} K={K} {order} {c}: "
-                                         f"rel err {err}")
     print(f"correctness: {n} checks passed", flush=True)
     rows = []
     for M, N, K in [(9, 18432, 3072), (16, 18432, 3072), (24, 18432, 3072), (32, 18432, 3072),
