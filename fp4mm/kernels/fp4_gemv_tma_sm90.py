@@ -48,8 +48,8 @@ Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens pa
 Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`` otherwise):
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
-M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 above the register ring's
-16 tokens (``GEMV_SM90_TMA_GROUPS``).
+M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 (``GEMV_SM90_TMA_GROUPS``)
+from 16 tokens (``GEMV_SM90_TMA_MIN_M_GROUPED``).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
-# NVFP4 weights: codes and x land 128-byte swizzled (x as [tokens, 4, 64] boxes: 128-byte rows
-# of one token) and are read back through the bank-conflict-free views below
+# Codes and x land 128-byte swizzled (x as [tokens, 4, 64] boxes: 128-byte rows of one token)
+# and are read back through the bank-conflict-free views below
 _W_SWIZZLED = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
 _X_SWIZZLED = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=3)
 
