@@ -1,6 +1,6 @@
 """Every fp4mm kernel once at small ragged shapes, for ``compute-sanitizer`` (GPU):
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python scripts/gpu_sanitize.py
+    compute-sanitizer --tool memcheck --error-exitcode 1 python scripts/gpu_sanitize.py [--tma]
 
 Each call is also checked against the FP32 oracle, so a clean run means: no out-of-bounds or
 misaligned access, and the right answer.
@@ -116,30 +116,46 @@ def main() -> int:
         fp4_gemm_sm90.fp4_gemm_sm90(qx.data, qx.scales, qw.data, qw.scales, alpha, "low_first",
                                     out, config=cfg)
         ok &= check(f"nvfp4_mm split-K summed in the GEMM {M}x{N}x{K} BN {bn}", out, want)
-    # the TMA-fed GEMV's multi-warp CTAs (four warps sharing an x stage, as the rule picks on
-    # wide weights) and its group-scale form (groups 32, 64, 256; the scales loaded a chunk
-    # ahead, clamped into the matrix), forced configs at ragged shapes
-    from fp4mm.kernels import fp4_gemv_tma_sm90 as tma
-    for M, N, K in [(13, 200, 768), (27, 77, 2560)]:
-        x = torch.randn(M, K, device=dev)
-        w = torch.randn(N, K, device=dev)
-        qw = fp4mm.quantize_nvfp4(w)
-        for cfg in (tma.GemvTMAConfig(2, 2, 3, 4), tma.GemvTMAConfig(1, 3, 2, 2)):
-            out = torch.full((M, N), float("nan"), dtype=torch.float16, device=dev)
-            tma.gemv_tma_sm90(x.half(), qw.data, qw.scales, 0.5, "low_first", out, config=cfg)
-            want = reference.nvfp4_w4a16_mm(x.half(), qw.data, qw.scales, 2.0)
-            ok &= check(f"TMA GEMV {cfg} {M}x{N}x{K}", out, want)
-        for group in (32, 64, 256):
-            g = fp4mm.quantize_fp4_groupwise(w, group)
-            sc = g.scales.half()
-            out = torch.full((M, N), float("nan"), dtype=torch.float16, device=dev)
-            tma.gemv_tma_sm90(x.half(), g.data, sc, 1.0, "low_first", out,
-                              config=tma.GemvTMAConfig(2, 2, 3, 2), group_size=group)
-            ok &= check(f"TMA GEMV g{group} {M}x{N}x{K}", out,
-                        reference.w4a16_mm(x.half(), g.data, sc, group))
+    ok &= tma_gemv_cases(dev)
     torch.cuda.synchronize()
     return 0 if ok else 1
 
 
+def tma_gemv_cases(dev) -> bool:
+    """The TMA-fed GEMV: its shipped rule (None: ``choose_config``; four warps of one row tile,
+    the swizzled stages of session 28), multi-warp CTAs and two row tiles, and its group-scale
+    form (groups 32, 64, 256; the scales loaded a chunk ahead, clamped into the matrix), fp16 and
+    bf16 x, at ragged shapes (5 tokens: the 8-token tile)."""
+    from fp4mm.kernels import fp4_gemv_tma_sm90 as tma
+
+    ok = True
+    C = tma.GemvTMAConfig
+    for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560)]:
+        w = torch.randn(N, K, device=dev)
+        qw = fp4mm.quantize_nvfp4(w)
+        for dt in (torch.float16, torch.bfloat16):
+            x = torch.randn(M, K, device=dev).to(dt)
+            want = reference.nvfp4_w4a16_mm(x, qw.data, qw.scales, 2.0)
+            for cfg in (None, C(2, 2, 3, 4), C(1, 3, 2, 2)):
+                out = torch.full((M, N), float("nan"), dtype=dt, device=dev)
+                tma.gemv_tma_sm90(x, qw.data, qw.scales, 0.5, "low_first", out, config=cfg)
+                ok &= check(f"TMA GEMV {dt} {cfg} {M}x{N}x{K}", out, want)
+            for group in (32, 64, 256):
+                g = fp4mm.quantize_fp4_groupwise(w, group)
+                sc = g.scales.to(dt)
+                for cfg in (None, C(2, 2, 3, 2)):
+                    out = torch.full((M, N), float("nan"), dtype=dt, device=dev)
+                    tma.gemv_tma_sm90(x, g.data, sc, 1.0, "low_first", out, config=cfg,
+                                      group_size=group)
+                    ok &= check(f"TMA GEMV g{group} {dt} {cfg} {M}x{N}x{K}", out,
+                                reference.w4a16_mm(x, g.data, sc, group))
+    return ok
+
+
 if __name__ == "__main__":
+    if "--tma" in sys.argv:  # the TMA-fed GEMV alone (a quick run after changing it)
+        torch.manual_seed(0)
+        ok = tma_gemv_cases("cuda")
+        torch.cuda.synchronize()
+        raise SystemExit(0 if ok else 1)
     raise SystemExit(main())
