@@ -119,6 +119,82 @@ def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
         assert not T.group_size_is_supported(bad)
 
 
+def _view_offsets(view, shape):
+    """{(row, col): offset} of a ``SharedLinearLayout`` view (offsets in its elements); asserts
+    that the view covers the [rows, cols] box exactly once."""
+    table = {}
+    for o in range(1 << len(view.offset_bases)):
+        r = c = 0
+        for bit, (br, bc) in enumerate(view.offset_bases):
+            if o >> bit & 1:
+                r, c = r ^ br, c ^ bc
+        table[(r, c)] = o
+    assert sorted(table) == [(r, c) for r in range(shape[0]) for c in range(shape[1])]
+    return table
+
+
+def _swizzled(row, byte):
+    """Where a 128-byte-swizzled TMA box puts byte ``byte`` of its 128-byte row ``row``."""
+    return row * 128 + ((byte // 16) ^ (row % 8)) * 16 + byte % 16
+
+
+def _wavefronts(addresses, width):
+    """Shared-memory wavefronts of one warp-wide load of ``width`` bytes per lane (lanes in
+    order): 16-byte loads run in phases of 8 lanes, 4-byte loads in one of 32; a phase takes as
+    many wavefronts as the most distinct words any one bank holds."""
+    per_phase = 128 // width
+    total = 0
+    for p in range(0, len(addresses), per_phase):
+        banks = {}
+        for a in addresses[p:p + per_phase]:
+            for w in range(a // 4, (a + width) // 4):
+                banks.setdefault(w % 32, set()).add(w)
+        total += max(len(words) for words in banks.values())
+    return total
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_stage_views_find_what_tma_wrote_and_read_without_bank_conflicts(interleaved):
+    """The shared-memory views (``_codes_view``, ``_x_view``, ``_scales_view``) map each index the
+    register layouts read (lane 4 g + c of a warp: rows / tokens g and g + 8, quad lane c) to
+    the byte the 128-byte-swizzled TMA box holds it at, and each load of a warp is conflict-free
+    (4 wavefronts for 16 bytes a lane, 1 for 4 bytes). NVFP4 weights (``interleaved``): step s
+    of quad lane c reads the chunk's 32-K unit 2 c + s, a 16-byte vector each of codes and x.
+    Group scales (natural K order): lane c reads word c of each 32-group (4 bytes) and the x
+    pairs of its quarter of the group (16 bytes)."""
+    rows, tokens = 64, 16
+    codes = _view_offsets(T._codes_view(rows, interleaved), (rows, 32))
+    x = _view_offsets(T._x_view(tokens, interleaved), (tokens, 128))
+    for (r, word), off in codes.items():
+        s, c, j = word // 16, word // 4 % 4, word % 4
+        byte = 16 * (2 * c + s) + 4 * j if interleaved else 4 * word
+        assert off * 4 == _swizzled(r, byte)
+    for (t, pair), off in x.items():
+        s, c, q = pair // 64, pair // 16 % 4, pair % 16
+        byte = 4 * (32 * c + 16 * s + q if interleaved else pair)  # in the token's 512 bytes
+        assert off * 4 == _swizzled(4 * t + byte // 128, byte % 128)
+    lanes = [(g, c) for g in range(8) for c in range(4)]
+    for base, s in itertools.product((0, 8, 16, 40), (0, 1)):
+        if interleaved:
+            loads = [([codes[(base + g, 16 * s + 4 * c)] * 4 for g, c in lanes], 16)]
+            loads += [([x[(base % tokens + g, 64 * s + 16 * c + 4 * i)] * 4 for g, c in lanes], 16)
+                      for i in range(4)]
+        else:
+            loads = [([codes[(base + g, 16 * s + 4 * p + c)] * 4 for g, c in lanes], 4)
+                     for p in range(4)]
+            loads += [([x[(base % tokens + g, 64 * s + 16 * p + 4 * c)] * 4 for g, c in lanes], 16)
+                      for p in range(4)]
+        for addresses, width in loads:  # one wavefront per phase
+            assert _wavefronts(addresses, width) == (4 if width == 16 else 1)
+    if interleaved:
+        scales = _view_offsets(T._scales_view(rows), (rows, 8))
+        for (r, pair), off in scales.items():
+            assert off * 2 == 16 * r + 2 * (2 * (pair % 4) + pair // 4)
+    # the count sees the conflicts of the plain layouts (rows 128 bytes apart, unit 4 s + c)
+    plain = [g * 128 + 16 * c for g, c in lanes]
+    assert _wavefronts(plain, 16) == 8
+
+
 def _shipped() -> list[tuple]:
     """(x dtype, NT, config, partial, high_first, out) of every specialisation the heuristic
     returns at the decode shapes the ops send here, both nibble orders and fp32 out once."""
