@@ -132,6 +132,12 @@ def save_rows(prefix, rows, out_dir=None):
     return path
 
 
+# Source of a Gluon ``_now()`` (``%globaltimer``, ns) that the timeline probes patch into a kernel
+# module ahead of an anchor.
+NOW_SRC = ("@gluon.jit\ndef _now():\n    return gl.inline_asm_elementwise(\"mov.u64 $0, "
+           "%globaltimer;\", \"=l\", [], dtype=gl.int64, is_pure=False, pack=1)\n\n\n")
+
+
 def patched_module(name, src, patches=()):
     """Import the Python source ``src`` as module ``name`` after the exact-text replacements
     ``patches`` [(old, new)], each of which must occur exactly once (the AssertionError names

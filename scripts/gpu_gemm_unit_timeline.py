@@ -18,15 +18,13 @@ import torch
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
-from gpu_decode import patched_module  # noqa: E402
+from gpu_decode import NOW_SRC, patched_module  # noqa: E402
 from gpu_gluon import gen  # noqa: E402
 
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4  # noqa: E402
 
 PATCHES = [  # (anchor, replacement): each anchor must occur exactly once
-    ("@gluon.jit\ndef _producer(",
-     "@gluon.jit\ndef _now():\n    return gl.inline_asm_elementwise(\"mov.u64 $0, %globaltimer;\", "
-     "\"=l\", [], dtype=gl.int64, is_pure=False, pack=1)\n\n\n@gluon.jit\ndef _producer("),
+    ("@gluon.jit\ndef _producer(", NOW_SRC + "@gluon.jit\ndef _producer("),
     ("num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup,\n"
      "              BN: gl.constexpr, STAGES: gl.constexpr, DTYPE: gl.constexpr):",
      "num_units, num_full, split, k_per_split, num_m_tiles, k_tiles, fixup, probe_ptr,\n"

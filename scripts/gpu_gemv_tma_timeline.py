@@ -23,17 +23,16 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from scripts.gpu_decode import Problem, close, patched_module, time_graph  # noqa: E402
+from scripts.gpu_decode import NOW_SRC, Problem, close, patched_module, time_graph  # noqa: E402
 
 STAMPS = 8  # t0 start, tw past the PDL wait, t1 first chunk ready, wait sum, t2 loop end,
 # t3 end, smid, chunks
 
 PATCHES = [
     ("@gluon.jit\ndef _issue(",
-     "@gluon.jit\ndef _now():\n    return gl.inline_asm_elementwise(\"mov.u64 $0, %globaltimer;\", "
-     "\"=l\", [], dtype=gl.int64, is_pure=False, pack=1)\n\n\n"
-     "@gluon.jit\ndef _smid():\n    return gl.inline_asm_elementwise(\"mov.u32 $0, %smid;\", "
-     "\"=r\", [], dtype=gl.int32, is_pure=False, pack=1)\n\n\n@gluon.jit\ndef _issue("),
+     NOW_SRC + "@gluon.jit\ndef _smid():\n    return gl.inline_asm_elementwise("
+     "\"mov.u32 $0, %smid;\", \"=r\", [], dtype=gl.int32, is_pure=False, pack=1)\n\n\n"
+     "@gluon.jit\ndef _issue("),
     ("CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr,\n    stride_om,",
      "CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr, probe_ptr,\n    stride_om,"),
     ("    fence_async_shared()\n\n    if PDL:",
@@ -63,20 +62,26 @@ PATCHES = [
 
 # the stream floor: no stage reads, no decode, no MMA (the ring, barriers and refills stay)
 STREAM = [(
-    "        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], _PLAIN32)\n"
-    "        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], _PLAIN32)\n"
-    "        wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)\n"
-    "        xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)\n"
-    "        wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)\n"
-    "        xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)\n"
-    "        if not GROUPED:\n"
-    "            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _PLAIN16)\n"
-    "            sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)\n"
-    "            sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)\n", ""), (
-    "        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,\n"
-    "                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)\n"
-    "        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,\n"
-    "                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)\n", "")]
+    '        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], W_VIEW)\n'
+    '        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], X_VIEW)\n'
+    '        wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)\n'
+    '        wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)\n'
+    '        if GROUPED:\n'
+    '            xa0, xa1 = xv.load(_both_steps(X_PAIRS)).reshape([NT, 2, 64])'
+    '.permute((0, 2, 1)).split()\n'
+    '            xa0 = gl.convert_layout(xa0, X_PAIRS, assert_trivial=True)\n'
+    '            xa1 = gl.convert_layout(xa1, X_PAIRS, assert_trivial=True)\n'
+    '        else:\n'
+    '            xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)\n'
+    '            xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)\n'
+    '        if not GROUPED:\n'
+    '            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))\n'
+    '            sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)\n'
+    '            sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)\n', ""), (
+    '        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,\n'
+    '                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)\n'
+    '        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,\n'
+    '                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)\n', "")]
 
 
 def modules():

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fp4mm  # noqa: E402
 from fp4mm.kernels import fp4_gemm_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90  # noqa: E402
 from fp4mm.ops.nvfp4_mm import sm90_layout  # noqa: E402
-from scripts.gpu_decode import Problem, close, rounds, save_rows, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, rounds, save_rows, time_graph  # noqa: E402
+from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 
 
 def main():
@@ -47,10 +48,7 @@ def main():
                                                                 "low_first", o)
         ref = p.reference(0)
         for name, run in runs.items():
-            o = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
-            run(0, o)
-            ok, err = close(o, ref)
-            assert ok, f"{name} wrong at {M}x{N}x{K}: rel err {err}"
+            check_poisoned(lambda o: run(0, o), ref, torch.float32, f"{name} {M}x{N}x{K}")
         got = rounds({name: (lambda run=run: time_graph(
             [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
         med = {k: st.median(v) for k, v in got.items()}
