@@ -10,6 +10,12 @@ rule) should serve ``nvfp4_w4a16_mm``, against the kernels beside it (session 28
 Each kernel is checked against the oracle with a NaN-poisoned output first, then timed in 3
 rotating rounds of CUDA-graph medians over 4 weight copies (bf16 x). Usage on an sm_90 machine:
 ``python scripts/gpu_tma_dispatch.py`` (JSON to $OUT).
+
+``--grouped-prepacked`` (session 29): ``w4a16_mm`` with groups of 32 and a
+``PrepackedW4A16Weight`` at 8-32 tokens, the public op with ``FP4MM_KERNEL=gemv`` (what the GEMV
+side of the dispatch runs: the register ring below ``GEMV_SM90_TMA_MIN_M_GROUPED``, the TMA GEMV
+from it, on the raw tensors the prepacked weight keeps) against ``FP4MM_KERNEL=gemm`` (the GEMM on
+the prepacked layout): where ``W4A16_SM90_GEMV_MAX_M[(32, True)]`` should be.
 """
 
 from __future__ import annotations
@@ -28,7 +34,41 @@ from scripts.gpu_decode import Problem, rounds, save_rows, time_graph  # noqa: E
 from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 
 
+def grouped_prepacked():
+    rows = []
+    for (N, K), M, dt in [(nk, m, dt) for nk in ((18432, 3072), (8192, 8192), (4096, 4096))
+                          for m in (8, 12, 16, 24, 32)
+                          for dt in (torch.float16, torch.bfloat16)]:
+        p = Problem("w4a16_mm", M, N, K, group=32, dtype=dt, copies=4)
+        packs = [fp4mm.prepack_w4a16_weight(*w, 32) for w in p.w]
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        x = p.x[0]
+
+        def run(i, o, kernel):
+            os.environ["FP4MM_KERNEL"] = kernel
+            try:
+                fp4mm.w4a16_mm(x, packs[i], None, 32, out=o)
+            finally:
+                del os.environ["FP4MM_KERNEL"]
+
+        ref = p.reference(0)
+        for kernel in ("gemv", "gemm"):
+            check_poisoned(lambda o, kernel=kernel: run(0, o, kernel), ref, dt,
+                           f"{kernel} {M}x{N}x{K}")
+        got = rounds({k: (lambda k=k: time_graph([lambda i=i: run(i, out, k)
+                                                  for i in range(4)])[0])
+                      for k in ("gemv", "gemm")}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"M={M:2d} {N}x{K} {str(dt)[6:]:8s} "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(op="w4a16_mm", group=32, dtype=str(dt), M=M, N=N, K=K, prepacked=True,
+                         rounds=got, medians=med))
+    save_rows("w4a16-prepacked-dispatch", rows)
+
+
 def main():
+    if "--grouped-prepacked" in sys.argv:
+        return grouped_prepacked()
     rows = []
     shapes = [(18432, 3072), (8192, 8192), (4096, 4096)]
     cases = [(M, N, K, False) for N, K in shapes for M in (1, 2, 4, 8)]

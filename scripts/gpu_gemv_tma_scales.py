@@ -1,0 +1,117 @@
+"""The TMA decode GEMV's E4M3 scales by plain loads instead of a TMA box (session 29).
+
+``scripts/gpu_gemv_tma_cp_async.py`` measured the stream floor of ``fp4_gemv_tma_sm90`` (stage
+reads, decode and MMAs removed) without its scale copies: 1.1-1.6 us lower at 4-16 tokens, while
+the x copies cost 0.1-0.3 us. A stage's scale box is 64 rows x 16 bytes (a row's 192-byte scale
+line is read 16 bytes per chunk); the codes' TMA stream, with no evict-first policy, can push
+those lines out of L2 between chunks. Variant ``ld``: each thread loads its rows' scale words from
+global memory (through L1, which TMA's streams do not touch) one chunk ahead, as the group-scale
+form already does: the int32 word c of a chunk's 16 bytes holds step 0's pair for quad lane c in
+its low half and step 1's in its high half (the K permutation of ``_scales_view``).
+
+Usage on an sm_90 machine: ``python -u scripts/gpu_gemv_tma_scales.py`` (JSON to $OUT): oracle
+checks (NaN-poisoned output, both variants, fp16/bf16 x, both code orders, ragged N), then 3
+rotating rounds of CUDA-graph replays over 4 weight copies at the decode rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from scripts.gpu_decode import Problem, patched_module, rounds, save_rows, time_graph  # noqa: E402
+from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
+
+SRC = os.path.join(os.path.dirname(__file__), "..", "fp4mm", "kernels", "fp4_gemv_tma_sm90.py")
+
+PATCHES = [
+    ("    SDTYPE: gl.constexpr = gl.float16,\n):",
+     "    SDTYPE: gl.constexpr = gl.float16, SCALES_LD: gl.constexpr = False,\n):"),
+    ("    GROUPED: gl.constexpr = W_GROUP > 0\n",
+     "    GROUPED: gl.constexpr = W_GROUP > 0\n"
+     "    NO_S_TMA: gl.constexpr = (W_GROUP > 0) | SCALES_LD\n"),
+    ("    if GROUPED:\n        s_bufs = w_bufs  # unused",
+     "    if NO_S_TMA:\n        s_bufs = w_bufs  # unused"),
+    ("               t < n_c, GROUPED)", "               t < n_c, NO_S_TMA)"),
+    ("               c_begin + t + STAGES, t + STAGES < n_c, GROUPED)",
+     "               c_begin + t + STAGES, t + STAGES < n_c, NO_S_TMA)"),
+    ("    acc = gl.zeros([BN, NT], gl.float32, mma)\n",
+     "    if SCALES_LD:  # int32 words [BN, 4] of (N, K / 64); rows past N clamped\n"
+     "        srow = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES)), "
+     "N - 1)\n"
+     "        s_w = srow[:, None] * stride_wsn + gl.arange(0, 4, layout=gl.SliceLayout(0, "
+     "W_SCALES))[None, :]\n"
+     "        sw = gl.load(ws_ptr + s_w + c_begin * 4)\n"
+     "    acc = gl.zeros([BN, NT], gl.float32, mma)\n"),
+    ("        mbarrier.wait(ready.index(s), (t // STAGES) & 1)\n",
+     "        if SCALES_LD:\n            scw = sw\n"
+     "            sw = gl.load(ws_ptr + s_w + gl.minimum(c_begin + t + 1, CHUNKS - 1) * 4)\n"
+     "        mbarrier.wait(ready.index(s), (t // STAGES) & 1)\n"),
+    ("        if not GROUPED:\n            sv = s_bufs",
+     "        if SCALES_LD:\n            sc0 = scw.to(gl.int16)\n"
+     "            sc1 = (scw >> 16).to(gl.int16)\n"
+     "        elif not GROUPED:\n            sv = s_bufs"),
+    ("        ws, sdtype = w_scales, gl.float16\n",
+     "        ws, sdtype = (w_scales.view(torch.int32) if SLD[0] else w_scales), gl.float16\n"),
+    ("        ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,",
+     "        ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,"
+     "\n        SCALES_LD=SLD[0] and group_size is None,"),
+    ("MAX_M = 32  # tokens", "SLD = [False]\nMAX_M = 32  # tokens"),
+]
+
+
+def module():
+    return patched_module("fp4_gemv_tma_scales", open(SRC).read(), PATCHES)
+
+
+def run(mod, ld, p, i, out, cfg=None):
+    mod.SLD[0] = ld
+    mod.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, p.order, out, config=cfg)
+
+
+def check(mod):
+    n = 0
+    C = mod.GemvTMAConfig
+    for (M, N, K), dt in [((16, 200, 512), torch.bfloat16), ((5, 77, 1280), torch.float16),
+                          ((13, 300, 3072), torch.bfloat16), ((32, 1000, 2048), torch.float16),
+                          ((4, 64, 256), torch.bfloat16)]:
+        p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt)
+        for order in ("low_first", "high_first"):
+            p.order = order
+            ref = p.reference(0)
+            for ld in (False, True):
+                for cfg in (None, C(1, 3, 3, 2), C(2, 2, 1, 1)):
+                    check_poisoned(lambda o, ld=ld, p=p, cfg=cfg: run(mod, ld, p, 0, o, cfg),
+                                   ref, torch.float32, f"ld={ld} {dt} M={M} N={N} K={K} {cfg}")
+                    n += 1
+    print(f"correctness: {n} checks passed", flush=True)
+
+
+def main():
+    mod = module()
+    check(mod)
+    rows = []
+    for M, N, K in [(16, 18432, 3072), (4, 18432, 3072), (8, 18432, 3072), (32, 18432, 3072),
+                    (16, 8192, 8192), (4, 8192, 8192), (16, 28672, 4096), (16, 3072, 3072)]:
+        dt = torch.bfloat16
+        p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
+        outs = [torch.empty((M, N), dtype=dt, device="cuda") for _ in range(4)]
+        fns = {name: (lambda ld=ld, p=p, outs=outs: time_graph(
+            [lambda i=i: run(mod, ld, p, i, outs[i]) for i in range(4)])[0])
+            for name, ld in (("tma_scales", False), ("ld_scales", True))}
+        got = rounds(fns, 3)
+        line = f"bf16 M={M} {N}x{K}:"
+        for k, v in got.items():
+            med = sorted(v)[1]
+            rows.append(dict(op="nvfp4_w4a16_mm", M=M, N=N, K=K, dtype=str(dt), variant=k,
+                             rounds_us=v, median_us=med))
+            line += f" {k} {med:.2f}"
+        print(line, flush=True)
+    save_rows("gemv-tma-scales", rows)
+
+
+if __name__ == "__main__":
+    main()
