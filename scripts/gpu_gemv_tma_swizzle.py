@@ -23,7 +23,8 @@ K order): oracle checks at groups 32 / 64 / 128 / 256, then group 32 at 9-32 tok
 at the rule and the register ring (``fp4_gemv_sm90``, what ``w4a16_mm`` runs up to 16 tokens),
 3 rounds; then a config sweep of the new kernel at 16 and 32 tokens. ``--grouped-rule
 OLD_SOURCE.py``: the shipped group-scale rule against the ring and the old module, group 32,
-fp16 and bf16 x, 9-32 tokens on four shapes, 3 rounds (each oracle-checked first).
+fp16 and bf16 x, 9-32 tokens on four shapes, 3 rounds (each oracle-checked first; session 29:
+more token counts, for x boxes that stay inside x's rows).
 ``--sweep-rt1``: one row tile (warps 1/2/4 x stages 2/3 x split 1-4) and the rule, at 9 / 16 /
 24 / 32 tokens on seven weight shapes (the data for the one-row-tile rule).
 """
@@ -121,9 +122,9 @@ def grouped_rule(old):
 
     rows = []
     for (M, N, K), dt in itertools.product(
-            [(9, 18432, 3072), (12, 18432, 3072), (16, 18432, 3072), (24, 18432, 3072),
-             (32, 18432, 3072), (16, 8192, 8192), (32, 8192, 8192), (16, 4096, 4096),
-             (16, 28672, 4096)], (torch.float16, torch.bfloat16)):
+            [(M, 18432, 3072) for M in (9, 11, 12, 13, 15, 16, 20, 24, 27, 32)]
+            + [(M, N, K) for N, K in ((8192, 8192), (4096, 4096), (28672, 4096))
+               for M in (9, 12, 15, 16, 24)], (torch.float16, torch.bfloat16)):
         p = Problem("w4a16_mm", M, N, K, group=32, dtype=dt, copies=4)
         out = torch.empty((M, N), dtype=dt, device="cuda")
         runs = {name: (lambda i, o, mod=mod: mod.gemv_tma_sm90(p.x[0], *p.w[i], 1.0,

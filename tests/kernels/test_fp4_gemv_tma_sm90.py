@@ -219,17 +219,18 @@ def _shipped() -> list[tuple]:
     for M in range(GEMV_SM90_TMA_MIN_M_GROUPED, T.MAX_M + 1):
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K, group_size=32)
+            nt = T._token_tile(M)
             for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
-                cases.add((x, T._token_tile(M), cfg.row_tiles, cfg.stages, cfg.split_k > 1,
-                           cfg.warps, False, "fp16", False, group))
-    return sorted(cases)
+                cases.add((x, nt, cfg.row_tiles, cfg.stages, cfg.split_k > 1, cfg.warps, False,
+                           "fp16", False, group, T.x_boxes(M, nt, True)))
+    return sorted({c if len(c) == 11 else c + ((c[1], 0),) for c in cases})
 
 
 SHIPPED = _shipped()
 
 
 def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
-                   group=0) -> dict:
+                   group=0, x_boxes=None) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -237,22 +238,26 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
 
     bn = 16 * rt * warps
     # swizzled codes and x as [tokens, 4, 64] boxes
-    xd, wl = f"tensordesc<{x}[{nt}, 4, 64],{T._X_SWIZZLED!r}>", T._W_SWIZZLED
+    wl = T._W_SWIZZLED
+    xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then 2-row boxes up to x_rows
+    xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
+    x2d = f"tensordesc<{x}[2, 4, 64],{T._X_SWIZZLED!r}>" if x_rows else xd
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
            "s_desc": f"tensordesc<u8[{bn}, {128 if group else 16}],{T._PLAIN8!r}>",
-           "x_desc": xd,
+           "x_desc": xd, "x2_desc": x2d,
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
            "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
            "stride_wsn": "i32"}
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
-                  STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype)
+                  STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype,
+                  X_ROWS=x_rows)
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
-                         attrs={(3,): [["tt.divisibility", 16]], (4,): [["tt.divisibility", 16]],
-                                (10,): [["tt.divisibility", 16]], (11,): [["tt.divisibility", 16]]})
+                         attrs={(4,): [["tt.divisibility", 16]], (5,): [["tt.divisibility", 16]],
+                                (11,): [["tt.divisibility", 16]], (12,): [["tt.divisibility", 16]]})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": warps, "launch_pdl": partial})
     ptx = k.asm["ptx"]
