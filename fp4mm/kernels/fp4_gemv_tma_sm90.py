@@ -135,16 +135,17 @@ def _both_steps(ll):
 
 
 @gluon.jit
-def _issue(w_desc, s_desc, x_desc, x2_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live,
-           GROUPED: gl.constexpr, X_ROWS: gl.constexpr):
+def _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs, ready, s,
+           row0, chunk, live, GROUPED: gl.constexpr, X_ROWS: gl.constexpr):
     """Stage ``s`` <- chunk ``chunk`` (256 K) of the CTA's weight rows, their E4M3 scales (not
     for 16-bit group scales: the consumer loads those) and x: one box of NT token rows, or
-    (``X_ROWS`` > 0) a box of x_desc's rows (a power of two) and then 2-row boxes of x2_desc up
-    to ``X_ROWS`` rows, so that no box runs far past x's M rows (see ``x_boxes``)."""
+    (``X_ROWS`` > 0, see ``x_boxes``) X_ROWS rows as a box of x_desc's XM rows (a power of two)
+    and then boxes of XM / 2, XM / 4 and XM / 8 rows (xh_desc, xq_desc, xe_desc) for the set bits
+    of X_ROWS - XM, so that no box runs far past x's M rows."""
     if X_ROWS == 0:
         xbytes: gl.constexpr = x_desc.block_type.nbytes
     else:
-        xbytes: gl.constexpr = X_ROWS // 2 * x2_desc.block_type.nbytes
+        xbytes: gl.constexpr = X_ROWS * (x_desc.block_type.nbytes // x_desc.block_type.shape[0])
     if GROUPED:
         nbytes: gl.constexpr = w_desc.block_type.nbytes + xbytes
     else:
@@ -160,11 +161,20 @@ def _issue(w_desc, s_desc, x_desc, x2_desc, w_bufs, s_bufs, x_bufs, ready, s, ro
         tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s), xs, pred=live)
     else:
         XM: gl.constexpr = x_desc.block_type.shape[0]
+        R: gl.constexpr = X_ROWS - XM
         tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s),
                                         xs.slice(0, XM, dim=0), pred=live)
-        for r in gl.static_range(XM, X_ROWS, 2):  # (2 rows: a swizzle atom, 1 KB)
-            tma.async_copy_global_to_shared(x2_desc, [r, chunk * 4, 0], ready.index(s),
-                                            xs.slice(r, 2, dim=0), pred=live)
+        if (R & (XM // 2)) != 0:
+            tma.async_copy_global_to_shared(xh_desc, [XM, chunk * 4, 0], ready.index(s),
+                                            xs.slice(XM, XM // 2, dim=0), pred=live)
+        O2: gl.constexpr = XM + (R & (XM // 2))
+        if (R & (XM // 4)) != 0:
+            tma.async_copy_global_to_shared(xq_desc, [O2, chunk * 4, 0], ready.index(s),
+                                            xs.slice(O2, XM // 4, dim=0), pred=live)
+        O3: gl.constexpr = O2 + (R & (XM // 4))
+        if (R & (XM // 8)) != 0:
+            tma.async_copy_global_to_shared(xe_desc, [O3, chunk * 4, 0], ready.index(s),
+                                            xs.slice(O3, XM // 8, dim=0), pred=live)
 
 
 @gluon.jit
@@ -182,8 +192,8 @@ def _group_scales(ws_ptr, s_offs, chunk, W_GROUP: gl.constexpr):
 
 @gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
-    w_desc, s_desc, x_desc, x2_desc, ws_ptr, out_ptr, M, N, CHUNKS, CHUNKS_SPLIT, alpha,
-    alpha_ptr, stride_om, stride_wsn,
+    w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws_ptr, out_ptr, M, N, CHUNKS,
+    CHUNKS_SPLIT, alpha, alpha_ptr, stride_om, stride_wsn,
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     ALPHA_PTR: gl.constexpr = False, W_GROUP: gl.constexpr = 0,
@@ -193,9 +203,9 @@ def _fp4_gemv_tma_sm90_kernel(
 
     w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
     [BN, 16]; x_desc: fp16/bf16 x viewed as (M, K/64, 64), box [NT, 4, 64], or with X_ROWS > 0
-    box [XM, 4, 64] (XM the largest power of two <= M) and x2_desc box [2, 4, 64]: the stage's
-    first X_ROWS token rows are loaded, the rest of it is never written (those tokens' outputs
-    are not stored). Grid (N / BN, splits), BN = 16
+    box [XM, 4, 64] (XM the largest power of two <= M) and xh/xq/xe_desc boxes of XM / 2, 4, 8
+    rows: the stage's first X_ROWS token rows are loaded, the rest of it is never written
+    (those tokens' outputs are not stored). Grid (N / BN, splits), BN = 16
     ROW_TILES num_warps; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter).
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
     W_GROUP > 0: 16-bit SDTYPE group scales per W_GROUP (32, 64 or a multiple of 128) instead of
@@ -239,8 +249,8 @@ def _fp4_gemv_tma_sm90_kernel(
     n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
     row0 = pid_n * BN
     for t in gl.static_range(STAGES):
-        _issue(w_desc, s_desc, x_desc, x2_desc, w_bufs, s_bufs, x_bufs, ready, t, row0,
-               c_begin + t, t < n_c, GROUPED, X_ROWS)
+        _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs, ready,
+               t, row0, c_begin + t, t < n_c, GROUPED, X_ROWS)
     if GROUPED:  # rows past N clamped to the last row (their outputs are not stored)
         rs = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
@@ -271,8 +281,8 @@ def _fp4_gemv_tma_sm90_kernel(
             sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
         gl.thread_barrier()  # every warp has read stage s: refill it
         fence_async_shared()
-        _issue(w_desc, s_desc, x_desc, x2_desc, w_bufs, s_bufs, x_bufs, ready, s, row0,
-               c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)
+        _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs, ready,
+               s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)
         acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                     W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
         acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
@@ -344,20 +354,19 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 
 
 def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
-    """(rows of the first x box, rows loaded with 2-row boxes after it: 0 for none): one box of
-    ``nt`` rows, or for the group-scale form at M < nt a box of the largest power of two <= M
-    rows and then 2-row boxes up to M rows (M + 1 at odd M).
+    """(rows of the first x box, rows loaded in all: 0 for one box of ``nt`` rows). The
+    group-scale form at M < nt loads M rows rounded up to even as a box of the largest power of
+    two <= M rows and then one box for each set bit of the rest (``_issue``).
 
     A TMA box that runs past x's M rows is zero-filled, and that is slow in proportion to the
     rows past the end: the one-warp group-scale CTAs (four times the x copies of the NVFP4 rule's
     four-warp ones) took 28.4 us at 9 tokens of 18432 x 3072 against 21.1 with x padded to 16
     rows, 24.5 against 21.1 at 12 (the NVFP4 rule: no difference; session 29,
-    bench/results/2026-11-27-gemv-tma-x-padding-h100.json). So the group-scale form loads a box
-    of the largest power of two <= M rows and then 2-row boxes (the smallest slice of the
-    128-byte-swizzled stage Gluon allows): at most one row past the end, at odd M."""
-    if not grouped or M >= nt or M < 2:
+    bench/results/2026-11-27-gemv-tma-x-padding-h100.json). Extra boxes cost too: TODO."""
+    rows = M + (M & 1)  # Gluon slices a 128-byte-swizzled stage in whole 1 KB atoms (2 rows)
+    if not grouped or rows >= nt or M < 2:
         return nt, 0
-    return 1 << (M.bit_length() - 1), M + (M & 1)
+    return 1 << (M.bit_length() - 1), rows
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
@@ -411,7 +420,10 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     xm, xr = x_boxes(M, nt, group_size is not None)
     xv = x.view(M, K // 64, 64)
     x_desc = TensorDescriptor.from_tensor(xv, [xm, 4, 64], _X_SWIZZLED)
-    x2_desc = TensorDescriptor.from_tensor(xv, [2, 4, 64], _X_SWIZZLED) if xr else x_desc
+    # the boxes of xm / 2, 4, 8 rows where X_ROWS - xm has that bit (else x_desc, not read)
+    xh_desc, xq_desc, xe_desc = (
+        TensorDescriptor.from_tensor(xv, [xm >> j, 4, 64], _X_SWIZZLED)
+        if xr and (xr - xm) & (xm >> j) else x_desc for j in (1, 2, 3))
     chunks = K // KCHUNK
     per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
     split = triton.cdiv(chunks, per)
@@ -420,7 +432,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
-        w_desc, s_desc, x_desc, x2_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
+        w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,

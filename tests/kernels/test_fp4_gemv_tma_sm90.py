@@ -241,12 +241,13 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     wl = T._W_SWIZZLED
     xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then 2-row boxes up to x_rows
     xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
-    x2d = f"tensordesc<{x}[2, 4, 64],{T._X_SWIZZLED!r}>" if x_rows else xd
+    xhqe = [f"tensordesc<{x}[{xm >> j}, 4, 64],{T._X_SWIZZLED!r}>"
+            if x_rows and (x_rows - xm) & (xm >> j) else xd for j in (1, 2, 3)]
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
            "s_desc": f"tensordesc<u8[{bn}, {128 if group else 16}],{T._PLAIN8!r}>",
-           "x_desc": xd, "x2_desc": x2d,
+           "x_desc": xd, "xh_desc": xhqe[0], "xq_desc": xhqe[1], "xe_desc": xhqe[2],
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
            "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
@@ -256,8 +257,8 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
                   X_ROWS=x_rows)
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
-                         attrs={(4,): [["tt.divisibility", 16]], (5,): [["tt.divisibility", 16]],
-                                (11,): [["tt.divisibility", 16]], (12,): [["tt.divisibility", 16]]})
+                         attrs={(6,): [["tt.divisibility", 16]], (7,): [["tt.divisibility", 16]],
+                                (13,): [["tt.divisibility", 16]], (14,): [["tt.divisibility", 16]]})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": warps, "launch_pdl": partial})
     ptx = k.asm["ptx"]
@@ -279,7 +280,7 @@ def test_shipped_configs_compile_without_spills(compile_reports, case):
     rep = compile_reports[case]
     x, nt, rt, stages, partial, warps = case[:6]
     assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
-    group = case[-1]
+    group = case[9]
     assert rep["mma"] > 0
     # codes, (E4M3 scales,) x by TMA; 16-bit group scales are loaded by the consumers
     assert rep["tma"] >= (2 if group else 3)
