@@ -203,7 +203,7 @@ def _fp4_gemv_tma_sm90_kernel(
 
     w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
     [BN, 16]; x_desc: fp16/bf16 x viewed as (M, K/64, 64), box [NT, 4, 64], or with X_ROWS > 0
-    box [XM, 4, 64] (XM the largest power of two <= M) and xh/xq/xe_desc boxes of XM / 2, 4, 8
+    box [XM, 4, 64] (XM a power of two, ``x_boxes``) and xh/xq/xe_desc boxes of XM / 2, 4, 8
     rows: the stage's first X_ROWS token rows are loaded, the rest of it is never written
     (those tokens' outputs are not stored). Grid (N / BN, splits), BN = 16
     ROW_TILES num_warps; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter).
@@ -355,18 +355,23 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 
 def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
     """(rows of the first x box, rows loaded in all: 0 for one box of ``nt`` rows). The
-    group-scale form at M < nt loads M rows rounded up to even as a box of the largest power of
-    two <= M rows and then one box for each set bit of the rest (``_issue``).
+    group-scale form at M <= 3 nt / 4 loads M rows rounded up to even as a box of the largest
+    power of two <= that rows and then one box for each set bit of the rest (``_issue``).
 
     A TMA box that runs past x's M rows is zero-filled, and that is slow in proportion to the
     rows past the end: the one-warp group-scale CTAs (four times the x copies of the NVFP4 rule's
     four-warp ones) took 28.4 us at 9 tokens of 18432 x 3072 against 21.1 with x padded to 16
     rows, 24.5 against 21.1 at 12 (the NVFP4 rule: no difference; session 29,
-    bench/results/2026-11-27-gemv-tma-x-padding-h100.json). Extra boxes cost too: TODO."""
+    bench/results/2026-11-27-gemv-tma-x-padding-h100.json). Extra boxes cost too, so they are
+    used only where a quarter of the tile or more would run past x: fp16 x, us (extra boxes /
+    one box; bench/results/2026-11-27-gemv-tma-x-boxes-h100.json, 3 rotating rounds), 18432 x
+    3072 M=9 19.72 / 27.95, M=11 20.30 / 25.96, M=13 21.63 / 22.80, M=14 21.71 / 22.70, M=20
+    25.02 / 28.88, M=24 25.64 / 25.99, M=27 25.80 / 24.60, M=29 27.08 / 25.06; 8192 x 8192 M=9
+    21.49 / 26.70, M=13 22.43 / 21.48, M=14 22.24 / 21.02, M=24 27.56 / 27.09."""
     rows = M + (M & 1)  # Gluon slices a 128-byte-swizzled stage in whole 1 KB atoms (2 rows)
-    if not grouped or rows >= nt or M < 2:
+    if not grouped or M > 3 * nt // 4 or M < 2:
         return nt, 0
-    return 1 << (M.bit_length() - 1), rows
+    return 1 << (rows.bit_length() - 1), rows
 
 
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:

@@ -145,9 +145,17 @@ GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves from GEMV_SM90_T
 # 28672 x 4096 M=16 34.79 / 56.02, 37.11 / 57.95; M=24-32 25.3-33.0 against 33.1-35.8 before.
 # But at 9 and 12 tokens of 18432 x 3072 the ring is as fast or faster (M=9 22.72 vs 27.42 fp16,
 # 24.05 vs 27.86 bf16; M=12 23.46 vs 23.65, 24.06 vs 25.84; not understood: the same tile at 16
-# tokens takes 20.64), so the TMA GEMV takes groups of 32 from 16 tokens. Groups of 64 and 128
-# keep the ring up to 16 tokens.
-GEMV_SM90_TMA_MIN_M_GROUPED = 16
+# tokens takes 20.64), so the TMA GEMV took groups of 32 from 16 tokens.
+# Session 29 found why: x's 16-row box ran past x's 9-12 rows, and a zero-filled box is slow in
+# proportion to the rows past the end (x padded to 16 rows: M=9 21.11 vs 28.38 us). With x in
+# boxes that stay inside x's rows (fp4_gemv_tma_sm90.x_boxes) the TMA GEMV beats the ring at
+# every 9-15 tokens measured, fp16 x, us (TMA / ring; bench/results/2026-11-27-gemv-tma-x-boxes-
+# h100.json, 3 rotating rounds): 18432 x 3072 M=9 19.72 / 23.48, M=10 19.32 / 23.15, M=11
+# 20.30 / 23.63, M=13 22.80 / 23.84, M=14 22.70 / 23.88, M=15 22.42 / 24.30; 8192 x 8192 M=9
+# 21.49 / 27.68, M=11 21.07 / 27.84, M=13 21.48 / 28.19, M=14 21.02 / 28.47; bf16 x and 4096 x
+# 4096 / 28672 x 4096 the same way (the -2row file beside it) -> 9. Groups of 64 and 128 keep
+# the ring up to 16 tokens.
+GEMV_SM90_TMA_MIN_M_GROUPED = 9
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token
@@ -190,7 +198,14 @@ GEMV_FP8_SM90_MAX_M = 4
 # - group 128, raw: the GEMV wins at every M <= 64 (M=64 44.0 vs 60.1, 21.9 vs 30.2) -> 64.
 # - group 128, prepacked: M=1 17.2 vs 22.5; M=8 23.6 vs 23.0 and 12.2 vs 12.3; M=16 28.2 vs 22.7
 #   and 14.3 vs 12.4 -> 8.
-W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 8, (64, False): 64, (64, True): 8}
+# Session 29, group 32 prepacked, the public op with FP4MM_KERNEL=gemv vs =gemm, fp16 / bf16 x,
+# us (bench/results/2026-11-27-w4a16-prepacked-dispatch-h100.json, 3 rotating rounds; the GEMV
+# side then ran the ring at 9-15 tokens): 18432 x 3072 M=8 21.06 / 22.70, M=12 23.89 / 22.61
+# (ring), M=16 21.13 / 22.68 and 23.08 / 23.20 (TMA), M=24 26.36 / 24.96, M=32 25.24 / 24.80;
+# 8192 x 8192 M=16 21.84 / 25.11, M=24 27.93 / 27.76, M=32 32.28 / 27.96; 4096 x 4096 M=16
+# 9.48 / 10.22, M=24 12.30 / 10.90. With the TMA GEMV from 9 tokens (19.3-22.4 us at 9-15 on
+# 18432 x 3072 against the GEMM's 22.6) -> 16.
+W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 16, (64, False): 64, (64, True): 8}
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
 # session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
 # plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep

@@ -60,6 +60,25 @@ def test_config_validity_and_heuristic():
     assert T.choose_config(16, 8192, 256, group_size=32) == C(1, 2, 1, 1)
 
 
+def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
+    """Group scales at M <= 3/4 of the token tile: M rows rounded up to even, as a power-of-two
+    box and one box for each set bit of the rest (so each is a power of two, at most four);
+    above that, and for NVFP4 weights, one box of the tile."""
+    for M in range(1, T.MAX_M + 1):
+        nt = T._token_tile(M)
+        assert T.x_boxes(M, nt, False) == (nt, 0)
+        xm, rows = T.x_boxes(M, nt, True)
+        if rows == 0:
+            assert xm == nt and (M > 3 * nt // 4 or M == 1)
+            continue
+        assert M <= 3 * nt // 4 and rows in (M, M + 1) and rows % 2 == 0 and rows < nt
+        assert xm & (xm - 1) == 0 and xm <= rows < 2 * xm
+        sizes = [xm] + [xm >> j for j in (1, 2, 3) if (rows - xm) & (xm >> j)]
+        assert sum(sizes) == rows and min(sizes) >= 2
+    assert T.x_boxes(9, 16, True) == (8, 10) and T.x_boxes(13, 16, True) == (16, 0)
+    assert T.x_boxes(23, 32, True) == (16, 24) and T.x_boxes(25, 32, True) == (32, 0)
+
+
 def test_is_supported_needs_hopper_m_and_k(monkeypatch):
     monkeypatch.setattr(T, "is_hopper", lambda device: True)
     t = torch.empty(64, dtype=torch.uint8)
@@ -89,10 +108,10 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
     assert _ops_choose(monkeypatch, 33, 3072) == "gemv"
 
 
-def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
-    """w4a16_mm above the register ring's 16 grouped tokens: the TMA GEMV for groups of 32 where
-    it applies (K % 256 == 0), else the plain-Triton GEMV (groups of 64 and 128: mixed against
-    it, session 27)."""
+def test_ops_send_grouped_9_to_32_tokens_here(monkeypatch):
+    """w4a16_mm from GEMV_SM90_TMA_MIN_M_GROUPED (9) grouped tokens: the TMA GEMV for groups of
+    32 where it applies (K % 256 == 0), else the register ring up to its 16 tokens and the
+    plain-Triton GEMV above (groups of 64 and 128: mixed against it, session 27)."""
     from fp4mm.ops.dispatch import (
         GEMV_SM90_RING_MAX_M_GROUPED,
         GEMV_SM90_TMA_GROUPS,
@@ -106,8 +125,8 @@ def test_ops_send_grouped_17_to_32_tokens_here(monkeypatch):
     def choose(M, K, group):
         return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
     top = GEMV_SM90_RING_MAX_M_GROUPED
-    assert GEMV_SM90_TMA_GROUPS == (32,)
-    assert choose(top + 1, 3072, 32) == "gemv_sm90"
+    assert GEMV_SM90_TMA_GROUPS == (32,) and GEMV_SM90_TMA_MIN_M_GROUPED == 9
+    assert choose(9, 3072, 32) == choose(top + 1, 3072, 32) == "gemv_sm90"
     assert choose(32, 3072, 32) == "gemv_sm90"
     assert choose(24, 3072 + 128, 32) == "gemv"  # K % 256
     assert choose(33, 3072, 32) in ("gemv", "gemm_sm90")
@@ -222,7 +241,12 @@ def _shipped() -> list[tuple]:
             nt = T._token_tile(M)
             for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
                 cases.add((x, nt, cfg.row_tiles, cfg.stages, cfg.split_k > 1, cfg.warps, False,
-                           "fp16", False, group, T.x_boxes(M, nt, True)))
+                           "fp16", False, group, (nt, 0)))
+            # x in several boxes (x_boxes): group 32 (what the ops send), one x dtype each
+            boxes = T.x_boxes(M, nt, True)
+            if boxes[1]:
+                cases.add(("bf16" if boxes[1] % 4 else "fp16", nt, cfg.row_tiles, cfg.stages,
+                           cfg.split_k > 1, cfg.warps, False, "fp16", False, 32, boxes))
     return sorted({c if len(c) == 11 else c + ((c[1], 0),) for c in cases})
 
 
@@ -409,6 +433,19 @@ def _grouped_problem(M, N, K, group, dtype, seed):
     sc = (torch.rand((N, K // group), generator=gen, device="cuda") * 0.1 + 0.01).to(dtype)
     x = (torch.randn((M, K), generator=gen, device="cuda") * 0.5).to(dtype)
     return x, wq, sc
+
+
+@gpu
+@pytest.mark.parametrize("M", [2, 3, 5, 6, 9, 10, 11, 12, 17, 19, 21, 23, 24])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_grouped_x_in_several_boxes_matches_oracle(M, dtype):
+    """Every token count whose x comes in several boxes (``x_boxes``), ragged N, NaN-poisoned
+    output: the boxes land where the one box would have put those rows."""
+    assert T.x_boxes(M, T._token_tile(M), True)[1]
+    x, wq, sc = _grouped_problem(M, 77, 1280, 32, dtype, seed=300 + M)
+    out = torch.full((M, 77), float("nan"), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=32)
+    _check(out, reference.w4a16_mm(x, wq, sc, 32))
 
 
 @gpu
