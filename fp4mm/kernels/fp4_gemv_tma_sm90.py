@@ -44,12 +44,17 @@ Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens pa
 - **16-bit group scales** (``group_size``, session 27): the codes and x ride the ring as above;
   each warp runs the register ring's grouped step (each 32-group one MMA chain, its exact fp32
   sum times the scale), and loads its rows' packed scales from global memory a chunk ahead.
+- **x boxes inside x** (group scales, session 29): a box that runs past x's M rows is
+  zero-filled by TMA, slowly (7 us at 9 tokens of 18432 x 3072 with one-warp CTAs). Where a
+  quarter of the token tile or more would, x comes as a power-of-two box plus one box per set
+  bit of the rest (:func:`x_boxes`); the stage rows past them are never written, and their
+  tokens' outputs are not stored.
 
 Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`` otherwise):
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
 M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 (``GEMV_SM90_TMA_GROUPS``)
-from 16 tokens (``GEMV_SM90_TMA_MIN_M_GROUPED``).
+from 9 tokens (``GEMV_SM90_TMA_MIN_M_GROUPED``).
 """
 
 from __future__ import annotations
