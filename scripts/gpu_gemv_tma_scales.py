@@ -9,6 +9,11 @@ global memory (through L1, which TMA's streams do not touch) one chunk ahead, as
 form already does: the int32 word c of a chunk's 16 bytes holds step 0's pair for quad lane c in
 its low half and step 1's in its high half (the K permutation of ``_scales_view``).
 
+Variant ``box32`` (written in session 29, not yet run): the scale box 32 bytes a row (this chunk's
+16 and the next's), so each DRAM sector is fetched whole once: tests whether the 16-byte
+half-sector reads (the other half re-fetched if the line left L2 meanwhile) are what the scale
+boxes cost the stream floor.
+
 Usage on an sm_90 machine: ``python -u scripts/gpu_gemv_tma_scales.py`` (JSON to $OUT): oracle
 checks (NaN-poisoned output, both variants, fp16/bf16 x, both code orders, ragged N), then 3
 rotating rounds of CUDA-graph replays over 4 weight copies at the decode rows.
@@ -28,16 +33,18 @@ from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 SRC = os.path.join(os.path.dirname(__file__), "..", "fp4mm", "kernels", "fp4_gemv_tma_sm90.py")
 
 PATCHES = [
-    ("    SDTYPE: gl.constexpr = gl.float16,\n):",
-     "    SDTYPE: gl.constexpr = gl.float16, SCALES_LD: gl.constexpr = False,\n):"),
+    ("    SDTYPE: gl.constexpr = gl.float16, X_ROWS: gl.constexpr = 0,\n):",
+     "    SDTYPE: gl.constexpr = gl.float16, X_ROWS: gl.constexpr = 0,\n"
+     "    SCALES_LD: gl.constexpr = False,\n):"),
     ("    GROUPED: gl.constexpr = W_GROUP > 0\n",
      "    GROUPED: gl.constexpr = W_GROUP > 0\n"
      "    NO_S_TMA: gl.constexpr = (W_GROUP > 0) | SCALES_LD\n"),
     ("    if GROUPED:\n        s_bufs = w_bufs  # unused",
      "    if NO_S_TMA:\n        s_bufs = w_bufs  # unused"),
-    ("               t < n_c, GROUPED)", "               t < n_c, NO_S_TMA)"),
-    ("               c_begin + t + STAGES, t + STAGES < n_c, GROUPED)",
-     "               c_begin + t + STAGES, t + STAGES < n_c, NO_S_TMA)"),
+    ("               t, row0, c_begin + t, t < n_c, GROUPED, X_ROWS)",
+     "               t, row0, c_begin + t, t < n_c, NO_S_TMA, X_ROWS)"),
+    ("               s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)",
+     "               s, row0, c_begin + t + STAGES, t + STAGES < n_c, NO_S_TMA, X_ROWS)"),
     ("    acc = gl.zeros([BN, NT], gl.float32, mma)\n",
      "    if SCALES_LD:  # int32 words [BN, 4] of (N, K / 64); rows past N clamped\n"
      "        srow = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, W_SCALES)), "
@@ -59,7 +66,23 @@ PATCHES = [
     ("        ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,",
      "        ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,"
      "\n        SCALES_LD=SLD[0] and group_size is None,"),
-    ("MAX_M = 32  # tokens", "SLD = [False]\nMAX_M = 32  # tokens"),
+    ("MAX_M = 32  # tokens", "SLD = [False]\nSBOX = [16]\nMAX_M = 32  # tokens"),
+    ("@gluon.constexpr_function\ndef _x_view(",
+     "@gluon.constexpr_function\ndef _scales_view32(rows):\n"
+     "    return gl.SharedLinearLayout([[0, 4], [0, 1], [0, 2], [0, 8]] + _row_bases(rows, 0))\n"
+     "\n\n@gluon.constexpr_function\ndef _x_view("),
+    # scale boxes of 32 bytes a row (this chunk's 16 and the next's: whole 32-byte sectors)
+    ("        s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, 16], s_desc.layout)",
+     "        s_bufs = gl.allocate_shared_memory(gl.uint8, [STAGES, BN, "
+     "s_desc.block_type.shape[1]], s_desc.layout)"),
+    ("            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))",
+     "            if s_desc.block_type.shape[1] == 32:\n"
+     "                sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 16], "
+     "_scales_view32(BN)).slice(0, 8, dim=1)\n"
+     "            else:\n"
+     "                sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))"),
+    ("        s_desc = TensorDescriptor.from_tensor(w_scales, [bn, 16], _PLAIN8)",
+     "        s_desc = TensorDescriptor.from_tensor(w_scales, [bn, SBOX[0]], _PLAIN8)"),
 ]
 
 
@@ -68,7 +91,9 @@ def module():
 
 
 def run(mod, ld, p, i, out, cfg=None):
-    mod.SLD[0] = ld
+    """``ld``: False (the shipped 16-byte scale boxes), True (plain loads) or "box32"."""
+    mod.SLD[0] = ld is True
+    mod.SBOX[0] = 32 if ld == "box32" else 16
     mod.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, p.order, out, config=cfg)
 
 
@@ -82,7 +107,7 @@ def check(mod):
         for order in ("low_first", "high_first"):
             p.order = order
             ref = p.reference(0)
-            for ld in (False, True):
+            for ld in (False, True, "box32"):
                 for cfg in (None, C(1, 3, 3, 2), C(2, 2, 1, 1)):
                     check_poisoned(lambda o, ld=ld, p=p, cfg=cfg: run(mod, ld, p, 0, o, cfg),
                                    ref, torch.float32, f"ld={ld} {dt} M={M} N={N} K={K} {cfg}")
@@ -101,7 +126,8 @@ def main():
         outs = [torch.empty((M, N), dtype=dt, device="cuda") for _ in range(4)]
         fns = {name: (lambda ld=ld, p=p, outs=outs: time_graph(
             [lambda i=i: run(mod, ld, p, i, outs[i]) for i in range(4)])[0])
-            for name, ld in (("tma_scales", False), ("ld_scales", True))}
+            for name, ld in (("tma_scales", False), ("ld_scales", True),
+                             ("tma_scales32", "box32"))}
         got = rounds(fns, 3)
         line = f"bf16 M={M} {N}x{K}:"
         for k, v in got.items():
