@@ -54,14 +54,13 @@ PATCHES = [
     ("from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,",
      "from triton.experimental.gluon.language.nvidia.ampere import async_copy\n"
      "from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,"),
-    ("def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live,\n"
-     "           GROUPED: gl.constexpr):",
-     "def _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, s, row0, chunk, live,\n"
-     "           GROUPED: gl.constexpr, w_ptr, cp_offs, CP: gl.constexpr):"),
+    ("           row0, chunk, live, GROUPED: gl.constexpr, X_ROWS: gl.constexpr):",
+     "           row0, chunk, live, GROUPED: gl.constexpr, X_ROWS: gl.constexpr, w_ptr, cp_offs,"
+     "\n           CP: gl.constexpr):"),
     (ISSUE_OLD, ISSUE_NEW),
-    ("    w_desc, s_desc, x_desc, ws_ptr, out_ptr, M, N, CHUNKS,",
-     "    w_desc, s_desc, x_desc, ws_ptr, w_ptr, stride_wn, CP: gl.constexpr,"
-     "\n    out_ptr, M, N, CHUNKS,"),
+    ("    w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws_ptr, out_ptr, M, N, CHUNKS,",
+     "    w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws_ptr, w_ptr, stride_wn,"
+     "\n    CP: gl.constexpr, out_ptr, M, N, CHUNKS,"),
     ("        mbarrier.init(ready.index(i), count=1)",
      "        mbarrier.init(ready.index(i), count=1 + (32 * gl.num_warps() if CP else 0))"),
     ("    row0 = pid_n * BN\n",
@@ -70,30 +69,28 @@ PATCHES = [
      "    cp_r = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, CPL)), N - 1)\n"
      "    cp_c = gl.arange(0, 128, layout=gl.SliceLayout(0, CPL))\n"
      "    cp_offs = cp_r[:, None] * stride_wn + cp_c[None, :]  # int32\n"),
-    ("        _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,\n"
-     "               t < n_c, GROUPED)",
-     "        _issue(w_desc, s_desc, x_desc, w_bufs, s_bufs, x_bufs, ready, t, row0, c_begin + t,\n"
-     "               t < n_c, GROUPED, w_ptr, cp_offs, CP)"),
-    ("               c_begin + t + STAGES, t + STAGES < n_c, GROUPED)",
-     "               c_begin + t + STAGES, t + STAGES < n_c, GROUPED, w_ptr, cp_offs, CP)"),
-    ("        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,\n",
-     "        w_desc, s_desc, x_desc, ws, w_q, w_q.stride(0), MODE[0] == 'cp',"
+    ("               t, row0, c_begin + t, t < n_c, GROUPED, X_ROWS)",
+     "               t, row0, c_begin + t, t < n_c, GROUPED, X_ROWS, w_ptr, cp_offs, CP)"),
+    ("               s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)",
+     "               s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS, w_ptr,"
+     "\n               cp_offs, CP)"),
+    (" xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,\n",
+     " xe_desc, ws, w_q, w_q.stride(0), MODE[0] == 'cp',"
      "\n        dst, M, N, chunks, per, a, alpha_ptr,\n"),
     ("MAX_M = 32  # tokens", "MODE = ['tma']\nMAX_M = 32  # tokens"),
 ]
 
 # the stream floor without the x copies (x_off) or without x and scale copies (w_only)
-X_COPY = ("    tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s), "
-          "x_bufs.index(s),\n                                    pred=live)  # x viewed as "
-          "(M, K / 64, 64)\n")
+X_COPY = ("        tma.async_copy_global_to_shared(x_desc, [0, chunk * 4, 0], ready.index(s), xs, "
+          "pred=live)\n")
 S_COPY = ("        tma.async_copy_global_to_shared(s_desc, [row0, chunk * 16], ready.index(s),\n"
           "                                        s_bufs.index(s), pred=live)\n")
-X_BYTES = ("        nbytes: gl.constexpr = (w_desc.block_type.nbytes + s_desc.block_type.nbytes\n"
-           "                                + x_desc.block_type.nbytes)\n")
-X_OFF = [(X_COPY, ""), (X_BYTES, "        nbytes: gl.constexpr = (w_desc.block_type.nbytes"
-                                 " + s_desc.block_type.nbytes)\n")]
-W_ONLY = [(X_COPY, ""), (S_COPY, "        pass\n"), (X_BYTES, "        nbytes: gl.constexpr = "
-                                                "w_desc.block_type.nbytes\n")]
+X_BYTES = ("        xbytes: gl.constexpr = x_desc.block_type.nbytes\n")
+X_OFF = [(X_COPY, "        pass\n"), (X_BYTES, "        xbytes: gl.constexpr = 0\n")]
+W_ONLY = X_OFF + [(S_COPY, "        pass\n"),
+                  ("        nbytes: gl.constexpr = w_desc.block_type.nbytes + s_desc.block_type"
+                   ".nbytes + xbytes\n", "        nbytes: gl.constexpr = w_desc.block_type.nbytes"
+                   "\n")]
 # x padded to the token tile: the launcher's M (the rows stored) from M_OUT, x's rows = NT
 M_OUT = [("    M, K = x.shape\n    N = w_q.shape[0]\n",
           "    M, K = x.shape\n    M = M_OUT[0] or M\n    N = w_q.shape[0]\n"),

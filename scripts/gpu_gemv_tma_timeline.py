@@ -33,8 +33,8 @@ PATCHES = [
      NOW_SRC + "@gluon.jit\ndef _smid():\n    return gl.inline_asm_elementwise("
      "\"mov.u32 $0, %smid;\", \"=r\", [], dtype=gl.int32, is_pure=False, pack=1)\n\n\n"
      "@gluon.jit\ndef _issue("),
-    ("CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr,\n    stride_om,",
-     "CHUNKS, CHUNKS_SPLIT, alpha, alpha_ptr, probe_ptr,\n    stride_om,"),
+    ("    CHUNKS_SPLIT, alpha, alpha_ptr, stride_om, stride_wsn,",
+     "    CHUNKS_SPLIT, alpha, alpha_ptr, probe_ptr, stride_om, stride_wsn,"),
     ("    fence_async_shared()\n\n    if PDL:",
      "    fence_async_shared()\n    t0 = _now()\n\n    if PDL:"),
     ("    pid_n = gl.program_id(0)\n",
@@ -55,8 +55,8 @@ PATCHES = [
      "    gl.store(base, t0)\n    gl.store(base + 1, tw)\n    gl.store(base + 2, t1)\n"
      "    gl.store(base + 3, wsum)\n    gl.store(base + 4, t2)\n    gl.store(base + 5, t3)\n"
      "    gl.store(base + 6, _smid().to(gl.int64))\n    gl.store(base + 7, n_c.to(gl.int64))\n"),
-    ("        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,\n",
-     "        w_desc, s_desc, x_desc, ws, dst, M, N, chunks, per, a, alpha_ptr, PROBE[0],\n"),
+    (" ws, dst, M, N, chunks, per, a, alpha_ptr,\n",
+     " ws, dst, M, N, chunks, per, a, alpha_ptr, PROBE[0],\n"),
     ("MAX_M = 32  # tokens", "PROBE = [None]\nMAX_M = 32  # tokens"),
 ]
 
