@@ -360,8 +360,8 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 
 def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
     """(rows of the first x box, rows loaded in all: 0 for one box of ``nt`` rows). The
-    group-scale form at M <= 3 nt / 4 loads M rows rounded up to even as a box of the largest
-    power of two <= that rows and then one box for each set bit of the rest (``_issue``).
+    group-scale form at M <= 3 nt / 4 loads M rows rounded up to even: a box of the largest
+    power of two not above that count, then one box for each set bit of the rest (``_issue``).
 
     A TMA box that runs past x's M rows is zero-filled, and that is slow in proportion to the
     rows past the end: the one-warp group-scale CTAs (four times the x copies of the NVFP4 rule's

@@ -263,7 +263,7 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     bn = 16 * rt * warps
     # swizzled codes and x as [tokens, 4, 64] boxes
     wl = T._W_SWIZZLED
-    xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then 2-row boxes up to x_rows
+    xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then a box per set bit
     xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
     xhqe = [f"tensordesc<{x}[{xm >> j}, 4, 64],{T._X_SWIZZLED!r}>"
             if x_rows and (x_rows - xm) & (xm >> j) else xd for j in (1, 2, 3)]
