@@ -5,16 +5,18 @@ evict-first (the scales' and x's lines, re-read, then stay in L1/L2). The TMA-fe
 take the hint: Gluon 3.6's TMA copy has no cache policy. Gluon's Ampere ``cp.async`` has one. This
 probe patches a copy of the kernel module so that each stage's weight codes come by per-thread
 16-byte ``cp.async`` (into the same 128-byte-swizzled stage; completion tracked on the stage's
-mbarrier with ``cp.async.mbarrier.arrive.noinc``), with or without ``evict_first``; scales and x
-stay on TMA. Triton 3.6 lowers that copy as ``cp.async.cg`` *without* the policy (checked in the
-PTX), so the hint itself cannot be tested this way; what is timed: ``tma`` (shipped) against
-``cp`` (the codes by cp.async; 128 registers against 63 at 16 tokens), each also as a stream
+mbarrier with ``cp.async.mbarrier.arrive.noinc``); scales and x stay on TMA. Triton 3.6 lowers
+that copy as ``cp.async.cg`` *without* the policy even when ``evict_first`` is asked for
+(checked in the PTX), so the hint itself cannot be tested this way. Timed: ``tma`` (shipped)
+against ``cp`` (the codes by cp.async; 128 registers against 63 at 16 tokens), each also as a stream
 floor (stage reads, decode and MMAs removed; output not checked), and the stream floor without
 the x copies and with the codes alone. Second section: x boxes that run past x's rows (TMA
 zero-fills them) against x padded to the token tile, at 4-16 tokens (session 28's open question:
 groups of 32 at 9-12 tokens took 27.4 us against 20.6 at 16).
 
-Usage on an sm_90 machine: ``python -u scripts/gpu_gemv_tma_cp_async.py`` (JSON to $OUT). Every
+Usage on an sm_90 machine: ``python -u scripts/gpu_gemv_tma_cp_async.py [--padding]`` (JSON to
+$OUT; ``--padding``: the second section alone). Results: bench/results/2026-11-27-gemv-tma-stream-
+parts-h100.json and -x-padding-h100.json (run against the kernel of 84a56aa). Every
 full variant is checked against the oracle (NaN-poisoned output) first; then each shape is timed
 in 3 rotating rounds of CUDA-graph replays over 4 weight copies.
 """
