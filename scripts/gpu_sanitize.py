@@ -125,12 +125,13 @@ def tma_gemv_cases(dev) -> bool:
     """The TMA-fed GEMV: its shipped rule (None: ``choose_config``; four warps of one row tile,
     the swizzled stages of session 28), multi-warp CTAs and two row tiles, and its group-scale
     form (groups 32, 64, 256; the scales loaded a chunk ahead, clamped into the matrix), fp16 and
-    bf16 x, at ragged shapes (5 tokens: the 8-token tile)."""
+    bf16 x, at ragged shapes (5 tokens: the 8-token tile; group scales at 5, 9 and 21 tokens: x
+    in several boxes, ``x_boxes``, session 29)."""
     from fp4mm.kernels import fp4_gemv_tma_sm90 as tma
 
     ok = True
     C = tma.GemvTMAConfig
-    for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560)]:
+    for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560), (9, 130, 1024), (21, 90, 768)]:
         w = torch.randn(N, K, device=dev)
         qw = fp4mm.quantize_nvfp4(w)
         for dt in (torch.float16, torch.bfloat16):
