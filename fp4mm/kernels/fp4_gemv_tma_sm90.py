@@ -379,6 +379,12 @@ def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
     return 1 << (rows.bit_length() - 1), rows
 
 
+def x_extra_boxes(xm: int, rows: int) -> tuple[int, int, int]:
+    """The rows of the boxes after the first (xm / 2, xm / 4, xm / 8: ``_issue``'s xh, xq, xe
+    descriptors), 0 where ``rows - xm`` lacks that bit (or ``rows`` is 0: one box)."""
+    return tuple(xm >> j if rows and (rows - xm) & (xm >> j) else 0 for j in (1, 2, 3))
+
+
 def is_supported(device, M: int, K: int, *tensors: torch.Tensor) -> bool:
     """True where this kernel applies: Hopper, 1 <= M <= MAX_M, K % 256 == 0, every operand
     contiguous with a 16-byte aligned base (TMA's requirement; rows are then aligned too)."""
@@ -430,10 +436,9 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     xm, xr = x_boxes(M, nt, group_size is not None)
     xv = x.view(M, K // 64, 64)
     x_desc = TensorDescriptor.from_tensor(xv, [xm, 4, 64], _X_SWIZZLED)
-    # the boxes of xm / 2, 4, 8 rows where X_ROWS - xm has that bit (else x_desc, not read)
-    xh_desc, xq_desc, xe_desc = (
-        TensorDescriptor.from_tensor(xv, [xm >> j, 4, 64], _X_SWIZZLED)
-        if xr and (xr - xm) & (xm >> j) else x_desc for j in (1, 2, 3))
+    xh_desc, xq_desc, xe_desc = (  # (x_desc where unused: not read)
+        TensorDescriptor.from_tensor(xv, [rows, 4, 64], _X_SWIZZLED) if rows else x_desc
+        for rows in x_extra_boxes(xm, xr))
     chunks = K // KCHUNK
     per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
     split = triton.cdiv(chunks, per)

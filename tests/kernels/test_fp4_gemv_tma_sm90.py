@@ -75,6 +75,7 @@ def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
         assert xm & (xm - 1) == 0 and xm <= rows < 2 * xm
         sizes = [xm] + [xm >> j for j in (1, 2, 3) if (rows - xm) & (xm >> j)]
         assert sum(sizes) == rows and min(sizes) >= 2
+        assert [b for b in T.x_extra_boxes(xm, rows) if b] == sizes[1:]
     assert T.x_boxes(9, 16, True) == (8, 10) and T.x_boxes(13, 16, True) == (16, 0)
     assert T.x_boxes(23, 32, True) == (16, 24) and T.x_boxes(25, 32, True) == (32, 0)
 
@@ -265,8 +266,8 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     wl = T._W_SWIZZLED
     xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then a box per set bit
     xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
-    xhqe = [f"tensordesc<{x}[{xm >> j}, 4, 64],{T._X_SWIZZLED!r}>"
-            if x_rows and (x_rows - xm) & (xm >> j) else xd for j in (1, 2, 3)]
+    xhqe = [f"tensordesc<{x}[{rows}, 4, 64],{T._X_SWIZZLED!r}>" if rows else xd
+            for rows in T.x_extra_boxes(xm, x_rows)]
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
