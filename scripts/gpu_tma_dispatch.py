@@ -16,6 +16,11 @@ rotating rounds of CUDA-graph medians over 4 weight copies (bf16 x). Usage on an
 side of the dispatch runs: the register ring below ``GEMV_SM90_TMA_MIN_M_GROUPED``, the TMA GEMV
 from it, on the raw tensors the prepacked weight keeps) against ``FP4MM_KERNEL=gemm`` (the GEMM on
 the prepacked layout): where ``W4A16_SM90_GEMV_MAX_M[(32, True)]`` should be.
+
+``--grouped-small`` (session 30): ``w4a16_mm`` with groups of 32 and raw weights at 2-8 tokens,
+the register ring at the ops' config (what the dispatch runs below
+``GEMV_SM90_TMA_MIN_M_GROUPED``) against the TMA GEMV's group-scale form, which session 29's x
+boxes (inside x's rows) made worth measuring there: where ``GEMV_SM90_TMA_MIN_M_GROUPED`` should be.
 """
 
 from __future__ import annotations
@@ -66,9 +71,36 @@ def grouped_prepacked():
     save_rows("w4a16-prepacked-dispatch", rows)
 
 
+def grouped_small():
+    rows = []
+    for (N, K), M, dt in [(nk, m, dt) for nk in ((18432, 3072), (8192, 8192), (4096, 4096))
+                          for m in (2, 3, 4, 6, 8)
+                          for dt in (torch.float16, torch.bfloat16)]:
+        p = Problem("w4a16_mm", M, N, K, group=32, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        x = p.x[0]
+        runs = {"ring": lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0, "low_first",
+                                                             o, group_size=32),
+                "tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
+                                                                    o, group_size=32)}
+        ref = p.reference(0)
+        for name, run in runs.items():
+            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} {M}x{N}x{K}")
+        got = rounds({name: (lambda run=run: time_graph(
+            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"M={M:2d} {N}x{K} {str(dt)[6:]:8s} "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(op="w4a16_mm", group=32, dtype=str(dt), M=M, N=N, K=K, prepacked=False,
+                         rounds=got, medians=med))
+    save_rows("w4a16-grouped-small-dispatch", rows)
+
+
 def main():
     if "--grouped-prepacked" in sys.argv:
         return grouped_prepacked()
+    if "--grouped-small" in sys.argv:
+        return grouped_small()
     rows = []
     shapes = [(18432, 3072), (8192, 8192), (4096, 4096)]
     cases = [(M, N, K, False) for N, K in shapes for M in (1, 2, 4, 8)]
