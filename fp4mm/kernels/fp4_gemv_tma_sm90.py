@@ -54,7 +54,7 @@ Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
 M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 (``GEMV_SM90_TMA_GROUPS``)
-from 9 tokens (``GEMV_SM90_TMA_MIN_M_GROUPED``).
+from 5 tokens (``GEMV_SM90_TMA_MIN_M_GROUPED``).
 """
 
 from __future__ import annotations

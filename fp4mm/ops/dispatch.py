@@ -155,7 +155,17 @@ GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves from GEMV_SM90_T
 # 21.49 / 27.68, M=11 21.07 / 27.84, M=13 21.48 / 28.19, M=14 21.02 / 28.47; bf16 x and 4096 x
 # 4096 / 28672 x 4096 the same way (the -2row file beside it) -> 9. Groups of 64 and 128 keep
 # the ring up to 16 tokens.
-GEMV_SM90_TMA_MIN_M_GROUPED = 9
+# Session 30: with those boxes the TMA GEMV beats the ring at 5-8 tokens too, where the ring's
+# groups of 32 no longer fit its MMA columns (fp4_gemv_sm90.group_columns) and it runs one chain
+# per group. H100, raw weights, 3 rotating rounds (TMA at its rule / the ring, us, fp16 then bf16
+# x; bench/results/2026-11-27-w4a16-grouped-small-dispatch{,-verify}-h100.json): 18432 x 3072
+# M=5 19.04 / 19.98, 20.38 / 21.43; M=6 19.23 / 20.50; M=8 19.09 / 20.77, 20.17 / 22.03;
+# 28672 x 4096 M=5 31.64 / 44.25; 14336 x 4096 M=5 17.85 / 21.64; 8192 x 8192 M=6 19.44 / 23.73;
+# 4096 x 14336, 3072 x 3072 and 4096 x 4096 4-25% faster at 5-8. The exception: 5120 x 5120 at
+# M=5-6 (12.39 / 11.92, bf16 M=6 12.96 / 12.51), within 4%. At 2-4 tokens the ring's MMA columns
+# win on the widest weights (18432 x 3072 M=4 17.70 / 19.12 fp16, M=2 16.68 / 19.26), though
+# not at 8192 x 8192 from 3 tokens or at 4096 x 4096 -> 5.
+GEMV_SM90_TMA_MIN_M_GROUPED = 5
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token

@@ -60,6 +60,32 @@ def test_config_validity_and_heuristic():
     assert T.choose_config(16, 8192, 256, group_size=32) == C(1, 2, 1, 1)
 
 
+def test_w4a16_groups_of_32_take_this_kernel_from_5_tokens(monkeypatch):
+    """Inside ``run_gemv_sm90`` (CPU, every predicate true, the kernels recorded, not run):
+    groups of 32 at 1-4 tokens take the register ring (its MMA-column forms), from
+    GEMV_SM90_TMA_MIN_M_GROUPED this kernel; groups of 64 keep the ring up to 16 tokens."""
+    from fp4mm.kernels import fp4_gemv_sm90
+    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
+
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    ran = []
+    monkeypatch.setattr(T, "is_supported", lambda *a, **k: True)
+    monkeypatch.setattr(fp4_gemv_sm90, "is_supported", lambda *a, **k: True)
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: ran.append("tma"))
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append("ring"))
+    for group in (32, 64):
+        for M in range(1, GEMV_SM90_RING_MAX_M_GROUPED + 1):
+            x = torch.empty((M, 3072), dtype=torch.float16)
+            wq = torch.empty((256, 1536), dtype=torch.uint8)
+            sc = torch.empty((256, 3072 // group), dtype=torch.float16)
+            out = torch.empty((M, 256), dtype=torch.float16)
+            ran.clear()
+            assert ops.run_gemv_sm90(x, None, wq, sc, 1.0, "low_first", out, group_size=group)
+            tma = group == 32 and M >= GEMV_SM90_TMA_MIN_M_GROUPED
+            assert ran == ["tma" if tma else "ring"], (group, M)
+    assert GEMV_SM90_TMA_MIN_M_GROUPED == 5
+
+
 def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
     """Group scales at M <= 3/4 of the token tile: M rows rounded up to even, as a power-of-two
     box and one box for each set bit of the rest (so each is a power of two, at most four);
@@ -109,8 +135,8 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
     assert _ops_choose(monkeypatch, 33, 3072) == "gemv"
 
 
-def test_ops_send_grouped_9_to_32_tokens_here(monkeypatch):
-    """w4a16_mm from GEMV_SM90_TMA_MIN_M_GROUPED (9) grouped tokens: the TMA GEMV for groups of
+def test_ops_send_grouped_5_to_32_tokens_here(monkeypatch):
+    """w4a16_mm from GEMV_SM90_TMA_MIN_M_GROUPED (5) grouped tokens: the TMA GEMV for groups of
     32 where it applies (K % 256 == 0), else the register ring up to its 16 tokens and the
     plain-Triton GEMV above (groups of 64 and 128: mixed against it, session 27)."""
     from fp4mm.ops.dispatch import (
@@ -126,8 +152,8 @@ def test_ops_send_grouped_9_to_32_tokens_here(monkeypatch):
     def choose(M, K, group):
         return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
     top = GEMV_SM90_RING_MAX_M_GROUPED
-    assert GEMV_SM90_TMA_GROUPS == (32,) and GEMV_SM90_TMA_MIN_M_GROUPED == 9
-    assert choose(9, 3072, 32) == choose(top + 1, 3072, 32) == "gemv_sm90"
+    assert GEMV_SM90_TMA_GROUPS == (32,) and GEMV_SM90_TMA_MIN_M_GROUPED == 5
+    assert choose(5, 3072, 32) == choose(top + 1, 3072, 32) == "gemv_sm90"
     assert choose(32, 3072, 32) == "gemv_sm90"
     assert choose(24, 3072 + 128, 32) == "gemv"  # K % 256
     assert choose(33, 3072, 32) in ("gemv", "gemm_sm90")
@@ -233,7 +259,7 @@ def _shipped() -> list[tuple]:
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     cases = {c + (0,) for c in cases}
-    # 16-bit group scales at the tokens the ops send here (9-32), every group form
+    # 16-bit group scales at the tokens the ops send here (5-32), every group form
     from fp4mm.ops.dispatch import GEMV_SM90_TMA_MIN_M_GROUPED
 
     for M in range(GEMV_SM90_TMA_MIN_M_GROUPED, T.MAX_M + 1):
@@ -451,7 +477,7 @@ def test_grouped_x_in_several_boxes_matches_oracle(M, dtype):
 
 @gpu
 @pytest.mark.parametrize("M,N,K", [(17, 200, 512), (24, 77, 1280), (32, 130, 3072),
-                                   (9, 33, 2048), (1, 64, 256)])
+                                   (9, 33, 2048), (7, 90, 768), (8, 64, 1024), (1, 64, 256)])
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
