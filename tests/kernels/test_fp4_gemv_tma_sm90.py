@@ -58,6 +58,15 @@ def test_config_validity_and_heuristic():
     assert T.choose_config(32, 18432, 3072, group_size=32) == C(1, 2, 2, 2)
     assert T.choose_config(16, 8192, 8192, group_size=32) == C(1, 2, 2, 1)
     assert T.choose_config(16, 8192, 256, group_size=32) == C(1, 2, 1, 1)
+    # at 5-8 tokens (the 8-token tile): four warps on the widest weights, split 3 from 20 chunks
+    for M in range(5, 9):
+        assert T.choose_config(M, 18432, 3072, group_size=32) == C(1, 2, 2, 4)
+        assert T.choose_config(M, 14336, 4096, group_size=32) == C(1, 2, 2, 1)
+        assert T.choose_config(M, 8192, 8192, group_size=32) == C(1, 2, 3, 1)
+        assert T.choose_config(M, 28672, 5120, group_size=32) == C(1, 2, 3, 4)
+    assert T.choose_config(9, 18432, 3072, group_size=32) == C(1, 2, 2, 1)
+    assert T.choose_config(8, 16384, 512, group_size=32) == C(1, 2, 2, 4)  # two chunks
+    assert T.choose_config(8, 16384, 256, group_size=32) == C(1, 2, 1, 4)  # one chunk
 
 
 def test_w4a16_groups_of_32_take_this_kernel_from_5_tokens(monkeypatch):
