@@ -485,6 +485,20 @@ def test_grouped_x_in_several_boxes_matches_oracle(M, dtype):
 
 
 @gpu
+@pytest.mark.parametrize("M,N,K", [(5, 16400, 512), (7, 16390, 5120), (8, 300, 5120)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_grouped_rule_at_5_to_8_tokens_matches_oracle(M, N, K, dtype):
+    """The 8-token tile's own rule (four warps from 16384 rows, split 3 from K = 5120), ragged N,
+    x in split boxes at 5 tokens, NaN-poisoned output."""
+    cfg = T.choose_config(M, N, K, group_size=32)
+    assert (cfg.warps == 4) == (N >= 16384) and (cfg.split_k == 3) == (K >= 5120)
+    x, wq, sc = _grouped_problem(M, N, K, 32, dtype, seed=400 + M + K)
+    out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
+    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=32)
+    _check(out, reference.w4a16_mm(x, wq, sc, 32))
+
+
+@gpu
 @pytest.mark.parametrize("M,N,K", [(17, 200, 512), (24, 77, 1280), (32, 130, 3072),
                                    (9, 33, 2048), (7, 90, 768), (8, 64, 1024), (1, 64, 256)])
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
