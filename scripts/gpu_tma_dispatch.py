@@ -22,7 +22,8 @@ the register ring at the ops' config (what the dispatch runs below
 ``GEMV_SM90_TMA_MIN_M_GROUPED``) against the TMA GEMV's group-scale form, which session 29's x
 boxes (inside x's rows) made worth measuring there: where ``GEMV_SM90_TMA_MIN_M_GROUPED`` should be.
 With ``--verify``: 5-8 tokens on six other weight shapes, and TMA configs beside the rule's at 6
-tokens.
+tokens. With ``--wide-groups``: groups of 64 and 128 (the ring serves them up to 16 tokens) at
+2-16 tokens on four shapes, ring against the TMA GEMV at its rule.
 """
 
 from __future__ import annotations
@@ -73,48 +74,54 @@ def grouped_prepacked():
     save_rows("w4a16-prepacked-dispatch", rows)
 
 
-def grouped_small(verify=False):
+def grouped_small(verify=False, wide=False):
     rows = []
     shapes = ((18432, 3072), (8192, 8192), (4096, 4096))
     tokens = (2, 3, 4, 6, 8)
+    groups = (32,)
     if verify:
         shapes = ((28672, 4096), (14336, 4096), (4096, 14336), (3072, 3072), (5120, 5120),
                   (18432, 3072))
         tokens = (5, 6, 7, 8)
+    if wide:
+        shapes = ((18432, 3072), (8192, 8192), (4096, 4096), (28672, 4096))
+        tokens = (2, 4, 6, 8, 12, 16)
+        groups = (64, 128)
     C = fp4_gemv_tma_sm90.GemvTMAConfig
-    for (N, K), M, dt in [(nk, m, dt) for nk in shapes for m in tokens
-                          for dt in (torch.float16, torch.bfloat16)]:
-        p = Problem("w4a16_mm", M, N, K, group=32, dtype=dt, copies=4)
+    for (N, K), group, M, dt in [(nk, g, m, dt) for nk in shapes for g in groups for m in tokens
+                                 for dt in (torch.float16, torch.bfloat16)]:
+        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
         out = torch.empty((M, N), dtype=dt, device="cuda")
         x = p.x[0]
         runs = {"ring": lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0, "low_first",
-                                                             o, group_size=32),
+                                                             o, group_size=group),
                 "tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
-                                                                    o, group_size=32)}
+                                                                    o, group_size=group)}
         if verify and M == 6:  # configs beside the rule's (one row tile, 2 stages)
             for w, k in ((1, 1), (1, 3), (2, 1), (2, 2), (4, 2)):
                 cfg = C(1, 2, k, w)
                 runs[f"tma_w{w}_k{k}"] = lambda i, o, cfg=cfg: (
                     fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first", o,
-                                                    config=cfg, group_size=32))
+                                                    config=cfg, group_size=group))
         ref = p.reference(0)
         for name, run in runs.items():
             check_poisoned(lambda o: run(0, o), ref, dt, f"{name} {M}x{N}x{K}")
         got = rounds({name: (lambda run=run: time_graph(
             [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
         med = {k: st.median(v) for k, v in got.items()}
-        print(f"M={M:2d} {N}x{K} {str(dt)[6:]:8s} "
+        print(f"g{group} M={M:2d} {N}x{K} {str(dt)[6:]:8s} "
               + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
-        rows.append(dict(op="w4a16_mm", group=32, dtype=str(dt), M=M, N=N, K=K, prepacked=False,
-                         rounds=got, medians=med))
-    save_rows("w4a16-grouped-small-dispatch" + ("-verify" if verify else ""), rows)
+        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                         prepacked=False, rounds=got, medians=med))
+    save_rows("w4a16-grouped-small-dispatch" + ("-verify" if verify else "")
+              + ("-wide-groups" if wide else ""), rows)
 
 
 def main():
     if "--grouped-prepacked" in sys.argv:
         return grouped_prepacked()
     if "--grouped-small" in sys.argv:
-        return grouped_small("--verify" in sys.argv)
+        return grouped_small("--verify" in sys.argv, "--wide-groups" in sys.argv)
     rows = []
     shapes = [(18432, 3072), (8192, 8192), (4096, 4096)]
     cases = [(M, N, K, False) for N, K in shapes for M in (1, 2, 4, 8)]
