@@ -23,7 +23,8 @@ the register ring at the ops' config (what the dispatch runs below
 boxes (inside x's rows) made worth measuring there: where ``GEMV_SM90_TMA_MIN_M_GROUPED`` should be.
 With ``--verify``: 5-8 tokens on six other weight shapes, and TMA configs beside the rule's at 6
 tokens. With ``--wide-groups``: groups of 64 and 128 (the ring serves them up to 16 tokens) at
-2-16 tokens on four shapes, ring against the TMA GEMV at its rule.
+2-16 tokens on four shapes, ring against the TMA GEMV at its rule. ``--wide-group-edges``: the
+same groups where other kernels serve them (:func:`wide_group_edges`).
 """
 
 from __future__ import annotations
@@ -117,7 +118,57 @@ def grouped_small(verify=False, wide=False):
               + ("-wide-groups" if wide else ""), rows)
 
 
+def wide_group_edges():
+    """Groups of 64 and 128, fp16 x, where the ops' other kernels serve them: one token (the
+    ring; the TMA GEMV loads a one-token x as a zero-filled 8-row box), 17-32 tokens on raw
+    weights (the plain-Triton GEMV) and 8-24 tokens on prepacked ones (the Gluon GEMM), each
+    against the TMA GEMV at its rule on the raw tensors."""
+    from fp4mm.kernels import fp4_gemv
+
+    rows = []
+    cases = [(1, False), (17, False), (24, False), (32, False), (8, True), (12, True),
+             (16, True), (24, True)]
+    for (N, K), group, (M, prepacked) in [(nk, g, c) for nk in ((18432, 3072), (8192, 8192),
+                                                               (4096, 4096), (28672, 4096))
+                                          for g in (64, 128) for c in cases]:
+        dt = torch.float16
+        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        x = p.x[0]
+        runs = {"tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
+                                                                    o, group_size=group)}
+        if prepacked:
+            packs = [fp4mm.prepack_w4a16_weight(*w, group) for w in p.w]
+
+            def gemm(i, o):
+                os.environ["FP4MM_KERNEL"] = "gemm"
+                try:
+                    fp4mm.w4a16_mm(x, packs[i], None, group, out=o)
+                finally:
+                    del os.environ["FP4MM_KERNEL"]
+            runs["gemm_prepacked"] = gemm
+        elif M == 1:
+            runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0,
+                                                                "low_first", o, group_size=group)
+        else:
+            runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
+                                                                       "low_first", o)
+        ref = p.reference(0)
+        for name, run in runs.items():
+            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} g{group} {M}x{N}x{K}")
+        got = rounds({name: (lambda run=run: time_graph(
+            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"g{group} M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s} "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                         prepacked=prepacked, rounds=got, medians=med))
+    save_rows("w4a16-wide-group-edges", rows)
+
+
 def main():
+    if "--wide-group-edges" in sys.argv:
+        return wide_group_edges()
     if "--grouped-prepacked" in sys.argv:
         return grouped_prepacked()
     if "--grouped-small" in sys.argv:
