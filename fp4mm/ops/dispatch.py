@@ -135,7 +135,6 @@ GEMV_SM90_MIN_N_ABOVE_32 = 8192
 GEMV_SM90_TMA_MIN_M = 4
 GEMV_SM90_RING_MAX_M_16BIT_X = 16
 GEMV_SM90_RING_MAX_M_GROUPED = 16
-GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves from GEMV_SM90_TMA_MIN_M_GROUPED
 # Session 28: the group-scale form reads the swizzled stages too (without bank conflicts), and
 # with one row tile (one warp per CTA up to 16 tokens, two above) it beats the register ring at
 # 16 tokens. H100, group 32, 3 rotating rounds (TMA at the session-28 rule / the ring / the
@@ -165,7 +164,21 @@ GEMV_SM90_TMA_GROUPS = (32,)  # group sizes the TMA GEMV serves from GEMV_SM90_T
 # M=5-6 (12.39 / 11.92, bf16 M=6 12.96 / 12.51), within 4%. At 2-4 tokens the ring's MMA columns
 # win on the widest weights (18432 x 3072 M=4 17.70 / 19.12 fp16, M=2 16.68 / 19.26), though
 # not at 8192 x 8192 from 3 tokens or at 4096 x 4096 -> 5.
-GEMV_SM90_TMA_MIN_M_GROUPED = 5
+# Groups of 64 and 128 (session 30; the same probe with --wide-groups and --wide-group-edges,
+# bench/results/2026-11-27-w4a16-grouped-small-dispatch-wide-groups-h100.json and
+# ...-w4a16-wide-group-edges-h100.json, 3 rotating rounds, TMA at its rule / the other kernel,
+# us, fp16 x): against the ring at 2-16 tokens the TMA GEMV wins everywhere for groups of 128
+# (18432 x 3072 M=2 16.30 / 21.93, M=16 20.82 / 30.06; 28672 x 4096 M=16 31.61 / 53.94: the ring
+# runs one chain per group, its columns form stops below 128) and for groups of 64 from 6 tokens
+# (18432 x 3072 M=6 17.48 / 18.55, M=12 18.71 / 22.76; at 2-4 the ring's columns win there, M=4
+# 16.77 / 16.44, bf16 18.44 / 17.34). At one token the ring keeps both (a one-token x is an
+# 8-row box, 7 rows zero-filled: g64 8192 x 8192 22.00 / 17.68; g128 mixed, 21.53 / 20.04 there,
+# 16.35 / 17.24 at 18432 x 3072). At 17-32 tokens on raw weights it beats the plain-Triton GEMV
+# that served them (g64 18432 x 3072 M=17 22.38 / 29.66, M=32 23.20 / 31.22; g128 28672 x 4096
+# M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Other multiples of 128 are not measured
+# and keep the ring up to 16 tokens.
+# Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32).
+GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 2}
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token
@@ -215,7 +228,13 @@ GEMV_FP8_SM90_MAX_M = 4
 # 8192 x 8192 M=16 21.84 / 25.11, M=24 27.93 / 27.76, M=32 32.28 / 27.96; 4096 x 4096 M=16
 # 9.48 / 10.22, M=24 12.30 / 10.90. With the TMA GEMV from 9 tokens (19.3-22.4 us at 9-15 on
 # 18432 x 3072 against the GEMM's 22.6) -> 16.
-W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 16, (64, False): 64, (64, True): 8}
+# Session 30, groups of 64 and 128 prepacked (...-w4a16-wide-group-edges-h100.json): the TMA
+# GEMV on the raw tensors the prepacked weight keeps against the GEMM on the prepacked layout,
+# fp16 x, us: g64 18432 x 3072 M=8 17.42 / 22.34, M=16 20.20 / 22.28, M=24 22.97 / 22.86; g128
+# 8192 x 8192 M=16 18.82 / 23.95, M=24 25.28 / 25.34; 4096 x 4096 g64 M=24 11.09 / 10.40; 28672
+# x 4096 g64 M=16 32.65 / 41.40 -> 16 (the GEMV 15-30% faster at 8-16 tokens on all four
+# shapes, within 7% either way at 24).
+W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 16, (64, False): 64, (64, True): 16}
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
 # session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
 # plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep

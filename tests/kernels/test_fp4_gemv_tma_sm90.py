@@ -69,10 +69,11 @@ def test_config_validity_and_heuristic():
     assert T.choose_config(8, 16384, 256, group_size=32) == C(1, 2, 1, 4)  # one chunk
 
 
-def test_w4a16_groups_of_32_take_this_kernel_from_5_tokens(monkeypatch):
+def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
     """Inside ``run_gemv_sm90`` (CPU, every predicate true, the kernels recorded, not run):
-    groups of 32 at 1-4 tokens take the register ring (its MMA-column forms), from
-    GEMV_SM90_TMA_MIN_M_GROUPED this kernel; groups of 64 keep the ring up to 16 tokens."""
+    groups of 32 and 64 take the register ring at 1-4 tokens (its MMA-column forms), groups of
+    128 at one token, and this kernel from there (GEMV_SM90_TMA_MIN_M_GROUPED) to 32 tokens;
+    groups of 256 keep the ring up to its 16 tokens."""
     from fp4mm.kernels import fp4_gemv_sm90
     from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
 
@@ -82,17 +83,22 @@ def test_w4a16_groups_of_32_take_this_kernel_from_5_tokens(monkeypatch):
     monkeypatch.setattr(fp4_gemv_sm90, "is_supported", lambda *a, **k: True)
     monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: ran.append("tma"))
     monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append("ring"))
-    for group in (32, 64):
-        for M in range(1, GEMV_SM90_RING_MAX_M_GROUPED + 1):
+    for group in (32, 64, 128, 256):
+        for M in range(1, T.MAX_M + 1):
             x = torch.empty((M, 3072), dtype=torch.float16)
             wq = torch.empty((256, 1536), dtype=torch.uint8)
             sc = torch.empty((256, 3072 // group), dtype=torch.float16)
             out = torch.empty((M, 256), dtype=torch.float16)
             ran.clear()
-            assert ops.run_gemv_sm90(x, None, wq, sc, 1.0, "low_first", out, group_size=group)
-            tma = group == 32 and M >= GEMV_SM90_TMA_MIN_M_GROUPED
-            assert ran == ["tma" if tma else "ring"], (group, M)
-    assert GEMV_SM90_TMA_MIN_M_GROUPED == 5
+            done = ops.run_gemv_sm90(x, None, wq, sc, 1.0, "low_first", out, group_size=group)
+            first = {32: 5, 64: 5, 128: 2}.get(group, T.MAX_M + 1)
+            if M >= first:
+                assert done and ran == ["tma"], (group, M)
+            elif M <= GEMV_SM90_RING_MAX_M_GROUPED:
+                assert done and ran == ["ring"], (group, M)
+            else:  # the caller's plain-Triton GEMV
+                assert not done and ran == [], (group, M)
+    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 2}
 
 
 def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
@@ -144,31 +150,29 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
     assert _ops_choose(monkeypatch, 33, 3072) == "gemv"
 
 
-def test_ops_send_grouped_5_to_32_tokens_here(monkeypatch):
-    """w4a16_mm from GEMV_SM90_TMA_MIN_M_GROUPED (5) grouped tokens: the TMA GEMV for groups of
-    32 where it applies (K % 256 == 0), else the register ring up to its 16 tokens and the
-    plain-Triton GEMV above (groups of 64 and 128: mixed against it, session 27)."""
-    from fp4mm.ops.dispatch import (
-        GEMV_SM90_RING_MAX_M_GROUPED,
-        GEMV_SM90_TMA_GROUPS,
-        GEMV_SM90_TMA_MIN_M_GROUPED,
-    )
+def test_ops_send_grouped_tokens_here_from_their_group_minimum(monkeypatch):
+    """w4a16_mm with groups of 32, 64 and 128 from GEMV_SM90_TMA_MIN_M_GROUPED's tokens to 32:
+    the Gluon GEMVs (inside them this kernel, see the next test) where K % 256 == 0, else the
+    register ring up to its 16 tokens and the plain-Triton GEMV above; other multiples of 128
+    (not measured here) the ring up to 16 tokens."""
+    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
 
-    assert GEMV_SM90_TMA_MIN_M_GROUPED <= GEMV_SM90_RING_MAX_M_GROUPED + 1
+    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 2}
+    assert all(1 < m <= GEMV_SM90_RING_MAX_M_GROUPED + 1
+               for m in GEMV_SM90_TMA_MIN_M_GROUPED.values())
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
     monkeypatch.setattr(ops, "is_hopper", lambda device: True)
 
     def choose(M, K, group):
         return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
     top = GEMV_SM90_RING_MAX_M_GROUPED
-    assert GEMV_SM90_TMA_GROUPS == (32,) and GEMV_SM90_TMA_MIN_M_GROUPED == 5
-    assert choose(5, 3072, 32) == choose(top + 1, 3072, 32) == "gemv_sm90"
-    assert choose(32, 3072, 32) == "gemv_sm90"
-    assert choose(24, 3072 + 128, 32) == "gemv"  # K % 256
-    assert choose(33, 3072, 32) in ("gemv", "gemm_sm90")
-    for group in (64, 128, 256):
-        assert T.group_size_is_supported(group)  # the kernel takes them; the ops do not
-        assert choose(24, 3072, group) == "gemv"
+    for group in (32, 64, 128):
+        assert choose(5, 3072, group) == choose(top + 1, 3072, group) == "gemv_sm90"
+        assert choose(32, 3072, group) == "gemv_sm90"
+        assert choose(24, 3072 + 128, group) == "gemv"  # K % 256
+        assert choose(33, 3072, group) in ("gemv", "gemm_sm90")
+    assert T.group_size_is_supported(256)  # the kernel takes it; the ops do not (yet)
+    assert choose(24, 3072, 256) == "gemv"
     assert not T.group_size_is_supported(16) and choose(24, 3072, 16) == "gemv"
     for bad in (0, 16, 48, 96):
         assert not T.group_size_is_supported(bad)
@@ -268,21 +272,22 @@ def _shipped() -> list[tuple]:
     # alpha read from a device tensor (fp4mm.kernels.alpha): where the GEMV applies it itself
     cases = {c + (False,) for c in cases} | {c + (True,) for c in cases if not c[4]}
     cases = {c + (0,) for c in cases}
-    # 16-bit group scales at the tokens the ops send here (5-32), every group form
+    # 16-bit group scales at the tokens the ops send here (2-32 by group size), every group form
     from fp4mm.ops.dispatch import GEMV_SM90_TMA_MIN_M_GROUPED
 
-    for M in range(GEMV_SM90_TMA_MIN_M_GROUPED, T.MAX_M + 1):
+    for M in range(min(GEMV_SM90_TMA_MIN_M_GROUPED.values()), T.MAX_M + 1):
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K, group_size=32)
             nt = T._token_tile(M)
             for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
                 cases.add((x, nt, cfg.row_tiles, cfg.stages, cfg.split_k > 1, cfg.warps, False,
                            "fp16", False, group, (nt, 0)))
-            # x in several boxes (x_boxes): group 32 (what the ops send), one x dtype each
+            # x in several boxes (x_boxes): the groups the ops send at M, one x dtype each
             boxes = T.x_boxes(M, nt, True)
-            if boxes[1]:
-                cases.add(("bf16" if boxes[1] % 4 else "fp16", nt, cfg.row_tiles, cfg.stages,
-                           cfg.split_k > 1, cfg.warps, False, "fp16", False, 32, boxes))
+            for group, first in GEMV_SM90_TMA_MIN_M_GROUPED.items():
+                if boxes[1] and M >= first:
+                    cases.add(("bf16" if boxes[1] % 4 else "fp16", nt, cfg.row_tiles, cfg.stages,
+                               cfg.split_k > 1, cfg.warps, False, "fp16", False, group, boxes))
     return sorted({c if len(c) == 11 else c + ((c[1], 0),) for c in cases})
 
 
@@ -474,14 +479,15 @@ def _grouped_problem(M, N, K, group, dtype, seed):
 @gpu
 @pytest.mark.parametrize("M", [2, 3, 5, 6, 9, 10, 11, 12, 17, 19, 21, 23, 24])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_grouped_x_in_several_boxes_matches_oracle(M, dtype):
+@pytest.mark.parametrize("group", [32, 128])
+def test_grouped_x_in_several_boxes_matches_oracle(M, dtype, group):
     """Every token count whose x comes in several boxes (``x_boxes``), ragged N, NaN-poisoned
     output: the boxes land where the one box would have put those rows."""
     assert T.x_boxes(M, T._token_tile(M), True)[1]
-    x, wq, sc = _grouped_problem(M, 77, 1280, 32, dtype, seed=300 + M)
+    x, wq, sc = _grouped_problem(M, 77, 1280, group, dtype, seed=300 + M)
     out = torch.full((M, 77), float("nan"), dtype=torch.float32, device="cuda")
-    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=32)
-    _check(out, reference.w4a16_mm(x, wq, sc, 32))
+    T.gemv_tma_sm90(x, wq, sc, 1.0, "low_first", out, group_size=group)
+    _check(out, reference.w4a16_mm(x, wq, sc, group))
 
 
 @gpu
