@@ -125,13 +125,14 @@ def tma_gemv_cases(dev) -> bool:
     """The TMA-fed GEMV: its shipped rule (None: ``choose_config``; four warps of one row tile,
     the swizzled stages of session 28), multi-warp CTAs and two row tiles, and its group-scale
     form (groups 32, 64, 256; the scales loaded a chunk ahead, clamped into the matrix), fp16 and
-    bf16 x, at ragged shapes (5 tokens: the 8-token tile; group scales at 5, 9 and 21 tokens: x
-    in several boxes, ``x_boxes``, session 29)."""
+    bf16 x, at ragged shapes (5 tokens: the 8-token tile; group scales at 2, 5, 9 and 21 tokens:
+    x in several boxes, ``x_boxes``, session 29; groups of 128 from 2 tokens, session 30)."""
     from fp4mm.kernels import fp4_gemv_tma_sm90 as tma
 
     ok = True
     C = tma.GemvTMAConfig
-    for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560), (9, 130, 1024), (21, 90, 768)]:
+    for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560), (9, 130, 1024), (21, 90, 768),
+                    (2, 16400, 512)]:
         w = torch.randn(N, K, device=dev)
         qw = fp4mm.quantize_nvfp4(w)
         for dt in (torch.float16, torch.bfloat16):
@@ -141,7 +142,7 @@ def tma_gemv_cases(dev) -> bool:
                 out = torch.full((M, N), float("nan"), dtype=dt, device=dev)
                 tma.gemv_tma_sm90(x, qw.data, qw.scales, 0.5, "low_first", out, config=cfg)
                 ok &= check(f"TMA GEMV {dt} {cfg} {M}x{N}x{K}", out, want)
-            for group in (32, 64, 256):
+            for group in (32, 64, 128, 256):
                 g = fp4mm.quantize_fp4_groupwise(w, group)
                 sc = g.scales.to(dt)
                 for cfg in (None, C(2, 2, 3, 2)):
