@@ -24,7 +24,8 @@ boxes (inside x's rows) made worth measuring there: where ``GEMV_SM90_TMA_MIN_M_
 With ``--verify``: 5-8 tokens on six other weight shapes, and TMA configs beside the rule's at 6
 tokens. With ``--wide-groups``: groups of 64 and 128 (the ring serves them up to 16 tokens) at
 2-16 tokens on four shapes, ring against the TMA GEMV at its rule. ``--wide-group-edges``: the
-same groups where other kernels serve them (:func:`wide_group_edges`).
+same groups where other kernels serve them (:func:`wide_group_edges`). ``--big-groups``: groups
+of 256 and 512 at 1-32 tokens (:func:`big_groups`).
 """
 
 from __future__ import annotations
@@ -166,7 +167,42 @@ def wide_group_edges():
     save_rows("w4a16-wide-group-edges", rows)
 
 
+def big_groups():
+    """Groups of 256 and 512 (the ops keep them on the ring up to 16 tokens and the plain-Triton
+    GEMV above), fp16 x, raw weights: the kernel that serves them against the TMA GEMV."""
+    from fp4mm.kernels import fp4_gemv
+
+    rows = []
+    for (N, K), group, M in [(nk, g, m) for nk in ((18432, 3072), (8192, 8192))
+                             for g in (256, 512) for m in (1, 2, 4, 8, 16, 24, 32)]:
+        dt = torch.float16
+        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        x = p.x[0]
+        runs = {"tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
+                                                                    o, group_size=group)}
+        if M <= 16:
+            runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0,
+                                                                "low_first", o, group_size=group)
+        else:
+            runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
+                                                                       "low_first", o)
+        ref = p.reference(0)
+        for name, run in runs.items():
+            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} g{group} {M}x{N}x{K}")
+        got = rounds({name: (lambda run=run: time_graph(
+            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
+        med = {k: st.median(v) for k, v in got.items()}
+        print(f"g{group} M={M:2d} {N}x{K} "
+              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                         prepacked=False, rounds=got, medians=med))
+    save_rows("w4a16-big-groups", rows)
+
+
 def main():
+    if "--big-groups" in sys.argv:
+        return big_groups()
     if "--wide-group-edges" in sys.argv:
         return wide_group_edges()
     if "--grouped-prepacked" in sys.argv:
