@@ -25,7 +25,7 @@ With ``--verify``: 5-8 tokens on six other weight shapes, and TMA configs beside
 tokens. With ``--wide-groups``: groups of 64 and 128 (the ring serves them up to 16 tokens) at
 2-16 tokens on four shapes, ring against the TMA GEMV at its rule. ``--wide-group-edges``: the
 same groups where other kernels serve them (:func:`wide_group_edges`). ``--big-groups``: groups
-of 256 and 512 at 1-32 tokens (:func:`big_groups`).
+of 256 and 512 at 1-32 tokens (:func:`big_groups`; with ``--odd``, groups of 384).
 """
 
 from __future__ import annotations
@@ -173,8 +173,10 @@ def big_groups():
     from fp4mm.kernels import fp4_gemv
 
     rows = []
-    for (N, K), group, M in [(nk, g, m) for nk in ((18432, 3072), (8192, 8192))
-                             for g in (256, 512) for m in (1, 2, 4, 8, 16, 24, 32)]:
+    odd = "--odd" in sys.argv  # K a multiple of 384 and of 256
+    shapes = ((18432, 3072), (6144, 6144)) if odd else ((18432, 3072), (8192, 8192))
+    for (N, K), group, M in [(nk, g, m) for nk in shapes for g in ((384,) if odd else (256, 512))
+                             for m in (1, 2, 4, 8, 16, 24, 32)]:
         dt = torch.float16
         p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
         out = torch.empty((M, N), dtype=dt, device="cuda")
@@ -197,7 +199,7 @@ def big_groups():
               + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
         rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
                          prepacked=False, rounds=got, medians=med))
-    save_rows("w4a16-big-groups", rows)
+    save_rows("w4a16-big-groups" + ("-384" if "--odd" in sys.argv else ""), rows)
 
 
 def main():

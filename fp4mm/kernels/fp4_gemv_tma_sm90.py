@@ -184,11 +184,12 @@ def _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_
 
 @gluon.jit
 def _group_scales(ws_ptr, s_offs, chunk, W_GROUP: gl.constexpr):
-    """The packed 16-bit group scales of chunk ``chunk``'s two 128-K steps (one int16/32/64
-    word per row and step; a group >= 256 spans both)."""
-    if W_GROUP >= 256:
+    """The packed 16-bit group scales of chunk ``chunk``'s two 128-K steps: one int32/int64
+    word per row and step for groups of 64 and 32, one int16 per row and group from 128 on (a
+    group spans W_GROUP / 128 steps, and an odd multiple of 128 can end between the two)."""
+    if W_GROUP >= 128:
         first = chunk * 2 // (W_GROUP // 128)
-        second = first
+        second = (chunk * 2 + 1) // (W_GROUP // 128)
     else:
         first = chunk * 2
         second = first + 1

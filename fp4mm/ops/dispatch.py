@@ -175,10 +175,21 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # 8-row box, 7 rows zero-filled: g64 8192 x 8192 22.00 / 17.68; g128 mixed, 21.53 / 20.04 there,
 # 16.35 / 17.24 at 18432 x 3072). At 17-32 tokens on raw weights it beats the plain-Triton GEMV
 # that served them (g64 18432 x 3072 M=17 22.38 / 29.66, M=32 23.20 / 31.22; g128 28672 x 4096
-# M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Other multiples of 128 are not measured
-# and keep the ring up to 16 tokens.
-# Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32).
+# M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Groups of 256 and 512 the same way
+# (...-w4a16-big-groups-h100.json, fp16 x): 18432 x 3072 g256 M=2 15.80 / 21.36, M=16 20.24 /
+# 30.13, M=32 21.70 / 32.84 (Triton GEMV); g512 M=8 16.32 / 23.42; 8192 x 8192 g256 M=2 16.96 /
+# 19.66 but M=1 21.03 / 19.55 -> every multiple of 128 from 2 tokens.
+# Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32); the
+# 128 entry stands for every multiple of 128 (tma_min_m_grouped).
 GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 2}
+
+
+def tma_min_m_grouped(group_size: int | None) -> int | None:
+    """The fewest tokens from which the TMA-fed GEMV serves 16-bit group scales of
+    ``group_size`` (``GEMV_SM90_TMA_MIN_M_GROUPED``); None where it never does."""
+    if group_size is None or group_size <= 0:
+        return None
+    return GEMV_SM90_TMA_MIN_M_GROUPED.get(128 if group_size % 128 == 0 else group_size)
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token

@@ -19,9 +19,9 @@ from fp4mm.ops.dispatch import (
     GEMV_SM90_RING_MAX_M_16BIT_X,
     GEMV_SM90_RING_MAX_M_GROUPED,
     GEMV_SM90_TMA_MIN_M,
-    GEMV_SM90_TMA_MIN_M_GROUPED,
     gemv_sm90_max_m,
     select_kernel,
+    tma_min_m_grouped,
 )
 from fp4mm.ops.prepack import PrepackedNVFP4Weight
 
@@ -53,8 +53,8 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                   group_size: int | None = None, prepacked: bool = False) -> str:
     """``"gemv_sm90"`` (the Gluon decode GEMVs: Hopper, M <= ``gemv_sm90_max_m(op, N)``,
     K % 128 == 0, NVFP4 weights or group sizes 32, 64 and multiples of 128 up to
-    ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens, or 16 at up to two tokens; the group sizes of
-    ``GEMV_SM90_TMA_MIN_M_GROUPED`` above that with K % 256 == 0;
+    ``GEMV_SM90_RING_MAX_M_GROUPED`` tokens, or 16 at up to two tokens; the group sizes
+    :func:`~fp4mm.ops.dispatch.tma_min_m_grouped` knows above that with K % 256 == 0;
     :func:`run_gemv_sm90` picks which), ``"gemv"`` (the plain-Triton
     decode GEMV), ``"gemm_sm90"`` (the Gluon warp-specialised GEMM: Hopper, NVFP4 weights or
     group sizes 32 and multiples of 64) or ``"gemm"`` (the plain-Triton GEMM: other GPUs, other
@@ -71,7 +71,7 @@ def choose_kernel(op: str, M: int, N: int, K: int, device: torch.device,
                          and M <= fp4_gemv_sm90.max_m(False, group_size)):
                 return "gemv_sm90"
             if (M > GEMV_SM90_RING_MAX_M_GROUPED and K % fp4_gemv_tma_sm90.KCHUNK == 0
-                    and group_size in GEMV_SM90_TMA_MIN_M_GROUPED):
+                    and tma_min_m_grouped(group_size) is not None):
                 return "gemv_sm90"  # the TMA-fed GEMV with group scales
         return "gemv"
     if is_hopper(device):
@@ -92,7 +92,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
     ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. 16-bit group scales
-    of the sizes in ``GEMV_SM90_TMA_MIN_M_GROUPED``, from that many tokens, take the TMA-fed
+    of the sizes in ``GEMV_SM90_TMA_MIN_M_GROUPED`` (every multiple of 128 as 128), from that
+    many tokens (:func:`~fp4mm.ops.dispatch.tma_min_m_grouped`), take the TMA-fed
     GEMV too, where it applies (else the ring up to ``GEMV_SM90_RING_MAX_M_GROUPED``).
     Everything else that fits goes to the register-ring GEMV."""
     from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90
@@ -109,7 +110,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
             return True
         if M > GEMV_SM90_RING_MAX_M_16BIT_X:
             return False
-    if (group_size in GEMV_SM90_TMA_MIN_M_GROUPED and M >= GEMV_SM90_TMA_MIN_M_GROUPED[group_size]
+    first_tma = tma_min_m_grouped(group_size)
+    if (first_tma is not None and M >= first_tma
             and fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales)):
         fp4_gemv_tma_sm90.gemv_tma_sm90(x, w_q, w_scales, alpha, order, out,
                                         group_size=group_size)

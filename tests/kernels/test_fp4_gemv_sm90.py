@@ -165,12 +165,12 @@ def test_ops_route_hopper_decode_here(monkeypatch, op, group):
     from fp4mm.ops.dispatch import (
         GEMV_SM90_MAX_M,
         GEMV_SM90_RING_MAX_M_GROUPED,
-        GEMV_SM90_TMA_MIN_M_GROUPED,
         gemv_max_m,
+        tma_min_m_grouped,
     )
 
     top = GEMV_SM90_MAX_M[op]
-    if op == "w4a16_mm" and group not in GEMV_SM90_TMA_MIN_M_GROUPED:  # the ring only
+    if op == "w4a16_mm" and tma_min_m_grouped(group) is None:  # the ring only
         top = GEMV_SM90_RING_MAX_M_GROUPED
     assert _ops_choose(monkeypatch, op, 1, 3072, group_size=group) == "gemv_sm90"
     assert _ops_choose(monkeypatch, op, top, 3072, group_size=group) == "gemv_sm90"

@@ -71,9 +71,9 @@ def test_config_validity_and_heuristic():
 
 def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
     """Inside ``run_gemv_sm90`` (CPU, every predicate true, the kernels recorded, not run):
-    groups of 32 and 64 take the register ring at 1-4 tokens (its MMA-column forms), groups of
-    128 at one token, and this kernel from there (GEMV_SM90_TMA_MIN_M_GROUPED) to 32 tokens;
-    groups of 256 keep the ring up to its 16 tokens."""
+    groups of 32 and 64 take the register ring at 1-4 tokens (its MMA-column forms), multiples
+    of 128 at one token, and this kernel from there (GEMV_SM90_TMA_MIN_M_GROUPED) to 32
+    tokens."""
     from fp4mm.kernels import fp4_gemv_sm90
     from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
 
@@ -83,7 +83,7 @@ def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
     monkeypatch.setattr(fp4_gemv_sm90, "is_supported", lambda *a, **k: True)
     monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: ran.append("tma"))
     monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append("ring"))
-    for group in (32, 64, 128, 256):
+    for group in (32, 64, 128, 256, 384):
         for M in range(1, T.MAX_M + 1):
             x = torch.empty((M, 3072), dtype=torch.float16)
             wq = torch.empty((256, 1536), dtype=torch.uint8)
@@ -91,7 +91,7 @@ def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
             out = torch.empty((M, 256), dtype=torch.float16)
             ran.clear()
             done = ops.run_gemv_sm90(x, None, wq, sc, 1.0, "low_first", out, group_size=group)
-            first = {32: 5, 64: 5, 128: 2}.get(group, T.MAX_M + 1)
+            first = {32: 5, 64: 5}.get(group, 2)
             if M >= first:
                 assert done and ran == ["tma"], (group, M)
             elif M <= GEMV_SM90_RING_MAX_M_GROUPED:
@@ -151,13 +151,18 @@ def test_ops_send_16_bit_x_up_to_32_tokens_to_a_gluon_gemv(monkeypatch):
 
 
 def test_ops_send_grouped_tokens_here_from_their_group_minimum(monkeypatch):
-    """w4a16_mm with groups of 32, 64 and 128 from GEMV_SM90_TMA_MIN_M_GROUPED's tokens to 32:
-    the Gluon GEMVs (inside them this kernel, see the next test) where K % 256 == 0, else the
-    register ring up to its 16 tokens and the plain-Triton GEMV above; other multiples of 128
-    (not measured here) the ring up to 16 tokens."""
-    from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
+    """w4a16_mm with groups of 32, 64 and multiples of 128 from their tma_min_m_grouped tokens to
+    32: the Gluon GEMVs (inside them this kernel, see the previous test) where K % 256 == 0, else
+    the register ring up to its 16 tokens and the plain-Triton GEMV above."""
+    from fp4mm.ops.dispatch import (
+        GEMV_SM90_RING_MAX_M_GROUPED,
+        GEMV_SM90_TMA_MIN_M_GROUPED,
+        tma_min_m_grouped,
+    )
 
     assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 2}
+    assert [tma_min_m_grouped(g) for g in (None, 16, 32, 64, 96, 128, 256, 384, 640)] == [
+        None, None, 5, 5, None, 2, 2, 2, 2]
     assert all(1 < m <= GEMV_SM90_RING_MAX_M_GROUPED + 1
                for m in GEMV_SM90_TMA_MIN_M_GROUPED.values())
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
@@ -166,13 +171,11 @@ def test_ops_send_grouped_tokens_here_from_their_group_minimum(monkeypatch):
     def choose(M, K, group):
         return ops.choose_kernel("w4a16_mm", M, 18432, K, torch.device("cpu"), group)
     top = GEMV_SM90_RING_MAX_M_GROUPED
-    for group in (32, 64, 128):
+    for group in (32, 64, 128, 256, 384):
         assert choose(5, 3072, group) == choose(top + 1, 3072, group) == "gemv_sm90"
         assert choose(32, 3072, group) == "gemv_sm90"
         assert choose(24, 3072 + 128, group) == "gemv"  # K % 256
         assert choose(33, 3072, group) in ("gemv", "gemm_sm90")
-    assert T.group_size_is_supported(256)  # the kernel takes it; the ops do not (yet)
-    assert choose(24, 3072, 256) == "gemv"
     assert not T.group_size_is_supported(16) and choose(24, 3072, 16) == "gemv"
     for bad in (0, 16, 48, 96):
         assert not T.group_size_is_supported(bad)
@@ -279,7 +282,7 @@ def _shipped() -> list[tuple]:
         for N, K in ((18432, 3072), (8192, 8192), (3072, 3072)):
             cfg = T.choose_config(M, N, K, group_size=32)
             nt = T._token_tile(M)
-            for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256)):
+            for x, group in itertools.product(("fp16", "bf16"), (32, 64, 128, 256, 384)):
                 cases.add((x, nt, cfg.row_tiles, cfg.stages, cfg.split_k > 1, cfg.warps, False,
                            "fp16", False, group, (nt, 0)))
             # x in several boxes (x_boxes): the groups the ops send at M, one x dtype each
@@ -507,7 +510,7 @@ def test_grouped_rule_at_5_to_8_tokens_matches_oracle(M, N, K, dtype):
 @gpu
 @pytest.mark.parametrize("M,N,K", [(17, 200, 512), (24, 77, 1280), (32, 130, 3072),
                                    (9, 33, 2048), (7, 90, 768), (8, 64, 1024), (1, 64, 256)])
-@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("group", [32, 64, 128, 256, 384])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("order", ["low_first", "high_first"])
 def test_grouped_matches_oracle(M, N, K, group, dtype, order):
