@@ -53,8 +53,8 @@ Design, per CTA (``num_warps`` warps, each ROW_TILES x 16 weight rows; tokens pa
 Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`` otherwise):
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
-M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 and 64 from 5 tokens, of 128
-from 2 (``GEMV_SM90_TMA_MIN_M_GROUPED``).
+M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 and 64 from 5 tokens, of
+multiples of 128 from 2 (``fp4mm.ops.dispatch.tma_min_m_grouped``).
 """
 
 from __future__ import annotations

@@ -178,7 +178,10 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Groups of 256 and 512 the same way
 # (...-w4a16-big-groups-h100.json, fp16 x): 18432 x 3072 g256 M=2 15.80 / 21.36, M=16 20.24 /
 # 30.13, M=32 21.70 / 32.84 (Triton GEMV); g512 M=8 16.32 / 23.42; 8192 x 8192 g256 M=2 16.96 /
-# 19.66 but M=1 21.03 / 19.55 -> every multiple of 128 from 2 tokens.
+# 19.66 but M=1 21.03 / 19.55; g384 (...-w4a16-big-groups-384-h100.json, after the kernel read
+# the second step's group right for odd multiples of 128) 18432 x 3072 M=2 16.41 / 22.04, M=16
+# 19.82 / 31.03, 6144 x 6144 M=2 12.80 / 13.92, M=1 15.06 / 13.93 -> every multiple of 128 from
+# 2 tokens.
 # Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32); the
 # 128 entry stands for every multiple of 128 (tma_min_m_grouped).
 GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 2}
