@@ -44,6 +44,20 @@ from scripts.gpu_decode import Problem, rounds, save_rows, time_graph  # noqa: E
 from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 
 
+def compare(runs, ref, out, odt, label, row):
+    """Check each of ``runs`` (name -> ``run(weight copy i, out)``) against the oracle ``ref`` in
+    a NaN-poisoned output of ``odt``, then time them in 3 rotating rounds of CUDA-graph medians
+    over the 4 weight copies into ``out``; prints ``label`` and the medians, returns ``row``
+    with them added (a row of the result file)."""
+    for name, run in runs.items():
+        check_poisoned(lambda o, run=run: run(0, o), ref, odt, f"{name} {label}")
+    got = rounds({name: (lambda run=run: time_graph([lambda i=i: run(i, out) for i in range(4)])[0])
+                  for name, run in runs.items()}, 3)
+    med = {k: st.median(v) for k, v in got.items()}
+    print(f"{label} " + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
+    return dict(row, rounds=got, medians=med)
+
+
 def grouped_prepacked():
     rows = []
     for (N, K), M, dt in [(nk, m, dt) for nk in ((18432, 3072), (8192, 8192), (4096, 4096))
@@ -105,16 +119,10 @@ def grouped_small(verify=False, wide=False):
                 runs[f"tma_w{w}_k{k}"] = lambda i, o, cfg=cfg: (
                     fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first", o,
                                                     config=cfg, group_size=group))
-        ref = p.reference(0)
-        for name, run in runs.items():
-            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} {M}x{N}x{K}")
-        got = rounds({name: (lambda run=run: time_graph(
-            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
-        med = {k: st.median(v) for k, v in got.items()}
-        print(f"g{group} M={M:2d} {N}x{K} {str(dt)[6:]:8s} "
-              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
-        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
-                         prepacked=False, rounds=got, medians=med))
+        rows.append(compare(runs, p.reference(0), out, dt,
+                            f"g{group} M={M:2d} {N}x{K} {str(dt)[6:]:8s}",
+                            dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                                 prepacked=False)))
     save_rows("w4a16-grouped-small-dispatch" + ("-verify" if verify else "")
               + ("-wide-groups" if wide else ""), rows)
 
@@ -154,16 +162,10 @@ def wide_group_edges():
         else:
             runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
                                                                        "low_first", o)
-        ref = p.reference(0)
-        for name, run in runs.items():
-            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} g{group} {M}x{N}x{K}")
-        got = rounds({name: (lambda run=run: time_graph(
-            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
-        med = {k: st.median(v) for k, v in got.items()}
-        print(f"g{group} M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s} "
-              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
-        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
-                         prepacked=prepacked, rounds=got, medians=med))
+        rows.append(compare(runs, p.reference(0), out, dt,
+                            f"g{group} M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s}",
+                            dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                                 prepacked=prepacked)))
     save_rows("w4a16-wide-group-edges", rows)
 
 
@@ -189,16 +191,9 @@ def big_groups():
         else:
             runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
                                                                        "low_first", o)
-        ref = p.reference(0)
-        for name, run in runs.items():
-            check_poisoned(lambda o: run(0, o), ref, dt, f"{name} g{group} {M}x{N}x{K}")
-        got = rounds({name: (lambda run=run: time_graph(
-            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
-        med = {k: st.median(v) for k, v in got.items()}
-        print(f"g{group} M={M:2d} {N}x{K} "
-              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
-        rows.append(dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
-                         prepacked=False, rounds=got, medians=med))
+        rows.append(compare(runs, p.reference(0), out, dt, f"g{group} M={M:2d} {N}x{K}",
+                            dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
+                                 prepacked=False)))
     save_rows("w4a16-big-groups" + ("-384" if "--odd" in sys.argv else ""), rows)
 
 
@@ -228,15 +223,9 @@ def main():
         else:
             runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], p.alpha,
                                                                 "low_first", o)
-        ref = p.reference(0)
-        for name, run in runs.items():
-            check_poisoned(lambda o: run(0, o), ref, torch.float32, f"{name} {M}x{N}x{K}")
-        got = rounds({name: (lambda run=run: time_graph(
-            [lambda i=i: run(i, out) for i in range(4)])[0]) for name, run in runs.items()}, 3)
-        med = {k: st.median(v) for k, v in got.items()}
-        print(f"M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s} "
-              + "  ".join(f"{k} {v:6.2f}" for k, v in med.items()), flush=True)
-        rows.append(dict(M=M, N=N, K=K, prepacked=prepacked, rounds=got, medians=med))
+        rows.append(compare(runs, p.reference(0), out, torch.float32,
+                            f"M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s}",
+                            dict(M=M, N=N, K=K, prepacked=prepacked)))
     save_rows("tma-dispatch", rows)
 
 
