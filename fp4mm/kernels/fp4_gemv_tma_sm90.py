@@ -346,9 +346,10 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       w2/r1/k2 20.29; two warps spill 12 B with bf16 x at 16 tokens), 16 x 8192 x 8192 w1/r1/k2
       21.13 (the best), 32 x 18432 x 3072 w2/r1/k2 25.12 (the best; one warp 34.1); the
       session-27 rule (two row tiles, split 3-4) took 29.3 / 32.0 / 34.1 before the swizzle.
-    - 16-bit group scales at 5-8 tokens (the 8-token tile; session 30,
-      bench/results/2026-11-27-gemv-tma-grouped-small-sweep-h100.json: 5 and 8 tokens, eight
-      weight shapes, fp16 and bf16 x, warps 1/2/4 x split 1-4, 3 rotating rounds): four warps on
+    - 16-bit group scales at up to 8 tokens (the 8-token tile; session 30,
+      bench/results/2026-11-27-gemv-tma-grouped-small-sweep-h100.json: groups of 32 at 5 and 8
+      tokens, eight weight shapes, fp16 and bf16 x, warps 1/2/4 x split 1-4, 3 rotating rounds;
+      groups of 64 to 512 at 2-8 tokens were then measured with this rule): four warps on
       the widest weights (N >= 16384; 18432 and 28672 rows measured, 14336 wants one), split 3
       from K = 5120 (20 chunks), else one warp and split 2. Within 6% of the best swept config at
       all 32 points (mean 1.4% over it), where the 9-16-token rule above was up to 21% over

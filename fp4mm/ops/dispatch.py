@@ -152,8 +152,8 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # h100.json, 3 rotating rounds): 18432 x 3072 M=9 19.72 / 23.48, M=10 19.32 / 23.15, M=11
 # 20.30 / 23.63, M=13 22.80 / 23.84, M=14 22.70 / 23.88, M=15 22.42 / 24.30; 8192 x 8192 M=9
 # 21.49 / 27.68, M=11 21.07 / 27.84, M=13 21.48 / 28.19, M=14 21.02 / 28.47; bf16 x and 4096 x
-# 4096 / 28672 x 4096 the same way (the -2row file beside it) -> 9. Groups of 64 and 128 keep
-# the ring up to 16 tokens.
+# 4096 / 28672 x 4096 the same way (the -2row file beside it) -> 9 (groups of 64 and 128 then
+# kept the ring up to 16 tokens).
 # Session 30: with those boxes the TMA GEMV beats the ring at 5-8 tokens too, where the ring's
 # groups of 32 no longer fit its MMA columns (fp4_gemv_sm90.group_columns) and it runs one chain
 # per group. H100, raw weights, 3 rotating rounds (TMA at its rule / the ring, us, fp16 then bf16
@@ -193,6 +193,8 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
     if group_size is None or group_size <= 0:
         return None
     return GEMV_SM90_TMA_MIN_M_GROUPED.get(128 if group_size % 128 == 0 else group_size)
+
+
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token
