@@ -171,7 +171,7 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # (18432 x 3072 M=2 16.30 / 21.93, M=16 20.82 / 30.06; 28672 x 4096 M=16 31.61 / 53.94: the ring
 # runs one chain per group, its columns form stops below 128) and for groups of 64 from 6 tokens
 # (18432 x 3072 M=6 17.48 / 18.55, M=12 18.71 / 22.76; at 2-4 the ring's columns win there, M=4
-# 16.77 / 16.44, bf16 18.44 / 17.34). At one token the ring keeps both (a one-token x is an
+# 16.77 / 16.44, bf16 18.44 / 17.34; 5 tokens not measured, taken with 6 as for groups of 32). At one token the ring keeps both (a one-token x is an
 # 8-row box, 7 rows zero-filled: g64 8192 x 8192 22.00 / 17.68; g128 mixed, 21.53 / 20.04 there,
 # 16.35 / 17.24 at 18432 x 3072). At 17-32 tokens on raw weights it beats the plain-Triton GEMV
 # that served them (g64 18432 x 3072 M=17 22.38 / 29.66, M=32 23.20 / 31.22; g128 28672 x 4096
