@@ -166,22 +166,22 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # not at 8192 x 8192 from 3 tokens or at 4096 x 4096 -> 5.
 # Groups of 64 and 128 (session 30; the same probe with --wide-groups and --wide-group-edges,
 # bench/results/2026-11-27-w4a16-grouped-small-dispatch-wide-groups-h100.json and
-# ...-w4a16-wide-group-edges-h100.json, 3 rotating rounds, TMA at its rule / the other kernel,
-# us, fp16 x): against the ring at 2-16 tokens the TMA GEMV wins everywhere for groups of 128
-# (18432 x 3072 M=2 16.30 / 21.93, M=16 20.82 / 30.06; 28672 x 4096 M=16 31.61 / 53.94: the ring
-# runs one chain per group, its columns form stops below 128) and for groups of 64 from 6 tokens
-# (18432 x 3072 M=6 17.48 / 18.55, M=12 18.71 / 22.76; at 2-4 the ring's columns win there, M=4
-# 16.77 / 16.44, bf16 18.44 / 17.34; 5 tokens not measured, taken with 6 as for groups of 32). At one token the ring keeps both (a one-token x is an
-# 8-row box, 7 rows zero-filled: g64 8192 x 8192 22.00 / 17.68; g128 mixed, 21.53 / 20.04 there,
-# 16.35 / 17.24 at 18432 x 3072). At 17-32 tokens on raw weights it beats the plain-Triton GEMV
-# that served them (g64 18432 x 3072 M=17 22.38 / 29.66, M=32 23.20 / 31.22; g128 28672 x 4096
-# M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Groups of 256 and 512 the same way
-# (...-w4a16-big-groups-h100.json, fp16 x): 18432 x 3072 g256 M=2 15.80 / 21.36, M=16 20.24 /
-# 30.13, M=32 21.70 / 32.84 (Triton GEMV); g512 M=8 16.32 / 23.42; 8192 x 8192 g256 M=2 16.96 /
-# 19.66 but M=1 21.03 / 19.55; g384 (...-w4a16-big-groups-384-h100.json, after the kernel read
-# the second step's group right for odd multiples of 128) 18432 x 3072 M=2 16.41 / 22.04, M=16
-# 19.82 / 31.03, 6144 x 6144 M=2 12.80 / 13.92, M=1 15.06 / 13.93 -> every multiple of 128 from
-# 2 tokens.
+# ...-w4a16-wide-group-edges-h100.json, 3 rotating rounds, TMA at its rule / the other kernel, us,
+# fp16 x): against the ring at 2-16 tokens the TMA GEMV wins everywhere for groups of 128 (18432 x
+# 3072 M=2 16.30 / 21.93, M=16 20.82 / 30.06; 28672 x 4096 M=16 31.61 / 53.94: the ring runs one
+# chain per group, its columns form stops below 128) and for groups of 64 from 6 tokens (18432 x
+# 3072 M=6 17.48 / 18.55, M=12 18.71 / 22.76; at 2-4 the ring's columns win there, M=4 16.77 /
+# 16.44, bf16 18.44 / 17.34; 5 tokens not measured, taken with 6 as for groups of 32). At one token
+# the ring keeps both (a one-token x is an 8-row box, 7 rows zero-filled: g64 8192 x 8192 22.00 /
+# 17.68; g128 mixed, 21.53 / 20.04 there, 16.35 / 17.24 at 18432 x 3072). At 17-32 tokens on raw
+# weights it beats the plain-Triton GEMV that served them (g64 18432 x 3072 M=17 22.38 / 29.66, M=32
+# 23.20 / 31.22; g128 28672 x 4096 M=24 39.64 / 52.79; 4096 x 4096 M=32 11.60 / 13.48). Groups of
+# 256 and 512 the same way (...-w4a16-big-groups-h100.json, fp16 x): 18432 x 3072 g256 M=2 15.80 /
+# 21.36, M=16 20.24 / 30.13, M=32 21.70 / 32.84 (Triton GEMV); g512 M=8 16.32 / 23.42; 8192 x 8192
+# g256 M=2 16.96 / 19.66 but M=1 21.03 / 19.55; g384 (...-w4a16-big-groups-384-h100.json, after the
+# kernel read the second step's group right for odd multiples of 128) 18432 x 3072 M=2 16.41 /
+# 22.04, M=16 19.82 / 31.03, 6144 x 6144 M=2 12.80 / 13.92, M=1 15.06 / 13.93 -> every multiple of
+# 128 from 2 tokens.
 # Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32); the
 # 128 entry stands for every multiple of 128 (tma_min_m_grouped).
 GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 2}
@@ -251,6 +251,11 @@ GEMV_FP8_SM90_MAX_M = 4
 # x 4096 g64 M=16 32.65 / 41.40 -> 16 (the GEMV 15-30% faster at 8-16 tokens on all four
 # shapes, within 7% either way at 24).
 W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 16, (64, False): 64, (64, True): 16}
+# The prepacked limits above 8 stand on the TMA GEMV at 9-16 tokens, which needs K % 256 == 0;
+# elsewhere the register ring serves those tokens, and prepacked weights leave it for the GEMM
+# above 8 (session 13, in the note above: ring / GEMM at 16 tokens, g32 24.8 / 23.2 us, g128
+# 28.2 / 22.7).
+W4A16_SM90_RING_PREPACKED_MAX_M = 8
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
 # session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
 # plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep
@@ -335,19 +340,25 @@ def select_kernel(op: str, M: int, N: int, K: int, device=None, *,
     requested = _requested(override)
     if requested != "auto":
         return requested
-    return "gemv" if M <= gemv_max_m(op, device, group_size, prepacked, N * K) else "gemm"
+    return "gemv" if M <= gemv_max_m(op, device, group_size, prepacked, N * K, K) else "gemm"
 
 
 def gemv_max_m(op: str, device=None, group_size: int | None = None,
-               prepacked: bool = False, weight_elems: int | None = None) -> int:
+               prepacked: bool = False, weight_elems: int | None = None,
+               k: int | None = None) -> int:
     """The largest M that ``select_kernel`` gives the GEMV (the tables above);
-    ``weight_elems``: N * K, for prepacked NVFP4 weights on Hopper."""
+    ``weight_elems``: N * K, for prepacked NVFP4 weights on Hopper; ``k``: K, for prepacked
+    group-scale weights on Hopper (``W4A16_SM90_RING_PREPACKED_MAX_M`` where K % 256 != 0)."""
     if op == "w4a16_mm" and group_size is not None and device is not None and is_hopper(device):
         from fp4mm.kernels.fp4_gemm_sm90 import group_k
+        from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
 
         gk = group_k(group_size)
         if gk:
-            return W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
+            top = W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
+            if prepacked and k is not None and k % KCHUNK:
+                top = min(top, W4A16_SM90_RING_PREPACKED_MAX_M)
+            return top
     if (op in PREPACKED_SM90_GEMV_MAX_M and prepacked and weight_elems is not None
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):

@@ -75,6 +75,15 @@ def test_hopper_group_scale_crossover_depends_on_the_layout(monkeypatch, group):
                                       prepacked=prepacked) == "gemm"
     assert (dispatch.W4A16_SM90_GEMV_MAX_M[(gk, True)]
             < dispatch.W4A16_SM90_GEMV_MAX_M[(gk, False)])
+    # prepacked tokens above 8 stay on the GEMV only where the TMA GEMV serves them (K % 256)
+    ring = dispatch.W4A16_SM90_RING_PREPACKED_MAX_M
+    assert ring < dispatch.W4A16_SM90_GEMV_MAX_M[(gk, True)]
+    for M, K, want in ((ring, 3072 + 128, "gemv"), (ring + 1, 3072 + 128, "gemm"),
+                       (ring + 1, 3072, "gemv")):
+        assert dispatch.select_kernel("w4a16_mm", M, 18432, K, cpu, group_size=group,
+                                      prepacked=True) == want, (M, K)
+    assert dispatch.select_kernel("w4a16_mm", ring + 1, 18432, 3072 + 128, cpu,
+                                  group_size=group) == "gemv"  # raw weights: unchanged
     assert dispatch.gemv_max_m("w4a16_mm", cpu, 16) == dispatch.GEMV_MAX_M["w4a16_mm"]
     monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
     assert dispatch.gemv_max_m("w4a16_mm", cpu, group, True) == dispatch.GEMV_MAX_M["w4a16_mm"]
