@@ -58,6 +58,23 @@ def compare(runs, ref, out, odt, label, row):
     return dict(row, rounds=got, medians=med)
 
 
+def grouped_kernels(M, N, K, group, dt):
+    """A ``w4a16_mm`` problem over 4 weight copies, an output for it, and the raw-weight kernels
+    that can serve it (name -> ``run(weight copy i, out)``): the TMA GEMV, the register ring and
+    the plain-Triton GEMV, each at its own rule."""
+    from fp4mm.kernels import fp4_gemv
+
+    p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
+    x = p.x[0]
+    kernels = {
+        "tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first", o,
+                                                            group_size=group),
+        "ring": lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0, "low_first", o,
+                                                     group_size=group),
+        "triton_gemv": lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group, "low_first", o)}
+    return p, torch.empty((M, N), dtype=dt, device="cuda"), kernels
+
+
 def grouped_prepacked():
     rows = []
     for (N, K), M, dt in [(nk, m, dt) for nk in ((18432, 3072), (8192, 8192), (4096, 4096))
@@ -106,18 +123,13 @@ def grouped_small(verify=False, wide=False):
     C = fp4_gemv_tma_sm90.GemvTMAConfig
     for (N, K), group, M, dt in [(nk, g, m, dt) for nk in shapes for g in groups for m in tokens
                                  for dt in (torch.float16, torch.bfloat16)]:
-        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
-        out = torch.empty((M, N), dtype=dt, device="cuda")
-        x = p.x[0]
-        runs = {"ring": lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0, "low_first",
-                                                             o, group_size=group),
-                "tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
-                                                                    o, group_size=group)}
+        p, out, kernels = grouped_kernels(M, N, K, group, dt)
+        runs = {k: kernels[k] for k in ("ring", "tma")}
         if verify and M == 6:  # configs beside the rule's (one row tile, 2 stages)
             for w, k in ((1, 1), (1, 3), (2, 1), (2, 2), (4, 2)):
                 cfg = C(1, 2, k, w)
                 runs[f"tma_w{w}_k{k}"] = lambda i, o, cfg=cfg: (
-                    fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first", o,
+                    fp4_gemv_tma_sm90.gemv_tma_sm90(p.x[0], *p.w[i], 1.0, "low_first", o,
                                                     config=cfg, group_size=group))
         rows.append(compare(runs, p.reference(0), out, dt,
                             f"g{group} M={M:2d} {N}x{K} {str(dt)[6:]:8s}",
@@ -132,8 +144,6 @@ def wide_group_edges():
     ring; the TMA GEMV loads a one-token x as a zero-filled 8-row box), 17-32 tokens on raw
     weights (the plain-Triton GEMV) and 8-24 tokens on prepacked ones (the Gluon GEMM), each
     against the TMA GEMV at its rule on the raw tensors."""
-    from fp4mm.kernels import fp4_gemv
-
     rows = []
     cases = [(1, False), (17, False), (24, False), (32, False), (8, True), (12, True),
              (16, True), (24, True)]
@@ -141,27 +151,21 @@ def wide_group_edges():
                                                                (4096, 4096), (28672, 4096))
                                           for g in (64, 128) for c in cases]:
         dt = torch.float16
-        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
-        out = torch.empty((M, N), dtype=dt, device="cuda")
-        x = p.x[0]
-        runs = {"tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
-                                                                    o, group_size=group)}
+        p, out, kernels = grouped_kernels(M, N, K, group, dt)
+        runs = {"tma": kernels["tma"]}
         if prepacked:
             packs = [fp4mm.prepack_w4a16_weight(*w, group) for w in p.w]
 
             def gemm(i, o):
                 os.environ["FP4MM_KERNEL"] = "gemm"
                 try:
-                    fp4mm.w4a16_mm(x, packs[i], None, group, out=o)
+                    fp4mm.w4a16_mm(p.x[0], packs[i], None, group, out=o)
                 finally:
                     del os.environ["FP4MM_KERNEL"]
             runs["gemm_prepacked"] = gemm
-        elif M == 1:
-            runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0,
-                                                                "low_first", o, group_size=group)
         else:
-            runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
-                                                                       "low_first", o)
+            other = "ring" if M == 1 else "triton_gemv"
+            runs[other] = kernels[other]
         rows.append(compare(runs, p.reference(0), out, dt,
                             f"g{group} M={M:2d} {N}x{K} {'prepacked' if prepacked else 'raw':9s}",
                             dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
@@ -172,25 +176,14 @@ def wide_group_edges():
 def big_groups():
     """Groups of 256 and 512 (the ops keep them on the ring up to 16 tokens and the plain-Triton
     GEMV above), fp16 x, raw weights: the kernel that serves them against the TMA GEMV."""
-    from fp4mm.kernels import fp4_gemv
-
     rows = []
     odd = "--odd" in sys.argv  # K a multiple of 384 and of 256
     shapes = ((18432, 3072), (6144, 6144)) if odd else ((18432, 3072), (8192, 8192))
     for (N, K), group, M in [(nk, g, m) for nk in shapes for g in ((384,) if odd else (256, 512))
                              for m in (1, 2, 4, 8, 16, 24, 32)]:
         dt = torch.float16
-        p = Problem("w4a16_mm", M, N, K, group=group, dtype=dt, copies=4)
-        out = torch.empty((M, N), dtype=dt, device="cuda")
-        x = p.x[0]
-        runs = {"tma": lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(x, *p.w[i], 1.0, "low_first",
-                                                                    o, group_size=group)}
-        if M <= 16:
-            runs["ring"] = lambda i, o: fp4_gemv_sm90.gemv_sm90(x, None, *p.w[i], 1.0,
-                                                                "low_first", o, group_size=group)
-        else:
-            runs["triton_gemv"] = lambda i, o: fp4_gemv.w4a16_mm_gemv(x, *p.w[i], group,
-                                                                       "low_first", o)
+        p, out, kernels = grouped_kernels(M, N, K, group, dt)
+        runs = {k: kernels[k] for k in ("tma", "ring" if M <= 16 else "triton_gemv")}
         rows.append(compare(runs, p.reference(0), out, dt, f"g{group} M={M:2d} {N}x{K}",
                             dict(op="w4a16_mm", group=group, dtype=str(dt), M=M, N=N, K=K,
                                  prepacked=False)))

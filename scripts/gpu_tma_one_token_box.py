@@ -24,10 +24,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from fp4mm.kernels import fp4_gemv_sm90  # noqa: E402
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
-from scripts.gpu_decode import Problem, save_rows  # noqa: E402
-from scripts.gpu_tma_dispatch import compare  # noqa: E402
+from scripts.gpu_decode import save_rows  # noqa: E402
+from scripts.gpu_tma_dispatch import compare, grouped_kernels  # noqa: E402
 
 SHIPPED_X_BOXES = T.x_boxes
 
@@ -53,10 +52,8 @@ def main():
                               for nk in ((18432, 3072), (8192, 8192), (4096, 4096), (28672, 4096))
                               for g in (32, 64, 128, 256)
                               for dt in (torch.float16, torch.bfloat16)]:
-        p = Problem("w4a16_mm", 1, N, K, group=group, dtype=dt, copies=4)
-        out = torch.empty((1, N), dtype=dt, device="cuda")
-        runs = {"ring": lambda i, o, p=p, g=group: fp4_gemv_sm90.gemv_sm90(
-                    p.x[0], None, *p.w[i], 1.0, "low_first", o, group_size=g),
+        p, out, kernels = grouped_kernels(1, N, K, group, dt)
+        runs = {"ring": kernels["ring"],
                 "box8": lambda i, o, p=p, g=group: tma(p, i, o, g, False),
                 "box2": lambda i, o, p=p, g=group: tma(p, i, o, g, True)}
         rows.append(compare(runs, p.reference(0), out, dt,
