@@ -26,6 +26,8 @@ tokens. With ``--wide-groups``: groups of 64 and 128 (the ring serves them up to
 2-16 tokens on four shapes, ring against the TMA GEMV at its rule. ``--wide-group-edges``: the
 same groups where other kernels serve them (:func:`wide_group_edges`). ``--big-groups``: groups
 of 256 and 512 at 1-32 tokens (:func:`big_groups`; with ``--odd``, groups of 384).
+``--k-odd`` (session 31): prepacked weights with K % 256 == 128, where the TMA GEMV cannot run
+(:func:`k_odd`).
 """
 
 from __future__ import annotations
@@ -190,7 +192,49 @@ def big_groups():
     save_rows("w4a16-big-groups" + ("-384" if "--odd" in sys.argv else ""), rows)
 
 
+def k_odd():
+    """Prepacked weights with K % 256 == 128: the TMA GEMV needs whole 256-K chunks, so the
+    GEMV side of the dispatch runs the register ring (``w4a16_mm``, at most 16 tokens) or the
+    plain-Triton GEMV (``nvfp4_w4a16_mm`` above 16). The public op with ``FP4MM_KERNEL=gemv``
+    against ``=gemm`` (the Gluon GEMM on the prepacked layout), fp16 x: where the prepacked
+    limits should stop for such K (session 30 capped ``w4a16_mm`` at 8 tokens there without a
+    measurement; ``nvfp4_w4a16_mm`` keeps 32)."""
+    rows = []
+    cases = [("w4a16_mm", g, M) for g in (32, 64, 128) for M in (4, 8, 12, 16)]
+    cases += [("nvfp4_w4a16_mm", None, M) for M in (8, 16, 20, 24, 32)]
+    for (N, K), (op, group, M) in [(nk, c) for nk in ((18432, 2944), (16384, 1408), (8192, 3200))
+                                   for c in cases]:
+        dt = torch.float16
+        p = Problem(op, M, N, K, group=group or 16, dtype=dt, copies=4)
+        if op == "w4a16_mm":
+            packs = [fp4mm.prepack_w4a16_weight(*w, group) for w in p.w]
+            call = lambda i, o: fp4mm.w4a16_mm(p.x[0], packs[i], None, group, out=o)
+        else:
+            packs = [fp4mm.prepack_nvfp4_weight(*w) for w in p.w]
+            call = lambda i, o: fp4mm.ops.nvfp4_w4a16_mm_alpha(p.x[0], packs[i], None,
+                                                               p.alpha, out=o)
+
+        def forced(kernel, call=call):
+            def run(i, o):
+                os.environ["FP4MM_KERNEL"] = kernel
+                try:
+                    call(i, o)
+                finally:
+                    del os.environ["FP4MM_KERNEL"]
+            return run
+
+        out = torch.empty((M, N), dtype=dt, device="cuda")
+        runs = {"gemv": forced("gemv"), "gemm": forced("gemm")}
+        rows.append(compare(runs, p.reference(0), out, dt,
+                            f"{op} g{group} M={M:2d} {N}x{K}",
+                            dict(op=op, group=group, dtype=str(dt), M=M, N=N, K=K,
+                                 prepacked=True)))
+    save_rows("prepacked-k-odd-dispatch", rows)
+
+
 def main():
+    if "--k-odd" in sys.argv:
+        return k_odd()
     if "--big-groups" in sys.argv:
         return big_groups()
     if "--wide-group-edges" in sys.argv:
