@@ -54,7 +54,7 @@ Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
 M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 and 64 from 5 tokens, of
-multiples of 128 from 2 (``fp4mm.ops.dispatch.tma_min_m_grouped``).
+multiples of 128 from 1 (``fp4mm.ops.dispatch.tma_min_m_grouped``).
 """
 
 from __future__ import annotations
@@ -386,9 +386,13 @@ def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
     one box; bench/results/2026-11-27-gemv-tma-x-boxes-h100.json, 3 rotating rounds), 18432 x
     3072 M=9 19.72 / 27.95, M=11 20.30 / 25.96, M=13 21.63 / 22.80, M=14 21.71 / 22.70, M=20
     25.02 / 28.88, M=24 25.64 / 25.99, M=27 25.80 / 24.60, M=29 27.08 / 25.06; 8192 x 8192 M=9
-    21.49 / 26.70, M=13 22.43 / 21.48, M=14 22.24 / 21.02, M=24 27.56 / 27.09."""
+    21.49 / 26.70, M=13 22.43 / 21.48, M=14 22.24 / 21.02, M=24 27.56 / 27.09.
+
+    One token is one 2-row box (its second row past x, zero-filled): against the 8-row box,
+    8192 x 8192 g128 17.24 / 21.59 us, 4096 x 4096 g32 7.36 / 10.86, and within 2% either way
+    on 18432 x 3072 (session 31, bench/results/2026-11-27-w4a16-one-token-box-h100.json)."""
     rows = M + (M & 1)  # Gluon slices a 128-byte-swizzled stage in whole 1 KB atoms (2 rows)
-    if not grouped or M > 3 * nt // 4 or M < 2:
+    if not grouped or M > 3 * nt // 4:
         return nt, 0
     return 1 << (rows.bit_length() - 1), rows
 

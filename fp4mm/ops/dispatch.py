@@ -182,9 +182,17 @@ GEMV_SM90_RING_MAX_M_GROUPED = 16
 # kernel read the second step's group right for odd multiples of 128) 18432 x 3072 M=2 16.41 /
 # 22.04, M=16 19.82 / 31.03, 6144 x 6144 M=2 12.80 / 13.92, M=1 15.06 / 13.93 -> every multiple of
 # 128 from 2 tokens.
+# Session 31: one token as a 2-row x box (fp4_gemv_tma_sm90.x_boxes; one row zero-filled, not
+# seven) against the ring, 3 rotating rounds, fp16 / bf16 x, us (TMA / ring; bench/results/
+# 2026-11-27-w4a16-one-token-box-h100.json): multiples of 128 win at all four shapes in both
+# dtypes: g128 18432 x 3072 15.91 / 16.65, 17.20 / 17.78; 8192 x 8192 17.24 / 20.30, 17.88 /
+# 20.48; 4096 x 4096 6.98 / 8.42; 28672 x 4096 27.94 / 29.82, 31.66 / 32.48; g256 16.00 / 17.29
+# ... 26.61 / 30.22. Groups of 32 and 64 lose on the widest weights (g32 18432 x 3072 17.60 /
+# 16.11, 28672 x 4096 bf16 34.90 / 31.42; g64 17.18 / 16.03) and stay on the ring's columns ->
+# every multiple of 128 from 1 token.
 # Group size -> the fewest tokens from which the TMA GEMV serves it (up to its MAX_M, 32); the
 # 128 entry stands for every multiple of 128 (tma_min_m_grouped).
-GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 2}
+GEMV_SM90_TMA_MIN_M_GROUPED = {32: 5, 64: 5, 128: 1}
 
 
 def tma_min_m_grouped(group_size: int | None) -> int | None:
@@ -251,11 +259,18 @@ GEMV_FP8_SM90_MAX_M = 4
 # x 4096 g64 M=16 32.65 / 41.40 -> 16 (the GEMV 15-30% faster at 8-16 tokens on all four
 # shapes, within 7% either way at 24).
 W4A16_SM90_GEMV_MAX_M = {(32, False): 32, (32, True): 16, (64, False): 64, (64, True): 16}
-# The prepacked limits above 8 stand on the TMA GEMV at 9-16 tokens, which needs K % 256 == 0;
-# elsewhere the register ring serves those tokens, and prepacked weights leave it for the GEMM
-# above 8 (session 13, in the note above: ring / GEMM at 16 tokens, g32 24.8 / 23.2 us, g128
-# 28.2 / 22.7).
-W4A16_SM90_RING_PREPACKED_MAX_M = 8
+# The prepacked limits above 8 (here and PREPACKED_SM90_GEMV_MAX_M["nvfp4_w4a16_mm"] below) stand
+# on the TMA GEMV, which needs K % 256 == 0; elsewhere the register ring serves up to 16 tokens
+# and the plain-Triton GEMV above, and prepacked weights leave them for the GEMM above 8. Session
+# 13 (in the note above: ring / GEMM at 16 tokens, g32 24.8 / 23.2 us, g128 28.2 / 22.7); session
+# 31 with K % 256 == 128, the public op with FP4MM_KERNEL=gemv / =gemm, fp16 x, us (bench/results/
+# 2026-11-27-prepacked-k-odd-dispatch-h100.json, 3 rotating rounds): w4a16_mm g32 18432 x 2944
+# M=8 21.25 / 21.50, M=12 24.54 / 21.62, M=16 25.44 / 22.02; g128 16384 x 1408 M=8 10.21 /
+# 10.64, M=12 13.74 / 10.68 (groups 32, 64 and 128 on three shapes: the GEMV ahead at 4 and 8
+# tokens, the GEMM at 12 and 16); nvfp4_w4a16_mm 18432 x 2944 M=8 17.91 / 21.98, M=16 27.45 /
+# 22.15, M=20 39.89 / 22.36, M=32 41.14 / 22.52 (the GEMM up to 1.8x faster from 16 tokens on all
+# three shapes) -> 8 for both ops.
+SM90_RING_PREPACKED_MAX_M = 8
 # NVFP4 weights on Hopper, *prepacked* (the Gluon GEMM then skips its per-call re-layout; until
 # session 13 it was flat in M up to its tile, about 40 us at N = 18432): above GEMV_SM90_MAX_M the
 # plain-Triton GEMV loses to it on large weights. H100 80GB HBM3, `fp4mm bench --suite sweep
@@ -348,7 +363,8 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
                k: int | None = None) -> int:
     """The largest M that ``select_kernel`` gives the GEMV (the tables above);
     ``weight_elems``: N * K, for prepacked NVFP4 weights on Hopper; ``k``: K, for prepacked
-    group-scale weights on Hopper (``W4A16_SM90_RING_PREPACKED_MAX_M`` where K % 256 != 0)."""
+    weights on Hopper whose limit stands on the TMA GEMV (``SM90_RING_PREPACKED_MAX_M`` where
+    K % 256 != 0)."""
     if op == "w4a16_mm" and group_size is not None and device is not None and is_hopper(device):
         from fp4mm.kernels.fp4_gemm_sm90 import group_k
         from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
@@ -357,10 +373,15 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
         if gk:
             top = W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
             if prepacked and k is not None and k % KCHUNK:
-                top = min(top, W4A16_SM90_RING_PREPACKED_MAX_M)
+                top = min(top, SM90_RING_PREPACKED_MAX_M)
             return top
     if (op in PREPACKED_SM90_GEMV_MAX_M and prepacked and weight_elems is not None
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
-        return PREPACKED_SM90_GEMV_MAX_M[op]
+        from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
+
+        top = PREPACKED_SM90_GEMV_MAX_M[op]
+        if op == "nvfp4_w4a16_mm" and k is not None and k % KCHUNK:
+            top = min(top, SM90_RING_PREPACKED_MAX_M)
+        return top
     return GEMV_MAX_M[op]

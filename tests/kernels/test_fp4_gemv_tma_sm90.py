@@ -72,7 +72,7 @@ def test_config_validity_and_heuristic():
 def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
     """Inside ``run_gemv_sm90`` (CPU, every predicate true, the kernels recorded, not run):
     groups of 32 and 64 take the register ring at 1-4 tokens (its MMA-column forms), multiples
-    of 128 at one token, and this kernel from there (GEMV_SM90_TMA_MIN_M_GROUPED) to 32
+    of 128 from one token (GEMV_SM90_TMA_MIN_M_GROUPED): this kernel from there to 32
     tokens."""
     from fp4mm.kernels import fp4_gemv_sm90
     from fp4mm.ops.dispatch import GEMV_SM90_RING_MAX_M_GROUPED, GEMV_SM90_TMA_MIN_M_GROUPED
@@ -91,32 +91,33 @@ def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
             out = torch.empty((M, 256), dtype=torch.float16)
             ran.clear()
             done = ops.run_gemv_sm90(x, None, wq, sc, 1.0, "low_first", out, group_size=group)
-            first = {32: 5, 64: 5}.get(group, 2)
+            first = {32: 5, 64: 5}.get(group, 1)
             if M >= first:
                 assert done and ran == ["tma"], (group, M)
             elif M <= GEMV_SM90_RING_MAX_M_GROUPED:
                 assert done and ran == ["ring"], (group, M)
             else:  # the caller's plain-Triton GEMV
                 assert not done and ran == [], (group, M)
-    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 2}
+    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 1}
 
 
 def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
     """Group scales at M <= 3/4 of the token tile: M rows rounded up to even, as a power-of-two
-    box and one box for each set bit of the rest (so each is a power of two, at most four);
-    above that, and for NVFP4 weights, one box of the tile."""
+    box and one box for each set bit of the rest (so each is a power of two, at most four; one
+    token is one 2-row box); above that, and for NVFP4 weights, one box of the tile."""
     for M in range(1, T.MAX_M + 1):
         nt = T._token_tile(M)
         assert T.x_boxes(M, nt, False) == (nt, 0)
         xm, rows = T.x_boxes(M, nt, True)
         if rows == 0:
-            assert xm == nt and (M > 3 * nt // 4 or M == 1)
+            assert xm == nt and M > 3 * nt // 4
             continue
         assert M <= 3 * nt // 4 and rows in (M, M + 1) and rows % 2 == 0 and rows < nt
         assert xm & (xm - 1) == 0 and xm <= rows < 2 * xm
         sizes = [xm] + [xm >> j for j in (1, 2, 3) if (rows - xm) & (xm >> j)]
         assert sum(sizes) == rows and min(sizes) >= 2
         assert [b for b in T.x_extra_boxes(xm, rows) if b] == sizes[1:]
+    assert T.x_boxes(1, 8, True) == (2, 2) and T.x_boxes(2, 8, True) == (2, 2)
     assert T.x_boxes(9, 16, True) == (8, 10) and T.x_boxes(13, 16, True) == (16, 0)
     assert T.x_boxes(23, 32, True) == (16, 24) and T.x_boxes(25, 32, True) == (32, 0)
 
@@ -160,10 +161,10 @@ def test_ops_send_grouped_tokens_here_from_their_group_minimum(monkeypatch):
         tma_min_m_grouped,
     )
 
-    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 2}
+    assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 1}
     assert [tma_min_m_grouped(g) for g in (None, 16, 32, 64, 96, 128, 256, 384, 640)] == [
-        None, None, 5, 5, None, 2, 2, 2, 2]
-    assert all(1 < m <= GEMV_SM90_RING_MAX_M_GROUPED + 1
+        None, None, 5, 5, None, 1, 1, 1, 1]
+    assert all(1 <= m <= GEMV_SM90_RING_MAX_M_GROUPED + 1
                for m in GEMV_SM90_TMA_MIN_M_GROUPED.values())
     ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
     monkeypatch.setattr(ops, "is_hopper", lambda device: True)
@@ -480,12 +481,13 @@ def _grouped_problem(M, N, K, group, dtype, seed):
 
 
 @gpu
-@pytest.mark.parametrize("M", [2, 3, 5, 6, 9, 10, 11, 12, 17, 19, 21, 23, 24])
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 6, 9, 10, 11, 12, 17, 19, 21, 23, 24])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("group", [32, 128])
 def test_grouped_x_in_several_boxes_matches_oracle(M, dtype, group):
-    """Every token count whose x comes in several boxes (``x_boxes``), ragged N, NaN-poisoned
-    output: the boxes land where the one box would have put those rows."""
+    """Every token count whose x is not one box of the token tile (``x_boxes``: one 2-row box
+    at one token, several boxes above), ragged N, NaN-poisoned output: the boxes land where the
+    one box would have put those rows."""
     assert T.x_boxes(M, T._token_tile(M), True)[1]
     x, wq, sc = _grouped_problem(M, 77, 1280, group, dtype, seed=300 + M)
     out = torch.full((M, 77), float("nan"), dtype=torch.float32, device="cuda")

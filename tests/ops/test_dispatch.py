@@ -76,7 +76,7 @@ def test_hopper_group_scale_crossover_depends_on_the_layout(monkeypatch, group):
     assert (dispatch.W4A16_SM90_GEMV_MAX_M[(gk, True)]
             < dispatch.W4A16_SM90_GEMV_MAX_M[(gk, False)])
     # prepacked tokens above 8 stay on the GEMV only where the TMA GEMV serves them (K % 256)
-    ring = dispatch.W4A16_SM90_RING_PREPACKED_MAX_M
+    ring = dispatch.SM90_RING_PREPACKED_MAX_M
     assert ring < dispatch.W4A16_SM90_GEMV_MAX_M[(gk, True)]
     for M, K, want in ((ring, 3072 + 128, "gemv"), (ring + 1, 3072 + 128, "gemm"),
                        (ring + 1, 3072, "gemv")):
@@ -103,6 +103,11 @@ def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch
     assert dispatch.select_kernel(op, 64, 3072, 3072, cpu, prepacked=True) == "gemv"
     assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=False) == "gemv"
     assert dispatch.select_kernel(op, 65, 18432, 3072, cpu, prepacked=False) == "gemm"
+    # nvfp4_w4a16_mm's limit stands on the TMA GEMV (K % 256 == 0); W4A4's on the ring
+    ring = dispatch.SM90_RING_PREPACKED_MAX_M
+    for M, want in ((ring, "gemv"), (ring + 1, "gemm" if op == "nvfp4_w4a16_mm" else "gemv")):
+        assert dispatch.select_kernel(op, M, 18432, 3072 + 128, cpu, prepacked=True) == want
+    assert dispatch.select_kernel(op, top, 18432, 3072 + 128, cpu) == "gemv"  # raw: unchanged
     monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
     assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=True) == "gemv"
 
