@@ -126,13 +126,14 @@ def tma_gemv_cases(dev) -> bool:
     the swizzled stages of session 28), multi-warp CTAs and two row tiles, and its group-scale
     form (groups 32, 64, 256; the scales loaded a chunk ahead, clamped into the matrix), fp16 and
     bf16 x, at ragged shapes (5 tokens: the 8-token tile; group scales at 2, 5, 9 and 21 tokens:
-    x in several boxes, ``x_boxes``, session 29; groups of 128 from 2 tokens, session 30)."""
+    x in several boxes, ``x_boxes``, session 29; groups of 128 from 2 tokens, session 30; one
+    token as a 2-row box, one row past x, session 31)."""
     from fp4mm.kernels import fp4_gemv_tma_sm90 as tma
 
     ok = True
     C = tma.GemvTMAConfig
     for M, N, K in [(5, 300, 512), (13, 200, 768), (27, 77, 2560), (9, 130, 1024), (21, 90, 768),
-                    (2, 16400, 512)]:
+                    (2, 16400, 512), (1, 16400, 512), (1, 77, 768)]:
         w = torch.randn(N, K, device=dev)
         qw = fp4mm.quantize_nvfp4(w)
         for dt in (torch.float16, torch.bfloat16):
