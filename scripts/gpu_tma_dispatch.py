@@ -241,10 +241,16 @@ def w4a4_prepass():
     from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 
     rows = []
-    for (N, K), M in [(nk, m) for nk in ((18432, 3072), (8192, 8192), (4096, 4096),
-                                         (28672, 4096)) for m in (8, 12, 16, 24, 32)]:
+    second = "--parts" in sys.argv  # the GEMV alone on x decoded once, and more shapes
+    shapes = ((18432, 3072), (8192, 8192), (4096, 4096), (28672, 4096))
+    tokens = (8, 12, 16, 24, 32)
+    if second:
+        shapes = ((18432, 3072), (8192, 8192), (8192, 3072), (14336, 4096), (4096, 14336))
+        tokens = (16, 24, 32)
+    for (N, K), M in [(nk, m) for nk in shapes for m in tokens]:
         p = Problem("nvfp4_mm", M, N, K, copies=4)
         xq, xs = p.x
+        x16 = dequant_nvfp4(xq, xs, dtype=torch.float16)
 
         def prepass_tma(i, o):
             x16 = dequant_nvfp4(xq, xs, dtype=torch.float16, pdl=True)
@@ -252,10 +258,15 @@ def w4a4_prepass():
 
         runs = {"op": lambda i, o: fp4mm.nvfp4_mm(xq, xs, *p.w[i], p.alpha, out=o),
                 "prepass_tma": prepass_tma}
+        if second:
+            runs["tma_only"] = lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(
+                x16, *p.w[i], p.alpha, "low_first", o)
+            runs["tma_only_bf16"] = lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(
+                x16.bfloat16(), *p.w[i], p.alpha, "low_first", o)
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         rows.append(compare(runs, p.reference(0), out, torch.float16, f"W4A4 M={M:2d} {N}x{K}",
                             dict(op="nvfp4_mm", M=M, N=N, K=K)))
-    save_rows("w4a4-prepass-tma", rows)
+    save_rows("w4a4-prepass-tma" + ("-parts" if second else ""), rows)
 
 
 def main():
