@@ -247,6 +247,8 @@ def w4a4_prepass():
     if second:
         shapes = ((18432, 3072), (8192, 8192), (8192, 3072), (14336, 4096), (4096, 14336))
         tokens = (16, 24, 32)
+    if "--pdl" in sys.argv:
+        shapes, tokens = ((18432, 3072), (8192, 8192), (4096, 14336)), (16,)
     for (N, K), M in [(nk, m) for nk in shapes for m in tokens]:
         p = Problem("nvfp4_mm", M, N, K, copies=4)
         xq, xs = p.x
@@ -264,10 +266,24 @@ def w4a4_prepass():
                 x16, *p.w[i], p.alpha, "low_first", o)
             runs["tma_only_bf16"] = lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(
                 xbf, *p.w[i], p.alpha, "low_first", o)
+        if "--pdl" in sys.argv:  # where the pre-pass's cost comes from
+            def prepass_nopdl_tma(i, o):
+                x16 = dequant_nvfp4(xq, xs, dtype=torch.float16)
+                fp4_gemv_tma_sm90.gemv_tma_sm90(x16, *p.w[i], p.alpha, "low_first", o)
+
+            runs = {"prepass_tma": prepass_tma, "prepass_nopdl_tma": prepass_nopdl_tma,
+                    "tma_only": runs["tma_only"]}
+            buf = torch.empty((M, K), dtype=torch.float16, device="cuda")
+            for pdl in (True, False):
+                got = rounds({"x": lambda pdl=pdl: time_graph(
+                    [lambda: dequant_nvfp4(xq, xs, dtype=torch.float16, out=buf, pdl=pdl)])[0]},
+                    3)
+                print(f"prepass alone pdl={pdl} M={M} K={K}: {st.median(got['x']):.2f} us")
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         rows.append(compare(runs, p.reference(0), out, torch.float16, f"W4A4 M={M:2d} {N}x{K}",
                             dict(op="nvfp4_mm", M=M, N=N, K=K)))
-    save_rows("w4a4-prepass-tma" + ("-parts" if second else ""), rows)
+    save_rows("w4a4-prepass-tma" + ("-parts" if second else "")
+              + ("-pdl" if "--pdl" in sys.argv else ""), rows)
 
 
 def main():
