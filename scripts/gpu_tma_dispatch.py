@@ -28,7 +28,8 @@ same groups where other kernels serve them (:func:`wide_group_edges`). ``--big-g
 of 256 and 512 at 1-32 tokens (:func:`big_groups`; with ``--odd``, groups of 384).
 ``--k-odd`` (session 31): prepacked weights with K % 256 == 128, where the TMA GEMV cannot run
 (:func:`k_odd`). ``--w4a4-prepass`` (session 31): W4A4 at 8-32 tokens through x dequantised to
-fp16 and the TMA GEMV (:func:`w4a4_prepass`).
+fp16 and the TMA GEMV (:func:`w4a4_prepass`). ``--gemm-pdl``: the shipped W4A4 GEMM's pre-pass
+with and without PDL at large K (:func:`gemm_prepass_pdl`).
 """
 
 from __future__ import annotations
@@ -286,7 +287,40 @@ def w4a4_prepass():
               + ("-pdl" if "--pdl" in sys.argv else ""), rows)
 
 
+def gemm_prepass_pdl():
+    """W4A4 on prepacked weights (x pre-pass + the Gluon GEMM): the public op, whose pre-pass is
+    launched with PDL, against the same call with the pre-pass launched plainly (the GEMM keeps
+    PDL; its wait is then a no-op). The pre-pass before the TMA GEMV cost 3 us plainly and 11-44
+    us with PDL at K = 8192-14336 (``--w4a4-prepass --parts --pdl``): does the GEMM pay it too?"""
+    from fp4mm.kernels import dequant_nvfp4 as D
+
+    shipped = fp4_gemm_sm90.dequant_nvfp4
+    rows = []
+    for (N, K), M in [(nk, m) for nk in ((4096, 14336), (8192, 8192), (18432, 3072))
+                      for m in (17, 32, 64, 256, 2048)]:
+        p = Problem("nvfp4_mm", M, N, K, copies=4)
+        xq, xs = p.x
+        packs = [fp4mm.prepack_nvfp4_weight(*w) for w in p.w]
+
+        def plain(i, o):
+            fp4_gemm_sm90.dequant_nvfp4 = lambda *a, **k: D.dequant_nvfp4(*a, **{**k, "pdl": False})
+            try:
+                fp4mm.nvfp4_mm(xq, xs, packs[i], None, p.alpha, out=o)
+            finally:
+                fp4_gemm_sm90.dequant_nvfp4 = shipped
+
+        runs = {"op": lambda i, o: fp4mm.nvfp4_mm(xq, xs, packs[i], None, p.alpha, out=o),
+                "prepass_plain": plain}
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+        rows.append(compare(runs, p.reference(0), out, torch.float16,
+                            f"W4A4 prepacked M={M:4d} {N}x{K}", dict(op="nvfp4_mm", M=M, N=N, K=K,
+                                                                     prepacked=True)))
+    save_rows("w4a4-gemm-prepass-pdl", rows)
+
+
 def main():
+    if "--gemm-pdl" in sys.argv:
+        return gemm_prepass_pdl()
     if "--w4a4-prepass" in sys.argv:
         return w4a4_prepass()
     if "--k-odd" in sys.argv:
