@@ -250,6 +250,11 @@ def w4a4_prepass():
         tokens = (16, 24, 32)
     if "--pdl" in sys.argv:
         shapes, tokens = ((18432, 3072), (8192, 8192), (4096, 14336)), (16,)
+    rule = "--rule" in sys.argv  # where a plain (non-PDL) pre-pass + the TMA GEMV wins
+    if rule:
+        shapes = ((18432, 3072), (14336, 4096), (28672, 4096), (12288, 4096), (16384, 2048),
+                  (8192, 8192))
+        tokens = (17, 20, 24, 28, 32)
     for (N, K), M in [(nk, m) for nk in shapes for m in tokens]:
         p = Problem("nvfp4_mm", M, N, K, copies=4)
         xq, xs = p.x
@@ -267,6 +272,12 @@ def w4a4_prepass():
                 x16, *p.w[i], p.alpha, "low_first", o)
             runs["tma_only_bf16"] = lambda i, o: fp4_gemv_tma_sm90.gemv_tma_sm90(
                 xbf, *p.w[i], p.alpha, "low_first", o)
+        if rule:
+            def plain_tma(i, o):
+                x16 = dequant_nvfp4(xq, xs, dtype=torch.float16)
+                fp4_gemv_tma_sm90.gemv_tma_sm90(x16, *p.w[i], p.alpha, "low_first", o)
+
+            runs = {"op": runs["op"], "prepass_plain_tma": plain_tma}
         if "--pdl" in sys.argv:  # where the pre-pass's cost comes from
             def prepass_nopdl_tma(i, o):
                 x16 = dequant_nvfp4(xq, xs, dtype=torch.float16)
@@ -284,7 +295,7 @@ def w4a4_prepass():
         rows.append(compare(runs, p.reference(0), out, torch.float16, f"W4A4 M={M:2d} {N}x{K}",
                             dict(op="nvfp4_mm", M=M, N=N, K=K)))
     save_rows("w4a4-prepass-tma" + ("-parts" if second else "")
-              + ("-pdl" if "--pdl" in sys.argv else ""), rows)
+              + ("-pdl" if "--pdl" in sys.argv else "") + ("-rule" if rule else ""), rows)
 
 
 def gemm_prepass_pdl():
