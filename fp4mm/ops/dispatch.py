@@ -203,6 +203,27 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
     return GEMV_SM90_TMA_MIN_M_GROUPED.get(128 if group_size % 128 == 0 else group_size)
 
 
+# W4A4 at 17-32 tokens on large raw weights: x dequantised to fp16 by the GEMM's pre-pass
+# (fp4mm.kernels.dequant_nvfp4, exact), then the TMA GEMV on 16-bit x, which streams the weights
+# faster than the W4A4 register ring there. Session 31, H100, 3 rotating rounds, the public op
+# (the ring) / pre-pass + TMA GEMV, us (bench/results/2026-11-27-w4a4-prepass-tma-rule-h100.json):
+# 18432 x 3072 M=17 26.55 / 25.51, M=24 26.93 / 23.71, M=32 27.88 / 23.83; 14336 x 4096 M=17
+# 27.20 / 25.48, M=32 29.06 / 24.96; 28672 x 4096 M=17 47.37 / 39.58, M=32 49.09 / 37.44; 12288 x
+# 4096 M=17 21.83 / 21.19, M=32 22.96 / 20.12; 8192 x 8192 M=17 26.68 / 24.93, M=32 26.96 / 25.18;
+# 16384 x 2048 M=17 17.02 / 16.82, M=32 18.43 / 16.77 (faster at all 30 points, M = 17, 20, 24,
+# 28, 32: 1-24%). The pre-pass costs about 3 us (...-w4a4-prepass-tma-parts-h100.json: the TMA
+# GEMV alone on x decoded beforehand 20.04 at M=16 of 18432 x 3072, the ring 20.91), so 16
+# tokens stay on the ring; the smallest weight measured, 16384 x 2048 (2^25 elements), is the
+# closest (1% at M=17-20): the route needs that many. The pre-pass is launched without PDL
+# here: launched with PDL in front of the TMA GEMV it cost 11-44 us at K = 8192-14336 (8192 x
+# 8192 M=16 30.99 vs 23.06 plain; 4096 x 14336 66.62 vs 25.24; ...-w4a4-prepass-tma-pdl-h100.json;
+# cause not found), though not in front of the GEMM (...-w4a4-gemm-prepass-pdl-h100.json: PDL
+# 1-19 us faster there). Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take the GEMM
+# from 17 tokens (18432 x 3072 M=32 24.12 us, about the same).
+GEMV_W4A4_TMA_MIN_M = 17
+GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
+
+
 # W4A4 tokens served by the E4M3-wgmma GEMV (fp4_gemv_fp8_sm90; K % 256 == 0), the register ring
 # above. H100, CUDA-graph medians over weight copies that fill 3x the L2, each kernel's best split
 # against the ring's heuristic in the same run, us. Session 21, one token

@@ -19,6 +19,8 @@ from fp4mm.ops.dispatch import (
     GEMV_SM90_RING_MAX_M_16BIT_X,
     GEMV_SM90_RING_MAX_M_GROUPED,
     GEMV_SM90_TMA_MIN_M,
+    GEMV_W4A4_TMA_MIN_M,
+    GEMV_W4A4_TMA_MIN_WEIGHT,
     gemv_sm90_max_m,
     select_kernel,
     tma_min_m_grouped,
@@ -88,7 +90,9 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
     False (nothing run) otherwise, so the caller takes the plain-Triton GEMV. ``group_size``:
     ``w_scales`` are 16-bit group scales (``w4a16_mm``). NVFP4 activations (W4A4) of up to
     ``GEMV_FP8_SM90_MAX_M`` tokens with K % 256 == 0 take the E4M3-wgmma GEMV
-    (``fp4_gemv_fp8_sm90``). NVFP4 weights with 16-bit x at
+    (``fp4_gemv_fp8_sm90``); from ``GEMV_W4A4_TMA_MIN_M`` tokens, on weights of
+    ``GEMV_W4A4_TMA_MIN_WEIGHT`` elements or more, x dequantised to fp16 (the GEMM's pre-pass)
+    and the TMA-fed GEMV, where it applies. NVFP4 weights with 16-bit x at
     ``GEMV_SM90_TMA_MIN_M`` tokens or more take the TMA-fed GEMV (``fp4_gemv_tma_sm90``); where
     it does not apply, the register-ring GEMV (``fp4_gemv_sm90``) serves them up to
     ``GEMV_SM90_RING_MAX_M_16BIT_X`` tokens, and above that nothing does. 16-bit group scales
@@ -103,6 +107,16 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
             and fp4_gemv_fp8_sm90.is_supported(out.device, M, K, x, x_scales, w_q, w_scales,
                                                out)):
         fp4_gemv_fp8_sm90.gemv_fp8_sm90(x, x_scales, w_q, w_scales, alpha, out)
+        return True
+    if (x_scales is not None and M >= GEMV_W4A4_TMA_MIN_M
+            and w_q.shape[0] * K >= GEMV_W4A4_TMA_MIN_WEIGHT
+            and fp4_gemv_tma_sm90.is_supported(out.device, M, K, w_q, w_scales)):
+        from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
+
+        # exact (E2M1 x E4M3 fits fp16); launched without PDL: with it, the TMA GEMV behind it
+        # was 11-44 us slower at K >= 8192 (dispatch.GEMV_W4A4_TMA_MIN_M)
+        x16 = dequant_nvfp4(x, x_scales, order=order, dtype=torch.float16)
+        fp4_gemv_tma_sm90.gemv_tma_sm90(x16, w_q, w_scales, alpha, order, out)
         return True
     if x_scales is None and group_size is None and M >= GEMV_SM90_TMA_MIN_M:
         if fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales):

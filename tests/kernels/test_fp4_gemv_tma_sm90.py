@@ -101,6 +101,44 @@ def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
     assert GEMV_SM90_TMA_MIN_M_GROUPED == {32: 5, 64: 5, 128: 1}
 
 
+def test_w4a4_takes_the_prepass_and_this_kernel_at_17_to_32_tokens_of_large_weights(
+        monkeypatch):
+    """Inside ``run_gemv_sm90`` (CPU, the kernels recorded, not run): W4A4 at 1-4 tokens takes
+    the E4M3 GEMV, at 5-16 the register ring, at 17-32 on weights of GEMV_W4A4_TMA_MIN_WEIGHT
+    elements or more x dequantised to fp16 (no PDL) and this kernel, else the ring."""
+    from fp4mm.kernels import dequant_nvfp4, fp4_gemv_fp8_sm90, fp4_gemv_sm90
+    from fp4mm.ops.dispatch import GEMV_W4A4_TMA_MIN_M, GEMV_W4A4_TMA_MIN_WEIGHT
+
+    assert GEMV_W4A4_TMA_MIN_M == 17 and GEMV_W4A4_TMA_MIN_WEIGHT == 2**25
+    ops = importlib.import_module("fp4mm.ops.nvfp4_mm")
+    ran = []
+
+    def dequant(q, s, **kw):
+        ran.append(("dequant", kw.get("pdl", False), kw["dtype"]))
+        return torch.empty((q.shape[0], q.shape[1] * 2), dtype=kw["dtype"])
+
+    monkeypatch.setattr(T, "is_supported", lambda d, M, K, *t: M <= T.MAX_M and K % 256 == 0)
+    monkeypatch.setattr(fp4_gemv_sm90, "is_supported", lambda *a, **k: True)
+    monkeypatch.setattr(fp4_gemv_fp8_sm90, "is_supported", lambda *a, **k: True)
+    monkeypatch.setattr(dequant_nvfp4, "dequant_nvfp4", dequant)
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda x, *a, **k: ran.append(("tma", x.dtype)))
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append(("ring",)))
+    monkeypatch.setattr(fp4_gemv_fp8_sm90, "gemv_fp8_sm90", lambda *a, **k: ran.append(("fp8",)))
+    tma = [("dequant", False, torch.float16), ("tma", torch.float16)]
+    for N, K in ((16384, 2048), (8192, 8192), (16384, 2048 - 256), (16384, 2048 + 128)):
+        large = N * K >= GEMV_W4A4_TMA_MIN_WEIGHT and K % 256 == 0
+        for M in range(1, 41):
+            xq = torch.empty((M, K // 2), dtype=torch.uint8)
+            xs = torch.empty((M, K // 16), dtype=torch.uint8)
+            wq = torch.empty((N, K // 2), dtype=torch.uint8)
+            ws = torch.empty((N, K // 16), dtype=torch.uint8)
+            out = torch.empty((M, N), dtype=torch.float16)
+            ran.clear()
+            assert ops.run_gemv_sm90(xq, xs, wq, ws, 1.0, "low_first", out)
+            want = ([("fp8",)] if M <= 4 else tma if large and 17 <= M <= 32 else [("ring",)])
+            assert ran == want, (N, K, M, ran)
+
+
 def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
     """Group scales at M <= 3/4 of the token tile: M rows rounded up to even, as a power-of-two
     box and one box for each set bit of the rest (so each is a power of two, at most four; one
@@ -467,6 +505,40 @@ def test_ops_keep_17_to_32_tokens_off_the_register_ring_where_tma_does_not_apply
         raise AssertionError("the register-ring GEMV ran")
     monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", forbidden)
     _check(fp4mm.nvfp4_w4a16_mm(x, wq, ws, 2.0), reference.nvfp4_w4a16_mm(x, wq, ws, 2.0))
+
+
+@gpu
+@pytest.mark.parametrize("M", [17, 24, 32])
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("order", ["low_first", "high_first"])
+def test_w4a4_at_17_to_32_tokens_runs_the_prepass_and_this_kernel(monkeypatch, M, out_dtype,
+                                                                  order):
+    """The public ``nvfp4_mm`` on 16400 x 2048 weights (ragged N, 2^25 elements and more): x
+    decoded to fp16 and this kernel, nothing else; NaN-poisoned output, alpha as a device
+    tensor, against the oracle."""
+    import fp4mm
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+
+    N, K = 16400, 2048
+    gen = torch.Generator(device="cuda").manual_seed(700 + M)
+    xq = torch.randint(0, 256, (M, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    xs = _e4m3(M, K // 16, gen)
+    wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
+    ws = _e4m3(N, K // 16, gen)
+    alpha = torch.tensor([1 / 64], device="cuda")
+    calls = []
+    real = T.gemv_tma_sm90
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("another kernel ran")
+    for mod, name in ((fp4_gemm, "nvfp4_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90"),
+                      (fp4_gemv, "nvfp4_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
+        monkeypatch.setattr(mod, name, forbidden)
+    out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
+    fp4mm.nvfp4_mm(xq, xs, wq, ws, alpha, out_dtype=out_dtype, order=order, out=out)
+    assert calls == [1]
+    _check(out, reference.nvfp4_mm(xq, xs, wq, ws, 1 / 64, order=order))
 
 
 # ----------------------------------------------------------------------------------------------
