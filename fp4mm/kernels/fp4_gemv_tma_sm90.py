@@ -54,7 +54,9 @@ Requirements (:func:`is_supported`; the ops use ``fp4_gemv_sm90`` or ``fp4_gemv`
 Hopper, M <= 32, K % 256 == 0, contiguous operands with 16-byte aligned bases; group sizes
 32, 64 or multiples of 128 (:func:`group_size_is_supported`). The ops send it NVFP4 weights at
 M >= 4 (``fp4mm.ops.dispatch.GEMV_SM90_TMA_MIN_M``) and groups of 32 and 64 from 5 tokens, of
-multiples of 128 from 1 (``fp4mm.ops.dispatch.tma_min_m_grouped``).
+multiples of 128 from 1 (``fp4mm.ops.dispatch.tma_min_m_grouped``); W4A4 at 17-32 tokens on
+weights of 2^25 elements or more, x dequantised to fp16 first
+(``fp4mm.ops.dispatch.GEMV_W4A4_TMA_MIN_M``).
 """
 
 from __future__ import annotations

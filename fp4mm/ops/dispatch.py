@@ -1,6 +1,7 @@
 """Which kernel serves a matmul: the decode GEMV (``fp4mm.kernels.fp4_gemv``, and on Hopper up to
 ``GEMV_SM90_MAX_M`` the Gluon ``fp4mm.kernels.fp4_gemv_sm90``, or from ``GEMV_SM90_TMA_MIN_M``
-tokens of 16-bit x ``fp4_gemv_tma_sm90``) for small M,
+tokens of 16-bit x ``fp4_gemv_tma_sm90``, which also takes W4A4 from ``GEMV_W4A4_TMA_MIN_M``
+tokens on large weights, x dequantised first) for small M,
 the prefill GEMM (``fp4mm.kernels.fp4_gemm`` / ``fp4_gemm_sm90``) above it.
 
 The thresholds are measured, not guessed: ``scripts/gpu_decode.py`` times both kernels (and
