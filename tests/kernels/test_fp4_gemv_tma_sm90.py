@@ -428,6 +428,26 @@ def _check(out, ref):
     assert float((out.float() - ref).abs().max()) <= tol
 
 
+def _forbidden(*args, **kwargs):
+    raise AssertionError("another kernel ran")
+
+
+def _only_this_kernel(monkeypatch, suffix):
+    """Record this kernel's launches (their keyword arguments) and make the ops' other kernels
+    for ``suffix`` (``nvfp4_mm``, ``nvfp4_w4a16_mm`` or ``w4a16_mm``) fail if they run."""
+    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+
+    calls = []
+    real = T.gemv_tma_sm90
+    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(k) or real(*a, **k))
+    gemm_sm90 = {"nvfp4_mm": "fp4_gemm_sm90", "nvfp4_w4a16_mm": "fp4_gemm_sm90_w4a16",
+                 "w4a16_mm": "fp4_gemm_sm90_grouped"}[suffix]
+    for mod, name in ((fp4_gemm, f"{suffix}_gemm"), (fp4_gemm_sm90, gemm_sm90),
+                      (fp4_gemv, f"{suffix}_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
+        monkeypatch.setattr(mod, name, _forbidden)
+    return calls
+
+
 @gpu
 @pytest.mark.parametrize("M,N,K", [(9, 200, 256), (13, 77, 768), (16, 130, 3072),
                                    (17, 64, 512), (24, 33, 1280), (32, 300, 2048)])
@@ -467,21 +487,12 @@ def test_nan_scale_bytes_propagate_to_exactly_their_outputs():
 @gpu
 def test_ops_run_it_alone_and_fall_back_on_unaligned_operands(monkeypatch):
     import fp4mm
-    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
 
     x, wq, ws = _problem(16, 256, 3072, torch.bfloat16, seed=12)
     ref = reference.nvfp4_w4a16_mm(x, wq, ws, 2.0)
-    calls = []
-    real = T.gemv_tma_sm90
-    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(1) or real(*a, **k))
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("another kernel ran")
-    for mod, name in ((fp4_gemm, "nvfp4_w4a16_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90_w4a16"),
-                      (fp4_gemv, "nvfp4_w4a16_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
-        monkeypatch.setattr(mod, name, forbidden)
+    calls = _only_this_kernel(monkeypatch, "nvfp4_w4a16_mm")
     _check(fp4mm.nvfp4_w4a16_mm(x, wq, ws, 2.0), ref)
-    assert calls == [1]
+    assert calls == [{}]
     monkeypatch.undo()
     # a view 8 bytes into a buffer: not 16-byte aligned, so TMA cannot read it
     buf = torch.empty((16 * 3072 + 4,), dtype=torch.bfloat16, device="cuda")
@@ -517,7 +528,6 @@ def test_w4a4_at_17_to_32_tokens_runs_the_prepass_and_this_kernel(monkeypatch, M
     decoded to fp16 and this kernel, nothing else; NaN-poisoned output, alpha as a device
     tensor, against the oracle."""
     import fp4mm
-    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
 
     N, K = 16400, 2048
     gen = torch.Generator(device="cuda").manual_seed(700 + M)
@@ -526,18 +536,10 @@ def test_w4a4_at_17_to_32_tokens_runs_the_prepass_and_this_kernel(monkeypatch, M
     wq = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda", generator=gen)
     ws = _e4m3(N, K // 16, gen)
     alpha = torch.tensor([1 / 64], device="cuda")
-    calls = []
-    real = T.gemv_tma_sm90
-    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(1) or real(*a, **k))
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("another kernel ran")
-    for mod, name in ((fp4_gemm, "nvfp4_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90"),
-                      (fp4_gemv, "nvfp4_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
-        monkeypatch.setattr(mod, name, forbidden)
+    calls = _only_this_kernel(monkeypatch, "nvfp4_mm")
     out = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")
     fp4mm.nvfp4_mm(xq, xs, wq, ws, alpha, out_dtype=out_dtype, order=order, out=out)
-    assert calls == [1]
+    assert calls == [{}]
     _check(out, reference.nvfp4_mm(xq, xs, wq, ws, 1 / 64, order=order))
 
 
@@ -630,24 +632,16 @@ def test_grouped_rejects_group_sizes_it_cannot_serve():
 @gpu
 def test_w4a16_ops_run_it_alone_above_the_ring_and_fall_back_where_it_cannot(monkeypatch):
     import fp4mm
-    from fp4mm.kernels import fp4_gemm, fp4_gemm_sm90, fp4_gemv, fp4_gemv_sm90
+    from fp4mm.kernels import fp4_gemv_sm90
 
     x, wq, sc = _grouped_problem(24, 256, 3072, 32, torch.float16, seed=13)
     ref = reference.w4a16_mm(x, wq, sc, 32)
-    calls = []
-    real = T.gemv_tma_sm90
-    monkeypatch.setattr(T, "gemv_tma_sm90", lambda *a, **k: calls.append(k) or real(*a, **k))
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("another kernel ran")
-    for mod, name in ((fp4_gemm, "w4a16_mm_gemm"), (fp4_gemm_sm90, "fp4_gemm_sm90_grouped"),
-                      (fp4_gemv, "w4a16_mm_gemv"), (fp4_gemv_sm90, "gemv_sm90")):
-        monkeypatch.setattr(mod, name, forbidden)
+    calls = _only_this_kernel(monkeypatch, "w4a16_mm")
     _check(fp4mm.w4a16_mm(x, wq, sc, 32), ref)
     assert calls == [{"group_size": 32}]
     monkeypatch.undo()
     # K % 256 != 0: the plain-Triton GEMV, never the register ring at 24 tokens
     x, wq, sc = _grouped_problem(24, 64, 384, 32, torch.float16, seed=14)
-    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", forbidden)
-    monkeypatch.setattr(T, "gemv_tma_sm90", forbidden)
+    monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", _forbidden)
+    monkeypatch.setattr(T, "gemv_tma_sm90", _forbidden)
     _check(fp4mm.w4a16_mm(x, wq, sc, 32), reference.w4a16_mm(x, wq, sc, 32))
