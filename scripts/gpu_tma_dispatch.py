@@ -249,7 +249,7 @@ def w4a4_prepass():
         shapes = ((18432, 3072), (8192, 8192), (8192, 3072), (14336, 4096), (4096, 14336))
         tokens = (16, 24, 32)
     if "--pdl" in sys.argv:
-        shapes, tokens = ((18432, 3072), (8192, 8192), (4096, 14336)), (16,)
+        shapes, tokens = ((18432, 3072), (8192, 8192), (4096, 14336), (14336, 4096)), (16, 24)
     rule = "--rule" in sys.argv  # where a plain (non-PDL) pre-pass + the TMA GEMV wins
     if rule:
         shapes = ((18432, 3072), (14336, 4096), (28672, 4096), (12288, 4096), (16384, 2048),
@@ -283,8 +283,12 @@ def w4a4_prepass():
                 x16 = dequant_nvfp4(xq, xs, dtype=torch.float16)
                 fp4_gemv_tma_sm90.gemv_tma_sm90(x16, *p.w[i], p.alpha, "low_first", o)
 
+            def prepass_late_tma(i, o):
+                x16 = dequant_nvfp4(xq, xs, dtype=torch.float16, pdl=True, pdl_late=True)
+                fp4_gemv_tma_sm90.gemv_tma_sm90(x16, *p.w[i], p.alpha, "low_first", o)
+
             runs = {"prepass_tma": prepass_tma, "prepass_nopdl_tma": prepass_nopdl_tma,
-                    "tma_only": runs["tma_only"]}
+                    "prepass_late_tma": prepass_late_tma, "tma_only": runs["tma_only"]}
             buf = torch.empty((M, K), dtype=torch.float16, device="cuda")
             for pdl in (True, False):
                 got = rounds({"x": lambda pdl=pdl: time_graph(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 from fp4mm.kernels.pdl import pdl_prologue
@@ -19,7 +20,7 @@ from fp4mm.kernels.pdl import pdl_prologue
 def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, stride_o, zero_ptr,
                           n_zero, HIGH_FIRST: tl.constexpr, BLOCK_R: tl.constexpr,
                           BLOCK_K: tl.constexpr, PDL: tl.constexpr, ZERO: tl.constexpr,
-                          ROW64: tl.constexpr = False):
+                          ROW64: tl.constexpr = False, PDL_LATE: tl.constexpr = False):
     """q (R, K/2) uint8, s (R, K/16) uint8 E4M3, out (R, K) fp16/bf16; one [BLOCK_R, BLOCK_K] tile
     per program. PDL (launched with ``launch_pdl``): wait for the previous kernel before any
     memory access, then let the next kernel (the GEMM, which waits for this one) launch.
@@ -28,7 +29,10 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     past 2^31 elements (where 32-bit ones suffice they are kept: the 64-bit ones measured 2-3%
     slower at 2048 x 3072 on an H100)."""
     tl.static_assert(BLOCK_K % 16 == 0)
-    pdl_prologue(PDL)
+    if PDL_LATE:  # wait for the kernel before; let the next one launch only after the stores
+        gdc_wait()
+    else:
+        pdl_prologue(PDL)
     if ZERO:
         if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
             for z in range(0, n_zero, 1024):
@@ -57,12 +61,14 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     offs_k = k0 + tl.arange(0, BLOCK_K)
     tl.store(out_ptr + offs_r[:, None] * stride_o + offs_k[None, :],
              x.to(out_ptr.dtype.element_ty), mask=r_ok & (offs_k[None, :] < K))
+    if PDL_LATE:
+        gdc_launch_dependents()
 
 
 def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_first",
                   dtype: torch.dtype = torch.float16, out: torch.Tensor | None = None,
                   pdl: bool = False, zero: torch.Tensor | None = None,
-                  row64: bool | None = None) -> torch.Tensor:
+                  row64: bool | None = None, pdl_late: bool = False) -> torch.Tensor:
     """``e2m1(q) * e4m3(scales)`` as an ``(R, K)`` tensor of ``dtype`` (fp16 or bf16).
 
     Args:
@@ -74,6 +80,8 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
         zero: an int32 tensor to zero as well (the GEMM's split-K counters).
         row64: 64-bit row offsets; ``None``: where a tensor passes 2^31 elements (int32 offsets
             would wrap there).
+        pdl_late: with ``pdl``, let the next kernel launch only once this one's stores are
+            issued (not at its start).
     Inputs are trusted (the public ops validate).
     """
     R, K = q.shape[0], q.shape[1] * 2
@@ -88,5 +96,5 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
                                 BLOCK_K=block_k, PDL=pdl, ZERO=zero is not None,
                                 ROW64=(max(R * K, out.stride(0) * R) >= 2**31 if row64 is None
                                        else row64),
-                                launch_pdl=pdl, num_warps=4)
+                                PDL_LATE=pdl and pdl_late, launch_pdl=pdl, num_warps=4)
     return out
