@@ -215,12 +215,17 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
 # 28, 32: 1-24%). The pre-pass costs about 3 us (...-w4a4-prepass-tma-parts-h100.json: the TMA
 # GEMV alone on x decoded beforehand 20.04 at M=16 of 18432 x 3072, the ring 20.91), so 16
 # tokens stay on the ring; the smallest weight measured, 16384 x 2048 (2^25 elements), is the
-# closest (1% at M=17-20): the route needs that many. The pre-pass is launched without PDL
-# here: launched with PDL in front of the TMA GEMV it cost 11-44 us at K = 8192-14336 (8192 x
-# 8192 M=16 30.99 vs 23.06 plain; 4096 x 14336 66.62 vs 25.24; ...-w4a4-prepass-tma-pdl-h100.json;
-# cause not found), though not in front of the GEMM (...-w4a4-gemm-prepass-pdl-h100.json: PDL
-# 1-19 us faster there). Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take the GEMM
-# from 17 tokens (18432 x 3072 M=32 24.12 us, about the same).
+# closest (1% at M=17-20): the route needs that many. Those runs launched the pre-pass without
+# PDL: launched with PDL as the GEMM launches it (the next kernel may launch at its start), the
+# TMA GEMV behind it cost 11-44 us more at K = 8192-14336 (8192 x 8192 M=16 30.99 vs 23.06
+# plain; 4096 x 14336 66.62 vs 25.24; ...-w4a4-prepass-tma-pdl-h100.json; cause not found; the
+# GEMM behind it gains 1-19 us from PDL, ...-w4a4-gemm-prepass-pdl-h100.json). With PDL but the
+# next launch allowed only after the pre-pass's stores (dequant_nvfp4's pdl_late), it is 1.0-1.4
+# us faster than plain at 6 of 8 points and 0.2 slower at one (M=16 / 24: 18432 x 3072 20.68 /
+# 24.64 vs 22.02 / 24.44; 8192 x 8192 21.86 / 24.18 vs 23.06 / 25.17; 4096 x 14336 24.33 /
+# 25.81 vs 25.59 / 26.99; 14336 x 4096 20.66 / 23.16 vs 21.96 / 24.32; ...-pdl-late-h100.json),
+# so the route launches it that way. Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take
+# the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us, about the same).
 GEMV_W4A4_TMA_MIN_M = 17
 GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
 

@@ -105,7 +105,8 @@ def test_w4a4_takes_the_prepass_and_this_kernel_at_17_to_32_tokens_of_large_weig
         monkeypatch):
     """Inside ``run_gemv_sm90`` (CPU, the kernels recorded, not run): W4A4 at 1-4 tokens takes
     the E4M3 GEMV, at 5-16 the register ring, at 17-32 on weights of GEMV_W4A4_TMA_MIN_WEIGHT
-    elements or more x dequantised to fp16 (no PDL) and this kernel, else the ring."""
+    elements or more x dequantised to fp16 (PDL, the next launch after its stores) and this
+    kernel, else the ring."""
     from fp4mm.kernels import dequant_nvfp4, fp4_gemv_fp8_sm90, fp4_gemv_sm90
     from fp4mm.ops.dispatch import GEMV_W4A4_TMA_MIN_M, GEMV_W4A4_TMA_MIN_WEIGHT
 
@@ -114,7 +115,8 @@ def test_w4a4_takes_the_prepass_and_this_kernel_at_17_to_32_tokens_of_large_weig
     ran = []
 
     def dequant(q, s, **kw):
-        ran.append(("dequant", kw.get("pdl", False), kw["dtype"]))
+        ran.append(("dequant", kw.get("pdl", False) and kw.get("pdl_late", False),
+                    kw["dtype"]))
         return torch.empty((q.shape[0], q.shape[1] * 2), dtype=kw["dtype"])
 
     monkeypatch.setattr(T, "is_supported", lambda d, M, K, *t: M <= T.MAX_M and K % 256 == 0)
@@ -124,7 +126,7 @@ def test_w4a4_takes_the_prepass_and_this_kernel_at_17_to_32_tokens_of_large_weig
     monkeypatch.setattr(T, "gemv_tma_sm90", lambda x, *a, **k: ran.append(("tma", x.dtype)))
     monkeypatch.setattr(fp4_gemv_sm90, "gemv_sm90", lambda *a, **k: ran.append(("ring",)))
     monkeypatch.setattr(fp4_gemv_fp8_sm90, "gemv_fp8_sm90", lambda *a, **k: ran.append(("fp8",)))
-    tma = [("dequant", False, torch.float16), ("tma", torch.float16)]
+    tma = [("dequant", True, torch.float16), ("tma", torch.float16)]
     for N, K in ((16384, 2048), (8192, 8192), (16384, 2048 - 256), (16384, 2048 + 128)):
         large = N * K >= GEMV_W4A4_TMA_MIN_WEIGHT and K % 256 == 0
         for M in range(1, 41):
