@@ -333,21 +333,17 @@ def gemm_prepass_pdl():
     save_rows("w4a4-gemm-prepass-pdl", rows)
 
 
+MODES = {"--gemm-pdl": gemm_prepass_pdl, "--w4a4-prepass": w4a4_prepass, "--k-odd": k_odd,
+         "--big-groups": big_groups, "--wide-group-edges": wide_group_edges,
+         "--grouped-prepacked": grouped_prepacked,
+         "--grouped-small": lambda: grouped_small("--verify" in sys.argv,
+                                                  "--wide-groups" in sys.argv)}
+
+
 def main():
-    if "--gemm-pdl" in sys.argv:
-        return gemm_prepass_pdl()
-    if "--w4a4-prepass" in sys.argv:
-        return w4a4_prepass()
-    if "--k-odd" in sys.argv:
-        return k_odd()
-    if "--big-groups" in sys.argv:
-        return big_groups()
-    if "--wide-group-edges" in sys.argv:
-        return wide_group_edges()
-    if "--grouped-prepacked" in sys.argv:
-        return grouped_prepacked()
-    if "--grouped-small" in sys.argv:
-        return grouped_small("--verify" in sys.argv, "--wide-groups" in sys.argv)
+    for flag, mode in MODES.items():
+        if flag in sys.argv:
+            return mode()
     rows = []
     shapes = [(18432, 3072), (8192, 8192), (4096, 4096)]
     cases = [(M, N, K, False) for N, K in shapes for M in (1, 2, 4, 8)]
