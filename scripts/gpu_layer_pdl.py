@@ -1,0 +1,72 @@
+# ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
+"""Probe (session 31): does NVFP4Linear's W4A4 decode pay the early-PDL effect at large K?
+
+Session 31 found that a pre-pass launched with PDL, letting the next kernel launch at its start,
+made the TMA GEMV behind it 11-44 us slower at K = 8192-14336 (at K <= 4096 it helped). The
+activation quantiser launches the same way (session 17, measured at K = 3072 only), and the
+W4A4 decode GEMVs behind it are launched with PDL. For a static-scale W4A4 layer, 4 copies,
+bf16 x, CUDA-graph medians in 3 rotating rounds: ``layer`` (its forward: quantise -> matmul),
+``bare`` (the matmul alone on x quantised beforehand), ``quantise`` (the quantiser alone) and
+``layer_break`` (quantise, one small non-PDL torch kernel, then the matmul: the matmul cannot
+launch while the quantiser runs). If ``layer`` costs much more than ``bare + quantise`` and more
+than ``layer_break``, the layer pays the effect.
+Usage on an sm_90 machine: ``python -u scripts/gpu_layer_pdl.py`` (JSON to $OUT or .)."""
+
+from __future__ import annotations
+
+import os
+import statistics as st
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import rounds, save_rows, seeded_linear, time_graph  # noqa: E402
+
+import fp4mm  # noqa: E402
+from fp4mm.nn import NVFP4Linear  # noqa: E402
+
+ops = torch.ops.fp4mm
+
+
+def main():
+    rows = []
+    for K, N in ((14336, 4096), (8192, 8192), (3072, 18432)):
+        layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i), mode="w4a4",
+                                          activation_scale=672.0) for i in range(4)]
+        tick = torch.zeros(1, device="cuda")
+        for M in (1, 4, 16):
+            x = (torch.randn(M, K, device="cuda") * 0.5).bfloat16()
+            qs = [ops.quantize_nvfp4(x, la.input_global_scale, "low_first") for la in layers]
+
+            def matmul(i, q, s):
+                la = layers[i]
+                return fp4mm.nvfp4_mm(q, s, la.weight, la.weight_scale.view(torch.uint8),
+                                      la.static_alpha, out_dtype=torch.bfloat16)
+
+            def layer_break(i):
+                q, s, _ = ops.quantize_nvfp4(x, layers[i].input_global_scale, "low_first")
+                tick.add_(1)  # a plain launch between the quantiser and the matmul
+                return matmul(i, q, s)
+
+            fns = {"layer": lambda i: layers[i](x),
+                   "bare": lambda i: matmul(i, qs[i][0], qs[i][1]),
+                   "quantise": lambda i: ops.quantize_nvfp4(x, layers[i].input_global_scale,
+                                                            "low_first"),
+                   "layer_break": layer_break}
+            ref = layers[0](x).float()
+            for name in ("bare", "layer_break"):
+                got = fns[name](0).float()
+                assert torch.equal(got, ref), (name, K, N, M)
+            got = rounds({n: (lambda f=f: time_graph([lambda i=i: f(i) for i in range(4)])[0])
+                          for n, f in fns.items()}, 3)
+            med = {n: st.median(v) for n, v in got.items()}
+            print(f"{K}->{N} M={M:2d} " + "  ".join(f"{n} {v:6.2f}" for n, v in med.items()),
+                  flush=True)
+            rows.append(dict(K=K, N=N, M=M, rounds=got, medians=med))
+    save_rows("layer-w4a4-pdl", rows)
+
+
+if __name__ == "__main__":
+    main()
