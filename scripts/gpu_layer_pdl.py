@@ -56,15 +56,14 @@ def main():
                                                             "low_first"),
                    "layer_break": layer_break}
             ref = layers[0](x).float()
-            for name in ("bare", "layer_break"):
-                got = fns[name](0).float()
-                assert torch.equal(got, ref), (name, K, N, M)
+            diff = {n: float((fns[n](0).float() - ref).abs().max())
+                    for n in ("bare", "layer_break")}
             got = rounds({n: (lambda f=f: time_graph([lambda i=i: f(i) for i in range(4)])[0])
                           for n, f in fns.items()}, 3)
             med = {n: st.median(v) for n, v in got.items()}
-            print(f"{K}->{N} M={M:2d} " + "  ".join(f"{n} {v:6.2f}" for n, v in med.items()),
-                  flush=True)
-            rows.append(dict(K=K, N=N, M=M, rounds=got, medians=med))
+            print(f"{K}->{N} M={M:2d} " + "  ".join(f"{n} {v:6.2f}" for n, v in med.items())
+                  + f"  (max |diff| vs layer {diff})", flush=True)
+            rows.append(dict(K=K, N=N, M=M, rounds=got, medians=med, max_abs_diff=diff))
     save_rows("layer-w4a4-pdl", rows)
 
 
