@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
-from fp4mm.kernels.pdl import pdl_prologue
+from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 
 @triton.jit
@@ -29,10 +28,7 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     past 2^31 elements (where 32-bit ones suffice they are kept: the 64-bit ones measured 2-3%
     slower at 2048 x 3072 on an H100)."""
     tl.static_assert(BLOCK_K % 16 == 0)
-    if PDL_LATE:  # wait for the kernel before; let the next one launch only after the stores
-        gdc_wait()
-    else:
-        pdl_prologue(PDL)
+    pdl_prologue(PDL, PDL_LATE)
     if ZERO:
         if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
             for z in range(0, n_zero, 1024):
@@ -61,8 +57,7 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
     offs_k = k0 + tl.arange(0, BLOCK_K)
     tl.store(out_ptr + offs_r[:, None] * stride_o + offs_k[None, :],
              x.to(out_ptr.dtype.element_ty), mask=r_ok & (offs_k[None, :] < K))
-    if PDL_LATE:
-        gdc_launch_dependents()
+    pdl_epilogue(PDL, PDL_LATE)
 
 
 def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_first",
