@@ -1,6 +1,7 @@
 # ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
 """Probe (session 31): does NVFP4Linear's W4A4 decode pay the early-PDL effect at large K?
-(Second run: ``layer`` has the quantiser's late trigger, ``layer_early`` the launch before it.)
+(A second run, at 508021b, had the quantise kernel trigger late, with ``layer_early`` the launch
+before it; that change was not kept: bench/results/2026-11-28-layer-w4a4-pdl-late-h100.json.)
 
 Session 31 found that a pre-pass launched with PDL, letting the next kernel launch at its start,
 made the TMA GEMV behind it 11-44 us slower at K = 8192-14336 (at K <= 4096 it helped). The
@@ -26,7 +27,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from gpu_decode import rounds, save_rows, seeded_linear, time_graph  # noqa: E402
 
 import fp4mm  # noqa: E402
-from fp4mm.kernels import quantize_nvfp4 as Q  # noqa: E402
 from fp4mm.nn import NVFP4Linear  # noqa: E402
 
 ops = torch.ops.fp4mm
@@ -54,21 +54,14 @@ def main():
                 tick.add_(1)  # a plain launch between the quantiser and the matmul
                 return matmul(i, q, s)
 
-            def layer_early(i):  # the quantiser as before session 31's late trigger
-                Q.PDL_LATE = False
-                try:
-                    return layers[i](x)
-                finally:
-                    Q.PDL_LATE = True
-
-            fns = {"layer": lambda i: layers[i](x), "layer_early": layer_early,
+            fns = {"layer": lambda i: layers[i](x),
                    "bare": lambda i: matmul(i, qs[i][0], qs[i][1]),
                    "quantise": lambda i: ops.quantize_nvfp4(x, layers[i].input_global_scale,
                                                             "low_first"),
                    "layer_break": layer_break}
             ref = layers[0](x).float()
             diff = {n: float((fns[n](0).float() - ref).abs().max())
-                    for n in ("bare", "layer_break", "layer_early")}
+                    for n in ("bare", "layer_break")}
             got = rounds({n: (lambda f=f: time_graph([lambda i=i: f(i) for i in range(4)])[0])
                           for n, f in fns.items()}, 3)
             med = {n: st.median(v) for n, v in got.items()}
