@@ -22,7 +22,8 @@ def _dequant_nvfp4_kernel(q_ptr, s_ptr, out_ptr, R, K, stride_q, stride_s, strid
                           ROW64: tl.constexpr = False, PDL_LATE: tl.constexpr = False):
     """q (R, K/2) uint8, s (R, K/16) uint8 E4M3, out (R, K) fp16/bf16; one [BLOCK_R, BLOCK_K] tile
     per program. PDL (launched with ``launch_pdl``): wait for the previous kernel before any
-    memory access, then let the next kernel (the GEMM, which waits for this one) launch.
+    memory access, then let the next kernel (the GEMM, which waits for this one) launch; with
+    PDL_LATE only after the stores (the TMA GEMV of ``nvfp4_mm``'s 17-32-token route).
     ZERO: program (0, 0) also zeroes int32 ``zero_ptr[0:n_zero]`` (the next kernel's counters,
     without a memset node between the two launches). ROW64: 64-bit row offsets, for tensors
     past 2^31 elements (where 32-bit ones suffice they are kept: the 64-bit ones measured 2-3%
