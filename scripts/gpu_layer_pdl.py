@@ -1,7 +1,5 @@
 # ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
 """Probe (session 31): does NVFP4Linear's W4A4 decode pay the early-PDL effect at large K?
-(A second run, at 508021b, had the quantise kernel trigger late, with ``layer_early`` the launch
-before it; that change was not kept: bench/results/2026-11-28-layer-w4a4-pdl-late-h100.json.)
 
 Session 31 found that a pre-pass launched with PDL, letting the next kernel launch at its start,
 made the TMA GEMV behind it 11-44 us slower at K = 8192-14336 (at K <= 4096 it helped). The
@@ -11,8 +9,16 @@ bf16 x, CUDA-graph medians in 3 rotating rounds: ``layer`` (its forward: quantis
 ``bare`` (the matmul alone on x quantised beforehand), ``quantise`` (the quantiser alone) and
 ``layer_break`` (quantise, one small non-PDL torch kernel, then the matmul: the matmul cannot
 launch while the quantiser runs). If ``layer`` costs much more than ``bare + quantise`` and more
-than ``layer_break``, the layer pays the effect.
-Usage on an sm_90 machine: ``python -u scripts/gpu_layer_pdl.py`` (JSON to $OUT or .)."""
+than ``layer_break``, the layer pays the effect (bench/results/2026-11-28-layer-w4a4-pdl-h100.json:
+only at 14336 -> 4096, 16 tokens). A second run had the quantise kernel trigger late
+(bench/results/2026-11-28-layer-w4a4-pdl-late-h100.json: that point 28.5 -> 23.3 us, 0.1-0.5 us
+slower at 7 of 8 others; not made the default).
+
+``--sweep`` (written in session 31, not yet run): ``layer`` (the early launch, shipped),
+``layer_late`` (``quantize_nvfp4.PDL_LATE = True``) and ``layer_break`` on six layer shapes and
+1-32 tokens, to find where the late trigger should be the rule (which K, which M, which GEMV).
+Usage on an sm_90 machine: ``python -u scripts/gpu_layer_pdl.py [--sweep]`` (JSON to $OUT or .).
+"""
 
 from __future__ import annotations
 
@@ -27,18 +33,26 @@ sys.path.insert(0, os.path.dirname(__file__))
 from gpu_decode import rounds, save_rows, seeded_linear, time_graph  # noqa: E402
 
 import fp4mm  # noqa: E402
+from fp4mm.kernels import quantize_nvfp4 as Q  # noqa: E402
 from fp4mm.nn import NVFP4Linear  # noqa: E402
 
 ops = torch.ops.fp4mm
 
 
 def main():
+    sweep = "--sweep" in sys.argv
+    shapes = ((14336, 4096), (8192, 8192), (3072, 18432))
+    tokens = (1, 4, 16)
+    if sweep:
+        shapes = ((14336, 4096), (11008, 4096), (18944, 3584), (12288, 4096), (8192, 8192),
+                  (4096, 14336))
+        tokens = (1, 4, 8, 12, 16, 24, 32)
     rows = []
-    for K, N in ((14336, 4096), (8192, 8192), (3072, 18432)):
+    for K, N in shapes:
         layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i), mode="w4a4",
                                           activation_scale=672.0) for i in range(4)]
         tick = torch.zeros(1, device="cuda")
-        for M in (1, 4, 16):
+        for M in tokens:
             x = (torch.randn(M, K, device="cuda") * 0.5).bfloat16()
             for la in layers:  # the derived scales refresh on a layer's first call
                 la(x)
@@ -54,21 +68,30 @@ def main():
                 tick.add_(1)  # a plain launch between the quantiser and the matmul
                 return matmul(i, q, s)
 
-            fns = {"layer": lambda i: layers[i](x),
-                   "bare": lambda i: matmul(i, qs[i][0], qs[i][1]),
-                   "quantise": lambda i: ops.quantize_nvfp4(x, layers[i].input_global_scale,
-                                                            "low_first"),
-                   "layer_break": layer_break}
+            def layer_late(i):
+                Q.PDL_LATE = True
+                try:
+                    return layers[i](x)
+                finally:
+                    Q.PDL_LATE = False
+
+            fns = {"layer": lambda i: layers[i](x), "layer_break": layer_break}
+            if sweep:
+                fns["layer_late"] = layer_late
+            else:
+                fns["bare"] = lambda i: matmul(i, qs[i][0], qs[i][1])
+                fns["quantise"] = lambda i: ops.quantize_nvfp4(x, layers[i].input_global_scale,
+                                                               "low_first")
             ref = layers[0](x).float()
             diff = {n: float((fns[n](0).float() - ref).abs().max())
-                    for n in ("bare", "layer_break")}
+                    for n in fns if n not in ("layer", "quantise")}
             got = rounds({n: (lambda f=f: time_graph([lambda i=i: f(i) for i in range(4)])[0])
                           for n, f in fns.items()}, 3)
             med = {n: st.median(v) for n, v in got.items()}
             print(f"{K}->{N} M={M:2d} " + "  ".join(f"{n} {v:6.2f}" for n, v in med.items())
                   + f"  (max |diff| vs layer {diff})", flush=True)
             rows.append(dict(K=K, N=N, M=M, rounds=got, medians=med, max_abs_diff=diff))
-    save_rows("layer-w4a4-pdl", rows)
+    save_rows("layer-w4a4-pdl" + ("-sweep" if sweep else ""), rows)
 
 
 if __name__ == "__main__":

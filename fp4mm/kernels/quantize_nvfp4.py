@@ -51,9 +51,15 @@ import triton.language as tl
 from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import triton_interpreting
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
-from fp4mm.kernels.pdl import pdl_launch_args, pdl_prologue
+from fp4mm.kernels.pdl import pdl_epilogue, pdl_launch_args, pdl_prologue
 
 _FLT_MAX = 3.4028234663852886e38
+# True: the quantise kernel lets the matmul after it launch only once its stores are issued, not
+# at its start. Session 31 (bench/results/2026-11-28-layer-w4a4-pdl{,-late}-h100.json, NVFP4Linear
+# W4A4, bf16 x): 14336 -> 4096 M=16 23.3 us late against 28.5 early, but 0.1-0.5 us slower at 7
+# of 8 other points (K = 3072-14336, M = 1-16), so the early launch stays the default; the probe
+# scripts/gpu_layer_pdl.py --sweep sets True to find where late should be the rule.
+PDL_LATE = False
 
 
 @triton.jit
@@ -215,11 +221,13 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, alpha_
                      alpha_out_ptr, M, K, stride_xm,
                      FROM_AMAX: tl.constexpr, HIGH_FIRST: tl.constexpr, E4M3_VIA_CAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-                     PDL: tl.constexpr = False, ALPHA: tl.constexpr = False):
+                     PDL: tl.constexpr = False, ALPHA: tl.constexpr = False,
+                     PDL_LATE: tl.constexpr = False):
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
-    predicate spills) while amortising the per-program set-up."""
-    pdl_prologue(PDL)
+    predicate spills) while amortising the per-program set-up. PDL_LATE: the next kernel (the
+    matmul) may launch only after this program's stores (:data:`PDL_LATE`)."""
+    pdl_prologue(PDL, PDL_LATE)
     tl.static_assert(BLOCK_K % 16 == 0)
     G: tl.constexpr = BLOCK_K // 16
     pid_m = tl.program_id(0)
@@ -232,6 +240,7 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, alpha_
     for kt in tl.range(pid_k, tl.cdiv(K, BLOCK_K), tl.num_programs(1), num_stages=NUM_STAGES):
         _quantize_tile(x_ptr, data_ptr, scales_ptr, gs, offs_m.to(tl.int64), m_ok, kt, K,
                        stride_xm, HIGH_FIRST, E4M3_VIA_CAST, BLOCK_M, G)
+    pdl_epilogue(PDL, PDL_LATE)
 
 
 # ---- 16-bit path: compare |x| in the input's own precision against per-scale thresholds -----
@@ -445,10 +454,11 @@ def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok,
 def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, stride_xm,
                        HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr, USE_PTX: tl.constexpr,
                        E4M3_VIA_CAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False):
+                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False,
+                       PDL_LATE: tl.constexpr = False):
     """The 16-bit twin of `_quantize_kernel` (same grid); ``x_ptr`` int32 words, ``stride_xm``
     in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`."""
-    pdl_prologue(PDL)
+    pdl_prologue(PDL, PDL_LATE)
     tl.static_assert(BLOCK_K % 16 == 0)
     gs = tl.load(gs_ptr)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -458,6 +468,7 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
         _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m.to(tl.int64), m_ok,
                          kt, K, stride_xm, HIGH_FIRST, IS_BF16, USE_PTX, E4M3_VIA_CAST,
                          BLOCK_K // 16)
+    pdl_epilogue(PDL, PDL_LATE)
 
 
 @triton.jit
@@ -764,13 +775,14 @@ def quantize_nvfp4_triton(
         alpha_numerator = alpha_out = gs
     high_first = order == "high_first"
     pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
+    late = {"PDL_LATE": PDL_LATE} if pdl else {}  # ... once the quantise kernel has stored
     if path == "f32":
         x2 = _for_f32_path(x2)
         _quantize_kernel[cfg.grid(M, K)](
             x2, src, data, scales, gs, alpha_numerator, alpha_out, M, K, x2.stride(0),
             FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
             BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-            num_warps=cfg.num_warps, ALPHA=alpha, **pdl)
+            num_warps=cfg.num_warps, ALPHA=alpha, **pdl, **late)
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
@@ -783,7 +795,7 @@ def quantize_nvfp4_triton(
                 w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
                 IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
                 BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                num_warps=cfg.num_warps, **pdl)
+                num_warps=cfg.num_warps, **pdl, **late)
     lead = tuple(x.shape[:-1])
     return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
 
