@@ -115,19 +115,23 @@ def check(mod):
     print(f"correctness: {n} checks passed", flush=True)
 
 
-def main():
-    mod = module()
-    check(mod)
+SHAPES = [(16, 18432, 3072), (4, 18432, 3072), (8, 18432, 3072), (32, 18432, 3072),
+          (16, 8192, 8192), (4, 8192, 8192), (16, 28672, 4096), (16, 3072, 3072)]
+
+
+def time_variants(run_variant, variants, prefix):
+    """Each variant (name -> its argument ``v`` of ``run_variant(v, problem, copy i, out)``) at
+    every shape of SHAPES, bf16 x, in 3 rotating rounds of CUDA-graph medians over 4 weight
+    copies; prints a line a shape and writes ``<prefix>_<time>.json`` (also the loop of
+    ``gpu_gemv_tma_scales_once.py``)."""
     rows = []
-    for M, N, K in [(16, 18432, 3072), (4, 18432, 3072), (8, 18432, 3072), (32, 18432, 3072),
-                    (16, 8192, 8192), (4, 8192, 8192), (16, 28672, 4096), (16, 3072, 3072)]:
+    for M, N, K in SHAPES:
         dt = torch.bfloat16
         p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
         outs = [torch.empty((M, N), dtype=dt, device="cuda") for _ in range(4)]
         fns = {name: (lambda ld=ld, p=p, outs=outs: time_graph(
-            [lambda i=i: run(mod, ld, p, i, outs[i]) for i in range(4)])[0])
-            for name, ld in (("tma_scales", False), ("ld_scales", True),
-                             ("tma_scales32", "box32"))}
+            [lambda i=i: run_variant(ld, p, i, outs[i]) for i in range(4)])[0])
+            for name, ld in variants.items()}
         got = rounds(fns, 3)
         line = f"bf16 M={M} {N}x{K}:"
         for k, v in got.items():
@@ -136,7 +140,15 @@ def main():
                              rounds_us=v, median_us=med))
             line += f" {k} {med:.2f}"
         print(line, flush=True)
-    save_rows("gemv-tma-scales", rows)
+    save_rows(prefix, rows)
+
+
+def main():
+    mod = module()
+    check(mod)
+    time_variants(lambda ld, p, i, out: run(mod, ld, p, i, out),
+                  {"tma_scales": False, "ld_scales": True, "tma_scales32": "box32"},
+                  "gemv-tma-scales")
 
 
 if __name__ == "__main__":

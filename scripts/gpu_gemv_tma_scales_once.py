@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_tma_sm90 as shipped  # noqa: E402
-from scripts.gpu_decode import Problem, patched_module, rounds, save_rows, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem, patched_module  # noqa: E402
+from scripts.gpu_gemv_tma_scales import time_variants  # noqa: E402
 from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "fp4mm", "kernels", "fp4_gemv_tma_sm90.py")
@@ -115,24 +116,8 @@ def check(mod):
 def main():
     mod = module()
     check(mod)
-    rows = []
-    for M, N, K in [(16, 18432, 3072), (4, 18432, 3072), (8, 18432, 3072), (32, 18432, 3072),
-                    (16, 8192, 8192), (4, 8192, 8192), (16, 28672, 4096), (16, 3072, 3072)]:
-        dt = torch.bfloat16
-        p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
-        outs = [torch.empty((M, N), dtype=dt, device="cuda") for _ in range(4)]
-        fns = {name: (lambda once=once, p=p, outs=outs: time_graph(
-            [lambda i=i: run(mod, once, p, i, outs[i]) for i in range(4)])[0])
-            for name, once in (("shipped", False), ("once", True))}
-        got = rounds(fns, 3)
-        line = f"bf16 M={M} {N}x{K}:"
-        for k, v in got.items():
-            med = sorted(v)[1]
-            rows.append(dict(op="nvfp4_w4a16_mm", M=M, N=N, K=K, dtype=str(dt), variant=k,
-                             rounds_us=v, median_us=med))
-            line += f" {k} {med:.2f}"
-        print(line, flush=True)
-    save_rows("gemv-tma-scales-once", rows)
+    time_variants(lambda once, p, i, out: run(mod, once, p, i, out),
+                  {"shipped": False, "once": True}, "gemv-tma-scales-once")
 
 
 if __name__ == "__main__":
