@@ -394,21 +394,22 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
     K % 256 != 0)."""
     if op == "w4a16_mm" and group_size is not None and device is not None and is_hopper(device):
         from fp4mm.kernels.fp4_gemm_sm90 import group_k
-        from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
 
         gk = group_k(group_size)
         if gk:
             top = W4A16_SM90_GEMV_MAX_M[(gk, prepacked)]
-            if prepacked and k is not None and k % KCHUNK:
-                top = min(top, SM90_RING_PREPACKED_MAX_M)
-            return top
+            return _without_tma_gemv(top, k) if prepacked else top
     if (op in PREPACKED_SM90_GEMV_MAX_M and prepacked and weight_elems is not None
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
-        from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
-
         top = PREPACKED_SM90_GEMV_MAX_M[op]
-        if op == "nvfp4_w4a16_mm" and k is not None and k % KCHUNK:
-            top = min(top, SM90_RING_PREPACKED_MAX_M)
-        return top
+        return _without_tma_gemv(top, k) if op == "nvfp4_w4a16_mm" else top
     return GEMV_MAX_M[op]
+
+
+def _without_tma_gemv(top: int, k: int | None) -> int:
+    """A prepacked limit that stands on the TMA GEMV, capped at ``SM90_RING_PREPACKED_MAX_M``
+    where K rules that kernel out (K % 256 != 0)."""
+    from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
+
+    return min(top, SM90_RING_PREPACKED_MAX_M) if k is not None and k % KCHUNK else top
