@@ -101,6 +101,13 @@ def triton_quantizer_available(device: torch.device) -> bool:
     return resolve_backend(device) == "triton"
 
 
+def _pdl_late(x: torch.Tensor) -> bool:
+    """Whether the quantiser lets the (W4A4) matmul after it launch only after its stores."""
+    from fp4mm.ops.dispatch import quantiser_pdl_late
+
+    return quantiser_pdl_late(x.numel() // x.shape[-1] if x.shape[-1] else 0)
+
+
 @custom_op("fp4mm::quantize_nvfp4", mutates_args=())
 def _quantize_nvfp4_op(
     x: torch.Tensor, global_scale: torch.Tensor | None, order: str
@@ -109,7 +116,7 @@ def _quantize_nvfp4_op(
         from fp4mm.kernels.quantize_nvfp4 import quantize_nvfp4_triton
 
         with device_guard(x.device):  # Triton launches on the current device
-            q = quantize_nvfp4_triton(x, global_scale, order)
+            q = quantize_nvfp4_triton(x, global_scale, order, pdl_late=_pdl_late(x))
     else:
         q = _codec_quantize_nvfp4(x, global_scale, order)  # returns a new global-scale tensor
     return q.data, q.scales, q.global_scale.reshape(())
@@ -140,7 +147,7 @@ def _quantize_nvfp4_alpha_op(
         with device_guard(x.device):  # Triton launches on the current device
             q = quantize_nvfp4_triton(x, global_scale, order,
                                       alpha_numerator=alpha_numerator.reshape(()).float(),
-                                      alpha_out=alpha)
+                                      alpha_out=alpha, pdl_late=_pdl_late(x))
         return q.data, q.scales, alpha
     q = _codec_quantize_nvfp4(x, global_scale, order)
     return q.data, q.scales, alpha_numerator.reshape(()).float() / q.global_scale.reshape(())

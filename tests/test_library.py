@@ -171,6 +171,31 @@ def test_quantize_op_runs_the_triton_kernel_when_asked(monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("lead, K", [((3,), 64), ((2, 4), 32), ((4, 4), 16), ((17,), 16)])
+def test_quantize_ops_pass_the_pdl_trigger_rule_for_their_token_count(monkeypatch, lead, K):
+    """Both quantiser ops ask ``dispatch.quantiser_pdl_late`` with the number of tokens (all
+    leading dimensions) and hand the answer to the kernel's launcher."""
+    from fp4mm.kernels import quantize_nvfp4 as Q
+    from fp4mm.ops import dispatch
+
+    monkeypatch.setenv("FP4MM_BACKEND", "triton")
+    monkeypatch.setattr(library, "triton_quantizer_available", lambda device: True)
+    asked, passed = [], []
+    monkeypatch.setattr(dispatch, "quantiser_pdl_late",
+                        lambda M: asked.append(M) or M % 2 == 0)
+
+    def spy(*args, pdl_late=None, **kwargs):
+        passed.append(pdl_late)
+        return quantize_nvfp4(args[0], args[1], args[2])  # the codec: no kernel needed here
+
+    monkeypatch.setattr(Q, "quantize_nvfp4_triton", spy)
+    x = torch.randn(*lead, K, generator=torch.Generator().manual_seed(1)).half().to(DEVICE)
+    library._quantize_nvfp4_op(x, None, "low_first")
+    library._quantize_nvfp4_alpha_op(x, None, torch.ones((), device=DEVICE), "low_first")
+    M = x.numel() // K
+    assert asked == [M, M] and passed == [M % 2 == 0] * 2
+
+
 def test_hopper_layout_descriptors_are_made_only_for_the_gemm():
     """Inside the op a Hopper-prepacked weight carries a factory, not descriptors: the decode
     GEMV never pays for them; the GEMM branch (sm90_layout) makes them."""

@@ -30,8 +30,9 @@ def pdl_prologue(PDL: tl.constexpr, LATE: tl.constexpr = False):
 @triton.jit
 def pdl_epilogue(PDL: tl.constexpr, LATE: tl.constexpr):
     """After a kernel's last store: with PDL and LATE, let the next kernel launch. A next
-    kernel launched at this kernel's start made some GEMVs behind it 11-44 us slower at large K
-    (session 31: fp4mm.ops.dispatch.GEMV_W4A4_TMA_MIN_M)."""
+    kernel launched at this kernel's start made some GEMVs behind it 11-44 us slower at large K:
+    their early CTAs cannot share an SM with this kernel's running ones, so they pile onto the
+    SMs it leaves free (fp4mm.ops.dispatch.quantiser_pdl_late, GEMV_W4A4_TMA_MIN_M)."""
     if PDL and LATE:
         gdc_launch_dependents()
 

@@ -54,12 +54,6 @@ from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_launch_args, pdl_prologue
 
 _FLT_MAX = 3.4028234663852886e38
-# True: the quantise kernel lets the matmul after it launch only once its stores are issued, not
-# at its start. Session 31 (bench/results/2026-11-28-layer-w4a4-pdl{,-late}-h100.json, NVFP4Linear
-# W4A4, bf16 x): 14336 -> 4096 M=16 23.3 us late against 28.5 early, but 0.1-0.5 us slower at 7
-# of 8 other points (K = 3072-14336, M = 1-16), so the early launch stays the default; the probe
-# scripts/gpu_layer_pdl.py --sweep sets True to find where late should be the rule.
-PDL_LATE = False
 
 
 @triton.jit
@@ -226,7 +220,7 @@ def _quantize_kernel(x_ptr, gs_src_ptr, data_ptr, scales_ptr, gs_out_ptr, alpha_
     """Rows ``[pid_m * BLOCK_M, +BLOCK_M)``; K tiles ``pid_k, pid_k + grid_k, ...`` of BLOCK_K.
     Looping over K tiles (rather than one tile a program) keeps the per-thread tile small (no
     predicate spills) while amortising the per-program set-up. PDL_LATE: the next kernel (the
-    matmul) may launch only after this program's stores (:data:`PDL_LATE`)."""
+    matmul) may launch only after this program's stores (``quantize_nvfp4_triton(pdl_late=)``)."""
     pdl_prologue(PDL, PDL_LATE)
     tl.static_assert(BLOCK_K % 16 == 0)
     G: tl.constexpr = BLOCK_K // 16
@@ -717,6 +711,7 @@ def quantize_nvfp4_triton(
     path: str | None = None,
     alpha_numerator: torch.Tensor | None = None,
     alpha_out: torch.Tensor | None = None,
+    pdl_late: bool = False,
 ) -> NVFP4Tensor:
     """Quantise ``x`` to NVFP4 on the GPU (or in Triton's interpreter); bit-exact twin of
     :func:`fp4mm.formats.quantize_nvfp4`.
@@ -742,6 +737,9 @@ def quantize_nvfp4_triton(
             the kernel that writes gs also writes ``alpha_out = alpha_numerator / gs`` (IEEE
             division, bit for bit torch's), the output factor of the matmul after the quantiser
             (``NVFP4Linear``: ``weight_scale_2 / gs_x``) without a division kernel between them.
+        pdl_late: on sm_90+ the quantise kernel launches with PDL and lets the next kernel (the
+            matmul) launch at its start; with ``pdl_late`` only after its stores
+            (:func:`fp4mm.ops.dispatch.quantiser_pdl_late` says where the W4A4 ops want that).
 
     Returns:
         ``NVFP4Tensor(data uint8 (..., K/2), scales uint8 (..., K/16) row-major E4M3 bytes,
@@ -775,7 +773,7 @@ def quantize_nvfp4_triton(
         alpha_numerator = alpha_out = gs
     high_first = order == "high_first"
     pdl = pdl_launch_args(x2.device)  # the matmul after the quantiser starts while it runs
-    late = {"PDL_LATE": PDL_LATE} if pdl else {}  # ... once the quantise kernel has stored
+    late = {"PDL_LATE": pdl_late} if pdl else {}  # ... or once the quantise kernel has stored
     if path == "f32":
         x2 = _for_f32_path(x2)
         _quantize_kernel[cfg.grid(M, K)](

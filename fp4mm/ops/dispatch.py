@@ -218,13 +218,17 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
 # closest (1% at M=17-20): the route needs that many. Those runs launched the pre-pass without
 # PDL: launched with PDL as the GEMM launches it (the next kernel may launch at its start), the
 # TMA GEMV behind it cost 11-44 us more at K = 8192-14336 (8192 x 8192 M=16 30.99 vs 23.06
-# plain; 4096 x 14336 66.62 vs 25.24; ...-w4a4-prepass-tma-pdl-h100.json; cause not found; the
-# GEMM behind it gains 1-19 us from PDL, ...-w4a4-gemm-prepass-pdl-h100.json). With PDL but the
+# plain; 4096 x 14336 66.62 vs 25.24; ...-w4a4-prepass-tma-pdl-h100.json; the cause, found in
+# session 32: the GEMV's early CTAs pile onto the SMs the pre-pass leaves free, see
+# quantiser_pdl_late; the GEMM behind it gains 1-19 us from PDL,
+# ...-w4a4-gemm-prepass-pdl-h100.json). With PDL but the
 # next launch allowed only after the pre-pass's stores (dequant_nvfp4's pdl_late), it is 1.0-1.4
 # us faster than plain at 6 of 8 points and 0.2 slower at one (M=16 / 24: 18432 x 3072 20.68 /
 # 24.64 vs 22.02 / 24.44; 8192 x 8192 21.86 / 24.18 vs 23.06 / 25.17; 4096 x 14336 24.33 /
 # 25.81 vs 25.59 / 26.99; 14336 x 4096 20.66 / 23.16 vs 21.96 / 24.32; ...-pdl-late-h100.json),
-# so the route launches it that way. Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take
+# so the route launches it that way (session 32: the early trigger with the pre-pass's
+# carve-out at the maximum spreads the GEMV again but was no faster than this: -0.5 to +1.6 us,
+# 2026-11-28-pdl-carve-route-h100.json). Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take
 # the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us, about the same).
 GEMV_W4A4_TMA_MIN_M = 17
 GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
@@ -241,6 +245,30 @@ GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
 # 8192 x 8192 17.9 vs 20.2; M=4 17.4 vs 18.0, 18.4 vs 20.5, 14336 x 4096 16.5 vs 18.3, 28672 x
 # 4096 30.2 vs 31.8, 3072 x 3072 5.6 vs 7.1 (faster at all six shapes for M = 2, 3 and 4).
 GEMV_FP8_SM90_MAX_M = 4
+
+
+# The activation quantiser before a W4A4 matmul lets the matmul launch with PDL. Where the
+# matmul is the register ring (fp4_gemv_sm90: W4A4 tokens above GEMV_FP8_SM90_MAX_M and below
+# GEMV_W4A4_TMA_MIN_M), it lets it launch only after its stores (``quantize_nvfp4_triton``'s
+# ``pdl_late``). Session 32 (scripts/gpu_pdl_timeline.py): CTAs that launch at the quantiser's
+# start cannot share an SM with a running quantise CTA (their preferred shared-memory carve-outs
+# differ), so they pile onto the SMs the quantiser left free: the TMA GEMV behind the x pre-pass
+# ran 128 CTAs on 23 SMs, 6 on the busiest, 69.6 us against 24.3 with the late trigger. The
+# ring's grid is about one wave at these tokens, so it pays the same way. NVFP4Linear W4A4, bf16
+# x, H100, early / late, us (bench/results/2026-11-28-layer-w4a4-pdl-sweep-h100.json): 14336 ->
+# 4096 M=8 28.82 / 25.89, M=12 28.34 / 23.02, M=16 28.74 / 23.38; 12288 -> 4096 M=12 25.00 /
+# 20.85; 11008 -> 4096 M=16 20.99 / 20.28; but 8192 -> 8192 M=16 25.26 / 25.49 and 4096 -> 14336
+# M=16 23.12 / 23.37 (the late trigger's cost where nothing piles up: 0.1-0.4 us). At 1-4 tokens
+# (the E4M3 GEMV) and 24-32 the early launch is as fast or faster at most points, and stays.
+# Checked with this rule in place at 5, 6, 8, 12, 16 tokens on the six shapes (rule / forced
+# early, ...-layer-w4a4-pdl-rule-h100.json): 14336 -> 4096 M=5 25.76 / 28.68, M=12 22.98 /
+# 28.08; 12288 -> 4096 M=5 22.85 / 25.43, M=12 20.46 / 24.49; 11008 -> 4096 0.5-1.2 us faster;
+# the worst points 8192 -> 8192 M=12 24.63 / 24.23 and 4096 -> 14336 M=12 23.31 / 22.88. A
+# quantiser carve-out of 0%, 25% or 100% did not spread the ring's CTAs (no faster than early).
+def quantiser_pdl_late(M: int) -> bool:
+    """Whether the activation quantiser of an ``M``-token W4A4 call should let the matmul
+    launch only after its stores (the register ring's token range), not at its start."""
+    return GEMV_FP8_SM90_MAX_M < M < GEMV_W4A4_TMA_MIN_M
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
 # width and with the weight layout (a raw weight is re-laid out on every call: 16 us at

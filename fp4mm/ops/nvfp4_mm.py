@@ -114,8 +114,8 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
         from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 
         # exact (E2M1 x E4M3 fits fp16); with PDL, but the GEMV may launch only after the
-        # pre-pass's stores: launched at its start, the GEMV was 11-44 us slower at K >= 8192
-        # (dispatch.GEMV_W4A4_TMA_MIN_M)
+        # pre-pass's stores: launched at its start, the GEMV's CTAs piled onto the SMs the
+        # pre-pass left free, 11-44 us slower at K >= 8192 (dispatch.GEMV_W4A4_TMA_MIN_M)
         x16 = dequant_nvfp4(x, x_scales, order=order, dtype=torch.float16, pdl=True,
                             pdl_late=True)
         fp4_gemv_tma_sm90.gemv_tma_sm90(x16, w_q, w_scales, alpha, order, out)

@@ -112,6 +112,14 @@ def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch
     assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=True) == "gemv"
 
 
+def test_quantiser_lets_the_matmul_launch_late_only_at_the_register_rings_tokens():
+    """Late (after its stores) where W4A4 decode runs the register ring, whose one-wave grid
+    piles onto the SMs an early-launched quantiser leaves free (session 32); early elsewhere."""
+    late = [M for M in range(0, 80) if dispatch.quantiser_pdl_late(M)]
+    assert late == list(range(dispatch.GEMV_FP8_SM90_MAX_M + 1, dispatch.GEMV_W4A4_TMA_MIN_M))
+    assert late[0] == 5 and late[-1] == 16
+
+
 def test_override_argument_and_environment(monkeypatch):
     assert dispatch.select_kernel("nvfp4_mm", 1, 64, 64, override="gemm") == "gemm"
     assert dispatch.select_kernel("nvfp4_mm", 4096, 64, 64, override="gemv") == "gemv"
