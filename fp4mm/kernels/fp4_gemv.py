@@ -51,7 +51,7 @@ from fp4mm.kernels.fp4_decode import (
     e2m1_to_f16_x64,
     e4m3_to_f16_x64,
 )
-from fp4mm.kernels.pdl import pdl_prologue
+from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 # ----------------------------------------------------------------------------------------- kernel
 # One word per asm instance (pack=1), so the result does not depend on how Triton spreads the
@@ -307,11 +307,11 @@ def _fp4_gemv_kernel(
 @triton.jit
 def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
                           SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
-                          ALPHA_PTR: tl.constexpr = False):
+                          ALPHA_PTR: tl.constexpr = False, PDL_LATE: tl.constexpr = False):
     """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
     PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
-    memory access, then let the next one launch."""
-    pdl_prologue(PDL)
+    memory access, then let the next one launch (with PDL_LATE only after the stores)."""
+    pdl_prologue(PDL, PDL_LATE)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < M * N
     acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
@@ -321,19 +321,22 @@ def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
     n = offs % N
     tl.store(out_ptr + m * stride_om + n,
              apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=ok)
+    pdl_epilogue(PDL, PDL_LATE)
 
 
 # --------------------------------------------------------------------------------------- launcher
 def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
-                    pdl: bool = False) -> None:
+                    pdl: bool = False, pdl_late: bool = False) -> None:
     """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
     order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
-    with programmatic dependent launch (it waits for the previous kernel itself). ``alpha``: a
+    with programmatic dependent launch (it waits for the previous kernel itself) and letting the
+    next kernel launch at its start, or with ``pdl_late`` only after its stores. ``alpha``: a
     float or a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
     splits, M, N = part.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, part)
     block = 1024
-    pdl_args = {"PDL": True, "launch_pdl": True} if pdl else {}  # the interpreter has no PDL
+    pdl_args = ({"PDL": True, "launch_pdl": True, "PDL_LATE": pdl_late} if pdl
+                else {})  # the interpreter has no PDL
     _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
         part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
         ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)

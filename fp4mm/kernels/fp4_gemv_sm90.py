@@ -936,6 +936,19 @@ def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
     return triton.cdiv(steps, per), per, steps % unroll != 0
 
 
+# W4A4 tokens from which this GEMV's split-K reduce lets the next kernel launch only after its
+# stores. Launched at the reduce's start, the next kernel's CTAs cannot share an SM with a running
+# reduce CTA and pile onto the SMs it leaves free; back to back (the same call again, as in a
+# CUDA-graph decode loop or a model's consecutive projections) this GEMV's W4A4 grid, about one
+# wave at these tokens, pays for it. H100, CUDA-graph medians over 4 weight copies, early / late,
+# us (bench/results/2026-11-28-reduce-trigger-sweep-h100.json, W4A4 on the ring at 8 and 16
+# tokens): 4096 x 14336 M=8 24.91 / 22.66, M=16 24.44 / 19.52; 8192 x 8192 M=8 22.18 / 19.23;
+# 4096 x 4096 M=8 9.73 / 8.61, M=16 11.69 / 10.70; 2048 x 4096 0.2 us faster; no worse than 0.09
+# us at the other 8 points (18432 x 3072, 28672 x 4096, 14336 x 4096, 1024 x 4096). With 16-bit x
+# (other grids) the late trigger was mixed (-1.1 to +0.6 us, one +4.9) and is not used.
+REDUCE_PDL_LATE_MIN_M_W4A4 = 5
+
+
 def _uses_pdl(partial: bool, group_size: int | None, token_tile: int) -> bool:
     """Programmatic dependent launch for split K (module docstring); not for group scales with
     more than 8 tokens, which its two instructions push into an 8-byte spill (ptxas)."""
@@ -1034,7 +1047,8 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        reduce_partials(dst, out, alpha, pdl=pdl)
+        reduce_partials(dst, out, alpha, pdl=pdl,
+                        pdl_late=x_fp4 and M >= REDUCE_PDL_LATE_MIN_M_W4A4)
 
 
 def nvfp4_mm_gemv_sm90(x_q, x_scales, w_q, w_scales, alpha, order: str, out, *,

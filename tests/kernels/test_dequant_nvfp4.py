@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _pdl import assert_late_trigger_follows_the_stores, pdl_order
 
 from fp4mm.formats import dequantize_nvfp4_blocks, float_to_e4m3
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
@@ -47,43 +48,15 @@ def test_dequant_scale_range_extremes():
     assert out[0, :16].eq(2688.0).all() and out[0, 16:].eq(6 * 2.0**-9).all()
 
 
-_PDL_ORDER = """
-import json, re, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from fp4mm.kernels import dequant_nvfp4 as D
-sig = {"q_ptr": "*u8", "s_ptr": "*u8", "out_ptr": "*fp16", "R": "i32", "K": "i32",
-       "stride_q": "i32", "stride_s": "i32", "stride_o": "i32", "zero_ptr": "*fp16",
-       "n_zero": "i32", "HIGH_FIRST": "constexpr", "BLOCK_R": "constexpr",
-       "BLOCK_K": "constexpr", "PDL": "constexpr", "ZERO": "constexpr", "ROW64": "constexpr",
-       "PDL_LATE": "constexpr"}
-got = {}
-for late in (False, True):
-    consts = {"HIGH_FIRST": False, "BLOCK_R": 32, "BLOCK_K": 128, "PDL": True, "ZERO": False,
-              "ROW64": False, "PDL_LATE": late}
-    ptx = triton.compile(ASTSource(D._dequant_nvfp4_kernel, sig, constexprs=consts),
-                         target=GPUTarget("cuda", 90, 32), options={"num_warps": 4}).asm["ptx"]
-    got[str(late)] = [m.group(0) for m in re.finditer(r"griddepcontrol\\.\\w+|st\\.global", ptx)]
-print(json.dumps(got))
-"""
-
-
 def test_pdl_late_lets_the_next_kernel_launch_after_the_stores():
-    """Compile-only for sm_90a (a clean child process: the CPU session's TRITON_INTERPRET
-    breaks compilation): with ``pdl_late`` the launch of the next kernel comes after every
+    """Compile-only for sm_90a: with ``pdl_late`` the launch of the next kernel comes after every
     store (a GEMV launched at the pre-pass's start was 11-44 us slower behind it, session 31);
     without it, right after the wait, before any store (the GEMM's pre-pass)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", _PDL_ORDER], capture_output=True, text=True,
-                       env=env, timeout=600, check=True)
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    wait, launch = "griddepcontrol.wait", "griddepcontrol.launch_dependents"
-    early, late = got["False"], got["True"]
-    assert early[:2] == [wait, launch] and early.count(launch) == 1 and "st.global" in early
-    assert late[0] == wait and late[-1] == launch and late.count(launch) == 1
-    assert late.count("st.global") == early.count("st.global")
+    sig = {"q_ptr": "*u8", "s_ptr": "*u8", "out_ptr": "*fp16", "R": "i32", "K": "i32",
+           "stride_q": "i32", "stride_s": "i32", "stride_o": "i32", "zero_ptr": "*fp16",
+           "n_zero": "i32", "HIGH_FIRST": "constexpr", "BLOCK_R": "constexpr",
+           "BLOCK_K": "constexpr", "PDL": "constexpr", "ZERO": "constexpr", "ROW64": "constexpr",
+           "PDL_LATE": "constexpr"}
+    consts = {"HIGH_FIRST": False, "BLOCK_R": 32, "BLOCK_K": 128, "ZERO": False, "ROW64": False}
+    assert_late_trigger_follows_the_stores(
+        *pdl_order("fp4mm.kernels.dequant_nvfp4", "_dequant_nvfp4_kernel", sig, consts))

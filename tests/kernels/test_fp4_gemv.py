@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from _pdl import assert_late_trigger_follows_the_stores, pdl_order
 
 from fp4mm import reference
 from fp4mm.formats import dequantize_nvfp4_blocks, float_to_e4m3
@@ -294,6 +295,18 @@ def test_shipped_configs_compile_for_sm90_without_spills():
     r = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_reduce_pdl_late_lets_the_next_kernel_launch_after_the_stores():
+    """Compile-only for sm_90a: the split-K reduce with ``pdl_late`` (behind W4A4 on the
+    register ring, ``fp4_gemv_sm90.REDUCE_PDL_LATE_MIN_M_W4A4``) lets the next kernel launch
+    after its store; without it right after its wait."""
+    sig = {"part_ptr": "*fp32", "out_ptr": "*fp16", "M": "i32", "N": "i32", "alpha": "fp32",
+           "alpha_ptr": "*fp32", "stride_om": "i32", "SPLIT_K": "constexpr", "BLOCK": "constexpr",
+           "PDL": "constexpr", "ALPHA_PTR": "constexpr", "PDL_LATE": "constexpr"}
+    consts = {"SPLIT_K": 3, "BLOCK": 1024, "ALPHA_PTR": False}
+    assert_late_trigger_follows_the_stores(
+        *pdl_order("fp4mm.kernels.fp4_gemv", "_splitk_reduce_kernel", sig, consts))
 
 
 @pytest.mark.parametrize("name", ["dot", "dot-split3", "fma"])

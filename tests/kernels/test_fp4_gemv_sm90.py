@@ -403,6 +403,30 @@ def test_w4a4_wave_splits_match_oracle(M, N, K):
 
 
 @gpu
+@pytest.mark.parametrize("M,x_kind,late", [(4, "fp4", False), (5, "fp4", True), (16, "fp4", True),
+                                           (16, "bf16", False)], ids=str)
+def test_reduce_lets_the_next_kernel_launch_late_behind_w4a4_from_5_tokens(monkeypatch, M, x_kind,
+                                                                         late):
+    """The split-K reduce of W4A4 at REDUCE_PDL_LATE_MIN_M_W4A4 tokens or more triggers the next
+    launch after its stores (session 32); the sum stays exact either way."""
+    from fp4mm.kernels import fp4_gemv
+
+    real, asked = fp4_gemv.reduce_partials, []
+
+    def spy(part, out, alpha, **kw):
+        asked.append(kw)
+        return real(part, out, alpha, **kw)
+
+    monkeypatch.setattr(fp4_gemv, "reduce_partials", spy)
+    x, xs, wq, ws = _problem(M, 300, 1024, x_kind, seed=M)
+    out = torch.full((M, 300), float("nan"), dtype=torch.float32, device="cuda")
+    S.gemv_sm90(x, xs, wq, ws, 0.5, "low_first", out,
+                config=S.GemvSM90Config(4, 1, 2, 0, 1))
+    assert asked == [{"pdl": True, "pdl_late": late}]
+    _check(out, _oracle(x, xs, wq, ws, 0.5, "low_first"))
+
+
+@gpu
 @pytest.mark.parametrize("M", [5, 33, 64])
 @pytest.mark.parametrize("x_kind", ["fp4", "fp16"])
 def test_x_ahead_matches_oracle(M, x_kind):
