@@ -106,15 +106,21 @@ def pct(v, q):
     return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]
 
 
-def describe(name, mod, cfg, M, N, K, dt):
-    p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
-    T = mod
+def stamp_buffers(cfg, N, K, copies=4):
+    """One zeroed (CTAs, STAMPS) int64 buffer per weight copy for a launch of config ``cfg``
+    (the launcher's grid: N / BN row blocks times the K splits)."""
     grid = -(-N // (16 * cfg.row_tiles * cfg.warps))
     chunks = K // 256
     per = -(-chunks // max(1, min(cfg.split_k, chunks)))
     split = -(-chunks // per)
-    probes = [torch.zeros((grid * split, STAMPS), dtype=torch.int64, device="cuda")
-              for _ in range(4)]
+    return [torch.zeros((grid * split, STAMPS), dtype=torch.int64, device="cuda")
+            for _ in range(copies)]
+
+
+def describe(name, mod, cfg, M, N, K, dt):
+    p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt, copies=4)
+    T = mod
+    probes = stamp_buffers(cfg, N, K)
     outs = [torch.empty((M, N), dtype=dt, device="cuda") for _ in range(4)]
 
     def call(i):

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import dequant_nvfp4 as D  # noqa: E402
 from scripts.gpu_decode import Problem, close, patched_module, save_rows, time_graph  # noqa: E402
-from scripts.gpu_gemv_tma_timeline import PATCHES, STAMPS  # noqa: E402
+from scripts.gpu_gemv_tma_timeline import PATCHES, stamp_buffers  # noqa: E402
 
 # CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: percent of the maximum, -1 the default
 _CARVEOUT = 9
@@ -134,12 +134,7 @@ def main():
         p = Problem("nvfp4_mm", M, N, K, copies=4)
         xq, xs = p.x
         cfg = T.choose_config(M, N, K)
-        grid = -(-N // (16 * cfg.row_tiles * cfg.warps))
-        chunks = K // 256
-        per = -(-chunks // max(1, min(cfg.split_k, chunks)))
-        split = -(-chunks // per)
-        probes = [torch.zeros((grid * split, STAMPS), dtype=torch.int64, device="cuda")
-                  for _ in range(4)]
+        probes = stamp_buffers(cfg, N, K)
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
         kinds = {"plain": {}, "early": {"pdl": True}, "late": {"pdl": True, "pdl_late": True},
                  "early_carve": {"pdl": True}}
@@ -157,7 +152,7 @@ def main():
             assert ok, f"{name} {N}x{K}: rel err {err}"
             meds = [time_graph([lambda i=i: call(i, out) for i in range(4)])[0] for _ in range(3)]
             calls = [timeline(pr, 0.5) for pr in probes]
-            row = dict(N=N, K=K, M=M, variant=name, cfg=str(cfg), grid=grid * split,
+            row = dict(N=N, K=K, M=M, variant=name, cfg=str(cfg), grid=int(probes[0].shape[0]),
                        graph_us=st.median(meds), rounds=meds, calls=calls, prepass=info)
             rows.append(row)
             c = calls[1]
