@@ -227,9 +227,10 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
 # 24.64 vs 22.02 / 24.44; 8192 x 8192 21.86 / 24.18 vs 23.06 / 25.17; 4096 x 14336 24.33 /
 # 25.81 vs 25.59 / 26.99; 14336 x 4096 20.66 / 23.16 vs 21.96 / 24.32; ...-pdl-late-h100.json),
 # so the route launches it that way (session 32: the early trigger with the pre-pass's
-# carve-out at the maximum spreads the GEMV again but was no faster than this: -0.5 to +1.6 us,
-# 2026-11-28-pdl-carve-route-h100.json). Prepacked weights of PREPACKED_GEMM_MIN_WEIGHT or more take
-# the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us, about the same).
+# carve-out at the maximum spreads the GEMV again, but against this it was at most 0.47 us
+# faster and up to 1.6 slower, 2026-11-28-pdl-carve-route-h100.json). Prepacked weights of
+# PREPACKED_GEMM_MIN_WEIGHT or more take the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us,
+# about the same).
 GEMV_W4A4_TMA_MIN_M = 17
 GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
 
@@ -250,11 +251,12 @@ GEMV_FP8_SM90_MAX_M = 4
 # The activation quantiser before a W4A4 matmul lets the matmul launch with PDL. Where the
 # matmul is the register ring (fp4_gemv_sm90: W4A4 tokens above GEMV_FP8_SM90_MAX_M and below
 # GEMV_W4A4_TMA_MIN_M), it lets it launch only after its stores (``quantize_nvfp4_triton``'s
-# ``pdl_late``). Session 32 (scripts/gpu_pdl_timeline.py): CTAs that launch at the quantiser's
-# start cannot share an SM with a running quantise CTA (their preferred shared-memory carve-outs
-# differ), so they pile onto the SMs the quantiser left free: the TMA GEMV behind the x pre-pass
-# ran 128 CTAs on 23 SMs, 6 on the busiest, 69.6 us against 24.3 with the late trigger. The
-# ring's grid is about one wave at these tokens, so it pays the same way. NVFP4Linear W4A4, bf16
+# ``pdl_late``). Session 32 (scripts/gpu_pdl_timeline.py): CTAs launched at the start of a
+# kernel do not start beside its running CTAs, so they pile onto the SMs it left free: the TMA
+# GEMV behind the x pre-pass ran 128 CTAs on 23 SMs, 6 on the busiest, 69.6 us against 24.3
+# with the late trigger (there the two kernels' shared-memory carve-outs differed: with the
+# pre-pass's set to the maximum the GEMV spread again). The ring's grid is about one wave at
+# these tokens, so it pays the same way behind the quantiser. NVFP4Linear W4A4, bf16
 # x, H100, early / late, us (bench/results/2026-11-28-layer-w4a4-pdl-sweep-h100.json): 14336 ->
 # 4096 M=8 28.82 / 25.89, M=12 28.34 / 23.02, M=16 28.74 / 23.38; 12288 -> 4096 M=12 25.00 /
 # 20.85; 11008 -> 4096 M=16 20.99 / 20.28; but 8192 -> 8192 M=16 25.26 / 25.49 and 4096 -> 14336
@@ -269,6 +271,8 @@ def quantiser_pdl_late(M: int) -> bool:
     """Whether the activation quantiser of an ``M``-token W4A4 call should let the matmul
     launch only after its stores (the register ring's token range), not at its start."""
     return GEMV_FP8_SM90_MAX_M < M < GEMV_W4A4_TMA_MIN_M
+
+
 # w4a16_mm on Hopper, where prefill with groups of 32 or multiples of 64 runs the Gluon GEMM
 # (fp4_gemm_sm90, session 10: 2x the plain-Triton GEMM) and the crossover moves with the group
 # width and with the weight layout (a raw weight is re-laid out on every call: 16 us at
