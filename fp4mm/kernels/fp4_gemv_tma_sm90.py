@@ -198,6 +198,17 @@ def _group_scales(ws_ptr, s_offs, chunk, W_GROUP: gl.constexpr):
     return gl.load(ws_ptr + s_offs + first), gl.load(ws_ptr + s_offs + second)
 
 
+_PAD_LAYOUT = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+
+
+@gluon.jit
+def _hold(pad):
+    """One 1 KB store into the padding buffer ``pad`` after the K loop: it keeps the buffer
+    allocated (an unused one is removed) for the CTA's whole run."""
+    pad.slice(0, 1, dim=0).store(gl.zeros([1, 1024], gl.int8, gl.BlockedLayout(
+        [1, 8], [1, 32], [1, gl.num_warps()], [1, 0])))
+
+
 @gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
     w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws_ptr, out_ptr, M, N, CHUNKS,
@@ -205,7 +216,8 @@ def _fp4_gemv_tma_sm90_kernel(
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     ALPHA_PTR: gl.constexpr = False, W_GROUP: gl.constexpr = 0,
-    SDTYPE: gl.constexpr = gl.float16, X_ROWS: gl.constexpr = 0,
+    SDTYPE: gl.constexpr = gl.float16, X_ROWS: gl.constexpr = 0, PAD_A: gl.constexpr = 0,
+    PAD_B: gl.constexpr = 0, PAD_C: gl.constexpr = 0,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
 
@@ -219,7 +231,9 @@ def _fp4_gemv_tma_sm90_kernel(
     W_GROUP > 0: 16-bit SDTYPE group scales per W_GROUP (32, 64 or a multiple of 128) instead of
     E4M3 ones; ``ws_ptr`` (row stride ``stride_wsn``) holds them as one int16/32/64 word per row
     and 128-K step (``fp4_gemv_sm90``'s grouped form, one MMA chain per group), loaded a chunk
-    ahead by the consumers; ``s_desc`` is not read."""
+    ahead by the consumers; ``s_desc`` is not read.
+    PAD_A, PAD_B, PAD_C: KB of shared memory held and never read (powers of two or 0; see
+    :func:`fair_share_pad`)."""
     GROUPED: gl.constexpr = W_GROUP > 0
     BN: gl.constexpr = 16 * ROW_TILES * gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0],
@@ -244,6 +258,12 @@ def _fp4_gemv_tma_sm90_kernel(
     W_VIEW: gl.constexpr = _codes_view(BN, not GROUPED)
     X_VIEW: gl.constexpr = _x_view(NT, not GROUPED)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    if PAD_A > 0:  # caps the CTAs an SM takes (fair_share_pad)
+        pad_a = gl.allocate_shared_memory(gl.int8, [PAD_A, 1024], _PAD_LAYOUT)
+    if PAD_B > 0:
+        pad_b = gl.allocate_shared_memory(gl.int8, [PAD_B, 1024], _PAD_LAYOUT)
+    if PAD_C > 0:
+        pad_c = gl.allocate_shared_memory(gl.int8, [PAD_C, 1024], _PAD_LAYOUT)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
     fence_async_shared()
@@ -297,6 +317,12 @@ def _fp4_gemv_tma_sm90_kernel(
                     W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
+    if PAD_A > 0:
+        _hold(pad_a)
+    if PAD_B > 0:
+        _hold(pad_b)
+    if PAD_C > 0:
+        _hold(pad_c)
 
     _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
               ALPHA_PTR)
@@ -418,6 +444,43 @@ def group_size_is_supported(group_size: int) -> bool:
     return group_size != 16 and fp4_gemv_sm90.group_size_is_supported(group_size)
 
 
+def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, grouped: bool, sms: int,
+                   smem_per_sm: int) -> tuple[int, int, int]:
+    """KB of shared memory for each CTA to hold beyond its ring, as up to three powers of two,
+    so that an SM fits no more than ``ceil(ctas / sms)`` of the launch's CTAs; ``(0, 0, 0)``
+    where the ring alone caps it there (or no such sum fits).
+
+    Why: behind a kernel that lets it launch at its start (PDL), a CTA does not start on an SM
+    where that kernel still runs, so the first ones pile onto the SMs it left free, up to the
+    ring's own cap (6 a SM at 16 tokens), while others get none: behind the W4A4 x pre-pass 128
+    CTAs of 4096 x 14336 ran on 23 SMs, 63.5 us against 23.2 capped. H100, CUDA-graph medians
+    over 4 weight copies, 3 rounds (bench/results/2026-11-28-fair-share-probe-h100.json): bf16
+    x back to back (the reduce before each call launches it early) 8192 x 8192 M=32 27.45 ->
+    22.88 us, 18432 x 3072 M=16 19.68 -> 19.08, within 0.12 us at the other six points.
+    Measured for E4M3 (NVFP4) weight scales only; the group-scale form is not padded."""
+    own = cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + (0 if grouped else 16))
+                        + nt * KCHUNK * 2) + 64  # the ring's stages and barriers
+    fair = triton.cdiv(ctas, sms)
+    if fair >= smem_per_sm // (own + 1024):  # (1 KB a CTA is reserved by the system)
+        return 0, 0, 0
+    room = (smem_per_sm // fair - 1024 - own) // 1024
+    pad = []
+    while room > 0 and len(pad) < 3:
+        pad.append(1 << (room.bit_length() - 1))
+        room -= pad[-1]
+    per_cta = own + 1024 * (sum(pad) + 1)
+    if smem_per_sm // per_cta != fair:
+        return 0, 0, 0
+    return tuple(pad + [0] * (3 - len(pad)))
+
+
+def _sm_resources(device: torch.device) -> tuple[int, int]:
+    """(SMs, shared memory per SM in bytes) of a CUDA device."""
+    props = torch.cuda.get_device_properties(device)
+    return props.multi_processor_count, getattr(props, "shared_memory_per_multiprocessor",
+                                                228 * 1024)
+
+
 def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
                   order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None,
                   group_size: int | None = None) -> None:
@@ -466,13 +529,15 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
+    pad = ((0, 0, 0) if group_size is not None else
+           fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, False, *_sm_resources(out.device)))
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
         ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,
-        X_ROWS=xr,
+        X_ROWS=xr, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2],
         launch_pdl=partial, num_warps=cfg.warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials

@@ -339,7 +339,7 @@ SHIPPED = _shipped()
 
 
 def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
-                   group=0, x_boxes=None) -> dict:
+                   group=0, x_boxes=None, pad=(0, 0, 0)) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -363,7 +363,7 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
            "stride_wsn": "i32"}
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
                   STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype,
-                  X_ROWS=x_rows)
+                  X_ROWS=x_rows, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2])
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
                          attrs={(6,): [["tt.divisibility", 16]], (7,): [["tt.divisibility", 16]],
@@ -377,6 +377,42 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
             "gdc": len(re.findall(r"griddepcontrol\.\w+", ptx)),
             "ld_shared_v4": len(re.findall(r"ld\.shared\.v4\.b32", ptx)),
             "shared": k.metadata.shared}
+
+
+# fair_share_pad's padding at three decode shapes (one, two and five CTAs an SM), compiled
+PADDED = [("bf16", 16, 1, 2, True, 4, False, "fp16", False, 0, (16, 0), (128, 64, 0)),
+          ("fp16", 16, 1, 2, True, 4, False, "fp16", False, 0, (16, 0), (64, 8, 4)),
+          ("bf16", 32, 1, 2, True, 4, False, "fp16", False, 0, (32, 0), (16, 8, 0))]
+
+
+def test_fair_share_pad_holds_exactly_its_shared_memory():
+    """Compile-only: each padding piece adds its KB to the CTA's shared memory (an unused
+    allocation would be removed), with no spill; the ring's own size is what the launcher's
+    estimate assumes."""
+    reports = _ptxas.compile_in_child(__file__, configs="PADDED")
+    for case, rep in zip(PADDED, reports):
+        x, nt, rt, stages, partial, warps = case[:6]
+        assert "0 bytes spill stores, 0 bytes spill loads" in rep["log"], rep["log"]
+        ring = stages * (16 * rt * warps * 144 + nt * 256 * 2)
+        assert rep["shared"] - 1024 * sum(case[11]) in range(ring, ring + 64 + 1)
+
+
+@pytest.mark.parametrize("nt,stages,warps", [(8, 2, 4), (16, 2, 4), (32, 2, 4), (16, 3, 2)])
+def test_fair_share_pad_caps_an_sm_at_its_share_of_the_grid(nt, stages, warps):
+    cfg = T.GemvTMAConfig(1, stages, 2, warps)
+    own = stages * (16 * warps * 144 + nt * 512) + 64
+    smem, sms = 228 * 1024, 132
+    for ctas in list(range(1, 1200, 7)) + [128, 256, 576]:
+        pad = T.fair_share_pad(cfg, nt, ctas, False, sms, smem)
+        fair = -(-ctas // sms)
+        assert all(p == 0 or p & (p - 1) == 0 for p in pad) and list(pad) == sorted(pad)[::-1]
+        if sum(pad):
+            per_cta = own + 1024 * (sum(pad) + 1)
+            assert smem // per_cta == fair and per_cta - 1024 <= 227 * 1024
+        else:  # no padding only where the ring alone already caps an SM at its share
+            assert smem // (own + 1024) <= fair
+    # one CTA an SM where a wave does not fill the machine (4096 x 14336, 16 tokens: 128)
+    assert smem // (own + 1024 * (sum(T.fair_share_pad(cfg, nt, 128, False, sms, smem)) + 1)) == 1
 
 
 @pytest.fixture(scope="module")
