@@ -456,8 +456,11 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, grouped: bool, sms: i
     CTAs of 4096 x 14336 ran on 23 SMs, 63.5 us against 23.2 capped. H100, CUDA-graph medians
     over 4 weight copies, 3 rounds (bench/results/2026-11-28-fair-share-probe-h100.json): bf16
     x back to back (the reduce before each call launches it early) 8192 x 8192 M=32 27.45 ->
-    22.88 us, 18432 x 3072 M=16 19.68 -> 19.08, within 0.12 us at the other six points.
-    Measured for E4M3 (NVFP4) weight scales only; the group-scale form is not padded."""
+    22.88 us, 18432 x 3072 M=16 19.68 -> 19.08, within 0.12 us at the other six points. Then
+    through the public op, shipped against unpadded (...-fair-share-h100.json, bf16 x, 4-32
+    tokens on three shapes): 8192 x 8192 M=32 23.72 / 28.82, 18432 x 3072 M=16 18.89 / 19.54,
+    the other ten points from 0.23 slower to 0.11 faster. Measured for E4M3 (NVFP4) weight
+    scales only; the group-scale form is not padded."""
     own = cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + (0 if grouped else 16))
                         + nt * KCHUNK * 2) + 64  # the ring's stages and barriers
     fair = triton.cdiv(ctas, sms)
@@ -483,7 +486,7 @@ def _sm_resources(device: torch.device) -> tuple[int, int]:
 
 def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
                   order: str, out: torch.Tensor, *, config: GemvTMAConfig | None = None,
-                  group_size: int | None = None) -> None:
+                  group_size: int | None = None, fair_share: bool = True) -> None:
     """``out = alpha * x @ W^T`` (written in place) for NVFP4 or groupwise FP4 weights and 16-bit
     x.
 
@@ -495,6 +498,10 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         alpha: fp32 factor applied in the epilogue: a float or a one-element float32 device
             tensor (``fp4mm.kernels.alpha``).
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
+        fair_share: with E4M3 weight scales, cap the CTAs an SM takes at its share of the grid
+            (:func:`fair_share_pad`); False where the kernel before lets this one launch only
+            after its stores (nothing piles up there, and the padding measured 0-0.44 us slower
+            behind the W4A4 pre-pass).
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
     """
     M, K = x.shape
@@ -529,7 +536,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = ((0, 0, 0) if group_size is not None else
+    pad = ((0, 0, 0) if group_size is not None or not fair_share else
            fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, False, *_sm_resources(out.device)))
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,

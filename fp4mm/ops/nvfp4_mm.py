@@ -118,7 +118,7 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
         # pre-pass left free, 11-44 us slower at K >= 8192 (dispatch.GEMV_W4A4_TMA_MIN_M)
         x16 = dequant_nvfp4(x, x_scales, order=order, dtype=torch.float16, pdl=True,
                             pdl_late=True)
-        fp4_gemv_tma_sm90.gemv_tma_sm90(x16, w_q, w_scales, alpha, order, out)
+        fp4_gemv_tma_sm90.gemv_tma_sm90(x16, w_q, w_scales, alpha, order, out, fair_share=False)
         return True
     if x_scales is None and group_size is None and M >= GEMV_SM90_TMA_MIN_M:
         if fp4_gemv_tma_sm90.is_supported(out.device, M, K, x, w_q, w_scales):
