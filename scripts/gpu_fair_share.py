@@ -16,7 +16,11 @@ a NaN-poisoned output first, CUDA-graph medians over 4 weight copies, 3 rotating
 bf16-x ``nvfp4_w4a16_mm`` at 4-32 tokens and W4A4 at 17-32 (the route through the pre-pass),
 back to back.
 
-Usage on an sm_90 machine: ``python -u scripts/gpu_fair_share.py`` (JSON to $OUT or .).
+``--route`` (written in session 32, not yet run): :func:`route`, whether the W4A4 route should
+go back to the pre-pass's early trigger now that the GEMV can refuse to pile up.
+
+Usage on an sm_90 machine: ``python -u scripts/gpu_fair_share.py [--route]`` (JSON to $OUT or
+.).
 """
 
 from __future__ import annotations
@@ -34,7 +38,43 @@ from scripts.gpu_decode import Problem, rounds, save_rows, time_graph  # noqa: E
 from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
 
 
+def route():
+    """``--route``: W4A4 at 17-32 tokens (the route through the x pre-pass): the op as shipped
+    (the pre-pass triggers after its stores; the GEMV not padded) against the pre-pass's early
+    trigger with the GEMV padded to its fair share (``early_fair``: 0.1-0.8 us ahead of the late
+    trigger at 16 tokens in the first run) and the late trigger padded (``late_fair``)."""
+    from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
+
+    rows = []
+    for (N, K), M in [(s, m) for s in ((18432, 3072), (14336, 4096), (28672, 4096), (12288, 4096),
+                                       (16384, 2048), (8192, 8192), (4096, 14336))
+                      for m in (17, 24, 32)]:
+        p = Problem("nvfp4_mm", M, N, K, copies=4)
+        xq, xs = p.x
+
+        def pair(i, o, late):
+            x16 = dequant_nvfp4(xq, xs, dtype=torch.float16, pdl=True, pdl_late=late)
+            T.gemv_tma_sm90(x16, *p.w[i], p.alpha, "low_first", o, fair_share=True)
+
+        runs = {"op": lambda i, o: fp4mm.nvfp4_mm(*p.x, *p.w[i], p.alpha, out=o),
+                "early_fair": lambda i, o: pair(i, o, False),
+                "late_fair": lambda i, o: pair(i, o, True)}
+        for name, run in runs.items():
+            check_poisoned(lambda o, run=run: run(0, o), p.reference(0), torch.float16,
+                           f"{name} {N}x{K} M={M}")
+        out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+        got = rounds({n: (lambda r=r: time_graph([lambda i=i: r(i, out) for i in range(4)])[0])
+                      for n, r in runs.items()}, 3)
+        med = {n: st.median(v) for n, v in got.items()}
+        rows.append(dict(op="nvfp4_mm", N=N, K=K, M=M, rounds=got, medians=med))
+        print(f"W4A4 route {N:5d}x{K:5d} M={M:2d} "
+              + "  ".join(f"{n} {v:6.2f}" for n, v in med.items()), flush=True)
+    save_rows("fair-share-route", rows)
+
+
 def main():
+    if "--route" in sys.argv:
+        return route()
     shipped = T.fair_share_pad
 
     def unpadded(fn):
