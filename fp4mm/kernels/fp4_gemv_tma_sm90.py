@@ -61,6 +61,7 @@ weights of 2^25 elements or more, x dequantised to fp16 first
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -444,9 +445,10 @@ def group_size_is_supported(group_size: int) -> bool:
     return group_size != 16 and fp4_gemv_sm90.group_size_is_supported(group_size)
 
 
-def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, grouped: bool, sms: int,
+def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
                    smem_per_sm: int) -> tuple[int, int, int]:
-    """KB of shared memory for each CTA to hold beyond its ring, as up to three powers of two,
+    """KB of shared memory for each CTA (E4M3 weight scales: the codes, scales and x ring) to
+    hold beyond its ring, as up to three powers of two,
     so that an SM fits no more than ``ceil(ctas / sms)`` of the launch's CTAs; ``(0, 0, 0)``
     where the ring alone caps it there (or no such sum fits).
 
@@ -461,8 +463,7 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, grouped: bool, sms: i
     tokens on three shapes): 8192 x 8192 M=32 23.72 / 28.82, 18432 x 3072 M=16 18.89 / 19.54,
     the other ten points from 0.28 slower to 0.23 faster. Measured for E4M3 (NVFP4) weight
     scales only; the group-scale form is not padded."""
-    own = cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + (0 if grouped else 16))
-                        + nt * KCHUNK * 2) + 64  # the ring's stages and barriers
+    own = cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + 16) + nt * KCHUNK * 2) + 64
     fair = triton.cdiv(ctas, sms)
     if fair >= smem_per_sm // (own + 1024):  # (1 KB a CTA is reserved by the system)
         return 0, 0, 0
@@ -477,9 +478,11 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, grouped: bool, sms: i
     return tuple(pad + [0] * (3 - len(pad)))
 
 
-def _sm_resources(device: torch.device) -> tuple[int, int]:
-    """(SMs, shared memory per SM in bytes) of a CUDA device."""
-    props = torch.cuda.get_device_properties(device)
+@functools.cache
+def _sm_resources(device_index: int) -> tuple[int, int]:
+    """(SMs, shared memory per SM in bytes) of a CUDA device (once per device: decode calls
+    are short)."""
+    props = torch.cuda.get_device_properties(device_index)
     return props.multi_processor_count, getattr(props, "shared_memory_per_multiprocessor",
                                                 228 * 1024)
 
@@ -498,10 +501,10 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         alpha: fp32 factor applied in the epilogue: a float or a one-element float32 device
             tensor (``fp4mm.kernels.alpha``).
         out: ``(M, N)`` fp16/bf16/fp32 with unit column stride.
-        fair_share: with E4M3 weight scales, cap the CTAs an SM takes at its share of the grid
-            (:func:`fair_share_pad`); False where the kernel before lets this one launch only
-            after its stores (nothing piles up there, and the padding measured 0-0.44 us slower
-            behind the W4A4 pre-pass).
+        fair_share: with E4M3 weight scales and split K (the launches that use PDL), cap the
+            CTAs an SM takes at its share of the grid (:func:`fair_share_pad`); False where the
+            kernel before lets this one launch only after its stores (nothing piles up there,
+            and the padding measured 0-0.44 us slower behind the W4A4 pre-pass).
     The caller checks :func:`is_supported`; shapes and dtypes are validated by ``fp4mm.ops``.
     """
     M, K = x.shape
@@ -536,8 +539,8 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = ((0, 0, 0) if group_size is not None or not fair_share else
-           fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, False, *_sm_resources(out.device)))
+    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, *_sm_resources(out.device.index))
+           if partial and fair_share and group_size is None else (0, 0, 0))
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0), ws.stride(0),

@@ -405,7 +405,7 @@ def test_fair_share_pad_caps_an_sm_at_its_share_of_the_grid(nt, stages, warps):
     own = stages * (16 * warps * 144 + nt * 512) + 64
     smem, sms = 228 * 1024, 132
     for ctas in list(range(1, 1200, 7)) + [128, 256, 576]:
-        pad = T.fair_share_pad(cfg, nt, ctas, False, sms, smem)
+        pad = T.fair_share_pad(cfg, nt, ctas, sms, smem)
         fair = -(-ctas // sms)
         assert all(p == 0 or p & (p - 1) == 0 for p in pad) and list(pad) == sorted(pad)[::-1]
         if sum(pad):
@@ -414,7 +414,7 @@ def test_fair_share_pad_caps_an_sm_at_its_share_of_the_grid(nt, stages, warps):
         else:  # no padding only where the ring alone already caps an SM at its share
             assert smem // (own + 1024) <= fair
     # one CTA an SM where a wave does not fill the machine (4096 x 14336, 16 tokens: 128)
-    assert smem // (own + 1024 * (sum(T.fair_share_pad(cfg, nt, 128, False, sms, smem)) + 1)) == 1
+    assert smem // (own + 1024 * (sum(T.fair_share_pad(cfg, nt, 128, sms, smem)) + 1)) == 1
 
 
 @pytest.fixture(scope="module")
