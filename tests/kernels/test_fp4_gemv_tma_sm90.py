@@ -417,6 +417,41 @@ def test_fair_share_pad_caps_an_sm_at_its_share_of_the_grid(nt, stages, warps):
     assert smem // (own + 1024 * (sum(T.fair_share_pad(cfg, nt, 128, sms, smem)) + 1)) == 1
 
 
+def test_launcher_pads_only_split_k_launches_of_e4m3_scales(monkeypatch):
+    """CPU, the kernel launch recorded, not run: the fair-share padding goes to split-K launches
+    (the ones launched with PDL) of E4M3-scale weights, unless the caller says the kernel before
+    lets this one launch after its stores (``fair_share=False``); group scales never."""
+    launched = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *a, **k: launched.append((grid, k))
+
+    monkeypatch.setattr(T, "_fp4_gemv_tma_sm90_kernel", Kernel())
+    monkeypatch.setattr(T, "_sm_resources", lambda index: (132, 228 * 1024))
+    from fp4mm.kernels import fp4_gemv
+
+    monkeypatch.setattr(fp4_gemv, "reduce_partials", lambda *a, **k: None)
+
+    def pads(M, N, K, **kw):
+        launched.clear()
+        x = torch.empty((M, K), dtype=torch.bfloat16)
+        wq = torch.empty((N, K // 2), dtype=torch.uint8)
+        group = kw.get("group_size")
+        ws = (torch.empty((N, K // group), dtype=torch.bfloat16) if group else
+              torch.empty((N, K // 16), dtype=torch.uint8))
+        T.gemv_tma_sm90(x, wq, ws, 1.0, "low_first", torch.empty((M, N)), **kw)
+        (grid, k), = launched
+        return grid, (k["PAD_A"], k["PAD_B"], k["PAD_C"]), k["launch_pdl"]
+
+    grid, pad, pdl = pads(16, 4096, 14336)  # 128 CTAs, split 2: one a SM
+    assert grid == (64, 2) and pdl and pad == (128, 64, 0)
+    assert pads(16, 4096, 14336, fair_share=False)[1] == (0, 0, 0)
+    assert pads(16, 4096, 14336, group_size=32)[1] == (0, 0, 0)
+    grid, pad, pdl = pads(24, 18432, 3072)  # unsplit: launched plainly, never early
+    assert grid[1] == 1 and not pdl and pad == (0, 0, 0)
+
+
 @pytest.fixture(scope="module")
 def compile_reports():
     return dict(zip(SHIPPED, _ptxas.compile_in_child(__file__)))
