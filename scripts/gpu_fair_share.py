@@ -26,7 +26,6 @@ Usage on an sm_90 machine: ``python -u scripts/gpu_fair_share.py [--route]`` (JS
 from __future__ import annotations
 
 import os
-import statistics as st
 import sys
 
 import torch
@@ -34,8 +33,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fp4mm  # noqa: E402
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
-from scripts.gpu_decode import Problem, rounds, save_rows, time_graph  # noqa: E402
-from scripts.gpu_gemv_tma_swizzle import check_poisoned  # noqa: E402
+from scripts.gpu_decode import Problem, save_rows  # noqa: E402
+from scripts.gpu_tma_dispatch import compare  # noqa: E402
 
 
 def route():
@@ -59,16 +58,10 @@ def route():
         runs = {"op": lambda i, o: fp4mm.nvfp4_mm(*p.x, *p.w[i], p.alpha, out=o),
                 "early_fair": lambda i, o: pair(i, o, False),
                 "late_fair": lambda i, o: pair(i, o, True)}
-        for name, run in runs.items():
-            check_poisoned(lambda o, run=run: run(0, o), p.reference(0), torch.float16,
-                           f"{name} {N}x{K} M={M}")
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
-        got = rounds({n: (lambda r=r: time_graph([lambda i=i: r(i, out) for i in range(4)])[0])
-                      for n, r in runs.items()}, 3)
-        med = {n: st.median(v) for n, v in got.items()}
-        rows.append(dict(op="nvfp4_mm", N=N, K=K, M=M, rounds=got, medians=med))
-        print(f"W4A4 route {N:5d}x{K:5d} M={M:2d} "
-              + "  ".join(f"{n} {v:6.2f}" for n, v in med.items()), flush=True)
+        rows.append(compare(runs, p.reference(0), out, torch.float16,
+                            f"W4A4 route {N:5d}x{K:5d} M={M:2d}",
+                            dict(op="nvfp4_mm", N=N, K=K, M=M)))
     save_rows("fair-share-route", rows)
 
 
@@ -105,17 +98,9 @@ def main():
             def call(i, o):  # the global scale is the encode scale: 1 / alpha
                 return fp4mm.nvfp4_w4a16_mm(p.x[0], *p.w[i], 1.0 / p.alpha, out=o)
 
-        runs = {"op": call, "unpadded": unpadded(call)}
-        for name, run in runs.items():
-            check_poisoned(lambda o, run=run: run(0, o), p.reference(0), odt,
-                           f"{name} {op} {N}x{K} M={M}")
         out = torch.empty((M, N), dtype=odt, device="cuda")
-        got = rounds({n: (lambda r=r: time_graph([lambda i=i: r(i, out) for i in range(4)])[0])
-                      for n, r in runs.items()}, 3)
-        med = {n: st.median(v) for n, v in got.items()}
-        rows.append(dict(op=op, N=N, K=K, M=M, rounds=got, medians=med))
-        print(f"{op:15s} {N:5d}x{K:5d} M={M:2d} "
-              + "  ".join(f"{n} {v:6.2f}" for n, v in med.items()), flush=True)
+        rows.append(compare({"op": call, "unpadded": unpadded(call)}, p.reference(0), out, odt,
+                            f"{op:15s} {N:5d}x{K:5d} M={M:2d}", dict(op=op, N=N, K=K, M=M)))
     save_rows("fair-share", rows)
 
 
