@@ -61,7 +61,6 @@ weights of 2^25 elements or more, x dequantised to fp16 first
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +73,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from fp4mm.backend import is_hopper
 from fp4mm.kernels import fp4_gemv_sm90
 from fp4mm.kernels.alpha import alpha_args
+from fp4mm.kernels.fp4_gemm_sm90 import _sm_count
 from fp4mm.kernels.fp4_gemv_sm90 import (
     _GL_DTYPE,
     _epilogue,
@@ -394,8 +394,7 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
                              warps=2 if M > 16 else 1)
     cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
     rows = 16 * cfg.row_tiles * cfg.warps
-    stage = rows * (128 + 16) + _token_tile(min(max(M, 1), MAX_M)) * KCHUNK * 2
-    wave = _SMS * (_SMEM_PER_SM // (cfg.stages * stage + 1024))
+    wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(min(max(M, 1), MAX_M))) + 1024))
     if chunks < 2 or triton.cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
     return cfg
@@ -445,12 +444,16 @@ def group_size_is_supported(group_size: int) -> bool:
     return group_size != 16 and fp4_gemv_sm90.group_size_is_supported(group_size)
 
 
+def _ring_bytes(cfg: GemvTMAConfig, nt: int) -> int:
+    """Shared memory of the E4M3-scale ring: codes, scales and an ``nt``-token x box a stage."""
+    return cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + 16) + nt * KCHUNK * 2)
+
+
 def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
-                   smem_per_sm: int) -> tuple[int, int, int]:
-    """KB of shared memory for each CTA (E4M3 weight scales: the codes, scales and x ring) to
-    hold beyond its ring, as up to three powers of two,
-    so that an SM fits no more than ``ceil(ctas / sms)`` of the launch's CTAs; ``(0, 0, 0)``
-    where the ring alone caps it there (or no such sum fits).
+                   smem_per_sm: int = _SMEM_PER_SM) -> tuple[int, int, int]:
+    """KB of shared memory for each CTA (E4M3 weight scales) to hold beyond its ring, as up to
+    three powers of two, so that an SM fits no more than ``ceil(ctas / sms)`` of the launch's
+    CTAs; ``(0, 0, 0)`` where the ring alone caps it there (or no such sum fits).
 
     Why: behind a kernel that lets it launch at its start (PDL), a CTA does not start on an SM
     where that kernel still runs, so the first ones pile onto the SMs it left free, up to the
@@ -463,7 +466,7 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
     tokens on three shapes): 8192 x 8192 M=32 23.72 / 28.82, 18432 x 3072 M=16 18.89 / 19.54,
     the other ten points from 0.28 slower to 0.23 faster. Measured for E4M3 (NVFP4) weight
     scales only; the group-scale form is not padded."""
-    own = cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + 16) + nt * KCHUNK * 2) + 64
+    own = _ring_bytes(cfg, nt) + 64  # and the stages' barriers
     fair = triton.cdiv(ctas, sms)
     if fair >= smem_per_sm // (own + 1024):  # (1 KB a CTA is reserved by the system)
         return 0, 0, 0
@@ -476,15 +479,6 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
     if smem_per_sm // per_cta != fair:
         return 0, 0, 0
     return tuple(pad + [0] * (3 - len(pad)))
-
-
-@functools.cache
-def _sm_resources(device_index: int) -> tuple[int, int]:
-    """(SMs, shared memory per SM in bytes) of a CUDA device (once per device: decode calls
-    are short)."""
-    props = torch.cuda.get_device_properties(device_index)
-    return props.multi_processor_count, getattr(props, "shared_memory_per_multiprocessor",
-                                                228 * 1024)
 
 
 def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, alpha,
@@ -539,7 +533,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, *_sm_resources(out.device.index))
+    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, _sm_count(out.device))
            if partial and fair_share and group_size is None else (0, 0, 0))
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
