@@ -115,7 +115,10 @@ def run_gemv_sm90(x, x_scales, w_q, w_scales, alpha, order: str, out, *,
 
         # exact (E2M1 x E4M3 fits fp16); with PDL, but the GEMV may launch only after the
         # pre-pass's stores: launched at its start, the GEMV's CTAs piled onto the SMs the
-        # pre-pass left free, 11-44 us slower at K >= 8192 (dispatch.GEMV_W4A4_TMA_MIN_M)
+        # pre-pass left free, 11-44 us slower at K >= 8192 (dispatch.GEMV_W4A4_TMA_MIN_M).
+        # Nothing piles up behind a late trigger, so no fair-share pad (0-0.44 us slower with
+        # it); the early trigger with the pad instead was 1-4% either way by shape (session 33,
+        # bench/results/2026-11-28-fair-share-route-h100.json)
         x16 = dequant_nvfp4(x, x_scales, order=order, dtype=torch.float16, pdl=True,
                             pdl_late=True)
         fp4_gemv_tma_sm90.gemv_tma_sm90(x16, w_q, w_scales, alpha, order, out, fair_share=False)
