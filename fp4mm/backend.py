@@ -31,11 +31,25 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@functools.cache
+def _capability_of_index(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def cuda_capability(device) -> tuple[int, int]:
+    """``(major, minor)`` of a CUDA device, looked up once per device: an eager decode call asks
+    several times (backend, dispatch, each kernel's support check, PDL), and
+    ``torch.cuda.get_device_capability`` costs a few microseconds of host time each."""
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _capability_of_index(index)
+
+
 def _triton_supports(device: torch.device) -> bool:
     if importlib.util.find_spec("triton") is None:
         return False
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (9, 0)
+        return cuda_capability(device) >= (9, 0)
     return False
 
 
@@ -43,7 +57,7 @@ def is_hopper(device) -> bool:
     """A CUDA device of compute capability 9.x (wgmma, TMA, setmaxnreg: the Gluon kernels)."""
     device = torch.device(device)
     return (device.type == "cuda" and torch.cuda.is_available()
-            and torch.cuda.get_device_capability(device)[0] == 9)
+            and cuda_capability(device)[0] == 9)
 
 
 def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> str:
@@ -67,7 +81,7 @@ def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> s
             f"{ENV_VAR}=triton with bfloat16 CPU tensors: Triton's interpreter computes bf16 "
             "wrongly; use float16 activations or the reference backend"
         )
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
+    if device.type == "cuda" and cuda_capability(device) < (9, 0):
         raise RuntimeError(f"{ENV_VAR}=triton: the kernels need sm_90 or newer, got {device}")
     return "triton"
 

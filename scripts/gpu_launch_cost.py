@@ -91,6 +91,26 @@ def main():
             res.setdefault(name, []).append(enqueue_us(fn)[0])
     for name, v in res.items():
         print(f"{name:36s} " + " / ".join(f"{u:7.1f}" for u in v), flush=True)
+    # the ops with the device capability looked up once (shipped) against asking torch each time
+    from fp4mm import backend
+    from fp4mm.kernels import pdl
+
+    cached = backend.cuda_capability
+
+    def uncached(device):
+        return torch.cuda.get_device_capability(torch.device(device))
+
+    ab = {}
+    ops = [c for c in cases if c[0].endswith("(op)")]
+    for _ in range(3):
+        for kind, fn_cap in (("cached", cached), ("uncached", uncached)):
+            backend.cuda_capability = pdl.cuda_capability = fn_cap
+            for name, fn in ops:
+                ab.setdefault(f"{name} {kind}", []).append(enqueue_us(fn)[0])
+    backend.cuda_capability = pdl.cuda_capability = cached
+    for name, v in ab.items():
+        print(f"{name:36s} " + " / ".join(f"{u:7.1f}" for u in v), flush=True)
+    res.update(ab)
     path = os.path.join(os.environ.get("OUT", "."), "launch_cost.json")
     with open(path, "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,

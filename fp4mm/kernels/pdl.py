@@ -16,6 +16,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from fp4mm.backend import cuda_capability
+
 
 @triton.jit
 def pdl_prologue(PDL: tl.constexpr, LATE: tl.constexpr = False):
@@ -40,6 +42,6 @@ def pdl_epilogue(PDL: tl.constexpr, LATE: tl.constexpr):
 def pdl_launch_args(device: torch.device) -> dict:
     """``{"PDL": True, "launch_pdl": True}`` for a CUDA device of compute capability 9.0 or
     more (where ``griddepcontrol`` exists), else ``{}`` (the kernels' default: no PDL)."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0):
+    if device.type == "cuda" and cuda_capability(device) >= (9, 0):
         return {"PDL": True, "launch_pdl": True}
     return {}
