@@ -32,17 +32,26 @@ def triton_interpreting() -> bool:
 
 
 @functools.cache
-def _capability_of_index(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
+def _properties(index: int):
+    return torch.cuda.get_device_properties(index)
+
+
+def _cuda_index(device) -> int:
+    device = torch.device(device)
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def cuda_capability(device) -> tuple[int, int]:
-    """``(major, minor)`` of a CUDA device, looked up once per device: an eager decode call asks
-    several times (backend, dispatch, each kernel's support check, PDL), and
+    """``(major, minor)`` of a CUDA device, its properties looked up once per device: an eager
+    decode call asks several times (backend, dispatch, each kernel's support check, PDL), and
     ``torch.cuda.get_device_capability`` costs a few microseconds of host time each."""
-    device = torch.device(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _capability_of_index(index)
+    props = _properties(_cuda_index(device))
+    return props.major, props.minor
+
+
+def sm_count(device) -> int:
+    """The multiprocessor count of a CUDA device (its properties looked up once per device)."""
+    return _properties(_cuda_index(device)).multi_processor_count
 
 
 def _triton_supports(device: torch.device) -> bool:

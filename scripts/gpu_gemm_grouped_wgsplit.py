@@ -171,7 +171,7 @@ def _grouped_wgsplit_kernel(w_desc, s_desc, x_desc, y_desc, num_units, num_full,
 def wgsplit_mm(x, packed, out, bn=128, stages=4):
     """``out = x @ (e2m1(w) * scales)^T`` through the split kernel (whole tiles only)."""
     M = x.shape[0]
-    sms = g._sm_count(x.device)
+    sms = g.sm_count(x.device)
     cfg = g.SM90Config(BN=bn, STAGES=stages)
     sc = g._schedule(M, packed, cfg, sms)
     assert sc.split == 1 and packed.group_k == 32 and out.shape[1] % 8 == 0

@@ -49,7 +49,7 @@ def occupancy(kernel) -> int:
 def dense(x, packed, out, config, ctas, flags=None):
     """``gemm_sm90_dense_x`` with ``ctas`` CTAs per SM (2: compiled at maxnreg 80)."""
     M = x.shape[0]
-    slots = g._sm_count(x.device) * ctas
+    slots = g.sm_count(x.device) * ctas
     w_desc, s_desc, x_desc, y_desc = g.make_descriptors(packed, x, out, config)
     sc = g._schedule(M, packed, config, slots)
     split_units = sc.num_units - sc.num_full
@@ -73,7 +73,7 @@ def dense(x, packed, out, config, ctas, flags=None):
 def w4a4(xq, xs, packed, out, config, ctas):
     """``fp4_gemm_sm90`` (x pre-pass, then the GEMM) with ``ctas`` CTAs per SM."""
     M = xq.shape[0]
-    sc = g._schedule(M, packed, config, g._sm_count(xq.device) * ctas)
+    sc = g._schedule(M, packed, config, g.sm_count(xq.device) * ctas)
     flags = (torch.empty(sc.num_tiles, dtype=torch.int32, device=xq.device)
              if g.fixup_in_kernel(sc) else None)
     x = g.dequant_nvfp4(xq, xs, order=ORDER, dtype=torch.float16, pdl=True, zero=flags)

@@ -71,7 +71,7 @@ def main():
         xd = dequant_nvfp4(xq, xs, order="high_first")
         packs = [g.prepack_weight_sm90(wq.clone(), ws.clone(), "high_first") for _ in range(8)]
         out = torch.empty((M, N), dtype=torch.float16, device="cuda")
-        sc = g.schedule(M, N, K, cfg, g._sm_count("cuda"))
+        sc = g.schedule(M, N, K, cfg, g.sm_count("cuda"))
         flags = torch.zeros(sc.num_tiles, dtype=torch.int32, device="cuda")
         probe = torch.zeros((sc.num_units, 6), dtype=torch.int64, device="cuda")
         g.PROBE[0] = probe
@@ -80,7 +80,7 @@ def main():
         torch.cuda.synchronize()
         p = probe.cpu().tolist()
         t_first = min(r[0] for r in p)
-        grid = min(sc.num_units, g._sm_count("cuda")) if cfg.PERSISTENT else sc.num_units
+        grid = min(sc.num_units, g.sm_count("cuda")) if cfg.PERSISTENT else sc.num_units
         span = (max(r[3] for r in p) - t_first) / 1e3
         print(f"== {M}x{N}x{K} {cfg} units {sc.num_units} span {span:.1f} us", flush=True)
         rounds: dict = {}

@@ -80,11 +80,11 @@ def correctness(rows):
         again = run(xq, xs, pack, 0.5, order, odt, cfg)  # the counters were reset
         same = torch.equal(out, again)
         two = C(cfg.BN, cfg.STAGES, WG=2, SPLIT=cfg.SPLIT)
-        sc3, sc2 = (g.schedule(M, N, K, c, g._sm_count(DEV)) for c in (cfg, two))
+        sc3, sc2 = (g.schedule(M, N, K, c, g.sm_count(DEV)) for c in (cfg, two))
         bits = None
         if sc3.split == sc2.split == 1:
             bits = torch.equal(out, run(xq, xs, pack, 0.5, order, odt, two))
-        fix = g.fixup_in_kernel(sc3, cfg, g._sm_count(DEV))
+        fix = g.fixup_in_kernel(sc3, cfg, g.sm_count(DEV))
         good = ok and same and bits is not False
         ok_all &= good
         print(f"check {M}x{N}x{K} {cfg} {odt} {order}: oracle {ok} (rel {rel:.2e}), "
@@ -98,7 +98,7 @@ def correctness(rows):
 
 def timing(rows):
     order, alpha = "high_first", 1 / 64
-    sms = g._sm_count(DEV)
+    sms = g.sm_count(DEV)
     for M, N, K in SHAPES:
         xq, xs, wq, ws = gen(M, N, K, seed=1)
         ncopy = max(2, int(3 * 50e6 // (wq.numel() + ws.numel())) + 1)

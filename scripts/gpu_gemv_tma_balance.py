@@ -62,7 +62,7 @@ def compare():
         got = rounds(fns)
         med = {k: sorted(v)[1] for k, v in got.items()}
         plan = T.split_plan(cfgs["balanced"], N, K // 256, 16 if M <= 16 else 32,
-                            T._sm_count(0), group is not None)
+                            T.sm_count(0), group is not None)
         rows.append(dict(op=op, dtype=str(dt), M=M, N=N, K=K, rule=str(rule), plan=plan,
                          rounds=got, us=med))
         print(f"{op:15s} {str(dt)[6:]:8s} M={M:2d} {N:5d}x{K:<5d} rule {med['rule']:6.2f}  "

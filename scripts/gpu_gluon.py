@@ -236,7 +236,7 @@ def bench_shape(M, N, K, variants, rows, rep):
             t_ggr = graph_time(gemm_only, calls, rep) if graphs else float("nan")
             rows.append(dict(op="nvfp4_mm", impl=f"fp4mm_gluon[{name}]", M=M, N=N, K=K,
                              config=str(cfg or g.choose_config(M, N, K, torch.float16,
-                                                               g._sm_count(DEV))),
+                                                               g.sm_count(DEV))),
                              median_us=t * 1e3, tflops=flop / t / 1e9, prepacked=True,
                              correct=True, vs_cublas_bf16=t_cub / t, gemm_only_us=t_g * 1e3,
                              gemm_only_vs_cublas=t_cub / t_g, weight_copies=len(packs),

@@ -89,7 +89,7 @@ def main():
                 grid](xq, xs, xo, M, K, xq.stride(0), xs.stride(0), xo.stride(0), xo, 0,
                       HIGH_FIRST=True, BLOCK_R=br, BLOCK_K=bk, PDL=True, ZERO=False,
                       launch_pdl=True, num_warps=nw))
-        heur = g.choose_config(M, N, K, torch.float16, g._sm_count(DEV))
+        heur = g.choose_config(M, N, K, torch.float16, g.sm_count(DEV))
         for cfg in [None] + EXTRA[(M, N, K)]:
             out.fill_(float("nan"))
             g.fp4_gemm_sm90(xq, xs, None, None, alpha, order, out, prepacked=packs[0],
@@ -103,7 +103,7 @@ def main():
             add(f"call {label}", lambda: g.fp4_gemm_sm90(
                 xq, xs, None, None, alpha, order, out, prepacked=nxt(packs), config=cfg))
             c = cfg or heur
-            sc = g.schedule(M, N, K, c, g._sm_count(DEV))
+            sc = g.schedule(M, N, K, c, g.sm_count(DEV))
             if g.fixup_in_kernel(sc):
                 add(f"call with the reduce launch {label}", lambda: g.gemm_sm90_dense_x(
                     dequant_nvfp4(xq, xs, order=order, pdl=True), nxt(packs), alpha, out,

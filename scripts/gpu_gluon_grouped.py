@@ -151,7 +151,7 @@ def timing(quick, ok):
         if not ok:
             continue
         base = rows[-1]["ms"]
-        heur = g.choose_config(M, N, K, torch.float16, g._sm_count(DEV), grouped=True)
+        heur = g.choose_config(M, N, K, torch.float16, g.sm_count(DEV), grouped=True)
         cfgs = [None, C(BN=128, STAGES=4), C(BN=128, STAGES=8), C(BN=64, STAGES=8),
                 C(BN=128, STAGES=6, PERSISTENT=False)]
         for cfg in cfgs if not quick else cfgs[:1]:

@@ -59,23 +59,28 @@ def test_ops_run_on_the_device_of_their_tensors(monkeypatch):
         assert fn.__wrapped__ is not None, fn
 
 
-def test_cuda_capability_asks_torch_once_per_device(monkeypatch):
-    """Looked up once per device index ("cuda" is the current device), since an eager decode
-    call asks several times; distinct devices keep distinct answers."""
+def test_device_properties_are_asked_once_per_device(monkeypatch):
+    """The capability and the SM count come from one lookup per device index ("cuda" is the
+    current device), since an eager decode call asks several times; distinct devices keep
+    distinct answers."""
+    from types import SimpleNamespace
+
     asked = []
-    caps = {0: (9, 0), 1: (8, 0)}
-    monkeypatch.setattr(torch.cuda, "get_device_capability",
-                        lambda index: asked.append(index) or caps[index])
+    props = {0: SimpleNamespace(major=9, minor=0, multi_processor_count=132),
+             1: SimpleNamespace(major=8, minor=0, multi_processor_count=108)}
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: asked.append(index) or props[index])
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    backend._capability_of_index.cache_clear()
+    backend._properties.cache_clear()
     try:
         assert backend.cuda_capability("cuda:0") == (9, 0)
         assert backend.cuda_capability(torch.device("cuda", 0)) == (9, 0)
+        assert backend.sm_count("cuda:0") == 132
         assert backend.cuda_capability("cuda") == (8, 0)  # the current device, index 1
-        assert backend.cuda_capability("cuda:1") == (8, 0)
+        assert backend.sm_count("cuda:1") == 108
         assert asked == [0, 1]
     finally:
-        backend._capability_of_index.cache_clear()  # no faked answers left for other tests
+        backend._properties.cache_clear()  # no faked answers left for other tests
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")

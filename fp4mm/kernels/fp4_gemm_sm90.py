@@ -56,7 +56,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.language.extra.cuda import gdc_wait
 
-from fp4mm.backend import is_hopper
+from fp4mm.backend import is_hopper, sm_count
 from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 from fp4mm.kernels.fp4_decode import as_16bit_pairs
@@ -841,16 +841,6 @@ def prepack_grouped_sm90(w_q: torch.Tensor, scales: torch.Tensor, group_size: in
 # ----------------------------------------------------------------------------------------------
 # Launcher
 # ----------------------------------------------------------------------------------------------
-_SM_COUNT: dict = {}
-
-
-def _sm_count(device) -> int:
-    idx = torch.device(device).index or 0
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
-
-
 @functools.lru_cache(maxsize=16)
 def _no_flags(device) -> torch.Tensor:
     """The kernel's flags argument when the split-K slices are not summed in the kernel."""
@@ -946,7 +936,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
     in either order), else by a second launch (in slice order)."""
     M, K = x.shape
     N = packed.N
-    sms = _sm_count(x.device)
+    sms = sm_count(x.device)
     if config is None:
         config = choose_config(M, N, K, out.dtype, sms, grouped=packed.group_k > 0)
     elif not config_is_valid(config, out.dtype, grouped=packed.group_k > 0):
@@ -988,7 +978,7 @@ def fp4_gemm_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
     """
     if prepacked is None:
         prepacked = prepack_weight_sm90(w_q, w_scales, order)
-    M, sms = x_q.shape[0], _sm_count(x_q.device)
+    M, sms = x_q.shape[0], sm_count(x_q.device)
     if config is None:
         config = choose_config(M, prepacked.N, prepacked.K, out.dtype, sms)
     sc = _schedule(M, prepacked, config, sms)

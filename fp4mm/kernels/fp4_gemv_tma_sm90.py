@@ -70,10 +70,9 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from fp4mm.backend import is_hopper
+from fp4mm.backend import is_hopper, sm_count
 from fp4mm.kernels import fp4_gemv_sm90
 from fp4mm.kernels.alpha import alpha_args
-from fp4mm.kernels.fp4_gemm_sm90 import _sm_count
 from fp4mm.kernels.fp4_gemv_sm90 import (
     _GL_DTYPE,
     _epilogue,
@@ -533,7 +532,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, _sm_count(out.device))
+    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, sm_count(out.device))
            if partial and fair_share and group_size is None else (0, 0, 0))
     _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,

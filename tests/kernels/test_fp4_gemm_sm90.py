@@ -537,7 +537,7 @@ def test_split_k_summed_in_the_kernel_equals_the_reduce_pass(M, N, K, cfg, out_d
     16-byte TMA rows of the output.)"""
     xq, xs, wq, ws = _gen(M, N, K, seed=M + K)
     packed = g.prepack_weight_sm90(wq, ws, "low_first")
-    sc = g.schedule(M, N, K, cfg, g._sm_count("cuda"))
+    sc = g.schedule(M, N, K, cfg, g.sm_count("cuda"))
     assert g.fixup_in_kernel(sc)
     x = g.dequant_nvfp4(xq, xs, order="low_first")
     want = torch.full((M, N), float("nan"), dtype=out_dtype, device="cuda")

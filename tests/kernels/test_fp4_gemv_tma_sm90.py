@@ -428,7 +428,7 @@ def test_launcher_pads_only_split_k_launches_of_e4m3_scales(monkeypatch):
             return lambda *a, **k: launched.append((grid, k))
 
     monkeypatch.setattr(T, "_fp4_gemv_tma_sm90_kernel", Kernel())
-    monkeypatch.setattr(T, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(T, "sm_count", lambda device: 132)
     from fp4mm.kernels import fp4_gemv
 
     monkeypatch.setattr(fp4_gemv, "reduce_partials", lambda *a, **k: None)
