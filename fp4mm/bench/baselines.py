@@ -28,6 +28,7 @@ from fp4mm import reference
 from fp4mm.bench.cases import Impl, Problem, Runner, tensor_bytes
 from fp4mm.formats import E2M1_VALUES, dequantize_fp4_groupwise, dequantize_nvfp4_blocks
 from fp4mm.formats.nvfp4 import quantize_nvfp4 as quantize_nvfp4_torch
+from fp4mm.kernels.host import cdiv
 
 NVFP4_OPS = frozenset({"nvfp4_mm"})
 MATMUL_OPS = frozenset({"nvfp4_mm", "w4a16_mm", "nvfp4_w4a16_mm"})
@@ -85,7 +86,7 @@ def mxfp4_mm_triton(a, sa, b, sb, alpha: float, out, block_m: int = 128, block_n
     M, N, K = a.shape[0], b.shape[0], a.shape[1] * 2
     if K % block_k != 0:
         raise ValueError(f"K: the MXFP4 baseline needs K % {block_k} == 0, got K = {K}")
-    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n),)
+    grid = (cdiv(M, block_m) * cdiv(N, block_n),)
     _mxfp4_mm_kernel[grid](a, sa, b, sb, out, float(alpha), M, N, K, BLOCK_M=block_m,
                            BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=num_warps,
                            num_stages=num_stages)
@@ -120,7 +121,7 @@ def dequant_nvfp4_triton(q: torch.Tensor, s: torch.Tensor, dtype=torch.bfloat16,
     if out is None:
         out = torch.empty((R, K), dtype=dtype, device=q.device)
     block = 1024
-    _nvfp4_dequant_kernel[(triton.cdiv(R * K, block),)](q, s, out, R * K, K, BLOCK=block)
+    _nvfp4_dequant_kernel[(cdiv(R * K, block),)](q, s, out, R * K, K, BLOCK=block)
     return out
 
 

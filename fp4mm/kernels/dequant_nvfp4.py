@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+from fp4mm.kernels.host import cdiv
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 
@@ -84,7 +85,7 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
     if out is None:
         out = torch.empty((R, K), dtype=dtype, device=q.device)
     block_r, block_k = 32, 128
-    grid = (triton.cdiv(R, block_r), triton.cdiv(K, block_k))
+    grid = (cdiv(R, block_r), cdiv(K, block_k))
     _dequant_nvfp4_kernel[grid](q, scales, out, R, K, q.stride(0), scales.stride(0),
                                 out.stride(0), out if zero is None else zero,
                                 0 if zero is None else zero.numel(),

@@ -51,6 +51,7 @@ import triton.language as tl
 
 from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
+from fp4mm.kernels.host import cdiv
 
 # Scale paths (constexpr SCALE_PATH):
 SCALE_NVFP4 = 0  # uint8 E4M3 bytes, one per 16 along K, row-major (N, K/16): scale folded in fp16
@@ -354,7 +355,7 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha,
         raise ValueError(f"config: BLOCK_N = {cfg.block_n} < 64 with 16-wide group chunks "
                          f"(group_size {group_size}, BLOCK_K {cfg.block_k}) miscompiles on "
                          f"sm_90; use BLOCK_N >= 64")
-    grid = (triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m),)
+    grid = (cdiv(N, cfg.block_n) * cdiv(M, cfg.block_m),)
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemm_kernel[grid](
         x, w_q, s_arg, out, M, N, K, alpha, alpha_ptr,

@@ -60,6 +60,7 @@ from fp4mm.backend import is_hopper, sm_count
 from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 from fp4mm.kernels.fp4_decode import as_16bit_pairs
+from fp4mm.kernels.host import cdiv, next_power_of_2
 from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
@@ -127,11 +128,11 @@ def schedule(M: int, N: int, K: int, config: SM90Config, sms: int) -> Schedule:
     """Split-K for the last wave only: the ``(T // sms) * sms`` tiles of whole waves stay whole;
     the ``T % sms`` tiles of the last, partial wave are split (all tiles when ``T < sms``), so
     that the split costs workspace traffic only where SMs would otherwise idle."""
-    num_tiles = triton.cdiv(M, config.BN) * triton.cdiv(N, BM)
-    k_tiles = triton.cdiv(K, K_ALIGN) * 2
-    kps = triton.cdiv(k_tiles, config.SPLIT)
+    num_tiles = cdiv(M, config.BN) * cdiv(N, BM)
+    k_tiles = cdiv(K, K_ALIGN) * 2
+    kps = cdiv(k_tiles, config.SPLIT)
     kps += kps % 2  # the even/odd schedule consumes K tiles in pairs
-    split = triton.cdiv(k_tiles, kps)
+    split = cdiv(k_tiles, kps)
     num_full = (num_tiles // sms) * sms
     if split == 1 or num_full == num_tiles:
         return Schedule(num_tiles, num_tiles, num_tiles, 1, k_tiles, k_tiles)
@@ -174,8 +175,8 @@ def predict_us(M: int, N: int, K: int, config: SM90Config, sms: int,
     else:
         step = _US_STEP_FIXED + _US_STEP_PER_TOKEN * config.BN
         per_unit, launch, rate = _US_PER_UNIT, _US_REDUCE_LAUNCH, _REDUCE_BYTES_PER_US
-    waves = triton.cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
-    extra = triton.cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
+    waves = cdiv(sc.num_tiles, sms) if sc.split == 1 else sc.num_full // sms
+    extra = cdiv(sc.num_units - sc.num_full, sms)  # split units per busiest CTA
     t = (waves * sc.k_tiles + extra * sc.k_per_split) * step + (waves + extra) * per_unit
     if sc.split > 1:
         split_tiles = sc.num_tiles - sc.num_full
@@ -213,7 +214,7 @@ def choose_config(M: int, N: int, K: int, out_dtype: torch.dtype = torch.float16
     """
     cands = []
     if M <= SMALL_BN:  # the smallest token tile that holds M: the steps stream the weights
-        shapes = ((max(16, triton.next_power_of_2(M)), 6),)
+        shapes = ((max(16, next_power_of_2(M)), 6),)
     elif grouped:  # BN 256 spills; 4 stages timed at or below 6 and 8 (perf-log, session 10)
         shapes = ((128, 4),)
     elif M <= 128:  # one 128-token tile; a short grid splits K (the reduce pass sums it)
@@ -728,7 +729,7 @@ def prepack_sm90_torch(w_q: torch.Tensor, w_scales: torch.Tensor | None,
     ``fp4mm.kernels.prepack_sm90.prepack_sm90_triton`` (bit for bit), used on the CPU.
     ``w_scales=None``: the codes alone (``scales`` is ``None``)."""
     N, K = w_q.shape[0], w_q.shape[1] * 2
-    Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
+    Np, Kp = cdiv(N, BM) * BM, cdiv(K, K_ALIGN) * K_ALIGN
     q = torch.zeros((Np, Kp // 2), dtype=torch.uint8, device=w_q.device)
     q[:N, :K // 2] = w_q
     if order == "high_first":
@@ -763,7 +764,7 @@ def prepack_weight_sm90(w_q: torch.Tensor, w_scales: torch.Tensor,
 
 def packed_shapes(N: int, K: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Shapes of the NVFP4 ``(codes, scales)`` of :class:`PackedWeightSM90` for an N x K weight."""
-    nb, kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    nb, kt = cdiv(N, BM), cdiv(K, K_ALIGN) * K_ALIGN // BK
     return (nb * 16, kt * 256), (nb * 8, kt * 64)
 
 
@@ -808,7 +809,7 @@ def prepack_group_scales_sm90(scales: torch.Tensor, group_size: int) -> torch.Te
     in plain torch: the twin of ``prepack_sm90.group_scales_sm90_triton`` (used on the CPU)."""
     gk = group_k(group_size)
     N, K = scales.shape[0], scales.shape[1] * group_size
-    Np, Kp = triton.cdiv(N, BM) * BM, triton.cdiv(K, K_ALIGN) * K_ALIGN
+    Np, Kp = cdiv(N, BM) * BM, cdiv(K, K_ALIGN) * K_ALIGN
     s = torch.zeros((Np, Kp // gk), dtype=torch.float32, device=scales.device)
     s[:N, :K // gk] = scales.float().repeat_interleave(group_size // gk, dim=1)
     return s.view(Np // BM, BM, Kp // gk).transpose(1, 2).reshape(-1).contiguous()
@@ -903,7 +904,7 @@ def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha, sc: Schedule,
     M, N = out.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
     _splitk_reduce_kernel[grid](ws, out, alpha, alpha_ptr, M, N, out.stride(0), sc.num_full,
-                                triton.cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
+                                cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
                                 PDL=pdl, ALPHA_PTR=alpha_on_device, launch_pdl=pdl,
                                 num_warps=4)
 
@@ -953,7 +954,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
     _fp4_gemm_sm90_kernel[(grid,)](
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
-        triton.cdiv(M, config.BN), sc.k_tiles, int(fixup),
+        cdiv(M, config.BN), sc.k_tiles, int(fixup),
         BN=config.BN, STAGES=config.STAGES, DTYPE=_GL_DTYPE[x.dtype], GK=packed.group_k,
         PDL=True, ALPHA_PTR=alpha_on_device, launch_pdl=True, num_warps=8)
     if split_units and not fixup:
@@ -1025,6 +1026,6 @@ def _gemm_dense(x, packed, alpha, out, config, flags=None):
     if N % 8 == 0 and out.is_contiguous():
         gemm_sm90_dense_x(x, packed, alpha, out, config=config, flags=flags)
         return
-    padded = torch.empty((M, triton.cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
+    padded = torch.empty((M, cdiv(N, 8) * 8), dtype=out.dtype, device=out.device)
     gemm_sm90_dense_x(x, packed, alpha, padded, config=config, flags=flags)
     out.copy_(padded[:, :N])

@@ -37,6 +37,7 @@ Kernels see plain contiguous tensors; validation lives in ``fp4mm.ops``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from fp4mm.kernels.fp4_decode import (
     e2m1_to_f16_x64,
     e4m3_to_f16_x64,
 )
+from fp4mm.kernels.host import cdiv
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 # ----------------------------------------------------------------------------------------- kernel
@@ -337,7 +339,7 @@ def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
     block = 1024
     pdl_args = ({"PDL": True, "launch_pdl": True, "PDL_LATE": pdl_late} if pdl
                 else {})  # the interpreter has no PDL
-    _splitk_reduce_kernel[(triton.cdiv(M * N, block),)](
+    _splitk_reduce_kernel[(cdiv(M * N, block),)](
         part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
         ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
 
@@ -395,6 +397,7 @@ _FMA_PREFETCH = 2  # steps in flight ahead of the decode (v2 sweep: 23.2 vs 27.4
 _DOT_PREFETCH = 1  # (v2 sweep: 1 step 2-5% faster than 0; 2-3 steps slower; 0 for block_k < 128)
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool = True,
                   x_fp4: bool = False, device: torch.device | None = None) -> GemvConfig:
     """Heuristic config (measured, see above): FMA for M = 1, else tensor cores with tokens padded
@@ -414,10 +417,10 @@ def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool =
     block_k = min(cfg.block_k, max(16, _next_pow2(K)))
     if cfg.use_dot and not nvfp4 and group_size % 16 == 0:
         block_k = min(block_k, group_size & -group_size)  # a power of two dividing the group
-    tiles = triton.cdiv(N, cfg.block_n) * triton.cdiv(M, cfg.block_m)
+    tiles = cdiv(N, cfg.block_n) * cdiv(M, cfg.block_m)
     split = 1
     if tiles < target:
-        split = max(1, min(triton.cdiv(target, tiles), K // block_k, 16))
+        split = max(1, min(cdiv(target, tiles), K // block_k, 16))
     prefetch = _FMA_PREFETCH if not cfg.use_dot else (_DOT_PREFETCH if block_k >= 128 else 0)
     return dataclasses.replace(cfg, block_k=block_k, split_k=split, prefetch=prefetch)
 
@@ -451,8 +454,8 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
     if not is_valid_config(cfg):
         raise ValueError(f"config: invalid {cfg}")
     # Each split covers a whole number of K steps; drop empty trailing splits.
-    k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
-    split = triton.cdiv(K, k_split)
+    k_split = cdiv(cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
+    split = cdiv(K, k_split)
     even_k = K % cfg.block_k == 0
     if split > 1:
         dest = torch.empty((split, M, N), dtype=torch.float32, device=out.device)
@@ -462,7 +465,7 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
     if x_fp4:
         x = _words(x)
     xs = x_scales if x_fp4 else x  # unused pointer when x is 16-bit
-    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(N, cfg.block_n), split)
+    grid = (cdiv(M, cfg.block_m), cdiv(N, cfg.block_n), split)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_kernel[grid](
         x, xs, w, w_scales, dest,

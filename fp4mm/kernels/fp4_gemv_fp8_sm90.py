@@ -68,6 +68,8 @@ clamped for loads and not stored).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -81,6 +83,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_decode import E2M1_E4M3_BYTES_PTX
+from fp4mm.kernels.host import cdiv, next_power_of_2
 
 MAX_M = 4  # tokens (the ops' limit is fp4mm.ops.dispatch.GEMV_FP8_SM90_MAX_M)
 WINDOW = 256  # K per window: 8 wgmmas of K 32, 16 scale blocks
@@ -436,10 +439,11 @@ def uses_halves(N: int, M: int, split: int) -> bool:
     (576 CTAs) 16.60 against 17.48 for the best split before (3); where 4 CTAs an SM already
     hold the grid, or neither count does, halves are slower (8192 x 8192 split 4 18.78 vs
     18.08, 28672 x 4096 split 2 32.75 vs 29.80)."""
-    ctas = triton.cdiv(N, ROWS) * split
+    ctas = cdiv(N, ROWS) * split
     return tokens_per_cta(M) == 4 and _WAVE < ctas <= _WAVE_HALVES
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def choose_split(N: int, K: int, M: int = 1) -> int:
     """K slices (grid axis 1): the smallest divisor of the window count that leaves at most 8
     windows a CTA and at least 176 CTAs (4/3 per SM of an H100), else the largest divisor. For
@@ -454,7 +458,7 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     six shapes and is within 3% at 3072 x 3072. Four tokens take the smallest split first where
     it fits one wave of CTAs in halves (:func:`uses_halves`): 18432 x 3072 split 2."""
     windows = K // WINDOW
-    blocks = triton.cdiv(N, ROWS)
+    blocks = cdiv(N, ROWS)
     divisors = [s for s in range(1, windows + 1) if windows % s == 0]
     fit = [s for s in divisors if windows // s <= 8 and blocks * s >= 176]
     if fit and uses_halves(N, M, fit[0]):
@@ -502,10 +506,10 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     halves = uses_halves(N, M, split)
-    _fp4_gemv_fp8_sm90_kernel[(triton.cdiv(N, ROWS), split)](
+    _fp4_gemv_fp8_sm90_kernel[(cdiv(N, ROWS), split)](
         w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
         x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
-        WINS=wins, TP=triton.next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,
+        WINS=wins, TP=next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,
         ALPHA_PTR=alpha_on_device and split == 1, HALVES=halves, num_warps=4, launch_pdl=True,
         **({"maxnreg": HALVES_MAXNREG} if halves else {}))
     if split > 1:

@@ -79,10 +79,10 @@ raises above it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
@@ -95,6 +95,7 @@ from fp4mm.kernels.fp4_decode import (
     E2M1_WORD_PTX,
     as_16bit_pairs,
 )
+from fp4mm.kernels.host import cdiv, next_power_of_2
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
 _KS = gl.constexpr(KS)  # the same, for the jit functions
@@ -826,6 +827,7 @@ def is_supported(device, M: int, K: int, *tensors: torch.Tensor,
             and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in tensors))
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
                   group_size: int | None = None, bf16_x: bool = False) -> GemvSM90Config:
     """The heuristic, from the H100 sweep of run 5 (bench/results/2026-11-26-gemv_sm90-h100-run5.
@@ -899,7 +901,7 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     """
     grouped = group_size is not None
     if grouped and group_size < KS:
-        warps = triton.cdiv(N, 16)
+        warps = cdiv(N, 16)
         if group_columns(M, group_size) <= GROUP_COLS_FAST or group_size == 16:
             split = max(1, min(4, K // KS, round((4608 if bf16_x else 2304) / warps)))
             return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS)
@@ -908,7 +910,7 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
             return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS // 2)
     two_tiles = x_fp4 or (not x_fp4 and 8 < M <= 16)
     rt = 2 if two_tiles and not grouped else 1
-    warps = triton.cdiv(N, 16 * rt)
+    warps = cdiv(N, 16 * rt)
     wide_16bit = not x_fp4 and not grouped and 8 < M <= 16
     if grouped and group_size < KS:
         target = 3456 if M == 1 else 1152
@@ -932,8 +934,8 @@ def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:
     (then the ring slots past its end load zeros)."""
     unroll = cfg.prefetch + 1
     split = max(1, min(cfg.split_k, steps))
-    per = triton.cdiv(triton.cdiv(steps, split), unroll) * unroll
-    return triton.cdiv(steps, per), per, steps % unroll != 0
+    per = cdiv(cdiv(steps, split), unroll) * unroll
+    return cdiv(steps, per), per, steps % unroll != 0
 
 
 # W4A4 tokens from which this GEMV's split-K reduce lets the next kernel launch only after its
@@ -956,7 +958,7 @@ def _uses_pdl(partial: bool, group_size: int | None, token_tile: int) -> bool:
 
 
 def _token_tile(M: int) -> int:
-    return max(8, triton.next_power_of_2(M))
+    return max(8, next_power_of_2(M))
 
 
 def group_cols_max_m(group_size: int, block: int = KS) -> int:
@@ -1033,7 +1035,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
     pdl = _uses_pdl(partial, group_size, nt)
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
-    grid = (triton.cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
+    grid = (cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     _fp4_gemv_sm90_kernel[grid](
         xa, xs, w_q.view(torch.int32), ws, dst,

@@ -61,10 +61,10 @@ weights of 2^25 elements or more, x dequantised to fp16 first
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
@@ -80,6 +80,7 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
     _step,
     _token_tile,
 )
+from fp4mm.kernels.host import cdiv
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
@@ -357,6 +358,7 @@ _SMS = 132
 _SMEM_PER_SM = 228 * 1024
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
     """The heuristic, from the H100 sweeps (CUDA-graph medians).
     - NVFP4 weights (session 28, after the swizzled reads; bench/results/2026-11-27-gemv-tma-
@@ -394,7 +396,7 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
     rows = 16 * cfg.row_tiles * cfg.warps
     wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(min(max(M, 1), MAX_M))) + 1024))
-    if chunks < 2 or triton.cdiv(N, rows) * 2 > wave:
+    if chunks < 2 or cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
     return cfg
 
@@ -448,6 +450,7 @@ def _ring_bytes(cfg: GemvTMAConfig, nt: int) -> int:
     return cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + 16) + nt * KCHUNK * 2)
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
                    smem_per_sm: int = _SMEM_PER_SM) -> tuple[int, int, int]:
     """KB of shared memory for each CTA (E4M3 weight scales) to hold beyond its ring, as up to
@@ -466,7 +469,7 @@ def fair_share_pad(cfg: GemvTMAConfig, nt: int, ctas: int, sms: int,
     the other ten points from 0.28 slower to 0.23 faster. Measured for E4M3 (NVFP4) weight
     scales only; the group-scale form is not padded."""
     own = _ring_bytes(cfg, nt) + 64  # and the stages' barriers
-    fair = triton.cdiv(ctas, sms)
+    fair = cdiv(ctas, sms)
     if fair >= smem_per_sm // (own + 1024):  # (1 KB a CTA is reserved by the system)
         return 0, 0, 0
     room = (smem_per_sm // fair - 1024 - own) // 1024
@@ -526,15 +529,15 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         TensorDescriptor.from_tensor(xv, [rows, 4, 64], _X_SWIZZLED) if rows else x_desc
         for rows in x_extra_boxes(xm, xr))
     chunks = K // KCHUNK
-    per = triton.cdiv(chunks, max(1, min(cfg.split_k, chunks)))
-    split = triton.cdiv(chunks, per)
+    per = cdiv(chunks, max(1, min(cfg.split_k, chunks)))
+    split = cdiv(chunks, per)
     partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = (fair_share_pad(cfg, nt, triton.cdiv(N, bn) * split, sm_count(out.device))
+    pad = (fair_share_pad(cfg, nt, cdiv(N, bn) * split, sm_count(out.device))
            if partial and fair_share and group_size is None else (0, 0, 0))
-    _fp4_gemv_tma_sm90_kernel[(triton.cdiv(N, bn), split)](
+    _fp4_gemv_tma_sm90_kernel[(cdiv(N, bn), split)](
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,

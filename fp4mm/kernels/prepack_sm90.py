@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fp4mm.kernels.host import cdiv
+
 BM = 128  # weight rows per block (fp4_gemm_sm90.BM)
 BK = 64  # K per tile (fp4_gemm_sm90.BK)
 K_ALIGN = 2 * BK  # K is padded to an even number of 64-K tiles (fp4_gemm_sm90.K_ALIGN)
@@ -89,7 +91,7 @@ def group_scales_sm90_triton(scales: torch.Tensor, group_size: int, gk: int) -> 
     if gk not in (32, 64) or group_size % gk:
         raise ValueError(f"gk: expected 32 or 64 dividing group_size {group_size}, got {gk}")
     N, K = scales.shape[0], scales.shape[1] * group_size
-    num_nb, num_kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    num_nb, num_kt = cdiv(N, BM), cdiv(K, K_ALIGN) * K_ALIGN // BK
     out = torch.empty(num_nb * num_kt * BM * BK // gk, dtype=torch.float32, device=scales.device)
     if N:
         _group_scales_sm90_kernel[(num_nb, num_kt)](
@@ -137,7 +139,7 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor | None,
             raise ValueError(f"w_scales: on {w_scales.device}, w_q on {w_q.device}")
     if order not in ("low_first", "high_first"):
         raise ValueError(f"order: expected 'low_first' or 'high_first', got {order!r}")
-    num_nb, num_kt = triton.cdiv(N, BM), triton.cdiv(K, K_ALIGN) * K_ALIGN // BK
+    num_nb, num_kt = cdiv(N, BM), cdiv(K, K_ALIGN) * K_ALIGN // BK
     kt_per = _kt_per_program(num_kt) if kt_per_program is None else kt_per_program
     if kt_per < 1 or num_kt % kt_per:
         raise ValueError(f"kt_per_program: {kt_per} does not divide the {num_kt} K tiles")

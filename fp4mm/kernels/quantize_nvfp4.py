@@ -40,6 +40,7 @@ path 1.75 (bf16) and 0.77 (fp16); dynamic (amax pass + quantise, [8, 256] tile) 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ import triton.language as tl
 from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import triton_interpreting
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
+from fp4mm.kernels.host import cdiv, next_power_of_2
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_launch_args, pdl_prologue
 
 _FLT_MAX = 3.4028234663852886e38
@@ -521,11 +523,12 @@ class QuantizeConfig:
                              f"{self.k_programs!r}")
 
     def grid(self, M: int, K: int) -> tuple[int, int]:
-        m_tiles, k_tiles = max(1, triton.cdiv(M, self.block_m)), triton.cdiv(K, self.block_k)
-        k_programs = self.k_programs or triton.cdiv(self.target_programs, m_tiles)
+        m_tiles, k_tiles = max(1, cdiv(M, self.block_m)), cdiv(K, self.block_k)
+        k_programs = self.k_programs or cdiv(self.target_programs, m_tiles)
         return m_tiles, max(1, min(k_tiles, k_programs))
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def pick_config(M: int, K: int, path: str = "f32") -> QuantizeConfig:
     """Tiles of whole 16-blocks a thread, 4 warps, about 4096 programs each looping over its K
     tiles; narrower for small K. ``path="f32"``: [8, 256]; the 16-bit paths: [8, 512].
@@ -538,9 +541,9 @@ def pick_config(M: int, K: int, path: str = "f32") -> QuantizeConfig:
     1.54-1.75; one K tile a program 1.59; [4, 256] w2 1.61; [16, 256] w8 1.57; pipelined K loop
     (num_stages 2-4) 1.47-1.62.
     """
-    block_k = min(256 if path == "f32" else 512, triton.next_power_of_2(K))
+    block_k = min(256 if path == "f32" else 512, next_power_of_2(K))
     block_m = max(1, min(4096 // block_k if path != "f32" else 2048 // block_k,
-                         triton.next_power_of_2(M)))
+                         next_power_of_2(M)))
     per_warp = 512 if path == "f32" else 1024
     return QuantizeConfig(block_m=block_m, block_k=block_k,
                           num_warps=max(1, min(4, block_m * block_k // per_warp)))
@@ -563,15 +566,16 @@ class AmaxConfig:
                              f"= {self.block_k}, got {self.k_per_program}")
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def pick_amax_config(M: int, K: int, target_programs: int = 1024) -> AmaxConfig:
     """[32, 256] tiles; K split so that about ``target_programs`` programs run (a few per SM, each
     with several tiles of loads; one atomic each). H100, 8192 x 8192 bf16: 2.12-2.17 TB/s of reads
     for 512 to 4096 programs (the torch copy moves 2.85 TB/s); pipelining does not help."""
-    block_k = min(256, triton.next_power_of_2(K))
-    block_m = max(1, min(32, triton.next_power_of_2(M)))
-    k_tiles = triton.cdiv(K, block_k)
-    splits = max(1, min(k_tiles, triton.cdiv(target_programs, triton.cdiv(max(M, 1), block_m))))
-    return AmaxConfig(block_m, block_k, triton.cdiv(k_tiles, splits) * block_k,
+    block_k = min(256, next_power_of_2(K))
+    block_m = max(1, min(32, next_power_of_2(M)))
+    k_tiles = cdiv(K, block_k)
+    splits = max(1, min(k_tiles, cdiv(target_programs, cdiv(max(M, 1), block_m))))
+    return AmaxConfig(block_m, block_k, cdiv(k_tiles, splits) * block_k,
                       num_warps=8 if block_m * block_k >= 4096 else 4)
 
 
@@ -636,7 +640,7 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
     amax = torch.zeros((), dtype=torch.float32, device=x2.device)
     if not M:
         return amax
-    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    grid = (cdiv(M, cfg.block_m), cdiv(K, cfg.k_per_program))
     if path == "f32":
         x2 = _for_f32_path(x2)
         _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
@@ -676,7 +680,7 @@ def _amax16_partials(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> 
     M = 0."""
     M, K = x2.shape
     cfg = config or pick_amax_config(M, K)
-    grid = (triton.cdiv(M, cfg.block_m), triton.cdiv(K, cfg.k_per_program))
+    grid = (cdiv(M, cfg.block_m), cdiv(K, cfg.k_per_program))
     partials = torch.empty(grid[0] * grid[1] if M else 0, dtype=torch.float32, device=x2.device)
     if M:
         _launch_amax16(x2, partials, cfg, grid, path, partial=True)
