@@ -52,7 +52,7 @@ from fp4mm.kernels.fp4_decode import (
     e2m1_to_f16_x64,
     e4m3_to_f16_x64,
 )
-from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.host import cdiv, next_power_of_2
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 # ----------------------------------------------------------------------------------------- kernel
@@ -372,10 +372,6 @@ def is_valid_config(cfg: GemvConfig) -> bool:
     return ok and cfg.block_m <= 8
 
 
-def _next_pow2(v: int) -> int:
-    return 1 << max(0, (v - 1).bit_length())
-
-
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -406,15 +402,15 @@ def choose_config(M: int, N: int, K: int, *, group_size: int = 16, nvfp4: bool =
     del device  # one table for sm_90; kept for per-architecture tables
     if M <= FMA_MAX_M and (nvfp4 or group_size < 64):
         if x_fp4:
-            cfg = GemvConfig(block_m=_next_pow2(M), block_n=8, block_k=512, num_warps=2)
+            cfg = GemvConfig(block_m=next_power_of_2(M), block_n=8, block_k=512, num_warps=2)
         else:
-            cfg = GemvConfig(block_m=_next_pow2(M), block_n=16, block_k=256)
+            cfg = GemvConfig(block_m=next_power_of_2(M), block_n=16, block_k=256)
         target = _FMA_PROGRAMS
     else:
-        cfg = GemvConfig(block_m=min(64, max(16, _next_pow2(M))), block_n=64, block_k=128,
+        cfg = GemvConfig(block_m=min(64, max(16, next_power_of_2(M))), block_n=64, block_k=128,
                          use_dot=True)
         target = _DOT_PROGRAMS[0] if M <= 16 else _DOT_PROGRAMS[1]
-    block_k = min(cfg.block_k, max(16, _next_pow2(K)))
+    block_k = min(cfg.block_k, max(16, next_power_of_2(K)))
     if cfg.use_dot and not nvfp4 and group_size % 16 == 0:
         block_k = min(block_k, group_size & -group_size)  # a power of two dividing the group
     tiles = cdiv(N, cfg.block_n) * cdiv(M, cfg.block_m)
