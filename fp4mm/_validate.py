@@ -51,9 +51,10 @@ def check_tensor(
     return t
 
 
-def check_same_device(**tensors: torch.Tensor) -> torch.device:
-    """All tensors on one device; returns it."""
-    devices = {name: t.device for name, t in tensors.items()}
+def check_same_device(**tensors: torch.Tensor | torch.device) -> torch.device:
+    """All tensors (or devices: where the call's device is known, no tensor need be made) on one
+    device; returns it."""
+    devices = {name: t if isinstance(t, torch.device) else t.device for name, t in tensors.items()}
     first = next(iter(devices.values()))
     if any(d != first for d in devices.values()):
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())

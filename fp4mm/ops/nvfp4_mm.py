@@ -9,6 +9,7 @@ from fp4mm._validate import (
     as_alpha,
     check_order,
     check_out_dtype,
+    check_same_device,
     check_tensor,
     kernel_scalar,
 )
@@ -32,9 +33,7 @@ def check_out(out, M: int, N: int, out_dtype: torch.dtype, device: torch.device)
     if out is None:
         return torch.empty((M, N), dtype=out_dtype, device=device)
     check_tensor("out", out, dtype=out_dtype, shape=(M, N))
-    if out.device != device:
-        raise ValueError(f"expected all tensors on one device, got inputs on {device}, out on "
-                         f"{out.device}")
+    check_same_device(inputs=device, out=out)
     return out
 
 

@@ -102,6 +102,16 @@ def test_nvfp4_w4a16_mm_validates():
         nvfp4_w4a16_mm_alpha(x, wq, ws, -1.0)
 
 
+def test_out_on_another_device_is_refused_naming_both():
+    """``out`` is checked against the inputs' device without allocating anything there."""
+    from fp4mm.ops.nvfp4_mm import check_out
+
+    out = torch.empty(2, 4, dtype=torch.float16, device="meta")
+    with pytest.raises(ValueError, match=r"inputs on cpu, out on meta"):
+        check_out(out, 2, 4, torch.float16, torch.device("cpu"))
+    assert check_out(out, 2, 4, torch.float16, torch.device("meta")) is out
+
+
 @pytest.mark.parametrize("prepacked", [False, True])
 def test_nvfp4_w4a16_mm_alpha_is_the_op_with_the_decode_factor(prepacked):
     """alpha = 1 / gs_w given directly (float or device tensor) gives the encode-scale op's
