@@ -12,29 +12,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import torch
 import triton
 from triton.runtime.jit import JITFunction
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import enqueue_us  # noqa: E402
+
 import fp4mm  # noqa: E402
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
-
-
-def enqueue_us(fn, calls=50, rounds=15):
-    ts = []
-    for _ in range(rounds):
-        torch.cuda.synchronize()
-        torch.cuda._sleep(300_000_000)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        ts.append((time.perf_counter() - t0) * 1e6 / calls)
-        torch.cuda.synchronize()
-    ts.sort()
-    return ts[len(ts) // 2], ts[0]
 
 
 def main():
@@ -91,7 +79,7 @@ def main():
     res = {}
     for _ in range(3):
         for name, fn in cases.items():
-            res.setdefault(name, []).append(enqueue_us(fn))
+            res.setdefault(name, []).append(enqueue_us(fn, rounds=15)[:2])
     for name, v in res.items():
         print(f"{name:28s} " + "  ".join(f"{m:6.1f} (min {lo:6.1f})" for m, lo in v), flush=True)
     path = os.path.join(os.environ.get("OUT", "."), "launch_direct.json")
