@@ -14,6 +14,10 @@ assert "triton" not in sys.modules or os.environ.get("TRITON_INTERPRET"), (
 )
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Kernels launch through fp4mm.kernels.launch's cache, and every launch that reuses a cached
+# kernel asks Triton which kernel it would have chosen: the whole suite checks the cache's key.
+os.environ.setdefault("FP4MM_DIRECT_LAUNCH", "1")
+os.environ.setdefault("FP4MM_CHECK_LAUNCH", "1")
 
 
 def pytest_configure(config):

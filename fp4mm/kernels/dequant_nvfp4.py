@@ -13,6 +13,7 @@ import triton.language as tl
 
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.launch import launch
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 
@@ -86,12 +87,12 @@ def dequant_nvfp4(q: torch.Tensor, scales: torch.Tensor, *, order: str = "low_fi
         out = torch.empty((R, K), dtype=dtype, device=q.device)
     block_r, block_k = 32, 128
     grid = (cdiv(R, block_r), cdiv(K, block_k))
-    _dequant_nvfp4_kernel[grid](q, scales, out, R, K, q.stride(0), scales.stride(0),
-                                out.stride(0), out if zero is None else zero,
-                                0 if zero is None else zero.numel(),
-                                HIGH_FIRST=order == "high_first", BLOCK_R=block_r,
-                                BLOCK_K=block_k, PDL=pdl, ZERO=zero is not None,
-                                ROW64=(max(R * K, out.stride(0) * R) >= 2**31 if row64 is None
-                                       else row64),
-                                PDL_LATE=pdl and pdl_late, launch_pdl=pdl, num_warps=4)
+    launch(_dequant_nvfp4_kernel, grid, q, scales, out, R, K, q.stride(0), scales.stride(0),
+           out.stride(0), out if zero is None else zero,
+           0 if zero is None else zero.numel(),
+           HIGH_FIRST=order == "high_first", BLOCK_R=block_r,
+           BLOCK_K=block_k, PDL=pdl, ZERO=zero is not None,
+           ROW64=(max(R * K, out.stride(0) * R) >= 2**31 if row64 is None
+                  else row64),
+           PDL_LATE=pdl and pdl_late, launch_pdl=pdl, num_warps=4)
     return out

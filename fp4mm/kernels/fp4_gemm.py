@@ -52,6 +52,7 @@ import triton.language as tl
 from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.fp4_decode import e2m1_to_f16_x64, e4m3_to_f16_x64
 from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.launch import launch
 
 # Scale paths (constexpr SCALE_PATH):
 SCALE_NVFP4 = 0  # uint8 E4M3 bytes, one per 16 along K, row-major (N, K/16): scale folded in fp16
@@ -357,7 +358,7 @@ def launch_fp4_gemm(x, w_q, scales, out, *, group_size: int, nvfp4: bool, alpha,
                          f"sm_90; use BLOCK_N >= 64")
     grid = (cdiv(N, cfg.block_n) * cdiv(M, cfg.block_m),)
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    _fp4_gemm_kernel[grid](
+    launch(_fp4_gemm_kernel, grid,
         x, w_q, s_arg, out, M, N, K, alpha, alpha_ptr,
         x.stride(0), w_q.stride(0), s_arg.stride(0), out.stride(0),
         SCALE_PATH=path, GROUP=group_size, SUB=_sub_k(path, group_size, cfg.block_k),

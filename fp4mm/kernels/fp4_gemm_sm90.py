@@ -61,6 +61,7 @@ from fp4mm.kernels.alpha import alpha_args, apply_alpha
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4
 from fp4mm.kernels.fp4_decode import as_16bit_pairs
 from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.launch import launch
 from fp4mm.kernels.prepack_sm90 import group_scales_sm90_triton, prepack_sm90_triton
 
 BM = 128  # weight rows per CTA (2 consumer warpgroups x 64)
@@ -903,10 +904,10 @@ def splitk_reduce(ws: torch.Tensor, out: torch.Tensor, alpha, sc: Schedule,
     grid = (sc.num_tiles - sc.num_full, 128 // REDUCE_ROWS)
     M, N = out.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
-    _splitk_reduce_kernel[grid](ws, out, alpha, alpha_ptr, M, N, out.stride(0), sc.num_full,
-                                cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
-                                PDL=pdl, ALPHA_PTR=alpha_on_device, launch_pdl=pdl,
-                                num_warps=4)
+    launch(_splitk_reduce_kernel, grid, ws, out, alpha, alpha_ptr, M, N, out.stride(0), sc.num_full,
+           cdiv(M, bn), SPLIT=sc.split, BN=bn, RB=REDUCE_ROWS,
+           PDL=pdl, ALPHA_PTR=alpha_on_device, launch_pdl=pdl,
+           num_warps=4)
 
 
 def _schedule(M: int, packed: PackedWeightSM90, config: SM90Config, sms: int) -> Schedule:
@@ -951,7 +952,7 @@ def gemm_sm90_dense_x(x: torch.Tensor, packed: PackedWeightSM90, alpha, out: tor
     ws = torch.empty((max(split_units, 1), BM, config.BN), dtype=torch.float32, device=x.device)
     grid = min(sc.num_units, sms) if config.PERSISTENT else sc.num_units
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, ws)
-    _fp4_gemm_sm90_kernel[(grid,)](
+    launch(_fp4_gemm_sm90_kernel, (grid,),
         w_desc, s_desc, x_desc, y_desc, ws, flags if fixup else _no_flags(x.device),
         a, alpha_ptr, sc.num_units, sc.num_full, sc.split, sc.k_per_split,
         cdiv(M, config.BN), sc.k_tiles, int(fixup),

@@ -53,6 +53,7 @@ from fp4mm.kernels.fp4_decode import (
     e4m3_to_f16_x64,
 )
 from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.launch import launch
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_prologue
 
 # ----------------------------------------------------------------------------------------- kernel
@@ -339,7 +340,7 @@ def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
     block = 1024
     pdl_args = ({"PDL": True, "launch_pdl": True, "PDL_LATE": pdl_late} if pdl
                 else {})  # the interpreter has no PDL
-    _splitk_reduce_kernel[(cdiv(M * N, block),)](
+    launch(_splitk_reduce_kernel, (cdiv(M * N, block),),
         part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
         ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
 
@@ -463,7 +464,7 @@ def _launch(x, x_scales, w_q, w_scales, out, *, x_fp4: bool, w_nvfp4: bool, grou
     xs = x_scales if x_fp4 else x  # unused pointer when x is 16-bit
     grid = (cdiv(M, cfg.block_m), cdiv(N, cfg.block_n), split)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    _fp4_gemv_kernel[grid](
+    launch(_fp4_gemv_kernel, grid,
         x, xs, w, w_scales, dest,
         M, N, K, k_split, a, alpha_ptr,
         x.stride(0), xs.stride(0), w.stride(0), w_scales.stride(0), out.stride(0),

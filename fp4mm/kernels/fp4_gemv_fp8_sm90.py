@@ -84,6 +84,7 @@ from fp4mm.backend import is_hopper
 from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_decode import E2M1_E4M3_BYTES_PTX
 from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.launch import launch
 
 MAX_M = 4  # tokens (the ops' limit is fp4mm.ops.dispatch.GEMV_FP8_SM90_MAX_M)
 WINDOW = 256  # K per window: 8 wgmmas of K 32, 16 scale blocks
@@ -506,7 +507,7 @@ def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     halves = uses_halves(N, M, split)
-    _fp4_gemv_fp8_sm90_kernel[(cdiv(N, ROWS), split)](
+    launch(_fp4_gemv_fp8_sm90_kernel, (cdiv(N, ROWS), split),
         w_q.view(torch.int32), w_scales.view(torch.uint8), x_q.view(torch.int32),
         x_scales.view(torch.uint8), dst, M, N, K // 16, K // 8, a, alpha_ptr,
         WINS=wins, TP=next_power_of_2(8 * wins), T=tokens_per_cta(M), PARTIAL=split > 1,

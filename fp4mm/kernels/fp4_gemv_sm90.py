@@ -96,6 +96,7 @@ from fp4mm.kernels.fp4_decode import (
     as_16bit_pairs,
 )
 from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.launch import launch
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
 _KS = gl.constexpr(KS)  # the same, for the jit functions
@@ -1037,7 +1038,7 @@ def gemv_sm90(x: torch.Tensor, x_scales: torch.Tensor | None, w_q: torch.Tensor,
            else out)
     grid = (cdiv(N, 16 * cfg.row_tiles * cfg.num_warps), split)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    _fp4_gemv_sm90_kernel[grid](
+    launch(_fp4_gemv_sm90_kernel, grid,
         xa, xs, w_q.view(torch.int32), ws, dst,
         M, N, steps, per, a, alpha_ptr,
         xa.stride(0), xs.stride(0), K // 8, ws.stride(0), out.stride(0) if not partial else N,

@@ -81,6 +81,7 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
     _token_tile,
 )
 from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.launch import launch
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
 _PLAIN8 = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8, rank=2)
@@ -537,7 +538,7 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
     pad = (fair_share_pad(cfg, nt, cdiv(N, bn) * split, sm_count(out.device))
            if partial and fair_share and group_size is None else (0, 0, 0))
-    _fp4_gemv_tma_sm90_kernel[(cdiv(N, bn), split)](
+    launch(_fp4_gemv_tma_sm90_kernel, (cdiv(N, bn), split),
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
         N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,

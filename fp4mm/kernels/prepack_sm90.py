@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.launch import launch
 
 BM = 128  # weight rows per block (fp4_gemm_sm90.BM)
 BK = 64  # K per tile (fp4_gemm_sm90.BK)
@@ -94,7 +95,7 @@ def group_scales_sm90_triton(scales: torch.Tensor, group_size: int, gk: int) -> 
     num_nb, num_kt = cdiv(N, BM), cdiv(K, K_ALIGN) * K_ALIGN // BK
     out = torch.empty(num_nb * num_kt * BM * BK // gk, dtype=torch.float32, device=scales.device)
     if N:
-        _group_scales_sm90_kernel[(num_nb, num_kt)](
+        launch(_group_scales_sm90_kernel, (num_nb, num_kt),
             scales, out, N, K, group_size, num_kt, scales.stride(0), scales.stride(1), GK=gk,
             num_warps=1)
     return out
@@ -149,7 +150,7 @@ def prepack_sm90_triton(w_q: torch.Tensor, w_scales: torch.Tensor | None,
     if N == 0:
         return codes, scales
     s_in, s_out = (w_scales, scales) if with_scales else (codes, codes)  # unused without scales
-    _prepack_sm90_kernel[(num_nb, num_kt // kt_per)](
+    launch(_prepack_sm90_kernel, (num_nb, num_kt // kt_per),
         w_q, s_in, codes, s_out, N, K // 2, K // 16, w_q.stride(0), w_q.stride(1),
         s_in.stride(0), s_in.stride(1), codes.stride(0), s_out.stride(0),
         HIGH_FIRST=order == "high_first", KT_PER=kt_per, WITH_SCALES=with_scales,

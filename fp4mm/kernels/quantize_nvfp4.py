@@ -53,6 +53,7 @@ from fp4mm._validate import check_order, check_tensor
 from fp4mm.backend import triton_interpreting
 from fp4mm.formats.nvfp4 import NVFP4_BLOCK, NVFP4Tensor
 from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.launch import launch
 from fp4mm.kernels.pdl import pdl_epilogue, pdl_launch_args, pdl_prologue
 
 _FLT_MAX = 3.4028234663852886e38
@@ -643,9 +644,9 @@ def _amax(x2: torch.Tensor, config: AmaxConfig | None, path: str) -> torch.Tenso
     grid = (cdiv(M, cfg.block_m), cdiv(K, cfg.k_per_program))
     if path == "f32":
         x2 = _for_f32_path(x2)
-        _amax_kernel[grid](x2, amax, M, K, x2.stride(0), cfg.k_per_program,
-                           BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                           num_warps=cfg.num_warps, **pdl_launch_args(x2.device))
+        launch(_amax_kernel, grid, x2, amax, M, K, x2.stride(0), cfg.k_per_program,
+               BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
+               num_warps=cfg.num_warps, **pdl_launch_args(x2.device))
     else:
         _launch_amax16(x2, amax, cfg, grid, path, partial=False)
     return amax
@@ -657,11 +658,11 @@ def _launch_amax16(x2: torch.Tensor, out: torch.Tensor, cfg: AmaxConfig, grid: t
     ``partial`` each program's maximum at ``out[program]``."""
     M, K = x2.shape
     w = _as_words(x2)
-    _amax16_kernel[grid](w, out, M, K // 2, w.stride(0), cfg.k_per_program // 2,
-                         IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
-                         BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
-                         num_warps=cfg.num_warps, PARTIAL=partial,
-                         **pdl_launch_args(x2.device))
+    launch(_amax16_kernel, grid, w, out, M, K // 2, w.stride(0), cfg.k_per_program // 2,
+           IS_BF16=x2.dtype == torch.bfloat16, USE_PTX=path == "ptx",
+           BLOCK_M=cfg.block_m, BLOCK_W=cfg.block_k // 2,
+           num_warps=cfg.num_warps, PARTIAL=partial,
+           **pdl_launch_args(x2.device))
 
 
 def _alpha_tensor(name: str, t, device) -> torch.Tensor:
@@ -780,7 +781,7 @@ def quantize_nvfp4_triton(
     late = {"PDL_LATE": pdl_late} if pdl else {}  # ... or once the quantise kernel has stored
     if path == "f32":
         x2 = _for_f32_path(x2)
-        _quantize_kernel[cfg.grid(M, K)](
+        launch(_quantize_kernel, cfg.grid(M, K),
             x2, src, data, scales, gs, alpha_numerator, alpha_out, M, K, x2.stride(0),
             FROM_AMAX=from_amax, HIGH_FIRST=high_first, E4M3_VIA_CAST=e4m3_via_cast,
             BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
@@ -788,12 +789,12 @@ def quantize_nvfp4_triton(
     else:
         is_bf16 = x2.dtype == torch.bfloat16
         table = torch.empty((128, 8), dtype=torch.int32, device=x2.device)
-        _threshold_table_kernel[(1,)](src, gs, table, alpha_numerator, alpha_out, n_partials,
-                                      FROM_AMAX=from_amax, IS_BF16=is_bf16,
-                                      HIGH_FIRST=high_first, ALPHA=alpha, num_warps=4, **pdl)
+        launch(_threshold_table_kernel, (1,), src, gs, table, alpha_numerator, alpha_out,
+               n_partials, FROM_AMAX=from_amax, IS_BF16=is_bf16, HIGH_FIRST=high_first,
+               ALPHA=alpha, num_warps=4, **pdl)
         if M:
             w = _as_words(x2)
-            _quantize16_kernel[cfg.grid(M, K)](
+            launch(_quantize16_kernel, cfg.grid(M, K),
                 w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
                 IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
                 BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
