@@ -24,6 +24,7 @@ Off by default until the GPU test suite has run with it: ``FP4MM_DIRECT_LAUNCH=1
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -48,6 +49,7 @@ _kernel_info: dict = {}
 _runtime = knobs.runtime
 
 
+@functools.lru_cache(maxsize=4096)  # shapes and strides repeat from call to call
 def _int_class(v: int) -> int:
     """Triton's view of an int argument: width (i32, i64, u64) and its 1 / divisible-by-16 flags."""
     width = 0 if -_I32 <= v < _I32 else (1 if -_I64 <= v < _I64 else 2)
@@ -58,19 +60,22 @@ def _desc_class(d: TensorDescriptor):
     return (TensorDescriptor, d.base.dtype, tuple(d.block_shape), d.layout, d.padding)
 
 
+def _tensor_class(t: torch.Tensor):
+    return (t.dtype, t.data_ptr() % 16 == 0)
+
+
+_CLASSES = {int: _int_class, torch.Tensor: _tensor_class, torch.nn.Parameter: _tensor_class,
+            TensorDescriptor: _desc_class, float: type, type(None): type,
+            bool: lambda v: (bool, v)}
+
+
 def arg_class(v):
     """What Triton can specialise a non-constexpr argument on (:data:`_UNCACHEABLE` if unknown)."""
-    t = type(v)
-    if t is int:
-        return _int_class(v)
-    if isinstance(v, torch.Tensor):
-        return (v.dtype, v.data_ptr() % 16 == 0)
-    if t is TensorDescriptor:
-        return _desc_class(v)
-    if t is float or v is None:
-        return t
-    if t is bool:
-        return (bool, v)
+    classify = _CLASSES.get(type(v))
+    if classify is not None:
+        return classify(v)
+    if isinstance(v, torch.Tensor):  # other tensor subclasses
+        return _tensor_class(v)
     return _UNCACHEABLE
 
 
@@ -109,7 +114,7 @@ def launch_key(kernel, info: _KernelInfo, device: int, args: tuple, kwargs: dict
     if _UNCACHEABLE in classes:
         return None
     consts = (tuple(args[i] for i in info.const_positions if i < len(args))
-              if info.const_positions else ())
+              if info.const_positions and info.const_positions[0] < len(args) else ())
     return (id(kernel), device, classes, consts, tuple(kwargs.items()))
 
 

@@ -110,7 +110,7 @@ def test_the_check_finds_a_key_that_ignores_alignment(monkeypatch):
 
 
 def test_the_check_finds_a_key_that_ignores_int_divisibility(monkeypatch):
-    monkeypatch.setattr(L, "_int_class", lambda v: int(-2**31 <= v < 2**31))
+    monkeypatch.setitem(L._CLASSES, int, lambda v: int(-2**31 <= v < 2**31))
     assert _collisions(_launch_key)[0]
 
 
