@@ -224,9 +224,10 @@ def _fp4_gemv_tma_sm90_kernel(
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
 
     w_desc: uint8 codes (N, K/2), box [BN, 128]; s_desc: uint8 E4M3 scales (N, K/16), box
-    [BN, 16]; x_desc: fp16/bf16 x viewed as (M, K/64, 64), box [NT, 4, 64], or with X_ROWS > 0
-    box [XM, 4, 64] (XM a power of two, ``x_boxes``) and xh/xq/xe_desc boxes of XM / 2, 4, 8
-    rows: the stage's first X_ROWS token rows are loaded, the rest of it is never written
+    [BN, 16] (None with W_GROUP); x_desc: fp16/bf16 x viewed as (M, K/64, 64), box [NT, 4, 64],
+    or with X_ROWS > 0 box [XM, 4, 64] (XM a power of two, ``x_boxes``) and xh/xq/xe_desc boxes
+    of XM / 2, 4, 8 rows (None where unused): the stage's first X_ROWS token rows are loaded,
+    the rest of it is never written
     (those tokens' outputs are not stored). Grid (N / BN, splits), BN = 16
     ROW_TILES num_warps; CHUNKS = K / 256, CHUNKS_SPLIT per split (the last may be shorter).
     PARTIAL: write unscaled fp32 partials to ``out_ptr`` as (splits, M, N).
@@ -517,7 +518,9 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
             raise ValueError(f"group_size: expected 32, 64 or a multiple of 128, got "
                              f"{group_size}")
         ws = fp4_gemv_sm90.packed_group_scales(w_scales, group_size)
-        s_desc, sdtype = w_desc, _GL_DTYPE[w_scales.dtype]  # s_desc: not read
+        # an unused descriptor goes as None (a constexpr): Triton encodes every descriptor
+        # argument again at each launch, a few microseconds of host time each
+        s_desc, sdtype = None, _GL_DTYPE[w_scales.dtype]
     else:
         if w_scales.dtype == torch.float8_e4m3fn:
             w_scales = w_scales.view(torch.uint8)
@@ -526,8 +529,8 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
     xm, xr = x_boxes(M, nt, group_size is not None)
     xv = x.view(M, K // 64, 64)
     x_desc = TensorDescriptor.from_tensor(xv, [xm, 4, 64], _X_SWIZZLED)
-    xh_desc, xq_desc, xe_desc = (  # (x_desc where unused: not read)
-        TensorDescriptor.from_tensor(xv, [rows, 4, 64], _X_SWIZZLED) if rows else x_desc
+    xh_desc, xq_desc, xe_desc = (  # None where unused
+        TensorDescriptor.from_tensor(xv, [rows, 4, 64], _X_SWIZZLED) if rows else None
         for rows in x_extra_boxes(xm, xr))
     chunks = K // KCHUNK
     per = cdiv(chunks, max(1, min(cfg.split_k, chunks)))

@@ -352,12 +352,12 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     wl = T._W_SWIZZLED
     xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then a box per set bit
     xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
-    xhqe = [f"tensordesc<{x}[{rows}, 4, 64],{T._X_SWIZZLED!r}>" if rows else xd
-            for rows in T.x_extra_boxes(xm, x_rows)]
+    xhqe = [f"tensordesc<{x}[{rows}, 4, 64],{T._X_SWIZZLED!r}>" if rows else None
+            for rows in T.x_extra_boxes(xm, x_rows)]  # None: passed as None, a constexpr
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
-           "s_desc": f"tensordesc<u8[{bn}, {128 if group else 16}],{T._PLAIN8!r}>",
+           "s_desc": None if group else f"tensordesc<u8[{bn}, 16],{T._PLAIN8!r}>",
            "x_desc": xd, "xh_desc": xhqe[0], "xq_desc": xhqe[1], "xe_desc": xhqe[2],
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
@@ -366,6 +366,7 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
                   STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype,
                   X_ROWS=x_rows, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2])
+    consts |= {k: None for k, v in sig.items() if v is None}
     sig |= {k: "constexpr" for k in consts}
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
                          attrs={(6,): [["tt.divisibility", 16]], (7,): [["tt.divisibility", 16]],
