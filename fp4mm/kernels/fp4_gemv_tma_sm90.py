@@ -234,7 +234,7 @@ def _fp4_gemv_tma_sm90_kernel(
     W_GROUP > 0: 16-bit SDTYPE group scales per W_GROUP (32, 64 or a multiple of 128) instead of
     E4M3 ones; ``ws_ptr`` (row stride ``stride_wsn``) holds them as one int16/32/64 word per row
     and 128-K step (``fp4_gemv_sm90``'s grouped form, one MMA chain per group), loaded a chunk
-    ahead by the consumers; ``s_desc`` is not read.
+    ahead by the consumers; ``s_desc`` is then None.
     PAD_A, PAD_B, PAD_C: KB of shared memory held and never read (powers of two or 0; see
     :func:`fair_share_pad`)."""
     GROUPED: gl.constexpr = W_GROUP > 0
