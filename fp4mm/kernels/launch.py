@@ -118,12 +118,21 @@ def launch_key(kernel, info: _KernelInfo, device: int, args: tuple, kwargs: dict
     return (id(kernel), device, classes, consts, tuple(kwargs.items()))
 
 
+def _hooked() -> bool:
+    """A launch hook is installed (Triton 3.6 keeps hook chains; a plain function or None may
+    have been assigned instead)."""
+    for hook in (_runtime.launch_enter_hook, _runtime.launch_exit_hook):
+        if hook is not None and getattr(hook, "calls", True):
+            return True
+    return False
+
+
 def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``, sent straight to the compiled kernel when this key has
     been launched before (module docstring). Constexprs may be positional or keywords; other
     parameters must be positional."""
     info = _info(kernel) if ENABLED else None
-    if info is None or _runtime.launch_enter_hook.calls or _runtime.launch_exit_hook.calls:
+    if info is None or _hooked():
         kernel[grid](*args, **kwargs)
         return
     backend = driver.active  # Triton's own source of the device and stream (current ones)

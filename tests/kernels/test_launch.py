@@ -135,6 +135,23 @@ def test_non_constexpr_keywords_are_refused():
     assert INFO.tail(6, {"C": 1}) == (1, 4)  # D's default filled in
 
 
+def test_any_launch_hook_takes_tritons_path(monkeypatch):
+    from triton.knobs import HookChain
+
+    class Runtime:
+        launch_enter_hook = HookChain()
+        launch_exit_hook = HookChain(reversed=True)
+
+    monkeypatch.setattr(L, "_runtime", Runtime)
+    assert not L._hooked()
+    Runtime.launch_exit_hook.add(print)
+    assert L._hooked()
+    Runtime.launch_exit_hook = None
+    assert not L._hooked()
+    Runtime.launch_enter_hook = print  # a plain function assigned
+    assert L._hooked()
+
+
 def test_interpreted_kernels_take_tritons_path():
     class NotJIT:
         pass
