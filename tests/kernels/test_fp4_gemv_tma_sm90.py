@@ -340,12 +340,11 @@ def _shipped() -> list[tuple]:
 SHIPPED = _shipped()
 
 
-def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
-                   group=0, x_boxes=None, pad=(0, 0, 0)) -> dict:
-    import triton
-    from triton.backends.compiler import GPUTarget
+def kernel_signature(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
+                     group=0, x_boxes=None, pad=(0, 0, 0)) -> tuple[dict, dict]:
+    """``(signature, constexprs)`` of the kernel as the launcher calls it for one case (the
+    descriptors it does not read are None, so constexprs)."""
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
 
     bn = 16 * rt * warps
     # swizzled codes and x as [tokens, 4, 64] boxes
@@ -353,7 +352,7 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     xm, x_rows = x_boxes or (nt, 0)  # the first x box's rows, then a box per set bit
     xd = f"tensordesc<{x}[{xm}, 4, 64],{T._X_SWIZZLED!r}>"
     xhqe = [f"tensordesc<{x}[{rows}, 4, 64],{T._X_SWIZZLED!r}>" if rows else None
-            for rows in T.x_extra_boxes(xm, x_rows)]  # None: passed as None, a constexpr
+            for rows in T.x_extra_boxes(xm, x_rows)]
     dtype = gl.bfloat16 if x == "bf16" else gl.float16
     word = {32: "i64", 64: "i32"}.get(group, "i16")  # a step's packed group scales
     sig = {"w_desc": f"tensordesc<u8[{bn}, 128],{wl!r}>",
@@ -366,13 +365,28 @@ def compile_report(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
                   STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype,
                   X_ROWS=x_rows, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2])
-    consts |= {k: None for k, v in sig.items() if v is None}
-    sig |= {k: "constexpr" for k in consts}
+    return sig, consts
+
+
+def compile_kernel(sig: dict, consts: dict, warps: int, partial: bool):
+    """The kernel compiled for sm_90a from :func:`kernel_signature`'s pair (None entries of the
+    signature become None constexprs)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    consts = consts | {k: None for k, v in sig.items() if v is None}
+    sig = sig | {k: "constexpr" for k in consts}
+    aligned = [["tt.divisibility", 16]]
     src = GluonASTSource(T._fp4_gemv_tma_sm90_kernel, sig, constexprs=consts,
-                         attrs={(6,): [["tt.divisibility", 16]], (7,): [["tt.divisibility", 16]],
-                                (13,): [["tt.divisibility", 16]], (14,): [["tt.divisibility", 16]]})
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "launch_pdl": partial})
+                         attrs={(6,): aligned, (7,): aligned, (13,): aligned, (14,): aligned})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "launch_pdl": partial})
+
+
+def compile_report(*case) -> dict:
+    partial, warps = case[4], case[5]
+    k = compile_kernel(*kernel_signature(*case), warps, partial)
     ptx = k.asm["ptx"]
     return {"log": _ptxas.ptxas_log(ptx),
             "mma": len(re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)),
