@@ -36,12 +36,22 @@ class FakeSM90Driver:
         return GPUTarget("cuda", 90, 32)
 
 
+class _SM90Properties:
+    """What ``fp4mm.backend`` reads of a device's properties."""
+    major, minor, multi_processor_count = 9, 0, 132
+
+
 @contextlib.contextmanager
 def fake_sm90_driver():
-    saved = driver._active
+    """Triton's driver and fp4mm.backend's device lookups answer for an H100 (device 0)."""
+    from fp4mm import backend
+
+    saved = driver._active, backend._cuda_index, backend._properties
     fake = FakeSM90Driver()
     driver.set_active(fake)
+    backend._cuda_index = lambda device: 0
+    backend._properties = lambda index: _SM90Properties
     try:
         yield fake
     finally:
-        driver._active = saved
+        driver._active, backend._cuda_index, backend._properties = saved
