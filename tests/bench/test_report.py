@@ -40,8 +40,10 @@ def test_cpu_runs_are_never_reported(tmp_path):
 
 
 def test_section_names_the_card_and_shows_same_run_ratios(tmp_path):
-    chosen = report.latest_per_suite(report.load_runs(_results(tmp_path, "h100_full.json")))
-    text = report.render_section(chosen, "bench/plots/performance.png")
+    by_card = report.latest_per_card(report.load_runs(_results(tmp_path, "h100_full.json")))
+    text = report.render_section(
+        by_card, {"NVIDIA H100 80GB HBM3": "bench/plots/performance-nvidia-h100-80gb-hbm3.png"})
+    assert "### NVIDIA H100 80GB HBM3" in text
     assert "NVIDIA H100 80GB HBM3" in text and "commit `0123456789`" in text
     line = next(ln for ln in text.splitlines() if ln.startswith("| nvfp4_mm | 2048x18432x3072"))
     assert "**0.98x**" in line and "**1.05x**" in line and "**wrong**" in line
@@ -49,7 +51,8 @@ def test_section_names_the_card_and_shows_same_run_ratios(tmp_path):
     assert "18432x3072: 41 us" in text  # the pre-packing cost is stated
     decode = next(ln for ln in text.splitlines() if ln.startswith("| nvfp4_mm | 16x18432x3072"))
     assert "GB/s" in decode and "**3.44x**" in decode
-    assert "![fp4mm benchmark](bench/plots/performance.png)" in text
+    assert ("![fp4mm benchmark on NVIDIA H100 80GB HBM3]"
+            "(bench/plots/performance-nvidia-h100-80gb-hbm3.png)") in text
 
 
 def test_main_rewrites_only_between_the_markers_and_draws_the_plot(tmp_path):
@@ -63,7 +66,8 @@ def test_main_rewrites_only_between_the_markers_and_draws_the_plot(tmp_path):
     assert text.startswith("# fp4mm\n\nintro\n\n## Performance\n<!-- bench:begin -->\n")
     assert text.endswith("<!-- bench:end -->\n\nrest\n")
     assert "old text" not in text and "quick run" in text  # the sweep came from a quick run
-    assert plot.read_bytes()[:4] == b"\x89PNG"
+    drawn = tmp_path / "plots" / "performance-nvidia-h100-80gb-hbm3.png"
+    assert drawn.read_bytes()[:4] == b"\x89PNG" and not plot.exists()
     assert report.main(args + ["--check"]) == 0  # up to date now
     readme.write_text(README)
     assert report.main(args + ["--check"]) == 1
@@ -77,6 +81,28 @@ def test_missing_markers_print_the_section(tmp_path, capsys):
     out = capsys.readouterr()
     assert "no <!-- bench:begin -->" in out.err and "| nvfp4_mm |" in out.out
     assert readme.read_text() == "# fp4mm\n"
+
+
+def test_each_card_gets_its_own_block_newest_first(tmp_path):
+    d = _results(tmp_path, "h100_full.json", "h100_quick.json")
+    h200 = json.loads((d / "h100_full.json").read_text())
+    h200.update(device="NVIDIA H200", date="2027-01-01T00:00:00+00:00", suites=["decode"])
+    h200["rows"] = [dict(r, median_us=r["median_us"] and r["median_us"] / 2) for r in h200["rows"]
+                    if "decode" in r.get("suites", [r.get("suite")])]
+    assert h200["rows"]
+    (d / "h200.json").write_text(json.dumps(h200))
+    by_card = report.latest_per_card(report.load_runs(d))
+    assert list(by_card) == ["NVIDIA H200", "NVIDIA H100 80GB HBM3"]
+    assert set(by_card["NVIDIA H200"]) == {"decode"}
+    # The H100 keeps its own decode table: a newer run on another card does not replace it.
+    assert by_card["NVIDIA H100 80GB HBM3"]["decode"][0].name == "h100_full.json"
+    text = report.render_section(by_card)
+    h200_at, h100_at = text.index("### NVIDIA H200"), text.index("### NVIDIA H100 80GB HBM3")
+    assert h200_at < h100_at
+    assert text[h200_at:h100_at].count("h200.json`") == 1
+    assert "h100_full.json" not in text[h200_at:h100_at]
+    assert report.card_plot_path("bench/plots/performance.png", "NVIDIA H200") == \
+        Path("bench/plots/performance-nvidia-h200.png")
 
 
 def test_no_results_yet(tmp_path):
@@ -98,3 +124,15 @@ def test_the_plot_takes_each_panel_from_its_own_run(tmp_path, monkeypatch):
     sweep = [r for r in drawn["rows"] if r["suites"] == ["sweep"]]
     assert {r["M"] for r in sweep} == {8}  # only the sweep run's own points
     assert all(r["median_us"] != 999.0 for r in drawn["rows"])  # the quick run's table5 row
+
+
+def test_the_committed_readme_matches_the_committed_results(monkeypatch):
+    """The README's performance section is what the report makes of bench/results, and every
+    figure it shows is committed."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    assert report.main(["--check"]) == 0
+    section = (root / "README.md").read_text().split(report.BEGIN)[1].split(report.END)[0]
+    figures = [ln.split("](")[1].rstrip(")") for ln in section.splitlines()
+               if ln.startswith("![")]
+    assert figures and all((root / f).is_file() for f in figures)
