@@ -318,3 +318,25 @@ def test_graph_timer_times_the_gpu_work():
     a = torch.randn(2048, 2048, device="cuda")
     med, lo, hi = harness.graph_timer(lambda: a @ a, quick=True)
     assert 0 < lo <= med <= hi < 100  # ms per call
+
+
+def test_the_copy_roofline_is_timed_eagerly_whatever_the_timer(tmp_path, monkeypatch):
+    calls = {"graph": 0, "read_flush": 0}
+
+    def stub(name):
+        def timer(fn, quick):
+            fn()
+            calls[name] += 1
+            return (1.0, 1.0, 1.0)
+        return timer
+
+    monkeypatch.setattr(harness, "TIMERS", {name: stub(name) for name in calls})
+    parser = argparse.ArgumentParser()
+    harness.add_arguments(parser)
+    args = parser.parse_args(["--suite", "table5", "--shapes", "2x8x32", "--no-plot", "--out",
+                              str(tmp_path), "--impls", "cublas_bf16", "--timer", "graph"])
+    assert harness.run(args, device="cpu") == 0
+    assert calls["read_flush"] == 1 and calls["graph"] >= 1  # the copy, then the cases
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["timing"]["timer"] == "graph" and "timed eagerly" in data["roofline"]["method"]
