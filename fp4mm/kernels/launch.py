@@ -6,17 +6,17 @@ on every call: about 25 us of host time per launch on the H100 VM, twice the lau
 :func:`launch` keeps its own dictionary from a cheap key to the kernel Triton compiled, and sends
 later calls with the same key straight to that kernel's launcher.
 
-The key must separate everything Triton specialises on, or a kernel compiled for one case would
-run another silently. It is built from the same facts Triton reads (3.6): a tensor's dtype and
-whether its address is 16-byte aligned; an int's width class (i32 / i64 / u64) and whether it
-equals 1 or is divisible by 16; a host TMA descriptor's dtype, block shape, layout and padding;
-the type of a float, bool or None; and the value of every constexpr and launch option. Anything
-else (an unknown argument type, a launch hook installed by a profiler, the interpreter) takes
-Triton's own path. Tests run with ``FP4MM_CHECK_LAUNCH=1``, which asks Triton for its kernel on
-every hit and raises unless it is the cached one. On the CPU (tests/kernels/test_launch.py) the
-key is held against Triton's binder on every argument kind, and every launcher is run with a
-stand-in driver to show that a cached launch hands the compiled kernel exactly what Triton's
-dispatch does.
+The key must separate everything Triton specialises on, or a kernel compiled for one case would run
+another silently. It is built from the same facts Triton reads (3.6): a tensor's dtype and whether
+its address is 16-byte aligned; an int's width class (i32 / i64 / u64) and whether it equals 1 or is
+divisible by 16; a host TMA descriptor's dtype, block shape, layout and padding; the type of a
+float, bool or None; and the value of every constexpr and launch option. Anything else (an unknown
+argument type, a launch hook installed by a profiler, a kernel pre-run hook, Triton's debug or
+instrumentation setting, the interpreter) takes Triton's own path. Tests run with
+``FP4MM_CHECK_LAUNCH=1``, which asks Triton for its kernel on every hit and raises unless it is the
+cached one. On the CPU (tests/kernels/test_launch.py) the key is held against Triton's binder on
+every argument kind, and every launcher is run with a stand-in driver to show that a cached launch
+hands the compiled kernel exactly what Triton's dispatch does.
 
 On by default since session 36, when the whole GPU test suite ran with it on and checked (an
 H200, 2026-11-28): every cached launch matched Triton's choice, and the decode ops' outputs were
@@ -48,6 +48,7 @@ _UNCACHEABLE = object()
 _cache: dict = {}
 _kernel_info: dict = {}
 _runtime = knobs.runtime
+_compilation = knobs.compilation
 
 
 @functools.lru_cache(maxsize=4096)  # shapes and strides repeat from call to call
@@ -128,12 +129,21 @@ def _hooked() -> bool:
     return False
 
 
+def _tritons_turn(kernel) -> bool:
+    """Triton must dispatch this launch itself: a launch hook, a pre-run hook on the kernel, or
+    a setting Triton reads at every launch and compiles into the kernel (``knobs.runtime.debug``,
+    ``knobs.compilation.instrumentation_mode``), which may have changed since a kernel was
+    cached."""
+    return (_hooked() or bool(kernel.pre_run_hooks) or bool(_runtime.debug)
+            or bool(_compilation.instrumentation_mode))
+
+
 def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``, sent straight to the compiled kernel when this key has
     been launched before (module docstring). Constexprs may be positional or keywords; other
     parameters must be positional."""
     info = _info(kernel) if ENABLED else None
-    if info is None or _hooked():
+    if info is None or _tritons_turn(kernel):
         kernel[grid](*args, **kwargs)
         return
     backend = driver.active  # Triton's own source of the device and stream (current ones)

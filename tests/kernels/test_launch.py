@@ -152,6 +152,44 @@ def test_any_launch_hook_takes_tritons_path(monkeypatch):
     assert L._hooked()
 
 
+def test_debug_instrumentation_and_pre_run_hooks_take_tritons_path(monkeypatch):
+    """Settings Triton reads at every launch and compiles into the kernel may change after a
+    kernel was cached; a kernel's pre-run hooks run only in Triton's dispatch."""
+    class Runtime:
+        launch_enter_hook = launch_exit_hook = None
+        debug = False
+
+    class Compilation:
+        instrumentation_mode = ""
+
+    monkeypatch.setattr(L, "_runtime", Runtime)
+    monkeypatch.setattr(L, "_compilation", Compilation)
+    kernel = JITFunction(_toy)
+    assert not L._tritons_turn(kernel)
+    Runtime.debug = True
+    assert L._tritons_turn(kernel)
+    Runtime.debug = False
+    Compilation.instrumentation_mode = "consan"
+    assert L._tritons_turn(kernel)
+    Compilation.instrumentation_mode = ""
+    kernel.add_pre_run_hook(lambda *a, **k: None)
+    assert L._tritons_turn(kernel)
+
+
+def test_launch_asks_whether_it_is_tritons_turn(monkeypatch):
+    """:func:`launch` hands a launch to Triton whenever :func:`_tritons_turn` says so, even for
+    a key it has cached."""
+    kernel = JITFunction(_toy)
+    sent = []
+    monkeypatch.setattr(type(kernel), "__getitem__", lambda self, grid: (
+        lambda *a, **k: sent.append(grid)))
+    monkeypatch.setattr(L, "ENABLED", True)
+    monkeypatch.setattr(L, "_tritons_turn", lambda k: True)
+    monkeypatch.setattr(L, "driver", None)  # the direct path would need it: must not be reached
+    L.launch(kernel, (3,), *BASE.values(), C=1)
+    assert sent == [(3,)]
+
+
 def test_interpreted_kernels_take_tritons_path():
     class NotJIT:
         pass
