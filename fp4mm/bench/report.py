@@ -185,7 +185,7 @@ def render_section(by_card: dict[str, dict[str, tuple[Path, dict]]],
            "implementation of a shape was timed that many times, each round starting at the "
            "next implementation, and the cell gives the median of the rounds' medians._", ""]
     if not by_card:
-        out += ["No GPU benchmark results yet: run `fp4mm bench` on an H100, commit the JSON, "
+        out += ["No GPU benchmark results yet: run `fp4mm bench` on a Hopper GPU, commit the JSON, "
                 "then `python -m fp4mm.bench.report`.", ""]
         return "\n".join(out)
     for card, chosen in by_card.items():
