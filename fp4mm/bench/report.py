@@ -241,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     by_card = latest_per_card(load_runs(args.results))
     plot_refs = {}
-    for card, chosen in by_card.items():
-        if args.no_plot:
-            break
+    for card, chosen in ({} if args.no_plot else by_card).items():
         path = card_plot_path(args.plot, card)
         if args.check or plot_chosen(chosen, path) is not None:
             plot_refs[card] = path.as_posix()
