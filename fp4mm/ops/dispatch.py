@@ -9,6 +9,12 @@ cuBLAS bf16) on an M sweep at N = 18432, K = 3072 in one run on one card, and th
 records the card, the file and the numbers that placed each threshold. Rule: the dispatched kernel
 must never be more than 5% slower than the best single kernel at any M of the sweep.
 
+Every threshold below was placed on an H100. Session 36 re-ran the W4A4 M sweep on an H200 (the
+same compute, 1.4x the memory bandwidth; ``bench/results/20261128-085327_sweep.json``): the
+dispatched raw-weight call was within -0.5% to +1.1% of the best forced kernel up to 16 tokens,
++0.3% at 64, and faster than every forced kernel at 32 and from 128. The other ops' boundaries
+have not been re-measured on the H200.
+
 Override (tests, benchmarks, debugging): ``FP4MM_KERNEL=gemm|gemv|auto`` in the environment, or
 the ``override`` argument of :func:`select_kernel` (it wins over the environment).
 """
