@@ -1,7 +1,7 @@
 """Which implementation runs: ``FP4MM_BACKEND`` = ``auto`` (default), ``reference`` or ``triton``.
 
-- ``auto``: the Triton kernels for CUDA tensors on a GPU they support (sm_90 and newer), the FP32
-  oracle otherwise.
+- ``auto``: the Triton kernels for CUDA tensors on a GPU they support (NVIDIA sm_90 and newer),
+  the FP32 oracle otherwise (other GPUs, AMD GPUs under a ROCm build of torch, the CPU).
 - ``reference``: always the oracle (any device).
 - ``triton``: always the Triton kernels; CPU tensors then need ``TRITON_INTERPRET=1`` set before
   fp4mm is imported (Triton's interpreter; fp16 paths only).
@@ -54,19 +54,25 @@ def sm_count(device) -> int:
     return _properties(_cuda_index(device)).multi_processor_count
 
 
+def _nvidia(device: torch.device) -> bool:
+    """A CUDA device of an NVIDIA build of torch. A ROCm build also calls its GPUs "cuda", and
+    reports an MI300's gfx942 as capability (9, 4): our kernels (PTX, and Gluon's Hopper
+    instructions) are NVIDIA's only."""
+    return device.type == "cuda" and torch.version.hip is None
+
+
 def _triton_supports(device: torch.device) -> bool:
     if importlib.util.find_spec("triton") is None:
         return False
-    if device.type == "cuda":
+    if _nvidia(device):
         return cuda_capability(device) >= (9, 0)
     return False
 
 
 def is_hopper(device) -> bool:
-    """A CUDA device of compute capability 9.x (wgmma, TMA, setmaxnreg: the Gluon kernels)."""
+    """An NVIDIA device of compute capability 9.x (wgmma, TMA, setmaxnreg: the Gluon kernels)."""
     device = torch.device(device)
-    return (device.type == "cuda" and torch.cuda.is_available()
-            and cuda_capability(device)[0] == 9)
+    return _nvidia(device) and torch.cuda.is_available() and cuda_capability(device)[0] == 9
 
 
 def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> str:
@@ -90,6 +96,10 @@ def resolve_backend(device: torch.device, dtype: torch.dtype | None = None) -> s
             f"{ENV_VAR}=triton with bfloat16 CPU tensors: Triton's interpreter computes bf16 "
             "wrongly; use float16 activations or the reference backend"
         )
+    if device.type == "cuda" and not _nvidia(device):
+        raise RuntimeError(f"{ENV_VAR}=triton: the kernels are for NVIDIA GPUs, got {device} "
+                           f"under a ROCm build of torch (HIP {torch.version.hip}); use the "
+                           "reference backend")
     if device.type == "cuda" and cuda_capability(device) < (9, 0):
         raise RuntimeError(f"{ENV_VAR}=triton: the kernels need sm_90 or newer, got {device}")
     return "triton"

@@ -83,6 +83,27 @@ def test_device_properties_are_asked_once_per_device(monkeypatch):
         backend._properties.cache_clear()  # no faked answers left for other tests
 
 
+def test_amd_gpus_get_the_oracle_not_nvidia_kernels(monkeypatch):
+    """A ROCm build of torch calls its GPUs "cuda" and reports an MI300 (gfx942) as capability
+    (9, 4): that is neither Hopper nor a GPU our kernels run on."""
+    from types import SimpleNamespace
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(backend, "_properties",
+                        lambda index: SimpleNamespace(major=9, minor=4, multi_processor_count=304))
+    monkeypatch.setattr(backend, "_cuda_index", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv(backend.ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.version, "hip", None)  # an NVIDIA build: the same numbers are Hopper
+    assert backend.is_hopper(cuda) and backend.resolve_backend(cuda) == "triton"
+    monkeypatch.setattr(torch.version, "hip", "6.4.0")
+    assert not backend.is_hopper(cuda)
+    assert backend.resolve_backend(cuda) == "reference"
+    monkeypatch.setenv(backend.ENV_VAR, "triton")
+    with pytest.raises(RuntimeError, match="kernels are for NVIDIA GPUs.*ROCm"):
+        backend.resolve_backend(cuda)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_every_op_on_the_second_gpu_while_the_first_is_current():
     dev = torch.device("cuda", 1)
