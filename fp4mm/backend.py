@@ -56,8 +56,8 @@ def sm_count(device) -> int:
 
 def _nvidia(device: torch.device) -> bool:
     """A CUDA device of an NVIDIA build of torch. A ROCm build also calls its GPUs "cuda", and
-    reports an MI300's gfx942 as capability (9, 4): our kernels (PTX, and Gluon's Hopper
-    instructions) are NVIDIA's only."""
+    its capability is the gfx number (an MI300's gfx942 is (9, 4), an MI200's gfx90a (9, 0)):
+    our kernels (PTX, and Gluon's Hopper instructions) are NVIDIA's only."""
     return device.type == "cuda" and torch.version.hip is None
 
 
