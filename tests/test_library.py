@@ -211,3 +211,109 @@ def test_hopper_layout_descriptors_are_made_only_for_the_gemm():
     assert isinstance(packed, fp4_gemm_sm90.PackedWeightSM90)
     assert packed.codes is codes and (packed.N, packed.K) == (24, 128)
     assert sm90_layout(None) is None
+
+
+# --- eager calls without the dispatcher (library.call) ---------------------------------------
+
+def _layer(mode):
+    from fp4mm.nn import NVFP4Linear
+
+    lin = torch.nn.Linear(64, 24, bias=False, device=DEVICE)
+    return NVFP4Linear.from_linear(lin, mode=mode)
+
+
+@pytest.fixture
+def direct_calls(monkeypatch):
+    """Names of the ops whose implementation ``library.call`` ran directly (the custom ops keep
+    their own reference to the implementation, so a call through the dispatcher is not seen)."""
+    seen = []
+    for name, fn in list(library._IMPLS.items()):
+        def spy(*args, _fn=fn, _name=name):
+            seen.append(_name)
+            return _fn(*args)
+        monkeypatch.setitem(library._IMPLS, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["w4a4", "w4a16"])
+def test_eager_layer_calls_skip_the_dispatcher_with_the_same_result(mode, direct_calls,
+                                                                     monkeypatch):
+    layer, x = _layer(mode), _x(5, 64)
+    with torch.no_grad():
+        y = layer(x)
+    assert direct_calls == (["quantize_nvfp4_alpha", "nvfp4_mm"] if mode == "w4a4"
+                            else ["nvfp4_w4a16_mm_alpha"])
+    direct_calls.clear()
+    monkeypatch.setattr(library, "_dispatcher_needed", lambda args: True)
+    with torch.no_grad():
+        assert torch.equal(layer(x), y)
+    assert direct_calls == []
+
+
+def test_wrappers_skip_the_dispatcher(direct_calls):
+    x, wq = _x(4, 64), quantize_nvfp4(_x(6, 64, seed=7))
+    q = library.quantize_nvfp4(x)
+    library.nvfp4_mm(q.data, q.scales, wq.data, wq.scales, 0.5)
+    library.nvfp4_w4a16_mm(x, wq.data, wq.scales, wq.global_scale)
+    library.nvfp4_w4a16_mm_alpha(x, wq.data, wq.scales, 0.5)
+    g = quantize_fp4_groupwise(_x(6, 64, seed=8).float(), 32)
+    library.w4a16_mm(x, g.data, g.scales.half(), 32)
+    assert direct_calls == ["quantize_nvfp4", "nvfp4_mm", "nvfp4_w4a16_mm",
+                            "nvfp4_w4a16_mm_alpha", "w4a16_mm"]
+
+
+def test_a_call_autograd_would_record_goes_through_the_op(direct_calls):
+    """x requires grad: the op records the call, and backward names the missing formula."""
+    layer = _layer("w4a16")
+    x = _x(3, 64).float().requires_grad_()
+    y = layer(x)
+    assert direct_calls == [] and y.requires_grad
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        y.sum().backward()
+    with torch.no_grad():
+        layer(x)
+    assert direct_calls == ["nvfp4_w4a16_mm_alpha"]
+
+
+def test_profiler_modes_vmap_fake_tensors_and_compile_see_the_op(direct_calls):
+    """Everything that observes or transforms the call still gets the op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    layer, x = _layer("w4a4"), _x(5, 64)
+    with torch.no_grad(), Seen() as seen:
+        y = layer(x)
+    assert direct_calls == [] and {"fp4mm.quantize_nvfp4_alpha.default",
+                                   "fp4mm.nvfp4_mm.default"} <= set(seen.ops)
+    xs = torch.stack([x, _x(5, 64, seed=9)])
+    with torch.no_grad():
+        ys = torch.vmap(layer)(xs)  # the dispatcher's batched fallback: one call per entry
+    assert direct_calls == []
+    with torch.no_grad():
+        assert torch.equal(ys[0], y) and torch.equal(ys[1], layer(xs[1]))
+    direct_calls.clear()
+    with torch.no_grad(), torch.autograd.profiler.profile() as prof:
+        layer(x)
+    assert direct_calls == []
+    assert {"fp4mm::quantize_nvfp4_alpha", "fp4mm::nvfp4_mm"} <= {e.name for e in
+                                                                    prof.function_events}
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
+        y = layer(mode.from_tensor(x))
+    assert direct_calls == [] and y.shape == (5, 24)
+    with torch.no_grad():
+        assert layer(x.to("meta")).device.type == "meta"
+    assert direct_calls == []
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(layer, backend="eager", fullgraph=True)(x)
+    assert direct_calls == []

@@ -195,25 +195,24 @@ class NVFP4Linear(nn.Module):
         if self.mode == "w4a4":
             y = self._forward_w4a4(x2, scalars)
         else:
-            y = torch.ops.fp4mm.nvfp4_w4a16_mm_alpha(x2, self.weight, self.weight_scale,
-                                                     self.weight_packed, self.weight_scale_2,
-                                                     "low_first", self.weight_sm90_codes,
-                                                     self.weight_sm90_scales)
+            y = library.call("nvfp4_w4a16_mm_alpha", x2, self.weight, self.weight_scale,
+                             self.weight_packed, self.weight_scale_2, "low_first",
+                             self.weight_sm90_codes, self.weight_sm90_scales)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*lead, self.out_features)
 
     def _forward_w4a4(self, x2: torch.Tensor, scalars: dict) -> torch.Tensor:
         if self.input_scale is None:  # alpha = weight_scale_2 / gs_x, written by the quantiser
-            x_q, x_s, alpha = torch.ops.fp4mm.quantize_nvfp4_alpha(x2, None, self.weight_scale_2,
-                                                                   "low_first")
+            x_q, x_s, alpha = library.call("quantize_nvfp4_alpha", x2, None,
+                                           self.weight_scale_2, "low_first")
         else:
-            x_q, x_s, _ = torch.ops.fp4mm.quantize_nvfp4(x2, scalars["input_global_scale"],
-                                                         "low_first")
+            x_q, x_s, _ = library.call("quantize_nvfp4", x2, scalars["input_global_scale"],
+                                       "low_first")
             alpha = scalars["static_alpha"]
-        return torch.ops.fp4mm.nvfp4_mm(x_q, x_s, self.weight, self.weight_scale,
-                                        self.weight_packed, alpha, x2.dtype, "low_first",
-                                        self.weight_sm90_codes, self.weight_sm90_scales)
+        return library.call("nvfp4_mm", x_q, x_s, self.weight, self.weight_scale,
+                            self.weight_packed, alpha, x2.dtype, "low_first",
+                            self.weight_sm90_codes, self.weight_sm90_scales)
 
     # -- prepacked weight ----------------------------------------------------------------------
 
