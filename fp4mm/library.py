@@ -111,12 +111,14 @@ def _direct_impl(name: str):
 
 def _dispatcher_needed(args) -> bool:
     """Whether a call must go through the ``torch.library`` dispatcher: while tracing
-    (``torch.compile``, export), under a profiler (which names the op), inside a Python
+    (``torch.compile``, export, ``torch.jit.trace``, FX), under a profiler (which names the
+    op), inside a Python
     dispatch / torch-function mode or a functorch transform (fake tensors, ``vmap``), with a
     tensor subclass or a meta tensor (the fake implementation), or where autograd would record
     the call (grad enabled and an input requires grad: the op then raises its "no autograd
     formula" error at backward instead of handing back an output with no history)."""
-    if (torch.compiler.is_compiling() or torch.autograd._profiler_enabled()
+    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch.fx._symbolic_trace.is_fx_tracing() or torch.autograd._profiler_enabled()
             or torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack()
             or torch._C._functorch.peek_interpreter_stack() is not None):
         return True

@@ -3,6 +3,8 @@ ones (torch.library.opcheck), and torch.compile(fullgraph=True) traces through t
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.library import opcheck
@@ -317,3 +319,23 @@ def test_profiler_modes_vmap_fake_tensors_and_compile_see_the_op(direct_calls):
     with torch.no_grad():
         torch.compile(layer, backend="eager", fullgraph=True)(x)
     assert direct_calls == []
+
+
+def test_jit_and_fx_tracing_record_the_ops(direct_calls):
+    layer, x = _layer("w4a4"), _x(5, 64)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on the layer's Python checks
+        traced = torch.jit.trace(layer, x, check_trace=False)  # (its check runs it untraced)
+    assert direct_calls == []
+    assert {"fp4mm::quantize_nvfp4_alpha", "fp4mm::nvfp4_mm"} <= {
+        n.kind() for n in traced.inlined_graph.nodes()}
+    x2 = _x(5, 64, seed=3)
+    with torch.no_grad():
+        assert torch.equal(traced(x2), layer(x2))
+    direct_calls.clear()
+    g = quantize_fp4_groupwise(_x(6, 64, seed=8).float(), 32)
+    gm = torch.fx.symbolic_trace(lambda x, w, s: library.w4a16_mm(x, w, s, 32))
+    assert direct_calls == []
+    assert torch.ops.fp4mm.w4a16_mm.default in {n.target for n in gm.graph.nodes}
+    assert torch.equal(gm(x, g.data, g.scales.half()), library.w4a16_mm(x, g.data,
+                                                                       g.scales.half(), 32))
