@@ -899,6 +899,10 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       23.14 / 19.29-19.52; 28672 x 4096 44.32 / 32.12-32.28; 3072 x 3072 a tie (7.30 /
       7.22-7.24); bf16 M=4 21.89 / 18.26; g64 M=8 21.03 / 18.19. The best split was 3-4 at
       every shape but 28672 x 4096 (1-3, within 2%).
+
+    Re-checked on an H200 at W4A4's 16 tokens (session 37,
+    bench/results/2026-11-28-decode-bar-resweep-h200.json, 18432 x 3072, 30 configs, 3 rotating
+    rounds): this rule 19.51 us, the best swept config 19.08 (one warp, split 4), 2% apart.
     """
     grouped = group_size is not None
     if grouped and group_size < KS:

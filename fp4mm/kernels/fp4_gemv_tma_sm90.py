@@ -362,7 +362,11 @@ _SMEM_PER_SM = 228 * 1024
 
 @functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
 def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> GemvTMAConfig:
-    """The heuristic, from the H100 sweeps (CUDA-graph medians).
+    """The heuristic, from the H100 sweeps (CUDA-graph medians). Re-checked on an H200 (session
+    37, bench/results/2026-11-28-decode-bar-resweep-h200.json, 18432 x 3072, 3 rotating rounds):
+    at 16 tokens the NVFP4 rule 17.77 us against the best swept config's 17.72, groups of 32
+    20.00 against 19.27; at 4 tokens of groups of 32 this kernel's best config 16.87, the
+    ring's rule (which the ops use there) 17.20. Nothing moved.
     - NVFP4 weights (session 28, after the swizzled reads; bench/results/2026-11-27-gemv-tma-
       swizzle-sweep-rt1-h100.json: 9 / 16 / 24 / 32 tokens on seven weight shapes, bf16 x, warps
       1/2/4 x stages 2/3 x split 1-4 with one row tile): four warps of one row tile (64 rows a
