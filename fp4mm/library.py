@@ -98,25 +98,26 @@ def _weight(w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order):
 
 # --- eager calls without the dispatcher -------------------------------------------------------
 
-_IMPLS: dict = {}  # op name -> its Python implementation (what the custom op runs)
+_IMPLS: dict = {}  # op name -> its Python implementation (what its custom op runs)
 
 
-def _direct_impl(name: str):
-    """Record the function an ``fp4mm::<name>`` custom op wraps, for :func:`call`."""
+def _op(name: str):
+    """Make the decorated function the functional custom op ``fp4mm::<name>``, and keep the
+    function itself for :func:`call`."""
     def register(fn):
         _IMPLS[name] = fn
-        return fn
+        return custom_op(f"fp4mm::{name}", fn, mutates_args=())
     return register
 
 
 def _dispatcher_needed(args) -> bool:
     """Whether a call must go through the ``torch.library`` dispatcher: while tracing
     (``torch.compile``, export, ``torch.jit.trace``, FX), under a profiler (which names the
-    op), inside a Python
-    dispatch / torch-function mode or a functorch transform (fake tensors, ``vmap``), with a
-    tensor subclass or a meta tensor (the fake implementation), or where autograd would record
-    the call (grad enabled and an input requires grad: the op then raises its "no autograd
-    formula" error at backward instead of handing back an output with no history)."""
+    op), inside a Python dispatch / torch-function mode or a functorch transform (fake tensors,
+    ``vmap``), with a tensor subclass or a meta tensor (the fake implementation), or where
+    autograd would record the call (grad enabled and an input requires grad: the op then raises
+    its "no autograd formula" error at backward instead of handing back an output with no
+    history)."""
     if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
             or torch.fx._symbolic_trace.is_fx_tracing() or torch.autograd._profiler_enabled()
             or torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack()
@@ -155,8 +156,7 @@ def _pdl_late(x: torch.Tensor) -> bool:
     return quantiser_pdl_late(x.numel() // x.shape[-1] if x.shape[-1] else 0)
 
 
-@custom_op("fp4mm::quantize_nvfp4", mutates_args=())
-@_direct_impl("quantize_nvfp4")
+@_op("quantize_nvfp4")
 def _quantize_nvfp4_op(
     x: torch.Tensor, global_scale: torch.Tensor | None, order: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -184,8 +184,7 @@ def _(x, global_scale, order):
     return _fake_quantized(x)
 
 
-@custom_op("fp4mm::quantize_nvfp4_alpha", mutates_args=())
-@_direct_impl("quantize_nvfp4_alpha")
+@_op("quantize_nvfp4_alpha")
 def _quantize_nvfp4_alpha_op(
     x: torch.Tensor, global_scale: torch.Tensor | None, alpha_numerator: torch.Tensor, order: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -219,8 +218,7 @@ def quantize_nvfp4(x: torch.Tensor, global_scale=None, order: str = "low_first")
 
 # --- nvfp4_mm -------------------------------------------------------------------------------
 
-@custom_op("fp4mm::nvfp4_mm", mutates_args=())
-@_direct_impl("nvfp4_mm")
+@_op("nvfp4_mm")
 def _nvfp4_mm_op(
     x_q: torch.Tensor,
     x_scales: torch.Tensor,
@@ -274,8 +272,7 @@ def _nvfp4_w4a16(x, w_q, w_scales, w_packed, w_sm90_codes, w_sm90_scales, order,
     return op(x, w, ws, factor, order=order)
 
 
-@custom_op("fp4mm::nvfp4_w4a16_mm", mutates_args=())
-@_direct_impl("nvfp4_w4a16_mm")
+@_op("nvfp4_w4a16_mm")
 def _nvfp4_w4a16_mm_op(
     x: torch.Tensor,
     w_q: torch.Tensor,
@@ -295,8 +292,7 @@ def _(x, w_q, w_scales, w_packed, w_global_scale, order, w_sm90_codes=None, w_sm
     return x.new_empty((x.shape[0], w_q.shape[0]))
 
 
-@custom_op("fp4mm::nvfp4_w4a16_mm_alpha", mutates_args=())
-@_direct_impl("nvfp4_w4a16_mm_alpha")
+@_op("nvfp4_w4a16_mm_alpha")
 def _nvfp4_w4a16_mm_alpha_op(
     x: torch.Tensor,
     w_q: torch.Tensor,
@@ -342,8 +338,7 @@ def nvfp4_w4a16_mm_alpha(x, w_q, w_scales, alpha, *, order: str = "low_first") -
 
 # --- w4a16_mm -------------------------------------------------------------------------------
 
-@custom_op("fp4mm::w4a16_mm", mutates_args=())
-@_direct_impl("w4a16_mm")
+@_op("w4a16_mm")
 def _w4a16_mm_op(x: torch.Tensor, w_q: torch.Tensor, scales: torch.Tensor, group_size: int,
                  order: str) -> torch.Tensor:
     from fp4mm.ops import w4a16_mm
