@@ -310,39 +310,64 @@ def _fp4_gemv_kernel(
 @triton.jit
 def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
                           SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
-                          ALPHA_PTR: tl.constexpr = False, PDL_LATE: tl.constexpr = False):
+                          ALPHA_PTR: tl.constexpr = False, PDL_LATE: tl.constexpr = False,
+                          chunks=1, ctas=1, units=1, STREAM_ROWS: tl.constexpr = 0):
     """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
     PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
-    memory access, then let the next one launch (with PDL_LATE only after the stores)."""
+    memory access, then let the next one launch (with PDL_LATE only after the stores).
+    STREAM_ROWS > 0 (the TMA GEMV's balanced grid, ``stream_slots``): ``ctas`` CTAs shared
+    ``units`` (row block of STREAM_ROWS rows, chunk) units, ``chunks`` a row block, in equal
+    contiguous ranges; row ``n``'s block has partials only in its first ``count`` slices (one
+    per CTA whose range meets the block), and only those are summed."""
     pdl_prologue(PDL, PDL_LATE)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < M * N
-    acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
-    for s in tl.static_range(1, SPLIT_K):
-        acc += tl.load(part_ptr + s * M * N + offs, mask=ok, other=0.0)
     m = offs // N
     n = offs % N
+    acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
+    if STREAM_ROWS > 0:
+        block = n // STREAM_ROWS
+        count = (_stream_owner(block * chunks + chunks - 1, ctas, units)
+                 - _stream_owner(block * chunks, ctas, units) + 1)
+    for s in tl.static_range(1, SPLIT_K):
+        if STREAM_ROWS > 0:  # slices past the row's count were never written
+            acc += tl.load(part_ptr + s * M * N + offs, mask=ok & (s < count), other=0.0)
+        else:
+            acc += tl.load(part_ptr + s * M * N + offs, mask=ok, other=0.0)
     tl.store(out_ptr + m * stride_om + n,
              apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=ok)
     pdl_epilogue(PDL, PDL_LATE)
 
 
+@triton.jit
+def _stream_owner(u, ctas, units):
+    """The CTA whose range holds unit ``u`` when ``ctas`` CTAs split ``units`` units into
+    contiguous ranges ``[g * units // ctas, (g + 1) * units // ctas)``: the largest g with
+    ``g * units // ctas <= u``."""
+    return ((u + 1) * ctas - 1) // units
+
+
 # --------------------------------------------------------------------------------------- launcher
 def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
-                    pdl: bool = False, pdl_late: bool = False) -> None:
+                    pdl: bool = False, pdl_late: bool = False,
+                    stream: tuple[int, int, int, int] | None = None) -> None:
     """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
     order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
     with programmatic dependent launch (it waits for the previous kernel itself) and letting the
     next kernel launch at its start, or with ``pdl_late`` only after its stores. ``alpha``: a
-    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
+    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``). ``stream``: ``(rows,
+    chunks, ctas, units)`` of the TMA GEMV's balanced grid (``fp4_gemv_tma_sm90.stream_slots``):
+    each row sums only the slices its row block's CTAs wrote."""
     splits, M, N = part.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, part)
     block = 1024
     pdl_args = ({"PDL": True, "launch_pdl": True, "PDL_LATE": pdl_late} if pdl
                 else {})  # the interpreter has no PDL
+    rows, chunks, ctas, units = stream or (0, 1, 1, 1)
     launch(_splitk_reduce_kernel, (cdiv(M * N, block),),
         part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
-        ALPHA_PTR=alpha_on_device, num_warps=4, **pdl_args)
+        ALPHA_PTR=alpha_on_device, num_warps=4, chunks=chunks, ctas=ctas, units=units,
+        STREAM_ROWS=rows, **pdl_args)
 
 
 @dataclass(frozen=True)

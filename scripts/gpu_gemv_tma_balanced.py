@@ -1,0 +1,106 @@
+# ruff: noqa: B023  (the closures are used inside their loop iteration)
+"""The TMA-fed GEMV's balanced grid (``GemvTMAConfig.ctas_per_sm``, session 38) against its
+split-K rule, on whatever card runs it.
+
+1. Oracle checks (NaN-poisoned output; fp32 out exact up to summation order, 16-bit out one
+   rounding): ragged N, K from one chunk up, 1-32 tokens, both nibble orders, fp16/bf16 x,
+   1-5 CTAs an SM, one to four warps, one and two row tiles, alpha as a float and on the device.
+2. Timing (bf16 x, CUDA-graph medians over 4 weight copies, 3 rotating rounds): at 4 / 8 / 16 /
+   32 tokens on eight weight shapes, the shipped rule against the balanced grid at 3-6 CTAs an
+   SM (four warps, one row tile, 2 stages) and at 4 with 3 stages.
+Usage on an sm_90 machine: ``python scripts/gpu_gemv_tma_balanced.py [--check-only]`` (JSON to
+$OUT or .).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
+from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+
+C = T.GemvTMAConfig
+SHAPES = [(18432, 3072), (8192, 8192), (28672, 4096), (14336, 4096), (4096, 4096),
+          (3072, 3072), (8192, 3072), (5120, 5120)]
+TOKENS = (4, 8, 16, 32)
+VARIANTS = {"s2c3": C(1, 2, 1, 4, 3), "s2c4": C(1, 2, 1, 4, 4), "s2c5": C(1, 2, 1, 4, 5),
+            "s2c6": C(1, 2, 1, 4, 6), "s3c4": C(1, 3, 1, 4, 4)}
+
+
+def checks():
+    n = 0
+    cases = [(1, 64, 256), (4, 200, 512), (9, 77, 768), (16, 130, 3072), (16, 1000, 2560),
+             (24, 1000, 5120), (32, 300, 2048), (16, 18432, 3072), (7, 5000, 256)]
+    cfgs = [C(1, 2, 1, 4, c) for c in (1, 4, 5)] + [C(2, 3, 1, 2, 3), C(1, 4, 1, 1, 2)]
+    for M, N, K in cases:
+        for dt in (torch.float16, torch.bfloat16):
+            p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dt)
+            for order in ("low_first", "high_first"):
+                p.order = order
+                ref = p.reference(0)
+                for cfg in cfgs:
+                    dev_alpha = torch.tensor([p.alpha], device="cuda")
+                    for out_dt, alpha in ((torch.float32, p.alpha), (dt, dev_alpha)):
+                        out = torch.full((M, N), float("nan"), dtype=out_dt, device="cuda")
+                        T.gemv_tma_sm90(p.x[0], *p.w[0], alpha, order, out, config=cfg)
+                        ok, err = close(out, ref)
+                        if not ok:
+                            raise SystemExit(f"FAIL M={M} N={N} K={K} {dt} {order} {cfg} "
+                                             f"{out_dt} err={err}")
+                        n += 1
+    print(f"oracle checks: {n} passed", flush=True)
+    return n
+
+
+def main():
+    n_checks = checks()
+    if "--check-only" in sys.argv:
+        return
+    path = os.path.join(os.environ.get("OUT", "."),
+                        f"gemv-tma-balanced_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    rows = []
+    for N, K in SHAPES:
+        for M in TOKENS:
+            p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+            out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+            ref = p.reference(0)
+            variants = {"rule": None} | VARIANTS
+
+            def run(cfg, i, o):
+                T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", o, config=cfg)
+
+            for name, cfg in variants.items():
+                o = torch.full_like(out, float("nan"))
+                run(cfg, 0, o)
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL timing check {N}x{K} M={M} {name}")
+            names = list(variants)
+            times = {k: [] for k in names}
+            for r in range(3):
+                for k in names[r:] + names[:r]:
+                    cfg = variants[k]
+                    times[k].append(time_graph([lambda i=i: run(cfg, i, out)
+                                                for i in range(4)])[0])
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            best = min((k for k in names if k != "rule"), key=med.get)
+            rule = T.choose_config(M, N, K)
+            rows.append(dict(N=N, K=K, M=M, rule=str(rule), rounds_us=times, median_us=med,
+                             best=best, gain=med["rule"] / med[best]))
+            print(f"{N:6d}x{K:5d} M={M:2d} rule {med['rule']:6.2f} | "
+                  + " ".join(f"{k} {med[k]:6.2f}" for k in names[1:])
+                  + f" | best {best} x{med['rule'] / med[best]:.3f}", flush=True)
+            with open(path, "w") as f:
+                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"),
+                               oracle_checks=n_checks, rows=rows), f, indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
