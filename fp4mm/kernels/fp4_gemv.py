@@ -308,10 +308,10 @@ def _fp4_gemv_kernel(
 
 
 @triton.jit
-def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
-                          SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
-                          ALPHA_PTR: tl.constexpr = False, PDL_LATE: tl.constexpr = False,
-                          chunks=1, ctas=1, units=1, STREAM_ROWS: tl.constexpr = 0):
+def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om, chunks, ctas,
+                          units, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr,
+                          PDL: tl.constexpr = False, ALPHA_PTR: tl.constexpr = False,
+                          PDL_LATE: tl.constexpr = False, STREAM_ROWS: tl.constexpr = 0):
     """``out[m, n] = alpha * sum_s part[s, m, n]``, summed in the order s = 0, 1, ... .
     PDL (GPU only, launched with ``launch_pdl``): wait for the previous kernel before any
     memory access, then let the next one launch (with PDL_LATE only after the stores).
@@ -365,9 +365,8 @@ def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
                 else {})  # the interpreter has no PDL
     rows, chunks, ctas, units = stream or (0, 1, 1, 1)
     launch(_splitk_reduce_kernel, (cdiv(M * N, block),),
-        part, out, M, N, alpha, alpha_ptr, out.stride(0), SPLIT_K=splits, BLOCK=block,
-        ALPHA_PTR=alpha_on_device, num_warps=4, chunks=chunks, ctas=ctas, units=units,
-        STREAM_ROWS=rows, **pdl_args)
+        part, out, M, N, alpha, alpha_ptr, out.stride(0), chunks, ctas, units, SPLIT_K=splits,
+        BLOCK=block, ALPHA_PTR=alpha_on_device, STREAM_ROWS=rows, num_warps=4, **pdl_args)
 
 
 @dataclass(frozen=True)

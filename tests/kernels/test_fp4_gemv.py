@@ -302,9 +302,9 @@ def test_reduce_pdl_late_lets_the_next_kernel_launch_after_the_stores():
     register ring, ``fp4_gemv_sm90.REDUCE_PDL_LATE_MIN_M_W4A4``) lets the next kernel launch
     after its store; without it right after its wait."""
     sig = {"part_ptr": "*fp32", "out_ptr": "*fp16", "M": "i32", "N": "i32", "alpha": "fp32",
-           "alpha_ptr": "*fp32", "stride_om": "i32", "SPLIT_K": "constexpr", "BLOCK": "constexpr",
-           "PDL": "constexpr", "ALPHA_PTR": "constexpr", "PDL_LATE": "constexpr",
-           "chunks": "i32", "ctas": "i32", "units": "i32", "STREAM_ROWS": "constexpr"}
+           "alpha_ptr": "*fp32", "stride_om": "i32", "chunks": "i32", "ctas": "i32",
+           "units": "i32", "SPLIT_K": "constexpr", "BLOCK": "constexpr", "PDL": "constexpr",
+           "ALPHA_PTR": "constexpr", "PDL_LATE": "constexpr", "STREAM_ROWS": "constexpr"}
     consts = {"SPLIT_K": 3, "BLOCK": 1024, "ALPHA_PTR": False, "STREAM_ROWS": 0}
     assert_late_trigger_follows_the_stores(
         *pdl_order("fp4mm.kernels.fp4_gemv", "_splitk_reduce_kernel", sig, consts))
