@@ -58,7 +58,65 @@ def checks():
     return n
 
 
+def diag():
+    """Same partition, other code? At 16 x 18432 x 3072 the balanced grid with 576 CTAs (the
+    SM count patched to 144, four an SM: 6 units a CTA, each CTA exactly one half row block,
+    as the split-K rule) against the rule, with and without the fair-share padding."""
+    M, N, K = 16, 18432, 3072
+    p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+    out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+    real = T.sm_count
+    variants = {"rule": (None, True, None), "rule_nofair": (None, False, None),
+                "aligned576_nofair": (C(1, 2, 1, 4, 4), False, 144),
+                "c5": (C(1, 2, 1, 4, 5), True, None), "c5_nofair": (C(1, 2, 1, 4, 5), False, None),
+                "c4": (C(1, 2, 1, 4, 4), True, None)}
+
+    def run(v, i, o):
+        cfg, fair, sms = variants[v]
+        T.sm_count = (lambda d: sms) if sms else real
+        try:
+            T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", o, config=cfg,
+                            fair_share=fair)
+        finally:
+            T.sm_count = real
+
+    ref = p.reference(0)
+    for v in variants:
+        o = torch.full_like(out, float("nan"))
+        run(v, 0, o)
+        assert close(o, ref)[0], v
+    names = list(variants)
+    times = {k: [] for k in names}
+    for r in range(3):
+        for k in names[r:] + names[:r]:
+            times[k].append(time_graph([lambda i=i: run(k, i, out) for i in range(4)])[0])
+    print("diag 16x18432x3072: " + "  ".join(f"{k} {sorted(v)[1]:.2f}"
+                                             for k, v in times.items()), flush=True)
+    # the GEMV alone (its reduce not launched), then the reduce alone
+    from fp4mm.kernels import fp4_gemv
+
+    real_reduce = fp4_gemv.reduce_partials
+    fp4_gemv.reduce_partials = lambda *a, **k: None
+    try:
+        alone = {k: time_graph([lambda i=i: run(k, i, out) for i in range(4)])[0]
+                 for k in ("rule_nofair", "aligned576_nofair", "c5")}
+    finally:
+        fp4_gemv.reduce_partials = real_reduce
+    print("GEMV alone: " + "  ".join(f"{k} {v:.2f}" for k, v in alone.items()), flush=True)
+    part2, part3 = (torch.randn(s, M, N, device="cuda") for s in (2, 3))
+    red = {"plain2": time_graph([lambda: real_reduce(part2, out, 0.5, pdl=True)])[0],
+           "stream3": time_graph([lambda: real_reduce(part3, out, 0.5, pdl=True,
+                                                      stream=(64, 12, 660, 3456))])[0],
+           "stream2": time_graph([lambda: real_reduce(part2, out, 0.5, pdl=True,
+                                                      stream=(64, 12, 576, 3456))])[0]}
+    print("reduce alone: " + "  ".join(f"{k} {v:.2f}" for k, v in red.items()), flush=True)
+    return times
+
+
 def main():
+    if "--diag" in sys.argv:
+        diag()
+        return
     n_checks = checks()
     if "--check-only" in sys.argv:
         return

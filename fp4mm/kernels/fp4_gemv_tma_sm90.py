@@ -283,10 +283,15 @@ def _fp4_gemv_tma_sm90_kernel(
         g = gl.program_id(0)
         u_begin = g * UNITS // gl.num_programs(0)
         n_c = (g + 1) * UNITS // gl.num_programs(0) - u_begin
+        load_block = u_begin // CHUNKS  # the next unit to load (stepped on, not divided out)
+        load_chunk = u_begin % CHUNKS
         for i in gl.static_range(STAGES):
             _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                   ready, i, (u_begin + i) // CHUNKS * BN, (u_begin + i) % CHUNKS, i < n_c,
-                   GROUPED, X_ROWS)
+                   ready, i, load_block * BN, load_chunk, i < n_c, GROUPED, X_ROWS)
+            load_chunk += 1
+            if load_chunk == CHUNKS:
+                load_block += 1
+                load_chunk = 0
     else:
         pid_n = gl.program_id(0)
         pid_k = gl.program_id(1)
@@ -343,9 +348,12 @@ def _fp4_gemv_tma_sm90_kernel(
             gl.thread_barrier()  # every warp has read stage s: refill it
             fence_async_shared()
             if STREAM:
-                u = u_begin + t + STAGES
                 _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                       ready, s, u // CHUNKS * BN, u % CHUNKS, t + STAGES < n_c, GROUPED, X_ROWS)
+                       ready, s, load_block * BN, load_chunk, t + STAGES < n_c, GROUPED, X_ROWS)
+                load_chunk += 1
+                if load_chunk == CHUNKS:
+                    load_block += 1
+                    load_chunk = 0
             else:
                 _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
                        ready, s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)

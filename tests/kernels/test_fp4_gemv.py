@@ -302,10 +302,9 @@ def test_reduce_pdl_late_lets_the_next_kernel_launch_after_the_stores():
     register ring, ``fp4_gemv_sm90.REDUCE_PDL_LATE_MIN_M_W4A4``) lets the next kernel launch
     after its store; without it right after its wait."""
     sig = {"part_ptr": "*fp32", "out_ptr": "*fp16", "M": "i32", "N": "i32", "alpha": "fp32",
-           "alpha_ptr": "*fp32", "stride_om": "i32", "chunks": "i32", "ctas": "i32",
-           "units": "i32", "SPLIT_K": "constexpr", "BLOCK": "constexpr", "PDL": "constexpr",
-           "ALPHA_PTR": "constexpr", "PDL_LATE": "constexpr", "STREAM_ROWS": "constexpr"}
-    consts = {"SPLIT_K": 3, "BLOCK": 1024, "ALPHA_PTR": False, "STREAM_ROWS": 0}
+           "alpha_ptr": "*fp32", "stride_om": "i32", "SPLIT_K": "constexpr", "BLOCK": "constexpr",
+           "PDL": "constexpr", "ALPHA_PTR": "constexpr", "PDL_LATE": "constexpr"}
+    consts = {"SPLIT_K": 3, "BLOCK": 1024, "ALPHA_PTR": False}
     assert_late_trigger_follows_the_stores(
         *pdl_order("fp4mm.kernels.fp4_gemv", "_splitk_reduce_kernel", sig, consts))
 
@@ -328,7 +327,8 @@ def test_reduce_of_the_balanced_grid_sums_only_each_rows_own_slices(rows, row_bl
                                                                     ctas):
     """``reduce_partials(stream=...)``: row n's block has partials only in its first few
     slices (one per CTA whose range meets the block, slice j for the j-th); the rest are
-    never written (NaN here) and must not reach the output. Summed in slice order."""
+    never written (NaN here) and must not reach the output. Summed in slice order; M is not a
+    power of two (the token tile is masked)."""
     meets = _stream_ranges(row_blocks, chunks, ctas)
     slots = max(len(m) for m in meets)
     M, N = 3, rows * row_blocks - 5  # the last block ragged
