@@ -362,6 +362,10 @@ def _fp4_gemv_tma_sm90_kernel(
             acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
                         W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
         if STREAM:
+            if PDL:  # the last segment: let the reduce launch before the stores, as _epilogue
+                if seg == n_seg - 1:
+                    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r",
+                                              [], dtype=gl.int32, is_pure=False, pack=1)
             _epilogue(acc, out_ptr, block * BN, g - _stream_owner(block * CHUNKS, UNITS), M, N,
                       alpha, alpha_ptr, stride_om, True, False, False)
     for i in gl.static_range(STAGES):
@@ -373,11 +377,7 @@ def _fp4_gemv_tma_sm90_kernel(
     if PAD_C > 0:
         _hold(pad_c)
 
-    if STREAM:  # the partials are stored: let the reduce launch (it waits for this grid)
-        if PDL:
-            gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [],
-                                      dtype=gl.int32, is_pure=False, pack=1)
-    else:
+    if not STREAM:
         _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
                   ALPHA_PTR)
 
