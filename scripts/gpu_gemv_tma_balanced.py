@@ -113,7 +113,45 @@ def diag():
     return times
 
 
+def splits():
+    """Can a plain split choice do what the balanced grid does? Where the rule's split-K grid
+    leaves its last wave mostly empty (5120 x 5120: 160 CTAs on 132 SMs), every split 1-5 of
+    the rule's CTA shape against the balanced grid at 3 and 4 CTAs an SM."""
+    rows = []
+    for N, K in ((5120, 5120), (14336, 4096), (28672, 4096), (18432, 3072), (6144, 4096)):
+        for M in (4, 16, 32):
+            p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+            out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+            ref = p.reference(0)
+            variants = {"rule": None} | {f"split{k}": C(1, 2, k, 4) for k in range(1, 6)} | {
+                "s2c3": C(1, 2, 1, 4, 3), "s3c4": C(1, 3, 1, 4, 4)}
+            for name, cfg in variants.items():
+                o = torch.full_like(out, float("nan"))
+                T.gemv_tma_sm90(p.x[0], *p.w[0], p.alpha, "low_first", o, config=cfg)
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL {N}x{K} M={M} {name}")
+            names = list(variants)
+            times = {k: [] for k in names}
+            for r in range(3):
+                for k in names[r:] + names[:r]:
+                    times[k].append(time_graph([
+                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", out,
+                                                    config=variants[k]) for i in range(4)])[0])
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            rows.append(dict(N=N, K=K, M=M, rounds_us=times, median_us=med))
+            print(f"{N:6d}x{K:5d} M={M:2d} " + " ".join(f"{k} {v:6.2f}" for k, v in med.items()),
+                  flush=True)
+    path = os.path.join(os.environ.get("OUT", "."),
+                        f"gemv-tma-balanced-splits_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                       git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f, indent=1)
+
+
 def main():
+    if "--splits" in sys.argv:
+        splits()
+        return
     if "--diag" in sys.argv:
         diag()
         return
