@@ -327,54 +327,16 @@ def _splitk_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om,
     pdl_epilogue(PDL, PDL_LATE)
 
 
-@triton.jit
-def _stream_reduce_kernel(part_ptr, out_ptr, M, N, alpha, alpha_ptr, stride_om, chunks, ctas,
-                          units, SLICES: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_M: tl.constexpr, PDL: tl.constexpr = False,
-                          ALPHA_PTR: tl.constexpr = False):
-    """The reduce of the TMA GEMV's balanced grid (``fp4_gemv_tma_sm90.stream_slots``): ``ctas``
-    CTAs shared ``units`` (row block of ROWS rows, chunk) units, ``chunks`` a row block, in
-    equal contiguous ranges ``[g * units // ctas, (g + 1) * units // ctas)``. Program b sums row
-    block b's partials: slices 0 .. count - 1, one per CTA whose range meets the block, in
-    order; the slices past count were never written. One program a block, so the count is
-    worked out once (per element, its two divisions cost 1.1 us at 16 x 18432)."""
-    pdl_prologue(PDL, False)
-    b = tl.program_id(0)
-    first = ((b * chunks + 1) * ctas - 1) // units  # the CTA holding the block's first unit
-    count = ((b * chunks + chunks) * ctas - 1) // units - first + 1
-    m = tl.arange(0, BLOCK_M)[:, None]
-    n = b * ROWS + tl.arange(0, ROWS)[None, :]
-    ok = (m < M) & (n < N)
-    offs = m * N + n
-    acc = tl.load(part_ptr + offs, mask=ok, other=0.0)
-    for s in tl.static_range(1, SLICES):
-        acc += tl.load(part_ptr + s * M * N + offs, mask=ok & (s < count), other=0.0)
-    tl.store(out_ptr + m * stride_om + n,
-             apply_alpha(acc, alpha, alpha_ptr, ALPHA_PTR).to(out_ptr.dtype.element_ty), mask=ok)
-    pdl_epilogue(PDL, False)
-
-
 # --------------------------------------------------------------------------------------- launcher
 def reduce_partials(part: torch.Tensor, out: torch.Tensor, alpha, *,
-                    pdl: bool = False, pdl_late: bool = False,
-                    stream: tuple[int, int, int, int] | None = None) -> None:
+                    pdl: bool = False, pdl_late: bool = False) -> None:
     """``out = alpha * part.sum(0)`` for fp32 split-K partials ``(splits, M, N)``, in split
     order (deterministic); the reduce of this GEMV and of both Gluon GEMVs. ``pdl``: launched
     with programmatic dependent launch (it waits for the previous kernel itself) and letting the
     next kernel launch at its start, or with ``pdl_late`` only after its stores. ``alpha``: a
-    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``). ``stream``: ``(rows,
-    chunks, ctas, units)`` of the TMA GEMV's balanced grid (``_stream_reduce_kernel``): each
-    row block sums only the slices its CTAs wrote."""
+    float or a one-element float32 device tensor (``fp4mm.kernels.alpha``)."""
     splits, M, N = part.shape
     alpha, alpha_ptr, alpha_on_device = alpha_args(alpha, part)
-    if stream is not None:
-        rows, chunks, ctas, units = stream
-        pdl_args = {"PDL": True, "launch_pdl": True} if pdl else {}
-        launch(_stream_reduce_kernel, (cdiv(N, rows),),
-            part, out, M, N, alpha, alpha_ptr, out.stride(0), chunks, ctas, units,
-            SLICES=splits, ROWS=rows, BLOCK_M=next_power_of_2(M), ALPHA_PTR=alpha_on_device,
-            num_warps=4, **pdl_args)
-        return
     block = 1024
     pdl_args = ({"PDL": True, "launch_pdl": True, "PDL_LATE": pdl_late} if pdl
                 else {})  # the interpreter has no PDL

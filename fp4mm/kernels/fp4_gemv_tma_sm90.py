@@ -214,12 +214,12 @@ def _hold(pad):
 @gluon.jit
 def _fp4_gemv_tma_sm90_kernel(
     w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws_ptr, out_ptr, M, N, CHUNKS,
-    CHUNKS_SPLIT, alpha, alpha_ptr, stride_om, stride_wsn, UNITS,
+    CHUNKS_SPLIT, alpha, alpha_ptr, stride_om, stride_wsn,
     DTYPE: gl.constexpr, NT: gl.constexpr, HIGH_FIRST: gl.constexpr, PARTIAL: gl.constexpr,
     ROW_TILES: gl.constexpr, STAGES: gl.constexpr, PDL: gl.constexpr,
     ALPHA_PTR: gl.constexpr = False, W_GROUP: gl.constexpr = 0,
     SDTYPE: gl.constexpr = gl.float16, X_ROWS: gl.constexpr = 0, PAD_A: gl.constexpr = 0,
-    PAD_B: gl.constexpr = 0, PAD_C: gl.constexpr = 0, STREAM: gl.constexpr = False,
+    PAD_B: gl.constexpr = 0, PAD_C: gl.constexpr = 0,
 ):
     """``out[m, n] = alpha * sum_k x[m, k] * W[n, k]`` over this program's K chunks.
 
@@ -236,12 +236,7 @@ def _fp4_gemv_tma_sm90_kernel(
     and 128-K step (``fp4_gemv_sm90``'s grouped form, one MMA chain per group), loaded a chunk
     ahead by the consumers; ``s_desc`` is then None.
     PAD_A, PAD_B, PAD_C: KB of shared memory held and never read (powers of two or 0; see
-    :func:`fair_share_pad`).
-    STREAM (E4M3 scales, PARTIAL; the balanced grid, :func:`stream_slots`): a 1-D grid of G
-    CTAs shares the UNITS = row blocks x CHUNKS (row block, chunk) units in row-block order,
-    CTA g taking ``[g UNITS // G, (g + 1) UNITS // G)``; it writes one partial per row block
-    its range meets, into slice ``g - (the first CTA of that block)``, and its ring streams on
-    across the blocks. CHUNKS_SPLIT is unused."""
+    :func:`fair_share_pad`)."""
     GROUPED: gl.constexpr = W_GROUP > 0
     BN: gl.constexpr = 16 * ROW_TILES * gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0],
@@ -279,95 +274,50 @@ def _fp4_gemv_tma_sm90_kernel(
     if PDL:  # launched early behind the previous kernel: wait for it before any memory access
         gl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=gl.int32,
                                   is_pure=False, pack=1)
-    if STREAM:
-        g = gl.program_id(0)
-        u_begin = g * UNITS // gl.num_programs(0)
-        n_c = (g + 1) * UNITS // gl.num_programs(0) - u_begin
-        load_block = u_begin // CHUNKS  # the next unit to load (stepped on, not divided out)
-        load_chunk = u_begin % CHUNKS
-        for i in gl.static_range(STAGES):
-            _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                   ready, i, load_block * BN, load_chunk, i < n_c, GROUPED, X_ROWS)
-            load_chunk += 1
-            if load_chunk == CHUNKS:
-                load_block += 1
-                load_chunk = 0
-    else:
-        pid_n = gl.program_id(0)
-        pid_k = gl.program_id(1)
-        c_begin = pid_k * CHUNKS_SPLIT
-        n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
-        row0 = pid_n * BN
-        for i in gl.static_range(STAGES):
-            _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                   ready, i, row0, c_begin + i, i < n_c, GROUPED, X_ROWS)
+    pid_n = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    c_begin = pid_k * CHUNKS_SPLIT
+    n_c = gl.minimum(c_begin + CHUNKS_SPLIT, CHUNKS) - c_begin
+    row0 = pid_n * BN
+    for t in gl.static_range(STAGES):
+        _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs, ready,
+               t, row0, c_begin + t, t < n_c, GROUPED, X_ROWS)
     if GROUPED:  # rows past N clamped to the last row (their outputs are not stored)
         rs = gl.minimum(row0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), N - 1)
         s_offs = rs * stride_wsn
         gs0, gs1 = _group_scales(ws_ptr, s_offs, c_begin, W_GROUP)
 
-    # the balanced grid (STREAM) runs one segment per row block its range meets, each its own
-    # partial; the ring streams on across them (t counts the CTA's chunks)
-    if STREAM:
-        n_seg = (u_begin + n_c - 1) // CHUNKS - u_begin // CHUNKS + 1
-    else:
-        n_seg = 1
     acc = gl.zeros([BN, NT], gl.float32, mma)
-    for seg in range(n_seg):
-        if STREAM:
-            block = u_begin // CHUNKS + seg
-            t_lo = gl.maximum(block * CHUNKS, u_begin) - u_begin
-            t_hi = gl.minimum(block * CHUNKS + CHUNKS, u_begin + n_c) - u_begin
-            acc = gl.zeros([BN, NT], gl.float32, mma)
+    for t in range(n_c):
+        s = t % STAGES
+        if GROUPED:  # this chunk's scales; the next chunk's load now (clamped into the matrix)
+            sc0, sc1 = gs0, gs1
+            gs0, gs1 = _group_scales(ws_ptr, s_offs, gl.minimum(c_begin + t + 1, CHUNKS - 1),
+                                     W_GROUP)
+        mbarrier.wait(ready.index(s), (t // STAGES) & 1)
+        wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], W_VIEW)
+        xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], X_VIEW)
+        wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
+        wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
+        if GROUPED:
+            xa0, xa1 = xv.load(_both_steps(X_PAIRS)).reshape([NT, 2, 64]).permute((0, 2, 1)).split()
+            xa0 = gl.convert_layout(xa0, X_PAIRS, assert_trivial=True)
+            xa1 = gl.convert_layout(xa1, X_PAIRS, assert_trivial=True)
         else:
-            t_lo = 0
-            t_hi = n_c
-        for t in range(t_lo, t_hi):
-            s = t % STAGES
-            if GROUPED:  # this chunk's scales; the next chunk's load now (clamped into the matrix)
-                sc0, sc1 = gs0, gs1
-                gs0, gs1 = _group_scales(ws_ptr, s_offs,
-                                         gl.minimum(c_begin + t + 1, CHUNKS - 1), W_GROUP)
-            mbarrier.wait(ready.index(s), (t // STAGES) & 1)
-            wv = w_bufs.index(s)._reinterpret(gl.int32, [BN, 32], W_VIEW)
-            xv = x_bufs.index(s)._reinterpret(gl.int32, [NT, 128], X_VIEW)
-            wd0 = wv.slice(0, 16, dim=1).load(W_WORDS)
-            wd1 = wv.slice(16, 16, dim=1).load(W_WORDS)
-            if GROUPED:
-                xa = xv.load(_both_steps(X_PAIRS)).reshape([NT, 2, 64])
-                xa0, xa1 = xa.permute((0, 2, 1)).split()
-                xa0 = gl.convert_layout(xa0, X_PAIRS, assert_trivial=True)
-                xa1 = gl.convert_layout(xa1, X_PAIRS, assert_trivial=True)
-            else:
-                xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
-                xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
-            if not GROUPED:
-                sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))
-                sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
-                sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
-            gl.thread_barrier()  # every warp has read stage s: refill it
-            fence_async_shared()
-            if STREAM:
-                _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                       ready, s, load_block * BN, load_chunk, t + STAGES < n_c, GROUPED, X_ROWS)
-                load_chunk += 1
-                if load_chunk == CHUNKS:
-                    load_block += 1
-                    load_chunk = 0
-            else:
-                _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs,
-                       ready, s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)
-            acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
-            acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
-                        W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
-        if STREAM:
-            if PDL:  # the last segment: let the reduce launch before the stores, as _epilogue
-                if seg == n_seg - 1:
-                    gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r",
-                                              [], dtype=gl.int32, is_pure=False, pack=1)
-            _epilogue(acc, out_ptr, block * BN, g - _stream_owner(block * CHUNKS, UNITS), M, N,
-                      alpha, alpha_ptr, stride_om, True, False, False)
+            xa0 = xv.slice(0, 64, dim=1).load(X_PAIRS)
+            xa1 = xv.slice(64, 64, dim=1).load(X_PAIRS)
+        if not GROUPED:
+            sv = s_bufs.index(s)._reinterpret(gl.int16, [BN, 8], _scales_view(BN))
+            sc0 = sv.slice(0, 4, dim=1).load(W_SCALES)
+            sc1 = sv.slice(4, 4, dim=1).load(W_SCALES)
+        gl.thread_barrier()  # every warp has read stage s: refill it
+        fence_async_shared()
+        _issue(w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, w_bufs, s_bufs, x_bufs, ready,
+               s, row0, c_begin + t + STAGES, t + STAGES < n_c, GROUPED, X_ROWS)
+        acc = _step(acc, wd0, sc0, xa0, xa0, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
+        acc = _step(acc, wd1, sc1, xa1, xa1, False, HIGH_FIRST, DTYPE, SDTYPE, BN, NT,
+                    W_WORDS, W_WORDS, a_l, b_l, 128, W_GROUP)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(i))
     if PAD_A > 0:
@@ -377,16 +327,8 @@ def _fp4_gemv_tma_sm90_kernel(
     if PAD_C > 0:
         _hold(pad_c)
 
-    if not STREAM:
-        _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
-                  ALPHA_PTR)
-
-
-@gluon.jit
-def _stream_owner(u, UNITS):
-    """The CTA of the balanced grid whose range holds unit ``u`` (``fp4_gemv``'s reduce and
-    :func:`stream_slots` use the same formula)."""
-    return ((u + 1) * gl.num_programs(0) - 1) // UNITS
+    _epilogue(acc, out_ptr, row0, pid_k, M, N, alpha, alpha_ptr, stride_om, PARTIAL, PDL,
+              ALPHA_PTR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,22 +341,17 @@ MAX_M = 32  # tokens per launch: the MMA N side, padded to 8, 16 or 32
 class GemvTMAConfig:
     """row_tiles: 16-row MMA tiles per warp (2 shares each x stage between two tiles); stages:
     ring depth (256-K chunks); split_k: K ranges (a deterministic reduce sums them); warps:
-    warps per CTA, each with its own rows, all reading the CTA's one x stage; ctas_per_sm > 0
-    (E4M3 weight scales only, with split_k 1): the balanced grid instead of split K, that many
-    CTAs an SM sharing the (row block, 256-K chunk) units in equal contiguous ranges
-    (:func:`stream_slots`)."""
+    warps per CTA, each with its own rows, all reading the CTA's one x stage."""
 
     row_tiles: int = 2
     stages: int = 3
     split_k: int = 2
     warps: int = 1
-    ctas_per_sm: int = 0
 
 
 def config_is_valid(cfg: GemvTMAConfig) -> bool:
     return (cfg.row_tiles in (1, 2) and 2 <= cfg.stages <= 4 and cfg.split_k >= 1
-            and cfg.warps in (1, 2, 4) and 0 <= cfg.ctas_per_sm <= 8
-            and (cfg.ctas_per_sm == 0 or cfg.split_k == 1))
+            and cfg.warps in (1, 2, 4))
 
 
 # One wave of CTAs for the NVFP4 rule: the SMs of an H100 SXM / H200 (132) times the CTAs that
@@ -468,27 +405,6 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     if chunks < 2 or cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
     return cfg
-
-
-@functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
-def stream_slots(row_blocks: int, chunks: int, ctas: int) -> int:
-    """Partial slices of the balanced grid: the most CTAs whose ranges meet one row block.
-
-    Why the balanced grid (session 38, H200, bench/results/2026-11-28-gemv-balance-probe-
-    h200.json): at 16 tokens the split-K grid's time follows the busiest SM's CTA count, not the
-    bytes. 16 x 18432 x 3072 (576 CTAs: 48 SMs hold five, 84 four) took 18.09 us, 16896 rows
-    (four CTAs on every SM) 15.69, 21120 rows (five on every SM) 18.50. Here ``ctas`` CTAs
-    (a whole number an SM) take the ``row_blocks * chunks`` (row block, chunk) units in
-    row-block order, CTA g the range ``[g * units // ctas, (g + 1) * units // ctas)``; each
-    writes one fp32 partial slice per row block its range meets (slice: its index among that
-    block's CTAs), and the reduce sums each row's own slices (``fp4_gemv.reduce_partials``'s
-    ``stream``)."""
-    units = row_blocks * chunks
-
-    def owner(u):  # the CTA whose range holds unit u (the kernel and the reduce: same formula)
-        return ((u + 1) * ctas - 1) // units
-
-    return max(owner(b * chunks + chunks - 1) - owner(b * chunks) + 1 for b in range(row_blocks))
 
 
 def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
@@ -621,38 +537,23 @@ def gemv_tma_sm90(x: torch.Tensor, w_q: torch.Tensor, w_scales: torch.Tensor, al
         TensorDescriptor.from_tensor(xv, [rows, 4, 64], _X_SWIZZLED) if rows else None
         for rows in x_extra_boxes(xm, xr))
     chunks = K // KCHUNK
-    row_blocks = cdiv(N, bn)
-    stream = cfg.ctas_per_sm > 0
-    if stream:  # the balanced grid: every CTA the same number of (row block, chunk) units
-        if group_size is not None:
-            raise ValueError(f"config: the balanced grid (ctas_per_sm) takes E4M3 weight scales "
-                             f"only, got group_size={group_size}")
-        units = row_blocks * chunks
-        ctas = min(cfg.ctas_per_sm * sm_count(out.device), units)
-        if units * ctas >= 2**31:  # the kernel's range arithmetic is int32
-            raise ValueError(f"config: ctas_per_sm={cfg.ctas_per_sm} at N={N}, K={K}: "
-                             f"{units} units x {ctas} CTAs passes int32; use split_k")
-        grid, per, split = (ctas,), chunks, stream_slots(row_blocks, chunks, ctas)
-    else:
-        per = cdiv(chunks, max(1, min(cfg.split_k, chunks)))
-        split = cdiv(chunks, per)
-        units, grid = 0, (row_blocks, split)
-    partial = stream or split > 1
+    per = cdiv(chunks, max(1, min(cfg.split_k, chunks)))
+    split = cdiv(chunks, per)
+    partial = split > 1
     dst = (torch.empty((split, M, N), dtype=torch.float32, device=out.device) if partial
            else out)
     a, alpha_ptr, alpha_on_device = alpha_args(alpha, out)
-    pad = (fair_share_pad(cfg, nt, grid[0] * (1 if stream else split), sm_count(out.device))
+    pad = (fair_share_pad(cfg, nt, cdiv(N, bn) * split, sm_count(out.device))
            if partial and fair_share and group_size is None else (0, 0, 0))
-    launch(_fp4_gemv_tma_sm90_kernel, grid,
+    launch(_fp4_gemv_tma_sm90_kernel, (cdiv(N, bn), split),
         w_desc, s_desc, x_desc, xh_desc, xq_desc, xe_desc, ws, dst, M, N, chunks, per, a, alpha_ptr,
-        N if partial else out.stride(0), ws.stride(0), units,
+        N if partial else out.stride(0), ws.stride(0),
         DTYPE=_GL_DTYPE[x.dtype], NT=nt, HIGH_FIRST=order == "high_first", PARTIAL=partial,
         ROW_TILES=cfg.row_tiles, STAGES=cfg.stages, PDL=partial,
         ALPHA_PTR=alpha_on_device and not partial, W_GROUP=group_size or 0, SDTYPE=sdtype,
-        X_ROWS=xr, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2], STREAM=stream,
+        X_ROWS=xr, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2],
         launch_pdl=partial, num_warps=cfg.warps)
     if partial:
         from fp4mm.kernels.fp4_gemv import reduce_partials
 
-        reduce_partials(dst, out, alpha, pdl=True,
-                        stream=(bn, chunks, grid[0], units) if stream else None)
+        reduce_partials(dst, out, alpha, pdl=True)

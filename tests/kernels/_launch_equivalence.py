@@ -81,9 +81,6 @@ def cases():
             qx[4].data, xs[4], qw.data, ws, 0.5, out[4])),
         ("TMA GEMV, NVFP4 weights, 13 tokens", lambda: fp4_gemv_tma_sm90.gemv_tma_sm90(
             x[13], qw.data, ws, 0.5, "low_first", out[13])),
-        ("TMA GEMV, balanced grid, 16 tokens", lambda: fp4_gemv_tma_sm90.gemv_tma_sm90(
-            x[16], qw.data, ws, gs, "low_first", out[16],
-            config=fp4_gemv_tma_sm90.GemvTMAConfig(1, 2, 1, 4, 5))),
         ("TMA GEMV, groups of 32, 16 tokens", lambda: fp4_gemv_tma_sm90.gemv_tma_sm90(
             x16h, gq.data, gq.scales, 0.5, "low_first", o16h, group_size=32)),
         ("Gluon GEMM, 256 tokens", lambda: fp4_gemm_sm90.gemm_sm90_dense_x(

@@ -309,43 +309,6 @@ def test_reduce_pdl_late_lets_the_next_kernel_launch_after_the_stores():
         *pdl_order("fp4mm.kernels.fp4_gemv", "_splitk_reduce_kernel", sig, consts))
 
 
-def _stream_ranges(row_blocks, chunks, ctas):
-    """Brute force of the TMA GEMV's balanced grid: for each row block, the CTAs whose range
-    ``[g * units // ctas, (g + 1) * units // ctas)`` meets it, in order."""
-    units = row_blocks * chunks
-    meets = [[] for _ in range(row_blocks)]
-    for g in range(ctas):
-        for u in range(g * units // ctas, (g + 1) * units // ctas):
-            if g not in meets[u // chunks]:
-                meets[u // chunks].append(g)
-    return meets
-
-
-@pytest.mark.parametrize("rows,row_blocks,chunks,ctas", [(16, 5, 3, 4), (64, 4, 12, 7),
-                                                         (32, 3, 2, 6), (8, 6, 1, 6)])
-def test_reduce_of_the_balanced_grid_sums_only_each_rows_own_slices(rows, row_blocks, chunks,
-                                                                    ctas):
-    """``reduce_partials(stream=...)``: row n's block has partials only in its first few
-    slices (one per CTA whose range meets the block, slice j for the j-th); the rest are
-    never written (NaN here) and must not reach the output. Summed in slice order; M is not a
-    power of two (the token tile is masked)."""
-    meets = _stream_ranges(row_blocks, chunks, ctas)
-    slots = max(len(m) for m in meets)
-    M, N = 3, rows * row_blocks - 5  # the last block ragged
-    g = torch.Generator().manual_seed(rows + ctas)
-    part = torch.full((slots, M, N), float("nan"))
-    want = torch.zeros(M, N)
-    for b, cs in enumerate(meets):
-        cols = slice(b * rows, min(N, (b + 1) * rows))
-        for j in range(len(cs)):
-            p = torch.randn(M, cols.stop - cols.start, generator=g)
-            part[j, :, cols] = p
-            want[:, cols] += p
-    out = torch.full((M, N), float("nan"), dtype=torch.float32, device=DEV)
-    V.reduce_partials(part.to(DEV), out, 0.5, stream=(rows, chunks, ctas, row_blocks * chunks))
-    torch.testing.assert_close(out.cpu(), want * 0.5, rtol=0, atol=0)
-
-
 @pytest.mark.parametrize("name", ["dot", "dot-split3", "fma"])
 def test_alpha_from_a_device_tensor_gives_the_same_bits(name):
     """alpha as a one-element float32 tensor (read by the kernel or the split-K reduce,

@@ -164,20 +164,6 @@ def test_x_boxes_cover_the_tokens_and_run_at_most_one_row_past_x():
     assert T.x_boxes(23, 32, True) == (16, 24) and T.x_boxes(25, 32, True) == (32, 0)
 
 
-def test_stream_slots_is_the_most_ctas_meeting_one_row_block():
-    from test_fp4_gemv import _stream_ranges
-
-    for row_blocks, chunks, ctas in itertools.product((1, 3, 288), (1, 5, 12), (1, 4, 132, 660)):
-        if ctas > row_blocks * chunks:
-            continue
-        meets = _stream_ranges(row_blocks, chunks, ctas)
-        assert T.stream_slots(row_blocks, chunks, ctas) == max(len(m) for m in meets)
-        # every CTA gets at least one unit, and the units differ by at most one between CTAs
-        units = row_blocks * chunks
-        sizes = {(g + 1) * units // ctas - g * units // ctas for g in range(ctas)}
-        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
-
-
 def test_is_supported_needs_hopper_m_and_k(monkeypatch):
     monkeypatch.setattr(T, "is_hopper", lambda device: True)
     t = torch.empty(64, dtype=torch.uint8)
@@ -355,7 +341,7 @@ SHIPPED = _shipped()
 
 
 def kernel_signature(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=False,
-                     group=0, x_boxes=None, pad=(0, 0, 0), stream=False) -> tuple[dict, dict]:
+                     group=0, x_boxes=None, pad=(0, 0, 0)) -> tuple[dict, dict]:
     """``(signature, constexprs)`` of the kernel as the launcher calls it for one case (the
     descriptors it does not read are None, so constexprs)."""
     from triton.experimental.gluon import language as gl
@@ -375,10 +361,10 @@ def kernel_signature(x, nt, rt, stages, partial, warps, high, out, alpha_ptr=Fal
            "ws_ptr": f"*{word}" if group else "*u8",
            "out_ptr": "*fp32" if partial else f"*{out}", "M": "i32", "N": "i32", "CHUNKS": "i32",
            "CHUNKS_SPLIT": "i32", "alpha": "fp32", "alpha_ptr": "*fp32", "stride_om": "i32",
-           "stride_wsn": "i32", "UNITS": "i32"}
+           "stride_wsn": "i32"}
     consts = dict(DTYPE=dtype, NT=nt, HIGH_FIRST=high, PARTIAL=partial, ROW_TILES=rt,
                   STAGES=stages, PDL=partial, ALPHA_PTR=alpha_ptr, W_GROUP=group, SDTYPE=dtype,
-                  X_ROWS=x_rows, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2], STREAM=stream)
+                  X_ROWS=x_rows, PAD_A=pad[0], PAD_B=pad[1], PAD_C=pad[2])
     return sig, consts
 
 
