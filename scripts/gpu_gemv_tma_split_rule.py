@@ -1,0 +1,81 @@
+# ruff: noqa: B023  (the closures are used inside their loop iteration)
+"""The TMA GEMV's split rule with and without session 38's rebalancing
+(``fp4_gemv_tma_sm90.SPLIT_REBALANCE``: take the split that fills the SMs most evenly where it
+cuts the busiest SM's chunks by 15% or more), at every (shape, tokens) where the two pick
+different splits, on whatever card runs it.
+
+Each point: both configs checked against the fp32 oracle with a NaN-poisoned output (bf16 x,
+bf16 out), then CUDA-graph medians over 4 weight copies in 3 rotating rounds, through the
+launcher as the ops call it (fair-share padding on). Usage on an sm_90 machine:
+``python scripts/gpu_gemv_tma_split_rule.py`` (JSON to $OUT or .).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
+from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+
+SHAPES = [(18432, 3072), (5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648),
+          (2048, 2048), (1024, 4096), (28672, 4096), (14336, 4096), (8192, 8192)]
+TOKENS = (4, 8, 16, 24, 32)
+
+
+def rules(M, N, K):
+    new = T.choose_config(M, N, K)
+    keep, T.SPLIT_REBALANCE = T.SPLIT_REBALANCE, 0.0
+    T.choose_config.cache_clear()
+    try:
+        old = T.choose_config(M, N, K)
+    finally:
+        T.SPLIT_REBALANCE = keep
+        T.choose_config.cache_clear()
+    return old, new
+
+
+def main():
+    path = os.path.join(os.environ.get("OUT", "."),
+                        f"gemv-tma-split-rule_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    rows = []
+    for N, K in SHAPES:
+        for M in TOKENS:
+            old, new = rules(M, N, K)
+            if old == new:
+                continue
+            p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+            out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+            ref = p.reference(0)
+            cfgs = {"old": old, "new": new}
+            for name, cfg in cfgs.items():
+                o = torch.full_like(out, float("nan"))
+                T.gemv_tma_sm90(p.x[0], *p.w[0], p.alpha, "low_first", o, config=cfg)
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
+            times = {k: [] for k in cfgs}
+            for r in range(3):
+                for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                    times[k].append(time_graph([
+                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", out,
+                                                    config=cfgs[k]) for i in range(4)])[0])
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            rows.append(dict(N=N, K=K, M=M, old_split=old.split_k, new_split=new.split_k,
+                             rounds_us=times, median_us=med, speedup=med["old"] / med["new"]))
+            print(f"{N:6d}x{K:5d} M={M:2d} split {old.split_k} -> {new.split_k}: "
+                  f"{med['old']:6.2f} -> {med['new']:6.2f} us (x{med['old'] / med['new']:.3f})",
+                  flush=True)
+            with open(path, "w") as f:
+                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
+                          indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
