@@ -49,8 +49,25 @@ def test_config_validity_and_heuristic():
     # pass one wave (132 SMs x 6 CTAs at 16 tokens, x 4 at 32)
     assert T.choose_config(16, 18432, 3072) == C(1, 2, 2, 4)  # 576 CTAs <= 792
     assert T.choose_config(9, 28672, 4096) == C(1, 2, 1, 4)  # 896 > 792
-    assert T.choose_config(32, 18432, 3072) == C(1, 2, 1, 4)  # 576 > 528
     assert T.choose_config(32, 14336, 4096) == C(1, 2, 2, 4)  # 448 <= 528
+    # ... unless another split fills the SMs much more evenly (session 38): the busiest SM's
+    # chunks 15% fewer or better
+    assert T.choose_config(32, 18432, 3072) == C(1, 2, 4, 4)  # 576 > 528: split 1 36, split 4 27
+    for M in (4, 16, 32):
+        assert T.choose_config(M, 5120, 5120) == C(1, 2, 3, 4)  # split 2 20, split 3 14
+        assert T.choose_config(M, 6144, 4096) == C(1, 2, 4, 4)  # 16 -> 12
+        assert T.choose_config(M, 5120, 27648) == C(1, 2, 3, 4)  # 108 -> 72
+    assert T.choose_config(16, 14336, 4096) == C(1, 2, 2, 4)  # 32 -> 28: 12.5%, stays
+    assert T.choose_config(16, 28672, 4096) == C(1, 2, 1, 4)  # 64 -> 56: stays
+
+
+def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
+    # the launcher's split: cdiv(chunks, split_k) chunks a CTA, cdiv(chunks, that) CTAs a row
+    assert T.busiest_sm_chunks(80, 20, 2) == 2 * 10  # 160 CTAs on 132 SMs: two on some
+    assert T.busiest_sm_chunks(80, 20, 3) == 2 * 7  # 240 CTAs of 7 (the last of 6)
+    assert T.busiest_sm_chunks(33, 12, 5) == 3  # 3 chunks a CTA: 4 CTAs a row, 132 in all
+    assert T.busiest_sm_chunks(132, 8, 1) == 8 and T.busiest_sm_chunks(133, 8, 1) == 16
+    assert T.busiest_sm_chunks(10, 8, 2, sms=4) == 5 * 4
     for M, N in ((16, 8192), (32, 8192), (16, 3072), (32, 3072)):
         assert T.choose_config(M, N, 8192) == C(1, 2, 2, 4)
     assert T.choose_config(16, 32768, 256) == C(1, 2, 1, 4)  # one chunk
