@@ -1,13 +1,15 @@
 # ruff: noqa: B023  (the closures are used inside their loop iteration)
-"""The TMA GEMV's split rule with and without session 38's rebalancing
-(``fp4_gemv_tma_sm90.SPLIT_REBALANCE``: take the split that fills the SMs most evenly where it
-cuts the busiest SM's chunks by 15% or more), at every (shape, tokens) where the two pick
-different splits, on whatever card runs it.
+"""The TMA GEMV's split rules with and without session 38's changes, at every (shape, tokens)
+where the two pick different splits, on whatever card runs it:
+- NVFP4 weights (default): the rebalancing (``fp4_gemv_tma_sm90.SPLIT_REBALANCE``: take the
+  split that fills the SMs most evenly where it cuts the busiest SM's chunks by 15% or more);
+- ``--grouped`` (groups of 32, fp16 x): at 9-32 tokens, split up to 5 ways until a wave of CTAs
+  is in flight, against the old fixed split 2.
 
-Each point: both configs checked against the fp32 oracle with a NaN-poisoned output (bf16 x,
-bf16 out), then CUDA-graph medians over 4 weight copies in 3 rotating rounds, through the
-launcher as the ops call it (fair-share padding on). Usage on an sm_90 machine:
-``python scripts/gpu_gemv_tma_split_rule.py`` (JSON to $OUT or .).
+Each point: both configs checked against the fp32 oracle with a NaN-poisoned output (x's dtype
+out), then CUDA-graph medians over 4 weight copies in 3 rotating rounds, through the launcher
+as the ops call it. Usage on an sm_90 machine:
+``python scripts/gpu_gemv_tma_split_rule.py [--grouped]`` (JSON to $OUT or .).
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 SHAPES = [(18432, 3072), (5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648),
-          (2048, 2048), (1024, 4096), (28672, 4096), (14336, 4096), (8192, 8192)]
-TOKENS = (4, 8, 16, 24, 32)
+          (2048, 2048), (1024, 4096), (28672, 4096), (14336, 4096), (8192, 8192), (4096, 4096),
+          (3072, 3072), (8192, 3072)]
+TOKENS = (4, 8, 9, 12, 16, 24, 32)
+GROUP = 32 if "--grouped" in sys.argv else None
 
 
 def rules(M, N, K):
-    new = T.choose_config(M, N, K)
+    new = T.choose_config(M, N, K, GROUP)
+    if GROUP is not None:  # the rule before session 38: split 2 from the 16-token tile
+        old = new if M <= 8 else T.GemvTMAConfig(1, 2, min(2, K // T.KCHUNK),
+                                                 2 if M > 16 else 1)
+        return old, new
     keep, T.SPLIT_REBALANCE = T.SPLIT_REBALANCE, 0.0
     T.choose_config.cache_clear()
     try:
@@ -42,31 +50,39 @@ def rules(M, N, K):
 
 def main():
     path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-tma-split-rule_{time.strftime('%Y%m%d-%H%M%S')}.json")
+                        f"gemv-tma-split-rule{'-grouped' if GROUP else ''}_"
+                        f"{time.strftime('%Y%m%d-%H%M%S')}.json")
     rows = []
     for N, K in SHAPES:
         for M in TOKENS:
             old, new = rules(M, N, K)
             if old == new:
                 continue
-            p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
-            out = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+            if GROUP is None:
+                p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
+            else:
+                p = Problem("w4a16_mm", M, N, K, group=GROUP, dtype=torch.float16, copies=4)
+            alpha = 1.0 if GROUP else p.alpha
+            out = torch.empty((M, N), dtype=p.x[0].dtype, device="cuda")
             ref = p.reference(0)
             cfgs = {"old": old, "new": new}
             for name, cfg in cfgs.items():
                 o = torch.full_like(out, float("nan"))
-                T.gemv_tma_sm90(p.x[0], *p.w[0], p.alpha, "low_first", o, config=cfg)
+                T.gemv_tma_sm90(p.x[0], *p.w[0], alpha, "low_first", o, config=cfg,
+                                group_size=GROUP)
                 if not close(o, ref)[0]:
                     raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
             times = {k: [] for k in cfgs}
             for r in range(3):
                 for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
                     times[k].append(time_graph([
-                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], p.alpha, "low_first", out,
-                                                    config=cfgs[k]) for i in range(4)])[0])
+                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", out,
+                                                    config=cfgs[k], group_size=GROUP)
+                        for i in range(4)])[0])
             med = {k: sorted(v)[1] for k, v in times.items()}
-            rows.append(dict(N=N, K=K, M=M, old_split=old.split_k, new_split=new.split_k,
-                             rounds_us=times, median_us=med, speedup=med["old"] / med["new"]))
+            rows.append(dict(N=N, K=K, M=M, group=GROUP, old_split=old.split_k,
+                             new_split=new.split_k, rounds_us=times, median_us=med,
+                             speedup=med["old"] / med["new"]))
             print(f"{N:6d}x{K:5d} M={M:2d} split {old.split_k} -> {new.split_k}: "
                   f"{med['old']:6.2f} -> {med['new']:6.2f} us (x{med['old'] / med['new']:.3f})",
                   flush=True)

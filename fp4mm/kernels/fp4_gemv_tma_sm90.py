@@ -407,8 +407,11 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
             return GemvTMAConfig(row_tiles=1, stages=2, split_k=min(3 if chunks >= 20 else 2,
                                                                       chunks),
                                  warps=4 if N >= 16384 else 1)
-        return GemvTMAConfig(row_tiles=1, stages=2, split_k=min(2, chunks),
-                             warps=2 if M > 16 else 1)
+        cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=2 if M > 16 else 1)
+        # at least a wave of CTAs (session 38): split up to 5 ways where two leave SMs short
+        wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(M), grouped=True) + 1024))
+        split = max(2, min(5, wave // cdiv(N, 16 * cfg.warps)))
+        return GemvTMAConfig(row_tiles=1, stages=2, split_k=min(split, chunks), warps=cfg.warps)
     cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
     rows = 16 * cfg.row_tiles * cfg.warps
     wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(min(max(M, 1), MAX_M))) + 1024))
@@ -482,9 +485,11 @@ def group_size_is_supported(group_size: int) -> bool:
     return group_size != 16 and fp4_gemv_sm90.group_size_is_supported(group_size)
 
 
-def _ring_bytes(cfg: GemvTMAConfig, nt: int) -> int:
-    """Shared memory of the E4M3-scale ring: codes, scales and an ``nt``-token x box a stage."""
-    return cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + 16) + nt * KCHUNK * 2)
+def _ring_bytes(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
+    """Shared memory of the ring: codes, E4M3 scales (not with 16-bit group scales, which the
+    consumers load) and an ``nt``-token x box a stage."""
+    return cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + (0 if grouped else 16))
+                         + nt * KCHUNK * 2)
 
 
 @functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
