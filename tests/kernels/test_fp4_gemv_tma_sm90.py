@@ -59,15 +59,6 @@ def test_config_validity_and_heuristic():
         assert T.choose_config(M, 5120, 27648) == C(1, 2, 3, 4)  # 108 -> 72
     assert T.choose_config(16, 14336, 4096) == C(1, 2, 2, 4)  # 32 -> 28: 12.5%, stays
     assert T.choose_config(16, 28672, 4096) == C(1, 2, 1, 4)  # 64 -> 56: stays
-
-
-def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
-    # the launcher's split: cdiv(chunks, split_k) chunks a CTA, cdiv(chunks, that) CTAs a row
-    assert T.busiest_sm_chunks(80, 20, 2) == 2 * 10  # 160 CTAs on 132 SMs: two on some
-    assert T.busiest_sm_chunks(80, 20, 3) == 2 * 7  # 240 CTAs of 7 (the last of 6)
-    assert T.busiest_sm_chunks(33, 12, 5) == 3  # 3 chunks a CTA: 4 CTAs a row, 132 in all
-    assert T.busiest_sm_chunks(132, 8, 1) == 8 and T.busiest_sm_chunks(133, 8, 1) == 16
-    assert T.busiest_sm_chunks(10, 8, 2, sms=4) == 5 * 4
     for M, N in ((16, 8192), (32, 8192), (16, 3072), (32, 3072)):
         assert T.choose_config(M, N, 8192) == C(1, 2, 2, 4)
     assert T.choose_config(16, 32768, 256) == C(1, 2, 1, 4)  # one chunk
@@ -75,6 +66,13 @@ def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
     assert T.choose_config(32, 18432, 3072, group_size=32) == C(1, 2, 2, 2)
     assert T.choose_config(16, 8192, 8192, group_size=32) == C(1, 2, 2, 1)
     assert T.choose_config(16, 8192, 256, group_size=32) == C(1, 2, 1, 1)
+    # ... or up to 5 splits until a wave of CTAs is in flight (session 38; 10 CTAs an SM at 16
+    # tokens, 5 at 32): 1320 // 320 row blocks, 660 // 160
+    assert T.choose_config(16, 5120, 5120, group_size=32) == C(1, 2, 4, 1)
+    assert T.choose_config(32, 5120, 5120, group_size=32) == C(1, 2, 4, 2)
+    assert T.choose_config(9, 6144, 4096, group_size=32) == C(1, 2, 3, 1)
+    assert T.choose_config(24, 1024, 4096, group_size=32) == C(1, 2, 5, 2)  # at most 5
+    assert T.choose_config(16, 1024, 512, group_size=32) == C(1, 2, 2, 1)  # two chunks
     # at 5-8 tokens (the 8-token tile): four warps on the widest weights, split 3 from 20 chunks
     for M in range(5, 9):
         assert T.choose_config(M, 18432, 3072, group_size=32) == C(1, 2, 2, 4)
@@ -84,6 +82,15 @@ def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
     assert T.choose_config(9, 18432, 3072, group_size=32) == C(1, 2, 2, 1)
     assert T.choose_config(8, 16384, 512, group_size=32) == C(1, 2, 2, 4)  # two chunks
     assert T.choose_config(8, 16384, 256, group_size=32) == C(1, 2, 1, 4)  # one chunk
+
+
+def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
+    # the launcher's split: cdiv(chunks, split_k) chunks a CTA, cdiv(chunks, that) CTAs a row
+    assert T.busiest_sm_chunks(80, 20, 2) == 2 * 10  # 160 CTAs on 132 SMs: two on some
+    assert T.busiest_sm_chunks(80, 20, 3) == 2 * 7  # 240 CTAs of 7 (the last of 6)
+    assert T.busiest_sm_chunks(33, 12, 5) == 3  # 3 chunks a CTA: 4 CTAs a row, 132 in all
+    assert T.busiest_sm_chunks(132, 8, 1) == 8 and T.busiest_sm_chunks(133, 8, 1) == 16
+    assert T.busiest_sm_chunks(10, 8, 2, sms=4) == 5 * 4
 
 
 def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
