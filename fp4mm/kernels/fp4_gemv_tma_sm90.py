@@ -392,6 +392,13 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       w2/r1/k2 20.29; two warps spill 12 B with bf16 x at 16 tokens), 16 x 8192 x 8192 w1/r1/k2
       21.13 (the best), 32 x 18432 x 3072 w2/r1/k2 25.12 (the best; one warp 34.1); the
       session-27 rule (two row tiles, split 3-4) took 29.3 / 32.0 / 34.1 before the swizzle.
+      Session 38 (H200, bench/results/2026-11-28-gemv-tma-grouped-splits-h200.json and
+      ...-split-rule-grouped-h200.json, fp16 x, 3 rounds): where two splits leave fewer CTAs than
+      one wave (132 SMs x the CTAs an SM's shared memory takes: 10 at 16 tokens, 5 at 32), split
+      up to 5 ways until a wave is in flight. Against split 2 at the 35 points this changes: 5120
+      x 5120 split 4 1.14-1.27x, 5120 x 27648 1.34-1.45x, 1024 x 4096 split 5 1.38-1.48x, 2048 x
+      2048 1.04-1.17x, 6144 x 4096 split 3 0.99-1.06x, 4096 x 4096 and 3072 x 3072 split 5
+      0.96-1.15x (four points 1.5-4% slower, 3072 x 3072 at 16 tokens the most).
     - 16-bit group scales at up to 8 tokens (the 8-token tile; session 30,
       bench/results/2026-11-27-gemv-tma-grouped-small-sweep-h100.json: groups of 32 at 5 and 8
       tokens, eight weight shapes, fp16 and bf16 x, warps 1/2/4 x split 1-4, 3 rotating rounds;
