@@ -1,0 +1,97 @@
+# ruff: noqa: B023  (the closures are used inside their loop iteration)
+"""Do the other decode GEMVs' split rules leave time on the shapes where the TMA GEMV's did
+(session 38: 5120 x 5120, 6144 x 4096, 10240 x 8192, 5120 x 27648, 2048 x 2048, 1024 x 4096)?
+
+Cases: W4A4 at 1 and 4 tokens on the E4M3 GEMV (``fp4_gemv_fp8_sm90``: its rule against every
+divisor split of the windows); W4A4 at 16 tokens, bf16 x at 1 token and groups of 32 (fp16 x) at
+1 and 4 tokens on the register ring (``fp4_gemv_sm90``: its rule against splits 1-8 of the same
+config). Each checked against the fp32 oracle (NaN-poisoned output), then CUDA-graph medians
+over 4 weight copies in 3 rotating rounds. Usage on an sm_90 machine:
+``python scripts/gpu_gemv_other_splits.py`` (JSON to $OUT or .).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
+from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
+from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+
+SHAPES = [(5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648), (2048, 2048), (1024, 4096)]
+CASES = [("w4a4_fp8", "nvfp4_mm", None, 1, None), ("w4a4_fp8", "nvfp4_mm", None, 4, None),
+         ("w4a4_ring", "nvfp4_mm", None, 16, None),
+         ("bf16_ring", "nvfp4_w4a16_mm", torch.bfloat16, 1, None),
+         ("g32_ring", "w4a16_mm", torch.float16, 1, 32),
+         ("g32_ring", "w4a16_mm", torch.float16, 4, 32)]
+
+
+def variants(kind, M, N, K, gs, dt):
+    if kind == "w4a4_fp8":
+        windows = K // F.WINDOW
+        rule = F.choose_split(N, K, M)
+        return rule, {s: s for s in range(1, windows + 1) if windows % s == 0 and s <= 16}
+    rule = S.choose_config(M, N, K, kind == "w4a4_ring", gs, dt == torch.bfloat16)
+    return rule, {s: dataclasses.replace(rule, split_k=s) for s in range(1, 9)}
+
+
+def main():
+    path = os.path.join(os.environ.get("OUT", "."),
+                        f"gemv-other-splits_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    rows = []
+    for N, K in SHAPES:
+        for kind, op, dt, M, gs in CASES:
+            p = Problem(op, M, N, K, group=gs or 16, dtype=dt or torch.float16, copies=4)
+            out = torch.empty((M, N), dtype=dt or torch.float16, device="cuda")
+            xs = p.x[1] if op == "nvfp4_mm" else None
+            al = 1.0 if gs else p.alpha
+
+            def run(c, i, o):
+                if kind == "w4a4_fp8":
+                    F.gemv_fp8_sm90(p.x[0], xs, *p.w[i], al, o, split=c)
+                else:
+                    S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c,
+                                group_size=gs)
+
+            rule, vs = variants(kind, M, N, K, gs, dt)
+            cands = {"rule": rule} | {f"split{s}": c for s, c in vs.items() if c != rule}
+            ref = p.reference(0)
+            for name, c in list(cands.items()):
+                o = torch.full_like(out, float("nan"))
+                try:
+                    run(c, 0, o)
+                except Exception as e:  # noqa: BLE001  (a split the kernel refuses: skip it)
+                    print(f"skip {kind} {name}: {str(e).splitlines()[0][:80]}", flush=True)
+                    del cands[name]
+                    continue
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL {N}x{K} {kind} M={M} {name}")
+            names = list(cands)
+            times = {k: [] for k in names}
+            for r in range(3):
+                for k in names[r % len(names):] + names[:r % len(names)]:
+                    times[k].append(time_graph([lambda i=i: run(cands[k], i, out)
+                                                for i in range(4)])[0])
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            best = min(med, key=med.get)
+            rule_split = rule if kind == "w4a4_fp8" else rule.split_k
+            rows.append(dict(N=N, K=K, M=M, kind=kind, op=op, rule_split=rule_split,
+                             rounds_us=times, median_us=med, best=best))
+            print(f"{N:6d}x{K:5d} {kind:9s} M={M:2d} rule(split {rule_split}) {med['rule']:6.2f}"
+                  f" | best {best} {med[best]:6.2f} x{med['rule'] / med[best]:.3f}", flush=True)
+            with open(path, "w") as f:
+                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
+                          indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
