@@ -905,15 +905,24 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     rounds): this rule 19.51 us, the best swept config 19.08 (one warp, split 4), 2% apart.
     """
     grouped = group_size is not None
-    long_k = min(8, cdiv(K // KS, LONG_K_STEPS))  # 16-bit x: splits that keep a CTA's K short
+
+    def splits(target: int, warps: int, long_k: bool = True) -> int:
+        """Split K until about ``target`` warps are in flight, at most 4 ways; where that cap
+        binds, 16-bit x splits on (up to 8) until no CTA streams more than LONG_K_STEPS."""
+        want = round(target / warps)
+        split = max(1, min(4, K // KS, want))
+        if long_k and want > 4:
+            split = max(split, min(8, cdiv(K // KS, LONG_K_STEPS)))
+        return split
+
     if grouped and group_size < KS:
         warps = cdiv(N, 16)
         if group_columns(M, group_size) <= GROUP_COLS_FAST or group_size == 16:
-            split = max(1, min(4, K // KS, round((4608 if bf16_x else 2304) / warps)), long_k)
-            return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS)
+            return GemvSM90Config(num_warps=2, prefetch=1, group_cols=KS,
+                                  split_k=splits(4608 if bf16_x else 2304, warps))
         if group_columns(M, group_size, KS // 2) <= GROUP_COLS_FAST:
-            split = max(1, min(4, K // KS, round(4608 / warps)), long_k)
-            return GemvSM90Config(num_warps=2, prefetch=1, split_k=split, group_cols=KS // 2)
+            return GemvSM90Config(num_warps=2, prefetch=1, split_k=splits(4608, warps),
+                                  group_cols=KS // 2)
     two_tiles = x_fp4 or (not x_fp4 and 8 < M <= 16)
     rt = 2 if two_tiles and not grouped else 1
     warps = cdiv(N, 16 * rt)
@@ -926,21 +935,21 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
         target = 2304
     else:
         target = 1728
-    split = max(1, min(4, K // KS, round(target / warps)))
+    split = splits(target, warps, long_k=not x_fp4 and not wide_16bit)
     if x_fp4 and _token_tile(M) == 16:  # up to one full wave, splits of at least 8 steps
         split = max(split, min(8, K // KS // 8, _WAVE_WARPS_16 // warps))
-    if not x_fp4 and not wide_16bit:
-        split = max(split, long_k)
     return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
                           row_tiles=rt, x_ahead=x_fp4 and _token_tile(M) > 32)
 
 
 
-# 16-bit x: split K further (up to 8 ways) until no CTA streams more than this many 128-K steps
-# (session 38, H200, bench/results/2026-11-28-gemv-other-splits-h200.json: 5120 x 27648, 216
-# steps, bf16 x at one token 42.23 us at the rule's split 4, 35.55 at 7; groups of 32 38.74 ->
-# 32.55 at one token, 43.76 -> 37.53 at four). The warps-in-flight rule above stops at 4 splits,
-# which leaves each CTA of a long-K weight a long serial stream.
+# 16-bit x, where the warps-in-flight rule wants more than its 4 splits: split K further (up to 8
+# ways) until no CTA streams more than this many 128-K steps. Session 38, H200, 3 rounds
+# (bench/results/2026-11-28-gemv-other-splits-h200.json, ...-ring-long-k-h200.json): 5120 x
+# 27648 (216 steps, 320 row warps) split 4 -> 7 1.16-1.20x (bf16 x, one token, 41.97 -> 35.52
+# us), 3584 x 18944 split 4 -> 5 1.03-1.12x; where the rule's 4 splits already hold about its
+# target (8192 x 28672, 512 row warps) 7 splits were 0.93-1.00x, so the cap binding is the
+# condition.
 LONG_K_STEPS = 32
 
 

@@ -66,6 +66,13 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(1, 8192, 8192).split_k == 4
     assert S.choose_config(4, 18432, 3072, True).split_k == 3
     assert S.choose_config(16, 18432, 3072) == S.GemvSM90Config(1, 1, 1, 0, 2)
+    # long K, 16-bit x (session 38): where the warps rule wants more than its 4 splits, split on
+    # until no CTA streams more than 32 steps; not where 4 splits hold its target, nor for W4A4
+    assert S.choose_config(1, 5120, 27648, bf16_x=True).split_k == 7  # 216 steps, wants 14
+    assert S.choose_config(1, 3584, 18944, group_size=32).split_k == 5  # 148 steps
+    assert S.choose_config(1, 8192, 28672).split_k == 4  # wants round(4.5) = 4
+    assert S.choose_config(1, 1024, 4096).split_k == 4  # 32 steps: one stream's worth
+    assert S.choose_config(8, 5120, 27648, True).split_k == 4
     # 16-bit group scales: as MMA columns up to 8 columns (tokens x groups of a 128-K step;
     # groups of 16 up to 16), then per half step up to 8, else one MMA chain per group
     # (session 26)
