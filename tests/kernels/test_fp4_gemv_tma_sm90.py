@@ -487,7 +487,7 @@ def test_launcher_pads_only_split_k_launches_of_e4m3_scales(monkeypatch):
     assert grid == (64, 2) and pdl and pad == (128, 64, 0)
     assert pads(16, 4096, 14336, fair_share=False)[1] == (0, 0, 0)
     assert pads(16, 4096, 14336, group_size=32)[1] == (0, 0, 0)
-    grid, pad, pdl = pads(24, 18432, 3072)  # unsplit: launched plainly, never early
+    grid, pad, pdl = pads(16, 28672, 4096)  # unsplit: launched plainly, never early
     assert grid[1] == 1 and not pdl and pad == (0, 0, 0)
 
 
