@@ -120,15 +120,23 @@ class Problem:
         return dequantize_nvfp4_blocks(wq, ws, self.order).to(torch.bfloat16)
 
 
-def save_rows(prefix, rows, out_dir=None):
-    """Write ``rows`` with the card and torch version to ``<prefix>_<time>.json`` in ``out_dir``
-    (default: $OUT or .), the probe scripts' result file; prints and returns the path."""
+def result_path(prefix, out_dir=None):
+    """``<prefix>_<time>.json`` in ``out_dir`` (default: $OUT or .): a probe's result file."""
     out_dir = out_dir or os.environ.get("OUT", ".")
-    path = os.path.join(out_dir, f"{prefix}_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+    return os.path.join(out_dir, f"{prefix}_{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+
+
+def save_rows(prefix, rows, out_dir=None, path=None, quiet=False):
+    """Write ``rows`` with the card, the torch version and the commit (``FP4MM_GIT_COMMIT``: the
+    device copy's git metadata can be stale) to ``path``, or to a new :func:`result_path`; the
+    probe scripts' result file. Probes that save after every point pass one ``path`` and
+    ``quiet``. Prints (unless quiet) and returns the path."""
+    path = path or result_path(prefix, out_dir)
     with open(path, "w") as f:
-        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=rows),
-                  f, indent=1)
-    print("wrote", path)
+        json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                       git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f, indent=1)
+    if not quiet:
+        print("wrote", path)
     return path
 
 

@@ -16,10 +16,8 @@ CUDA-graph medians over 4 weight copies, 3 rotating rounds. Usage on an sm_90 ma
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 import torch
 
@@ -28,6 +26,7 @@ from fp4mm.backend import sm_count  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from fp4mm.kernels.host import cdiv  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 K = 3072
@@ -52,8 +51,7 @@ def describe(name, M, N, gs):
 def main():
     sms = sm_count(torch.device("cuda"))
     rows = []
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-balance-probe_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path("gemv-balance-probe")
     for name, op, dt, M, gs in CASES:
         timed = {}
         for N in NS:
@@ -74,11 +72,9 @@ def main():
             if not ok:
                 raise SystemExit(f"FAIL {name} N={N} err={err}")
             timed[N] = (p, out, run)
-        again = {N: [] for N in NS}
-        for r in range(3):
-            for N in NS[r:] + NS[:r]:
-                p, out, run = timed[N]
-                again[N].append(time_graph([lambda i=i: run(i, out) for i in range(4)])[0])
+        again = gpu_decode.rounds({N: lambda p=p, out=out, run=run: time_graph(
+            [lambda i=i: run(i, out) for i in range(4)])[0]
+            for N, (p, out, run) in timed.items()})
         for N in NS:
             p = timed[N][0]
             t = sorted(again[N])[1]
@@ -90,9 +86,7 @@ def main():
             per = "" if ctas is None else f"{ctas / sms:.2f}"
             print(f"{name:22s} N={N:6d} {cfg:14s} ctas={ctas} ({per}/SM) {t:7.2f} us  "
                   f"{1000 * t / mb:6.1f} ns/MB  {mb / t:7.1f} GB/s", flush=True)
-        with open(path, "w") as f:
-            json.dump(dict(device=torch.cuda.get_device_name(), sms=sms, torch=torch.__version__,
-                           git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f, indent=1)
+        gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 

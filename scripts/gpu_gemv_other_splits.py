@@ -13,16 +13,15 @@ over 4 weight copies in 3 rotating rounds. Usage on an sm_90 machine:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 SHAPES = [(5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648), (2048, 2048), (1024, 4096)]
@@ -43,8 +42,7 @@ def variants(kind, M, N, K, gs, dt):
 
 
 def main():
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-other-splits_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path("gemv-other-splits")
     rows = []
     for N, K in SHAPES:
         for kind, op, dt, M, gs in CASES:
@@ -74,11 +72,8 @@ def main():
                 if not close(o, ref)[0]:
                     raise SystemExit(f"FAIL {N}x{K} {kind} M={M} {name}")
             names = list(cands)
-            times = {k: [] for k in names}
-            for r in range(3):
-                for k in names[r % len(names):] + names[:r % len(names)]:
-                    times[k].append(time_graph([lambda i=i: run(cands[k], i, out)
-                                                for i in range(4)])[0])
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([lambda i=i: run(cands[k], i, out)
+                                                       for i in range(4)])[0] for k in names})
             med = {k: sorted(v)[1] for k, v in times.items()}
             best = min(med, key=med.get)
             rule_split = rule if kind == "w4a4_fp8" else rule.split_k
@@ -86,10 +81,7 @@ def main():
                              rounds_us=times, median_us=med, best=best))
             print(f"{N:6d}x{K:5d} {kind:9s} M={M:2d} rule(split {rule_split}) {med['rule']:6.2f}"
                   f" | best {best} {med[best]:6.2f} x{med['rule'] / med[best]:.3f}", flush=True)
-            with open(path, "w") as f:
-                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
-                          indent=1)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 

@@ -11,15 +11,14 @@ CUDA-graph medians over 4 weight copies in 3 rotating rounds. Usage on an sm_90 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 SHAPES = [(5120, 27648), (8192, 28672), (3584, 18944), (4096, 14336), (2048, 8192)]
@@ -42,8 +41,7 @@ def rules(M, N, K, gs, dt):
 
 
 def main():
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-ring-long-k_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path("gemv-ring-long-k")
     rows = []
     for N, K in SHAPES:
         for op, dt, M, gs in CASES:
@@ -64,11 +62,8 @@ def main():
                 run(c, 0, o)
                 if not close(o, ref)[0]:
                     raise SystemExit(f"FAIL {N}x{K} {op} M={M} g{gs} {name}")
-            times = {k: [] for k in cfgs}
-            for r in range(3):
-                for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                    times[k].append(time_graph([lambda i=i: run(cfgs[k], i, out)
-                                                for i in range(4)])[0])
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([lambda i=i: run(cfgs[k], i, out)
+                                                       for i in range(4)])[0] for k in cfgs})
             med = {k: sorted(v)[1] for k, v in times.items()}
             rows.append(dict(N=N, K=K, M=M, op=op, x=str(dt), group=gs,
                              old_split=old.split_k, new_split=new.split_k, rounds_us=times,
@@ -76,10 +71,7 @@ def main():
             print(f"{N:6d}x{K:5d} {op:15s} {str(dt)[6:]:8s} M={M} g{gs} split {old.split_k} -> "
                   f"{new.split_k}: {med['old']:6.2f} -> {med['new']:6.2f} us "
                   f"(x{med['old'] / med['new']:.3f})", flush=True)
-            with open(path, "w") as f:
-                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
-                          indent=1)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 

@@ -12,15 +12,14 @@ then CUDA-graph medians over 4 weight copies in 3 rotating rounds. Usage on an s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 SHAPES = [(5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648), (2048, 2048), (1024, 4096),
@@ -30,8 +29,7 @@ GROUP = 32
 
 
 def main():
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-tma-grouped-splits_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path("gemv-tma-grouped-splits")
     rows = []
     for N, K in SHAPES:
         for M in TOKENS:
@@ -48,13 +46,10 @@ def main():
                 if not close(o, ref)[0]:
                     raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
             names = list(cfgs)
-            times = {k: [] for k in names}
-            for r in range(3):
-                for k in names[r:] + names[:r]:
-                    times[k].append(time_graph([
-                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], 1.0, "low_first", out,
-                                                    config=cfgs[k], group_size=GROUP)
-                        for i in range(4)])[0])
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([
+                lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], 1.0, "low_first", out,
+                                            config=cfgs[k], group_size=GROUP)
+                for i in range(4)])[0] for k in names})
             med = {k: sorted(v)[1] for k, v in times.items()}
             best = min(med, key=med.get)
             rows.append(dict(N=N, K=K, M=M, group=GROUP, rule=str(rule), rounds_us=times,
@@ -62,10 +57,7 @@ def main():
             print(f"{N:6d}x{K:5d} M={M:2d} rule(s{rule.split_k} w{rule.warps}) "
                   f"{med['rule']:6.2f} | " + " ".join(f"{k} {med[k]:6.2f}" for k in names[1:])
                   + f" | best {best} x{med['rule'] / med[best]:.3f}", flush=True)
-            with open(path, "w") as f:
-                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
-                          indent=1)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 

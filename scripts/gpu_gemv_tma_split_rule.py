@@ -14,15 +14,14 @@ as the ops call it. Usage on an sm_90 machine:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 SHAPES = [(18432, 3072), (5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648),
@@ -49,9 +48,7 @@ def rules(M, N, K):
 
 
 def main():
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"gemv-tma-split-rule{'-grouped' if GROUP else ''}_"
-                        f"{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path(f"gemv-tma-split-rule{'-grouped' if GROUP else ''}")
     rows = []
     for N, K in SHAPES:
         for M in TOKENS:
@@ -72,13 +69,10 @@ def main():
                                 group_size=GROUP)
                 if not close(o, ref)[0]:
                     raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
-            times = {k: [] for k in cfgs}
-            for r in range(3):
-                for k in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                    times[k].append(time_graph([
-                        lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", out,
-                                                    config=cfgs[k], group_size=GROUP)
-                        for i in range(4)])[0])
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([
+                lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", out,
+                                            config=cfgs[k], group_size=GROUP)
+                for i in range(4)])[0] for k in cfgs})
             med = {k: sorted(v)[1] for k, v in times.items()}
             rows.append(dict(N=N, K=K, M=M, group=GROUP, old_split=old.split_k,
                              new_split=new.split_k, rounds_us=times, median_us=med,
@@ -86,10 +80,7 @@ def main():
             print(f"{N:6d}x{K:5d} M={M:2d} split {old.split_k} -> {new.split_k}: "
                   f"{med['old']:6.2f} -> {med['new']:6.2f} us (x{med['old'] / med['new']:.3f})",
                   flush=True)
-            with open(path, "w") as f:
-                json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                               git_commit=os.environ.get("FP4MM_GIT_COMMIT"), rows=rows), f,
-                          indent=1)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 
