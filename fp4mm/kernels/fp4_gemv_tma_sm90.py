@@ -376,15 +376,16 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       With the bank conflicts gone, one row tile (the x fragments read once per 16 rows instead
       of 32) beats two: shared-memory reads are cheap now, and the smaller CTAs fill the SMs.
     - NVFP4 weights whose split-K grid leaves the SMs' last wave mostly empty (session 38, H200,
-      bench/results/2026-11-28-gemv-tma-split-rule-h200.json, bf16 x, 4-32 tokens, 3 rounds):
-      the split of 1-5 with the fewest chunks on the busiest SM (:func:`busiest_sm_chunks`)
-      where that is at least 15% fewer than the rule's. At every point where this changes the
-      split it was faster, 7-42%: 5120 x 5120 split 3 (M=16 13.02 -> 10.66 us), 6144 x 4096
-      and 10240 x 8192 split 4 (12-16%), 5120 x 27648 split 3 (39-42%), 2048 x 2048 and 1024 x
-      4096 split 4 (13-39%), 18432 x 3072 at 24-32 tokens split 4 instead of 1 (7-8%). The
-      measure gains at most 12.5% at the shapes the rule was tuned on, where other splits
-      measured within 0-6% either way (bench/results/2026-11-28-gemv-tma-balanced-splits-
-      h200.json), so those keep it.
+      bench/results/2026-11-28-gemv-tma-split-rule-run2-h200.json, bf16 x, 4-32 tokens, 3
+      rounds): the split of 1-5 with the fewest chunks on the busiest SM
+      (:func:`busiest_sm_chunks`) where that is at least 15% fewer than the rule's. At all 44
+      points where this changes the split it was faster, 1.06-1.42x: 5120 x 5120 split 3 (M=16
+      13.02 -> 10.66 us in the first run), 6144 x 4096 and 10240 x 8192 split 4 (1.11-1.16x),
+      5120 x 27648 split 3 (1.40-1.42x), 2048 x 2048 and 1024 x 4096 split 4 (1.13-1.39x),
+      18432 x 3072 at 24-32 tokens split 4 instead of 1 (1.06-1.08x). The measure gains at
+      most 12.5% at the shapes the rule was tuned on, where other splits measured up to 6%
+      either way (bench/results/2026-11-28-gemv-tma-balanced-splits-h200.json), so those keep
+      it.
     - 16-bit group scales (``group_size``, session 28, after the swizzled reads;
       bench/results/2026-11-27-gemv-tma-swizzle-grouped-h100.json, group 32, fp16 x, warps
       1/2/4 x row tiles 1/2 x split 1-4, single timings, us): one row tile, 2 stages, split 2,
@@ -434,7 +435,7 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 
 # Leave the split rule for the most even split only where that cuts the busiest SM's chunks by
 # 15% or more: the rule above was tuned on the H100 at shapes where the even split gains at
-# most 12% in this measure and measured 0-5% either way (session 38).
+# most 12.5% in this measure and other splits measured up to 6% either way (session 38).
 SPLIT_REBALANCE = 0.85
 
 
