@@ -417,12 +417,12 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
                                  warps=4 if N >= 16384 else 1)
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=2 if M > 16 else 1)
         # at least a wave of CTAs (session 38): split up to 5 ways where two leave SMs short
-        wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(M), grouped=True) + 1024))
+        wave = _wave(cfg, _token_tile(M), grouped=True)
         split = max(2, min(5, wave // cdiv(N, 16 * cfg.warps)))
         return GemvTMAConfig(row_tiles=1, stages=2, split_k=min(split, chunks), warps=cfg.warps)
     cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=2, warps=4)
     rows = 16 * cfg.row_tiles * cfg.warps
-    wave = _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, _token_tile(min(max(M, 1), MAX_M))) + 1024))
+    wave = _wave(cfg, _token_tile(min(max(M, 1), MAX_M)))
     if chunks < 2 or cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
     # a split whose grid fills the SMs much more evenly (session 38)
@@ -498,6 +498,12 @@ def _ring_bytes(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
     consumers load) and an ``nt``-token x box a stage."""
     return cfg.stages * (16 * cfg.row_tiles * cfg.warps * (128 + (0 if grouped else 16))
                          + nt * KCHUNK * 2)
+
+
+def _wave(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
+    """CTAs resident at once: the SMs times the CTAs an SM's shared memory holds (each CTA also
+    reserves 1 KB)."""
+    return _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, nt, grouped) + 1024))
 
 
 @functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call
