@@ -380,8 +380,9 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       rounds): the split of 1-5 with the fewest chunks on the busiest SM
       (:func:`busiest_sm_chunks`) where that is at least 15% fewer than the rule's. At all 44
       points where this changes the split it was faster, 1.06-1.42x: 5120 x 5120 split 3 (M=16
-      13.02 -> 10.66 us in the first run), 6144 x 4096 and 10240 x 8192 split 4 (1.11-1.16x),
-      5120 x 27648 split 3 (1.40-1.42x), 2048 x 2048 and 1024 x 4096 split 4 (1.13-1.39x),
+      13.02 -> 10.66 us in the first run; 1.22-1.32x), 6144 x 4096 and 10240 x 8192 split 4
+      (1.11-1.16x), 5120 x 27648 split 3 (1.39-1.42x), 2048 x 2048 and 1024 x 4096 split 4
+      (1.10-1.38x),
       18432 x 3072 at 24-32 tokens split 4 instead of 1 (1.06-1.08x). The measure gains at
       most 12.5% at the shapes the rule was tuned on, where other splits measured up to 6%
       either way (bench/results/2026-11-28-gemv-tma-balanced-splits-h200.json), so those keep
