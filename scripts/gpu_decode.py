@@ -15,10 +15,13 @@ Usage on an sm_90 machine: ``python scripts/gpu_decode.py [--out DIR] [--quick]`
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
 import importlib.util
+import io
 import json
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -185,6 +188,25 @@ def seeded_linear(K, N, seed, dtype=torch.bfloat16):
     torch.nn.init.normal_(lin.weight, std=0.02, generator=torch.Generator(
         device=DEV).manual_seed(seed))
     return lin
+
+
+def host_profile(fn, calls, title, keys=("tottime",), lines=30):
+    """cProfile of ``calls`` calls of ``fn`` enqueued behind a ``torch.cuda._sleep`` (so only
+    the host counts): the top ``lines`` functions by each of ``keys``, each block headed
+    ``==== <title>, <calls> calls, by <key>``."""
+    prof = cProfile.Profile()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1_000_000_000)
+    prof.enable()
+    for _ in range(calls):
+        fn()
+    prof.disable()
+    torch.cuda.synchronize()
+    text = io.StringIO()
+    for key in keys:
+        text.write(f"==== {title}, {calls} calls, by {key}\n")
+        pstats.Stats(prof, stream=text).sort_stats(key).print_stats(lines)
+    return text.getvalue()
 
 
 def enqueue_us(fn, calls=50, rounds=9, sleep_cycles=300_000_000):

@@ -5,18 +5,15 @@ Usage on an sm_90 machine: ``python scripts/gpu_linear_host_profile.py`` (files 
 
 from __future__ import annotations
 
-import cProfile
-import io
 import json
 import os
-import pstats
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import enqueue_us  # noqa: E402
+from gpu_decode import enqueue_us, host_profile  # noqa: E402
 
 from fp4mm.nn import NVFP4Linear  # noqa: E402
 
@@ -38,26 +35,16 @@ def main():
         rows[name] = enqueue_us(lambda layer=layer: layer(x))
     for name, (med, lo, hi) in rows.items():
         print(f"{name:16s} enqueue {med:8.1f} us (min {lo:.1f}, max {hi:.1f})", flush=True)
-    text = io.StringIO()
-    for name, layer in layers.items():
-        prof = cProfile.Profile()
-        torch.cuda.synchronize()
-        torch.cuda._sleep(1_000_000_000)
-        prof.enable()
-        for _ in range(200):
-            layer(x)
-        prof.disable()
-        torch.cuda.synchronize()
-        for key in ("tottime", "cumtime"):
-            text.write(f"==== {name}, 200 calls, by {key}\n")
-            pstats.Stats(prof, stream=text).sort_stats(key).print_stats(35)
+    text = "".join(host_profile(lambda layer=layer: layer(x), 200, name,
+                                keys=("tottime", "cumtime"), lines=35)
+                   for name, layer in layers.items())
     with open(os.path.join(out_dir, "linear_host_profile.txt"), "w") as f:
-        f.write(text.getvalue())
+        f.write(text)
     with open(os.path.join(out_dir, "linear_host_enqueue.json"), "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                        enqueue_us={k: dict(median=v[0], min=v[1], max=v[2])
                                    for k, v in rows.items()}), f, indent=1)
-    print(text.getvalue()[:6000])
+    print(text[:6000])
 
 
 if __name__ == "__main__":

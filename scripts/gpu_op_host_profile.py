@@ -6,18 +6,15 @@ kernel launchers they end in, then a cProfile of 300 calls of each op (top funct
 
 from __future__ import annotations
 
-import cProfile
-import io
 import json
 import os
-import pstats
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import enqueue_us  # noqa: E402
+from gpu_decode import enqueue_us, host_profile  # noqa: E402
 
 import fp4mm  # noqa: E402
 from fp4mm.kernels import fp4_gemv_fp8_sm90, fp4_gemv_sm90, fp4_gemv_tma_sm90  # noqa: E402
@@ -64,20 +61,9 @@ def main():
     for name, v in rows.items():
         print(f"{name:28s} enqueue medians " + " ".join(f"{m:6.1f}" for m, _, _ in v)
               + f" | min {min(lo for _, lo, _ in v):6.1f} us", flush=True)
-    text = io.StringIO()
-    for name, fn in ops.items():
-        prof = cProfile.Profile()
-        torch.cuda.synchronize()
-        torch.cuda._sleep(1_000_000_000)
-        prof.enable()
-        for _ in range(300):
-            fn()
-        prof.disable()
-        torch.cuda.synchronize()
-        text.write(f"==== {name}, 300 calls, by tottime\n")
-        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
+    text = "".join(host_profile(fn, 300, name) for name, fn in ops.items())
     with open(os.path.join(out_dir, "op_host_profile.txt"), "w") as f:
-        f.write(text.getvalue())
+        f.write(text)
     with open(os.path.join(out_dir, "op_host_enqueue.json"), "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
                        enqueue_us=rows), f, indent=1)
