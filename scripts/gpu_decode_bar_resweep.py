@@ -19,10 +19,8 @@ again in 3 rotating rounds. Usage on an sm_90 machine:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 import torch
 
@@ -30,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from fp4mm.kernels.dequant_nvfp4 import dequant_nvfp4  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
 
 
@@ -97,8 +96,7 @@ CASES = [("nvfp4_w4a16_bf16_m16", "nvfp4_w4a16_mm", torch.bfloat16, 16, None),
 
 def main():
     rows = []
-    path = os.path.join(os.environ.get("OUT", "."),
-                        f"decode-bar-resweep_{N}x{K}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    path = gpu_decode.result_path(f"decode-bar-resweep_{N}x{K}")
     for name, op, dt, M, gs in CASES:
         if ONLY and name != ONLY:
             continue
@@ -125,10 +123,7 @@ def main():
             res.append((timed(cfg), cfg))
         res.sort(key=lambda r: r[0])
         finals = [rule] + [c for _, c in res[:3] if c != rule]
-        again = {short(c): [] for c in finals}
-        for r in range(3):
-            for c in finals[r % len(finals):] + finals[:r % len(finals)]:
-                again[short(c)].append(timed(c))
+        again = gpu_decode.rounds({short(c): lambda c=c: timed(c) for c in finals})
         for t, c in res:
             rows.append(dict(case=name, op=op, x=str(dt), group=gs, M=M, N=N, K=K,
                              config=short(c), rule=c == rule, median_us=t,
@@ -137,9 +132,8 @@ def main():
               + "  ".join(f"{k} {sorted(v)[1]:.2f}" for k, v in again.items())
               + " | sweep top 5: " + "  ".join(f"{short(c)} {t:.2f}" for t, c in res[:5]),
               flush=True)
-        with open(path, "w") as f:  # after every case: a run cut short keeps its rows
-            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                           rows=rows), f, indent=1)
+        # after every case: a run cut short keeps its rows
+        gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 
