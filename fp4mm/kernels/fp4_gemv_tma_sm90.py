@@ -382,11 +382,10 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       points where this changes the split it was faster, 1.06-1.42x: 5120 x 5120 split 3 (M=16
       13.02 -> 10.66 us in the first run; 1.22-1.32x), 6144 x 4096 and 10240 x 8192 split 4
       (1.11-1.16x), 5120 x 27648 split 3 (1.39-1.42x), 2048 x 2048 and 1024 x 4096 split 4
-      (1.10-1.38x),
-      18432 x 3072 at 24-32 tokens split 4 instead of 1 (1.06-1.08x). The measure gains at
-      most 12.5% at the shapes the rule was tuned on, where other splits measured up to 6%
-      either way (bench/results/2026-11-28-gemv-tma-balanced-splits-h200.json), so those keep
-      it.
+      (1.10-1.38x), 18432 x 3072 at 24-32 tokens split 4 instead of 1 (1.06-1.08x). The measure
+      gains at most 12.5% at the shapes the rule was tuned on, where other splits measured up
+      to 6% either way (bench/results/2026-11-28-gemv-tma-balanced-splits-h200.json), so those
+      keep it.
     - 16-bit group scales (``group_size``, session 28, after the swizzled reads;
       bench/results/2026-11-27-gemv-tma-swizzle-grouped-h100.json, group 32, fp16 x, warps
       1/2/4 x row tiles 1/2 x split 1-4, single timings, us): one row tile, 2 stages, split 2,
