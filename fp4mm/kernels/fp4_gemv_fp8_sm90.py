@@ -93,6 +93,7 @@ _ROWS = gl.constexpr(ROWS)  # the same, for the jit functions
 # most windows a CTA may take: B holds 8 tiles of 512 bytes a window, the tile count rounded up
 # to a power of two (32 windows: 128 KB of the 227 KB a CTA may use)
 MAX_WINDOWS = 32
+MIN_WINDOWS = 2  # windows a CTA of a one-wave grid takes at least, where K has them (choose_split)
 _WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (109-112 registers) x 132
 # four tokens with the window run in halves, capped at HALVES_MAXNREG registers: 5 an SM x 132
 _WAVE_HALVES = 660
@@ -457,7 +458,16 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     (...-gemv-fp8-tokens-h100.json): 18432 x 3072 split 2 leaves 48 CTAs for a second wave and
     takes 7-8% longer than split 3; with the wave term the rule picks the best split at five of
     six shapes and is within 3% at 3072 x 3072. Four tokens take the smallest split first where
-    it fits one wave of CTAs in halves (:func:`uses_halves`): 18432 x 3072 split 2."""
+    it fits one wave of CTAs in halves (:func:`uses_halves`): 18432 x 3072 split 2.
+
+    Where that leaves one window a CTA on a grid of one wave at most, the largest split that
+    leaves ``MIN_WINDOWS`` = 2 to 8 instead (session 39, H200,
+    bench/results/2026-11-28-gemv-split-sweep-part{0,1}-h200.json, 18 layer shapes at 1, 2 and
+    4 tokens): with one window a CTA has nothing to overlap its loads with. It changes the split
+    where the weights have so few rows that the 1-window grid is the first to reach 176 CTAs or
+    none does: 1024 x 4096 split 16 -> 8 1.17 / 1.36 / 1.33x at 1 / 2 / 4 tokens, 2048 x 2048
+    split 8 -> 4 1.09 / 1.09 / 0.94x.
+    The validation, old rule against new: ...-gemv-split-rules-ab-h200.json."""
     windows = K // WINDOW
     blocks = cdiv(N, ROWS)
     divisors = [s for s in range(1, windows + 1) if windows % s == 0]
@@ -468,7 +478,11 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     def fills(s: int) -> bool:
         ctas = blocks * s
         return M == 1 or ctas <= _WAVE or ctas % _WAVE == 0 or ctas % _WAVE >= _WAVE // 2
-    return next((s for s in fit if fills(s)), divisors[-1])
+    split = next((s for s in fit if fills(s)), divisors[-1])
+    if windows // split == 1 and blocks * split <= _WAVE:  # one window a CTA, one wave
+        longer = [s for s in divisors if MIN_WINDOWS <= windows // s <= 8]
+        split = longer[-1] if longer else split
+    return split
 
 
 def gemv_fp8_sm90(x_q: torch.Tensor, x_scales: torch.Tensor, w_q: torch.Tensor,

@@ -756,7 +756,8 @@ GROUP_COLS_MAX = 16
 GROUP_COLS_FAST = 8
 # Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM
 # (``choose_config``'s split rule for 9-16 W4A4 tokens).
-_WAVE_WARPS_16 = 132 * 16
+_SMS = 132  # an H100 SXM / H200
+_WAVE_WARPS_16 = _SMS * 16
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
 
@@ -851,7 +852,8 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
       W4A16 M=1 split 2 at N=18432 (17.4) and 4 at N=K=8192 (19.6); W4A4 M=1 split 4.
     - W4A4 at 9-16 tokens (session 17, bench/results/2026-11-27-gemv-split-cap-run2-h100.json,
       splits 3-8 at six shapes): more splits than the rule above where they still fit one wave
-      (132 SMs x 16 warps at these 128 registers), at most 8, each at least 8 steps of 128.
+      (132 SMs x 16 warps at these 128 registers), at most 8, each at least 8 steps of 128
+      (4 from session 39, below).
       The rule above was right at 18432 x 3072 (split 3) and 14336 x 4096 (4), but narrow
       weights want more: N = K = 8192 M=16 23.1 us with split 8 vs 27.3 (split 4), 8192 x
       28672 63.4 vs 80.2, 5120 x 5120 13.9 (split 5) vs 14.6. Fewer than 8 steps per split lost
@@ -903,16 +905,37 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     Re-checked on an H200 at W4A4's 16 tokens (session 37,
     bench/results/2026-11-28-decode-bar-resweep-h200.json, 18432 x 3072, 30 configs, 3 rotating
     rounds): this rule 19.51 us, the best swept config 19.08 (one warp, split 4), 2% apart.
+
+    Session 39 (H200, bench/results/2026-11-28-gemv-split-sweep-part{0,1}-h200.json: 18 layer
+    shapes, splits 3-12 against the rule, 3 rotating rounds) moved two limits; the validation,
+    old rule against new at every point where they differ, is ...-split-rules-ab-h200.json:
+    - 16-bit x, where the warps rule wants at least twice its 4 splits (``WIDE_SPLIT_WANT``):
+      split up to 8 ways, no more than it wants, while each split keeps ``SPLIT_MIN_STEPS``
+      steps (``SPLIT_MIN_STEPS_FEW_ROWS`` where the weights have fewer row warps than the card
+      has SMs). Best split / the old rule's 4 (5 at 3584 x 18944), bf16 x at one token: 2048 x
+      8192 split 8 1.33x, 4096 x 14336 1.21x, 3584 x 18944 1.21x, 1024 x 4096 1.15x; groups of
+      32 at 1 and 4 tokens 1.11-1.36x at the same shapes.
+    - W4A4 at 9-16 tokens: splits of at least ``W4A4_16_MIN_STEPS`` = 4 steps (was 8, from an
+      H100, where 5120 x 5120 split 8 (5 steps) lost 7%; on the H200 it is 1% behind): 1024 x
+      4096 split 8 1.32x, 4096 x 4096 1.17x, 4608 x 3584 and 6144 x 4096 1.09-1.12x, 3584 x
+      3584 1.08x, 7168 x 5120 1.08x.
     """
     grouped = group_size is not None
 
+    steps = K // KS
+
     def splits(target: int, warps: int, long_k: bool = True) -> int:
         """Split K until about ``target`` warps are in flight, at most 4 ways; where that cap
-        binds, 16-bit x splits on (up to 8) until no CTA streams more than LONG_K_STEPS."""
+        binds, 16-bit x splits on (up to 8) until no CTA streams more than LONG_K_STEPS, and
+        where it binds twice over, towards ``target`` while the splits keep their minimum
+        steps (the constants below the function)."""
         want = round(target / warps)
-        split = max(1, min(4, K // KS, want))
+        split = max(1, min(4, steps, want))
         if long_k and want > 4:
-            split = max(split, min(8, cdiv(K // KS, LONG_K_STEPS)))
+            split = max(split, min(8, cdiv(steps, LONG_K_STEPS)))
+        if long_k and want >= WIDE_SPLIT_WANT:
+            least = SPLIT_MIN_STEPS_FEW_ROWS if warps < _SMS else SPLIT_MIN_STEPS
+            split = max(split, min(8, want, steps // least))
         return split
 
     if grouped and group_size < KS:
@@ -936,8 +959,8 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
     else:
         target = 1728
     split = splits(target, warps, long_k=not x_fp4 and not wide_16bit)
-    if x_fp4 and _token_tile(M) == 16:  # up to one full wave, splits of at least 8 steps
-        split = max(split, min(8, K // KS // 8, _WAVE_WARPS_16 // warps))
+    if x_fp4 and _token_tile(M) == 16:  # up to one full wave, splits of at least 4 steps
+        split = max(split, min(8, steps // W4A4_16_MIN_STEPS, _WAVE_WARPS_16 // warps))
     return GemvSM90Config(num_warps=1 if grouped or wide_16bit else 2, prefetch=1, split_k=split,
                           row_tiles=rt, x_ahead=x_fp4 and _token_tile(M) > 32)
 
@@ -951,6 +974,15 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
 # target (8192 x 28672, 512 row warps) 7 splits were 0.93-1.00x, so the cap binding is the
 # condition.
 LONG_K_STEPS = 32
+# 16-bit x where the warps rule wants at least WIDE_SPLIT_WANT splits (twice its cap): split up
+# to 8 ways while each split keeps SPLIT_MIN_STEPS 128-K steps, or SPLIT_MIN_STEPS_FEW_ROWS
+# where the weights have fewer row warps (16 rows each) than the card has SMs, so that the
+# capped grid would leave SMs with one CTA or none. W4A4 at 9-16 tokens: splits of at least
+# W4A4_16_MIN_STEPS steps. Session 39, H200 (``choose_config``'s docstring).
+WIDE_SPLIT_WANT = 8
+SPLIT_MIN_STEPS = 8
+SPLIT_MIN_STEPS_FEW_ROWS = 4
+W4A4_16_MIN_STEPS = 4
 
 
 def _plan(steps: int, cfg: GemvSM90Config) -> tuple[int, int, bool]:

@@ -1,0 +1,120 @@
+# ruff: noqa: B023  (the closures are used inside their loop iteration)
+"""Session 39's decode split rules against the rules before them, at every (shape, case) where the
+two pick different splits, on whatever card runs it:
+
+- the register ring (``fp4_gemv_sm90.choose_config``): 16-bit x splits up to 8 ways where the warps
+  rule wants twice its cap (``WIDE_SPLIT_WANT``; before: off), W4A4 at 9-16 tokens in splits of
+  at least ``W4A4_16_MIN_STEPS`` = 4 steps (before: 8);
+- the E4M3 GEMV (``fp4_gemv_fp8_sm90.choose_split``): at least ``MIN_WINDOWS`` = 2 windows a CTA
+  on a one-wave grid (before: 1).
+
+The old rules are the same functions with those constants set back. Shapes: the sweep's 18 and
+10 more that it did not see. Each point: both configs checked against the fp32 oracle with a
+NaN-poisoned output, then CUDA-graph medians over 4 weight copies in 3 rotating rounds. Usage on an
+sm_90 machine: ``python scripts/gpu_gemv_split_rules_ab.py [--part i/n]`` (JSON to $OUT or .).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
+from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
+from scripts import gpu_decode  # noqa: E402
+from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_gemv_other_splits import WIDE_SHAPES  # noqa: E402
+
+UNSEEN = [(512, 4096), (1024, 3072), (1024, 8192), (1280, 5120), (2560, 2560), (3072, 8192),
+          (2048, 5632), (4096, 11008), (11008, 4096), (5120, 13824)]
+# (kernel, op, x dtype, tokens, group size)
+CASES = [("fp8", "nvfp4_mm", None, 1, None), ("fp8", "nvfp4_mm", None, 2, None),
+         ("fp8", "nvfp4_mm", None, 4, None),
+         ("ring", "nvfp4_mm", None, 12, None), ("ring", "nvfp4_mm", None, 16, None),
+         ("ring", "nvfp4_w4a16_mm", torch.bfloat16, 1, None),
+         ("ring", "nvfp4_w4a16_mm", torch.float16, 2, None),
+         ("ring", "nvfp4_w4a16_mm", torch.bfloat16, 3, None),
+         ("ring", "w4a16_mm", torch.float16, 1, 32), ("ring", "w4a16_mm", torch.float16, 4, 32),
+         ("ring", "w4a16_mm", torch.float16, 1, 64), ("ring", "w4a16_mm", torch.bfloat16, 1, 128),
+         ("ring", "w4a16_mm", torch.float16, 4, 128)]
+OLD = {S: dict(WIDE_SPLIT_WANT=10**9, W4A4_16_MIN_STEPS=8), F: dict(MIN_WINDOWS=1)}
+
+
+@contextlib.contextmanager
+def old_rules():
+    keep = {m: {k: getattr(m, k) for k in kv} for m, kv in OLD.items()}
+    try:
+        for m, kv in OLD.items():
+            for k, v in kv.items():
+                setattr(m, k, v)
+        S.choose_config.cache_clear()
+        F.choose_split.cache_clear()
+        yield
+    finally:
+        for m, kv in keep.items():
+            for k, v in kv.items():
+                setattr(m, k, v)
+        S.choose_config.cache_clear()
+        F.choose_split.cache_clear()
+
+
+def pick(kernel, M, N, K, gs, dt):
+    if kernel == "fp8":
+        return F.choose_split(N, K, M)
+    return S.choose_config(M, N, K, dt is None, gs, dt == torch.bfloat16)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", default="0/1", help="i/n: every n-th shape from the i-th")
+    i, n = (int(v) for v in ap.parse_args().part.split("/"))
+    path = gpu_decode.result_path("gemv-split-rules-ab")
+    rows = []
+    for N, K in (WIDE_SHAPES + UNSEEN)[i::n]:
+        for kernel, op, dt, M, gs in CASES:
+            new = pick(kernel, M, N, K, gs, dt)
+            with old_rules():
+                old = pick(kernel, M, N, K, gs, dt)
+            if old == new:
+                continue
+            p = Problem(op, M, N, K, group=gs or 16, dtype=dt or torch.float16, copies=4)
+            out = torch.empty((M, N), dtype=dt or torch.float16, device="cuda")
+            xs = p.x[1] if op == "nvfp4_mm" else None
+            al = 1.0 if gs else p.alpha
+            cfgs = {"old": old, "new": new}
+
+            def run(c, i, o):
+                if kernel == "fp8":
+                    F.gemv_fp8_sm90(p.x[0], xs, *p.w[i], al, o, split=c)
+                else:
+                    S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c,
+                                group_size=gs)
+
+            ref = p.reference(0)
+            for name, c in cfgs.items():
+                o = torch.full_like(out, float("nan"))
+                run(c, 0, o)
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL {N}x{K} {op} M={M} g{gs} {name}")
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([lambda i=i: run(cfgs[k], i, out)
+                                                       for i in range(4)])[0] for k in cfgs})
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            split = {k: c if kernel == "fp8" else c.split_k for k, c in cfgs.items()}
+            rows.append(dict(N=N, K=K, M=M, kernel=kernel, op=op, x=str(dt), group=gs,
+                             seen=(N, K) in WIDE_SHAPES, old_split=split["old"],
+                             new_split=split["new"], rounds_us=times, median_us=med,
+                             speedup=med["old"] / med["new"]))
+            print(f"{N:6d}x{K:5d} {kernel:4s} {op:15s} {str(dt)[6:]:8s} M={M:2d} g{gs} split "
+                  f"{split['old']} -> {split['new']}: {med['old']:6.2f} -> {med['new']:6.2f} us "
+                  f"(x{med['old'] / med['new']:.3f})", flush=True)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
