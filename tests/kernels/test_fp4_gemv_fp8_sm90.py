@@ -59,6 +59,12 @@ def test_split_rule():
     for K in (256 * 127, 28672, 256 * 64):  # a prime window count, long K
         w = K // F.WINDOW
         assert w // F.choose_split(4096, K) <= min(8, F.MAX_WINDOWS)
+    # one-wave grids take >= 2 windows a CTA where a split of <= 8 windows allows (session 39)
+    assert [F.choose_split(1024, 4096, m) for m in (1, 2, 4)] == [8, 8, 8]  # was 16: 1 window
+    assert F.choose_split(2048, 2048) == 4  # was 8
+    assert F.choose_split(512, 256 * 11) == 11  # 11 windows: 1 a CTA or 11 (more than 8)
+    assert F.choose_split(64, 512) == 1  # 2 windows: 1 CTA of both rather than 2 of one
+    assert F.choose_split(50624, 512, 4) == 2  # 1582 CTAs of one window: more than a wave
 
 
 def test_is_supported_and_the_launcher_refuses_before_launching():

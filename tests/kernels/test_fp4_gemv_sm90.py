@@ -68,11 +68,20 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(16, 18432, 3072) == S.GemvSM90Config(1, 1, 1, 0, 2)
     # long K, 16-bit x (session 38): where the warps rule wants more than its 4 splits, split on
     # until no CTA streams more than 32 steps; not where 4 splits hold its target, nor for W4A4
-    assert S.choose_config(1, 5120, 27648, bf16_x=True).split_k == 7  # 216 steps, wants 14
-    assert S.choose_config(1, 3584, 18944, group_size=32).split_k == 5  # 148 steps
+    assert S.choose_config(1, 5120, 27648, bf16_x=True).split_k == 7  # 216 steps, wants 7
     assert S.choose_config(1, 8192, 28672).split_k == 4  # wants round(4.5) = 4
-    assert S.choose_config(1, 1024, 4096).split_k == 4  # 32 steps: one stream's worth
     assert S.choose_config(8, 5120, 27648, True).split_k == 4
+    # 16-bit x where the warps rule wants twice its cap (session 39): up to 8 splits, no more than
+    # it wants, each of >= 8 steps (>= 4 on fewer row warps than SMs); not below twice the cap
+    assert S.choose_config(1, 3584, 18944, group_size=32).split_k == 8  # wants 10, 148 steps
+    assert S.choose_config(1, 4096, 14336, bf16_x=True).split_k == 8  # wants 9, 112 steps
+    assert S.choose_config(2, 2048, 8192).split_k == 8  # wants 18, 64 steps
+    assert S.choose_config(1, 1024, 4096).split_k == 8  # 64 row warps: splits of 4 steps
+    assert S.choose_config(1, 2048, 2048).split_k == 4  # 16 steps: 4 splits of 4
+    assert S.choose_config(1, 3072, 3072).split_k == 4  # 192 row warps: 8 steps, 24 of them
+    assert S.choose_config(4, 5120, 5120, group_size=32).split_k == 5  # wants 14, 40 steps
+    assert S.choose_config(4, 10240, 8192, group_size=32).split_k == 4  # wants 7
+    assert S.choose_config(1, 6144, 4096).split_k == 4  # wants 6
     # 16-bit group scales: as MMA columns up to 8 columns (tokens x groups of a 128-K step;
     # groups of 16 up to 16), then per half step up to 8, else one MMA chain per group
     # (session 26)
@@ -99,9 +108,12 @@ def test_config_validity_and_heuristic():
     assert S.choose_config(64, 18432, 3072, True) == S.GemvSM90Config(2, 1, 3, 0, 2, x_ahead=True)
     assert S.choose_config(33, 8192, 8192, True) == S.GemvSM90Config(2, 1, 4, 0, 2, x_ahead=True)
     assert S.choose_config(32, 18432, 3072, True).row_tiles == 2
-    # W4A4 at 9-16 tokens: up to a full wave of splits of >= 8 steps, never fewer than above
+    # W4A4 at 9-16 tokens: up to a full wave of splits of >= 4 steps (8 before session 39), never
+    # fewer than above
     assert [S.choose_config(16, n, k, True).split_k for n, k in
-            ((18432, 3072), (8192, 8192), (5120, 5120), (3072, 3072))] == [3, 8, 5, 4]
+            ((18432, 3072), (8192, 8192), (5120, 5120), (3072, 3072), (1024, 4096),
+             (4608, 3584), (2048, 2048), (11008, 4096))] == [3, 8, 8, 6, 8, 7, 4, 6]
+    assert S.choose_config(12, 4096, 4096, True).split_k == 8
     assert not S.choose_config(32, 18432, 3072, True).x_ahead
     assert not S.config_is_valid(S.GemvSM90Config(x_ahead=1))
     for bad in (1, True, 32, 256):
