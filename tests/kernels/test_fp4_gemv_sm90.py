@@ -409,13 +409,14 @@ def test_every_config(cfg, out_dtype):
 
 
 @gpu
-@pytest.mark.parametrize("M,N,K", [(9, 8200, 8192), (16, 5120, 5120), (12, 300, 1152)], ids=str)
+@pytest.mark.parametrize("M,N,K", [(9, 8200, 8192), (16, 5120, 5120), (12, 4608, 3584),
+                                   (12, 300, 1152)], ids=str)
 def test_w4a4_wave_splits_match_oracle(M, N, K):
-    # 9-16 W4A4 tokens split K up to a full wave: 8 splits of 8 steps, 5 of 8, and 3 splits
-    # of 4, 4, 1 steps (masked ring tail) where the old rule's 4 stands
+    # 9-16 W4A4 tokens split K up to a full wave: 8 splits of 8 steps, 8 of 5, 7 of 4, and 3
+    # splits of 4, 4, 1 steps (masked ring tail) where the old rule's 4 stands
     x, xs, wq, ws = _problem(M, N, K, "fp4", seed=M + N)
     cfg = S.choose_config(M, N, K, True)
-    assert cfg.split_k == {8200: 8, 5120: 5, 300: 4}[N]
+    assert cfg.split_k == {8200: 8, 5120: 8, 4608: 7, 300: 4}[N]
     out = torch.full((M, N), float("nan"), dtype=torch.float32, device="cuda")
     S.gemv_sm90(x, xs, wq, ws, 0.25, "low_first", out)
     _check(out, _oracle(x, xs, wq, ws, 0.25, "low_first"))
