@@ -37,9 +37,8 @@ def prepack(op, w, gs):
     return fp4mm.prepack_nvfp4_weight(*w)
 
 
-def call(op, p, w, gs, alpha):
-    """The public op on copy ``w`` (raw ``(w_q, scales)`` or a prepacked weight)."""
-    raw = isinstance(w, tuple)
+def call(op, p, w, gs, alpha, raw):
+    """The public op on copy ``w``: raw ``(w_q, scales)`` or a prepacked weight."""
     if op == "nvfp4_mm":
         return fp4mm.nvfp4_mm(*p.x, *(w if raw else (w, None)), alpha)
     if op == "w4a16_mm":
@@ -64,11 +63,11 @@ def main():
             p.w = base.w
             ref = p.reference(0)
             for prepacked in (False, True):
-                ws = packs if prepacked else base.w
+                ws, raw = (packs, False) if prepacked else (base.w, True)
                 fns = {}
                 for mode in MODES:
                     os.environ["FP4MM_KERNEL"] = mode
-                    ok = close(call(op, p, ws[0], gs, p.alpha), ref)[0]
+                    ok = close(call(op, p, ws[0], gs, p.alpha, raw), ref)[0]
                     os.environ.pop("FP4MM_KERNEL")
                     if not ok:
                         raise SystemExit(f"FAIL {label} {M}x{N}x{K} {mode} prepacked={prepacked}")
@@ -76,7 +75,7 @@ def main():
                     def timed(mode=mode):
                         os.environ["FP4MM_KERNEL"] = mode
                         try:
-                            return time_graph([lambda j=j: call(op, p, ws[j], gs, p.alpha)
+                            return time_graph([lambda j=j: call(op, p, ws[j], gs, p.alpha, raw)
                                                for j in range(copies)])[0]
                         finally:
                             os.environ.pop("FP4MM_KERNEL")
