@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import fp4mm  # noqa: E402
+from fp4mm.ops import nvfp4_w4a16_mm_alpha  # noqa: E402
 from scripts import gpu_decode  # noqa: E402
 from scripts.gpu_decode import L2_BYTES, Problem, close, time_graph  # noqa: E402
 
@@ -43,7 +44,7 @@ def call(op, p, w, gs, alpha, raw):
         return fp4mm.nvfp4_mm(*p.x, *(w if raw else (w, None)), alpha)
     if op == "w4a16_mm":
         return fp4mm.w4a16_mm(p.x[0], *(w if raw else (w, None)), gs)
-    return fp4mm.nvfp4_w4a16_mm(p.x[0], *(w if raw else (w, None)), alpha)
+    return nvfp4_w4a16_mm_alpha(p.x[0], *(w if raw else (w, None)), alpha)  # alpha = 1 / gs_w
 
 
 def main():
