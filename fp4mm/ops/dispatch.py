@@ -12,8 +12,10 @@ must never be more than 5% slower than the best single kernel at any M of the sw
 Every threshold below was placed on an H100. Session 36 re-ran the W4A4 M sweep on an H200 (the
 same compute, 1.4x the memory bandwidth; ``bench/results/20261128-085327_sweep.json``): the
 dispatched raw-weight call was within -0.5% to +1.1% of the best forced kernel up to 16 tokens,
-+0.3% at 64, and faster than every forced kernel at 32 and from 128. The other ops' boundaries
-have not been re-measured on the H200.
++0.3% at 64, and faster than every forced kernel at 32 and from 128. Session 39 checked every op
+there, raw and prepacked, on three weight shapes (``scripts/gpu_dispatch_check.py``): within 5%
+of the better of GEMV and GEMM at 304 of 312 points; the exception, prepacked W4A4 at 17-32
+tokens, moved (``PREPACKED_SM90_GEMV_MAX_M``).
 
 Override (tests, benchmarks, debugging): ``FP4MM_KERNEL=gemm|gemv|auto`` in the environment, or
 the ``override`` argument of :func:`select_kernel` (it wins over the environment).
@@ -235,8 +237,9 @@ def tma_min_m_grouped(group_size: int | None) -> int | None:
 # so the route launches it that way (session 32: the early trigger with the pre-pass's
 # carve-out at the maximum spreads the GEMV again, but against this it was at most 0.47 us
 # faster and up to 1.6 slower, 2026-11-28-pdl-carve-route-h100.json). Prepacked weights of
-# PREPACKED_GEMM_MIN_WEIGHT or more take the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us,
-# about the same).
+# PREPACKED_GEMM_MIN_WEIGHT or more took the GEMM from 17 tokens (18432 x 3072 M=32 24.12 us,
+# about the same); from session 39 the GEMV keeps them to 32 where this route runs (H200: 8192 x
+# 8192 1.15-1.18x faster, PREPACKED_SM90_GEMV_MAX_M).
 GEMV_W4A4_TMA_MIN_M = 17
 GEMV_W4A4_TMA_MIN_WEIGHT = 2**25
 
@@ -373,7 +376,20 @@ PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
 # 23.16 vs 24.10; 8192 x 8192 M=16 20.36 vs 27.94, M=24 23.62 vs 27.47, M=32 28.43 vs 27.76;
 # 4096 x 4096 M=16 9.24 vs 10.88, M=24 11.31 vs 10.97, M=32 9.06 vs 11.16 -> 32 for
 # nvfp4_w4a16_mm (the GEMM ahead by 2-3% at two of the nine points).
-PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 16, "nvfp4_w4a16_mm": 32}
+# Session 39, H200 (scripts/gpu_dispatch_check.py, bench/results/2026-11-28-dispatch-check-part
+# {0,1}-h200.json: every op as dispatched against its GEMV and GEMM forced, raw and prepacked, M =
+# 1-128 on 18432 x 3072, 8192 x 8192 and 4096 x 4096, 3 rotating rounds): within 5% of the better
+# kernel at 304 of 312 points; off at prepacked W4A4 from 17 tokens, where the GEMVs (since
+# session 31 the x pre-pass + TMA GEMV route on large weights, the ring below 2^25 elements) beat
+# the GEMM: GEMV / GEMM, us, 8192 x 8192 M=20 23.80 / 28.52, M=24 24.39 / 28.18, M=32 24.42 /
+# 28.35; 4096 x 4096 M=20 10.71 / 11.16, M=32 11.29 / 11.35; 18432 x 3072 M=20 24.14 / 23.94,
+# M=24 23.67 / 24.02, M=32 24.39 / 24.12 -> 32 for nvfp4_mm (from 33 tokens the GEMM is 1.3-1.6x
+# faster on all three). Where K % 256 != 0 the TMA route cannot run and the ring served 17-32
+# tokens slower than the GEMM on the H100 (session 31: 18432 x 3072 M=17-32 26.6-27.9 us against
+# the GEMM's 24.1), so there W4A4 keeps PREPACKED_SM90_W4A4_RING_MAX_M. (Groups of 128 prepacked
+# gain 2-5% from the GEMV at 20-24 tokens and lose 3-6% at 32: left at 16.)
+PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 32, "nvfp4_w4a16_mm": 32}
+PREPACKED_SM90_W4A4_RING_MAX_M = 16
 
 
 def gemv_sm90_max_m(op: str, N: int) -> int:
@@ -441,13 +457,15 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
         top = PREPACKED_SM90_GEMV_MAX_M[op]
-        return _without_tma_gemv(top, k) if op == "nvfp4_w4a16_mm" else top
+        if op == "nvfp4_mm":
+            return _without_tma_gemv(top, k, PREPACKED_SM90_W4A4_RING_MAX_M)
+        return _without_tma_gemv(top, k)
     return GEMV_MAX_M[op]
 
 
-def _without_tma_gemv(top: int, k: int | None) -> int:
-    """A prepacked limit that stands on the TMA GEMV, capped at ``SM90_RING_PREPACKED_MAX_M``
-    where K rules that kernel out (K % 256 != 0)."""
+def _without_tma_gemv(top: int, k: int | None, ring_top: int = SM90_RING_PREPACKED_MAX_M) -> int:
+    """A prepacked limit that stands on the TMA GEMV, capped at ``ring_top`` (default
+    ``SM90_RING_PREPACKED_MAX_M``) where K rules that kernel out (K % 256 != 0)."""
     from fp4mm.kernels.fp4_gemv_tma_sm90 import KCHUNK
 
-    return min(top, SM90_RING_PREPACKED_MAX_M) if k is not None and k % KCHUNK else top
+    return min(top, ring_top) if k is not None and k % KCHUNK else top

@@ -103,9 +103,12 @@ def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch
     assert dispatch.select_kernel(op, 64, 3072, 3072, cpu, prepacked=True) == "gemv"
     assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=False) == "gemv"
     assert dispatch.select_kernel(op, 65, 18432, 3072, cpu, prepacked=False) == "gemm"
-    # nvfp4_w4a16_mm's limit stands on the TMA GEMV (K % 256 == 0); W4A4's on the ring
-    ring = dispatch.SM90_RING_PREPACKED_MAX_M
-    for M, want in ((ring, "gemv"), (ring + 1, "gemm" if op == "nvfp4_w4a16_mm" else "gemv")):
+    # both limits stand on the TMA GEMV (K % 256 == 0); without it nvfp4_w4a16_mm keeps the
+    # ring's 8 tokens and W4A4 its ring's 16 (session 39)
+    ring = (dispatch.SM90_RING_PREPACKED_MAX_M if op == "nvfp4_w4a16_mm"
+            else dispatch.PREPACKED_SM90_W4A4_RING_MAX_M)
+    assert ring < top
+    for M, want in ((ring, "gemv"), (ring + 1, "gemm")):
         assert dispatch.select_kernel(op, M, 18432, 3072 + 128, cpu, prepacked=True) == want
     assert dispatch.select_kernel(op, top, 18432, 3072 + 128, cpu) == "gemv"  # raw: unchanged
     monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
