@@ -384,10 +384,18 @@ PREPACKED_GEMM_MIN_WEIGHT = 16 * 2**20
 # the GEMM: GEMV / GEMM, us, 8192 x 8192 M=20 23.80 / 28.52, M=24 24.39 / 28.18, M=32 24.42 /
 # 28.35; 4096 x 4096 M=20 10.71 / 11.16, M=32 11.29 / 11.35; 18432 x 3072 M=20 24.14 / 23.94,
 # M=24 23.67 / 24.02, M=32 24.39 / 24.12 -> 32 for nvfp4_mm (from 33 tokens the GEMM is 1.3-1.6x
-# faster on all three). Where K % 256 != 0 the TMA route cannot run and the ring served 17-32
-# tokens slower than the GEMM on the H100 (session 31: 18432 x 3072 M=17-32 26.6-27.9 us against
-# the GEMM's 24.1), so there W4A4 keeps PREPACKED_SM90_W4A4_RING_MAX_M. (Groups of 128 prepacked
-# gain 2-5% from the GEMV at 20-24 tokens and lose 3-6% at 32: left at 16.)
+# faster on all three). Only where the x pre-pass + TMA GEMV route runs (K % 256 == 0 and
+# GEMV_W4A4_TMA_MIN_WEIGHT elements): elsewhere the ring serves 17-32 tokens, which loses in a
+# layer. A prepacked W4A4 NVFP4Linear, forward with the quantiser, GEMM / GEMVs, us
+# (scripts/gpu_layer_prepacked_w4a4.py, ...-layer-prepacked-w4a4-h200.json, static and dynamic
+# activation scale): 8192 -> 8192 M=17-32 29.9-32.7 / 25.9-29.1 (1.11-1.17x), 4096 -> 14336
+# 1.08-1.13x, 3072 -> 18432 1.03-1.10x, 14336 -> 4096 0.99-1.01x; but 4096 -> 4096 (the ring)
+# 14.0-15.6 / 17.0-19.1 at 17-24 tokens (0.82x): behind the quantiser, which triggers its
+# dependent launch early from 17 tokens, the ring's CTAs pile onto the SMs it leaves free
+# (quantiser_pdl_late), so there W4A4 keeps PREPACKED_SM90_W4A4_RING_MAX_M, as it does where K %
+# 256 != 0 (session 31, H100: the ring at 17-32 tokens 26.6-27.9 us against the GEMM's 24.1 at
+# 18432 x 3072). (Groups of 128 prepacked gain 2-5% from the GEMV at 20-24 tokens and lose 3-6%
+# at 32: left at 16.)
 PREPACKED_SM90_GEMV_MAX_M = {"nvfp4_mm": 32, "nvfp4_w4a16_mm": 32}
 PREPACKED_SM90_W4A4_RING_MAX_M = 16
 
@@ -457,7 +465,9 @@ def gemv_max_m(op: str, device=None, group_size: int | None = None,
             and weight_elems >= PREPACKED_GEMM_MIN_WEIGHT and device is not None
             and is_hopper(device)):
         top = PREPACKED_SM90_GEMV_MAX_M[op]
-        if op == "nvfp4_mm":
+        if op == "nvfp4_mm":  # above the ring's limit only on the x pre-pass + TMA GEMV route
+            if weight_elems < GEMV_W4A4_TMA_MIN_WEIGHT:
+                return min(top, PREPACKED_SM90_W4A4_RING_MAX_M)
             return _without_tma_gemv(top, k, PREPACKED_SM90_W4A4_RING_MAX_M)
         return _without_tma_gemv(top, k)
     return GEMV_MAX_M[op]

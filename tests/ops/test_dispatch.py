@@ -111,6 +111,13 @@ def test_hopper_prepacked_nvfp4_crossover_depends_on_the_weight_size(monkeypatch
     for M, want in ((ring, "gemv"), (ring + 1, "gemm")):
         assert dispatch.select_kernel(op, M, 18432, 3072 + 128, cpu, prepacked=True) == want
     assert dispatch.select_kernel(op, top, 18432, 3072 + 128, cpu) == "gemv"  # raw: unchanged
+    # W4A4 above its ring's limit only on the x pre-pass + TMA GEMV route (2^25 elements):
+    # 4096 x 4096 prepacked is big enough for the GEMM, too small for that route
+    small = dispatch.GEMV_W4A4_TMA_MIN_WEIGHT // 2
+    assert small >= dispatch.PREPACKED_GEMM_MIN_WEIGHT
+    limit = ring if op == "nvfp4_mm" else top
+    assert dispatch.select_kernel(op, limit, 4096, small // 4096, cpu, prepacked=True) == "gemv"
+    assert dispatch.select_kernel(op, limit + 1, 4096, small // 4096, cpu, prepacked=True) == "gemm"
     monkeypatch.setattr(dispatch, "is_hopper", lambda device: False)
     assert dispatch.select_kernel(op, 64, 18432, 3072, cpu, prepacked=True) == "gemv"
 
