@@ -6,7 +6,8 @@ two pick different splits, on whatever card runs it:
   rule wants twice its cap (``WIDE_SPLIT_WANT``; before: off), W4A4 at 9-16 tokens in splits of
   at least ``W4A4_16_MIN_STEPS`` = 4 steps (before: 8);
 - the E4M3 GEMV (``fp4_gemv_fp8_sm90.choose_split``): at least ``MIN_WINDOWS`` = 2 windows a CTA
-  on a one-wave grid (before: 1).
+  on a one-wave grid (before: 1); at most ``SHORT_GRID_MAX_WINDOWS`` = 4 on a grid under half a
+  wave (before: 8; ``--short-grid`` times this rule alone, on the shapes it changes).
 
 The old rules are the same functions with those constants set back. Shapes: the sweep's 18 and
 10 more that it did not see. Each point: both configs checked against the fp32 oracle with a
@@ -42,14 +43,22 @@ CASES = [("fp8", "nvfp4_mm", None, 1, None), ("fp8", "nvfp4_mm", None, 2, None),
          ("ring", "w4a16_mm", torch.float16, 1, 32), ("ring", "w4a16_mm", torch.float16, 4, 32),
          ("ring", "w4a16_mm", torch.float16, 1, 64), ("ring", "w4a16_mm", torch.bfloat16, 1, 128),
          ("ring", "w4a16_mm", torch.float16, 4, 128)]
-OLD = {S: dict(WIDE_SPLIT_WANT=10**9, W4A4_16_MIN_STEPS=8), F: dict(MIN_WINDOWS=1)}
+OLD = {S: dict(WIDE_SPLIT_WANT=10**9, W4A4_16_MIN_STEPS=8),
+       F: dict(MIN_WINDOWS=1, SHORT_GRID_MAX_WINDOWS=10**9)}
+# --short-grid: only the E4M3 GEMV's short-grid rule (SHORT_GRID_MAX_WINDOWS), old = without it
+SHORT_GRID_OLD = {F: dict(SHORT_GRID_MAX_WINDOWS=10**9)}
+SHORT_GRID_SHAPES = [(1536, 14336), (2048, 14336), (3072, 5120), (3072, 8192), (3584, 6144),
+                     (3584, 8192), (4096, 5120), (4096, 6144), (4096, 8192), (4608, 6144),
+                     (5120, 6144), (6144, 3072), (6144, 4096), (7168, 3072), (7168, 4096),
+                     (8192, 3072), (8192, 4096)]
 
 
 @contextlib.contextmanager
-def old_rules():
-    keep = {m: {k: getattr(m, k) for k in kv} for m, kv in OLD.items()}
+def old_rules(old=None):
+    old = old or OLD
+    keep = {m: {k: getattr(m, k) for k in kv} for m, kv in old.items()}
     try:
-        for m, kv in OLD.items():
+        for m, kv in old.items():
             for k, v in kv.items():
                 setattr(m, k, v)
         S.choose_config.cache_clear()
@@ -72,13 +81,16 @@ def pick(kernel, M, N, K, gs, dt):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="0/1", help="i/n: every n-th shape from the i-th")
-    i, n = (int(v) for v in ap.parse_args().part.split("/"))
-    path = gpu_decode.result_path("gemv-split-rules-ab")
+    ap.add_argument("--short-grid", action="store_true")
+    args = ap.parse_args()
+    i, n = (int(v) for v in args.part.split("/"))
+    short = args.short_grid
+    path = gpu_decode.result_path("gemv-short-grid-ab" if short else "gemv-split-rules-ab")
     rows = []
-    for N, K in (WIDE_SHAPES + UNSEEN)[i::n]:
-        for kernel, op, dt, M, gs in CASES:
+    for N, K in (SHORT_GRID_SHAPES if short else WIDE_SHAPES + UNSEEN)[i::n]:
+        for kernel, op, dt, M, gs in CASES[:3] if short else CASES:
             new = pick(kernel, M, N, K, gs, dt)
-            with old_rules():
+            with old_rules(SHORT_GRID_OLD if short else None):
                 old = pick(kernel, M, N, K, gs, dt)
             if old == new:
                 continue

@@ -94,6 +94,7 @@ _ROWS = gl.constexpr(ROWS)  # the same, for the jit functions
 # to a power of two (32 windows: 128 KB of the 227 KB a CTA may use)
 MAX_WINDOWS = 32
 MIN_WINDOWS = 2  # windows a CTA of a one-wave grid takes at least, where K has them (choose_split)
+SHORT_GRID_MAX_WINDOWS = 4  # windows a CTA takes at most on a grid under half a wave (choose_split)
 _WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (109-112 registers) x 132
 # four tokens with the window run in halves, capped at HALVES_MAXNREG registers: 5 an SM x 132
 _WAVE_HALVES = 660
@@ -482,6 +483,11 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     if windows // split == 1 and blocks * split <= _WAVE:  # one window a CTA, one wave
         longer = [s for s in divisors if MIN_WINDOWS <= windows // s <= 8]
         split = longer[-1] if longer else split
+    if blocks * split < _WAVE // 2 and windows // split > SHORT_GRID_MAX_WINDOWS:
+        # under half a wave of long CTAs: more, shorter ones while the grid stays one wave
+        wider = [s for s in divisors if s > split and windows // s <= SHORT_GRID_MAX_WINDOWS
+                 and blocks * s <= _WAVE]
+        split = wider[0] if wider else split
     return split
 
 
