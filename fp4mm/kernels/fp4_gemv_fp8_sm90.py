@@ -468,7 +468,17 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     where the weights have so few rows that the 1-window grid is the first to reach 176 CTAs or
     none does: 1024 x 4096 split 16 -> 8 1.17 / 1.36 / 1.33x at 1 / 2 / 4 tokens, 2048 x 2048
     split 8 -> 4 1.09 / 1.09 / 0.94x.
-    The validation, old rule against new: ...-gemv-split-rules-ab-h200.json."""
+    The validation, old rule against new: ...-gemv-split-rules-ab-h200.json.
+
+    And where the grid holds under half a wave (264 CTAs) of CTAs with more than
+    ``SHORT_GRID_MAX_WINDOWS`` = 4 windows each, the smallest larger split that leaves at most 4
+    while the grid stays one wave: such a grid puts one or two long CTAs on an SM. The sweep's
+    6144 x 4096 (split 2: 192 CTAs of 8 windows) took 7.48 us at split 4 against 8.66; old rule
+    against new at the 17 shapes it changes among N = 1024-10240, K = 2048-27648
+    (``scripts/gpu_gemv_split_rules_ab.py --short-grid``, ...-gemv-short-grid-ab-h200.json, 1, 2
+    and 4 tokens): faster at all 51 points, 1.00-1.22x (median 1.10x): 4096 x 8192 split 4 -> 8
+    1.13-1.22x, 3072 x 8192 1.13-1.20x, 6144 x 4096 split 2 -> 4 1.11-1.14x, 7168 x 4096
+    1.13x."""
     windows = K // WINDOW
     blocks = cdiv(N, ROWS)
     divisors = [s for s in range(1, windows + 1) if windows % s == 0]

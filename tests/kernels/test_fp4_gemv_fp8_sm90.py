@@ -65,6 +65,11 @@ def test_split_rule():
     assert F.choose_split(512, 256 * 11) == 11  # 11 windows: 1 a CTA or 11 (more than 8)
     assert F.choose_split(64, 512) == 1  # 2 windows: 1 CTA of both rather than 2 of one
     assert F.choose_split(50624, 512, 4) == 2  # 1582 CTAs of one window: more than a wave
+    # under half a wave of CTAs: at most 4 windows each, while the grid stays one wave
+    assert [F.choose_split(6144, 4096, m) for m in (1, 2, 4)] == [4, 4, 4]  # was 2: 192 x 8
+    assert F.choose_split(4096, 8192) == 8  # was 4: 256 CTAs of 8 windows
+    assert F.choose_split(2048, 8192) == 8  # 256 CTAs of 4 windows: unchanged
+    assert F.choose_split(14336, 4096) == 2  # 448 CTAs: unchanged
 
 
 def test_is_supported_and_the_launcher_refuses_before_launching():
