@@ -471,8 +471,8 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
     The validation, old rule against new: ...-gemv-split-rules-ab-h200.json.
 
     And where the grid holds under half a wave (264 CTAs) of CTAs with more than
-    ``SHORT_GRID_MAX_WINDOWS`` = 4 windows each, the smallest larger split that leaves at most 4
-    while the grid stays one wave: such a grid puts one or two long CTAs on an SM. The sweep's
+    ``SHORT_GRID_MAX_WINDOWS`` = 4 windows each, the smallest larger split that leaves 2-4 while
+    the grid stays one wave: such a grid puts one or two long CTAs on an SM. The sweep's
     6144 x 4096 (split 2: 192 CTAs of 8 windows) took 7.48 us at split 4 against 8.66; old rule
     against new at the 17 shapes it changes among N = 1024-10240, K = 2048-27648
     (``scripts/gpu_gemv_split_rules_ab.py --short-grid``, ...-gemv-short-grid-ab-h200.json, 1, 2
@@ -495,8 +495,8 @@ def choose_split(N: int, K: int, M: int = 1) -> int:
         split = longer[-1] if longer else split
     if blocks * split < _WAVE // 2 and windows // split > SHORT_GRID_MAX_WINDOWS:
         # under half a wave of long CTAs: more, shorter ones while the grid stays one wave
-        wider = [s for s in divisors if s > split and windows // s <= SHORT_GRID_MAX_WINDOWS
-                 and blocks * s <= _WAVE]
+        wider = [s for s in divisors if s > split and blocks * s <= _WAVE
+                 and MIN_WINDOWS <= windows // s <= SHORT_GRID_MAX_WINDOWS]
         split = wider[0] if wider else split
     return split
 

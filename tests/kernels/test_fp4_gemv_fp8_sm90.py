@@ -70,6 +70,7 @@ def test_split_rule():
     assert F.choose_split(4096, 8192) == 8  # was 4: 256 CTAs of 8 windows
     assert F.choose_split(2048, 8192) == 8  # 256 CTAs of 4 windows: unchanged
     assert F.choose_split(14336, 4096) == 2  # 448 CTAs: unchanged
+    assert F.choose_split(300, 256 * 5) == 1  # 5 windows: no split leaves 2-4
 
 
 def test_is_supported_and_the_launcher_refuses_before_launching():
