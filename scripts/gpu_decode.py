@@ -265,6 +265,22 @@ def rounds(fns, n=3):
     return got
 
 
+def checked_rounds(cfgs, run, out, ref, label, copies=4):
+    """The old/new probes' measurement: each of ``cfgs`` (name -> config) run once into a
+    NaN-poisoned copy of ``out`` and checked against ``ref`` (SystemExit naming ``label`` and
+    the config on a mismatch), then timed in 3 rotating rounds of CUDA-graph medians over
+    ``copies`` weight copies; ``run(config, copy, out)`` launches. Returns ``({name: [us per
+    round]}, {name: median us})``."""
+    for name, c in cfgs.items():
+        o = torch.full_like(out, float("nan"))
+        run(c, 0, o)
+        if not close(o, ref)[0]:
+            raise SystemExit(f"FAIL {label} {name}")
+    times = rounds({k: lambda k=k: time_graph([lambda i=i: run(cfgs[k], i, out)
+                                                for i in range(copies)])[0] for k in cfgs})
+    return times, {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 PLAIN = [True]  # do_bench without a graph too (costs ~0.1 s per row)
 
 

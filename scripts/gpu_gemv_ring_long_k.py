@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from scripts import gpu_decode  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem  # noqa: E402
 
 SHAPES = [(5120, 27648), (8192, 28672), (3584, 18944), (4096, 14336), (2048, 8192)]
 CASES = [("nvfp4_w4a16_mm", torch.bfloat16, 1, None), ("nvfp4_w4a16_mm", torch.float16, 2, None),
@@ -56,15 +56,8 @@ def main():
             def run(c, i, o):
                 S.gemv_sm90(p.x[0], None, *p.w[i], al, "low_first", o, config=c, group_size=gs)
 
-            ref = p.reference(0)
-            for name, c in cfgs.items():
-                o = torch.full_like(out, float("nan"))
-                run(c, 0, o)
-                if not close(o, ref)[0]:
-                    raise SystemExit(f"FAIL {N}x{K} {op} M={M} g{gs} {name}")
-            times = gpu_decode.rounds({k: lambda k=k: time_graph([lambda i=i: run(cfgs[k], i, out)
-                                                       for i in range(4)])[0] for k in cfgs})
-            med = {k: sorted(v)[1] for k, v in times.items()}
+            times, med = gpu_decode.checked_rounds(cfgs, run, out, p.reference(0),
+                                                   f"{N}x{K} {op} M={M} g{gs}")
             rows.append(dict(N=N, K=K, M=M, op=op, x=str(dt), group=gs,
                              old_split=old.split_k, new_split=new.split_k, rounds_us=times,
                              median_us=med, speedup=med["old"] / med["new"]))

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from scripts import gpu_decode  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem  # noqa: E402
 from scripts.gpu_gemv_other_splits import WIDE_SHAPES  # noqa: E402
 
 UNSEEN = [(512, 4096), (1024, 3072), (1024, 8192), (1280, 5120), (2560, 2560), (3072, 8192),
@@ -53,23 +53,25 @@ SHORT_GRID_SHAPES = [(1536, 14336), (2048, 14336), (3072, 5120), (3072, 8192), (
                      (8192, 3072), (8192, 4096)]
 
 
+def _set(values):
+    """Set the modules' constants ``{module: {name: value}}`` and drop the rules' caches."""
+    for m, kv in values.items():
+        for k, v in kv.items():
+            setattr(m, k, v)
+    S.choose_config.cache_clear()
+    F.choose_split.cache_clear()
+
+
 @contextlib.contextmanager
 def old_rules(old=None):
+    """The rules as they were: ``old`` (default ``OLD``) set for the block, then restored."""
     old = old or OLD
     keep = {m: {k: getattr(m, k) for k in kv} for m, kv in old.items()}
     try:
-        for m, kv in old.items():
-            for k, v in kv.items():
-                setattr(m, k, v)
-        S.choose_config.cache_clear()
-        F.choose_split.cache_clear()
+        _set(old)
         yield
     finally:
-        for m, kv in keep.items():
-            for k, v in kv.items():
-                setattr(m, k, v)
-        S.choose_config.cache_clear()
-        F.choose_split.cache_clear()
+        _set(keep)
 
 
 def pick(kernel, M, N, K, gs, dt):
@@ -107,15 +109,8 @@ def main():
                     S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c,
                                 group_size=gs)
 
-            ref = p.reference(0)
-            for name, c in cfgs.items():
-                o = torch.full_like(out, float("nan"))
-                run(c, 0, o)
-                if not close(o, ref)[0]:
-                    raise SystemExit(f"FAIL {N}x{K} {op} M={M} g{gs} {name}")
-            times = gpu_decode.rounds({k: lambda k=k: time_graph([lambda i=i: run(cfgs[k], i, out)
-                                                       for i in range(4)])[0] for k in cfgs})
-            med = {k: sorted(v)[1] for k, v in times.items()}
+            times, med = gpu_decode.checked_rounds(cfgs, run, out, p.reference(0),
+                                                   f"{N}x{K} {op} M={M} g{gs}")
             split = {k: c if kernel == "fp8" else c.split_k for k, c in cfgs.items()}
             rows.append(dict(N=N, K=K, M=M, kernel=kernel, op=op, x=str(dt), group=gs,
                              seen=(N, K) in WIDE_SHAPES, old_split=split["old"],
