@@ -83,7 +83,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from fp4mm.backend import is_hopper
 from fp4mm.kernels.alpha import alpha_args
 from fp4mm.kernels.fp4_decode import E2M1_E4M3_BYTES_PTX
-from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.host import SM90_SMS, cdiv, next_power_of_2
 from fp4mm.kernels.launch import launch
 
 MAX_M = 4  # tokens (the ops' limit is fp4mm.ops.dispatch.GEMV_FP8_SM90_MAX_M)
@@ -95,9 +95,9 @@ _ROWS = gl.constexpr(ROWS)  # the same, for the jit functions
 MAX_WINDOWS = 32
 MIN_WINDOWS = 2  # windows a CTA of a one-wave grid takes at least, where K has them (choose_split)
 SHORT_GRID_MAX_WINDOWS = 4  # windows a CTA takes at most on a grid under half a wave (choose_split)
-_WAVE = 528  # CTAs of 2-4 tokens resident at once on an H100: 4 an SM (109-112 registers) x 132
-# four tokens with the window run in halves, capped at HALVES_MAXNREG registers: 5 an SM x 132
-_WAVE_HALVES = 660
+_WAVE = 4 * SM90_SMS  # CTAs of 2-4 tokens resident at once: 4 an SM (109-112 registers), 528
+# four tokens with the window run in halves, capped at HALVES_MAXNREG registers: 5 an SM, 660
+_WAVE_HALVES = 5 * SM90_SMS
 HALVES_MAXNREG = 96
 
 # word ($2) -> $0: E4M3 bytes of its low nibbles, $1: of its high nibbles (the asm sees the

@@ -95,7 +95,7 @@ from fp4mm.kernels.fp4_decode import (
     E2M1_WORD_PTX,
     as_16bit_pairs,
 )
-from fp4mm.kernels.host import cdiv, next_power_of_2
+from fp4mm.kernels.host import SM90_SMS, cdiv, next_power_of_2
 from fp4mm.kernels.launch import launch
 
 KS = 128  # K per step (the smallest): 16 bytes per thread and row; 256: two 16-byte loads
@@ -756,8 +756,7 @@ GROUP_COLS_MAX = 16
 GROUP_COLS_FAST = 8
 # Warps resident at once on an H100 SXM (132 SMs) at <= 128 registers per thread: 16 per SM
 # (``choose_config``'s split rule for 9-16 W4A4 tokens).
-_SMS = 132  # an H100 SXM / H200
-_WAVE_WARPS_16 = _SMS * 16
+_WAVE_WARPS_16 = SM90_SMS * 16
 _GL_DTYPE = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
 
 
@@ -934,7 +933,7 @@ def choose_config(M: int, N: int, K: int, x_fp4: bool = False,
         if long_k and want > 4:
             split = max(split, min(8, cdiv(steps, LONG_K_STEPS)))
         if long_k and want >= WIDE_SPLIT_WANT:
-            least = SPLIT_MIN_STEPS_FEW_ROWS if warps < _SMS else SPLIT_MIN_STEPS
+            least = SPLIT_MIN_STEPS_FEW_ROWS if warps < SM90_SMS else SPLIT_MIN_STEPS
             split = max(split, min(8, want, steps // least))
         return split
 

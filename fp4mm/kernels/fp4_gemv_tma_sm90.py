@@ -80,7 +80,7 @@ from fp4mm.kernels.fp4_gemv_sm90 import (
     _step,
     _token_tile,
 )
-from fp4mm.kernels.host import cdiv
+from fp4mm.kernels.host import SM90_SMS, cdiv
 from fp4mm.kernels.launch import launch
 
 KCHUNK = 256  # K per ring stage: two 128-K steps (the scale box's 16-byte minimum)
@@ -354,9 +354,8 @@ def config_is_valid(cfg: GemvTMAConfig) -> bool:
             and cfg.warps in (1, 2, 4))
 
 
-# One wave of CTAs for the NVFP4 rule: the SMs of an H100 SXM / H200 (132) times the CTAs that
-# fit an SM's 228 KB of shared memory (each CTA also reserves 1 KB).
-_SMS = 132
+# One wave of CTAs for the NVFP4 rule: the SMs of an H100 SXM / H200 (SM90_SMS) times the CTAs
+# that fit an SM's 228 KB of shared memory (each CTA also reserves 1 KB).
 _SMEM_PER_SM = 228 * 1024
 
 
@@ -439,7 +438,7 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 SPLIT_REBALANCE = 0.85
 
 
-def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = _SMS) -> int:
+def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = SM90_SMS) -> int:
     """256-K chunks the busiest SM streams when ``row_blocks`` row blocks are split ``split_k``
     ways along K (as the launcher splits: ``cdiv(chunks, split_k)`` chunks a CTA) and the CTAs
     spread evenly over ``sms`` SMs: the grid's quantisation, which decides the time where the
@@ -503,7 +502,7 @@ def _ring_bytes(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
 def _wave(cfg: GemvTMAConfig, nt: int, grouped: bool = False) -> int:
     """CTAs resident at once: the SMs times the CTAs an SM's shared memory holds (each CTA also
     reserves 1 KB)."""
-    return _SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, nt, grouped) + 1024))
+    return SM90_SMS * (_SMEM_PER_SM // (_ring_bytes(cfg, nt, grouped) + 1024))
 
 
 @functools.lru_cache(maxsize=1024)  # a pure function of ints, asked every call

@@ -7,6 +7,9 @@ arithmetic itself, and one decode call made up to a dozen of them. Device code k
 
 from __future__ import annotations
 
+# SMs of an H100 SXM and of an H200: the count the decode GEMVs' split rules size their waves by.
+SM90_SMS = 132
+
 
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for integers, ``b > 0``."""
