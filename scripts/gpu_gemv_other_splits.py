@@ -43,6 +43,22 @@ CASES = [("w4a4_fp8", "nvfp4_mm", None, 1, None), ("w4a4_fp8", "nvfp4_mm", None,
 WIDE_CASES = CASES[:1] + [("w4a4_fp8", "nvfp4_mm", None, 2, None)] + CASES[1:]
 
 
+def case_runner(fp8, op, dt, M, N, K, gs):
+    """``(problem, out, run)`` for one decode case (4 weight copies): ``run(config, copy,
+    out)`` launches the E4M3 GEMV (``fp8``: config is its split) or the register ring."""
+    p = Problem(op, M, N, K, group=gs or 16, dtype=dt or torch.float16, copies=4)
+    out = torch.empty((M, N), dtype=dt or torch.float16, device="cuda")
+    xs = p.x[1] if op == "nvfp4_mm" else None
+    al = 1.0 if gs else p.alpha
+
+    def run(c, i, o):
+        if fp8:
+            F.gemv_fp8_sm90(p.x[0], xs, *p.w[i], al, o, split=c)
+        else:
+            S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c, group_size=gs)
+    return p, out, run
+
+
 def variants(kind, M, N, K, gs, dt, max_split=8):
     if kind == "w4a4_fp8":
         windows = K // F.WINDOW
@@ -66,18 +82,7 @@ def main():
     rows = []
     for N, K in shapes[i::n]:
         for kind, op, dt, M, gs in cases:
-            p = Problem(op, M, N, K, group=gs or 16, dtype=dt or torch.float16, copies=4)
-            out = torch.empty((M, N), dtype=dt or torch.float16, device="cuda")
-            xs = p.x[1] if op == "nvfp4_mm" else None
-            al = 1.0 if gs else p.alpha
-
-            def run(c, i, o):
-                if kind == "w4a4_fp8":
-                    F.gemv_fp8_sm90(p.x[0], xs, *p.w[i], al, o, split=c)
-                else:
-                    S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c,
-                                group_size=gs)
-
+            p, out, run = case_runner(kind == "w4a4_fp8", op, dt, M, N, K, gs)
             rule, vs = variants(kind, M, N, K, gs, dt, 12 if args.wide else 8)
             cands = {"rule": rule} | {f"split{s}": c for s, c in vs.items() if c != rule}
             ref = p.reference(0)

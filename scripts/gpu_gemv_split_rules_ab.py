@@ -28,8 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_fp8_sm90 as F  # noqa: E402
 from fp4mm.kernels import fp4_gemv_sm90 as S  # noqa: E402
 from scripts import gpu_decode  # noqa: E402
-from scripts.gpu_decode import Problem  # noqa: E402
-from scripts.gpu_gemv_other_splits import WIDE_SHAPES  # noqa: E402
+from scripts.gpu_gemv_other_splits import WIDE_SHAPES, case_runner  # noqa: E402
 
 UNSEEN = [(512, 4096), (1024, 3072), (1024, 8192), (1280, 5120), (2560, 2560), (3072, 8192),
           (2048, 5632), (4096, 11008), (11008, 4096), (5120, 13824)]
@@ -96,19 +95,8 @@ def main():
                 old = pick(kernel, M, N, K, gs, dt)
             if old == new:
                 continue
-            p = Problem(op, M, N, K, group=gs or 16, dtype=dt or torch.float16, copies=4)
-            out = torch.empty((M, N), dtype=dt or torch.float16, device="cuda")
-            xs = p.x[1] if op == "nvfp4_mm" else None
-            al = 1.0 if gs else p.alpha
+            p, out, run = case_runner(kernel == "fp8", op, dt, M, N, K, gs)
             cfgs = {"old": old, "new": new}
-
-            def run(c, i, o):
-                if kernel == "fp8":
-                    F.gemv_fp8_sm90(p.x[0], xs, *p.w[i], al, o, split=c)
-                else:
-                    S.gemv_sm90(p.x[0], xs, *p.w[i], al, "low_first", o, config=c,
-                                group_size=gs)
-
             times, med = gpu_decode.checked_rounds(cfgs, run, out, p.reference(0),
                                                    f"{N}x{K} {op} M={M} g{gs}")
             split = {k: c if kernel == "fp8" else c.split_k for k, c in cfgs.items()}
