@@ -26,6 +26,10 @@ Ops (all functional; outputs never alias inputs):
 - ``fp4mm::nvfp4_w4a16_mm_alpha(...)``: the same arguments with ``Tensor alpha`` (the output
   factor ``1 / gs_w``, ModelOpt's ``weight_scale_2``) in place of ``w_global_scale``:
   :func:`fp4mm.ops.nvfp4_w4a16_mm_alpha`, no reciprocal launched per call (``NVFP4Linear``).
+- ``fp4mm::nvfp4_linear_w4a4(Tensor x, Tensor w_q, Tensor w_scales, Tensor weight_scale_2,
+  Tensor? input_global_scale, Tensor? static_alpha, str order) -> Tensor`` ``(M, N)`` of x.dtype:
+  ``NVFP4Linear``'s W4A4 product (quantise x, then the matmul) in one node, for the decode sizes
+  where the layer runs it on the 16-bit-x GEMV (:func:`fp4mm.ops.dispatch.w4a4_linear_via_16bit_x`).
 - ``fp4mm::w4a16_mm(Tensor x, Tensor w_q, Tensor scales, int group_size, str order) -> Tensor``:
   :func:`fp4mm.w4a16_mm`.
 
@@ -334,6 +338,61 @@ def nvfp4_w4a16_mm_alpha(x, w_q, w_scales, alpha, *, order: str = "low_first") -
         alpha = torch.tensor(float(alpha), dtype=torch.float32, device=x.device)
     w_q, w_scales, w_packed, codes, scales = _weight_args(w_q, w_scales)
     return call("nvfp4_w4a16_mm_alpha", x, w_q, w_scales, w_packed, alpha, order, codes, scales)
+
+
+# --- nvfp4_linear_w4a4 ----------------------------------------------------------------------
+
+@_op("nvfp4_linear_w4a4")
+def _nvfp4_linear_w4a4_op(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scales: torch.Tensor,
+    weight_scale_2: torch.Tensor,
+    input_global_scale: torch.Tensor | None,
+    static_alpha: torch.Tensor | None,
+    order: str,
+) -> torch.Tensor:
+    """The W4A4 product of ``NVFP4Linear`` for 16-bit ``x`` where
+    :func:`fp4mm.ops.dispatch.w4a4_linear_via_16bit_x` holds: x quantised to NVFP4 (gs_x given,
+    with its ``static_alpha``, or dynamic: ``alpha = weight_scale_2 / gs_x``) and its values
+    ``e2m1 * e4m3`` written in fp16 by the quantiser's one pass, then the 16-bit-x TMA GEMV on
+    the raw weight: the layer's products, with no code bytes and no dequantise pass between.
+    Where that GEMV does not apply (alignment, not Hopper), the layer's other route:
+    ``quantize_nvfp4(_alpha)`` then ``nvfp4_mm``."""
+    from fp4mm.kernels import fp4_gemv_tma_sm90
+
+    M, K = x.shape
+    out = torch.empty((M, w_q.shape[0]), dtype=x.dtype, device=x.device)
+    if (triton_quantizer_available(x.device) and x.dtype != torch.float32
+            and fp4_gemv_tma_sm90.is_supported(x.device, M, K, w_q, w_scales, out)):
+        from fp4mm.kernels.quantize_nvfp4 import quantize_dequantize_nvfp4_triton
+        from fp4mm.ops import dispatch
+
+        with device_guard(x.device):  # Triton launches on the current device
+            if input_global_scale is None:
+                alpha = torch.empty((), dtype=torch.float32, device=x.device)
+                x16, _ = quantize_dequantize_nvfp4_triton(
+                    x, None, alpha_numerator=weight_scale_2.reshape(()).float(),
+                    alpha_out=alpha, pdl_late=dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE)
+            else:
+                x16, _ = quantize_dequantize_nvfp4_triton(
+                    x, input_global_scale, pdl_late=dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE)
+                alpha = static_alpha
+            fp4_gemv_tma_sm90.gemv_tma_sm90(
+                x16, w_q, as_scale_bytes("w_scales", w_scales), alpha, order, out,
+                fair_share=dispatch.W4A4_16BIT_X_FAIR_SHARE)
+        return out
+    if input_global_scale is None:
+        q, s, alpha = _IMPLS["quantize_nvfp4_alpha"](x, None, weight_scale_2, order)
+    else:
+        q, s, _ = _IMPLS["quantize_nvfp4"](x, input_global_scale, order)
+        alpha = static_alpha
+    return _IMPLS["nvfp4_mm"](q, s, w_q, w_scales, None, alpha, x.dtype, order)
+
+
+@_nvfp4_linear_w4a4_op.register_fake
+def _(x, w_q, w_scales, weight_scale_2, input_global_scale, static_alpha, order):
+    return x.new_empty((x.shape[0], w_q.shape[0]))
 
 
 # --- w4a16_mm -------------------------------------------------------------------------------

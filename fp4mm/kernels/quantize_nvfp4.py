@@ -409,12 +409,34 @@ def _encode_words(x, a, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST: tl.constex
 
 
 @triton.jit
+def _e2m1_value(c):
+    """int32 E2M1 code (0..15, sign in bit 3) -> its float32 value (0, 0.5, 1, 1.5, 2, 3, 4, 6)."""
+    mag = c & 7
+    v = tl.where(mag < 2, (mag & 1).to(tl.float32) * 0.5,
+                 ((((mag >> 1) + 126) << 23) | ((mag & 1) << 22)).to(tl.float32, bitcast=True))
+    return tl.where((c & 8) != 0, -v, v)
+
+
+@triton.jit
+def _dequant_words(packed, s):
+    """int32 whose low byte holds two codes (low_first) and their block scale ``s`` (float32)
+    -> one int32 word of the two fp16 values ``e2m1 * s`` (element 2j in the low half). Exact:
+    a product has at most 6 significant bits and lies in [2^-10, 2688] (or is 0)."""
+    lo = (_e2m1_value(packed & 0xF) * s).to(tl.float16).to(tl.int16, bitcast=True)
+    hi = (_e2m1_value((packed >> 4) & 0xF) * s).to(tl.float16).to(tl.int16, bitcast=True)
+    return (lo.to(tl.int32) & 0xFFFF) | (hi.to(tl.int32) << 16)
+
+
+@triton.jit
 def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok, kt, K,
                      stride_xm, HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr,
-                     USE_PTX: tl.constexpr, E4M3_VIA_CAST: tl.constexpr, G: tl.constexpr):
+                     USE_PTX: tl.constexpr, E4M3_VIA_CAST: tl.constexpr, G: tl.constexpr,
+                     DEQUANT: tl.constexpr = False):
     """K tile ``kt`` (G 16-blocks) of rows ``offs_m64`` from int32 words (two 16-bit elements
     each): a thread holds a whole block (8 words, two 16-byte loads), takes its amax on the bit
-    patterns, rounds the scale in float32 as the codec does, and looks up its threshold row."""
+    patterns, rounds the scale in float32 as the codec does, and looks up its threshold row.
+    DEQUANT (with HIGH_FIRST False): ``data_ptr`` receives the fp16 values ``e2m1 * e4m3`` of the
+    codes instead (int32 words, K/2 a row) and no scales are stored."""
     offs_g = kt * G + tl.arange(0, G)
     mask = (m_ok & (offs_g[None, :] < K // 16))[:, :, None]
     # Two 16-byte halves [BM, G, 4]: a thread holds a whole block with no cross-thread reduce.
@@ -438,13 +460,19 @@ def _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m64, m_ok,
     p4, p5, p6, sign = p4[:, :, None], p5[:, :, None], p6[:, :, None], sign[:, :, None]
     out0 = _encode_words(x0, a0, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST, IS_BF16, USE_PTX)
     out1 = _encode_words(x1, a1, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST, IS_BF16, USE_PTX)
+    # bytes of the packed codes, or with DEQUANT int32 words of fp16 pairs: K/2 of either a row
     dst = data_ptr + offs_m64[:, None, None] * (K // 2) + offs_g[None, :, None] * 8 \
         + tl.arange(0, 4)[None, None, :]
-    tl.store(dst, out0.to(tl.uint8), mask=mask)
-    tl.store(dst + 4, out1.to(tl.uint8), mask=mask)
-    # Stored as [BM, G, 1]: the blocks' own layout, no shared-memory round trip and barriers.
-    tl.store(scales_ptr + offs_m64[:, None, None] * (K // 16) + offs_g[None, :, None],
-             code_s[:, :, None].to(tl.uint8), mask=mask)
+    if DEQUANT:
+        s = _e4m3_value(code_s, E4M3_VIA_CAST)[:, :, None]
+        tl.store(dst, _dequant_words(out0, s), mask=mask)
+        tl.store(dst + 4, _dequant_words(out1, s), mask=mask)
+    else:
+        tl.store(dst, out0.to(tl.uint8), mask=mask)
+        tl.store(dst + 4, out1.to(tl.uint8), mask=mask)
+        # Stored as [BM, G, 1]: the blocks' own layout, no shared-memory round trip and barriers.
+        tl.store(scales_ptr + offs_m64[:, None, None] * (K // 16) + offs_g[None, :, None],
+                 code_s[:, :, None].to(tl.uint8), mask=mask)
 
 
 @triton.jit
@@ -452,9 +480,11 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
                        HIGH_FIRST: tl.constexpr, IS_BF16: tl.constexpr, USE_PTX: tl.constexpr,
                        E4M3_VIA_CAST: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False,
-                       PDL_LATE: tl.constexpr = False):
+                       PDL_LATE: tl.constexpr = False, DEQUANT: tl.constexpr = False):
     """The 16-bit twin of `_quantize_kernel` (same grid); ``x_ptr`` int32 words, ``stride_xm``
-    in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`."""
+    in words, ``gs_ptr`` and ``table_ptr`` written by `_threshold_table_kernel`. DEQUANT: the
+    quantised values in fp16 instead of codes and scales
+    (:func:`quantize_dequantize_nvfp4_triton`)."""
     pdl_prologue(PDL, PDL_LATE)
     tl.static_assert(BLOCK_K % 16 == 0)
     gs = tl.load(gs_ptr)
@@ -464,7 +494,7 @@ def _quantize16_kernel(x_ptr, gs_ptr, table_ptr, data_ptr, scales_ptr, M, K, str
                        num_stages=NUM_STAGES):
         _quantize_tile16(x_ptr, data_ptr, scales_ptr, table_ptr, gs, offs_m.to(tl.int64), m_ok,
                          kt, K, stride_xm, HIGH_FIRST, IS_BF16, USE_PTX, E4M3_VIA_CAST,
-                         BLOCK_K // 16)
+                         BLOCK_K // 16, DEQUANT)
     pdl_epilogue(PDL, PDL_LATE)
 
 
@@ -752,7 +782,53 @@ def quantize_nvfp4_triton(
     """
     check_order(order)
     x2 = _as_2d(x)
+    data, scales, gs = _quantize(x2, global_scale, order, config, amax_config, e4m3_via_cast,
+                                 _pick_path(x2, path), alpha_numerator, alpha_out, pdl_late,
+                                 dequantize=False)
+    lead = tuple(x.shape[:-1])
+    K = x2.shape[1]
+    return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
+
+
+def quantize_dequantize_nvfp4_triton(
+    x: torch.Tensor,
+    global_scale=None,
+    *,
+    config: QuantizeConfig | None = None,
+    amax_config: AmaxConfig | None = None,
+    e4m3_via_cast: bool | None = None,
+    path: str | None = None,
+    alpha_numerator: torch.Tensor | None = None,
+    alpha_out: torch.Tensor | None = None,
+    pdl_late: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values of :func:`quantize_nvfp4_triton`'s codes, ``e2m1(q) * e4m3(s_b)`` (the global
+    scale not divided out), as an fp16 ``(..., K)`` tensor, in one pass: what the NVFP4
+    activations are to a matmul on 16-bit x (``NVFP4Linear``'s W4A4 route at decode sizes, with
+    ``alpha = 1 / (gs_x * gs_w)``). Exact: ``e2m1 * e4m3`` has at most 6 significant bits and lies
+    in [2^-10, 2688], so fp16 holds it (so would bf16). The codes and scales are those of
+    :func:`quantize_nvfp4_triton` bit for bit (the same kernel, storing values instead of
+    bytes). ``x``: fp16 or bf16 (the 16-bit paths only); other arguments as there.
+
+    Returns:
+        ``(values fp16 (..., K), global_scale float32 0-d)``, on x's device.
+    """
+    x2 = _as_2d(x)
+    if x2.dtype == torch.float32:
+        raise ValueError("x: expected fp16 or bf16 (the 16-bit quantiser paths), got "
+                         "torch.float32")
     path = _pick_path(x2, path)
+    if path == "f32":
+        raise ValueError("path: expected 'int16', 'ptx' or None (the 16-bit paths), got 'f32'")
+    data, _, gs = _quantize(x2, global_scale, "low_first", config, amax_config, e4m3_via_cast,
+                            path, alpha_numerator, alpha_out, pdl_late, dequantize=True)
+    return data.reshape(x.shape), gs
+
+
+def _quantize(x2, global_scale, order, config, amax_config, e4m3_via_cast, path,
+              alpha_numerator, alpha_out, pdl_late, dequantize):
+    """Both launchers: ``(data, scales, gs)`` for 2-D ``x2``; with ``dequantize`` (16-bit
+    paths) ``data`` is the fp16 values and ``scales`` None."""
     if (alpha_numerator is None) != (alpha_out is None):
         raise ValueError("alpha_numerator, alpha_out: expected both or neither")
     alpha = alpha_numerator is not None
@@ -771,8 +847,12 @@ def quantize_nvfp4_triton(
         n_partials = src.numel()
     else:
         src, from_amax = _global_scale_source(global_scale, x2.device), False
-    data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
-    scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
+    if dequantize:
+        data = torch.empty((M, K), dtype=torch.float16, device=x2.device)
+        scales = None
+    else:
+        data = torch.empty((M, K // 2), dtype=torch.uint8, device=x2.device)
+        scales = torch.empty((M, K // NVFP4_BLOCK), dtype=torch.uint8, device=x2.device)
     gs = torch.empty((), dtype=torch.float32, device=x2.device)
     if not alpha:  # the kernels' unused alpha pointers
         alpha_numerator = alpha_out = gs
@@ -794,13 +874,14 @@ def quantize_nvfp4_triton(
                ALPHA=alpha, num_warps=4, **pdl)
         if M:
             w = _as_words(x2)
+            dst = data.view(torch.int32) if dequantize else data  # words of fp16 pairs
             launch(_quantize16_kernel, cfg.grid(M, K),
-                w, gs, table, data, scales, M, K, w.stride(0), HIGH_FIRST=high_first,
-                IS_BF16=is_bf16, USE_PTX=path == "ptx", E4M3_VIA_CAST=e4m3_via_cast,
-                BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, NUM_STAGES=cfg.num_stages,
-                num_warps=cfg.num_warps, **pdl, **late)
-    lead = tuple(x.shape[:-1])
-    return NVFP4Tensor(data.reshape(*lead, K // 2), scales.reshape(*lead, K // NVFP4_BLOCK), gs)
+                w, gs, table, dst, dst if dequantize else scales, M, K, w.stride(0),
+                HIGH_FIRST=high_first, IS_BF16=is_bf16, USE_PTX=path == "ptx",
+                E4M3_VIA_CAST=e4m3_via_cast, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+                NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps, DEQUANT=dequantize,
+                **pdl, **late)
+    return data, scales, gs
 
 
 def nvfp4_global_scale_triton(x: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,16 @@ def _check_mode(mode) -> str:
     return mode
 
 
+def _via_16bit_x(x2: torch.Tensor) -> bool:
+    """Whether a W4A4 forward of ``x2`` takes ``fp4mm::nvfp4_linear_w4a4`` (Hopper, the Triton
+    backend, :func:`fp4mm.ops.dispatch.w4a4_linear_via_16bit_x`)."""
+    from fp4mm.backend import is_hopper, resolve_backend
+    from fp4mm.ops.dispatch import w4a4_linear_via_16bit_x
+
+    return (x2.is_cuda and w4a4_linear_via_16bit_x(x2.shape[0], x2.shape[1], x2.dtype)
+            and is_hopper(x2.device) and resolve_backend(x2.device, x2.dtype) == "triton")
+
+
 def _activation_decode_scale(activation_scale) -> float | None:
     """``"dynamic"`` -> None; a static encode scale gs_x -> the decode scale ``1 / gs_x``."""
     if activation_scale == "dynamic":
@@ -203,7 +213,13 @@ class NVFP4Linear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
     def _forward_w4a4(self, x2: torch.Tensor, scalars: dict) -> torch.Tensor:
-        if self.input_scale is None:  # alpha = weight_scale_2 / gs_x, written by the quantiser
+        static = self.input_scale is not None
+        if _via_16bit_x(x2):  # decode sizes on Hopper: one quantise pass to fp16 values, GEMV
+            return library.call("nvfp4_linear_w4a4", x2, self.weight, self.weight_scale,
+                                self.weight_scale_2,
+                                scalars["input_global_scale"] if static else None,
+                                scalars["static_alpha"] if static else None, "low_first")
+        if not static:  # alpha = weight_scale_2 / gs_x, written by the quantiser
             x_q, x_s, alpha = library.call("quantize_nvfp4_alpha", x2, None,
                                            self.weight_scale_2, "low_first")
         else:

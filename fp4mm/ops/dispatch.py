@@ -276,6 +276,24 @@ GEMV_FP8_SM90_MAX_M = 4
 # 28.08; 12288 -> 4096 M=5 22.85 / 25.43, M=12 20.46 / 24.49; 11008 -> 4096 0.5-1.2 us faster;
 # the worst points 8192 -> 8192 M=12 24.63 / 24.23 and 4096 -> 14336 M=12 23.31 / 22.88. A
 # quantiser carve-out of 0%, 25% or 100% did not spread the ring's CTAs (no faster than early).
+# NVFP4Linear W4A4 at decode sizes on Hopper: x quantised and its values e2m1 * e4m3 written in
+# fp16 by the quantiser's one pass (exact), then the 16-bit-x TMA GEMV, instead of quantise ->
+# W4A4 kernel (fp4mm::nvfp4_linear_w4a4). To be measured (session 40).
+W4A4_16BIT_X_MIN_M = 9
+W4A4_16BIT_X_MAX_M = 32
+W4A4_16BIT_X_QUANTISER_PDL_LATE = True
+W4A4_16BIT_X_FAIR_SHARE = False
+
+
+def w4a4_linear_via_16bit_x(M: int, K: int, dtype: torch.dtype) -> bool:
+    """Whether ``NVFP4Linear``'s W4A4 forward of ``M`` tokens of ``dtype`` (on Hopper, with the
+    Triton backend) takes ``fp4mm::nvfp4_linear_w4a4``: fp16/bf16 x, K % 256 == 0 (the TMA
+    GEMV's), ``W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M``, and no ``FP4MM_KERNEL``
+    override (a forced kernel is the W4A4 op's)."""
+    return (dtype in (torch.float16, torch.bfloat16) and K % 256 == 0
+            and W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M and _requested(None) == "auto")
+
+
 def quantiser_pdl_late(M: int) -> bool:
     """Whether the activation quantiser of an ``M``-token W4A4 call should let the matmul
     launch only after its stores (the register ring's token range), not at its start."""

@@ -1,0 +1,108 @@
+# ruff: noqa: B023  (closures are timed immediately, inside their loop iteration)
+"""Probe (session 40): ``NVFP4Linear`` w4a4 through ``fp4mm::nvfp4_linear_w4a4`` (x quantised
+and written as fp16 values in one pass, then the 16-bit-x TMA GEMV) against the layer's other
+route (quantise -> W4A4 kernel), per token count, to place ``W4A4_16BIT_X_MIN_M`` / ``_MAX_M`` and
+the quantiser's PDL trigger / the GEMV's fair-share pad (``fp4mm.ops.dispatch``).
+
+Per layer shape, model dtype (fp16, bf16), activation scale (static, dynamic) and M: the layer with
+the route off (``w4a4``), and on with the trigger late / early and the pad off / on (``late``,
+``early``, ``early_fair``). Every output is checked against the fp32 oracle first (the
+route probe's check); 4 layer copies, CUDA-graph medians, 3 rotating rounds.
+Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from gpu_decode import rounds, save_rows, seeded_linear, time_graph  # noqa: E402
+from gpu_w4a4_layer_16bit_x_route import check, oracle  # noqa: E402
+
+from fp4mm.nn import NVFP4Linear  # noqa: E402
+from fp4mm.ops import dispatch  # noqa: E402
+
+SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096))  # (K, N)
+TOKENS = (5, 8, 9, 12, 16, 20, 24, 32)
+COPIES = 4
+VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
+    "w4a4": (False, None, None),
+    "late": (True, True, False),
+    "early": (True, False, False),
+    "early_fair": (True, False, True),
+}
+
+
+def setting(name):
+    on, late, fair = VARIANTS[name]
+    dispatch.W4A4_16BIT_X_MIN_M, dispatch.W4A4_16BIT_X_MAX_M = (1, 64) if on else (1, 0)
+    if on:
+        dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE = late
+        dispatch.W4A4_16BIT_X_FAIR_SHARE = fair
+
+
+def exact_values():
+    """The quantiser's fp16 values against the codec's dequantised codes of the same kernel's
+    bytes, bit for bit (fp16 and bf16 x, static and dynamic scale, a zero block, ragged M)."""
+    from fp4mm.formats import dequantize_nvfp4_blocks
+    from fp4mm.kernels.quantize_nvfp4 import quantize_dequantize_nvfp4_triton, quantize_nvfp4_triton
+
+    for dtype in (torch.float16, torch.bfloat16):
+        for gs in (None, 672.0):
+            x = (torch.randn(37, 4096, device="cuda") * 3).to(dtype)
+            x[3, 32:48] = 0
+            v, g = quantize_dequantize_nvfp4_triton(x, gs)
+            q = quantize_nvfp4_triton(x, gs)
+            ref = dequantize_nvfp4_blocks(q.data, q.scales).to(torch.float16)
+            if not (torch.equal(v.view(torch.int16), ref.view(torch.int16))
+                    and torch.equal(g, q.global_scale)):
+                raise SystemExit(f"FAIL quantize_dequantize {dtype} gs={gs}")
+    print("quantize_dequantize: bit-exact", flush=True)
+
+
+def main():
+    exact_values()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", default="0/1", help="i/n: the i-th of n slices of the shapes")
+    args = ap.parse_args()
+    part, nparts = (int(v) for v in args.part.split("/"))
+    rows = []
+    for si, (K, N) in enumerate(SHAPES):
+        if si % nparts != part:
+            continue
+        for dtype in (torch.float16, torch.bfloat16):
+            for static in (True, False):
+                scale = dict(activation_scale=672.0) if static else {}  # else dynamic
+                layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i, dtype), mode="w4a4",
+                                                  **scale) for i in range(COPIES)]
+                for M in TOKENS:
+                    x = (torch.randn(M, K, device="cuda") * 0.5).to(dtype)
+                    for la in layers:  # a first forward derives the static scalars
+                        la(x)
+                    ref = oracle(layers[0], x, static)
+                    errs = {}
+                    for name in VARIANTS:
+                        setting(name)
+                        errs[name] = check(f"{K}->{N} {dtype} M={M} {name}", layers[0](x), ref)
+
+                    def timed(name):
+                        setting(name)
+                        return time_graph([lambda i=i: layers[i](x) for i in range(COPIES)])[0]
+                    times = rounds({k: lambda k=k: timed(k) for k in VARIANTS})
+                    med = {k: sorted(v)[1] for k, v in times.items()}
+                    rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
+                                     rounds_us=times, median_us=med, rel_err=errs))
+                    best = min(("late", "early", "early_fair"), key=med.get)
+                    print(f"{K}->{N} {str(dtype)[6:]:8s} {'static ' if static else 'dynamic'} "
+                          f"M={M:2d}: w4a4 {med['w4a4']:6.2f}  late {med['late']:6.2f}  early "
+                          f"{med['early']:6.2f}  early_fair {med['early_fair']:6.2f}  "
+                          f"w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
+    save_rows(f"w4a4-layer-16bit-x-rule-part{part}", rows)
+
+
+if __name__ == "__main__":
+    main()
