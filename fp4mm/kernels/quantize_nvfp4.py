@@ -409,22 +409,23 @@ def _encode_words(x, a, p0, p1, p2, p3, p4, p5, p6, sign, HIGH_FIRST: tl.constex
 
 
 @triton.jit
-def _e2m1_value(c):
-    """int32 E2M1 code (0..15, sign in bit 3) -> its float32 value (0, 0.5, 1, 1.5, 2, 3, 4, 6)."""
+def _dequant16(c, s):
+    """int32 E2M1 code (0..15, sign in bit 3) times its block scale ``s >= 0`` (float32) -> the
+    fp16 bit pattern (int32, 0..0xFFFF). Exact: the magnitude (0, 0.5, 1, 1.5, 2, 3, 4, 6) times
+    s has at most 6 significant bits and lies in [2^-10, 2688] (or is 0). The sign goes in as a
+    bit, so a negative-zero code gives -0 as the codec does (a float negation of 0 may not)."""
     mag = c & 7
     v = tl.where(mag < 2, (mag & 1).to(tl.float32) * 0.5,
                  ((((mag >> 1) + 126) << 23) | ((mag & 1) << 22)).to(tl.float32, bitcast=True))
-    return tl.where((c & 8) != 0, -v, v)
+    bits = (v * s).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0x7FFF
+    return bits | ((c & 8) << 12)
 
 
 @triton.jit
 def _dequant_words(packed, s):
-    """int32 whose low byte holds two codes (low_first) and their block scale ``s`` (float32)
-    -> one int32 word of the two fp16 values ``e2m1 * s`` (element 2j in the low half). Exact:
-    a product has at most 6 significant bits and lies in [2^-10, 2688] (or is 0)."""
-    lo = (_e2m1_value(packed & 0xF) * s).to(tl.float16).to(tl.int16, bitcast=True)
-    hi = (_e2m1_value((packed >> 4) & 0xF) * s).to(tl.float16).to(tl.int16, bitcast=True)
-    return (lo.to(tl.int32) & 0xFFFF) | (hi.to(tl.int32) << 16)
+    """int32 whose low byte holds two codes (low_first) and their block scale ``s`` -> one int32
+    word of the two fp16 values ``e2m1 * s`` (element 2j in the low half)."""
+    return _dequant16(packed & 0xF, s) | (_dequant16((packed >> 4) & 0xF, s) << 16)
 
 
 @triton.jit
