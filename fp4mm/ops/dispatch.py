@@ -276,11 +276,24 @@ GEMV_FP8_SM90_MAX_M = 4
 # 28.08; 12288 -> 4096 M=5 22.85 / 25.43, M=12 20.46 / 24.49; 11008 -> 4096 0.5-1.2 us faster;
 # the worst points 8192 -> 8192 M=12 24.63 / 24.23 and 4096 -> 14336 M=12 23.31 / 22.88. A
 # quantiser carve-out of 0%, 25% or 100% did not spread the ring's CTAs (no faster than early).
-# NVFP4Linear W4A4 at decode sizes on Hopper: x quantised and its values e2m1 * e4m3 written in
-# fp16 by the quantiser's one pass (exact), then the 16-bit-x TMA GEMV, instead of quantise ->
-# W4A4 kernel (fp4mm::nvfp4_linear_w4a4). To be measured (session 40).
+# NVFP4Linear W4A4 at 9-32 tokens on Hopper: the quantiser writes x's NVFP4 values e2m1 * e4m3 in
+# fp16 (exact, one pass, no code bytes), then the 16-bit-x TMA GEMV runs on them
+# (fp4mm::nvfp4_linear_w4a4), instead of quantise -> W4A4 kernel (the ring at 5-16 tokens, the x
+# pre-pass + TMA GEMV or the ring at 17-32). Session 40, H200, layer forward with the route off /
+# on, 4 layer copies, CUDA-graph medians, 3 rotating rounds, every output checked against the
+# oracle (scripts/gpu_w4a4_layer_16bit_x_rule.py, bench/results/2026-11-28-w4a4-layer-16bit-x-
+# rule-part{0,1}-h200.json; fp16 and bf16 models, static and dynamic scale; speed-up ranges over
+# those four): 17-32 tokens faster at all 5 shapes, 3072->18432 1.02-1.05x, 8192->8192
+# 1.03-1.05x, 4096->14336 1.02-1.04x, 14336->4096 1.04-1.08x, 4096->4096 1.15-1.44x (where the
+# W4A4 op runs the ring behind the quantiser's early trigger); 9-16 tokens 1.01-1.09x at the four
+# shapes of K <= 8192 but 0.88-0.91x at 14336->4096, so there only up to W4A4_16BIT_X_SHORT_MAX_K;
+# 5-8 tokens 0.94-1.08x (not taken). Quantiser trigger late and no fair-share pad ("late") against
+# early with the pad: within 3% either way; early without the pad 0.48-0.91x where the GEMV's CTAs
+# pile up behind it.
 W4A4_16BIT_X_MIN_M = 9
 W4A4_16BIT_X_MAX_M = 32
+W4A4_16BIT_X_SHORT_M = 16  # up to this many tokens only where K <= W4A4_16BIT_X_SHORT_MAX_K
+W4A4_16BIT_X_SHORT_MAX_K = 8192
 W4A4_16BIT_X_QUANTISER_PDL_LATE = True
 W4A4_16BIT_X_FAIR_SHARE = False
 
@@ -288,10 +301,13 @@ W4A4_16BIT_X_FAIR_SHARE = False
 def w4a4_linear_via_16bit_x(M: int, K: int, dtype: torch.dtype) -> bool:
     """Whether ``NVFP4Linear``'s W4A4 forward of ``M`` tokens of ``dtype`` (on Hopper, with the
     Triton backend) takes ``fp4mm::nvfp4_linear_w4a4``: fp16/bf16 x, K % 256 == 0 (the TMA
-    GEMV's), ``W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M``, and no ``FP4MM_KERNEL``
-    override (a forced kernel is the W4A4 op's)."""
-    return (dtype in (torch.float16, torch.bfloat16) and K % 256 == 0
-            and W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M and _requested(None) == "auto")
+    GEMV's), ``W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M`` (up to ``W4A4_16BIT_X_SHORT_M``
+    only where K <= ``W4A4_16BIT_X_SHORT_MAX_K``), and no ``FP4MM_KERNEL`` override (a forced
+    kernel is the W4A4 op's)."""
+    tokens = (W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M
+              and (M > W4A4_16BIT_X_SHORT_M or K <= W4A4_16BIT_X_SHORT_MAX_K))
+    return (dtype in (torch.float16, torch.bfloat16) and K % 256 == 0 and tokens
+            and _requested(None) == "auto")
 
 
 def quantiser_pdl_late(M: int) -> bool:
