@@ -40,6 +40,7 @@ VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
 def setting(name):
     on, late, fair = VARIANTS[name]
     dispatch.W4A4_16BIT_X_MIN_M, dispatch.W4A4_16BIT_X_MAX_M = (1, 64) if on else (1, 0)
+    dispatch.W4A4_16BIT_X_SHORT_MAX_K = 2**31  # every K at every M (the rule's measurement)
     if on:
         dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE = late
         dispatch.W4A4_16BIT_X_FAIR_SHARE = fair

@@ -142,6 +142,11 @@ def test_opcheck_fake_impls():
             (x, None, torch.tensor(0.5, device=DEVICE), "low_first"))
     opcheck(torch.ops.fp4mm.nvfp4_w4a16_mm_alpha.default,
             (x, wq.data, wq.scales, None, torch.reciprocal(wq.global_scale), "low_first"))
+    half = torch.tensor(0.5, device=DEVICE)
+    opcheck(torch.ops.fp4mm.nvfp4_linear_w4a4.default,
+            (x, wq.data, wq.scales, half, None, None, "low_first"))
+    opcheck(torch.ops.fp4mm.nvfp4_linear_w4a4.default,
+            (x, wq.data, wq.scales, half, torch.tensor(3.0, device=DEVICE), half, "low_first"))
 
 
 def _w4a4_then_w4a16(x, wq, ws, wgs):
@@ -250,6 +255,41 @@ def test_eager_layer_calls_skip_the_dispatcher_with_the_same_result(mode, direct
     with torch.no_grad():
         assert torch.equal(layer(x), y)
     assert direct_calls == []
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("M", [9, 16, 17, 32])
+def test_w4a4_layer_route_on_16bit_x(static, M, direct_calls):
+    """At 9-32 tokens a W4A4 layer on Hopper runs fp4mm::nvfp4_linear_w4a4 (x's values in
+    fp16, then the 16-bit-x GEMV): the oracle's result on the quantised x, no NaN; elsewhere the
+    op itself is the layer's other route, bit for bit."""
+    from fp4mm.backend import is_hopper
+    from fp4mm.nn import NVFP4Linear
+
+    lin = torch.nn.Linear(512, 72, bias=False).half().to(DEVICE)
+    scale = dict(activation_scale=672.0) if static else {}
+    layer = NVFP4Linear.from_linear(lin, mode="w4a4", **scale)
+    x = _x(M, 512)
+    with torch.no_grad():
+        layer(x)
+        direct_calls.clear()
+        y = layer(x)
+    hopper = DEVICE == "cuda" and is_hopper(torch.device(DEVICE))
+    assert direct_calls == (["nvfp4_linear_w4a4"] if hopper else
+                            ["quantize_nvfp4" if static else "quantize_nvfp4_alpha", "nvfp4_mm"])
+    if static:
+        q = library.quantize_nvfp4(x, layer.input_global_scale)
+        alpha = layer.static_alpha
+    else:
+        q = library.quantize_nvfp4(x)
+        alpha = layer.weight_scale_2 / q.global_scale
+    want = ref_nvfp4_mm(q.data, q.scales, layer.weight, layer.weight_scale, alpha)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+    if not hopper:  # the op off the route: the two calls it stands for
+        args = (layer.input_global_scale, layer.static_alpha) if static else (None, None)
+        assert torch.equal(library.call("nvfp4_linear_w4a4", x, layer.weight, layer.weight_scale,
+                                        layer.weight_scale_2, *args, "low_first"), y)
 
 
 def test_wrappers_skip_the_dispatcher(direct_calls):

@@ -12,7 +12,14 @@ import torch
 import triton
 import triton.language as tl
 
-from fp4mm.formats import E2M1_VALUES, e4m3_table, float_to_e4m3, nvfp4_global_scale, quantize_nvfp4
+from fp4mm.formats import (
+    E2M1_VALUES,
+    dequantize_nvfp4_blocks,
+    e4m3_table,
+    float_to_e4m3,
+    nvfp4_global_scale,
+    quantize_nvfp4,
+)
 from fp4mm.kernels.quantize_nvfp4 import (
     AmaxConfig,
     QuantizeConfig,
@@ -23,6 +30,7 @@ from fp4mm.kernels.quantize_nvfp4 import (
     nvfp4_global_scale_triton,
     pick_amax_config,
     pick_config,
+    quantize_dequantize_nvfp4_triton,
     quantize_nvfp4_triton,
 )
 
@@ -434,3 +442,40 @@ def test_alpha_arguments_are_checked():
         quantize_nvfp4_triton(x, alpha_numerator=one, alpha_out=one.half())
     with pytest.raises(ValueError, match="alpha_numerator: .* got float"):
         quantize_nvfp4_triton(x, alpha_numerator=0.5, alpha_out=one)
+
+
+@pytest.mark.parametrize("path", PATHS16)
+@pytest.mark.parametrize("dtype", [torch.float16, pytest.param(torch.bfloat16, marks=needs_cuda)])
+@pytest.mark.parametrize("gs", [None, 0.731, 1e30], ids=["dynamic", "static", "huge"])
+def test_quantize_dequantize_is_the_codes_values(path, dtype, gs):
+    """The one-pass fp16 values are e2m1 * e4m3 of the quantiser's own codes and scales, bit for
+    bit (negative-zero codes, zero and subnormal scales, a ragged row block and tile included),
+    with the same gs and alpha; nothing is written outside the (M, K) output."""
+    x = _activations((11, 544), dtype, seed=4).to(DEVICE)
+    x[2, 32:48] = 0  # a zero block: scale 0, +0 codes
+    x[3, 7] = -1e-30  # rounds to a negative-zero code
+    num = torch.tensor([0.0123], dtype=torch.float32, device=DEVICE)
+    alpha = torch.full((1,), float("nan"), dtype=torch.float32, device=DEVICE)
+    v, g = quantize_dequantize_nvfp4_triton(x, gs, path=path, alpha_numerator=num,
+                                            alpha_out=alpha)
+    q = quantize_nvfp4_triton(x, gs, path=path)
+    ref = dequantize_nvfp4_blocks(q.data.cpu(), q.scales.cpu()).to(torch.float16)
+    assert v.dtype == torch.float16 and v.shape == x.shape
+    assert torch.equal(v.cpu().view(torch.int16), ref.view(torch.int16))
+    assert torch.signbit(v[3, 7].float()) and torch.equal(g, q.global_scale)
+    assert torch.equal(alpha, num / q.global_scale)
+    # an interior view of a larger buffer: the rows beyond it stay as they were
+    big = torch.full((13, 544), 7.0, dtype=dtype, device=DEVICE)
+    big[1:12] = x
+    v2, _ = quantize_dequantize_nvfp4_triton(big[1:12], gs, path=path)
+    assert torch.equal(v2.view(torch.int16), v.view(torch.int16))
+
+
+def test_quantize_dequantize_errors_name_the_argument():
+    x = torch.zeros(2, 32, dtype=torch.float16, device=DEVICE)
+    with pytest.raises(ValueError, match="x: expected fp16 or bf16"):
+        quantize_dequantize_nvfp4_triton(x.float())
+    with pytest.raises(ValueError, match="path: expected 'int16', 'ptx' or None"):
+        quantize_dequantize_nvfp4_triton(x, path="f32")
+    with pytest.raises(ValueError, match="x: expected a last dimension"):
+        quantize_dequantize_nvfp4_triton(x[:, :24])
