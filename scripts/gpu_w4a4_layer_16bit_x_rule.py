@@ -8,7 +8,10 @@ Per layer shape, model dtype (fp16, bf16), activation scale (static, dynamic) an
 the route off (``w4a4``), and on with the trigger late / early and the pad off / on (``late``,
 ``early``, ``early_fair``). Every output is checked against the fp32 oracle first (the
 route probe's check); 4 layer copies, CUDA-graph medians, 3 rotating rounds.
-Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]``."""
+``--validate``: the shipped rule (``rule``: the dispatch constants as they are) against the route
+off, at layer shapes the rule was not placed on (``UNSEEN``), 1-32 tokens.
+Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]
+[--validate]``."""
 
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ from fp4mm.ops import dispatch  # noqa: E402
 SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096))  # (K, N)
 TOKENS = (5, 8, 9, 12, 16, 20, 24, 32)
 COPIES = 4
+UNSEEN = ((5120, 5120), (8192, 10240), (8192, 28672), (28672, 8192), (2048, 8192))
+UNSEEN_TOKENS = (4, 8, 9, 12, 16, 17, 24, 32)
+SHIPPED = {k: getattr(dispatch, k) for k in (
+    "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M", "W4A4_16BIT_X_SHORT_MAX_K",
+    "W4A4_16BIT_X_QUANTISER_PDL_LATE", "W4A4_16BIT_X_FAIR_SHARE")}
 VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
     "w4a4": (False, None, None),
     "late": (True, True, False),
@@ -38,6 +46,10 @@ VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
 
 
 def setting(name):
+    if name == "rule":
+        for k, v in SHIPPED.items():
+            setattr(dispatch, k, v)
+        return
     on, late, fair = VARIANTS[name]
     dispatch.W4A4_16BIT_X_MIN_M, dispatch.W4A4_16BIT_X_MAX_M = (1, 64) if on else (1, 0)
     dispatch.W4A4_16BIT_X_SHORT_MAX_K = 2**31  # every K at every M (the rule's measurement)
@@ -69,10 +81,14 @@ def main():
     exact_values()
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="0/1", help="i/n: the i-th of n slices of the shapes")
+    ap.add_argument("--validate", action="store_true",
+                    help="the shipped rule against the route off, at unseen shapes")
     args = ap.parse_args()
     part, nparts = (int(v) for v in args.part.split("/"))
+    shapes, tokens = (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS)
+    variants = ("w4a4", "rule") if args.validate else tuple(VARIANTS)
     rows = []
-    for si, (K, N) in enumerate(SHAPES):
+    for si, (K, N) in enumerate(shapes):
         if si % nparts != part:
             continue
         for dtype in (torch.float16, torch.bfloat16):
@@ -80,29 +96,30 @@ def main():
                 scale = dict(activation_scale=672.0) if static else {}  # else dynamic
                 layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i, dtype), mode="w4a4",
                                                   **scale) for i in range(COPIES)]
-                for M in TOKENS:
+                for M in tokens:
                     x = (torch.randn(M, K, device="cuda") * 0.5).to(dtype)
                     for la in layers:  # a first forward derives the static scalars
                         la(x)
                     ref = oracle(layers[0], x, static)
                     errs = {}
-                    for name in VARIANTS:
+                    for name in variants:
                         setting(name)
                         errs[name] = check(f"{K}->{N} {dtype} M={M} {name}", layers[0](x), ref)
 
                     def timed(name):
                         setting(name)
                         return time_graph([lambda i=i: layers[i](x) for i in range(COPIES)])[0]
-                    times = rounds({k: lambda k=k: timed(k) for k in VARIANTS})
+                    times = rounds({k: lambda k=k: timed(k) for k in variants})
                     med = {k: sorted(v)[1] for k, v in times.items()}
                     rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
                                      rounds_us=times, median_us=med, rel_err=errs))
-                    best = min(("late", "early", "early_fair"), key=med.get)
+                    best = min(variants[1:], key=med.get)
                     print(f"{K}->{N} {str(dtype)[6:]:8s} {'static ' if static else 'dynamic'} "
-                          f"M={M:2d}: w4a4 {med['w4a4']:6.2f}  late {med['late']:6.2f}  early "
-                          f"{med['early']:6.2f}  early_fair {med['early_fair']:6.2f}  "
-                          f"w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
-    save_rows(f"w4a4-layer-16bit-x-rule-part{part}", rows)
+                          f"M={M:2d}: " + "  ".join(f"{k} {med[k]:6.2f}" for k in variants)
+                          + f"  w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
+    setting("rule")
+    kind = "validate" if args.validate else "rule"
+    save_rows(f"w4a4-layer-16bit-x-{kind}-part{part}", rows)
 
 
 if __name__ == "__main__":
