@@ -289,7 +289,10 @@ GEMV_FP8_SM90_MAX_M = 4
 # shapes of K <= 8192 but 0.88-0.91x at 14336->4096, so there only up to W4A4_16BIT_X_SHORT_MAX_K;
 # 5-8 tokens 0.94-1.08x (not taken). Quantiser trigger late and no fair-share pad ("late") against
 # early with the pad: within 3% either way; early without the pad 0.48-0.91x where the GEMV's CTAs
-# pile up behind it.
+# pile up behind it. Validated at five shapes it was not placed on (--validate, ...-validate-
+# part{0,1}-h200.json): 9-16 tokens 5120->5120 1.10-1.12x, 2048->8192 1.06-1.12x, 8192->10240
+# 1.16-1.20x, 8192->28672 1.13-1.15x (28672->8192 not taken); 17-32 tokens 1.26-1.32x,
+# 1.05-1.17x, 1.01-1.06x, 0.97-1.01x (17 tokens the worst), 28672->8192 1.00-1.05x.
 W4A4_16BIT_X_MIN_M = 9
 W4A4_16BIT_X_MAX_M = 32
 W4A4_16BIT_X_SHORT_M = 16  # up to this many tokens only where K <= W4A4_16BIT_X_SHORT_MAX_K
