@@ -68,45 +68,53 @@ def check(name, y, ref):
     return err
 
 
+def layer_cases(shapes, tokens, part="0/1"):
+    """The layer probes' cases of slice ``part`` (``"i/n"``: every n-th shape from the i-th):
+    ``(K, N, dtype, static, layers, M, x)`` for fp16 and bf16 models, a static (672) and a
+    dynamic activation scale and each token count; ``layers`` are COPIES w4a4 copies, each run
+    once on ``x`` (a first forward derives the static scalars)."""
+    i, n = (int(v) for v in part.split("/"))
+    for K, N in shapes[i::n]:
+        for dtype in (torch.float16, torch.bfloat16):
+            for static in (True, False):
+                scale = dict(activation_scale=672.0) if static else {}  # else dynamic
+                layers = [NVFP4Linear.from_linear(seeded_linear(K, N, c, dtype), mode="w4a4",
+                                                  **scale) for c in range(COPIES)]
+                for M in tokens:
+                    x = (torch.randn(M, K) * 0.5).to(dtype).to(layers[0].weight.device)
+                    for la in layers:
+                        la(x)
+                    yield K, N, dtype, static, layers, M, x
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", default="0/1", help="i/n: the i-th of n slices of the shapes")
     args = ap.parse_args()
-    part, nparts = (int(v) for v in args.part.split("/"))
+    part = int(args.part.split("/")[0])
     rows = []
-    for si, (K, N) in enumerate(SHAPES):
-        if si % nparts != part:
-            continue
-        for dtype in (torch.float16, torch.bfloat16):
-            for static in (True, False):
-                scale = dict(activation_scale=672.0) if static else {}  # else dynamic
-                layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i, dtype), mode="w4a4",
-                                                  **scale) for i in range(COPIES)]
-                for M in TOKENS:
-                    x = (torch.randn(M, K, device="cuda") * 0.5).to(dtype)
-                    for la in layers:  # a first forward derives the static scalars
-                        la(x)
-                    fns = {
-                        "layer": lambda i: layers[i](x),
-                        "chain_early": lambda i: chain(layers[i], x, False, static),
-                        "chain_late": lambda i: chain(layers[i], x, True, static),
-                    }
-                    ref = oracle(layers[0], x, static)
-                    errs = {k: check(f"{K}->{N} {dtype} M={M} {k}", f(0), ref)
-                            for k, f in fns.items()}
-                    q0, s0, _ = ops.quantize_nvfp4(x, None, "low_first")
-                    fns["dequant_alone"] = lambda i: dequant_nvfp4(q0, s0, dtype=dtype,
-                                                                   pdl=True)
-                    times = rounds({k: lambda f=f: time_graph(
-                        [lambda i=i: f(i) for i in range(COPIES)])[0] for k, f in fns.items()})
-                    med = {k: sorted(v)[1] for k, v in times.items()}
-                    rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
-                                     rounds_us=times, median_us=med, rel_err=errs))
-                    best = min(("chain_early", "chain_late"), key=med.get)
-                    print(f"{K}->{N} {str(dtype)[6:]} {'static ' if static else 'dynamic'} "
-                          f"M={M:2d}: layer {med['layer']:6.2f}  early {med['chain_early']:6.2f}"
-                          f"  late {med['chain_late']:6.2f}  dequant {med['dequant_alone']:5.2f}"
-                          f"  layer/best {med['layer'] / med[best]:.3f}", flush=True)
+    for K, N, dtype, static, layers, M, x in layer_cases(SHAPES, TOKENS, args.part):
+        fns = {
+            "layer": lambda i: layers[i](x),
+            "chain_early": lambda i: chain(layers[i], x, False, static),
+            "chain_late": lambda i: chain(layers[i], x, True, static),
+        }
+        ref = oracle(layers[0], x, static)
+        errs = {k: check(f"{K}->{N} {dtype} M={M} {k}", f(0), ref)
+                for k, f in fns.items()}
+        q0, s0, _ = ops.quantize_nvfp4(x, None, "low_first")
+        fns["dequant_alone"] = lambda i: dequant_nvfp4(q0, s0, dtype=dtype,
+                                                       pdl=True)
+        times = rounds({k: lambda f=f: time_graph(
+            [lambda i=i: f(i) for i in range(COPIES)])[0] for k, f in fns.items()})
+        med = {k: sorted(v)[1] for k, v in times.items()}
+        rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
+                         rounds_us=times, median_us=med, rel_err=errs))
+        best = min(("chain_early", "chain_late"), key=med.get)
+        print(f"{K}->{N} {str(dtype)[6:]} {'static ' if static else 'dynamic'} "
+              f"M={M:2d}: layer {med['layer']:6.2f}  early {med['chain_early']:6.2f}"
+              f"  late {med['chain_late']:6.2f}  dequant {med['dequant_alone']:5.2f}"
+              f"  layer/best {med['layer'] / med[best]:.3f}", flush=True)
     save_rows(f"w4a4-layer-16bit-x-route-part{part}", rows)
 
 

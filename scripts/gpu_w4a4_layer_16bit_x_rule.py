@@ -23,15 +23,13 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from gpu_decode import rounds, save_rows, seeded_linear, time_graph  # noqa: E402
-from gpu_w4a4_layer_16bit_x_route import check, oracle  # noqa: E402
+from gpu_decode import rounds, save_rows, time_graph  # noqa: E402
+from gpu_w4a4_layer_16bit_x_route import COPIES, check, layer_cases, oracle  # noqa: E402
 
-from fp4mm.nn import NVFP4Linear  # noqa: E402
 from fp4mm.ops import dispatch  # noqa: E402
 
 SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096))  # (K, N)
 TOKENS = (5, 8, 9, 12, 16, 20, 24, 32)
-COPIES = 4
 UNSEEN = ((5120, 5120), (8192, 10240), (8192, 28672), (28672, 8192), (2048, 8192))
 UNSEEN_TOKENS = (4, 8, 9, 12, 16, 17, 24, 32)
 SHIPPED = {k: getattr(dispatch, k) for k in (
@@ -84,39 +82,28 @@ def main():
     ap.add_argument("--validate", action="store_true",
                     help="the shipped rule against the route off, at unseen shapes")
     args = ap.parse_args()
-    part, nparts = (int(v) for v in args.part.split("/"))
+    part = int(args.part.split("/")[0])
     shapes, tokens = (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS)
     variants = ("w4a4", "rule") if args.validate else tuple(VARIANTS)
     rows = []
-    for si, (K, N) in enumerate(shapes):
-        if si % nparts != part:
-            continue
-        for dtype in (torch.float16, torch.bfloat16):
-            for static in (True, False):
-                scale = dict(activation_scale=672.0) if static else {}  # else dynamic
-                layers = [NVFP4Linear.from_linear(seeded_linear(K, N, i, dtype), mode="w4a4",
-                                                  **scale) for i in range(COPIES)]
-                for M in tokens:
-                    x = (torch.randn(M, K, device="cuda") * 0.5).to(dtype)
-                    for la in layers:  # a first forward derives the static scalars
-                        la(x)
-                    ref = oracle(layers[0], x, static)
-                    errs = {}
-                    for name in variants:
-                        setting(name)
-                        errs[name] = check(f"{K}->{N} {dtype} M={M} {name}", layers[0](x), ref)
+    for K, N, dtype, static, layers, M, x in layer_cases(shapes, tokens, args.part):
+        ref = oracle(layers[0], x, static)
+        errs = {}
+        for name in variants:
+            setting(name)
+            errs[name] = check(f"{K}->{N} {dtype} M={M} {name}", layers[0](x), ref)
 
-                    def timed(name):
-                        setting(name)
-                        return time_graph([lambda i=i: layers[i](x) for i in range(COPIES)])[0]
-                    times = rounds({k: lambda k=k: timed(k) for k in variants})
-                    med = {k: sorted(v)[1] for k, v in times.items()}
-                    rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
-                                     rounds_us=times, median_us=med, rel_err=errs))
-                    best = min(variants[1:], key=med.get)
-                    print(f"{K}->{N} {str(dtype)[6:]:8s} {'static ' if static else 'dynamic'} "
-                          f"M={M:2d}: " + "  ".join(f"{k} {med[k]:6.2f}" for k in variants)
-                          + f"  w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
+        def timed(name):
+            setting(name)
+            return time_graph([lambda i=i: layers[i](x) for i in range(COPIES)])[0]
+        times = rounds({k: lambda k=k: timed(k) for k in variants})
+        med = {k: sorted(v)[1] for k, v in times.items()}
+        rows.append(dict(K=K, N=N, M=M, dtype=str(dtype), static=static,
+                         rounds_us=times, median_us=med, rel_err=errs))
+        best = min(variants[1:], key=med.get)
+        print(f"{K}->{N} {str(dtype)[6:]:8s} {'static ' if static else 'dynamic'} "
+              f"M={M:2d}: " + "  ".join(f"{k} {med[k]:6.2f}" for k in variants)
+              + f"  w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
     setting("rule")
     kind = "validate" if args.validate else "rule"
     save_rows(f"w4a4-layer-16bit-x-{kind}-part{part}", rows)
