@@ -361,6 +361,9 @@ def _nvfp4_linear_w4a4_op(
     ``quantize_nvfp4(_alpha)`` then ``nvfp4_mm``."""
     from fp4mm.kernels import fp4_gemv_tma_sm90
 
+    if (input_global_scale is None) != (static_alpha is None):
+        raise ValueError("input_global_scale, static_alpha: expected both (a static activation "
+                         "scale) or neither (dynamic)")
     M, K = x.shape
     out = torch.empty((M, w_q.shape[0]), dtype=x.dtype, device=x.device)
     if (triton_quantizer_available(x.device) and x.dtype != torch.float32

@@ -286,10 +286,14 @@ def test_w4a4_layer_route_on_16bit_x(static, M, direct_calls):
     want = ref_nvfp4_mm(q.data, q.scales, layer.weight, layer.weight_scale, alpha)
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+    args = (layer.input_global_scale, layer.static_alpha) if static else (None, None)
     if not hopper:  # the op off the route: the two calls it stands for
-        args = (layer.input_global_scale, layer.static_alpha) if static else (None, None)
         assert torch.equal(library.call("nvfp4_linear_w4a4", x, layer.weight, layer.weight_scale,
                                         layer.weight_scale_2, *args, "low_first"), y)
+    with pytest.raises(ValueError, match="input_global_scale, static_alpha: expected both"):
+        library.call("nvfp4_linear_w4a4", x, layer.weight, layer.weight_scale,
+                     layer.weight_scale_2, args[0], None if static else layer.weight_scale_2,
+                     "low_first")
 
 
 def test_wrappers_skip_the_dispatcher(direct_calls):
