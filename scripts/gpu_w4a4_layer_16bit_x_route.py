@@ -68,11 +68,12 @@ def check(name, y, ref):
     return err
 
 
-def layer_cases(shapes, tokens, part="0/1"):
+def layer_cases(shapes, tokens, part="0/1", prepacked=False):
     """The layer probes' cases of slice ``part`` (``"i/n"``: every n-th shape from the i-th):
     ``(K, N, dtype, static, layers, M, x)`` for fp16 and bf16 models, a static (672) and a
     dynamic activation scale and each token count; ``layers`` are COPIES w4a4 copies, each run
-    once on ``x`` (a first forward derives the static scalars)."""
+    once on ``x`` (a first forward derives the static scalars), ``prepack()``-ed if
+    ``prepacked``."""
     i, n = (int(v) for v in part.split("/"))
     for K, N in shapes[i::n]:
         for dtype in (torch.float16, torch.bfloat16):
@@ -80,6 +81,8 @@ def layer_cases(shapes, tokens, part="0/1"):
                 scale = dict(activation_scale=672.0) if static else {}  # else dynamic
                 layers = [NVFP4Linear.from_linear(seeded_linear(K, N, c, dtype), mode="w4a4",
                                                   **scale) for c in range(COPIES)]
+                if prepacked:
+                    layers = [la.prepack() for la in layers]
                 for M in tokens:
                     x = (torch.randn(M, K) * 0.5).to(dtype).to(layers[0].weight.device)
                     for la in layers:

@@ -9,7 +9,9 @@ the route off (``w4a4``), and on with the trigger late / early and the pad off /
 ``early``, ``early_fair``). Every output is checked against the fp32 oracle first (the
 route probe's check); 4 layer copies, CUDA-graph medians, 3 rotating rounds.
 ``--validate``: the shipped rule (``rule``: the dispatch constants as they are) against the route
-off, at layer shapes the rule was not placed on (``UNSEEN``), 1-32 tokens.
+off, at layer shapes the rule was not placed on (``UNSEEN``), 1-32 tokens. ``--prepacked``
+(session 41): the same pair on ``prepack()``-ed layers, whose route-off path differs (the
+prepacked GEMV / GEMM dispatch), at ``PREPACKED_SHAPES`` and the route's tokens.
 Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]
 [--validate]``."""
 
@@ -32,6 +34,9 @@ SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096
 TOKENS = (5, 8, 9, 12, 16, 20, 24, 32)
 UNSEEN = ((5120, 5120), (8192, 10240), (8192, 28672), (28672, 8192), (2048, 8192))
 UNSEEN_TOKENS = (4, 8, 9, 12, 16, 17, 24, 32)
+PREPACKED_SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (14336, 4096), (5120, 5120),
+                    (2048, 8192))
+PREPACKED_TOKENS = (9, 12, 16, 17, 24, 32)
 SHIPPED = {k: getattr(dispatch, k) for k in (
     "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M", "W4A4_16BIT_X_SHORT_MAX_K",
     "W4A4_16BIT_X_QUANTISER_PDL_LATE", "W4A4_16BIT_X_FAIR_SHARE")}
@@ -81,12 +86,16 @@ def main():
     ap.add_argument("--part", default="0/1", help="i/n: the i-th of n slices of the shapes")
     ap.add_argument("--validate", action="store_true",
                     help="the shipped rule against the route off, at unseen shapes")
+    ap.add_argument("--prepacked", action="store_true",
+                    help="the shipped rule against the route off, on prepacked layers")
     args = ap.parse_args()
     part = int(args.part.split("/")[0])
-    shapes, tokens = (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS)
-    variants = ("w4a4", "rule") if args.validate else tuple(VARIANTS)
+    shapes, tokens = ((PREPACKED_SHAPES, PREPACKED_TOKENS) if args.prepacked
+                      else (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS))
+    variants = ("w4a4", "rule") if args.validate or args.prepacked else tuple(VARIANTS)
     rows = []
-    for K, N, dtype, static, layers, M, x in layer_cases(shapes, tokens, args.part):
+    for K, N, dtype, static, layers, M, x in layer_cases(shapes, tokens, args.part,
+                                                          args.prepacked):
         ref = oracle(layers[0], x, static)
         errs = {}
         for name in variants:
@@ -105,7 +114,7 @@ def main():
               f"M={M:2d}: " + "  ".join(f"{k} {med[k]:6.2f}" for k in variants)
               + f"  w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
     setting("rule")
-    kind = "validate" if args.validate else "rule"
+    kind = "prepacked" if args.prepacked else "validate" if args.validate else "rule"
     save_rows(f"w4a4-layer-16bit-x-{kind}-part{part}", rows)
 
 
