@@ -4,12 +4,18 @@ where the two pick different splits, on whatever card runs it:
 - NVFP4 weights (default): the rebalancing (``fp4_gemv_tma_sm90.SPLIT_REBALANCE``: take the
   split that fills the SMs most evenly where it cuts the busiest SM's chunks by 15% or more);
 - ``--grouped`` (groups of 32, fp16 x): at 9-32 tokens, split up to 5 ways until a wave of CTAs
-  is in flight, against the old fixed split 2.
+  is in flight, against the old fixed split 2;
+- ``--long-k`` (session 41, NVFP4 weights): the rebalancing's wider choice (up to 8 splits of
+  at least 2 chunks, a one-CTA-an-SM grid counted 1.25 times) against session 38's (up to 5, no
+  penalty: the three constants set back), at 4-32 tokens of the shapes where they differ
+  (``LONG_K_SHAPES``), with bf16 x through the op's launch (fair-share padding) and fp16 x as
+  the W4A4 layer's 16-bit-x route launches it (no padding).
 
 Each point: both configs checked against the fp32 oracle with a NaN-poisoned output (x's dtype
 out), then CUDA-graph medians over 4 weight copies in 3 rotating rounds, through the launcher
 as the ops call it. Usage on an sm_90 machine:
-``python scripts/gpu_gemv_tma_split_rule.py [--grouped]`` (JSON to $OUT or .).
+``python scripts/gpu_gemv_tma_split_rule.py [--grouped | --long-k] [--part=i/n]`` (JSON to
+$OUT or .).
 """
 
 from __future__ import annotations
@@ -29,10 +35,31 @@ SHAPES = [(18432, 3072), (5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648
           (3072, 3072), (8192, 3072)]
 TOKENS = (4, 8, 9, 12, 16, 24, 32)
 GROUP = 32 if "--grouped" in sys.argv else None
+LONG_K = "--long-k" in sys.argv
+# shapes whose split the session-41 constants change: the long-K sweep's (gpu_gemv_tma_long_k)
+# and ones it did not see
+LONG_K_SHAPES = [(4096, 14336), (4096, 11008), (3584, 18944), (5120, 27648), (5120, 13824),
+                 (2048, 8192), (1024, 4096), (3072, 3072), (4096, 4096), (1024, 3072),
+                 (4096, 12288), (3072, 8192), (4608, 3584), (3584, 3584), (2560, 2560),
+                 (2048, 5632), (512, 4096), (4096, 28672), (3072, 9216), (2048, 11008)]
+LONG_K_TOKENS = (4, 8, 12, 16, 24, 32)
+SESSION_38 = {"REBALANCE_MAX_SPLIT": 5, "REBALANCE_MIN_CHUNKS": 1, "LONE_CTA_PENALTY": 1.0}
 
 
 def rules(M, N, K):
     new = T.choose_config(M, N, K, GROUP)
+    if LONG_K:
+        keep = {k: getattr(T, k) for k in SESSION_38}
+        for k, v in SESSION_38.items():
+            setattr(T, k, v)
+        T.choose_config.cache_clear()
+        try:
+            old = T.choose_config(M, N, K)
+        finally:
+            for k, v in keep.items():
+                setattr(T, k, v)
+            T.choose_config.cache_clear()
+        return old, new
     if GROUP is not None:  # the rule before session 38: split 2 from the 16-token tile
         old = new if M <= 8 else T.GemvTMAConfig(1, 2, min(2, K // T.KCHUNK),
                                                  2 if M > 16 else 1)
@@ -48,39 +75,51 @@ def rules(M, N, K):
 
 
 def main():
-    path = gpu_decode.result_path(f"gemv-tma-split-rule{'-grouped' if GROUP else ''}")
+    kind = "-grouped" if GROUP else "-long-k" if LONG_K else ""
+    part = next((a.split("=")[1] for a in sys.argv if a.startswith("--part=")), "0/1")
+    i, n = (int(v) for v in part.split("/"))
+    path = gpu_decode.result_path(f"gemv-tma-split-rule{kind}-part{i}")
     rows = []
-    for N, K in SHAPES:
-        for M in TOKENS:
+    shapes, tokens = (LONG_K_SHAPES, LONG_K_TOKENS) if LONG_K else (SHAPES, TOKENS)
+    # (x dtype, fair-share padding): the op's launch; with --long-k also the layer route's
+    launches = ([(torch.bfloat16, True), (torch.float16, False)] if LONG_K
+                else [(torch.bfloat16 if GROUP is None else torch.float16, True)])
+    for N, K in shapes[i::n]:
+        for M in tokens:
             old, new = rules(M, N, K)
             if old == new:
                 continue
-            if GROUP is None:
-                p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
-            else:
-                p = Problem("w4a16_mm", M, N, K, group=GROUP, dtype=torch.float16, copies=4)
-            alpha = 1.0 if GROUP else p.alpha
-            out = torch.empty((M, N), dtype=p.x[0].dtype, device="cuda")
-            ref = p.reference(0)
-            cfgs = {"old": old, "new": new}
-            for name, cfg in cfgs.items():
-                o = torch.full_like(out, float("nan"))
-                T.gemv_tma_sm90(p.x[0], *p.w[0], alpha, "low_first", o, config=cfg,
-                                group_size=GROUP)
-                if not close(o, ref)[0]:
-                    raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
-            times = gpu_decode.rounds({k: lambda k=k: time_graph([
-                lambda i=i: T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", out,
-                                            config=cfgs[k], group_size=GROUP)
-                for i in range(4)])[0] for k in cfgs})
-            med = {k: sorted(v)[1] for k, v in times.items()}
-            rows.append(dict(N=N, K=K, M=M, group=GROUP, old_split=old.split_k,
-                             new_split=new.split_k, rounds_us=times, median_us=med,
-                             speedup=med["old"] / med["new"]))
-            print(f"{N:6d}x{K:5d} M={M:2d} split {old.split_k} -> {new.split_k}: "
-                  f"{med['old']:6.2f} -> {med['new']:6.2f} us (x{med['old'] / med['new']:.3f})",
-                  flush=True)
-            gpu_decode.save_rows(None, rows, path=path, quiet=True)
+            for dtype, fair in launches:
+                if GROUP is None:
+                    p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=dtype, copies=4)
+                else:
+                    p = Problem("w4a16_mm", M, N, K, group=GROUP, dtype=dtype, copies=4)
+                alpha = 1.0 if GROUP else p.alpha
+                out = torch.empty((M, N), dtype=p.x[0].dtype, device="cuda")
+                ref = p.reference(0)
+                cfgs = {"old": old, "new": new}
+
+                def run(cfg, w, o):
+                    T.gemv_tma_sm90(p.x[0], *w, alpha, "low_first", o, config=cfg,
+                                    group_size=GROUP, fair_share=fair)
+
+                for name, cfg in cfgs.items():
+                    o = torch.full_like(out, float("nan"))
+                    run(cfg, p.w[0], o)
+                    if not close(o, ref)[0]:
+                        raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
+                times = gpu_decode.rounds({k: lambda k=k: time_graph([
+                    lambda i=i: run(cfgs[k], p.w[i], out) for i in range(4)])[0]
+                    for k in cfgs})
+                med = {k: sorted(v)[1] for k, v in times.items()}
+                rows.append(dict(N=N, K=K, M=M, group=GROUP, x=str(dtype), fair_share=fair,
+                                 old_split=old.split_k, new_split=new.split_k,
+                                 rounds_us=times, median_us=med,
+                                 speedup=med["old"] / med["new"]))
+                print(f"{N:6d}x{K:5d} M={M:2d} {str(dtype)[6:]:8s} fair={fair:d} split "
+                      f"{old.split_k} -> {new.split_k}: {med['old']:6.2f} -> {med['new']:6.2f}"
+                      f" us (x{med['old'] / med['new']:.3f})", flush=True)
+                gpu_decode.save_rows(None, rows, path=path, quiet=True)
     print("wrote", path)
 
 

@@ -424,8 +424,10 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     wave = _wave(cfg, _token_tile(min(max(M, 1), MAX_M)))
     if chunks < 2 or cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
-    # a split whose grid fills the SMs much more evenly (session 38)
-    load = {k: busiest_sm_chunks(cdiv(N, rows), chunks, k) for k in range(1, min(5, chunks) + 1)}
+    # a split whose grid fills the SMs much more evenly (sessions 38, 41)
+    load = {k: split_load(cdiv(N, rows), chunks, k)
+            for k in {cfg.split_k,
+                      *range(1, min(REBALANCE_MAX_SPLIT, chunks // REBALANCE_MIN_CHUNKS) + 1)}}
     best = min(load, key=lambda k: (load[k], k))
     if load[best] <= SPLIT_REBALANCE * load[cfg.split_k]:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=best, warps=4)
@@ -436,6 +438,12 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 # 15% or more: the rule above was tuned on the H100 at shapes where the even split gains at
 # most 12.5% in this measure and other splits measured up to 6% either way (session 38).
 SPLIT_REBALANCE = 0.85
+# The splits that rule weighs (session 41): up to 8 ways (5 before), each CTA streaming at least
+# REBALANCE_MIN_CHUNKS chunks; a grid of at most one CTA an SM counts LONE_CTA_PENALTY times its
+# chunks (split_load).
+REBALANCE_MAX_SPLIT = 8
+REBALANCE_MIN_CHUNKS = 2
+LONE_CTA_PENALTY = 1.25
 
 
 def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = SM90_SMS) -> int:
@@ -446,6 +454,16 @@ def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = SM9
     11.98-14.82 us; split 3, 240 CTAs, 9.77-11.95; H200, session 38)."""
     per = cdiv(chunks, split_k)
     return cdiv(row_blocks * cdiv(chunks, per), sms) * per
+
+
+def split_load(row_blocks: int, chunks: int, split_k: int, sms: int = SM90_SMS) -> float:
+    """The split rule's measure: :func:`busiest_sm_chunks`, times ``LONE_CTA_PENALTY`` where the
+    grid holds at most one CTA an SM. One CTA (four warps) cannot keep an SM streaming: at
+    4096 x 14336, 16 tokens, split 2 (128 CTAs) took 21.2 us and split 4 (256, the same busiest
+    SM's chunks) 17.6; 4096 x 11008 17.1 and 14.7 (H200, session 41)."""
+    per = cdiv(chunks, split_k)
+    lone = row_blocks * cdiv(chunks, per) <= sms
+    return busiest_sm_chunks(row_blocks, chunks, split_k, sms) * (LONE_CTA_PENALTY if lone else 1)
 
 
 def x_boxes(M: int, nt: int, grouped: bool) -> tuple[int, int]:
