@@ -5,9 +5,9 @@ where the two pick different splits, on whatever card runs it:
   split that fills the SMs most evenly where it cuts the busiest SM's chunks by 15% or more);
 - ``--grouped`` (groups of 32, fp16 x): at 9-32 tokens, split up to 5 ways until a wave of CTAs
   is in flight, against the old fixed split 2;
-- ``--long-k`` (session 41, NVFP4 weights): the rebalancing's wider choice (up to 8 splits of
-  at least 2 chunks, a one-CTA-an-SM grid counted 1.25 times) against session 38's (up to 5, no
-  penalty: the three constants set back), at 4-32 tokens of the shapes where they differ
+- ``--long-k`` (session 41, NVFP4 weights): the rebalancing with a one-CTA-an-SM grid counted
+  1.25 times, and up to 8 splits of 2 chunks or more where the best of 1-5 is still such a grid,
+  against session 38's (the two constants set back), at 4-32 tokens of the shapes where they differ
   (``LONG_K_SHAPES``), with bf16 x through the op's launch (fair-share padding) and fp16 x as
   the W4A4 layer's 16-bit-x route launches it (no padding).
 
@@ -43,7 +43,7 @@ LONG_K_SHAPES = [(4096, 14336), (4096, 11008), (3584, 18944), (5120, 27648), (51
                  (4096, 12288), (3072, 8192), (4608, 3584), (3584, 3584), (2560, 2560),
                  (2048, 5632), (512, 4096), (4096, 28672), (3072, 9216), (2048, 11008)]
 LONG_K_TOKENS = (4, 8, 12, 16, 24, 32)
-SESSION_38 = {"REBALANCE_MAX_SPLIT": 5, "REBALANCE_MIN_CHUNKS": 1, "LONE_CTA_PENALTY": 1.0}
+SESSION_38 = {"LONE_CTA_PENALTY": 1.0, "LONE_MAX_SPLIT": 5}
 
 
 def rules(M, N, K):

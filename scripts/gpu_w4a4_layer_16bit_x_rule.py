@@ -12,6 +12,9 @@ route probe's check); 4 layer copies, CUDA-graph medians, 3 rotating rounds.
 off, at layer shapes the rule was not placed on (``UNSEEN``), 1-32 tokens. ``--prepacked``
 (session 41): the same pair on ``prepack()``-ed layers, whose route-off path differs (the
 prepacked GEMV / GEMM dispatch), at ``PREPACKED_SHAPES`` and the route's tokens.
+``--tma-rule`` (session 41): the route with the TMA GEMV's split rule as shipped (``rule``)
+against session 38's (``session38``: ``fp4_gemv_tma_sm90``'s lone-CTA constants set back), at
+``TMA_RULE_SHAPES`` where the route runs and the two rules split differently.
 Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]
 [--validate]``."""
 
@@ -37,6 +40,9 @@ UNSEEN_TOKENS = (4, 8, 9, 12, 16, 17, 24, 32)
 PREPACKED_SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (14336, 4096), (5120, 5120),
                     (2048, 8192))
 PREPACKED_TOKENS = (9, 12, 16, 17, 24, 32)
+TMA_RULE_SHAPES = ((4096, 4096), (14336, 4096), (12288, 4096), (18944, 3584), (4096, 1024),
+                   (9216, 3072), (8192, 2048), (3072, 3072))
+TMA_SESSION_38 = {"LONE_CTA_PENALTY": 1.0, "LONE_MAX_SPLIT": 5}
 SHIPPED = {k: getattr(dispatch, k) for k in (
     "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M", "W4A4_16BIT_X_SHORT_MAX_K",
     "W4A4_16BIT_X_QUANTISER_PDL_LATE", "W4A4_16BIT_X_FAIR_SHARE")}
@@ -48,8 +54,20 @@ VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
 }
 
 
+def tma_rule(session38):
+    """The TMA GEMV's split constants as shipped, or (``session38``) as session 38 left them."""
+    from fp4mm.kernels import fp4_gemv_tma_sm90 as T
+
+    global _TMA_SHIPPED
+    _TMA_SHIPPED = globals().get("_TMA_SHIPPED") or {k: getattr(T, k) for k in TMA_SESSION_38}
+    for k, v in (TMA_SESSION_38 if session38 else _TMA_SHIPPED).items():
+        setattr(T, k, v)
+    T.choose_config.cache_clear()
+
+
 def setting(name):
-    if name == "rule":
+    tma_rule(name == "session38")
+    if name in ("rule", "session38"):
         for k, v in SHIPPED.items():
             setattr(dispatch, k, v)
         return
@@ -59,6 +77,19 @@ def setting(name):
     if on:
         dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE = late
         dispatch.W4A4_16BIT_X_FAIR_SHARE = fair
+
+
+def tma_rules_differ(M, N, K, dtype):
+    """True where the layer takes the route and the two TMA split rules differ."""
+    from fp4mm.kernels import fp4_gemv_tma_sm90 as T
+
+    if not dispatch.w4a4_linear_via_16bit_x(M, K, dtype):
+        return False
+    splits = []
+    for old in (True, False):
+        tma_rule(old)
+        splits.append(T.choose_config(M, N, K).split_k)
+    return splits[0] != splits[1]
 
 
 def exact_values():
@@ -88,14 +119,20 @@ def main():
                     help="the shipped rule against the route off, at unseen shapes")
     ap.add_argument("--prepacked", action="store_true",
                     help="the shipped rule against the route off, on prepacked layers")
+    ap.add_argument("--tma-rule", action="store_true",
+                    help="the route under the TMA GEMV's split rule against session 38's")
     args = ap.parse_args()
     part = int(args.part.split("/")[0])
     shapes, tokens = ((PREPACKED_SHAPES, PREPACKED_TOKENS) if args.prepacked
+                      else (TMA_RULE_SHAPES, PREPACKED_TOKENS) if args.tma_rule
                       else (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS))
-    variants = ("w4a4", "rule") if args.validate or args.prepacked else tuple(VARIANTS)
+    variants = (("session38", "rule") if args.tma_rule
+                else ("w4a4", "rule") if args.validate or args.prepacked else tuple(VARIANTS))
     rows = []
     for K, N, dtype, static, layers, M, x in layer_cases(shapes, tokens, args.part,
                                                           args.prepacked):
+        if args.tma_rule and not tma_rules_differ(M, N, K, dtype):
+            continue
         ref = oracle(layers[0], x, static)
         errs = {}
         for name in variants:
@@ -112,9 +149,10 @@ def main():
         best = min(variants[1:], key=med.get)
         print(f"{K}->{N} {str(dtype)[6:]:8s} {'static ' if static else 'dynamic'} "
               f"M={M:2d}: " + "  ".join(f"{k} {med[k]:6.2f}" for k in variants)
-              + f"  w4a4/{best} {med['w4a4'] / med[best]:.3f}", flush=True)
+              + f"  {variants[0]}/{best} {med[variants[0]] / med[best]:.3f}", flush=True)
     setting("rule")
-    kind = "prepacked" if args.prepacked else "validate" if args.validate else "rule"
+    kind = ("prepacked" if args.prepacked else "tma-rule" if args.tma_rule
+            else "validate" if args.validate else "rule")
     save_rows(f"w4a4-layer-16bit-x-{kind}-part{part}", rows)
 
 

@@ -424,11 +424,16 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     wave = _wave(cfg, _token_tile(min(max(M, 1), MAX_M)))
     if chunks < 2 or cdiv(N, rows) * 2 > wave:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=1, warps=4)
-    # a split whose grid fills the SMs much more evenly (sessions 38, 41)
-    load = {k: split_load(cdiv(N, rows), chunks, k)
-            for k in {cfg.split_k,
-                      *range(1, min(REBALANCE_MAX_SPLIT, chunks // REBALANCE_MIN_CHUNKS) + 1)}}
+    # a split whose grid fills the SMs much more evenly (session 38), a lone CTA an SM counted
+    # as more chunks (session 41)
+    rb = cdiv(N, rows)
+    load = {k: split_load(rb, chunks, k) for k in range(1, min(5, chunks) + 1)}
+    load[cfg.split_k] = split_load(rb, chunks, cfg.split_k)
     best = min(load, key=lambda k: (load[k], k))
+    if rb * cdiv(chunks, cdiv(chunks, best)) <= SM90_SMS:  # still lone: up to LONE_MAX_SPLIT
+        load |= {k: split_load(rb, chunks, k) for k in range(6, LONE_MAX_SPLIT + 1)
+                 if cdiv(chunks, k) >= LONE_MIN_CHUNKS}
+        best = min(load, key=lambda k: (load[k], k))
     if load[best] <= SPLIT_REBALANCE * load[cfg.split_k]:
         cfg = GemvTMAConfig(row_tiles=1, stages=2, split_k=best, warps=4)
     return cfg
@@ -438,12 +443,12 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
 # 15% or more: the rule above was tuned on the H100 at shapes where the even split gains at
 # most 12.5% in this measure and other splits measured up to 6% either way (session 38).
 SPLIT_REBALANCE = 0.85
-# The splits that rule weighs (session 41): up to 8 ways (5 before), each CTA streaming at least
-# REBALANCE_MIN_CHUNKS chunks; a grid of at most one CTA an SM counts LONE_CTA_PENALTY times its
-# chunks (split_load).
-REBALANCE_MAX_SPLIT = 8
-REBALANCE_MIN_CHUNKS = 2
+# Session 41: a grid of at most one CTA an SM counts LONE_CTA_PENALTY times its chunks
+# (split_load), and where the best of splits 1-5 is still such a grid, splits up to
+# LONE_MAX_SPLIT of at least LONE_MIN_CHUNKS chunks a CTA are weighed too.
 LONE_CTA_PENALTY = 1.25
+LONE_MAX_SPLIT = 8
+LONE_MIN_CHUNKS = 2
 
 
 def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = SM90_SMS) -> int:
