@@ -9,7 +9,9 @@ where the two pick different splits, on whatever card runs it:
   1.25 times, and up to 8 splits of 2 chunks or more where the best of 1-5 is still such a grid,
   against session 38's (the two constants set back), at 4-32 tokens of the shapes where they differ
   (``LONG_K_SHAPES``), with bf16 x through the op's launch (fair-share padding) and fp16 x as
-  the W4A4 layer's 16-bit-x route launches it (no padding).
+  the W4A4 layer's 16-bit-x route launches it (no padding); ``--long-k --w4a4``: the public
+  ``nvfp4_mm`` at 17-32 tokens of the shapes whose weights take its pre-pass + TMA GEMV route
+  (x dequantised to fp16, then this kernel unpadded behind the pre-pass's late trigger).
 
 Each point: both configs checked against the fp32 oracle with a NaN-poisoned output (x's dtype
 out), then CUDA-graph medians over 4 weight copies in 3 rotating rounds, through the launcher
@@ -74,7 +76,57 @@ def rules(M, N, K):
     return old, new
 
 
+def w4a4_route():
+    """``--long-k --w4a4``: the op through its pre-pass + TMA GEMV route, both split rules."""
+    import fp4mm
+    from fp4mm.ops import dispatch
+
+    path = gpu_decode.result_path("gemv-tma-split-rule-long-k-w4a4")
+    rows = []
+    for N, K in LONG_K_SHAPES:
+        for M in (17, 24, 32):
+            old, new = rules(M, N, K)
+            if old == new or N * K < dispatch.GEMV_W4A4_TMA_MIN_WEIGHT:
+                continue
+            p = Problem("nvfp4_mm", M, N, K, copies=4)
+            ref = p.reference(0)
+            out = torch.empty((M, N), dtype=torch.float16, device="cuda")
+
+            def run(session38, w, o):
+                keep = {k: getattr(T, k) for k in SESSION_38}
+                if session38:
+                    for k, v in SESSION_38.items():
+                        setattr(T, k, v)
+                T.choose_config.cache_clear()
+                try:
+                    fp4mm.nvfp4_mm(*p.x, *w, p.alpha, out=o)
+                finally:
+                    for k, v in keep.items():
+                        setattr(T, k, v)
+                    T.choose_config.cache_clear()
+
+            for name in (True, False):
+                o = torch.full_like(out, float("nan"))
+                run(name, p.w[0], o)
+                if not close(o, ref)[0]:
+                    raise SystemExit(f"FAIL w4a4 {N}x{K} M={M} session38={name}")
+            times = gpu_decode.rounds({k: lambda k=k: time_graph([
+                lambda i=i: run(k == "old", p.w[i], out) for i in range(4)])[0]
+                for k in ("old", "new")})
+            med = {k: sorted(v)[1] for k, v in times.items()}
+            rows.append(dict(N=N, K=K, M=M, op="nvfp4_mm", old_split=old.split_k,
+                             new_split=new.split_k, rounds_us=times, median_us=med,
+                             speedup=med["old"] / med["new"]))
+            print(f"w4a4 {N:6d}x{K:5d} M={M:2d} split {old.split_k} -> {new.split_k}: "
+                  f"{med['old']:6.2f} -> {med['new']:6.2f} us (x{med['old'] / med['new']:.3f})",
+                  flush=True)
+            gpu_decode.save_rows(None, rows, path=path, quiet=True)
+    print("wrote", path)
+
+
 def main():
+    if LONG_K and "--w4a4" in sys.argv:
+        return w4a4_route()
     kind = "-grouped" if GROUP else "-long-k" if LONG_K else ""
     part = next((a.split("=")[1] for a in sys.argv if a.startswith("--part=")), "0/1")
     i, n = (int(v) for v in part.split("/"))
