@@ -65,10 +65,13 @@ def main():
                     p = Problem("nvfp4_w4a16_mm", M, N, K, dtype=torch.bfloat16, copies=4)
                     alpha = p.alpha
                 rule = T.choose_config(M, N, K, group)
+                chunks = K // T.KCHUNK  # the rule's split as the launcher cuts it
+                rule = T.GemvTMAConfig(rule.row_tiles, rule.stages,
+                                       -(-chunks // -(-chunks // rule.split_k)), rule.warps)
                 out = torch.empty((M, N), dtype=p.x[0].dtype, device="cuda")
                 ref = p.reference(0)
                 cfgs = {s: T.GemvTMAConfig(rule.row_tiles, rule.stages, s, rule.warps)
-                        for s in splits(K // T.KCHUNK)}
+                        for s in splits(chunks)}
 
                 def run(cfg, i, o):
                     T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", o, config=cfg,

@@ -385,6 +385,19 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
       gains at most 12.5% at the shapes the rule was tuned on, where other splits measured up
       to 6% either way (bench/results/2026-11-28-gemv-tma-balanced-splits-h200.json), so those
       keep it.
+    - NVFP4 weights whose rule grid holds at most one CTA an SM (session 41, H200: narrow
+      weights, N <= 4224 rows at split 2, e.g. the models' down projections): such a grid
+      counts 1.25 times its chunks (:func:`split_load`; one four-warp CTA cannot keep an SM
+      streaming), and where the best of splits 1-5 is still such a grid, splits up to 8 of at
+      least 2 chunks are weighed too. Split sweep at eight long-K shapes, 4-32 tokens
+      (bench/results/2026-11-28-gemv-tma-long-k-part{0,1}-h200.json); old rule against new
+      where they differ (...-split-rule-long-k-h200.json: 16 shapes, 96 points, bf16 x as the
+      op launches it): 0.955-1.296x, median 1.12x; 4096 x 14336 split 2 -> 4 1.12-1.24x, 4096 x
+      28672 1.22-1.30x, 3584 x 18944 1.13-1.24x, 3072 x 9216 split 2 -> 5 1.15-1.23x, 512 and
+      1024 x 4096 split 4 -> 8 1.11-1.18x; 11 points slower, at most 4.5% (2560 x 2560 split
+      3 -> 5 0.955-0.994x). W4A4 through the pre-pass route at 17-32 tokens 1.09-1.24x at all
+      15 points (...-long-k-w4a4-h200.json); the W4A4 layer's 16-bit-x route 0.98-1.18x at 144
+      points, median 1.06x (...-w4a4-layer-16bit-x-tma-rule-h200.json).
     - 16-bit group scales (``group_size``, session 28, after the swizzled reads;
       bench/results/2026-11-27-gemv-tma-swizzle-grouped-h100.json, group 32, fp16 x, warps
       1/2/4 x row tiles 1/2 x split 1-4, single timings, us): one row tile, 2 stages, split 2,

@@ -59,8 +59,24 @@ def test_config_validity_and_heuristic():
         assert T.choose_config(M, 5120, 27648) == C(1, 2, 3, 4)  # 108 -> 72
     assert T.choose_config(16, 14336, 4096) == C(1, 2, 2, 4)  # 32 -> 28: 12.5%, stays
     assert T.choose_config(16, 28672, 4096) == C(1, 2, 1, 4)  # 64 -> 56: stays
-    for M, N in ((16, 8192), (32, 8192), (16, 3072), (32, 3072)):
-        assert T.choose_config(M, N, 8192) == C(1, 2, 2, 4)
+    # ... where a grid of at most one CTA an SM counts 1.25 times its chunks (session 41): 64
+    # row blocks x split 2 = 128 CTAs, 28 chunks (35) -> split 4, 256 CTAs, 28 (down projections)
+    for M in (4, 16, 32):
+        assert T.choose_config(M, 4096, 14336) == C(1, 2, 4, 4)
+        assert T.choose_config(M, 4096, 11008) == C(1, 2, 4, 4)  # 22 x 1.25 -> 22
+        assert T.choose_config(M, 4096, 4096) == C(1, 2, 4, 4)  # 8 x 1.25 -> 8
+        assert T.choose_config(M, 3584, 18944) == C(1, 2, 4, 4)  # 37 x 1.25 -> 38: 82%
+        assert T.choose_config(M, 3072, 8192) == C(1, 2, 5, 4)  # 16 x 1.25 -> 2 x 7
+        # and where the best of splits 1-5 is still one CTA an SM, up to 8 splits of 2 chunks
+        # or more: 16 row blocks x 4 = 64 CTAs, 4 chunks (5) -> 128 CTAs, 2 (2.5)
+        assert T.choose_config(M, 1024, 4096) == C(1, 2, 8, 4)
+        assert T.choose_config(M, 2048, 8192) == C(1, 2, 8, 4)  # 128 CTAs (10) -> 256 (8)
+        assert T.choose_config(M, 2048, 2048) == C(1, 2, 4, 4)  # 8 chunks: no 2-chunk split
+        # not where splits 1-5 already give two CTAs an SM or more
+        assert T.choose_config(M, 4608, 3584) == C(1, 2, 5, 4)  # 360 CTAs
+        assert T.choose_config(M, 5120, 13824) == C(1, 2, 3, 4)  # 240 CTAs
+    for M in (16, 32):
+        assert T.choose_config(M, 8192, 8192) == C(1, 2, 2, 4)
     assert T.choose_config(16, 32768, 256) == C(1, 2, 1, 4)  # one chunk
     # 16-bit group scales: one row tile, split 2, two warps above 16 tokens
     assert T.choose_config(32, 18432, 3072, group_size=32) == C(1, 2, 2, 2)
@@ -91,6 +107,14 @@ def test_busiest_sm_chunks_counts_the_fullest_sm_of_the_launchers_split():
     assert T.busiest_sm_chunks(33, 12, 5) == 3  # 3 chunks a CTA: 4 CTAs a row, 132 in all
     assert T.busiest_sm_chunks(132, 8, 1) == 8 and T.busiest_sm_chunks(133, 8, 1) == 16
     assert T.busiest_sm_chunks(10, 8, 2, sms=4) == 5 * 4
+
+
+def test_split_load_counts_a_lone_cta_grid_more():
+    # at most one CTA an SM (four warps) cannot keep an SM streaming: its chunks count 1.25 times
+    assert T.split_load(64, 56, 2) == 1.25 * T.busiest_sm_chunks(64, 56, 2) == 1.25 * 28
+    assert T.split_load(64, 56, 4) == T.busiest_sm_chunks(64, 56, 4) == 2 * 14  # 256 CTAs
+    assert T.split_load(66, 8, 2) == 1.25 * 4 and T.split_load(67, 8, 2) == 2 * 4  # 132 / 134
+    assert T.split_load(10, 8, 2, sms=4) == T.busiest_sm_chunks(10, 8, 2, sms=4)
 
 
 def test_w4a16_groups_take_this_kernel_from_their_group_minimum(monkeypatch):
