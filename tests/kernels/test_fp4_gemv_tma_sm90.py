@@ -507,8 +507,11 @@ def test_launcher_pads_only_split_k_launches_of_e4m3_scales(monkeypatch):
         (grid, k), = launched
         return grid, (k["PAD_A"], k["PAD_B"], k["PAD_C"]), k["launch_pdl"]
 
-    grid, pad, pdl = pads(16, 4096, 14336)  # 128 CTAs, split 2: one a SM
+    two = T.GemvTMAConfig(1, 2, 2, 4)
+    grid, pad, pdl = pads(16, 4096, 14336, config=two)  # 128 CTAs, split 2: one a SM
     assert grid == (64, 2) and pdl and pad == (128, 64, 0)
+    grid, pad, pdl = pads(16, 4096, 14336)  # the rule's split 4 (session 41): two a SM
+    assert grid == (64, 4) and pdl and pad == (64, 8, 4)
     assert pads(16, 4096, 14336, fair_share=False)[1] == (0, 0, 0)
     assert pads(16, 4096, 14336, group_size=32)[1] == (0, 0, 0)
     grid, pad, pdl = pads(16, 28672, 4096)  # unsplit: launched plainly, never early
