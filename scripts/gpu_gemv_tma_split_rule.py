@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from scripts import gpu_decode  # noqa: E402
-from scripts.gpu_decode import Problem, close, time_graph  # noqa: E402
+from scripts.gpu_decode import Problem  # noqa: E402
 
 SHAPES = [(18432, 3072), (5120, 5120), (6144, 4096), (10240, 8192), (5120, 27648),
           (2048, 2048), (1024, 4096), (28672, 4096), (14336, 4096), (8192, 8192), (4096, 4096),
@@ -92,28 +92,21 @@ def w4a4_route():
             ref = p.reference(0)
             out = torch.empty((M, N), dtype=torch.float16, device="cuda")
 
-            def run(session38, w, o):
+            def run(session38, i, o):
                 keep = {k: getattr(T, k) for k in SESSION_38}
                 if session38:
                     for k, v in SESSION_38.items():
                         setattr(T, k, v)
                 T.choose_config.cache_clear()
                 try:
-                    fp4mm.nvfp4_mm(*p.x, *w, p.alpha, out=o)
+                    fp4mm.nvfp4_mm(*p.x, *p.w[i], p.alpha, out=o)
                 finally:
                     for k, v in keep.items():
                         setattr(T, k, v)
                     T.choose_config.cache_clear()
 
-            for name in (True, False):
-                o = torch.full_like(out, float("nan"))
-                run(name, p.w[0], o)
-                if not close(o, ref)[0]:
-                    raise SystemExit(f"FAIL w4a4 {N}x{K} M={M} session38={name}")
-            times = gpu_decode.rounds({k: lambda k=k: time_graph([
-                lambda i=i: run(k == "old", p.w[i], out) for i in range(4)])[0]
-                for k in ("old", "new")})
-            med = {k: sorted(v)[1] for k, v in times.items()}
+            times, med = gpu_decode.checked_rounds({"old": True, "new": False}, run, out, ref,
+                                                   f"w4a4 {N}x{K} M={M}")
             rows.append(dict(N=N, K=K, M=M, op="nvfp4_mm", old_split=old.split_k,
                              new_split=new.split_k, rounds_us=times, median_us=med,
                              speedup=med["old"] / med["new"]))
@@ -151,19 +144,12 @@ def main():
                 ref = p.reference(0)
                 cfgs = {"old": old, "new": new}
 
-                def run(cfg, w, o):
-                    T.gemv_tma_sm90(p.x[0], *w, alpha, "low_first", o, config=cfg,
+                def run(cfg, i, o):
+                    T.gemv_tma_sm90(p.x[0], *p.w[i], alpha, "low_first", o, config=cfg,
                                     group_size=GROUP, fair_share=fair)
 
-                for name, cfg in cfgs.items():
-                    o = torch.full_like(out, float("nan"))
-                    run(cfg, p.w[0], o)
-                    if not close(o, ref)[0]:
-                        raise SystemExit(f"FAIL {N}x{K} M={M} {name} {cfg}")
-                times = gpu_decode.rounds({k: lambda k=k: time_graph([
-                    lambda i=i: run(cfgs[k], p.w[i], out) for i in range(4)])[0]
-                    for k in cfgs})
-                med = {k: sorted(v)[1] for k, v in times.items()}
+                times, med = gpu_decode.checked_rounds(cfgs, run, out, ref,
+                                                       f"{N}x{K} M={M} {dtype} fair={fair}")
                 rows.append(dict(N=N, K=K, M=M, group=GROUP, x=str(dtype), fair_share=fair,
                                  old_split=old.split_k, new_split=new.split_k,
                                  rounds_us=times, median_us=med,
