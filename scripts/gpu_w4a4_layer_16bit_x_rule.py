@@ -15,6 +15,9 @@ prepacked GEMV / GEMM dispatch), at ``PREPACKED_SHAPES`` and the route's tokens.
 ``--tma-rule`` (session 41): the route with the TMA GEMV's split rule as shipped (``rule``)
 against session 38's (``session38``: ``fp4_gemv_tma_sm90``'s lone-CTA constants set back), at
 ``TMA_RULE_SHAPES`` where the route runs and the two rules split differently.
+``--long-k`` (session 41): the route forced on at 9-16 tokens (``late``: its K limit
+``W4A4_16BIT_X_SHORT_MAX_K`` lifted) against the route off, at ``LONG_K_LAYERS`` (K > 8192),
+to re-place that limit under the TMA GEMV's session-41 split rule.
 Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]
 [--validate]``."""
 
@@ -43,6 +46,9 @@ PREPACKED_TOKENS = (9, 12, 16, 17, 24, 32)
 TMA_RULE_SHAPES = ((4096, 4096), (14336, 4096), (12288, 4096), (18944, 3584), (4096, 1024),
                    (9216, 3072), (8192, 2048), (3072, 3072))
 TMA_SESSION_38 = {"LONE_CTA_PENALTY": 1.0, "LONE_MAX_SPLIT": 5}
+LONG_K_LAYERS = ((14336, 4096), (11008, 4096), (12288, 4096), (18944, 3584), (13824, 5120),
+                 (28672, 8192))
+LONG_K_TOKENS = (9, 12, 16)
 SHIPPED = {k: getattr(dispatch, k) for k in (
     "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M", "W4A4_16BIT_X_SHORT_MAX_K",
     "W4A4_16BIT_X_QUANTISER_PDL_LATE", "W4A4_16BIT_X_FAIR_SHARE")}
@@ -121,12 +127,15 @@ def main():
                     help="the shipped rule against the route off, on prepacked layers")
     ap.add_argument("--tma-rule", action="store_true",
                     help="the route under the TMA GEMV's split rule against session 38's")
+    ap.add_argument("--long-k", action="store_true",
+                    help="the route forced on at 9-16 tokens of K > 8192 against the route off")
     args = ap.parse_args()
     part = int(args.part.split("/")[0])
     shapes, tokens = ((PREPACKED_SHAPES, PREPACKED_TOKENS) if args.prepacked
                       else (TMA_RULE_SHAPES, PREPACKED_TOKENS) if args.tma_rule
+                      else (LONG_K_LAYERS, LONG_K_TOKENS) if args.long_k
                       else (UNSEEN, UNSEEN_TOKENS) if args.validate else (SHAPES, TOKENS))
-    variants = (("session38", "rule") if args.tma_rule
+    variants = (("session38", "rule") if args.tma_rule else ("w4a4", "late") if args.long_k
                 else ("w4a4", "rule") if args.validate or args.prepacked else tuple(VARIANTS))
     rows = []
     for K, N, dtype, static, layers, M, x in layer_cases(shapes, tokens, args.part,
@@ -152,7 +161,7 @@ def main():
               + f"  {variants[0]}/{best} {med[variants[0]] / med[best]:.3f}", flush=True)
     setting("rule")
     kind = ("prepacked" if args.prepacked else "tma-rule" if args.tma_rule
-            else "validate" if args.validate else "rule")
+            else "long-k" if args.long_k else "validate" if args.validate else "rule")
     save_rows(f"w4a4-layer-16bit-x-{kind}-part{part}", rows)
 
 
