@@ -15,9 +15,9 @@ prepacked GEMV / GEMM dispatch), at ``PREPACKED_SHAPES`` and the route's tokens.
 ``--tma-rule`` (session 41): the route with the TMA GEMV's split rule as shipped (``rule``)
 against session 38's (``session38``: ``fp4_gemv_tma_sm90``'s lone-CTA constants set back), at
 ``TMA_RULE_SHAPES`` where the route runs and the two rules split differently.
-``--long-k`` (session 41): the route forced on at 9-16 tokens (``late``: its K limit
-``W4A4_16BIT_X_SHORT_MAX_K`` lifted) against the route off, at ``LONG_K_LAYERS`` (K > 8192),
-to re-place that limit under the TMA GEMV's session-41 split rule.
+``--long-k`` (session 41): the route forced on at 9-16 tokens (``late``) against the route off,
+at ``LONG_K_LAYERS`` (K > 8192), where session 40's rule did not take it (its K limit, which this
+measurement under the TMA GEMV's session-41 split rule removed).
 Usage on an sm_90 machine: ``python scripts/gpu_w4a4_layer_16bit_x_rule.py [--part i/n]
 [--validate]``."""
 
@@ -50,7 +50,7 @@ LONG_K_LAYERS = ((14336, 4096), (11008, 4096), (12288, 4096), (18944, 3584), (13
                  (28672, 8192))
 LONG_K_TOKENS = (9, 12, 16)
 SHIPPED = {k: getattr(dispatch, k) for k in (
-    "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M", "W4A4_16BIT_X_SHORT_MAX_K",
+    "W4A4_16BIT_X_MIN_M", "W4A4_16BIT_X_MAX_M",
     "W4A4_16BIT_X_QUANTISER_PDL_LATE", "W4A4_16BIT_X_FAIR_SHARE")}
 VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
     "w4a4": (False, None, None),
@@ -79,7 +79,6 @@ def setting(name):
         return
     on, late, fair = VARIANTS[name]
     dispatch.W4A4_16BIT_X_MIN_M, dispatch.W4A4_16BIT_X_MAX_M = (1, 64) if on else (1, 0)
-    dispatch.W4A4_16BIT_X_SHORT_MAX_K = 2**31  # every K at every M (the rule's measurement)
     if on:
         dispatch.W4A4_16BIT_X_QUANTISER_PDL_LATE = late
         dispatch.W4A4_16BIT_X_FAIR_SHARE = fair

@@ -293,10 +293,13 @@ GEMV_FP8_SM90_MAX_M = 4
 # part{0,1}-h200.json): 9-16 tokens 5120->5120 1.10-1.12x, 2048->8192 1.06-1.12x, 8192->10240
 # 1.16-1.20x, 8192->28672 1.13-1.15x (28672->8192 not taken); 17-32 tokens 1.26-1.32x,
 # 1.05-1.17x, 1.01-1.06x, 0.97-1.01x (17 tokens the worst), 28672->8192 1.00-1.05x.
+# Session 41 lifted the K limit: 14336->4096 had lost because the TMA GEMV's split rule gave it
+# one CTA an SM (fp4_gemv_tma_sm90.split_load, fixed). With that rule, route forced on / off at
+# 9-16 tokens (--long-k, ...-w4a4-layer-16bit-x-long-k-h200.json): 14336->4096 1.05-1.08x,
+# 11008->4096 1.08-1.15x, 12288->4096 1.06-1.08x, 18944->3584 1.07-1.10x, 13824->5120
+# 1.14-1.19x, 28672->8192 1.05-1.06x.
 W4A4_16BIT_X_MIN_M = 9
 W4A4_16BIT_X_MAX_M = 32
-W4A4_16BIT_X_SHORT_M = 16  # up to this many tokens only where K <= W4A4_16BIT_X_SHORT_MAX_K
-W4A4_16BIT_X_SHORT_MAX_K = 8192
 W4A4_16BIT_X_QUANTISER_PDL_LATE = True
 W4A4_16BIT_X_FAIR_SHARE = False
 
@@ -304,13 +307,10 @@ W4A4_16BIT_X_FAIR_SHARE = False
 def w4a4_linear_via_16bit_x(M: int, K: int, dtype: torch.dtype) -> bool:
     """Whether ``NVFP4Linear``'s W4A4 forward of ``M`` tokens of ``dtype`` (on Hopper, with the
     Triton backend) takes ``fp4mm::nvfp4_linear_w4a4``: fp16/bf16 x, K % 256 == 0 (the TMA
-    GEMV's), ``W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M`` (up to ``W4A4_16BIT_X_SHORT_M``
-    only where K <= ``W4A4_16BIT_X_SHORT_MAX_K``), and no ``FP4MM_KERNEL`` override (a forced
-    kernel is the W4A4 op's)."""
-    tokens = (W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M
-              and (M > W4A4_16BIT_X_SHORT_M or K <= W4A4_16BIT_X_SHORT_MAX_K))
-    return (dtype in (torch.float16, torch.bfloat16) and K % 256 == 0 and tokens
-            and _requested(None) == "auto")
+    GEMV's), ``W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M``, and no ``FP4MM_KERNEL``
+    override (a forced kernel is the W4A4 op's)."""
+    return (dtype in (torch.float16, torch.bfloat16) and K % 256 == 0
+            and W4A4_16BIT_X_MIN_M <= M <= W4A4_16BIT_X_MAX_M and _requested(None) == "auto")
 
 
 def quantiser_pdl_late(M: int) -> bool:
