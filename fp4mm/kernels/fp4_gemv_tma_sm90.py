@@ -443,7 +443,7 @@ def choose_config(M: int, N: int, K: int, group_size: int | None = None) -> Gemv
     load = {k: split_load(rb, chunks, k) for k in range(1, min(5, chunks) + 1)}
     load[cfg.split_k] = split_load(rb, chunks, cfg.split_k)
     best = min(load, key=lambda k: (load[k], k))
-    if rb * cdiv(chunks, cdiv(chunks, best)) <= SM90_SMS:  # still lone: up to LONE_MAX_SPLIT
+    if grid_ctas(rb, chunks, best) <= SM90_SMS:  # still lone: up to LONE_MAX_SPLIT
         load |= {k: split_load(rb, chunks, k) for k in range(6, LONE_MAX_SPLIT + 1)
                  if cdiv(chunks, k) >= LONE_MIN_CHUNKS}
         best = min(load, key=lambda k: (load[k], k))
@@ -470,17 +470,21 @@ def busiest_sm_chunks(row_blocks: int, chunks: int, split_k: int, sms: int = SM9
     spread evenly over ``sms`` SMs: the grid's quantisation, which decides the time where the
     last wave is mostly empty (5120 x 5120 at 4-32 tokens: 160 CTAs of split 2 on 132 SMs,
     11.98-14.82 us; split 3, 240 CTAs, 9.77-11.95; H200, session 38)."""
-    per = cdiv(chunks, split_k)
-    return cdiv(row_blocks * cdiv(chunks, per), sms) * per
+    return cdiv(grid_ctas(row_blocks, chunks, split_k), sms) * cdiv(chunks, split_k)
+
+
+def grid_ctas(row_blocks: int, chunks: int, split_k: int) -> int:
+    """CTAs of the launcher's grid: ``cdiv(chunks, split_k)`` chunks a CTA, as many CTAs a row
+    block as that takes."""
+    return row_blocks * cdiv(chunks, cdiv(chunks, split_k))
 
 
 def split_load(row_blocks: int, chunks: int, split_k: int, sms: int = SM90_SMS) -> float:
     """The split rule's measure: :func:`busiest_sm_chunks`, times ``LONE_CTA_PENALTY`` where the
-    grid holds at most one CTA an SM. One CTA (four warps) cannot keep an SM streaming: at
-    4096 x 14336, 16 tokens, split 2 (128 CTAs) took 21.2 us and split 4 (256, the same busiest
-    SM's chunks) 17.6; 4096 x 11008 17.1 and 14.7 (H200, session 41)."""
-    per = cdiv(chunks, split_k)
-    lone = row_blocks * cdiv(chunks, per) <= sms
+    grid holds at most one CTA an SM. One CTA (four warps) cannot keep an SM streaming: bf16 x,
+    16 tokens, 4096 x 14336 split 2 (128 CTAs) 20.87 us, split 4 (256 CTAs, the same busiest
+    SM's chunks) 17.74; 4096 x 11008 17.24 and 14.90 (H200, session 41)."""
+    lone = grid_ctas(row_blocks, chunks, split_k) <= sms
     return busiest_sm_chunks(row_blocks, chunks, split_k, sms) * (LONE_CTA_PENALTY if lone else 1)
 
 
