@@ -15,6 +15,7 @@ Usage on an sm_90 machine: ``python scripts/gpu_decode.py [--out DIR] [--quick]`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime
 import importlib.util
@@ -251,6 +252,25 @@ def time_graph(fns, reps=20):
         ts.append(a.elapsed_time(b) * 1000.0 / per)
     ts.sort()
     return ts[len(ts) // 2], ts[0], ts[-1]
+
+
+@contextlib.contextmanager
+def module_constants(mod, values, cached=()):
+    """``mod``'s attributes set to ``values`` inside the block and restored after it, the
+    ``functools`` caches ``cached`` cleared on the way in and out: the old/new probes' switch
+    between a rule's constants."""
+    keep = {k: getattr(mod, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(mod, k, v)
+        for f in cached:
+            f.cache_clear()
+        yield
+    finally:
+        for k, v in keep.items():
+            setattr(mod, k, v)
+        for f in cached:
+            f.cache_clear()
 
 
 def rounds(fns, n=3):

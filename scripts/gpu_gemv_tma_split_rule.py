@@ -48,31 +48,27 @@ LONG_K_TOKENS = (4, 8, 12, 16, 24, 32)
 SESSION_38 = {"LONE_CTA_PENALTY": 1.0, "LONE_MAX_SPLIT": 5}
 
 
+def tma_constants(values):
+    """``fp4_gemv_tma_sm90``'s constants set to ``values`` inside the block."""
+    return gpu_decode.module_constants(T, values, [T.choose_config])
+
+
+def session38_config(M, N, K):
+    """The NVFP4 split rule as session 38 left it (the lone-CTA constants set back)."""
+    with tma_constants(SESSION_38):
+        return T.choose_config(M, N, K)
+
+
 def rules(M, N, K):
     new = T.choose_config(M, N, K, GROUP)
     if LONG_K:
-        keep = {k: getattr(T, k) for k in SESSION_38}
-        for k, v in SESSION_38.items():
-            setattr(T, k, v)
-        T.choose_config.cache_clear()
-        try:
-            old = T.choose_config(M, N, K)
-        finally:
-            for k, v in keep.items():
-                setattr(T, k, v)
-            T.choose_config.cache_clear()
-        return old, new
+        return session38_config(M, N, K), new
     if GROUP is not None:  # the rule before session 38: split 2 from the 16-token tile
         old = new if M <= 8 else T.GemvTMAConfig(1, 2, min(2, K // T.KCHUNK),
                                                  2 if M > 16 else 1)
         return old, new
-    keep, T.SPLIT_REBALANCE = T.SPLIT_REBALANCE, 0.0
-    T.choose_config.cache_clear()
-    try:
+    with tma_constants({"SPLIT_REBALANCE": 0.0}):
         old = T.choose_config(M, N, K)
-    finally:
-        T.SPLIT_REBALANCE = keep
-        T.choose_config.cache_clear()
     return old, new
 
 
@@ -93,17 +89,8 @@ def w4a4_route():
             out = torch.empty((M, N), dtype=torch.float16, device="cuda")
 
             def run(session38, i, o):
-                keep = {k: getattr(T, k) for k in SESSION_38}
-                if session38:
-                    for k, v in SESSION_38.items():
-                        setattr(T, k, v)
-                T.choose_config.cache_clear()
-                try:
+                with tma_constants(SESSION_38 if session38 else {}):
                     fp4mm.nvfp4_mm(*p.x, *p.w[i], p.alpha, out=o)
-                finally:
-                    for k, v in keep.items():
-                        setattr(T, k, v)
-                    T.choose_config.cache_clear()
 
             times, med = gpu_decode.checked_rounds({"old": True, "new": False}, run, out, ref,
                                                    f"w4a4 {N}x{K} M={M}")

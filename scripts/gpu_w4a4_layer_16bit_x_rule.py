@@ -32,8 +32,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 from gpu_decode import rounds, save_rows, time_graph  # noqa: E402
+from gpu_gemv_tma_split_rule import SESSION_38, session38_config  # noqa: E402
 from gpu_w4a4_layer_16bit_x_route import COPIES, check, layer_cases, oracle  # noqa: E402
 
+from fp4mm.kernels import fp4_gemv_tma_sm90 as T  # noqa: E402
 from fp4mm.ops import dispatch  # noqa: E402
 
 SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (4096, 14336), (14336, 4096))  # (K, N)
@@ -45,7 +47,7 @@ PREPACKED_SHAPES = ((3072, 18432), (4096, 4096), (8192, 8192), (14336, 4096), (5
 PREPACKED_TOKENS = (9, 12, 16, 17, 24, 32)
 TMA_RULE_SHAPES = ((4096, 4096), (14336, 4096), (12288, 4096), (18944, 3584), (4096, 1024),
                    (9216, 3072), (8192, 2048), (3072, 3072))
-TMA_SESSION_38 = {"LONE_CTA_PENALTY": 1.0, "LONE_MAX_SPLIT": 5}
+TMA_SHIPPED = {k: getattr(T, k) for k in SESSION_38}
 LONG_K_LAYERS = ((14336, 4096), (11008, 4096), (12288, 4096), (18944, 3584), (13824, 5120),
                  (28672, 8192))
 LONG_K_TOKENS = (9, 12, 16)
@@ -62,11 +64,7 @@ VARIANTS = {  # name: (route on, quantiser PDL trigger late, fair-share pad)
 
 def tma_rule(session38):
     """The TMA GEMV's split constants as shipped, or (``session38``) as session 38 left them."""
-    from fp4mm.kernels import fp4_gemv_tma_sm90 as T
-
-    global _TMA_SHIPPED
-    _TMA_SHIPPED = globals().get("_TMA_SHIPPED") or {k: getattr(T, k) for k in TMA_SESSION_38}
-    for k, v in (TMA_SESSION_38 if session38 else _TMA_SHIPPED).items():
+    for k, v in (SESSION_38 if session38 else TMA_SHIPPED).items():
         setattr(T, k, v)
     T.choose_config.cache_clear()
 
@@ -86,15 +84,8 @@ def setting(name):
 
 def tma_rules_differ(M, N, K, dtype):
     """True where the layer takes the route and the two TMA split rules differ."""
-    from fp4mm.kernels import fp4_gemv_tma_sm90 as T
-
-    if not dispatch.w4a4_linear_via_16bit_x(M, K, dtype):
-        return False
-    splits = []
-    for old in (True, False):
-        tma_rule(old)
-        splits.append(T.choose_config(M, N, K).split_k)
-    return splits[0] != splits[1]
+    return (dispatch.w4a4_linear_via_16bit_x(M, K, dtype)
+            and session38_config(M, N, K) != T.choose_config(M, N, K))
 
 
 def exact_values():
